@@ -1,0 +1,66 @@
+"""The ``studyman`` command: a thin layer over the package.
+
+Each area registers its commands from its own module (``register(app)``), so the command tree
+is assembled here in one place. A :class:`~studyman.errors.StudymanError` is printed as one line
+with exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from studyman import __version__
+from studyman.cli import demo, emulator, pull, snapshot
+from studyman.errors import StudymanError
+
+app = typer.Typer(
+    name="studyman",
+    help="Trial data from REDCap: snapshots, validation, prespecified analyses, DSMB reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"studyman {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """studyman: the data side of a randomized clinical trial."""
+
+
+for _module in (emulator, pull, snapshot, demo):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the command line; a StudymanError becomes one line on stderr and exit code 2."""
+    try:
+        return app(args=argv, standalone_mode=False)
+    except StudymanError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:  # click's own usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if isinstance(error, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
