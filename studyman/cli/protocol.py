@@ -1,0 +1,9 @@
+"""`studyman` commands for the protocol area."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to *app*."""
