@@ -1,0 +1,389 @@
+"""The statistical analysis plan (SAP) as typed, frozen data, read from ``analysis/sap.yaml``.
+
+The plan declares *what* is analysed (estimands, populations, models and their prespecified
+options); :mod:`studyman.analysis.run` decides *how* it runs. Unknown keys are rejected and every
+error names the file and the key path (``analyses[3].fallbacks[1]``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from studyman.errors import ProtocolError
+
+__all__ = [
+    "AEAnalysis",
+    "Amendment",
+    "Analysis",
+    "AnalysisPlan",
+    "Criterion",
+    "Estimand",
+    "IntercurrentEvent",
+    "Interim",
+    "LoadedPlan",
+    "MMRMAnalysis",
+    "MultipleImputationAnalysis",
+    "Population",
+    "RandomSlopeAnalysis",
+    "ResponderLogisticAnalysis",
+    "ResponderRule",
+    "TippingPointAnalysis",
+    "Treatment",
+    "load_sap",
+    "plan_sha256",
+]
+
+Parameter = Literal["HAMD17", "PHQ9", "GAD7"]
+Role = Literal["primary", "secondary", "sensitivity", "safety"]
+CovarianceName = Literal[
+    "unstructured",
+    "toeplitz",
+    "heterogeneous_toeplitz",
+    "ar1",
+    "heterogeneous_ar1",
+    "compound_symmetry",
+    "heterogeneous_compound_symmetry",
+    "ante_dependence",
+]
+Strategy = Literal[
+    "treatment_policy", "hypothetical", "composite", "while_on_treatment", "principal_stratum"
+]
+Covariate = Literal["STRATSEV", "SITEID"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Amendment(_Frozen):
+    """A recorded change of the plan after it was locked."""
+
+    version: str
+    date: dt.date
+    reason: str = Field(min_length=1)
+
+
+class Interim(_Frozen):
+    """Interim looks: efficacy in a closed DSMB report only when prespecified."""
+
+    dsmb_efficacy: bool = False
+
+
+class Treatment(_Frozen):
+    """The randomised comparison: ADSL variable and the two arm labels."""
+
+    variable: Literal["TRT01P", "TRT01A"] = "TRT01P"
+    experimental: str
+    reference: str
+
+
+class Criterion(_Frozen):
+    """One condition on ADSL/ADQS/deviation data that a population member must meet.
+
+    ``randomized``: randomised; ``post_baseline``: at least one non-missing post-baseline value of
+    *parameter*; ``no_major_deviation``: no deviation with ``dv_major`` = yes; ``treated``: at least
+    one attended CBT session or one dose taken.
+    """
+
+    kind: Literal["randomized", "post_baseline", "no_major_deviation", "treated"]
+    parameter: Parameter | None = None
+
+    @model_validator(mode="after")
+    def _parameter_only_for_post_baseline(self) -> Criterion:
+        if (self.kind == "post_baseline") != (self.parameter is not None):
+            raise ValueError("'parameter' is required for post_baseline and only there")
+        return self
+
+
+class Population(_Frozen):
+    """An analysis population defined on the data, with its ADSL flag name."""
+
+    label: str
+    flag: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,7}$")
+    criteria: tuple[Criterion, ...] = Field(min_length=1)
+
+
+class IntercurrentEvent(_Frozen):
+    """An intercurrent event and the ICH E9(R1) strategy that handles it."""
+
+    event: str
+    strategy: Strategy
+    note: str = ""
+
+
+class Estimand(_Frozen):
+    """An estimand with the five ICH E9(R1) attributes and the analyses that estimate it."""
+
+    id: str
+    label: str
+    treatment: str
+    population: str
+    variable: str
+    intercurrent_events: tuple[IntercurrentEvent, ...] = Field(min_length=1)
+    summary: str
+    main_analysis: str
+    sensitivity_analyses: tuple[str, ...] = ()
+
+
+class _AnalysisBase(_Frozen):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    role: Role
+    label: str
+    population: str
+    estimand: str | None = None
+
+
+class MMRMAnalysis(_AnalysisBase):
+    """MMRM of change from baseline: arm, visit, arm × visit, baseline (× visit), strata.
+
+    Notes
+    -----
+    Fitted by :func:`studyman.stats.fit_mmrm`; when ``covariance`` does not converge the
+    ``fallbacks`` are tried in order and the result records the structure used.
+    """
+
+    kind: Literal["mmrm"]
+    parameter: Parameter
+    response: Literal["CHG", "AVAL"] = "CHG"
+    baseline: Literal["BASE"] | None = "BASE"
+    baseline_by_visit: bool = True
+    strata: tuple[Covariate, ...] = ()
+    covariance: CovarianceName = "unstructured"
+    fallbacks: tuple[CovarianceName, ...] = ()
+    method: Literal["reml", "ml"] = "reml"
+    df_method: Literal["kenward-roger", "satterthwaite", "residual", "between-within"] = (
+        "kenward-roger"
+    )
+    contrast_visit: int
+
+
+class ResponderRule(_Frozen):
+    """Responder definition: ``percent_reduction`` ≥ threshold %, or ``at_most`` threshold."""
+
+    kind: Literal["percent_reduction", "at_most"]
+    threshold: float
+
+
+class ResponderLogisticAnalysis(_AnalysisBase):
+    """Logistic regression of a responder variable at one visit (missing = non-responder)."""
+
+    kind: Literal["responder_logistic"]
+    parameter: Parameter
+    visit: int
+    rule: ResponderRule
+    baseline: Literal["BASE"] | None = "BASE"
+    strata: tuple[Covariate, ...] = ()
+
+
+class RandomSlopeAnalysis(_AnalysisBase):
+    """Linear mixed model with random intercept and slope on time in weeks."""
+
+    kind: Literal["random_slope"]
+    parameter: Parameter
+    response: Literal["CHG", "AVAL"] = "CHG"
+    baseline: Literal["BASE"] | None = "BASE"
+    strata: tuple[Covariate, ...] = ()
+
+
+class MultipleImputationAnalysis(_AnalysisBase):
+    """Multiple imputation (MAR or reference-based) then ANCOVA at one visit, Rubin's rules."""
+
+    kind: Literal["multiple_imputation"]
+    parameter: Parameter
+    method: Literal["mar", "jump_to_reference", "copy_reference"]
+    visit: int
+    baseline: Literal["BASE"] = "BASE"
+    strata: tuple[Covariate, ...] = ()
+    imputations: int | None = Field(default=None, ge=2)
+
+
+class TippingPointAnalysis(_AnalysisBase):
+    """Delta adjustment of MAR imputations in the experimental arm over a grid of deltas."""
+
+    kind: Literal["tipping_point"]
+    parameter: Parameter
+    visit: int
+    baseline: Literal["BASE"] = "BASE"
+    strata: tuple[Covariate, ...] = ()
+    deltas: tuple[float, ...] = Field(min_length=1)
+    imputations: int | None = Field(default=None, ge=2)
+
+
+class AEAnalysis(_AnalysisBase):
+    """An adverse-event analysis on ADAE and ADSL (treatment-emergent events, safety population)."""
+
+    kind: Literal[
+        "ae_incidence",
+        "ae_highest_severity",
+        "ae_exposure_adjusted",
+        "ae_negative_binomial",
+        "ae_glmm",
+        "ae_time_to_first",
+    ]
+    subset: Literal["all", "serious", "aesi"] = "all"
+    quadrature_points: int = Field(default=20, ge=1)
+
+
+Analysis = Annotated[
+    MMRMAnalysis
+    | ResponderLogisticAnalysis
+    | RandomSlopeAnalysis
+    | MultipleImputationAnalysis
+    | TippingPointAnalysis
+    | AEAnalysis,
+    Field(discriminator="kind"),
+]
+
+
+class AnalysisPlan(_Frozen):
+    """The whole statistical analysis plan."""
+
+    study: str
+    title: str
+    version: str
+    date: dt.date
+    amendments: tuple[Amendment, ...] = ()
+    seed: int = Field(ge=0)
+    imputations: int = Field(ge=2)
+    confidence_level: float = Field(default=0.95, gt=0, lt=1)
+    interim: Interim = Interim()
+    treatment: Treatment
+    visits: dict[Literal["hamd17", "phq9", "gad7"], tuple[int, ...]]
+    populations: dict[str, Population]
+    estimands: tuple[Estimand, ...]
+    analyses: tuple[Analysis, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> AnalysisPlan:
+        analysis_ids = [analysis.id for analysis in self.analyses]
+        estimand_ids = [estimand.id for estimand in self.estimands]
+        for kind, ids in (("analysis", analysis_ids), ("estimand", estimand_ids)):
+            duplicates = sorted({i for i in ids if ids.count(i) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate {kind} id(s): {', '.join(duplicates)}")
+        for index, estimand in enumerate(self.estimands):
+            where = f"estimands[{index}]"
+            if estimand.population not in self.populations:
+                raise _KeyedError(
+                    f"{where}.population", f"unknown population {estimand.population!r}"
+                )
+            for name in (estimand.main_analysis, *estimand.sensitivity_analyses):
+                if name not in analysis_ids:
+                    raise _KeyedError(f"{where}", f"names unknown analysis {name!r}")
+        for index, analysis in enumerate(self.analyses):
+            where = f"analyses[{index}]"
+            if analysis.population not in self.populations:
+                raise _KeyedError(
+                    f"{where}.population", f"unknown population {analysis.population!r}"
+                )
+            if analysis.estimand is not None and analysis.estimand not in estimand_ids:
+                raise _KeyedError(f"{where}.estimand", f"unknown estimand {analysis.estimand!r}")
+            visit = getattr(analysis, "contrast_visit", None) or getattr(analysis, "visit", None)
+            parameter = getattr(analysis, "parameter", None)
+            if visit is not None and parameter is not None:
+                visits = self.visits.get(parameter.lower(), ())
+                if visit not in visits:
+                    raise _KeyedError(
+                        where, f"visit {visit} is not an analysis visit of {parameter} {visits}"
+                    )
+        versions = [amendment.version for amendment in self.amendments]
+        if len(set(versions)) != len(versions):
+            raise ValueError("amendments: each version may be recorded once")
+        return self
+
+    def analysis(self, analysis_id: str) -> Analysis:
+        """Return the analysis called *analysis_id*."""
+        for analysis in self.analyses:
+            if analysis.id == analysis_id:
+                return analysis
+        raise KeyError(analysis_id)
+
+
+class _KeyedError(ValueError):
+    """A cross-reference error that knows its key path (turned into a ProtocolError)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class LoadedPlan(BaseModel):
+    """A plan together with the file it came from and the sha256 of that file's bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    plan: AnalysisPlan
+    path: str
+    sha256: str
+
+
+def plan_sha256(path: Path) -> str:
+    """Return the sha256 (hex) of the plan file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in location:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in {"mmrm", "responder_logistic", "random_slope", "multiple_imputation"} or (
+            item.startswith(("tipping_point", "ae_"))
+        ):
+            continue  # the discriminator tag pydantic inserts into the location
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts)
+
+
+def load_sap(path: str | Path) -> LoadedPlan:
+    """Read and check an analysis plan file.
+
+    Parameters
+    ----------
+    path
+        The YAML plan (``analysis/sap.yaml``).
+
+    Returns
+    -------
+    LoadedPlan
+        The typed plan, its path and the sha256 of the file.
+
+    Raises
+    ------
+    ProtocolError
+        The file is missing, not YAML, or a key is unknown, missing or invalid; the message names
+        the file and the key path.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ProtocolError("analysis plan file not found", file=str(file))
+    try:
+        raw: Any = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark is not None else None
+        raise ProtocolError(f"not valid YAML: {error}", file=str(file), key=line) from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("expected a mapping at the top level", file=str(file))
+    try:
+        plan = AnalysisPlan.model_validate(raw)
+    except PydanticValidationError as error:
+        first = error.errors()[0]
+        context = first.get("ctx", {}).get("error")
+        if isinstance(context, _KeyedError):
+            raise ProtocolError(context.message, file=str(file), key=context.key) from None
+        key = _key_path(tuple(first["loc"])) or None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (not part of the analysis plan)"
+        raise ProtocolError(message, file=str(file), key=key) from None
+    return LoadedPlan(plan=plan, path=str(file), sha256=plan_sha256(file))

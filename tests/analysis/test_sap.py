@@ -1,0 +1,98 @@
+"""The analysis plan file: loads into frozen models; malformed plans name file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from studyman.analysis.sap import MMRMAnalysis, load_sap
+from studyman.errors import ProtocolError
+
+SAP = Path(__file__).resolve().parents[2] / "analysis" / "sap.yaml"
+
+
+def _variant(tmp_path: Path, old: str, new: str) -> Path:
+    text = SAP.read_text(encoding="utf-8")
+    assert old in text, old
+    path = tmp_path / "sap.yaml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def test_reference_plan_loads_with_primary_mmrm_and_fallbacks() -> None:
+    loaded = load_sap(SAP)
+    primary = loaded.plan.analysis("primary_mmrm")
+    assert isinstance(primary, MMRMAnalysis)
+    assert primary.covariance == "unstructured"
+    assert primary.fallbacks == ("heterogeneous_toeplitz", "ar1", "compound_symmetry")
+    assert primary.df_method == "kenward-roger"
+    assert primary.contrast_visit == 12
+    assert len(loaded.sha256) == 64
+
+
+def test_estimands_carry_the_five_attributes() -> None:
+    plan = load_sap(SAP).plan
+    primary = next(e for e in plan.estimands if e.id == "primary")
+    assert primary.population == "mitt"
+    assert primary.treatment
+    assert primary.variable
+    assert primary.summary
+    strategies = {event.strategy for event in primary.intercurrent_events}
+    assert "treatment_policy" in strategies
+
+
+def test_plan_models_are_frozen() -> None:
+    plan = load_sap(SAP).plan
+    with pytest.raises(pydantic.ValidationError):
+        plan.seed = 1  # type: ignore[misc]
+
+
+def test_unknown_key_is_named_with_its_path(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path,
+        "    df_method: kenward-roger\n",
+        "    df_method: kenward-roger\n    colour: red\n",
+    )
+    with pytest.raises(ProtocolError) as caught:
+        load_sap(path)
+    assert caught.value.file == str(path)
+    assert caught.value.key == "analyses[0].colour"
+
+
+def test_unknown_covariance_structure_is_named(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path,
+        "fallbacks: [heterogeneous_toeplitz, ar1,",
+        "fallbacks: [heterogeneous_toeplitz, ar2,",
+    )
+    with pytest.raises(ProtocolError) as caught:
+        load_sap(path)
+    assert caught.value.key == "analyses[0].fallbacks[1]"
+
+
+def test_unknown_population_reference_is_named(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "    population: pp\n", "    population: per_protocol\n")
+    with pytest.raises(ProtocolError, match="unknown population 'per_protocol'") as caught:
+        load_sap(path)
+    assert caught.value.key == "analyses[10].population"
+
+
+def test_contrast_at_a_visit_outside_the_schedule_is_refused(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "    contrast_visit: 12\n", "    contrast_visit: 13\n")
+    with pytest.raises(ProtocolError, match="visit 13"):
+        load_sap(path)
+
+
+def test_remission_threshold_is_a_plan_parameter(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "{kind: at_most, threshold: 7}", "{kind: at_most, threshold: 10}")
+    remission = load_sap(path).plan.analysis("remission_logistic")
+    assert remission.rule.threshold == 10  # type: ignore[union-attr]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "seed: 20261125", "seed: [20261125")
+    with pytest.raises(ProtocolError, match="not valid YAML") as caught:
+        load_sap(path)
+    assert str(caught.value.key).startswith("line ")
