@@ -1,0 +1,327 @@
+"""Offline import: a snapshot from the files a coordinator downloads from REDCap's web pages.
+
+``import_snapshot`` reads the raw CSV record export ("CSV / Microsoft Excel (raw data)") and the
+data dictionary CSV (REDCap's human headers or the API's raw headers) and writes a snapshot with
+the same tables and findings, byte for byte, as a pull of the same data
+(:func:`studyman.sources.pull.pull_snapshot`): both parse REDCap's CSV the same way and both go
+through :class:`~studyman.sources.tidy.TidyBuilder`.
+
+Without a protocol
+------------------
+A study protocol is optional. Without one, everything comes from the two files:
+
+* the record-ID field is the first field of the dictionary (REDCap's rule);
+* the project is longitudinal when the export has a ``redcap_event_name`` column, and has
+  repeating instruments or events when it has ``redcap_repeat_instrument`` /
+  ``redcap_repeat_instance`` columns; a row's ``redcap_repeat_instrument`` says which form
+  repeats, so no repeating-forms setting is needed;
+* missing-data codes are a project setting the two files do not carry: pass them
+  (``missing_data_codes``, ``--missing-codes``) or they are not recognised (a code in a numeric
+  field is then reported as a value that does not cast, and kept as text);
+* the manifest records ``"protocol": null``.
+
+With a protocol, the missing-data codes come from the protocol's REDCap project
+(``project.json``) unless given, and the manifest records the protocol's id, version and hash.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from studyman import __version__
+from studyman.errors import SourceError
+from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
+from studyman.sources.snapshot import SnapshotResult, write_snapshot
+from studyman.sources.tidy import TidyBuilder, TidyTables
+
+__all__ = [
+    "DICTIONARY_COLUMNS",
+    "default_snapshot_name",
+    "import_snapshot",
+    "parse_records_csv",
+    "protocol_manifest",
+    "read_dictionary_csv",
+    "snapshot_manifest_tables",
+]
+
+#: The data dictionary's raw (API) column names, in REDCap's order.
+DICTIONARY_COLUMNS = (
+    "field_name",
+    "form_name",
+    "section_header",
+    "field_type",
+    "field_label",
+    "select_choices_or_calculations",
+    "field_note",
+    "text_validation_type_or_show_slider_number",
+    "text_validation_min",
+    "text_validation_max",
+    "identifier",
+    "branching_logic",
+    "required_field",
+    "custom_alignment",
+    "question_number",
+    "matrix_group_name",
+    "matrix_ranking",
+    "field_annotation",
+)
+
+
+def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
+    """Parse REDCap's flat CSV record export into a frame of text (blanks as ``""``).
+
+    Parameters
+    ----------
+    data
+        The CSV (UTF-8; a byte-order mark is allowed).
+    source
+        Where it came from, for error messages (a file name, or ``batch 3 of the pull``).
+
+    Raises
+    ------
+    SourceError
+        When the text is not a well-formed CSV table (a row with too few or too many cells, an
+        unterminated quote): REDCap never writes such a file, so it is damaged or truncated.
+
+    Notes
+    -----
+    Every cell is read as text: typing is the data dictionary's business (``"F"`` stays ``"F"``,
+    ``"007"`` stays ``"007"``). Empty lines are skipped; lines of empty cells are kept.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        return pd.DataFrame()
+    try:
+        first_line = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        names = next(csv.reader([first_line]))
+        table = pacsv.read_csv(
+            io.BytesIO(raw),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration) as error:
+        detail = str(error).splitlines()[0][:200]
+        raise SourceError(f"{source}: not a well-formed REDCap CSV export ({detail})") from None
+    frame = table.to_pandas()
+    if list(frame.columns) != names:
+        raise SourceError(f"{source}: the CSV header has repeated or unreadable column names")
+    return frame.astype("string")
+
+
+def read_dictionary_csv(path: Path) -> list[dict[str, str]]:
+    """Read a data dictionary CSV (raw API headers or the web page's human headers).
+
+    Returns the rows as REDCap's ``content=metadata`` answers them (raw keys, text values).
+
+    Raises
+    ------
+    SourceError
+        When the file is missing, empty or has no field-name column.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SourceError(f"{path}: data dictionary not found") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: data dictionary is not UTF-8 text") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not rows[0]:
+        raise SourceError(f"{path}: data dictionary is empty")
+    header = [cell.strip() for cell in rows[0]]
+    if header[0] == "field_name":
+        keys = header
+    elif header[0].lower().startswith("variable / field name"):
+        # The web page's human headers come in REDCap's fixed order; some downloads cut the
+        # header row short, so the cells are mapped by position.
+        keys = list(DICTIONARY_COLUMNS)
+    else:
+        raise SourceError(
+            f"{path}: not a REDCap data dictionary (first column {header[0]!r}, expected "
+            "'field_name' or 'Variable / Field Name')"
+        )
+    fields: list[dict[str, str]] = []
+    for line_number, cells in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        row = {key: "" for key in DICTIONARY_COLUMNS}
+        for key, cell in zip(keys, cells, strict=False):
+            row[key] = cell
+        if not row["field_name"].strip():
+            raise SourceError(f"{path}: line {line_number}: a field without a field name")
+        fields.append(row)
+    if not fields:
+        raise SourceError(f"{path}: data dictionary lists no fields")
+    return fields
+
+
+def default_snapshot_name(kind: str, now: datetime | None = None) -> str:
+    """Return ``YYYYMMDDTHHMMSSZ-<kind>`` for the current UTC time."""
+    moment = now or datetime.now(UTC)
+    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{kind}"
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def protocol_manifest(protocol: Any | None) -> dict[str, Any] | None:
+    """The manifest's ``protocol`` entry: id, version and sha256 of the protocol's files."""
+    if protocol is None:
+        return None
+    entry: dict[str, Any] = {}
+    for attribute in ("study_id", "version", "title"):
+        value = getattr(protocol, attribute, None)
+        if value is None and hasattr(protocol, "study"):
+            value = getattr(protocol.study, attribute, None)
+        if value is not None:
+            entry[attribute] = str(value)
+    for attribute in ("sha256", "source_sha256", "hash"):
+        value = getattr(protocol, attribute, None)
+        if isinstance(value, str):
+            entry["sha256"] = value
+            break
+    return entry
+
+
+def protocol_missing_codes(protocol: Any | None) -> tuple[str, ...]:
+    """The missing-data codes of the protocol's REDCap project, if it has any."""
+    if protocol is None:
+        return ()
+    for attribute in ("redcap", "project"):
+        project = getattr(protocol, attribute, None)
+        if project is None:
+            continue
+        info = getattr(project, "project_info", None) or getattr(project, "info", None)
+        codes = None
+        if isinstance(info, Mapping):
+            codes = info.get("missing_data_codes")
+        elif info is not None:
+            codes = getattr(info, "missing_data_codes", None)
+        if codes is None:
+            codes = getattr(project, "missing_data_codes", None)
+        if isinstance(codes, str):
+            return parse_missing_data_codes(codes)
+        if isinstance(codes, Sequence):
+            return tuple(str(code) for code in codes)
+    return ()
+
+
+def snapshot_manifest_tables(tidy: TidyTables) -> dict[str, Any]:
+    """Manifest entries derived from the tables: record-ID field, longitudinal, repeating, counts."""
+    columns = set(tidy.columns)
+    return {
+        "record_id_field": tidy.columns[0] if tidy.columns else None,
+        "longitudinal": "redcap_event_name" in columns,
+        "repeating": "redcap_repeat_instance" in columns,
+        "records": len(tidy.record_ids),
+    }
+
+
+def import_snapshot(
+    protocol: Any | None,
+    records_csv: Path,
+    dictionary_csv: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    missing_data_codes: str | Sequence[str] | None = None,
+) -> SnapshotResult:
+    """Write a snapshot from a raw CSV record export and a data dictionary CSV.
+
+    Parameters
+    ----------
+    protocol
+        The study protocol, or None (see the module notes: import works without one).
+    records_csv
+        REDCap's raw CSV record export (raw values, raw headers).
+    dictionary_csv
+        The data dictionary, human or raw headers.
+    out_dir
+        The snapshots directory; the snapshot is ``out_dir/<name>``.
+    name
+        The snapshot's directory name (default ``<UTC time>-import``).
+    missing_data_codes
+        The project's missing-data codes (``"UNK, Unknown | NASK, Not asked"`` or a list of codes);
+        default: the protocol's, else none.
+
+    Returns
+    -------
+    SnapshotResult
+
+    Raises
+    ------
+    SourceError
+        When a file is missing or not a REDCap export / dictionary.
+    SnapshotError
+        When the snapshot exists already.
+    """
+    records_csv = Path(records_csv)
+    dictionary_csv = Path(dictionary_csv)
+    metadata = read_dictionary_csv(dictionary_csv)
+    try:
+        data = records_csv.read_bytes()
+    except FileNotFoundError:
+        raise SourceError(f"{records_csv}: records export not found") from None
+    if isinstance(missing_data_codes, str):
+        codes = parse_missing_data_codes(missing_data_codes)
+    elif missing_data_codes is not None:
+        codes = tuple(missing_data_codes)
+    else:
+        codes = protocol_missing_codes(protocol)
+    dictionary = ProjectDictionary(metadata)
+    builder = TidyBuilder(dictionary, codes)
+    builder.add_batch(parse_records_csv(data, str(records_csv)))
+    tidy = builder.finish()
+    manifest: dict[str, Any] = {
+        "kind": "import",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "studyman_version": __version__,
+        "source": {
+            "records_file": records_csv.name,
+            "records_sha256": hashlib.sha256(data).hexdigest(),
+            "dictionary_file": dictionary_csv.name,
+            "dictionary_sha256": _sha256_file(dictionary_csv),
+        },
+        "redcap": {"version": None, "project": None},
+        "protocol": protocol_manifest(protocol),
+        "missing_data_codes": list(codes),
+        **snapshot_manifest_tables(tidy),
+    }
+    extra = {"redcap/metadata.json": _json_bytes(metadata)}
+    path = write_snapshot(
+        Path(out_dir),
+        name or default_snapshot_name("import"),
+        tables=tidy.tables,
+        findings=tidy.findings,
+        manifest=manifest,
+        extra_files=extra,
+    )
+    return SnapshotResult(
+        path=path,
+        table_rows={table: len(frame) for table, frame in tidy.tables.items()},
+        findings=len(tidy.findings),
+        records=len(tidy.record_ids),
+    )
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8")

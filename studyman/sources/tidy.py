@@ -1,0 +1,387 @@
+"""Splitting REDCap's flat record export into one typed table per instrument.
+
+The flat export has one row per record, event and repeat instance, and one column per field of
+every instrument. :class:`TidyBuilder` takes that export in batches (as text), keeps for each
+instrument only the rows where the instrument holds data, and at the end types each table by the
+data dictionary (:mod:`studyman.sources.casting`).
+
+Decisions
+---------
+* **Keys.** Every table starts with the record-ID field (under its REDCap name, e.g. ``record_id``
+  or ``study_id``), then those of ``redcap_event_name``, ``redcap_repeat_instrument`` and
+  ``redcap_repeat_instance`` that the export has (the event only in longitudinal projects, the
+  repeat columns only in projects with repeating instruments or events), then the record-level
+  columns ``redcap_data_access_group`` and ``redcap_survey_identifier`` when exported.
+* **Which rows belong to an instrument.** A row whose ``redcap_repeat_instrument`` names a form
+  belongs to that form only. Any other row (a non-repeating row, or an instance of a repeating
+  event) belongs to every form that *has data* in it: any of the form's fields non-blank (a
+  missing-data code counts as data), any checkbox of the form ticked (``1``), a survey time
+  stamp, or a form status of ``1`` (Unverified) or ``2`` (Complete). A status ``0`` alone does
+  not count: REDCap exports ``0`` for every form designated on an event, entered or not, so it
+  cannot tell "saved empty" from "never opened". Unticked checkboxes (``0``) likewise do not count.
+* **Rows without a record ID** (lines of empty cells) are dropped when every cell is blank; a row
+  with values but no record ID is kept, with a missing record ID, and reported as a finding.
+* **Columns the dictionary does not know** are kept as text in a table ``_unmapped`` (keys plus
+  those columns) and each is reported once as a finding.
+* **Order.** Rows keep the order of the export; columns keep the export order, each typed column
+  followed by its ``__raw`` and ``__missing`` columns when they exist. Findings are ordered by
+  row, then column, whatever the batch size, so a batched pull and a one-file import give the
+  same tables and findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from studyman.errors import SourceError
+from studyman.findings import FINDING_COLUMNS, Finding, findings_frame
+from studyman.sources.casting import (
+    KEY_COLUMNS,
+    MISSING_SUFFIX,
+    RAW_SUFFIX,
+    RECORD_LEVEL_COLUMNS,
+    CastKind,
+    ColumnSpec,
+    ProjectDictionary,
+    cast_column,
+    cast_finding,
+)
+
+__all__ = ["UNMAPPED_TABLE", "TidyBuilder", "TidyTables"]
+
+UNMAPPED_TABLE = "_unmapped"
+_ROW = "__row__"
+
+
+@dataclass(frozen=True)
+class TidyTables:
+    """The typed tables of one export.
+
+    Attributes
+    ----------
+    tables
+        Instrument name → typed table, in dictionary form order (``_unmapped`` last, if any).
+    findings
+        Findings (:data:`~studyman.findings.FINDING_COLUMNS`), in export row order.
+    record_ids
+        The distinct record IDs, in export order.
+    columns
+        The export header.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    findings: pd.DataFrame
+    record_ids: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass
+class _Layout:
+    header: tuple[str, ...]
+    record_id: str
+    keys: list[str]
+    record_level: list[str]
+    form_columns: dict[str, list[str]]
+    specs: dict[str, ColumnSpec]
+    unknown: list[str] = field(default_factory=list)
+
+
+def _table_source(form: str) -> str:
+    return f"tables/{form}.parquet"
+
+
+class TidyBuilder:
+    """Collect the flat export batch by batch, then build the typed instrument tables.
+
+    Parameters
+    ----------
+    dictionary
+        The project's data dictionary.
+    missing_codes
+        The project's missing-data codes.
+    """
+
+    def __init__(self, dictionary: ProjectDictionary, missing_codes: Sequence[str] = ()) -> None:
+        self.dictionary = dictionary
+        self.missing_codes = tuple(missing_codes)
+        self._layout: _Layout | None = None
+        self._pieces: dict[str, list[pd.DataFrame]] = {}
+        self._row_findings: list[tuple[int, int, Finding]] = []
+        self._rows_seen = 0
+        self._record_ids: dict[str, None] = {}
+
+    # -- batches -------------------------------------------------------------------------------
+    def _make_layout(self, header: tuple[str, ...]) -> _Layout:
+        record_id = self.dictionary.record_id_field
+        if not header or header[0] != record_id:
+            raise SourceError(
+                f"the records export does not start with the record-ID field {record_id!r} of "
+                f"the data dictionary (header starts with {header[:1]!r}); is it the export of "
+                "this project, in raw (not label) headers?"
+            )
+        keys = [record_id, *(c for c in KEY_COLUMNS if c in header)]
+        record_level = [c for c in RECORD_LEVEL_COLUMNS if c in header]
+        specs: dict[str, ColumnSpec] = {}
+        form_columns: dict[str, list[str]] = {form: [] for form in self.dictionary.forms}
+        unknown: list[str] = []
+        for column in header:
+            if column in keys or column in record_level:
+                spec = self.dictionary.column_spec(column)
+                if spec is not None:
+                    specs[column] = spec
+                continue
+            spec = self.dictionary.column_spec(column)
+            if spec is None or spec.form not in form_columns:
+                unknown.append(column)
+                specs[column] = ColumnSpec(column, column, UNMAPPED_TABLE, CastKind.TEXT)
+                continue
+            specs[column] = spec
+            form_columns[spec.form].append(column)
+        if unknown:
+            form_columns[UNMAPPED_TABLE] = unknown
+        return _Layout(header, record_id, keys, record_level, form_columns, specs, unknown)
+
+    def add_batch(self, frame: pd.DataFrame) -> None:
+        """Add rows of the flat export: every cell text, blanks as empty strings.
+
+        Raises
+        ------
+        SourceError
+            When the batch's columns differ from the first batch's, or the header does not start
+            with the record-ID field.
+        """
+        header = tuple(str(c) for c in frame.columns)
+        if not header:
+            return  # an empty export (no header line): nothing to add
+        if self._layout is None:
+            self._layout = self._make_layout(header)
+            for position, column in enumerate(self._layout.unknown):
+                self._row_findings.append(
+                    (
+                        -1,
+                        position,
+                        Finding(
+                            check_id="import.unknown_column",
+                            severity="minor",
+                            message=(
+                                f"column {column!r} is not a field of the data dictionary; "
+                                f"kept as text in table {UNMAPPED_TABLE}"
+                            ),
+                            field=column,
+                            source=_table_source(UNMAPPED_TABLE),
+                        ),
+                    )
+                )
+        elif header != self._layout.header:
+            missing = [c for c in self._layout.header if c not in header]
+            extra = [c for c in header if c not in self._layout.header]
+            raise SourceError(
+                "batches of the records export disagree on columns "
+                f"(missing {missing[:5]}, extra {extra[:5]}, or a different order)"
+            )
+        layout = self._layout
+        values = frame.astype("string").fillna("")
+        values.index = pd.RangeIndex(self._rows_seen, self._rows_seen + len(values))
+        self._rows_seen += len(values)
+        if values.empty:
+            return
+        cells = values.to_numpy(dtype=object)
+        filled = cells != ""
+        record_id = values[layout.record_id]
+        no_id = (record_id == "").to_numpy(dtype=bool)
+        all_blank = ~filled.any(axis=1)
+        keep = ~(no_id & all_blank)
+        for position in np.flatnonzero(no_id & ~all_blank):
+            row = int(values.index[position])
+            self._row_findings.append(
+                (
+                    row,
+                    0,
+                    Finding(
+                        check_id="import.missing_record_id",
+                        severity="major",
+                        message=f"row {row + 1} of the export has values but no record ID",
+                        field=layout.record_id,
+                        source="records",
+                    ),
+                )
+            )
+        for rid in record_id[keep & ~no_id]:
+            self._record_ids.setdefault(str(rid), None)
+        if "redcap_repeat_instance" in values.columns:
+            self._instance_findings(values[keep])
+        column_position = {column: i for i, column in enumerate(layout.header)}
+        repeat_instrument = (
+            values["redcap_repeat_instrument"].to_numpy(dtype=object)
+            if "redcap_repeat_instrument" in values.columns
+            else None
+        )
+        for form, columns in layout.form_columns.items():
+            rows = keep.copy()
+            if repeat_instrument is not None and form != UNMAPPED_TABLE:
+                rows &= (repeat_instrument == "") | (repeat_instrument == form)
+            rows &= self._has_data(form, columns, filled, values, column_position)
+            if not rows.any():
+                continue
+            piece = values.loc[rows, [*layout.keys, *layout.record_level, *columns]].copy()
+            piece[_ROW] = values.index[rows]
+            self._pieces.setdefault(form, []).append(piece)
+
+    def _has_data(
+        self,
+        form: str,
+        columns: list[str],
+        filled: np.ndarray,
+        values: pd.DataFrame,
+        position: dict[str, int],
+    ) -> np.ndarray:
+        layout = self._layout
+        assert layout is not None  # set by add_batch before this is called
+        has = np.zeros(len(values), dtype=bool)
+        data_columns = []
+        for column in columns:
+            spec = layout.specs[column]
+            if spec.kind is CastKind.STATUS:
+                status = values[column].to_numpy(dtype=object)
+                has |= (status == "1") | (status == "2")
+            elif spec.is_checkbox:
+                has |= values[column].to_numpy(dtype=object) == "1"
+            elif spec.kind is CastKind.SURVEY_TIMESTAMP:
+                stamp = values[column].to_numpy(dtype=object)
+                has |= (stamp != "") & (stamp != "[not completed]")
+            else:
+                data_columns.append(position[column])
+        if data_columns:
+            has |= filled[:, data_columns].any(axis=1)
+        return has
+
+    def _instance_findings(self, values: pd.DataFrame) -> None:
+        layout = self._layout
+        assert layout is not None
+        spec = layout.specs["redcap_repeat_instance"]
+        result = cast_column(values["redcap_repeat_instance"], spec)
+        column = layout.header.index("redcap_repeat_instance")
+        for position in np.flatnonzero(result.failed):
+            row = values.iloc[position]
+            self._row_findings.append(
+                (
+                    int(values.index[position]),
+                    column,
+                    cast_finding(
+                        spec,
+                        str(row["redcap_repeat_instance"]),
+                        record_id=str(row[layout.record_id]),
+                        event=str(row.get("redcap_event_name", "")),
+                        instrument=str(row.get("redcap_repeat_instrument", "")),
+                        instance=str(row["redcap_repeat_instance"]),
+                        source="records",
+                    ),
+                )
+            )
+
+    # -- tables --------------------------------------------------------------------------------
+    def finish(self) -> TidyTables:
+        """Type and return the tables and findings of everything added."""
+        layout = self._layout
+        if layout is None:
+            layout = self._make_layout((self.dictionary.record_id_field,))
+            layout.form_columns = {
+                form: [
+                    c
+                    for c in self.dictionary.default_columns(form)
+                    if self.dictionary.column_spec(c)
+                ]
+                for form in self.dictionary.forms
+            }
+            for columns in layout.form_columns.values():
+                for column in columns:
+                    spec = self.dictionary.column_spec(column)
+                    assert spec is not None  # filtered just above
+                    layout.specs[column] = spec
+        position = {column: i for i, column in enumerate(layout.header)}
+        tables: dict[str, pd.DataFrame] = {}
+        findings = list(self._row_findings)
+        for form, columns in layout.form_columns.items():
+            pieces = self._pieces.get(form, [])
+            if pieces:
+                raw = pd.concat(pieces, ignore_index=True)
+            else:
+                raw = pd.DataFrame(
+                    {
+                        c: pd.Series([], dtype="string")
+                        for c in [*layout.keys, *layout.record_level, *columns]
+                    }
+                )
+                raw[_ROW] = pd.Series([], dtype="int64")
+            table, table_findings = self._cast_table(form, raw, layout, position)
+            tables[form] = table
+            findings.extend(table_findings)
+        findings.sort(key=lambda item: (item[0], item[1]))
+        frame = findings_frame(f for _, _, f in findings)
+        if frame.empty:
+            frame = pd.DataFrame({c: pd.Series([], dtype="string") for c in FINDING_COLUMNS})
+        frame = frame.astype("string")
+        return TidyTables(
+            tables=tables,
+            findings=frame,
+            record_ids=tuple(self._record_ids),
+            columns=layout.header,
+        )
+
+    def _cast_table(
+        self,
+        form: str,
+        raw: pd.DataFrame,
+        layout: _Layout,
+        position: dict[str, int],
+    ) -> tuple[pd.DataFrame, list[tuple[int, int, Finding]]]:
+        out: dict[str, pd.Series] = {}
+        findings: list[tuple[int, int, Finding]] = []
+        rows = raw[_ROW].to_numpy()
+        key_text = {
+            name: raw[name].astype("string").fillna("").to_numpy(dtype=object)
+            if name in raw.columns
+            else np.full(len(raw), "", dtype=object)
+            for name in (
+                layout.record_id,
+                "redcap_event_name",
+                "redcap_repeat_instrument",
+                "redcap_repeat_instance",
+            )
+        }
+        source = _table_source(form)
+        for column in [*layout.keys, *layout.record_level]:
+            spec = layout.specs.get(column) or ColumnSpec(column, column, "", CastKind.TEXT)
+            out[column] = cast_column(raw[column], spec).typed
+        for column in layout.form_columns[form]:
+            spec = layout.specs[column]
+            codes = self.missing_codes if form != UNMAPPED_TABLE else ()
+            result = cast_column(raw[column], spec, codes)
+            out[column] = result.typed.astype(spec.dtype)
+            if result.raw is not None:
+                out[column + RAW_SUFFIX] = result.raw
+                for index in np.flatnonzero(result.failed):
+                    findings.append(
+                        (
+                            int(rows[index]),
+                            position.get(column, 0),
+                            cast_finding(
+                                spec,
+                                str(result.raw.iloc[index]),
+                                record_id=str(key_text[layout.record_id][index]),
+                                event=str(key_text["redcap_event_name"][index]),
+                                instrument=form,
+                                instance=str(key_text["redcap_repeat_instance"][index]),
+                                source=source,
+                            ),
+                        )
+                    )
+            if result.missing is not None:
+                out[column + MISSING_SUFFIX] = result.missing
+        table = pd.DataFrame(out)
+        table.index = pd.RangeIndex(len(table))
+        return table, findings
