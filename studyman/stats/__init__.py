@@ -5,4 +5,6 @@ Pure numerics on numpy/scipy: data frames in, result objects out.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from studyman.stats.glmm import GLMMResult, fit_glmm
+
+__all__: list[str] = ["GLMMResult", "fit_glmm"]
