@@ -1,0 +1,429 @@
+"""REDCap's Data Quality rules B-I, driven by the data dictionary.
+
+One pass per form: the rows holding that form are selected once, branching logic is evaluated
+once per field over all of them (vectorised), and every rule is a boolean mask over those rows.
+
+Notes
+-----
+* Blank required fields (rule B) are reported only where branching logic shows the field and the
+  form holds data; rule A (every blank) is not run, it is a census rather than a check.
+* Type (C) follows REDCap's validation patterns; ``number_Ndp`` requires exactly N decimals, as
+  REDCap's own regular expressions do; an impossible date (``2025-02-30``) is a type error.
+* Range (D) is checked only on values of the right type; date limits compare ISO dates.
+* Outliers (E) are values more than 2 sample standard deviations from the field's mean over all
+  rows (at least 3 values, SD > 0), on integer and number fields only: a review signal.
+* A calculated field (H) agrees when stored and recomputed values are both blank, or differ by no
+  more than half a unit in the stored value's last decimal place; formulas that use ``"today"``
+  are skipped (their value depends on the day REDCap saved the form).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from studyman.findings import FINDING_COLUMNS
+from studyman.validation.catalogue import check_by_id
+from studyman.validation.dictionary import DataDictionary, DictionaryField
+from studyman.validation.logic import EvaluationContext, LogicExpression, compile_logic
+from studyman.validation.records import (
+    BoolArray,
+    ObjectArray,
+    findings_from_mask,
+    form_present,
+    text,
+)
+
+__all__ = ["run_dictionary_checks", "valid_type_mask"]
+
+_PATTERNS: Final[dict[str, str]] = {
+    "integer": r"[-+]?\d+",
+    "number": r"[-+]?(\d+(\.\d*)?|\.\d+)",
+    "number_comma_decimal": r"[-+]?(\d+(,\d*)?|,\d+)",
+    "date_ymd": r"\d{4}-\d{2}-\d{2}",
+    "date_mdy": r"\d{4}-\d{2}-\d{2}",
+    "date_dmy": r"\d{4}-\d{2}-\d{2}",
+    "datetime_ymd": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}",
+    "datetime_mdy": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}",
+    "datetime_dmy": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}",
+    "datetime_seconds_ymd": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}",
+    "datetime_seconds_mdy": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}",
+    "datetime_seconds_dmy": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}",
+    "time": r"([01]\d|2[0-3]):[0-5]\d",
+    "time_mm_ss": r"[0-5]\d:[0-5]\d",
+    "email": r"[^@\s]+@[^@\s]+\.[^@\s]+",
+    "phone": r"\(?\d{3}\)?[-. ]?\d{3}[-. ]?\d{4}",
+    "zipcode": r"\d{5}(-\d{4})?",
+    "alpha_only": r"[A-Za-z]+",
+}
+for _places in range(1, 5):
+    _PATTERNS[f"number_{_places}dp"] = rf"[-+]?\d+\.\d{{{_places}}}"
+    _PATTERNS[f"number_{_places}dp_comma_decimal"] = rf"[-+]?\d+,\d{{{_places}}}"
+
+_NUMERIC_PREFIXES: Final = ("integer", "number")
+
+
+def _is_numeric(validation: str) -> bool:
+    return validation.startswith(_NUMERIC_PREFIXES)
+
+
+def _is_temporal(validation: str) -> bool:
+    return validation.startswith(("date", "datetime"))
+
+
+def _to_float(values: ObjectArray, comma: bool = False) -> np.ndarray:
+    series = pd.Series(values, dtype=object)
+    if comma:
+        series = series.str.replace(",", ".", regex=False)
+    return np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
+
+
+def valid_type_mask(values: ObjectArray, validation: str) -> BoolArray:
+    """True where a non-blank value matches REDCap's *validation* type (unknown types pass)."""
+    pattern = _PATTERNS.get(validation)
+    nonblank = values != ""
+    if pattern is None:
+        return np.asarray(nonblank, dtype=bool)
+    series = pd.Series(values, dtype=object)
+    matches = np.array(series.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool))
+    if _is_temporal(validation):
+        parsed = pd.to_datetime(series.where(matches, None), format="ISO8601", errors="coerce")
+        matches &= parsed.notna().to_numpy()
+    return np.asarray(matches & nonblank, dtype=bool)
+
+
+def _decimals_of(values: ObjectArray) -> np.ndarray:
+    return np.array(
+        [len(value.split(".", 1)[1]) if "." in value else 0 for value in values], dtype=np.float64
+    )
+
+
+def _check(check_id: str) -> Callable[..., pd.DataFrame]:
+    check = check_by_id(check_id)
+    if check is None:  # pragma: no cover - the catalogue is part of the package
+        raise KeyError(check_id)
+
+    def make(frame: pd.DataFrame, mask: BoolArray, **kwargs: object) -> pd.DataFrame:
+        return findings_from_mask(check, frame, mask, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+def run_dictionary_checks(
+    records: pd.DataFrame,
+    dictionary: DataDictionary,
+    *,
+    missing_codes: frozenset[str] = frozenset(),
+    today: datetime | None = None,
+    source: str = "",
+) -> pd.DataFrame:
+    """Run REDCap's Data Quality rules B-I over flat *records*.
+
+    Parameters
+    ----------
+    records
+        Flat records with normalised key columns (:func:`~studyman.validation.records.normalise_records`).
+    dictionary
+        The project's data dictionary.
+    missing_codes
+        The project's missing-data codes (rule I; such values are exempt from rules B-G).
+    today
+        The reference date for ``"today"`` in logic (the data cut-off).
+    source
+        Written to the findings' ``source`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Findings with :data:`studyman.findings.FINDING_COLUMNS`.
+    """
+    context = EvaluationContext(
+        records=records,
+        record_id_field=dictionary.record_id_field,
+        today=today or datetime(2000, 1, 1),
+        missing_codes=missing_codes,
+        comma_decimal_fields=dictionary.comma_decimal_fields,
+    )
+    parts: list[pd.DataFrame] = []
+    id_field = dictionary.record_id_field
+    codes = np.array(sorted(missing_codes), dtype=object)
+    for form in dictionary.forms:
+        rows = form_present(records, dictionary, form)
+        if not rows.any():
+            continue
+        frame = records.loc[rows].reset_index(drop=True)
+        for field in dictionary.form_fields(form):
+            if not field.holds_data or field.name == id_field:
+                continue
+            parts.extend(_field_findings(frame, field, context, codes, id_field, source))
+    if not parts:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+    return pd.concat([part for part in parts if not part.empty] or parts, ignore_index=True)
+
+
+def _visible(frame: pd.DataFrame, field: DictionaryField, context: EvaluationContext) -> BoolArray:
+    if not field.branching:
+        return np.ones(len(frame), dtype=bool)
+    expression: LogicExpression = compile_logic(field.branching)
+    return expression.mask(frame, context)
+
+
+def _field_findings(
+    frame: pd.DataFrame,
+    field: DictionaryField,
+    context: EvaluationContext,
+    codes: ObjectArray,
+    id_field: str,
+    source: str,
+) -> list[pd.DataFrame]:
+    out: list[pd.DataFrame] = []
+    common: dict[str, object] = {
+        "record_id_field": id_field,
+        "instrument": field.form,
+        "source": source,
+    }
+    visible = _visible(frame, field, context)
+    label = field.label or field.name
+
+    if field.field_type == "checkbox":
+        ticked = np.zeros(len(frame), dtype=bool)
+        for (code, _), column in zip(field.choices, field.columns, strict=True):
+            values = text(frame, column)
+            ticked |= values == "1"
+            invalid = (values != "") & (values != "0") & (values != "1") & ~np.isin(values, codes)
+            out.append(
+                _check("DQ-G")(
+                    frame,
+                    invalid,
+                    field=column,
+                    value=values,
+                    message=f"{label}: checkbox {code} holds a value other than 0 or 1",
+                    **common,
+                )
+            )
+        if field.required:
+            out.append(
+                _check("DQ-B")(
+                    frame,
+                    visible & ~ticked,
+                    field=field.name,
+                    value=None,
+                    message=f"{label}: required, no box ticked",
+                    **common,
+                )
+            )
+        out.append(
+            _check("DQ-F")(
+                frame,
+                ~visible & ticked,
+                field=field.name,
+                value=None,
+                message=f"{label}: boxes ticked although branching logic hides the field",
+                **common,
+            )
+        )
+        return out
+
+    values = text(frame, field.name)
+    blank = values == ""
+    is_code = np.isin(values, codes) if len(codes) else np.zeros(len(values), dtype=bool)
+    checked = ~blank & ~is_code
+
+    if len(codes):
+        out.append(
+            _check("DQ-I")(
+                frame,
+                is_code,
+                field=field.name,
+                value=values,
+                message=f"{label}: holds a missing-data code",
+                **common,
+            )
+        )
+
+    if field.field_type == "calc":
+        out.append(_calc_findings(frame, field, context, values, common, label))
+        return out
+
+    if field.required:
+        out.append(
+            _check("DQ-B")(
+                frame,
+                visible & blank,
+                field=field.name,
+                value=values,
+                message=f"{label}: required but blank",
+                **common,
+            )
+        )
+    out.append(
+        _check("DQ-F")(
+            frame,
+            ~visible & checked,
+            field=field.name,
+            value=values,
+            message=f"{label}: holds a value although branching logic hides the field",
+            **common,
+        )
+    )
+
+    if field.is_choice:
+        invalid = checked & ~np.isin(values, np.array(sorted(field.codes), dtype=object))
+        out.append(
+            _check("DQ-G")(
+                frame,
+                invalid,
+                field=field.name,
+                value=values,
+                message=f"{label}: not one of the codes {', '.join(sorted(field.codes))}",
+                **common,
+            )
+        )
+        return out
+
+    validation = field.validation
+    if field.field_type != "text" or not validation:
+        return out
+    valid = valid_type_mask(values, validation) | ~checked
+    out.append(
+        _check("DQ-C")(
+            frame,
+            ~valid,
+            field=field.name,
+            value=values,
+            message=f"{label}: not a valid {validation} value",
+            **common,
+        )
+    )
+    typed = checked & valid
+    if _is_numeric(validation):
+        numbers = _to_float(values, comma=validation.endswith("comma_decimal"))
+        out.append(_range_numeric(frame, field, numbers, typed, values, common, label))
+        out.append(_outliers(frame, numbers, typed, values, common, label, field.name))
+    elif _is_temporal(validation):
+        out.append(_range_dates(frame, field, values, typed, common, label))
+    return out
+
+
+def _range_numeric(
+    frame: pd.DataFrame,
+    field: DictionaryField,
+    numbers: np.ndarray,
+    typed: BoolArray,
+    values: ObjectArray,
+    common: dict[str, object],
+    label: str,
+) -> pd.DataFrame:
+    low = pd.to_numeric(pd.Series([field.minimum]), errors="coerce").iloc[0]
+    high = pd.to_numeric(pd.Series([field.maximum]), errors="coerce").iloc[0]
+    outside = np.zeros(len(numbers), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if not pd.isna(low):
+            outside |= numbers < float(low)
+        if not pd.isna(high):
+            outside |= numbers > float(high)
+    limits = f"{field.minimum or '-inf'} to {field.maximum or 'inf'}"
+    return _check("DQ-D")(
+        frame,
+        outside & typed,
+        field=field.name,
+        value=values,
+        message=f"{label}: outside the range {limits}",
+        **common,
+    )
+
+
+def _range_dates(
+    frame: pd.DataFrame,
+    field: DictionaryField,
+    values: ObjectArray,
+    typed: BoolArray,
+    common: dict[str, object],
+    label: str,
+) -> pd.DataFrame:
+    outside = np.zeros(len(values), dtype=bool)
+    as_text = values.astype(str)
+    for limit, below in ((field.minimum, True), (field.maximum, False)):
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?", limit or ""):
+            outside |= (as_text < limit) if below else (as_text > limit)
+    return _check("DQ-D")(
+        frame,
+        outside & typed,
+        field=field.name,
+        value=values,
+        message=f"{label}: outside the range {field.minimum or '-'} to {field.maximum or '-'}",
+        **common,
+    )
+
+
+def _outliers(
+    frame: pd.DataFrame,
+    numbers: np.ndarray,
+    typed: BoolArray,
+    values: ObjectArray,
+    common: dict[str, object],
+    label: str,
+    name: str,
+) -> pd.DataFrame:
+    present = typed & ~np.isnan(numbers)
+    flagged = np.zeros(len(numbers), dtype=bool)
+    if present.sum() >= 3:
+        sample = numbers[present]
+        mean = float(sample.mean())
+        spread = float(sample.std(ddof=1))
+        if spread > 0:
+            with np.errstate(invalid="ignore"):
+                flagged = present & (np.abs(numbers - mean) > 2 * spread)
+    return _check("DQ-E")(
+        frame,
+        flagged,
+        field=name,
+        value=values,
+        message=f"{label}: more than 2 SD from the mean (review)",
+        **common,
+    )
+
+
+def _calc_findings(
+    frame: pd.DataFrame,
+    field: DictionaryField,
+    context: EvaluationContext,
+    stored: ObjectArray,
+    common: dict[str, object],
+    label: str,
+) -> pd.DataFrame:
+    expression = compile_logic(field.calculation)
+    if expression.uses_today:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+    computed = expression.evaluate(frame, context).number
+    stored_numbers = _to_float(stored)
+    stored_blank = stored == ""
+    computed_blank = np.isnan(computed)
+    tolerance = 0.5 * np.power(10.0, -_decimals_of(stored)) + 1e-9
+    with np.errstate(invalid="ignore"):
+        differs = np.abs(computed - stored_numbers) > tolerance
+    wrong = np.where(
+        stored_blank | computed_blank,
+        stored_blank != computed_blank,
+        differs | np.isnan(stored_numbers),
+    )
+    expected = np.array(
+        ["blank" if np.isnan(value) else f"{value:g}" for value in computed], dtype=object
+    )
+    message = np.array(
+        [f"{label}: stored value differs from its formula (expected {e})" for e in expected],
+        dtype=object,
+    )
+    return _check("DQ-H")(
+        frame,
+        np.asarray(wrong, dtype=bool),
+        field=field.name,
+        value=stored,
+        message=message,
+        **common,
+    )

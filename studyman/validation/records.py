@@ -1,0 +1,173 @@
+"""Flat REDCap records as the checks read them, and findings built from row masks.
+
+The checks work on one frame of flat records (REDCap's ``type=flat`` export: one row per record,
+event and repeat instance). :func:`flat_records_from_tables` builds that frame from a snapshot's
+per-instrument tables, so a live export and a snapshot are checked by the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from studyman.findings import FINDING_COLUMNS
+from studyman.validation.catalogue import CheckDefinition
+from studyman.validation.dictionary import DataDictionary
+
+__all__ = [
+    "EVENT",
+    "INSTANCE",
+    "REPEAT",
+    "findings_from_mask",
+    "flat_records_from_tables",
+    "form_present",
+    "normalise_records",
+    "text",
+]
+
+EVENT = "redcap_event_name"
+REPEAT = "redcap_repeat_instrument"
+INSTANCE = "redcap_repeat_instance"
+
+BoolArray = npt.NDArray[np.bool_]
+ObjectArray = npt.NDArray[np.object_]
+
+
+def text(frame: pd.DataFrame, column: str) -> ObjectArray:
+    """The column as an array of strings (``""`` for blank); blanks when the column is absent."""
+    if column not in frame.columns:
+        return np.full(len(frame), "", dtype=object)
+    series = frame[column]
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        return np.asarray(series.fillna("").to_numpy(dtype=object), dtype=object)
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        formatted = series.dt.strftime("%Y-%m-%d")
+        return np.asarray(formatted.fillna("").to_numpy(dtype=object), dtype=object)
+    values = series.to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            out[index] = ""
+        elif isinstance(value, float) and value.is_integer():
+            out[index] = str(int(value))
+        else:
+            out[index] = str(value)
+    return out
+
+
+def normalise_records(frame: pd.DataFrame, record_id_field: str) -> pd.DataFrame:
+    """Return *frame* with the key columns present as strings (``""`` for blank), row order kept.
+
+    A classic project gains an empty ``redcap_event_name``; a project without repeating forms
+    gains empty repeat columns. Other columns are left as they are.
+    """
+    records = frame.reset_index(drop=True).copy()
+    for column in (record_id_field, EVENT, REPEAT, INSTANCE):
+        records[column] = text(records, column)
+    records[record_id_field] = [value.strip() for value in records[record_id_field]]
+    return records
+
+
+def form_present(records: pd.DataFrame, dictionary: DataDictionary, form: str) -> BoolArray:
+    """Rows that hold data of *form*: a repeat row of that form, or a base row with any value.
+
+    A base row counts when a field of the form is non-blank (a checkbox when a box is ticked) or
+    the form status is Unverified or Complete; REDCap exports status ``0`` on every event where
+    the form is designated, so Incomplete alone does not mean data were entered.
+    """
+    repeat = text(records, REPEAT)
+    if (repeat == form).any():
+        return np.asarray(repeat == form, dtype=bool)
+    present = np.zeros(len(records), dtype=bool)
+    for field in dictionary.form_fields(form):
+        if (
+            not field.holds_data
+            or field.field_type == "calc"
+            or field.name == dictionary.record_id_field
+        ):
+            continue
+        for column in field.columns:
+            if column not in records.columns:
+                continue
+            values = text(records, column)
+            present |= (values == "1") if field.field_type == "checkbox" else (values != "")
+    status = text(records, f"{form}_complete")
+    present |= (status == "1") | (status == "2")
+    return np.asarray(present & (repeat == ""), dtype=bool)
+
+
+def findings_from_mask(
+    check: CheckDefinition,
+    records: pd.DataFrame,
+    mask: BoolArray,
+    *,
+    record_id_field: str,
+    instrument: str | ObjectArray,
+    field: str | ObjectArray,
+    value: ObjectArray | None,
+    message: str | ObjectArray,
+    source: str = "",
+) -> pd.DataFrame:
+    """One finding per row of *records* selected by *mask*, as a findings table."""
+    rows = np.flatnonzero(mask)
+    if len(rows) == 0:
+        return pd.DataFrame(columns=FINDING_COLUMNS)
+
+    def pick(item: str | ObjectArray) -> ObjectArray | str:
+        return item if isinstance(item, str) else item[rows]
+
+    return pd.DataFrame(
+        {
+            "check_id": check.check_id,
+            "severity": check.severity,
+            "message": pick(message),
+            "record_id": text(records, record_id_field)[rows],
+            "event": text(records, EVENT)[rows],
+            "instrument": pick(instrument),
+            "instance": text(records, INSTANCE)[rows],
+            "field": pick(field),
+            "value": "" if value is None else value[rows],
+            "source": source,
+        },
+        columns=FINDING_COLUMNS,
+    )
+
+
+def flat_records_from_tables(
+    tables: Mapping[str, pd.DataFrame], record_id_field: str = "record_id"
+) -> pd.DataFrame:
+    """Rebuild flat records from per-instrument tables (a snapshot's layout).
+
+    Non-repeating instruments are joined on record and event; repeating instruments add their own
+    rows with ``redcap_repeat_instrument`` set.
+    """
+    keys = [record_id_field, EVENT]
+    base: pd.DataFrame | None = None
+    repeated: list[pd.DataFrame] = []
+    for name, table in tables.items():
+        frame = table.reset_index(drop=True).copy()
+        for column in (record_id_field, EVENT, REPEAT, INSTANCE):
+            if column not in frame.columns:
+                frame[column] = ""
+            frame[column] = text(frame, column)
+        repeat_rows = frame[REPEAT] != ""
+        if repeat_rows.any():
+            repeat_part = frame.loc[repeat_rows].copy()
+            repeat_part[REPEAT] = name
+            repeated.append(repeat_part)
+        plain = frame.loc[~repeat_rows].drop(columns=[REPEAT, INSTANCE])
+        if plain.empty:
+            continue
+        base = plain if base is None else base.merge(plain, on=keys, how="outer")
+    parts = []
+    if base is not None:
+        base[REPEAT] = ""
+        base[INSTANCE] = ""
+        parts.append(base)
+    parts.extend(repeated)
+    if not parts:
+        return pd.DataFrame(columns=[record_id_field, EVENT, REPEAT, INSTANCE])
+    return pd.concat(parts, ignore_index=True, sort=False)
