@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from studyman.protocol.loader import load_protocol, parse_protocol, protocol_sha256
+from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import (
     DataDictionary,
     DictionaryField,
@@ -13,7 +15,11 @@ from studyman.protocol.redcap_project import (
 __all__ = [
     "DataDictionary",
     "DictionaryField",
+    "Protocol",
     "RedcapProject",
+    "load_protocol",
     "load_redcap_project",
+    "parse_protocol",
+    "protocol_sha256",
     "read_data_dictionary",
 ]
