@@ -1,0 +1,56 @@
+"""REDCap's answer formats: JSON, CSV (REDCap's quoting) and XML, and its error bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from xml.sax.saxutils import escape
+
+__all__ = ["csv_cell", "error_body", "to_csv", "to_json", "to_xml_records"]
+
+_QUOTE_WHEN = (",", '"', "\n", "\r", " ", "\t", ";")
+
+
+def csv_cell(value: object) -> str:
+    """One CSV cell as REDCap writes it: quoted (quotes doubled) when it holds a separator or blank."""
+    text = "" if value is None else str(value)
+    if any(ch in text for ch in _QUOTE_WHEN):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def to_csv(header: Sequence[str], rows: Sequence[Mapping[str, object]]) -> str:
+    """A CSV answer: one header row, ``\\n`` line ends, a trailing newline."""
+    lines = [",".join(csv_cell(h) for h in header)]
+    lines.extend(",".join(csv_cell(row.get(h, "")) for h in header) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def to_json(value: object) -> str:
+    """A JSON answer (UTF-8, no ASCII escaping)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def to_xml_records(
+    rows: Sequence[Mapping[str, object]], root: str = "records", item: str = "item"
+) -> str:
+    """An XML answer in REDCap's simple shape: ``<records><item><name>value</name>…``."""
+    parts = ['<?xml version="1.0" encoding="UTF-8" ?>', f"<{root}>"]
+    for row in rows:
+        parts.append(f"<{item}>")
+        for key, value in row.items():
+            text = "" if value is None else str(value)
+            parts.append(f"<{key}><![CDATA[{text}]]></{key}>")
+        parts.append(f"</{item}>")
+    parts.append(f"</{root}>")
+    return "\n".join(parts) + "\n"
+
+
+def error_body(message: str, fmt: str) -> tuple[str, str]:
+    """REDCap's error body and content type for *fmt* (``json``, ``csv`` or anything else → xml)."""
+    if fmt == "json":
+        return to_json({"error": message}), "application/json; charset=utf-8"
+    if fmt == "csv":
+        return f"ERROR: {message}", "text/csv; charset=utf-8"
+    body = f'<?xml version="1.0" encoding="UTF-8" ?><hash><error>{escape(message)}</error></hash>'
+    return body, "text/xml; charset=utf-8"

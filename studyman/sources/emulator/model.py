@@ -1,0 +1,288 @@
+"""The REDCap project the emulator serves, as plain frozen data.
+
+A :class:`Project` holds what REDCap keeps about a project (metadata, events, arms, mappings,
+repeating settings, data access groups, users) and the records it starts with. It is built from a
+project directory (:mod:`studyman.sources.emulator.project_dir`) or an ODM file
+(:mod:`studyman.sources.emulator.odm`); the record store copies the records and never changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DICTIONARY_COLUMNS",
+    "USER_COLUMNS",
+    "Arm",
+    "DataAccessGroup",
+    "Event",
+    "Field",
+    "Instrument",
+    "Project",
+    "RepeatingSetting",
+    "User",
+    "parse_choices",
+    "unique_event_name",
+]
+
+#: The data dictionary's columns in REDCap's order (raw API headers).
+DICTIONARY_COLUMNS: tuple[str, ...] = (
+    "field_name",
+    "form_name",
+    "section_header",
+    "field_type",
+    "field_label",
+    "select_choices_or_calculations",
+    "field_note",
+    "text_validation_type_or_show_slider_number",
+    "text_validation_min",
+    "text_validation_max",
+    "identifier",
+    "branching_logic",
+    "required_field",
+    "custom_alignment",
+    "question_number",
+    "matrix_group_name",
+    "matrix_ranking",
+    "field_annotation",
+)
+
+#: REDCap's user import/export columns (``forms``/``forms_export`` last).
+USER_COLUMNS: tuple[str, ...] = (
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "expiration",
+    "data_access_group",
+    "design",
+    "user_rights",
+    "data_access_groups",
+    "data_export",
+    "reports",
+    "stats_and_charts",
+    "manage_survey_participants",
+    "calendar",
+    "data_import_tool",
+    "data_comparison_tool",
+    "logging",
+    "file_repository",
+    "data_quality_create",
+    "data_quality_execute",
+    "api_export",
+    "api_import",
+    "mobile_app",
+    "mobile_app_download_data",
+    "record_create",
+    "record_rename",
+    "record_delete",
+    "lock_records_customization",
+    "lock_records",
+    "lock_records_all_forms",
+    "forms",
+    "forms_export",
+)
+
+_YESNO = (("1", "Yes"), ("0", "No"))
+_TRUEFALSE = (("1", "True"), ("0", "False"))
+
+
+def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
+    """Split REDCap's ``"1, Yes | 0, No"`` into ``(("1", "Yes"), ("0", "No"))``.
+
+    A choice without a comma is its own label (REDCap accepts ``"a | b"`` for sliders).
+    """
+    choices: list[tuple[str, str]] = []
+    for part in text.split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        code, sep, label = part.partition(",")
+        choices.append((code.strip(), label.strip() if sep else code.strip()))
+    return tuple(choices)
+
+
+def unique_event_name(event_name: str, arm_num: int) -> str:
+    """REDCap's unique event name: lower case, non-alphanumerics to ``_``, 18 characters, arm.
+
+    Notes
+    -----
+    REDCap also de-duplicates clashing names with a letter suffix; the emulator only derives a name
+    when a project file gives none, so clashes are left to the file.
+    """
+    cleaned = "".join(c if c.isalnum() and c.isascii() else "_" for c in event_name.lower())
+    return f"{cleaned[:18].rstrip('_') or 'event'}_arm_{arm_num}"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One data dictionary row (every column kept as REDCap's text)."""
+
+    field_name: str
+    form_name: str
+    field_type: str
+    field_label: str = ""
+    section_header: str = ""
+    select_choices_or_calculations: str = ""
+    field_note: str = ""
+    text_validation_type_or_show_slider_number: str = ""
+    text_validation_min: str = ""
+    text_validation_max: str = ""
+    identifier: str = ""
+    branching_logic: str = ""
+    required_field: str = ""
+    custom_alignment: str = ""
+    question_number: str = ""
+    matrix_group_name: str = ""
+    matrix_ranking: str = ""
+    field_annotation: str = ""
+
+    @property
+    def choices(self) -> tuple[tuple[str, str], ...]:
+        """Codes and labels of a multiple-choice field (yesno and truefalse included)."""
+        if self.field_type == "yesno":
+            return _YESNO
+        if self.field_type == "truefalse":
+            return _TRUEFALSE
+        if self.field_type in ("radio", "dropdown", "checkbox"):
+            return parse_choices(self.select_choices_or_calculations)
+        return ()
+
+    @property
+    def export_names(self) -> tuple[str, ...]:
+        """Column names in a flat export (checkbox ``x___code``; none for descriptive fields)."""
+        if self.field_type == "descriptive":
+            return ()
+        if self.field_type == "checkbox":
+            return tuple(f"{self.field_name}___{checkbox_code(code)}" for code, _ in self.choices)
+        return (self.field_name,)
+
+    def as_metadata(self) -> dict[str, object]:
+        """The field as one row of REDCap's metadata export."""
+        return {name: str(getattr(self, name)) for name in DICTIONARY_COLUMNS}
+
+
+def checkbox_code(code: str) -> str:
+    """A checkbox code as it appears in an export column name (REDCap lower-cases it, ``-`` → ``_``)."""
+    return code.lower().replace("-", "_").replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A form (instrument): unique name, label, and whether it is enabled as a survey."""
+
+    instrument_name: str
+    instrument_label: str
+    is_survey: bool = False
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A REDCap arm."""
+
+    arm_num: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """A REDCap event (longitudinal projects only)."""
+
+    event_name: str
+    arm_num: int
+    unique_event_name: str
+    custom_event_label: str = ""
+    event_id: int = 0
+
+
+@dataclass(frozen=True)
+class RepeatingSetting:
+    """A repeating instrument (``form_name`` set) or repeating event (``form_name`` empty)."""
+
+    event_name: str
+    form_name: str
+    custom_form_label: str = ""
+
+
+@dataclass(frozen=True)
+class DataAccessGroup:
+    """A data access group: its display name and unique name."""
+
+    data_access_group_name: str
+    unique_group_name: str
+    data_access_group_id: int = 0
+
+
+@dataclass(frozen=True)
+class User:
+    """A project user and their rights, in REDCap's user export columns.
+
+    ``rights`` holds the integer rights by column name; ``forms`` and ``forms_export`` map a form to
+    its data entry right and its export right (0 no access, 1 full data set, 2 de-identified,
+    3 remove identifiers). A form missing from ``forms_export`` is exportable (right 1).
+    """
+
+    username: str
+    email: str = ""
+    firstname: str = ""
+    lastname: str = ""
+    expiration: str = ""
+    data_access_group: str = ""
+    rights: Mapping[str, int] = field(default_factory=dict)
+    forms: Mapping[str, int] = field(default_factory=dict)
+    forms_export: Mapping[str, int] = field(default_factory=dict)
+
+    def right(self, name: str) -> int:
+        """An integer right such as ``api_export`` (0 when not given)."""
+        return int(self.rights.get(name, 0))
+
+    def can_export_form(self, form: str) -> bool:
+        """Whether the user's export right on *form* is anything but 0 (no access)."""
+        return int(self.forms_export.get(form, 1)) != 0
+
+
+#: A flat stored row: export column name → value (raw codes, blanks omitted).
+Row = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Project:
+    """Everything the emulator serves about one REDCap project.
+
+    ``records`` are flat export rows (raw values, as in REDCap's raw CSV export) in export order;
+    ``record_dags`` maps a record to its data access group's unique name.
+    """
+
+    info: Mapping[str, object]
+    fields: tuple[Field, ...]
+    instruments: tuple[Instrument, ...]
+    arms: tuple[Arm, ...] = ()
+    events: tuple[Event, ...] = ()
+    mappings: tuple[tuple[int, str, str], ...] = ()
+    repeating: tuple[RepeatingSetting, ...] = ()
+    dags: tuple[DataAccessGroup, ...] = ()
+    users: tuple[User, ...] = ()
+    records: tuple[Mapping[str, str], ...] = ()
+    tokens: Mapping[str, str] = field(default_factory=dict)
+    redcap_version: str = "14.5.0"
+
+    @property
+    def record_id_field(self) -> str:
+        """The record-ID field: the first field of the dictionary."""
+        return self.fields[0].field_name if self.fields else "record_id"
+
+    @property
+    def is_longitudinal(self) -> bool:
+        """Whether the project has events."""
+        return bool(self.events)
+
+    @property
+    def has_repeating(self) -> bool:
+        """Whether any instrument or event repeats."""
+        return bool(self.repeating)
+
+    def __repr__(self) -> str:
+        # Tokens stay out of every repr.
+        title = self.info.get("project_title", "")
+        return f"Project(title={title!r}, fields={len(self.fields)}, records={len(self.records)})"

@@ -1,0 +1,545 @@
+"""The emulator's record store: REDCap's data table, export shapes and import rules.
+
+Rows are kept as REDCap keeps them: one row per record, event, repeating instrument and instance,
+holding only non-blank values under their export column names (checkbox ``x___1``). The store
+builds flat and EAV exports (raw or labels), imports flat rows and deletes records. It is
+thread-safe (one lock) and keeps a last-modified time per record for ``dateRangeBegin/End``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from studyman.sources.emulator.model import Field, Project, checkbox_code
+
+__all__ = ["Column", "ExportOptions", "RecordImportError", "RecordStore", "RowKey"]
+
+#: (event unique name or "" in a classic project, repeating instrument or "", instance or 0)
+RowKey = tuple[str, str, int]
+
+STATUS_LABELS = {"0": "Incomplete", "1": "Unverified", "2": "Complete"}
+IDENTITY_COLUMNS = (
+    "redcap_event_name",
+    "redcap_repeat_instrument",
+    "redcap_repeat_instance",
+    "redcap_data_access_group",
+    "redcap_survey_identifier",
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One export column: its name, its form, what it is, and the field behind it.
+
+    ``kind`` is ``field`` (one column per field), ``checkbox`` (one per choice; ``code`` holds the
+    raw choice code), ``complete`` (``<form>_complete``) or ``timestamp`` (``<form>_timestamp``).
+    """
+
+    name: str
+    form: str
+    kind: str
+    base: str
+    field: Field | None = None
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What a record export asks for, already validated by the request handler."""
+
+    columns: tuple[Column, ...]
+    include_identity: bool = True
+    records: frozenset[str] | None = None
+    events: frozenset[str] | None = None
+    raw_labels: bool = False
+    label_headers: bool = False
+    export_dags: bool = False
+    survey_fields: bool = False
+    blank_gray_status: bool = False
+    date_begin: datetime | None = None
+    date_end: datetime | None = None
+    dag: str | None = None
+    row_filter: Callable[[Mapping[str, str]], bool] | None = None
+
+
+@dataclass(frozen=True)
+class RecordImportError(Exception):
+    """A flat import that REDCap would refuse, with REDCap's message."""
+
+    message: str
+
+
+def _record_sort_key(record: str) -> tuple[float, str]:
+    # REDCap orders records as MySQL's ``ORDER BY abs(record), record``: the numeric prefix first.
+    match = re.match(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)", record)
+    return (abs(float(match.group(0))) if match else 0.0, record)
+
+
+class RecordStore:
+    """A project's records, shaped and exported the way REDCap does.
+
+    Parameters
+    ----------
+    project
+        The project whose layout (fields, events, mappings, repeating settings) rules the rows;
+        its ``records`` are loaded as the initial data.
+    clock
+        Returns "now" for last-modified times (injected so tests can fix time).
+    """
+
+    def __init__(self, project: Project, clock: Callable[[], datetime] = datetime.now) -> None:
+        self.project = project
+        self._clock = clock
+        self._lock = threading.RLock()
+        self.record_id_field = project.record_id_field
+        self.forms = [i.instrument_name for i in project.instruments]
+        self.form_labels = {i.instrument_name: i.instrument_label for i in project.instruments}
+        self.survey_forms = {i.instrument_name for i in project.instruments if i.is_survey}
+        self.fields = {f.field_name: f for f in project.fields}
+        self.form_fields: dict[str, list[Field]] = {form: [] for form in self.forms}
+        for f in project.fields:
+            self.form_fields.setdefault(f.form_name, []).append(f)
+            if f.form_name not in self.forms:
+                self.forms.append(f.form_name)
+                self.form_labels[f.form_name] = f.form_name
+        self.columns = self._build_columns()
+        self.column_by_name = {c.name: c for c in self.columns}
+        self.longitudinal = project.is_longitudinal
+        self.events = [e.unique_event_name for e in project.events] if self.longitudinal else [""]
+        self.event_index = {name: index for index, name in enumerate(self.events)}
+        self.event_arm = {e.unique_event_name: e.arm_num for e in project.events}
+        multiple_arms = len({e.arm_num for e in project.events}) > 1
+        arm_names = {a.arm_num: a.name for a in project.arms}
+        self.event_labels = {
+            e.unique_event_name: (
+                f"{e.event_name} (Arm {e.arm_num}: {arm_names.get(e.arm_num, '')})"
+                if multiple_arms
+                else e.event_name
+            )
+            for e in project.events
+        }
+        if self.longitudinal:
+            self.designated: dict[str, set[str]] = {e: set() for e in self.events}
+            for _, event, form in project.mappings:
+                self.designated.setdefault(event, set()).add(form)
+        else:
+            self.designated = {"": set(self.forms)}
+        by_label = {e.event_name: e.unique_event_name for e in project.events}
+        self.repeating_forms: set[tuple[str, str]] = set()
+        self.repeating_events: set[str] = set()
+        for setting in project.repeating:
+            event = setting.event_name
+            if self.longitudinal:
+                event = event if event in self.event_index else by_label.get(event, event)
+            else:
+                event = ""
+            if setting.form_name:
+                self.repeating_forms.add((event, setting.form_name))
+            else:
+                self.repeating_events.add(event)
+        self.dag_names = {d.unique_group_name: d.data_access_group_name for d in project.dags}
+        self._rows: dict[str, dict[RowKey, dict[str, str]]] = {}
+        self._dags: dict[str, str] = {}
+        self._modified: dict[str, datetime] = {}
+        self._next_instance_hint = 0
+        if project.records:
+            self.import_rows(project.records, overwrite=False, dag=None, validate=False)
+
+    # ------------------------------------------------------------------ layout
+    def _build_columns(self) -> list[Column]:
+        columns: list[Column] = []
+        for form in self.forms:
+            fields = self.form_fields.get(form, [])
+            if form in self.survey_forms:
+                # The survey timestamp sits after the record ID on the first form.
+                at = 1 if fields and fields[0].field_name == self.record_id_field else 0
+                columns_form: list[Column] = []
+                for f in fields:
+                    columns_form.extend(self._field_columns(f))
+                stamp = Column(f"{form}_timestamp", form, "timestamp", f"{form}_timestamp")
+                skip = 1 if at and columns_form else 0
+                columns.extend([*columns_form[:skip], stamp, *columns_form[skip:]])
+            else:
+                for f in fields:
+                    columns.extend(self._field_columns(f))
+            columns.append(Column(f"{form}_complete", form, "complete", f"{form}_complete"))
+        return columns
+
+    @staticmethod
+    def _field_columns(f: Field) -> list[Column]:
+        if f.field_type == "descriptive":
+            return []
+        if f.field_type == "checkbox":
+            return [
+                Column(
+                    f"{f.field_name}___{checkbox_code(code)}",
+                    f.form_name,
+                    "checkbox",
+                    f.field_name,
+                    f,
+                    code,
+                )
+                for code, _ in f.choices
+            ]
+        return [Column(f.field_name, f.form_name, "field", f.field_name, f)]
+
+    def row_forms(self, key: RowKey) -> set[str]:
+        """The forms whose fields a row of this key can hold."""
+        event, instrument, instance = key
+        if instrument:
+            return {instrument}
+        designated = self.designated.get(event, set())
+        if instance and event in self.repeating_events:
+            return set(designated)
+        return {form for form in designated if (event, form) not in self.repeating_forms}
+
+    def _row_order(self, key: RowKey) -> tuple[int, int, int]:
+        event, instrument, instance = key
+        form_index = self.forms.index(instrument) if instrument in self.forms else -1
+        return (self.event_index.get(event, len(self.events)), form_index, instance)
+
+    # ------------------------------------------------------------------ reading
+    def record_ids(self, dag: str | None = None) -> list[str]:
+        """Record IDs in export order (only a data access group's records when *dag* is set)."""
+        with self._lock:
+            ids = sorted(self._rows, key=_record_sort_key)
+            if dag is not None:
+                ids = [r for r in ids if self._dags.get(r, "") == dag]
+            return ids
+
+    def has_record(self, record: str) -> bool:
+        """Whether *record* exists."""
+        with self._lock:
+            return record in self._rows
+
+    def record_dag(self, record: str) -> str:
+        """The unique name of a record's data access group ("" when none)."""
+        with self._lock:
+            return self._dags.get(record, "")
+
+    def _selected_rows(self, options: ExportOptions) -> list[tuple[str, RowKey, dict[str, str]]]:
+        forms_selected = {c.form for c in options.columns}
+        out: list[tuple[str, RowKey, dict[str, str]]] = []
+        for record in self.record_ids(options.dag):
+            if options.records is not None and record not in options.records:
+                continue
+            modified = self._modified.get(record)
+            if options.date_begin and modified and modified < options.date_begin:
+                continue
+            if options.date_end and modified and modified > options.date_end:
+                continue
+            rows = self._rows[record]
+            for key in sorted(rows, key=self._row_order):
+                event, instrument, _ = key
+                if options.events is not None and event not in options.events:
+                    continue
+                if instrument and instrument not in forms_selected:
+                    # Unverified: REDCap leaves out instances of repeating forms none of whose
+                    # fields were asked for (their rows would be blank but for the keys).
+                    continue
+                out.append((record, key, rows[key]))
+        return out
+
+    def _value(
+        self, column: Column, key: RowKey, row: Mapping[str, str], options: ExportOptions
+    ) -> str:
+        value = row.get(column.name, "")
+        if (
+            value == ""
+            and column.kind in ("checkbox", "complete")
+            and column.form in self.row_forms(key)
+        ):
+            if column.kind == "complete" and options.blank_gray_status:
+                saved = any(
+                    row.get(c.name, "") != "" for c in self.columns if c.form == column.form
+                )
+                return "0" if saved else ""
+            return "0"
+        return value
+
+    def _label(self, column: Column, value: str) -> str:
+        if value == "":
+            return value
+        if column.kind == "complete":
+            return STATUS_LABELS.get(value, value)
+        if column.kind == "checkbox":
+            return "Checked" if value == "1" else "Unchecked"
+        if column.field is not None and column.field.field_type in (
+            "radio",
+            "dropdown",
+            "yesno",
+            "truefalse",
+        ):
+            return dict(column.field.choices).get(value, value)
+        return value
+
+    def identity_columns(self, options: ExportOptions) -> list[str]:
+        """The key columns before the fields, in REDCap's order."""
+        if not options.include_identity:
+            return []
+        names = [self.record_id_field]
+        if self.longitudinal:
+            names.append("redcap_event_name")
+        if self.repeating_forms or self.repeating_events:
+            names += ["redcap_repeat_instrument", "redcap_repeat_instance"]
+        if options.export_dags and self.dag_names and options.dag is None:
+            names.append("redcap_data_access_group")
+        if options.survey_fields and self.survey_forms:
+            names.append("redcap_survey_identifier")
+        return names
+
+    def export_flat(self, options: ExportOptions) -> tuple[list[str], list[dict[str, str | int]]]:
+        """A flat export: the column names and one dict per row (values raw or labels).
+
+        ``redcap_repeat_instance`` is an integer on repeating rows and ``""`` elsewhere, as in
+        REDCap's JSON.
+        """
+        with self._lock:
+            identity = self.identity_columns(options)
+            columns = [
+                c
+                for c in options.columns
+                if c.name != self.record_id_field
+                and (c.kind != "timestamp" or options.survey_fields)
+            ]
+            header = identity + [c.name for c in columns]
+            out: list[dict[str, str | int]] = []
+            for record, key, row in self._selected_rows(options):
+                event, instrument, instance = key
+                item: dict[str, str | int] = {}
+                if options.row_filter is not None and not options.row_filter(
+                    self._filter_view(record, key)
+                ):
+                    continue
+                for name in identity:
+                    if name == self.record_id_field:
+                        item[name] = record
+                    elif name == "redcap_event_name":
+                        item[name] = (
+                            self.event_labels.get(event, event) if options.raw_labels else event
+                        )
+                    elif name == "redcap_repeat_instrument":
+                        item[name] = (
+                            self.form_labels.get(instrument, instrument)
+                            if options.raw_labels and instrument
+                            else instrument
+                        )
+                    elif name == "redcap_repeat_instance":
+                        item[name] = instance if instance else ""
+                    elif name == "redcap_data_access_group":
+                        dag = self._dags.get(record, "")
+                        item[name] = self.dag_names.get(dag, dag) if options.raw_labels else dag
+                    else:
+                        item[name] = row.get(name, "")
+                for column in columns:
+                    value = self._value(column, key, row, options)
+                    item[column.name] = self._label(column, value) if options.raw_labels else value
+                out.append(item)
+            return header, out
+
+    def _filter_view(self, record: str, key: RowKey) -> dict[str, str]:
+        # Values a filterLogic expression sees on a row: the row's own values, then the record's
+        # values on other rows of the same event (REDCap evaluates per event).
+        view: dict[str, str] = {}
+        for other_key, other in self._rows[record].items():
+            if other_key[0] == key[0]:
+                for name, value in other.items():
+                    view.setdefault(name, value)
+        view.update(self._rows[record].get(key, {}))
+        view[self.record_id_field] = record
+        return view
+
+    def export_eav(self, options: ExportOptions) -> list[dict[str, str | int]]:
+        """An EAV export: one row per non-blank value (checkboxes one row per checked code)."""
+        with self._lock:
+            out: list[dict[str, str | int]] = []
+            for record, key, row in self._selected_rows(options):
+                event, instrument, instance = key
+                if options.row_filter is not None and not options.row_filter(
+                    self._filter_view(record, key)
+                ):
+                    continue
+                prefix: dict[str, str | int] = {"record": record}
+                if self.longitudinal:
+                    prefix["redcap_event_name"] = (
+                        self.event_labels.get(event, event) if options.raw_labels else event
+                    )
+                if self.repeating_forms or self.repeating_events:
+                    prefix["redcap_repeat_instrument"] = instrument
+                    prefix["redcap_repeat_instance"] = instance if instance else ""
+                for column in options.columns:
+                    if column.kind == "timestamp" and not options.survey_fields:
+                        continue
+                    if column.name == self.record_id_field:
+                        value = record if not instrument and not instance else ""
+                    else:
+                        value = row.get(column.name, "")
+                    if value == "":
+                        continue
+                    if column.kind == "checkbox":
+                        if value != "1":
+                            continue
+                        out.append(
+                            {
+                                **prefix,
+                                "field_name": column.base,
+                                "value": "Checked" if options.raw_labels else column.code,
+                            }
+                        )
+                        continue
+                    shown = self._label(column, value) if options.raw_labels else value
+                    out.append({**prefix, "field_name": column.name, "value": shown})
+            return out
+
+    # ------------------------------------------------------------------ writing
+    def import_rows(
+        self,
+        rows: Iterable[Mapping[str, object]],
+        *,
+        overwrite: bool,
+        dag: str | None,
+        validate: bool = True,
+    ) -> list[str]:
+        """Import flat rows; return the record IDs touched, in first-seen order.
+
+        Parameters
+        ----------
+        rows
+            Flat rows keyed by export column names plus the identity columns.
+        overwrite
+            REDCap's ``overwriteBehavior=overwrite``: blank values erase stored values
+            (``normal`` keeps them).
+        dag
+            The importing user's data access group: new records are assigned to it, and records of
+            other groups cannot be touched.
+        validate
+            Refuse unknown columns, events and instruments (off for a project's own records).
+
+        Raises
+        ------
+        RecordImportError
+            With REDCap's message, before anything is written.
+        """
+        rows = [dict(r) for r in rows]
+        known = set(self.column_by_name) | {self.record_id_field, *IDENTITY_COLUMNS}
+        if validate:
+            unknown = list(dict.fromkeys(k for r in rows for k in r if k not in known))
+            if unknown:
+                raise RecordImportError(
+                    "The following fields were not found in the project as real data fields: "
+                    + ", ".join(unknown)
+                )
+        prepared: list[tuple[str, RowKey, dict[str, str], str | None]] = []
+        for number, r in enumerate(rows, start=1):
+            record = str(r.get(self.record_id_field, "") or "").strip()
+            if not record:
+                raise RecordImportError(
+                    f"The record ID field ({self.record_id_field}) is blank on row {number}."
+                )
+            event = str(r.get("redcap_event_name", "") or "") if self.longitudinal else ""
+            if self.longitudinal and event not in self.event_index:
+                raise RecordImportError(
+                    f"The value '{event}' in redcap_event_name for record '{record}' is not a "
+                    "valid unique event name."
+                    if event
+                    else f"The redcap_event_name is missing for record '{record}'."
+                )
+            instrument = str(r.get("redcap_repeat_instrument", "") or "")
+            raw_instance = str(r.get("redcap_repeat_instance", "") or "")
+            if instrument and instrument not in self.forms:
+                raise RecordImportError(
+                    f"The value '{instrument}' in redcap_repeat_instrument is not a valid instrument."
+                )
+            instance = 0
+            if raw_instance:
+                try:
+                    instance = int(float(raw_instance))
+                except ValueError:
+                    raise RecordImportError(
+                        f"The value '{raw_instance}' in redcap_repeat_instance for record "
+                        f"'{record}' is not an integer."
+                    ) from None
+            if validate and instrument and (event, instrument) not in self.repeating_forms:
+                raise RecordImportError(
+                    f"The instrument '{instrument}' is not a repeating instrument"
+                    + (f" on event '{event}'." if event else ".")
+                )
+            if instrument and not instance:
+                instance = 1
+            if not instrument and instance and event not in self.repeating_events:
+                if validate:
+                    raise RecordImportError(
+                        f"Record '{record}' has a redcap_repeat_instance but no repeating instrument"
+                        + (" or repeating event." if self.longitudinal else ".")
+                    )
+                instance = 0
+            values = {
+                k: "" if v is None else str(v)
+                for k, v in r.items()
+                if k not in IDENTITY_COLUMNS and k != self.record_id_field
+            }
+            group = str(r.get("redcap_data_access_group", "") or "") or None
+            if validate and group and group not in self.dag_names:
+                raise RecordImportError(
+                    f"The value '{group}' in redcap_data_access_group is not a valid unique group name."
+                )
+            with self._lock:
+                if dag is not None and record in self._rows and self._dags.get(record, "") != dag:
+                    raise RecordImportError(
+                        f"You do not have permission to modify record '{record}' "
+                        "(it belongs to another Data Access Group)."
+                    )
+            prepared.append((record, (event, instrument, instance), values, group))
+        touched: list[str] = []
+        now = self._clock()
+        with self._lock:
+            for record, key, values, group in prepared:
+                rows_of = self._rows.setdefault(record, {})
+                stored = rows_of.setdefault(key, {})
+                for name, value in values.items():
+                    if value != "":
+                        stored[name] = value
+                    elif overwrite:
+                        stored.pop(name, None)
+                if dag is not None:
+                    self._dags[record] = dag
+                elif group is not None:
+                    self._dags[record] = group
+                self._modified[record] = now
+                if record not in touched:
+                    touched.append(record)
+        return touched
+
+    def delete(self, records: Sequence[str], dag: str | None = None) -> int:
+        """Delete whole records; return how many were deleted.
+
+        Raises
+        ------
+        RecordImportError
+            When a record does not exist (or is outside *dag*), with REDCap's message.
+        """
+        with self._lock:
+            missing = [
+                r
+                for r in records
+                if r not in self._rows or (dag is not None and self._dags.get(r, "") != dag)
+            ]
+            if missing:
+                raise RecordImportError(
+                    "One or more of the records provided cannot be deleted because they do not "
+                    "exist in the project. The following records do not exist: "
+                    + ", ".join(missing)
+                )
+            for r in dict.fromkeys(records):
+                del self._rows[r]
+                self._dags.pop(r, None)
+                self._modified.pop(r, None)
+            return len(set(records))
+
+    def select_columns(self, names: Collection[str]) -> tuple[Column, ...]:
+        """Columns whose field (or ``<form>_complete``/timestamp) is in *names*, in export order."""
+        return tuple(c for c in self.columns if c.base in names or c.name in names)
