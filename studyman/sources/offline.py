@@ -41,12 +41,12 @@ import pyarrow.csv as pacsv
 
 from studyman import __version__
 from studyman.errors import SourceError
+from studyman.protocol import read_data_dictionary
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.snapshot import SnapshotResult, write_snapshot
 from studyman.sources.tidy import TidyBuilder, TidyTables
 
 __all__ = [
-    "DICTIONARY_COLUMNS",
     "default_snapshot_name",
     "import_snapshot",
     "parse_records_csv",
@@ -54,29 +54,6 @@ __all__ = [
     "read_dictionary_csv",
     "snapshot_manifest_tables",
 ]
-
-#: The data dictionary's raw (API) column names, in REDCap's order.
-DICTIONARY_COLUMNS = (
-    "field_name",
-    "form_name",
-    "section_header",
-    "field_type",
-    "field_label",
-    "select_choices_or_calculations",
-    "field_note",
-    "text_validation_type_or_show_slider_number",
-    "text_validation_min",
-    "text_validation_max",
-    "identifier",
-    "branching_logic",
-    "required_field",
-    "custom_alignment",
-    "question_number",
-    "matrix_group_name",
-    "matrix_ranking",
-    "field_annotation",
-)
-
 
 def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
     """Parse REDCap's flat CSV record export into a frame of text (blanks as ``""``).
@@ -129,48 +106,15 @@ def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
 def read_dictionary_csv(path: Path) -> list[dict[str, str]]:
     """Read a data dictionary CSV (raw API headers or the web page's human headers).
 
-    Returns the rows as REDCap's ``content=metadata`` answers them (raw keys, text values).
+    Returns the rows as REDCap's ``content=metadata`` answers them (raw keys, text values), read
+    by :func:`studyman.protocol.read_data_dictionary`.
 
     Raises
     ------
-    SourceError
-        When the file is missing, empty or has no field-name column.
+    ProtocolError
+        When the file is missing or not a REDCap data dictionary (names file, line, column).
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SourceError(f"{path}: data dictionary not found") from None
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: data dictionary is not UTF-8 text") from None
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows or not rows[0]:
-        raise SourceError(f"{path}: data dictionary is empty")
-    header = [cell.strip() for cell in rows[0]]
-    if header[0] == "field_name":
-        keys = header
-    elif header[0].lower().startswith("variable / field name"):
-        # The web page's human headers come in REDCap's fixed order; some downloads cut the
-        # header row short, so the cells are mapped by position.
-        keys = list(DICTIONARY_COLUMNS)
-    else:
-        raise SourceError(
-            f"{path}: not a REDCap data dictionary (first column {header[0]!r}, expected "
-            "'field_name' or 'Variable / Field Name')"
-        )
-    fields: list[dict[str, str]] = []
-    for line_number, cells in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in cells):
-            continue
-        row = {key: "" for key in DICTIONARY_COLUMNS}
-        for key, cell in zip(keys, cells, strict=False):
-            row[key] = cell
-        if not row["field_name"].strip():
-            raise SourceError(f"{path}: line {line_number}: a field without a field name")
-        fields.append(row)
-    if not fields:
-        raise SourceError(f"{path}: data dictionary lists no fields")
-    return fields
+    return read_data_dictionary(Path(path)).as_rows()
 
 
 def default_snapshot_name(kind: str, now: datetime | None = None) -> str:

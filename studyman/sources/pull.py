@@ -1,0 +1,581 @@
+"""Pulling a REDCap project through PyCap into a snapshot.
+
+:func:`pull_snapshot` talks to REDCap (or the emulator) only through PyCap's ``redcap.Project``:
+
+1. metadata (the data dictionary), form-event mappings (a classic project answers 400: it is
+   then classic), events and arms (longitudinal only), repeating forms, project info, version;
+2. the record IDs (an export of the record-ID field alone);
+3. the records, in batches of IDs (``batch_size``), ``concurrency`` batches at a time, as raw
+   flat CSV; each batch is checked (see below) and retried with exponential back-off on 5xx,
+   429, 408, time-outs, dropped connections and damaged bodies;
+4. casting and splitting (:mod:`studyman.sources.tidy`) and an atomic snapshot
+   (:mod:`studyman.sources.snapshot`).
+
+What is checked, because PyCap does not
+---------------------------------------
+PyCap never looks at the HTTP status, and with ``format=csv`` it hands back an HTML 500 page as
+if it were data. Every request therefore goes through a :class:`requests.Session` that refuses a
+status other than 200, an HTML body, and a body shorter than its ``Content-Length``. Each records
+batch must then parse as a well-formed CSV table ending in a newline, have the first batch's
+columns, and hold every requested record ID and no other. A record ID that comes back in two
+batches is an error. Whatever cannot be trusted is retried; when the retries run out the pull
+raises :class:`~studyman.errors.SourceError` and writes nothing (no snapshot directory, no
+manifest).
+
+The token
+---------
+The token is held in a :class:`pydantic.SecretStr` and given to PyCap only; it is never in a
+message, a log line, the manifest or a repr. Error texts from the network (which may quote the
+request) are never passed on: messages are rebuilt from the status and a scrubbed excerpt of the
+answer, and exceptions are raised ``from None``.
+
+Known limit: a body cut exactly at a line end with a matching ``Content-Length`` that still
+holds every requested record (only some rows of the last record missing) cannot be told from a
+complete answer by a client; REDCap and proxies do not produce it in practice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pandas as pd
+import redcap
+import requests
+from pydantic import SecretStr
+from redcap.request import _ContentConfig, _RCRequest
+
+from studyman import __version__
+from studyman.errors import SourceError
+from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
+from studyman.sources.offline import (
+    default_snapshot_name,
+    parse_records_csv,
+    protocol_manifest,
+    snapshot_manifest_tables,
+)
+from studyman.sources.snapshot import SnapshotResult, write_snapshot
+from studyman.sources.tidy import TidyBuilder
+
+__all__ = [
+    "TOKEN_ENV",
+    "PullProgress",
+    "pull_snapshot",
+    "read_token",
+]
+
+TOKEN_ENV = "STUDYMAN_REDCAP_TOKEN"
+logger = logging.getLogger(__name__)
+_TOKEN_PATTERN = re.compile(r"[0-9A-Fa-f]{32}")
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+# -- token -----------------------------------------------------------------------------------
+def read_token(token_file: Path | None = None, environ: Mapping[str, str] | None = None) -> SecretStr:
+    """Return the API token from *token_file*, else from ``STUDYMAN_REDCAP_TOKEN``.
+
+    Raises
+    ------
+    SourceError
+        When the file is readable or writable by group or others (``chmod 600`` it), cannot be
+        read, or no token is given at all. The message never holds the token.
+    """
+    if token_file is not None:
+        path = Path(token_file)
+        try:
+            mode = path.stat().st_mode
+        except OSError as error:
+            raise SourceError(f"token file {path}: cannot read it ({error.strerror})") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SourceError(
+                f"token file {path} is accessible to group or others (mode "
+                f"{stat.filemode(mode)}); make it private with: chmod 600 {path}"
+            )
+        text = path.read_text(encoding="utf-8").strip()
+        if not text:
+            raise SourceError(f"token file {path} is empty")
+        return SecretStr(text)
+    environment = os.environ if environ is None else environ
+    value = environment.get(TOKEN_ENV, "").strip()
+    if not value:
+        raise SourceError(
+            f"no REDCap API token: set the environment variable {TOKEN_ENV} or pass --token-file"
+        )
+    return SecretStr(value)
+
+
+# -- transport -------------------------------------------------------------------------------
+class _Transient(Exception):
+    """A failure worth retrying (message already scrubbed)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Refused(Exception):
+    """REDCap answered with an error that retrying will not change (message already scrubbed)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _excerpt(body: str, limit: int = 200) -> str:
+    text = re.sub(r"<[^>]+>", " ", body)
+    text = " ".join(text.split())
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and "error" in document:
+            text = str(document["error"])
+    except (ValueError, TypeError):
+        pass
+    if text.lower().startswith("error:"):
+        text = text[6:].strip()
+    return text[:limit]
+
+
+class _CheckedSession(requests.Session):
+    """A session that refuses what PyCap would take as data: non-200, HTML, short bodies."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        response = super().request(method, url, *args, **kwargs)
+        response.encoding = "utf-8"  # REDCap answers UTF-8, whatever the Content-Type says
+        status = response.status_code
+        if status != 200:
+            message = f"HTTP {status}: {_excerpt(response.text)}"
+            if status in _RETRY_STATUSES:
+                retry_after = response.headers.get("Retry-After")
+                seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+                raise _Transient(message, seconds)
+            raise _Refused(message, status)
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) != len(response.content):
+            raise _Transient(
+                f"truncated answer ({len(response.content)} of {declared} bytes)"
+            )
+        content_type = response.headers.get("Content-Type", "")
+        if "html" in content_type.lower() or response.content.lstrip()[:1] == b"<" and (
+            b"<html" in response.content[:512].lower()
+        ):
+            raise _Transient(f"an HTML page instead of data: {_excerpt(response.text)}")
+        return response
+
+
+class _Project(redcap.Project):  # type: ignore[misc]
+    """PyCap's Project, unchanged except that its requests go through a checked session."""
+
+    def __init__(self, url: str, token: SecretStr, session: requests.Session, timeout: float) -> None:
+        super().__init__(url, token.get_secret_value(), timeout=timeout)
+        self._checked_session = session
+
+    def __repr__(self) -> str:
+        return f"<studyman REDCap project at {self.url}>"
+
+    def _call_api(self, payload: dict[str, Any], return_type: str, file: Any = None) -> Any:
+        config = _ContentConfig(
+            return_empty_json=return_type == "empty_json",
+            return_bytes=return_type == "file_map",
+        )
+        request = _RCRequest(
+            url=self.url, payload=payload, config=config, session=self._checked_session
+        )
+        return request.execute(
+            verify_ssl=self.verify_ssl,
+            return_headers=return_type == "file_map",
+            file=file,
+            **self._request_kwargs,
+        )
+
+
+# -- retries ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Policy:
+    retries: int
+    backoff: float
+    max_backoff: float
+
+
+def _classify(error: BaseException, token: str) -> _Transient | _Refused | None:
+    """Map an exception from PyCap/requests to a scrubbed transient or permanent failure."""
+    if isinstance(error, _Transient | _Refused):
+        return error
+    if isinstance(error, requests.exceptions.JSONDecodeError):
+        return _Transient("an answer that is not valid JSON (damaged or truncated)")
+    if isinstance(error, requests.Timeout):
+        return _Transient("no answer within the time-out")
+    if isinstance(error, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
+        return _Transient("the connection failed or was closed mid-answer")
+    if isinstance(error, requests.RequestException):
+        # PyCap's RedcapError: REDCap's own error message (from a 200 answer in CSV/JSON).
+        text = _scrub(str(error.args[0]) if error.args else "", token)
+        return _Refused(f"REDCap refused the request: {_excerpt(text)}", 400)
+    return None
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _call(
+    what: str,
+    function: Callable[[], Any],
+    policy: _Policy,
+    token: str,
+    stop: threading.Event | None = None,
+) -> Any:
+    """Call *function*, retrying transient failures with exponential back-off."""
+    attempt = 0
+    while True:
+        try:
+            return function()
+        except Exception as error:  # noqa: BLE001 - classified below, bugs re-raised
+            failure = _classify(error, token)
+            if failure is None:
+                raise
+        if isinstance(failure, _Refused):
+            raise failure from None
+        attempt += 1
+        message = _scrub(str(failure), token)
+        if attempt > policy.retries:
+            raise SourceError(
+                f"{what}: gave up after {attempt} attempts; last failure: {message}"
+            ) from None
+        delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
+        if failure.retry_after is not None:
+            delay = max(delay, min(policy.max_backoff, failure.retry_after))
+        logger.warning("%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, message, delay)
+        if stop is not None and stop.wait(delay):
+            raise SourceError(f"{what}: cancelled")
+        if stop is None:
+            time.sleep(delay)
+
+
+def _fail(what: str, error: _Refused) -> NoReturn:
+    raise SourceError(f"{what}: {error}") from None
+
+
+# -- pull ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullProgress:
+    """Progress of a pull: records received so far out of all records."""
+
+    stage: str
+    done: int
+    total: int
+
+
+def _check_batch(
+    text: str,
+    requested: Sequence[str],
+    record_id_field: str,
+    header: tuple[str, ...] | None,
+    source: str,
+) -> pd.DataFrame:
+    """Parse one batch's CSV and check it; raise _Transient when it cannot be trusted."""
+    if not text.endswith("\n"):
+        raise _Transient(f"{source}: the CSV does not end with a newline (truncated)")
+    try:
+        frame = parse_records_csv(text, source)
+    except SourceError as error:
+        raise _Transient(str(error)) from None
+    columns = tuple(str(c) for c in frame.columns)
+    if not columns or columns[0] != record_id_field:
+        raise _Transient(f"{source}: the CSV does not start with the record-ID field")
+    if header is not None and columns != header:
+        raise _Transient(f"{source}: the columns differ from the first batch's")
+    returned = set(frame[record_id_field].astype(str))
+    wanted = set(requested)
+    if returned != wanted:
+        missing = sorted(wanted - returned)
+        extra = sorted(returned - wanted)
+        raise _Transient(
+            f"{source}: {len(missing)} requested record(s) missing ({missing[:3]}) and "
+            f"{len(extra)} not requested ({extra[:3]})"
+        )
+    return frame
+
+
+def pull_snapshot(
+    protocol: Any | None,
+    url: str,
+    token: str | SecretStr,
+    out_dir: Path,
+    *,
+    batch_size: int = 100,
+    concurrency: int = 2,
+    retries: int = 5,
+    backoff: float = 1.0,
+    max_backoff: float = 30.0,
+    timeout: float = 60.0,
+    progress: Callable[[PullProgress], None] | None = None,
+    name: str | None = None,
+) -> SnapshotResult:
+    """Pull a REDCap project through PyCap into a new snapshot.
+
+    Parameters
+    ----------
+    protocol
+        The study protocol (recorded in the manifest), or None.
+    url
+        REDCap's API URL, ending in ``/api/``.
+    token
+        The project API token (32 hexadecimal characters); never written anywhere.
+    out_dir
+        The snapshots directory; the snapshot is ``out_dir/<name>``.
+    batch_size
+        Record IDs per records request.
+    concurrency
+        Records requests in flight at once.
+    retries
+        Retries of one request after its first failure (so ``retries + 1`` attempts).
+    backoff, max_backoff
+        The first retry waits ``backoff`` seconds, each next one twice as long, at most
+        ``max_backoff`` (or longer when REDCap sends ``Retry-After``).
+    timeout
+        Seconds to wait for an answer (connect and read).
+    progress
+        Called with a :class:`PullProgress` after each stage and batch.
+    name
+        The snapshot's directory name (default ``<UTC time>-pull``).
+
+    Returns
+    -------
+    SnapshotResult
+
+    Raises
+    ------
+    SourceError
+        REDCap refused a request (bad token, no export rights), or retries ran out. Nothing is
+        written then.
+    SnapshotError
+        The snapshot exists already.
+    """
+    if batch_size < 1 or concurrency < 1 or retries < 0:
+        raise SourceError("batch_size and concurrency must be at least 1, retries at least 0")
+    secret = token if isinstance(token, SecretStr) else SecretStr(token)
+    raw_token = secret.get_secret_value()
+    if not _TOKEN_PATTERN.fullmatch(raw_token):
+        raise SourceError("the REDCap API token is not 32 hexadecimal characters")
+    if not url.endswith("/api/"):
+        raise SourceError(f"the REDCap API URL must end in /api/ (got {_public_url(url)})")
+    policy = _Policy(retries=retries, backoff=backoff, max_backoff=max_backoff)
+    report = progress or (lambda _: None)
+    local = threading.local()
+
+    known_metadata: list[Any] = []
+
+    def project() -> _Project:
+        current: _Project | None = getattr(local, "project", None)
+        if current is None:
+            current = _Project(url, secret, _CheckedSession(), timeout)
+            if known_metadata:
+                current._metadata = known_metadata[0]  # PyCap reuses it for records exports
+            local.project = current
+        return current
+
+    def call(what: str, function: Callable[[_Project], Any]) -> Any:
+        try:
+            return _call(what, lambda: function(project()), policy, raw_token)
+        except _Refused as refused:
+            _fail(what, refused)
+
+    def optional(what: str, function: Callable[[_Project], Any]) -> Any:
+        """A call a classic project (or a project without the feature) answers with 400."""
+        try:
+            return _call(what, lambda: function(project()), policy, raw_token)
+        except _Refused as refused:
+            if refused.status == 400:
+                return None
+            _fail(what, refused)
+
+    started = time.monotonic()
+    metadata = call("metadata", lambda p: p.export_metadata(format_type="json"))
+    if not isinstance(metadata, list) or not metadata:
+        raise SourceError("metadata: REDCap returned no data dictionary")
+    known_metadata.append(metadata)
+    project()._metadata = metadata  # PyCap reuses it for every records export
+    mappings = optional(
+        "form-event mappings", lambda p: p.export_instrument_event_mappings(format_type="json")
+    )
+    longitudinal = isinstance(mappings, list)
+    events = call("events", lambda p: p.export_events(format_type="json")) if longitudinal else None
+    arms = call("arms", lambda p: p.export_arms(format_type="json")) if longitudinal else None
+    repeating = optional(
+        "repeating forms", lambda p: p.export_repeating_instruments_events(format_type="json")
+    )
+    info = call("project info", lambda p: p.export_project_info(format_type="json"))
+    version = call("version", lambda p: _checked_version(p.export_version()))
+    report(PullProgress("metadata", 1, 1))
+
+    dictionary = ProjectDictionary(metadata)
+    record_id_field = dictionary.record_id_field
+    ids_frame = call(
+        "record IDs",
+        lambda p: _check_ids(
+            p.export_records(format_type="csv", fields=[record_id_field], event_name="unique"),
+            record_id_field,
+        ),
+    )
+    record_ids = list(dict.fromkeys(ids_frame[record_id_field].astype(str)))
+    total = len(record_ids)
+    report(PullProgress("records", 0, total))
+
+    missing_codes = parse_missing_data_codes(
+        str(info.get("missing_data_codes", "") or "") if isinstance(info, dict) else ""
+    )
+    builder = TidyBuilder(dictionary, missing_codes)
+    batches = [record_ids[i : i + batch_size] for i in range(0, total, batch_size)]
+    surveys = bool(isinstance(info, dict) and str(info.get("surveys_enabled", "0")) == "1")
+    header: list[tuple[str, ...]] = []
+    header_lock = threading.Lock()
+    stop = threading.Event()
+
+    def fetch(index: int, ids: list[str]) -> pd.DataFrame:
+        source = f"records batch {index + 1} of {len(batches)}"
+
+        def attempt() -> pd.DataFrame:
+            text = project().export_records(
+                format_type="csv",
+                records=ids,
+                event_name="unique",
+                export_data_access_groups=True,
+                export_survey_fields=surveys,
+            )
+            with header_lock:
+                expected = header[0] if header else None
+            frame = _check_batch(text, ids, record_id_field, expected, source)
+            with header_lock:
+                if not header:
+                    header.append(tuple(str(c) for c in frame.columns))
+            return frame
+
+        try:
+            result: pd.DataFrame = _call(source, attempt, policy, raw_token, stop)
+        except _Refused as refused:
+            _fail(source, refused)
+        return result
+
+    results: dict[int, pd.DataFrame] = {}
+    next_index = 0
+    done = 0
+    seen: set[str] = set()
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="studyman-pull")
+    try:
+        pending: dict[Future[pd.DataFrame], int] = {}
+        cursor = 0
+        while cursor < len(batches) or pending:
+            while cursor < len(batches) and len(pending) < concurrency * 2:
+                pending[executor.submit(fetch, cursor, batches[cursor])] = cursor
+                cursor += 1
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = pending.pop(future)
+                results[index] = future.result()
+            # Hand batches to the builder in order, as soon as they are complete, so that memory
+            # holds only the batches in flight plus the typed tables.
+            while next_index in results:
+                frame = results.pop(next_index)
+                ids = set(frame[record_id_field].astype(str))
+                repeated = ids & seen
+                if repeated:
+                    raise SourceError(
+                        f"records batch {next_index + 1}: record(s) {sorted(repeated)[:3]} came "
+                        "back in an earlier batch too"
+                    )
+                seen |= ids
+                builder.add_batch(frame)
+                done += len(batches[next_index])
+                next_index += 1
+                report(PullProgress("records", done, total))
+    except BaseException:
+        stop.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    if seen != set(record_ids):
+        raise SourceError(f"records: {len(set(record_ids) - seen)} record(s) never came back")
+    tidy = builder.finish()
+    elapsed = time.monotonic() - started
+    project_info = dict(info) if isinstance(info, dict) else {}
+    manifest: dict[str, Any] = {
+        "kind": "pull",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "studyman_version": __version__,
+        "source": {
+            "url": _public_url(url),
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+            "seconds": round(elapsed, 3),
+        },
+        "redcap": {"version": str(version) if version is not None else None, "project": project_info},
+        "protocol": protocol_manifest(protocol),
+        "missing_data_codes": list(missing_codes),
+        **snapshot_manifest_tables(tidy),
+    }
+    extra = {
+        "redcap/metadata.json": _json_bytes(metadata),
+        "redcap/project.json": _json_bytes({**project_info, "redcap_version": str(version)}),
+        "redcap/repeating_forms.json": _json_bytes(repeating or []),
+    }
+    if longitudinal:
+        extra["redcap/events.json"] = _json_bytes(events)
+        extra["redcap/arms.json"] = _json_bytes(arms)
+        extra["redcap/form_event_mapping.json"] = _json_bytes(mappings)
+    path = write_snapshot(
+        Path(out_dir),
+        name or default_snapshot_name("pull"),
+        tables=tidy.tables,
+        findings=tidy.findings,
+        manifest=manifest,
+        extra_files=extra,
+    )
+    return SnapshotResult(
+        path=path,
+        table_rows={table: len(frame) for table, frame in tidy.tables.items()},
+        findings=len(tidy.findings),
+        records=len(tidy.record_ids),
+    )
+
+
+def _checked_version(version: Any) -> Any:
+    if version is None:
+        raise _Transient("the version answer is not a version number (damaged?)")
+    return version
+
+
+def _check_ids(text: Any, record_id_field: str) -> pd.DataFrame:
+    if not isinstance(text, str):
+        raise _Transient("REDCap did not answer with CSV text")
+    if not text.strip():
+        return pd.DataFrame({record_id_field: pd.Series([], dtype="string")})
+    if not text.endswith("\n"):
+        raise _Transient("the answer is truncated (no final newline)")
+    try:
+        frame = parse_records_csv(text, "record IDs")
+    except SourceError as error:
+        raise _Transient(str(error)) from None
+    if record_id_field not in frame.columns:
+        raise _Transient(f"the answer has no {record_id_field!r} column")
+    return frame
+
+
+def _public_url(url: str) -> str:
+    """The URL without user information or query (never a secret in the manifest)."""
+    match = re.match(r"^(\w+://)(?:[^@/]*@)?([^?#]*)", url)
+    return "".join(match.groups()) if match else url.split("?", 1)[0]
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8")
