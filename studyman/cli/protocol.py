@@ -1,9 +1,170 @@
-"""`studyman` commands for the protocol area."""
+"""`studyman protocol check` and `studyman protocol show`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from studyman.errors import ProtocolError
+from studyman.findings import Finding
+from studyman.protocol import load_protocol, read_data_dictionary
+from studyman.protocol.conformance import check_conformance
+from studyman.protocol.models import Protocol
+
+protocol_app = typer.Typer(
+    name="protocol",
+    help="Check and summarise a study protocol and its REDCap project.",
+    no_args_is_help=True,
+)
+
+_ProtocolArgument = Annotated[
+    Path,
+    typer.Argument(metavar="PROTOCOL", help="protocol.yaml or the directory holding it."),
+]
+
+_SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "info": "dim"}
+
+
+@protocol_app.command("check")
+def check(
+    protocol_path: _ProtocolArgument,
+    dictionary: Annotated[
+        Path | None,
+        typer.Option(
+            "--dictionary",
+            help="Check against this data dictionary CSV (raw or web-download headers) "
+            "instead of the protocol's own REDCap project.",
+        ),
+    ] = None,
+    show_info: Annotated[bool, typer.Option("--info", help="Also list info findings.")] = False,
+) -> None:
+    """Load PROTOCOL and check it against REDCap metadata; exit 1 on a major or critical finding."""
+    protocol = load_protocol(protocol_path, with_redcap=dictionary is None)
+    if dictionary is not None:
+        findings = check_conformance(protocol, read_data_dictionary(dictionary))
+    elif protocol.redcap is not None:
+        findings = check_conformance(protocol, protocol.redcap)
+    else:  # pragma: no cover - load_protocol always fills redcap here
+        raise ProtocolError("no REDCap project loaded", file=str(protocol_path))
+    console = Console()
+    shown = [f for f in findings if show_info or f.severity != "info"]
+    blocking = [f for f in findings if f.severity in ("critical", "major")]
+    if shown:
+        console.print(_findings_table(shown))
+    counts = {s: sum(f.severity == s for f in findings) for s in _SEVERITY_STYLE}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    console.print(
+        f"{protocol.study.id} v{protocol.study.version}: "
+        + ("conformant" if not blocking else "NOT conformant")
+        + f" ({summary})"
+    )
+    if blocking:
+        raise typer.Exit(1)
+
+
+def _findings_table(findings: list[Finding]) -> Table:
+    table = Table(title="Conformance findings", show_lines=False)
+    for column in ("severity", "check", "form", "event", "field", "message"):
+        table.add_column(column, overflow="fold")
+    for finding in findings:
+        table.add_row(
+            f"[{_SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]",
+            finding.check_id,
+            finding.instrument,
+            finding.event,
+            finding.field,
+            finding.message,
+        )
+    return table
+
+
+@protocol_app.command("show")
+def show(protocol_path: _ProtocolArgument) -> None:
+    """Print a summary of PROTOCOL: arms, sites, schedule and safety rules."""
+    protocol = load_protocol(protocol_path)
+    console = Console()
+    for table in _summary_tables(protocol):
+        console.print(table)
+
+
+def _summary_tables(protocol: Protocol) -> list[Table]:
+    study = protocol.study
+    head = Table(title=f"{study.id} v{study.version}: {study.title}", show_header=False)
+    head.add_column("item")
+    head.add_column("value", overflow="fold")
+    head.add_row("file", protocol.source_file)
+    head.add_row("sha256", protocol.source_sha256)
+    if protocol.redcap is not None:
+        redcap = protocol.redcap
+        head.add_row(
+            "REDCap project",
+            f"{redcap.directory} ({len(redcap.dictionary.fields)} fields, "
+            f"{len(redcap.instruments)} forms, {len(redcap.events)} events, "
+            f"{len(redcap.dags)} DAGs, {len(redcap.users)} users)",
+        )
+    ratio = ":".join(str(arm.ratio) for arm in protocol.arms.items)
+    head.add_row(
+        "arms",
+        "; ".join(
+            f"{arm.code} {arm.name} ({arm.closed_report_code})" for arm in protocol.arms.items
+        )
+        + f"; ratio {ratio}",
+    )
+    randomization = protocol.randomization
+    head.add_row(
+        "randomization",
+        f"{randomization.method}, blocks {', '.join(map(str, randomization.block_sizes))}; strata: "
+        + ", ".join(factor.id for factor in randomization.stratification),
+    )
+    head.add_row(
+        "enrolment",
+        f"{protocol.enrolment.target} from {protocol.enrolment.start} to {protocol.enrolment.end}",
+    )
+    head.add_row("unblinded forms", ", ".join(protocol.blinding.unblinded_forms))
+    primary = protocol.endpoints.primary
+    head.add_row("primary endpoint", f"{primary.name} ({primary.field} at {primary.event})")
+    if protocol.reporting.data_cut is not None:
+        head.add_row("data cut", str(protocol.reporting.data_cut))
+
+    sites = Table(title="Sites")
+    for column in ("site", "name", "DAG", "target", "activated"):
+        sites.add_column(column)
+    for site in protocol.sites:
+        sites.add_row(
+            site.id, site.name, site.dag, str(site.enrolment_target), str(site.activation_date)
+        )
+
+    schedule = Table(title="Schedule (study day 0 = randomization)")
+    for column in ("event", "label", "day", "window", "instruments"):
+        schedule.add_column(column, overflow="fold")
+    for visit in protocol.visits:
+        window = f"{visit.window.start}..{visit.window.end}" if visit.window else ""
+        day = "" if visit.target_day is None else str(visit.target_day)
+        schedule.add_row(visit.event, visit.label, day, window, ", ".join(visit.instruments))
+
+    safety = Table(title="Safety")
+    safety.add_column("rule")
+    safety.add_column("value", overflow="fold")
+    liver = protocol.liver
+    safety.add_row("liver ULN", ", ".join(f"{t.id} {t.uln:g} {t.unit}" for t in liver.tests))
+    hys = liver.hys_law
+    safety.add_row(
+        "Hy's law",
+        f"{' or '.join(hys.transaminases)} > {hys.transaminase_multiple:g}xULN and "
+        f"{hys.bilirubin} > {hys.bilirubin_multiple:g}xULN, {hys.alp} <= "
+        f"{hys.alp_max_multiple:g}xULN",
+    )
+    safety.add_row("AESI", "; ".join(f"{a.code} {a.label}" for a in protocol.adverse_events.aesi))
+    safety.add_row("coding list", f"{len(protocol.adverse_events.coding_list)} preferred terms")
+    for clock in protocol.reporting_clocks:
+        safety.add_row(f"clock: {clock.label}", f"{clock.limit_hours} h from awareness")
+    return [head, sites, schedule, safety]
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to *app*."""
+    app.add_typer(protocol_app, name="protocol")
