@@ -7,23 +7,21 @@ cast never raises: the typed cell becomes missing, the original text is kept in 
 
 Column types (pandas dtypes, chosen so that a Parquet round trip restores them exactly):
 
-=====================================================  ===================  =========================
-REDCap field                                           dtype                accepted text
-=====================================================  ===================  =========================
-record ID, text, notes, file, sql, other validations   ``string``           anything
-``integer`` validation, slider                         ``Int64``            ``-12``
-``number``, ``number_Ndp``                             ``Float64``          ``-1.5``, ``2``, ``1e3``
-``number*_comma_decimal``                              ``Float64``          ``1,54`` (also ``1.54``)
-calc                                                   ``Float64``          as ``number``
-``date_ymd``/``_mdy``/``_dmy``                         ``datetime64[us]``   ``YYYY-MM-DD``
-``datetime*`` (with or without seconds)                ``datetime64[us]``   ``YYYY-MM-DD HH:MM[:SS]``
-``time`` / ``time_hh_mm_ss`` / ``time_mm_ss``          ``timedelta64[us]``  ``HH:MM`` / ``HH:MM:SS`` / ``MM:SS``
-yesno, truefalse, checkbox columns (``x___1``)         ``Int64``            ``0``, ``1``
-radio, dropdown                                        ``string``           one of the choice codes
-``<form>_complete``                                    ``Int64``            ``0``, ``1``, ``2``
-``<form>_timestamp`` (surveys)                         ``datetime64[us]``   as datetime
-``redcap_repeat_instance``                             ``Int64``            a positive integer
-=====================================================  ===================  =========================
+* record ID, text, notes, file, sql, other validations: ``string``, anything;
+* ``integer`` validation, slider: ``Int64`` (``-12``);
+* ``number``, ``number_Ndp``, calc: ``Float64`` (``-1.5``, ``2``, ``1e3``);
+* ``number*_comma_decimal``: ``Float64`` (``1,54``; a decimal point is accepted too);
+* ``date_ymd`` / ``_mdy`` / ``_dmy``: ``datetime64[us]`` (``YYYY-MM-DD``, as REDCap exports);
+* ``datetime*`` with or without seconds, survey ``<form>_timestamp``: ``datetime64[us]``
+  (``YYYY-MM-DD HH:MM[:SS]``);
+* ``time`` / ``time_hh_mm_ss`` / ``time_mm_ss``: ``timedelta64[us]`` since midnight, or a
+  duration (``HH:MM`` / ``HH:MM:SS`` / ``MM:SS``);
+* yesno, truefalse, each checkbox column ``x___code``: ``Int64`` (``0``, ``1``);
+* radio, dropdown: ``string``, one of the choice codes (codes stay codes: labels are the
+  dictionary's business);
+* ``<form>_complete``: ``Int64`` (``0``, ``1``, ``2``); ``redcap_repeat_instance``: ``Int64``.
+
+Surrounding blanks are ignored for numbers, dates and times.
 
 Missing-data codes (the project setting ``missing_data_codes``) may stand in any field: such a
 cell is missing in the typed column and the code is kept in a ``<field>__missing`` column, so
@@ -35,7 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
@@ -43,8 +41,8 @@ import pandas as pd
 from studyman.findings import Finding
 
 __all__ = [
-    "RAW_SUFFIX",
     "MISSING_SUFFIX",
+    "RAW_SUFFIX",
     "CastKind",
     "ColumnSpec",
     "FieldSpec",
@@ -66,7 +64,7 @@ KEY_COLUMNS = (
 RECORD_LEVEL_COLUMNS = ("redcap_data_access_group", "redcap_survey_identifier")
 
 
-class CastKind(str, Enum):
+class CastKind(StrEnum):
     """How one export column is typed."""
 
     TEXT = "text"
@@ -210,7 +208,7 @@ class ColumnSpec:
 
 
 def parse_choice_codes(choices: str) -> tuple[str, ...]:
-    """Return the codes of a REDCap choice list ``"1, Yes | 0, No"`` (text before each first comma)."""
+    """Return the codes of a REDCap choice list ``"1, Yes | 0, No"`` (text before each comma)."""
     codes: list[str] = []
     for part in choices.split("|"):
         code = part.split(",", 1)[0].strip()
@@ -220,7 +218,7 @@ def parse_choice_codes(choices: str) -> tuple[str, ...]:
 
 
 def parse_missing_data_codes(setting: str | None) -> tuple[str, ...]:
-    """Return the codes of the project setting ``missing_data_codes`` (``"UNK, Unknown | NASK, Not asked"``)."""
+    """Return the codes of the setting ``missing_data_codes`` (``"UNK, Unknown | NASK, ..."``)."""
     return parse_choice_codes(setting or "")
 
 
@@ -266,7 +264,7 @@ class ProjectDictionary:
         self.record_id_field: str = fields[0].name if fields else "record_id"
 
     def column_spec(self, column: str) -> ColumnSpec | None:
-        """Return how export column *column* is typed, or None when the dictionary does not know it."""
+        """Return how export column *column* is typed (None: the dictionary does not know it)."""
         if column == self.record_id_field:
             return ColumnSpec(column, column, "", CastKind.TEXT)
         if column in ("redcap_event_name", "redcap_repeat_instrument", *RECORD_LEVEL_COLUMNS):
@@ -376,7 +374,7 @@ def cast_column(
     if spec.kind is CastKind.SURVEY_TIMESTAMP:
         blank |= (text == "[not completed]").to_numpy(dtype=bool)
     present = ~blank & ~is_missing_code
-    candidate = text.where(pd.Series(present, index=text.index), pd.NA)
+    candidate = text.where(present)
     if spec.kind not in {CastKind.TEXT, CastKind.CHOICE}:
         # Surrounding blanks never change a number, date or code REDCap would accept.
         candidate = candidate.str.strip()
@@ -386,21 +384,21 @@ def cast_column(
     elif spec.kind is CastKind.CHOICE:
         ok = candidate.isin(list(spec.choices)).fillna(False).to_numpy(dtype=bool)
         failed = present & ~ok
-        typed = candidate.where(pd.Series(ok, index=text.index), pd.NA).astype("string")
+        typed = candidate.where(ok).astype("string")
     else:
         pattern = _PATTERNS[spec.kind]
         matches = (
             candidate.str.fullmatch(pattern.pattern).fillna(False).to_numpy(dtype=bool) & present
         )
-        typed = _convert(spec.kind, candidate.where(pd.Series(matches, index=text.index), pd.NA))
+        typed = _convert(spec.kind, candidate.where(matches))
         converted = typed.notna().to_numpy(dtype=bool)
         failed = present & ~converted
     raw = None
     if failed.any():
-        raw = text.where(pd.Series(failed, index=text.index), pd.NA).astype("string")
+        raw = text.where(failed).astype("string")
     missing = None
     if is_missing_code.any():
-        missing = text.where(pd.Series(is_missing_code, index=text.index), pd.NA).astype("string")
+        missing = text.where(is_missing_code).astype("string")
     return CastResult(
         typed=typed.reset_index(drop=True),
         raw=_reset(raw),

@@ -30,7 +30,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 
 from studyman import __version__
 from studyman.errors import SourceError
-from studyman.protocol import read_data_dictionary
+from studyman.protocol import Protocol, read_data_dictionary
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.snapshot import SnapshotResult, write_snapshot
 from studyman.sources.tidy import TidyBuilder, TidyTables
@@ -54,6 +54,7 @@ __all__ = [
     "read_dictionary_csv",
     "snapshot_manifest_tables",
 ]
+
 
 def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
     """Parse REDCap's flat CSV record export into a frame of text (blanks as ``""``).
@@ -97,7 +98,7 @@ def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
     except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration) as error:
         detail = str(error).splitlines()[0][:200]
         raise SourceError(f"{source}: not a well-formed REDCap CSV export ({detail})") from None
-    frame = table.to_pandas()
+    frame: pd.DataFrame = table.to_pandas()
     if list(frame.columns) != names:
         raise SourceError(f"{source}: the CSV header has repeated or unreadable column names")
     return frame.astype("string")
@@ -127,50 +128,27 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def protocol_manifest(protocol: Any | None) -> dict[str, Any] | None:
-    """The manifest's ``protocol`` entry: id, version and sha256 of the protocol's files."""
+def protocol_manifest(protocol: Protocol | None) -> dict[str, Any] | None:
+    """The manifest's ``protocol`` entry: study id, version, file and sha256 (None without one)."""
     if protocol is None:
         return None
-    entry: dict[str, Any] = {}
-    for attribute in ("study_id", "version", "title"):
-        value = getattr(protocol, attribute, None)
-        if value is None and hasattr(protocol, "study"):
-            value = getattr(protocol.study, attribute, None)
-        if value is not None:
-            entry[attribute] = str(value)
-    for attribute in ("sha256", "source_sha256", "hash"):
-        value = getattr(protocol, attribute, None)
-        if isinstance(value, str):
-            entry["sha256"] = value
-            break
-    return entry
+    return {
+        "study_id": protocol.study.id,
+        "version": protocol.study.version,
+        "file": Path(protocol.source_file).name if protocol.source_file else "",
+        "sha256": protocol.source_sha256,
+    }
 
 
-def protocol_missing_codes(protocol: Any | None) -> tuple[str, ...]:
-    """The missing-data codes of the protocol's REDCap project, if it has any."""
-    if protocol is None:
+def protocol_missing_codes(protocol: Protocol | None) -> tuple[str, ...]:
+    """The missing-data codes of the protocol's REDCap project (none without one)."""
+    if protocol is None or protocol.redcap is None:
         return ()
-    for attribute in ("redcap", "project"):
-        project = getattr(protocol, attribute, None)
-        if project is None:
-            continue
-        info = getattr(project, "project_info", None) or getattr(project, "info", None)
-        codes = None
-        if isinstance(info, Mapping):
-            codes = info.get("missing_data_codes")
-        elif info is not None:
-            codes = getattr(info, "missing_data_codes", None)
-        if codes is None:
-            codes = getattr(project, "missing_data_codes", None)
-        if isinstance(codes, str):
-            return parse_missing_data_codes(codes)
-        if isinstance(codes, Sequence):
-            return tuple(str(code) for code in codes)
-    return ()
+    return parse_missing_data_codes(protocol.redcap.project.missing_data_codes)
 
 
 def snapshot_manifest_tables(tidy: TidyTables) -> dict[str, Any]:
-    """Manifest entries derived from the tables: record-ID field, longitudinal, repeating, counts."""
+    """Manifest entries from the tables: record-ID field, longitudinal, repeating, records."""
     columns = set(tidy.columns)
     return {
         "record_id_field": tidy.columns[0] if tidy.columns else None,
@@ -181,7 +159,7 @@ def snapshot_manifest_tables(tidy: TidyTables) -> dict[str, Any]:
 
 
 def import_snapshot(
-    protocol: Any | None,
+    protocol: Protocol | None,
     records_csv: Path,
     dictionary_csv: Path,
     out_dir: Path,

@@ -51,13 +51,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
-import redcap
 import requests
 from pydantic import SecretStr
+from redcap.project import Project as _PyCapProject
 from redcap.request import _ContentConfig, _RCRequest
 
 from studyman import __version__
 from studyman.errors import SourceError
+from studyman.protocol import Protocol
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
     default_snapshot_name,
@@ -82,7 +83,9 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 # -- token -----------------------------------------------------------------------------------
-def read_token(token_file: Path | None = None, environ: Mapping[str, str] | None = None) -> SecretStr:
+def read_token(
+    token_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> SecretStr:
     """Return the API token from *token_file*, else from ``STUDYMAN_REDCAP_TOKEN``.
 
     Raises
@@ -116,7 +119,7 @@ def read_token(token_file: Path | None = None, environ: Mapping[str, str] | None
 
 
 # -- transport -------------------------------------------------------------------------------
-class _Transient(Exception):
+class _TransientError(Exception):
     """A failure worth retrying (message already scrubbed)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -124,7 +127,7 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """REDCap answered with an error that retrying will not change (message already scrubbed)."""
 
     def __init__(self, message: str, status: int) -> None:
@@ -149,7 +152,9 @@ def _excerpt(body: str, limit: int = 200) -> str:
 class _CheckedSession(requests.Session):
     """A session that refuses what PyCap would take as data: non-200, HTML, short bodies."""
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         response = super().request(method, url, *args, **kwargs)
         response.encoding = "utf-8"  # REDCap answers UTF-8, whatever the Content-Type says
         status = response.status_code
@@ -158,25 +163,25 @@ class _CheckedSession(requests.Session):
             if status in _RETRY_STATUSES:
                 retry_after = response.headers.get("Retry-After")
                 seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-                raise _Transient(message, seconds)
-            raise _Refused(message, status)
+                raise _TransientError(message, seconds)
+            raise _RefusedError(message, status)
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) != len(response.content):
-            raise _Transient(
-                f"truncated answer ({len(response.content)} of {declared} bytes)"
-            )
+            raise _TransientError(f"truncated answer ({len(response.content)} of {declared} bytes)")
         content_type = response.headers.get("Content-Type", "")
-        if "html" in content_type.lower() or response.content.lstrip()[:1] == b"<" and (
-            b"<html" in response.content[:512].lower()
+        if "html" in content_type.lower() or (
+            response.content.lstrip()[:1] == b"<" and (b"<html" in response.content[:512].lower())
         ):
-            raise _Transient(f"an HTML page instead of data: {_excerpt(response.text)}")
+            raise _TransientError(f"an HTML page instead of data: {_excerpt(response.text)}")
         return response
 
 
-class _Project(redcap.Project):  # type: ignore[misc]
+class _Project(_PyCapProject):
     """PyCap's Project, unchanged except that its requests go through a checked session."""
 
-    def __init__(self, url: str, token: SecretStr, session: requests.Session, timeout: float) -> None:
+    def __init__(
+        self, url: str, token: SecretStr, session: requests.Session, timeout: float
+    ) -> None:
         super().__init__(url, token.get_secret_value(), timeout=timeout)
         self._checked_session = session
 
@@ -207,20 +212,20 @@ class _Policy:
     max_backoff: float
 
 
-def _classify(error: BaseException, token: str) -> _Transient | _Refused | None:
+def _classify(error: BaseException, token: str) -> _TransientError | _RefusedError | None:
     """Map an exception from PyCap/requests to a scrubbed transient or permanent failure."""
-    if isinstance(error, _Transient | _Refused):
+    if isinstance(error, _TransientError | _RefusedError):
         return error
     if isinstance(error, requests.exceptions.JSONDecodeError):
-        return _Transient("an answer that is not valid JSON (damaged or truncated)")
+        return _TransientError("an answer that is not valid JSON (damaged or truncated)")
     if isinstance(error, requests.Timeout):
-        return _Transient("no answer within the time-out")
+        return _TransientError("no answer within the time-out")
     if isinstance(error, requests.ConnectionError | requests.exceptions.ChunkedEncodingError):
-        return _Transient("the connection failed or was closed mid-answer")
+        return _TransientError("the connection failed or was closed mid-answer")
     if isinstance(error, requests.RequestException):
         # PyCap's RedcapError: REDCap's own error message (from a 200 answer in CSV/JSON).
         text = _scrub(str(error.args[0]) if error.args else "", token)
-        return _Refused(f"REDCap refused the request: {_excerpt(text)}", 400)
+        return _RefusedError(f"REDCap refused the request: {_excerpt(text)}", 400)
     return None
 
 
@@ -240,11 +245,11 @@ def _call(
     while True:
         try:
             return function()
-        except Exception as error:  # noqa: BLE001 - classified below, bugs re-raised
+        except Exception as error:
             failure = _classify(error, token)
             if failure is None:
                 raise
-        if isinstance(failure, _Refused):
+        if isinstance(failure, _RefusedError):
             raise failure from None
         attempt += 1
         message = _scrub(str(failure), token)
@@ -255,14 +260,16 @@ def _call(
         delay = min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1))
         if failure.retry_after is not None:
             delay = max(delay, min(policy.max_backoff, failure.retry_after))
-        logger.warning("%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, message, delay)
+        logger.warning(
+            "%s: attempt %d failed (%s); retrying in %.2f s", what, attempt, message, delay
+        )
         if stop is not None and stop.wait(delay):
             raise SourceError(f"{what}: cancelled")
         if stop is None:
             time.sleep(delay)
 
 
-def _fail(what: str, error: _Refused) -> NoReturn:
+def _fail(what: str, error: _RefusedError) -> NoReturn:
     raise SourceError(f"{what}: {error}") from None
 
 
@@ -283,24 +290,24 @@ def _check_batch(
     header: tuple[str, ...] | None,
     source: str,
 ) -> pd.DataFrame:
-    """Parse one batch's CSV and check it; raise _Transient when it cannot be trusted."""
+    """Parse one batch's CSV and check it; raise _TransientError when it cannot be trusted."""
     if not text.endswith("\n"):
-        raise _Transient(f"{source}: the CSV does not end with a newline (truncated)")
+        raise _TransientError(f"{source}: the CSV does not end with a newline (truncated)")
     try:
         frame = parse_records_csv(text, source)
     except SourceError as error:
-        raise _Transient(str(error)) from None
+        raise _TransientError(str(error)) from None
     columns = tuple(str(c) for c in frame.columns)
     if not columns or columns[0] != record_id_field:
-        raise _Transient(f"{source}: the CSV does not start with the record-ID field")
+        raise _TransientError(f"{source}: the CSV does not start with the record-ID field")
     if header is not None and columns != header:
-        raise _Transient(f"{source}: the columns differ from the first batch's")
+        raise _TransientError(f"{source}: the columns differ from the first batch's")
     returned = set(frame[record_id_field].astype(str))
     wanted = set(requested)
     if returned != wanted:
         missing = sorted(wanted - returned)
         extra = sorted(returned - wanted)
-        raise _Transient(
+        raise _TransientError(
             f"{source}: {len(missing)} requested record(s) missing ({missing[:3]}) and "
             f"{len(extra)} not requested ({extra[:3]})"
         )
@@ -308,7 +315,7 @@ def _check_batch(
 
 
 def pull_snapshot(
-    protocol: Any | None,
+    protocol: Protocol | None,
     url: str,
     token: str | SecretStr,
     out_dir: Path,
@@ -388,14 +395,14 @@ def pull_snapshot(
     def call(what: str, function: Callable[[_Project], Any]) -> Any:
         try:
             return _call(what, lambda: function(project()), policy, raw_token)
-        except _Refused as refused:
+        except _RefusedError as refused:
             _fail(what, refused)
 
     def optional(what: str, function: Callable[[_Project], Any]) -> Any:
         """A call a classic project (or a project without the feature) answers with 400."""
         try:
             return _call(what, lambda: function(project()), policy, raw_token)
-        except _Refused as refused:
+        except _RefusedError as refused:
             if refused.status == 400:
                 return None
             _fail(what, refused)
@@ -463,7 +470,7 @@ def pull_snapshot(
 
         try:
             result: pd.DataFrame = _call(source, attempt, policy, raw_token, stop)
-        except _Refused as refused:
+        except _RefusedError as refused:
             _fail(source, refused)
         return result
 
@@ -519,7 +526,10 @@ def pull_snapshot(
             "concurrency": concurrency,
             "seconds": round(elapsed, 3),
         },
-        "redcap": {"version": str(version) if version is not None else None, "project": project_info},
+        "redcap": {
+            "version": str(version) if version is not None else None,
+            "project": project_info,
+        },
         "protocol": protocol_manifest(protocol),
         "missing_data_codes": list(missing_codes),
         **snapshot_manifest_tables(tidy),
@@ -551,23 +561,23 @@ def pull_snapshot(
 
 def _checked_version(version: Any) -> Any:
     if version is None:
-        raise _Transient("the version answer is not a version number (damaged?)")
+        raise _TransientError("the version answer is not a version number (damaged?)")
     return version
 
 
 def _check_ids(text: Any, record_id_field: str) -> pd.DataFrame:
     if not isinstance(text, str):
-        raise _Transient("REDCap did not answer with CSV text")
+        raise _TransientError("REDCap did not answer with CSV text")
     if not text.strip():
         return pd.DataFrame({record_id_field: pd.Series([], dtype="string")})
     if not text.endswith("\n"):
-        raise _Transient("the answer is truncated (no final newline)")
+        raise _TransientError("the answer is truncated (no final newline)")
     try:
         frame = parse_records_csv(text, "record IDs")
     except SourceError as error:
-        raise _Transient(str(error)) from None
+        raise _TransientError(str(error)) from None
     if record_id_field not in frame.columns:
-        raise _Transient(f"the answer has no {record_id_field!r} column")
+        raise _TransientError(f"the answer has no {record_id_field!r} column")
     return frame
 
 

@@ -324,7 +324,7 @@ def read_snapshot(path: Path, *, verify: bool = True) -> Snapshot:
 
 
 def list_snapshots(out_dir: Path) -> list[Path]:
-    """Return the snapshot directories in *out_dir* (with a manifest; temporary ones skipped), by name."""
+    """Return the snapshots in *out_dir* (directories with a manifest, not temporary), by name."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []

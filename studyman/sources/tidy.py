@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -195,8 +196,8 @@ class TidyBuilder:
         no_id = (record_id == "").to_numpy(dtype=bool)
         all_blank = ~filled.any(axis=1)
         keep = ~(no_id & all_blank)
-        for position in np.flatnonzero(no_id & ~all_blank):
-            row = int(values.index[position])
+        for blank_id in np.flatnonzero(no_id & ~all_blank):
+            row = int(values.index[int(blank_id)])
             self._row_findings.append(
                 (
                     row,
@@ -265,7 +266,8 @@ class TidyBuilder:
         spec = layout.specs["redcap_repeat_instance"]
         result = cast_column(values["redcap_repeat_instance"], spec)
         column = layout.header.index("redcap_repeat_instance")
-        for position in np.flatnonzero(result.failed):
+        for failed in np.flatnonzero(result.failed):
+            position = int(failed)
             row = values.iloc[position]
             self._row_findings.append(
                 (
@@ -361,7 +363,7 @@ class TidyBuilder:
             spec = layout.specs[column]
             codes = self.missing_codes if form != UNMAPPED_TABLE else ()
             result = cast_column(raw[column], spec, codes)
-            out[column] = result.typed.astype(spec.dtype)
+            out[column] = result.typed.astype(cast(Any, spec.dtype))
             if result.raw is not None:
                 out[column + RAW_SUFFIX] = result.raw
                 for index in np.flatnonzero(result.failed):
