@@ -6,14 +6,17 @@ Pure numerics on numpy/scipy: data frames in, result objects out.
 from __future__ import annotations
 
 from studyman.stats.count_models import CountModelResult, fit_negative_binomial, fit_poisson
+from studyman.stats.gee import GEEResult, fit_gee
 from studyman.stats.glmm import GLMMResult, fit_glmm
 from studyman.stats.mmrm import MMRMConvergenceError, MMRMResult, fit_mmrm
 
 __all__: list[str] = [
     "CountModelResult",
+    "GEEResult",
     "GLMMResult",
     "MMRMConvergenceError",
     "MMRMResult",
+    "fit_gee",
     "fit_glmm",
     "fit_mmrm",
     "fit_negative_binomial",
