@@ -1,0 +1,119 @@
+"""Snapshots: atomic, never overwritten, deterministic Parquet, verified against the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studyman.cli import main
+from studyman.errors import SnapshotError
+from studyman.sources.snapshot import (
+    list_snapshots,
+    parquet_bytes,
+    read_snapshot,
+    verify_snapshot,
+    write_snapshot,
+)
+
+
+def _tables() -> dict[str, pd.DataFrame]:
+    return {
+        "visit": pd.DataFrame(
+            {
+                "record_id": pd.array(["1", "2"], dtype="string"),
+                "age": pd.array([40, None], dtype="Int64"),
+                "visit_date": pd.to_datetime(["2024-01-01", None]).astype("datetime64[us]"),
+            }
+        )
+    }
+
+
+def _findings() -> pd.DataFrame:
+    return pd.DataFrame({"check_id": pd.array(["cast.integer"], dtype="string")})
+
+
+def _write(out: Path, name: str = "snap") -> Path:
+    return write_snapshot(
+        out, name, tables=_tables(), findings=_findings(), manifest={"kind": "test"}
+    )
+
+
+def test_snapshot_holds_tables_findings_and_a_manifest_of_hashes(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"tables/visit.parquet", "findings.parquet"}
+    assert manifest["tables"]["visit"]["rows"] == 2
+    assert manifest["findings"] == 1
+    snapshot = read_snapshot(path)
+    pd.testing.assert_frame_equal(snapshot.tables["visit"], _tables()["visit"])
+    assert list_snapshots(tmp_path) == [path]
+
+
+def test_parquet_bytes_are_the_same_for_the_same_data() -> None:
+    first = parquet_bytes(_tables()["visit"])
+    second = parquet_bytes(_tables()["visit"].copy())
+    assert first == second
+
+
+def test_existing_snapshot_is_never_overwritten(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    before = (path / "manifest.json").read_bytes()
+    with pytest.raises(SnapshotError, match="never overwritten"):
+        write_snapshot(
+            tmp_path, "snap", tables={}, findings=_findings(), manifest={"kind": "other"}
+        )
+    assert (path / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]
+
+
+def test_failed_write_leaves_nothing_that_looks_like_a_snapshot(tmp_path: Path) -> None:
+    bad = {"visit": pd.DataFrame({"x": [object()]})}  # not representable in Parquet
+    with pytest.raises(Exception):  # noqa: B017, PT011 - pyarrow's own error
+        write_snapshot(tmp_path, "snap", tables=bad, findings=_findings(), manifest={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_detects_a_changed_file(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    assert verify_snapshot(path).ok
+    table = path / "tables" / "visit.parquet"
+    os.chmod(table, 0o644)
+    table.write_bytes(table.read_bytes() + b"\0")
+    (path / "findings.parquet").unlink()
+    (path / "notes.txt").write_text("added")
+    result = verify_snapshot(path)
+    assert result.changed == ("tables/visit.parquet",)
+    assert result.missing == ("findings.parquet",)
+    assert result.extra == ("notes.txt",)
+    assert not result.ok
+    with pytest.raises(SnapshotError, match="changed: tables/visit.parquet"):
+        read_snapshot(path)
+
+
+def test_snapshot_verify_command_exits_non_zero_on_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path)
+    main(["snapshot", "verify", str(path)])  # returns normally: exit code 0
+    assert "OK" in capsys.readouterr().out
+    table = path / "tables" / "visit.parquet"
+    os.chmod(table, 0o644)
+    table.write_bytes(b"tampered")
+    with pytest.raises(SystemExit) as changed:
+        main(["snapshot", "verify", str(path)])
+    assert changed.value.code == 1
+    assert "changed: tables/visit.parquet" in capsys.readouterr().out
+
+
+def test_verify_of_a_directory_without_manifest_is_a_snapshot_error(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="no manifest.json"):
+        verify_snapshot(tmp_path)
+
+
+def test_snapshot_name_must_be_a_plain_directory_name(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="plain directory name"):
+        _write(tmp_path, "../escape")
