@@ -1,0 +1,926 @@
+"""The prespecified analyses, one function per kind, on ADaM-style frames.
+
+Each function takes the plan entry, the data it needs and the executor, and returns an
+:class:`AnalysisOutcome`: result tables plus a headline (estimate, CI, p) for the forest plot.
+Numbers come from :mod:`studyman.stats` (MMRM, NB2, GLMM), statsmodels (logistic regression,
+random intercept and slope) and :mod:`studyman.analysis.imputation`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from studyman.analysis.executor import Executor
+from studyman.analysis.imputation import (
+    PooledEstimate,
+    prepare_imputation_data,
+    run_multiple_imputation,
+)
+from studyman.analysis.sap import (
+    AEAnalysis,
+    MMRMAnalysis,
+    MultipleImputationAnalysis,
+    RandomSlopeAnalysis,
+    ResponderLogisticAnalysis,
+    TippingPointAnalysis,
+)
+from studyman.errors import AnalysisError
+
+__all__ = [
+    "AnalysisOutcome",
+    "Headline",
+    "ae_exposure_adjusted",
+    "ae_glmm",
+    "ae_highest_severity",
+    "ae_incidence",
+    "ae_negative_binomial",
+    "ae_time_to_first",
+    "kaplan_meier",
+    "mmrm_analysis",
+    "multiple_imputation_analysis",
+    "newcombe_interval",
+    "random_slope_analysis",
+    "responder_logistic_analysis",
+    "tipping_point_analysis",
+    "wilson_interval",
+]
+
+Status = Literal["ok", "failed", "refused"]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The one number an analysis is summarised by (forest plot, report summary)."""
+
+    measure: str
+    estimate: float
+    ci_lower: float
+    ci_upper: float
+    p_value: float | None
+    null_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """Result of one analysis of the plan (or why it has none)."""
+
+    id: str
+    kind: str
+    role: str
+    label: str
+    status: Status
+    message: str = ""
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    headline: Headline | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _usable_covariates(frame: pd.DataFrame, covariates: Sequence[str]) -> tuple[list[str], str]:
+    """Covariates with at least two levels in *frame*; a note naming any left out."""
+    kept = [c for c in covariates if frame[c].nunique(dropna=True) >= 2]
+    dropped = [c for c in covariates if c not in kept]
+    note = f"covariate(s) with a single level left out: {', '.join(dropped)}" if dropped else ""
+    return kept, note
+
+
+def mmrm_analysis(
+    analysis: MMRMAnalysis, frame: pd.DataFrame, *, confidence_level: float
+) -> AnalysisOutcome:
+    """MMRM with arm, visit, arm × visit, baseline (× visit) and strata; LS-mean differences.
+
+    Parameters
+    ----------
+    frame
+        One row per participant and analysis visit: ``SUBJID, ARM`` (categorical, reference
+        first), ``VISIT`` (categorical, in time order), the response, ``BASE`` and the strata.
+
+    Notes
+    -----
+    Fitted by :func:`studyman.stats.fit_mmrm` with the plan's covariance structure, estimation
+    method and df method; the prespecified fallbacks are tried in order and the structure used is
+    reported. The headline is the arm difference in LS means at ``contrast_visit``.
+    """
+    from studyman.stats import fit_mmrm
+
+    strata, note = _usable_covariates(frame, analysis.strata)
+    terms = ["ARM", "VISIT", "ARM:VISIT"]
+    if analysis.baseline:
+        terms.append(analysis.baseline)
+        if analysis.baseline_by_visit:
+            terms.append(f"{analysis.baseline}:VISIT")
+    terms.extend(strata)
+    formula = f"{analysis.response} ~ " + " + ".join(terms)
+    result = fit_mmrm(
+        frame,
+        formula,
+        subject="SUBJID",
+        visit="VISIT",
+        covariance=analysis.covariance.replace("_", "-"),
+        method=analysis.method,
+        df_method=analysis.df_method,
+        fallbacks=tuple(name.replace("_", "-") for name in analysis.fallbacks),
+    )
+    contrasts = result.lsmeans_contrasts("ARM", level=confidence_level)
+    lsmeans = result.lsmeans("ARM", level=confidence_level)
+    coefficients = result.coefficients.reset_index()
+    at_visit = contrasts[contrasts["visit"] == analysis.contrast_visit]
+    if at_visit.empty:
+        raise AnalysisError(f"no LS-mean difference at visit {analysis.contrast_visit}")
+    row = at_visit.iloc[0]
+    covariance = result.covariance.copy()
+    covariance.index = covariance.index.astype(str)
+    covariance.columns = covariance.columns.astype(str)
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        message=note,
+        tables={
+            "lsmean_differences": contrasts,
+            "lsmeans": lsmeans,
+            "coefficients": coefficients,
+            "covariance": covariance.reset_index(names="visit"),
+        },
+        headline=Headline(
+            measure=f"LS-mean difference in {analysis.parameter} {analysis.response} "
+            f"at week {analysis.contrast_visit}",
+            estimate=float(row["estimate"]),
+            ci_lower=float(row["ci_lower"]),
+            ci_upper=float(row["ci_upper"]),
+            p_value=float(row["p_value"]),
+        ),
+        details={
+            "formula": formula,
+            "covariance_structure": result.covariance_structure,
+            "fallback_reason": result.fallback_reason,
+            "method": result.method,
+            "df_method": result.df_method,
+            "deviance": result.deviance,
+            "n_subjects": result.n_subjects,
+            "n_observations": result.n_observations,
+            "n_dropped": result.n_dropped,
+        },
+    )
+
+
+def responder_logistic_analysis(
+    analysis: ResponderLogisticAnalysis, subjects: pd.DataFrame, *, confidence_level: float
+) -> AnalysisOutcome:
+    """Logistic regression of responder status at one visit on arm, baseline and strata.
+
+    Parameters
+    ----------
+    subjects
+        One row per population member: ``SUBJID, ARM, BASE``, strata and ``AVAL``, ``PCHG`` at
+        the visit (missing when not assessed).
+
+    Notes
+    -----
+    Composite strategy: a participant without a value at the visit is a non-responder.
+    Response is ``PCHG ≤ −threshold`` (``percent_reduction``) or ``AVAL ≤ threshold``
+    (``at_most``). Maximum likelihood (statsmodels GLM, binomial, logit); Wald CI of the odds
+    ratio experimental vs reference.
+    """
+    import statsmodels.formula.api as smf
+
+    rule = analysis.rule
+    if rule.kind == "percent_reduction":
+        responder = subjects["PCHG"] <= -rule.threshold
+    else:
+        responder = subjects["AVAL"] <= rule.threshold
+    data = subjects.assign(RESPONDER=responder.fillna(False).astype(float))
+    strata, note = _usable_covariates(data, analysis.strata)
+    terms = ["ARM", *([analysis.baseline] if analysis.baseline else []), *strata]
+    formula = "RESPONDER ~ " + " + ".join(terms)
+    counts = (
+        data.groupby("ARM", observed=False)["RESPONDER"]
+        .agg(["count", "sum"])
+        .rename(columns={"count": "n", "sum": "responders"})
+        .reset_index()
+    )
+    counts["percent"] = 100 * counts["responders"] / counts["n"]
+    if data["RESPONDER"].nunique() < 2:
+        raise AnalysisError("every participant has the same responder status; no odds ratio")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = smf.glm(formula, data=data, family=_binomial()).fit()
+    arm_term = next(name for name in fit.params.index if name.startswith("ARM"))
+    z = stats.norm.ppf(0.5 + confidence_level / 2)
+    log_or, se = float(fit.params[arm_term]), float(fit.bse[arm_term])
+    table = pd.DataFrame(
+        {
+            "term": fit.params.index,
+            "estimate": fit.params.to_numpy(),
+            "std_error": fit.bse.to_numpy(),
+            "p_value": fit.pvalues.to_numpy(),
+        }
+    )
+    notes = [note, *sorted({str(w.message).splitlines()[0] for w in caught})]
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        message="; ".join(n for n in notes if n),
+        tables={"responders": counts, "coefficients": table},
+        headline=Headline(
+            measure=f"odds ratio at week {analysis.visit}",
+            estimate=math.exp(log_or),
+            ci_lower=math.exp(log_or - z * se),
+            ci_upper=math.exp(log_or + z * se),
+            p_value=float(fit.pvalues[arm_term]),
+            null_value=1.0,
+        ),
+        details={"formula": formula, "n": len(data)},
+    )
+
+
+def _binomial() -> Any:
+    import statsmodels.api as sm
+
+    return sm.families.Binomial()
+
+
+def random_slope_analysis(
+    analysis: RandomSlopeAnalysis, frame: pd.DataFrame, *, confidence_level: float
+) -> AnalysisOutcome:
+    """Linear mixed model with random intercept and slope on time in weeks.
+
+    Notes
+    -----
+    ``response ~ ARM * WEEK + BASE + strata`` with a random intercept and a random slope on
+    ``WEEK`` per participant (unstructured 2 × 2), REML, statsmodels ``MixedLM``. The headline
+    is the arm difference in slope (points per week); Wald inference on the normal reference.
+    """
+    import statsmodels.formula.api as smf
+
+    data = frame.assign(WEEK=frame["AVISITN"].astype(float)).dropna(subset=[analysis.response])
+    strata, note = _usable_covariates(data, analysis.strata)
+    terms = ["ARM * WEEK", *([analysis.baseline] if analysis.baseline else []), *strata]
+    formula = f"{analysis.response} ~ " + " + ".join(terms)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = smf.mixedlm(formula, data, groups=data["SUBJID"], re_formula="~WEEK")
+        fit = model.fit(reml=True, method=["lbfgs"])
+    slope_term = next(
+        name for name in fit.fe_params.index if name.startswith("ARM[") and ":WEEK" in name
+    )
+    estimate, se = float(fit.fe_params[slope_term]), float(fit.bse_fe[slope_term])
+    z = stats.norm.ppf(0.5 + confidence_level / 2)
+    table = pd.DataFrame(
+        {
+            "term": fit.fe_params.index,
+            "estimate": fit.fe_params.to_numpy(),
+            "std_error": fit.bse_fe.to_numpy(),
+            "p_value": fit.pvalues[fit.fe_params.index].to_numpy(),
+        }
+    )
+    notes = [note, *sorted({str(w.message).splitlines()[0] for w in caught})]
+    if not fit.converged:
+        notes.append("MixedLM reported non-convergence")
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok" if fit.converged else "failed",
+        message="; ".join(n for n in notes if n),
+        tables={"coefficients": table},
+        headline=Headline(
+            measure="difference in slope (points per week)",
+            estimate=estimate,
+            ci_lower=estimate - z * se,
+            ci_upper=estimate + z * se,
+            p_value=float(2 * stats.norm.sf(abs(estimate / se))),
+        )
+        if fit.converged
+        else None,
+        details={"formula": formula, "random_effects": "intercept + WEEK (unstructured)"},
+    )
+
+
+def _imputation_input(
+    frame: pd.DataFrame, subjects: pd.DataFrame, strata: Sequence[str], visits: Sequence[int]
+) -> Any:
+    # Every population member gets a row per visit (missing where not observed), so that
+    # participants without post-baseline data are imputed too.
+    grid = subjects[["SUBJID", "ARM", "BASE", *strata]].merge(
+        pd.DataFrame({"AVISITN": list(visits)}), how="cross"
+    )
+    observed = frame[["SUBJID", "AVISITN", "CHG"]]
+    long = grid.merge(observed, on=["SUBJID", "AVISITN"], how="left")
+    long["ARM"] = long["ARM"].astype(str)
+    return long
+
+
+def _pooled_row(pooled: PooledEstimate) -> dict[str, float]:
+    return {
+        "estimate": pooled.estimate,
+        "std_error": pooled.std_error,
+        "df": pooled.df,
+        "t_value": pooled.t_value,
+        "p_value": pooled.p_value,
+        "ci_lower": pooled.ci_lower,
+        "ci_upper": pooled.ci_upper,
+        "within_variance": pooled.within,
+        "between_variance": pooled.between,
+        "imputations": float(pooled.imputations),
+        "monte_carlo_error": pooled.monte_carlo_error,
+    }
+
+
+def multiple_imputation_analysis(
+    analysis: MultipleImputationAnalysis,
+    frame: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    visits: Sequence[int],
+    experimental: str,
+    imputations: int,
+    seed: int,
+    executor: Executor,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """MI under MAR, jump to reference or copy reference; ANCOVA at the visit; Rubin's rules.
+
+    Notes
+    -----
+    See :mod:`studyman.analysis.imputation`. The seed of each MI analysis is the plan seed,
+    so its imputations are reproducible on any executor.
+    """
+    strata, note = _usable_covariates(subjects, analysis.strata)
+    long = _imputation_input(frame, subjects, strata, visits)
+    data = prepare_imputation_data(
+        long,
+        subject="SUBJID",
+        visit="AVISITN",
+        outcome="CHG",
+        arm="ARM",
+        experimental=experimental,
+        baseline="BASE",
+        covariates=strata,
+        visits=visits,
+    )
+    result = run_multiple_imputation(
+        data,
+        method=analysis.method,
+        imputations=analysis.imputations or imputations,
+        seed=seed,
+        analysis_visit=analysis.visit,
+        executor=executor,
+        confidence_level=confidence_level,
+    )
+    pooled = result.pooled[0.0]
+    missing = int(np.isnan(data.outcome[:, data.visits.index(analysis.visit)]).sum())
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        message=note,
+        tables={
+            "pooled": pd.DataFrame([{"visit": analysis.visit, **_pooled_row(pooled)}]),
+            "per_imputation": result.per_imputation,
+        },
+        headline=Headline(
+            measure=f"difference in {analysis.parameter} CHG at week {analysis.visit} "
+            f"(MI, {analysis.method.replace('_', ' ')})",
+            estimate=pooled.estimate,
+            ci_lower=pooled.ci_lower,
+            ci_upper=pooled.ci_upper,
+            p_value=pooled.p_value,
+        ),
+        details={
+            "method": analysis.method,
+            "imputations": pooled.imputations,
+            "monte_carlo_error": pooled.monte_carlo_error,
+            "participants": len(data.subjects),
+            "missing_at_visit": missing,
+        },
+    )
+
+
+def tipping_point_analysis(
+    analysis: TippingPointAnalysis,
+    frame: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    visits: Sequence[int],
+    experimental: str,
+    imputations: int,
+    seed: int,
+    executor: Executor,
+    confidence_level: float,
+    alpha: float = 0.05,
+) -> AnalysisOutcome:
+    """Delta-adjusted MAR imputation over the plan's grid; the tipping point is the first delta
+    at which the difference is no longer significant at *alpha*.
+
+    Notes
+    -----
+    The same imputations serve every delta (delta added to imputed experimental-arm values at
+    the analysis visit), so the grid is monotone up to Monte-Carlo error only in the data.
+    """
+    strata, note = _usable_covariates(subjects, analysis.strata)
+    long = _imputation_input(frame, subjects, strata, visits)
+    data = prepare_imputation_data(
+        long,
+        subject="SUBJID",
+        visit="AVISITN",
+        outcome="CHG",
+        arm="ARM",
+        experimental=experimental,
+        baseline="BASE",
+        covariates=strata,
+        visits=visits,
+    )
+    result = run_multiple_imputation(
+        data,
+        method="mar",
+        imputations=analysis.imputations or imputations,
+        seed=seed,
+        analysis_visit=analysis.visit,
+        deltas=analysis.deltas,
+        executor=executor,
+        confidence_level=confidence_level,
+    )
+    grid = pd.DataFrame(
+        [{"delta": delta, **_pooled_row(pooled)} for delta, pooled in result.pooled.items()]
+    )
+    significant = grid["p_value"] < alpha
+    tipping = grid.loc[~significant, "delta"]
+    tipping_delta = float(tipping.iloc[0]) if bool(significant.iloc[0]) and len(tipping) else None
+    first = result.pooled[analysis.deltas[0]]
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        message=note,
+        tables={"grid": grid},
+        headline=Headline(
+            measure=f"difference at delta {analysis.deltas[0]:g} (MI, MAR)",
+            estimate=first.estimate,
+            ci_lower=first.ci_lower,
+            ci_upper=first.ci_upper,
+            p_value=first.p_value,
+        ),
+        details={
+            "tipping_delta": tipping_delta,
+            "alpha": alpha,
+            "interpretation": (
+                "not significant at delta 0: no tipping point"
+                if not bool(significant.iloc[0])
+                else "significant over the whole grid"
+                if tipping_delta is None
+                else f"significance lost at delta {tipping_delta:g}"
+            ),
+        },
+    )
+
+
+# --- adverse events --------------------------------------------------------------------------
+
+
+def wilson_interval(events: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (``(nan, nan)`` when ``n == 0``)."""
+    if n == 0:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    p = events / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(
+    x1: int, n1: int, x2: int, n2: int, confidence_level: float = 0.95
+) -> tuple[float, float, float]:
+    """Risk difference p1 − p2 with Newcombe's hybrid score interval (method 10, 1998)."""
+    if n1 == 0 or n2 == 0:
+        return math.nan, math.nan, math.nan
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson_interval(x1, n1, confidence_level)
+    l2, u2 = wilson_interval(x2, n2, confidence_level)
+    difference = p1 - p2
+    lower = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    upper = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return difference, lower, upper
+
+
+def _subset(adae: pd.DataFrame, subset: str) -> pd.DataFrame:
+    teae = adae[adae["TRTEMFL"] == "Y"]
+    if subset == "serious":
+        return teae[teae["AESER"] == "Y"]
+    if subset == "aesi":
+        return teae[teae["AESI"].fillna("") != ""]
+    return teae
+
+
+def ae_incidence(
+    analysis: AEAnalysis,
+    adae: pd.DataFrame,
+    safety: pd.DataFrame,
+    *,
+    arms: tuple[str, str],
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Participants with at least one event, by SOC and PT, per arm; risk differences (Newcombe).
+
+    Notes
+    -----
+    Incidence counts a participant once per term; event counts count every event; denominators
+    are the safety population per arm (``TRT01A``). Risk difference = experimental − reference
+    with Newcombe's hybrid score interval.
+    """
+    events = _subset(adae, analysis.subset)
+    events = events[events["SUBJID"].isin(set(safety["SUBJID"]))]
+    denominators = {arm: int((safety["ARM"] == arm).sum()) for arm in arms}
+    rows = []
+    levels: list[tuple[str, str, pd.DataFrame]] = [("ANY", "ANY", events)]
+    for soc, by_soc in events.groupby("AESOC", sort=True):
+        levels.append((str(soc), "ANY", by_soc))
+        for pt, by_pt in by_soc.groupby("AEDECOD", sort=True):
+            levels.append((str(soc), str(pt), by_pt))
+    experimental, reference = arms
+    for soc, pt, part in levels:
+        row: dict[str, Any] = {"AESOC": soc, "AEDECOD": pt}
+        for arm in arms:
+            in_arm = part[part["ARM"] == arm]
+            row[f"n_{arm}"] = int(in_arm["SUBJID"].nunique())
+            row[f"events_{arm}"] = len(in_arm)
+            row[f"N_{arm}"] = denominators[arm]
+            row[f"pct_{arm}"] = (
+                100 * row[f"n_{arm}"] / denominators[arm] if denominators[arm] else math.nan
+            )
+        difference, lower, upper = newcombe_interval(
+            row[f"n_{experimental}"],
+            denominators[experimental],
+            row[f"n_{reference}"],
+            denominators[reference],
+            confidence_level,
+        )
+        row.update(risk_difference=difference, rd_ci_lower=lower, rd_ci_upper=upper)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    any_row = rows[0]
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        tables={"incidence": table},
+        headline=Headline(
+            measure="risk difference, any event",
+            estimate=float(any_row["risk_difference"]),
+            ci_lower=float(any_row["rd_ci_lower"]),
+            ci_upper=float(any_row["rd_ci_upper"]),
+            p_value=None,
+        ),
+        details={"subset": analysis.subset, "denominators": denominators},
+    )
+
+
+def ae_highest_severity(
+    analysis: AEAnalysis, adae: pd.DataFrame, safety: pd.DataFrame, *, arms: tuple[str, str]
+) -> AnalysisOutcome:
+    """Participants by their highest severity of any treatment-emergent event, per arm."""
+    order = {"MILD": 1, "MODERATE": 2, "SEVERE": 3}
+    events = _subset(adae, analysis.subset)
+    worst = (
+        events.assign(rank=events["AESEV"].map(order))
+        .dropna(subset=["rank"])
+        .groupby("SUBJID")["rank"]
+        .max()
+    )
+    labels = {1: "MILD", 2: "MODERATE", 3: "SEVERE"}
+    people = safety.assign(
+        HIGHEST=safety["SUBJID"]
+        .map(worst)
+        .map(lambda v: labels.get(v, "NONE") if v == v else "NONE")
+    )
+    rows = []
+    for category in ["NONE", "MILD", "MODERATE", "SEVERE"]:
+        row: dict[str, Any] = {"highest_severity": category}
+        for arm in arms:
+            n = int((people["ARM"] == arm).sum())
+            count = int(((people["ARM"] == arm) & (people["HIGHEST"] == category)).sum())
+            row[f"n_{arm}"] = count
+            row[f"pct_{arm}"] = 100 * count / n if n else math.nan
+        rows.append(row)
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        tables={"highest_severity": pd.DataFrame(rows)},
+    )
+
+
+def _counts_per_participant(adae: pd.DataFrame, safety: pd.DataFrame, subset: str) -> pd.DataFrame:
+    events = _subset(adae, subset)
+    counts = events.groupby("SUBJID").size()
+    frame = safety[["SUBJID", "ARM", "EXPDAYS"]].copy()
+    frame["N_AE"] = frame["SUBJID"].map(counts).fillna(0).astype(float)
+    frame["ANY_AE"] = (frame["N_AE"] > 0).astype(float)
+    frame["EXPDAYS"] = pd.to_numeric(frame["EXPDAYS"], errors="coerce").astype(float)
+    return frame[frame["EXPDAYS"] > 0]
+
+
+def ae_exposure_adjusted(
+    analysis: AEAnalysis,
+    adae: pd.DataFrame,
+    safety: pd.DataFrame,
+    *,
+    arms: tuple[str, str],
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Exposure-adjusted incidence rates (participants with an event per 100 participant-years).
+
+    Notes
+    -----
+    EAIR = participants with ≥ 1 event / total exposure (days / 365.25); exposure runs from the
+    first treatment to the last contact (ADSL ``EXPDAYS``), not censored at the first event.
+    Rate ratio experimental / reference with a Wald CI on the log scale
+    (SE = sqrt(1/x₁ + 1/x₂)).
+    """
+    frame = _counts_per_participant(adae, safety, analysis.subset)
+    rows = []
+    for arm in arms:
+        part = frame[frame["ARM"] == arm]
+        years = float(part["EXPDAYS"].sum()) / 365.25
+        with_event = int(part["ANY_AE"].sum())
+        rows.append(
+            {
+                "arm": arm,
+                "participants": len(part),
+                "with_event": with_event,
+                "events": int(part["N_AE"].sum()),
+                "participant_years": years,
+                "eair_per_100py": 100 * with_event / years if years > 0 else math.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    x1, x2 = int(table["with_event"].iloc[0]), int(table["with_event"].iloc[1])
+    t1 = float(table["participant_years"].iloc[0])
+    t2 = float(table["participant_years"].iloc[1])
+    if min(x1, x2) == 0 or min(t1, t2) <= 0:
+        raise AnalysisError("an arm has no participant with an event or no exposure: no rate ratio")
+    ratio = (x1 / t1) / (x2 / t2)
+    se = math.sqrt(1 / x1 + 1 / x2)
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    p_value = float(2 * stats.norm.sf(abs(math.log(ratio) / se)))
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        tables={"rates": table},
+        headline=Headline(
+            measure="exposure-adjusted incidence rate ratio",
+            estimate=ratio,
+            ci_lower=ratio * math.exp(-z * se),
+            ci_upper=ratio * math.exp(z * se),
+            p_value=p_value,
+            null_value=1.0,
+        ),
+    )
+
+
+def _rate_ratio_outcome(
+    analysis: AEAnalysis,
+    coefficients: pd.DataFrame,
+    measure: str,
+    details: dict[str, Any],
+    converged: bool,
+    message: str,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    arm_term = next(name for name in coefficients.index if str(name).startswith("ARM"))
+    estimate, se = (
+        float(coefficients.loc[arm_term, "estimate"]),
+        float(coefficients.loc[arm_term, "std_error"]),
+    )
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok" if converged else "failed",
+        message=message,
+        tables={"coefficients": coefficients.reset_index(names="term")},
+        headline=Headline(
+            measure=measure,
+            estimate=math.exp(estimate),
+            ci_lower=math.exp(estimate - z * se),
+            ci_upper=math.exp(estimate + z * se),
+            p_value=float(2 * stats.norm.sf(abs(estimate / se))),
+            null_value=1.0,
+        )
+        if converged
+        else None,
+        details=details,
+    )
+
+
+def ae_negative_binomial(
+    analysis: AEAnalysis,
+    adae: pd.DataFrame,
+    safety: pd.DataFrame,
+    *,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """NB2 of treatment-emergent event counts per participant with log(exposure) offset.
+
+    Notes
+    -----
+    :func:`studyman.stats.fit_negative_binomial` (dispersion estimated jointly, glmmTMB-style
+    standard errors); the headline is the rate ratio experimental / reference.
+    """
+    from studyman.stats import fit_negative_binomial
+
+    frame = _counts_per_participant(adae, safety, analysis.subset)
+    result = fit_negative_binomial(frame, "N_AE ~ ARM", exposure="EXPDAYS")
+    return _rate_ratio_outcome(
+        analysis,
+        result.coefficients,
+        "rate ratio (NB2)",
+        {"theta": result.theta, "n": result.n_observations},
+        result.converged,
+        "" if result.converged else result.message,
+        confidence_level,
+    )
+
+
+def ae_glmm(
+    analysis: AEAnalysis,
+    adae: pd.DataFrame,
+    safety: pd.DataFrame,
+    visits: pd.DataFrame,
+    *,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Random-intercept logistic GLMM of any treatment-emergent event per visit interval.
+
+    Notes
+    -----
+    One row per participant and post-baseline visit with a date; ``ANY_AE`` = an event started
+    after the previous visit and on or before this one. ``ANY_AE ~ ARM + C(VISIT)`` with a
+    random intercept per participant, adaptive Gauss–Hermite quadrature
+    (:func:`studyman.stats.fit_glmm`); the headline is the odds ratio.
+    """
+    from studyman.stats import fit_glmm
+
+    events = _subset(adae, analysis.subset)
+    members = safety[["SUBJID", "ARM"]]
+    rows = visits[(visits["AVISITN"] >= 0) & visits["SUBJID"].isin(set(members["SUBJID"]))]
+    rows = rows.sort_values(["SUBJID", "AVISITN"]).copy()
+    rows["START"] = rows.groupby("SUBJID")["ADT"].shift(1)
+    rows = rows[rows["AVISITN"] > 0].dropna(subset=["START"])
+    merged = rows.merge(events[["SUBJID", "ASTDT"]], on="SUBJID", how="left")
+    inside = (merged["ASTDT"] > merged["START"]) & (merged["ASTDT"] <= merged["ADT"])
+    merged["HIT"] = inside.fillna(False).astype(float)
+    per_visit = merged.groupby(["SUBJID", "AVISITN"], as_index=False).agg(ANY_AE=("HIT", "max"))
+    per_visit = per_visit.rename(columns={"AVISITN": "VISIT"})
+    per_visit = per_visit.merge(members, on="SUBJID")
+    per_visit["VISIT"] = per_visit["VISIT"].astype(str)
+    if per_visit["ANY_AE"].nunique() < 2:
+        raise AnalysisError("no variation in adverse-event occurrence per visit: no GLMM")
+    result = fit_glmm(
+        per_visit,
+        "ANY_AE ~ ARM + C(VISIT)",
+        group="SUBJID",
+        family="binomial",
+        n_quadrature=analysis.quadrature_points,
+    )
+    return _rate_ratio_outcome(
+        analysis,
+        result.coefficients,
+        "odds ratio per visit (GLMM)",
+        {
+            "random_intercept_sd": result.random_intercept_sd,
+            "n_observations": result.n_observations,
+            "n_groups": result.n_groups,
+            "quadrature_points": result.n_quadrature,
+        },
+        result.converged,
+        result.message,
+        confidence_level,
+    )
+
+
+def kaplan_meier(time: Sequence[float], event: Sequence[bool]) -> pd.DataFrame:
+    """Kaplan–Meier estimate at each distinct event time, with Greenwood standard errors."""
+    t = np.asarray(time, dtype=float)
+    d = np.asarray(event, dtype=bool)
+    rows = []
+    survival, greenwood = 1.0, 0.0
+    for moment in np.unique(t[d]):
+        at_risk = int((t >= moment).sum())
+        deaths = int(((t == moment) & d).sum())
+        survival *= 1 - deaths / at_risk
+        if at_risk > deaths:
+            greenwood += deaths / (at_risk * (at_risk - deaths))
+        rows.append(
+            {
+                "time": float(moment),
+                "at_risk": at_risk,
+                "events": deaths,
+                "survival": survival,
+                "std_error": survival * math.sqrt(greenwood),
+            }
+        )
+    return pd.DataFrame(rows, columns=["time", "at_risk", "events", "survival", "std_error"])
+
+
+def _log_rank(time: FloatLike, event: BoolLike, group: BoolLike) -> float:
+    t = np.asarray(time, dtype=float)
+    d = np.asarray(event, dtype=bool)
+    g = np.asarray(group, dtype=bool)
+    observed_minus_expected, variance = 0.0, 0.0
+    for moment in np.unique(t[d]):
+        at_risk = t >= moment
+        n, n1 = at_risk.sum(), (at_risk & g).sum()
+        deaths = ((t == moment) & d).sum()
+        deaths1 = ((t == moment) & d & g).sum()
+        observed_minus_expected += deaths1 - deaths * n1 / n
+        if n > 1:
+            variance += deaths * (n1 / n) * (1 - n1 / n) * (n - deaths) / (n - 1)
+    if variance <= 0:
+        return math.nan
+    return float(stats.chi2.sf(observed_minus_expected**2 / variance, 1))
+
+
+FloatLike = Any
+BoolLike = Any
+
+
+def ae_time_to_first(
+    analysis: AEAnalysis,
+    adae: pd.DataFrame,
+    safety: pd.DataFrame,
+    *,
+    arms: tuple[str, str],
+) -> AnalysisOutcome:
+    """Time from first treatment to the first event (Kaplan–Meier per arm, log-rank test).
+
+    Notes
+    -----
+    Participants without an event are censored at their last contact (``EXPDAYS``).
+    """
+    events = _subset(adae, analysis.subset)
+    first = events.groupby("SUBJID")["ASTDT"].min()
+    frame = safety[["SUBJID", "ARM", "TRTSDT", "EXPDAYS"]].copy()
+    onset = frame["SUBJID"].map(first)
+    frame["EVENT"] = onset.notna()
+    days = (pd.to_datetime(onset) - pd.to_datetime(frame["TRTSDT"])).dt.days + 1
+    frame["TIME"] = np.where(
+        frame["EVENT"], days, pd.to_numeric(frame["EXPDAYS"], errors="coerce")
+    ).astype(float)
+    frame = frame.dropna(subset=["TIME"])
+    curves = []
+    medians = []
+    for arm in arms:
+        part = frame[frame["ARM"] == arm]
+        curve = kaplan_meier(part["TIME"].tolist(), part["EVENT"].tolist())
+        curve.insert(0, "arm", arm)
+        curves.append(curve)
+        below = curve[curve["survival"] <= 0.5]
+        medians.append(
+            {
+                "arm": arm,
+                "participants": len(part),
+                "events": int(part["EVENT"].sum()),
+                "median_days": float(below["time"].iloc[0]) if len(below) else math.nan,
+            }
+        )
+    p_value = _log_rank(frame["TIME"], frame["EVENT"], frame["ARM"] == arms[0])
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        tables={
+            "kaplan_meier": pd.concat(curves, ignore_index=True),
+            "summary": pd.DataFrame(medians),
+        },
+        details={"log_rank_p_value": p_value},
+    )

@@ -1,0 +1,321 @@
+"""Running the whole analysis plan on derived data sets, one analysis at a time.
+
+A failing analysis (unusable data, an empty population, a model that no prespecified structure
+fits) is reported for that analysis alone; the others still run. Without the randomisation list
+every analysis that compares arms is refused and a pooled, blinded data review is produced
+instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from studyman.analysis.adam import AdamDatasets
+from studyman.analysis.executor import Executor, SerialExecutor
+from studyman.analysis.models import (
+    AnalysisOutcome,
+    ae_exposure_adjusted,
+    ae_glmm,
+    ae_highest_severity,
+    ae_incidence,
+    ae_negative_binomial,
+    ae_time_to_first,
+    mmrm_analysis,
+    multiple_imputation_analysis,
+    random_slope_analysis,
+    responder_logistic_analysis,
+    tipping_point_analysis,
+)
+from studyman.analysis.populations import population_members
+from studyman.analysis.sap import (
+    AEAnalysis,
+    Analysis,
+    AnalysisPlan,
+    MMRMAnalysis,
+    MultipleImputationAnalysis,
+    RandomSlopeAnalysis,
+    ResponderLogisticAnalysis,
+    TippingPointAnalysis,
+)
+from studyman.errors import AnalysisError, StudymanError
+
+__all__ = ["PlanRun", "blinded_review", "run_plan"]
+
+
+@dataclass(frozen=True)
+class PlanRun:
+    """Outcomes of every analysis of the plan, in plan order, and the blinded review."""
+
+    outcomes: tuple[AnalysisOutcome, ...]
+    blinded: bool
+    review: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> tuple[AnalysisOutcome, ...]:
+        """Analyses that did not produce a result."""
+        return tuple(o for o in self.outcomes if o.status == "failed")
+
+
+class _Data:
+    """Frames of one plan run, built on demand."""
+
+    def __init__(self, plan: AnalysisPlan, adam: AdamDatasets) -> None:
+        self.plan = plan
+        self.adam = adam
+        self.arms = (plan.treatment.experimental, plan.treatment.reference)
+
+    def members(self, population_id: str) -> pd.DataFrame:
+        population = self.plan.populations[population_id]
+        if population.flag not in self.adam.adsl.columns:
+            raise AnalysisError(f"ADSL has no population flag {population.flag}")
+        chosen = population_members(self.adam.adsl, population)
+        adsl = self.adam.adsl[self.adam.adsl["SUBJID"].isin(chosen)]
+        if adsl.empty:
+            raise AnalysisError(f"population {population_id!r} ({population.label}) is empty")
+        return adsl
+
+    def efficacy(
+        self, analysis: Analysis, parameter: str
+    ) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+        """(visit rows, one row per participant, analysis visits present) for *parameter*."""
+        adsl = self.members(analysis.population)
+        arm_variable = self.plan.treatment.variable
+        adsl = adsl[adsl[arm_variable].isin(self.arms)]
+        if adsl.empty:
+            raise AnalysisError(f"no participant of population {analysis.population!r} has an arm")
+        for arm in self.arms:
+            if not (adsl[arm_variable] == arm).any():
+                raise AnalysisError(f"population {analysis.population!r} has nobody in arm {arm!r}")
+        adqs = self.adam.adqs
+        adqs = adqs[(adqs["PARAMCD"] == parameter) & adqs["SUBJID"].isin(set(adsl["SUBJID"]))]
+        planned = list(self.plan.visits[parameter.lower()])  # type: ignore[index]
+        rows = adqs[(adqs["ANL01FL"] == "Y") & adqs["AVISITN"].isin(planned)]
+        visits = [v for v in planned if (rows["AVISITN"] == v).any()]
+        if not visits:
+            raise AnalysisError(f"no post-baseline {parameter} value at any analysis visit")
+        arm_type = pd.CategoricalDtype([self.arms[1], self.arms[0]])
+        base = adqs[adqs["ABLFL"] == "Y"].drop_duplicates("SUBJID").set_index("SUBJID")["AVAL"]
+        subjects = pd.DataFrame(
+            {
+                "SUBJID": adsl["SUBJID"].astype(str).to_numpy(),
+                "ARM": adsl[arm_variable].astype(str).to_numpy(),
+                "STRATSEV": adsl["STRATSEV"].astype("string").to_numpy(),
+                "SITEID": adsl["SITEID"].astype("string").to_numpy(),
+            }
+        )
+        subjects["BASE"] = subjects["SUBJID"].map(base).astype(float)
+        subjects["ARM"] = subjects["ARM"].astype(arm_type)
+        frame = rows[["SUBJID", "AVISITN", "AVAL", "CHG", "PCHG"]].merge(
+            subjects, on="SUBJID", how="inner"
+        )
+        frame["VISIT"] = frame["AVISITN"].astype(pd.CategoricalDtype(visits))
+        frame["SUBJID"] = frame["SUBJID"].astype(str)
+        return frame.reset_index(drop=True), subjects, visits
+
+    def safety(self, analysis: AEAnalysis) -> tuple[pd.DataFrame, pd.DataFrame]:
+        adsl = self.members(analysis.population)
+        adsl = adsl[adsl["TRT01A"].isin(self.arms)]
+        if adsl.empty:
+            raise AnalysisError(f"no participant of population {analysis.population!r} has an arm")
+        safety = adsl[["SUBJID", "TRTSDT", "EXPDAYS"]].assign(ARM=adsl["TRT01A"].astype(str))
+        adae = self.adam.adae.assign(ARM=lambda f: f["TRT01A"].astype("string"))
+        return adae, safety.reset_index(drop=True)
+
+
+def _with_baseline(subjects: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    missing = subjects["BASE"].isna()
+    if missing.any():
+        note = f"{int(missing.sum())} participant(s) without a baseline value left out"
+        return subjects[~missing].reset_index(drop=True), note
+    return subjects, ""
+
+
+def _run_one(
+    analysis: Analysis, data: _Data, plan: AnalysisPlan, executor: Executor
+) -> AnalysisOutcome:
+    level = plan.confidence_level
+    experimental, reference = data.arms
+    if isinstance(analysis, MMRMAnalysis):
+        frame, _, _ = data.efficacy(analysis, analysis.parameter)
+        return mmrm_analysis(analysis, frame, confidence_level=level)
+    if isinstance(analysis, ResponderLogisticAnalysis):
+        frame, subjects, _ = data.efficacy(analysis, analysis.parameter)
+        at_visit = frame[frame["AVISITN"] == analysis.visit].set_index("SUBJID")
+        subjects = subjects.assign(
+            AVAL=subjects["SUBJID"].map(at_visit["AVAL"]),
+            PCHG=subjects["SUBJID"].map(at_visit["PCHG"]),
+        )
+        subjects, note = _with_baseline(subjects)
+        outcome = responder_logistic_analysis(analysis, subjects, confidence_level=level)
+        return _add_note(outcome, note)
+    if isinstance(analysis, RandomSlopeAnalysis):
+        frame, _, _ = data.efficacy(analysis, analysis.parameter)
+        return random_slope_analysis(
+            analysis, frame.dropna(subset=["BASE"]), confidence_level=level
+        )
+    if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
+        frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
+        subjects, note = _with_baseline(subjects)
+        common = {
+            "visits": visits,
+            "experimental": experimental,
+            "imputations": plan.imputations,
+            "seed": plan.seed,
+            "executor": executor,
+            "confidence_level": level,
+        }
+        if isinstance(analysis, MultipleImputationAnalysis):
+            outcome = multiple_imputation_analysis(analysis, frame, subjects, **common)  # type: ignore[arg-type]
+        else:
+            outcome = tipping_point_analysis(analysis, frame, subjects, **common)  # type: ignore[arg-type]
+        return _add_note(outcome, note)
+    adae, safety = data.safety(analysis)
+    arms = (experimental, reference)
+    if analysis.kind == "ae_incidence":
+        return ae_incidence(analysis, adae, safety, arms=arms, confidence_level=level)
+    if analysis.kind == "ae_highest_severity":
+        return ae_highest_severity(analysis, adae, safety, arms=arms)
+    if analysis.kind == "ae_exposure_adjusted":
+        return ae_exposure_adjusted(analysis, adae, safety, arms=arms, confidence_level=level)
+    if analysis.kind == "ae_negative_binomial":
+        return ae_negative_binomial(analysis, adae, safety, confidence_level=level)
+    if analysis.kind == "ae_glmm":
+        return ae_glmm(analysis, adae, safety, data.adam.visits, confidence_level=level)
+    return ae_time_to_first(analysis, adae, safety, arms=arms)
+
+
+def _add_note(outcome: AnalysisOutcome, note: str) -> AnalysisOutcome:
+    if not note:
+        return outcome
+    message = "; ".join(part for part in (outcome.message, note) if part)
+    return AnalysisOutcome(
+        id=outcome.id,
+        kind=outcome.kind,
+        role=outcome.role,
+        label=outcome.label,
+        status=outcome.status,
+        message=message,
+        tables=outcome.tables,
+        headline=outcome.headline,
+        details=outcome.details,
+    )
+
+
+def run_plan(
+    plan: AnalysisPlan,
+    adam: AdamDatasets,
+    *,
+    blinded: bool,
+    executor: Executor | None = None,
+) -> PlanRun:
+    """Run every analysis of *plan*; each failure is reported for its analysis alone.
+
+    Parameters
+    ----------
+    plan
+        The (locked) analysis plan.
+    adam
+        Derived data sets with population flags.
+    blinded
+        True when no randomisation list was given: every analysis compares arms, so each is
+        refused and :func:`blinded_review` runs instead.
+    executor
+        Runs the imputations; default this process.
+    """
+    runner = executor if executor is not None else SerialExecutor()
+    if blinded:
+        refused = tuple(
+            AnalysisOutcome(
+                id=analysis.id,
+                kind=analysis.kind,
+                role=analysis.role,
+                label=analysis.label,
+                status="refused",
+                message="compares arms; needs the randomisation list (--randomization)",
+            )
+            for analysis in plan.analyses
+        )
+        return PlanRun(outcomes=refused, blinded=True, review=blinded_review(plan, adam))
+    data = _Data(plan, adam)
+    outcomes = []
+    for analysis in plan.analyses:
+        try:
+            outcome = _run_one(analysis, data, plan, runner)
+        except (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError) as error:
+            outcome = AnalysisOutcome(
+                id=analysis.id,
+                kind=analysis.kind,
+                role=analysis.role,
+                label=analysis.label,
+                status="failed",
+                message=f"{type(error).__name__}: {error}",
+            )
+        outcomes.append(outcome)
+    return PlanRun(outcomes=tuple(outcomes), blinded=False)
+
+
+def blinded_review(plan: AnalysisPlan, adam: AdamDatasets) -> dict[str, pd.DataFrame]:
+    """Pooled (arm-free) data review: populations, outcomes by visit, missingness, AEs, disposition.
+
+    Notes
+    -----
+    Nothing here is split by arm or by any variable derived from the randomisation list.
+    """
+    adsl, adqs, adae = adam.adsl, adam.adqs, adam.adae
+    populations = pd.DataFrame(
+        [
+            {
+                "population": name,
+                "label": population.label,
+                "flag": population.flag,
+                "participants": int((adsl[population.flag] == "Y").sum())
+                if population.flag in adsl.columns
+                else 0,
+            }
+            for name, population in plan.populations.items()
+        ]
+    )
+    by_visit = (
+        adqs[adqs["AVISITN"] >= 0]
+        .groupby(["PARAMCD", "AVISITN", "AVISIT"], as_index=False)
+        .agg(
+            n=("AVAL", "count"),
+            mean=("AVAL", "mean"),
+            sd=("AVAL", "std"),
+            n_change=("CHG", "count"),
+            mean_change=("CHG", "mean"),
+            sd_change=("CHG", "std"),
+        )
+        .sort_values(["PARAMCD", "AVISITN"])
+        .reset_index(drop=True)
+    )
+    randomised = int((adsl["RANDFL"] == "Y").sum())
+    by_visit["percent_of_randomised"] = 100 * by_visit["n"] / randomised if randomised else np.nan
+    teae = adae[adae["TRTEMFL"] == "Y"]
+    safety_n = int((adsl["SAFFL"] == "Y").sum()) if "SAFFL" in adsl.columns else 0
+    incidence = (
+        teae.groupby(["AESOC", "AEDECOD"], as_index=False)
+        .agg(participants=("SUBJID", "nunique"), events=("SUBJID", "size"))
+        .sort_values(["AESOC", "AEDECOD"])
+        .reset_index(drop=True)
+    )
+    incidence["percent_of_safety"] = (
+        100 * incidence["participants"] / safety_n if safety_n else np.nan
+    )
+    disposition = (
+        adsl[adsl["RANDFL"] == "Y"]
+        .assign(DCSREAS=lambda f: f["DCSREAS"].fillna(""))
+        .groupby(["EOSSTT", "DCSREAS"], as_index=False)
+        .size()
+        .rename(columns={"size": "participants"})
+    )
+    return {
+        "populations": populations,
+        "outcomes_by_visit": by_visit,
+        "adverse_events": incidence,
+        "disposition": disposition,
+    }
