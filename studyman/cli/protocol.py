@@ -50,7 +50,7 @@ def check(
         findings = check_conformance(protocol, protocol.redcap)
     else:  # pragma: no cover - load_protocol always fills redcap here
         raise ProtocolError("no REDCap project loaded", file=str(protocol_path))
-    console = Console()
+    console = _console()
     shown = [f for f in findings if show_info or f.severity != "info"]
     blocking = [f for f in findings if f.severity in ("critical", "major")]
     if shown:
@@ -64,6 +64,12 @@ def check(
     )
     if blocking:
         raise typer.Exit(1)
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped to a file or a CI log: wide enough that check ids and field names stay on one line.
+    return console if console.is_terminal else Console(width=160)
 
 
 def _findings_table(findings: list[Finding]) -> Table:
@@ -86,7 +92,7 @@ def _findings_table(findings: list[Finding]) -> Table:
 def show(protocol_path: _ProtocolArgument) -> None:
     """Print a summary of PROTOCOL: arms, sites, schedule and safety rules."""
     protocol = load_protocol(protocol_path)
-    console = Console()
+    console = _console()
     for table in _summary_tables(protocol):
         console.print(table)
 
