@@ -281,6 +281,12 @@ class Engine:
         return np.asarray(0.5 * (total + total.T))
 
 
+_SINGULAR = (
+    "the variance-parameter Hessian is not positive definite at the optimum (covariance "
+    "parameters not identifiable from these data, or an estimate on the boundary)"
+)
+
+
 @dataclass(frozen=True)
 class NewtonOutcome:
     """The end of a Newton-Raphson run."""
@@ -313,8 +319,10 @@ def newton_fit(engine: Engine, phi0: FloatArray, *, max_iterations: int) -> Newt
         modified = np.maximum(np.abs(eigval), 1e-8 * top)
         step = -eigvec @ ((eigvec.T @ gradient) / modified)
         decrement = float(-gradient @ step)
-        if positive and decrement < 1e-10:
-            return NewtonOutcome(phi, evaluation, True, iteration - 1, "converged")
+        if decrement < 1e-10:
+            if positive:
+                return NewtonOutcome(phi, evaluation, True, iteration - 1, "converged")
+            return NewtonOutcome(phi, evaluation, False, iteration - 1, _SINGULAR)
         t = 1.0
         accepted = False
         while t > 1e-12:
@@ -339,10 +347,7 @@ def newton_fit(engine: Engine, phi0: FloatArray, *, max_iterations: int) -> Newt
             t *= 0.5
         if not accepted:
             reason = (
-                "the variance-parameter Hessian is not positive definite (covariance parameters "
-                "not identifiable from these data)"
-                if not positive
-                else "the line search could not improve the likelihood"
+                _SINGULAR if not positive else "the line search could not improve the likelihood"
             )
             return NewtonOutcome(phi, evaluation, False, iteration, reason)
         phi = candidate

@@ -124,7 +124,7 @@ def _n_variances(name: str, m: int) -> int:
 
 def _lags(m: int) -> npt.NDArray[np.int64]:
     index = np.arange(m)
-    return np.abs(index[:, None] - index[None, :])
+    return np.asarray(np.abs(index[:, None] - index[None, :]), dtype=np.int64)
 
 
 def _clip_correlation(value: float) -> float:

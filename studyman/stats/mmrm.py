@@ -373,11 +373,11 @@ class MMRMResult:
             for name, value in zip(factors, cell, strict=True):
                 chosen &= np.asarray(frame[name] == value)
             cell_means[index] = effect[chosen].mean(axis=0)
-        contrast = np.ones((1, 1))
+        contrast: FloatArray = np.ones((1, 1))
         for name in factors:
             n_levels = len(inf.factor_levels[name])
             diff = np.hstack([-np.ones((n_levels - 1, 1)), np.eye(n_levels - 1)])
-            contrast = np.kron(contrast, diff)
+            contrast = np.asarray(np.kron(contrast, diff), dtype=np.float64)
         return _row_basis(contrast @ cell_means)
 
     def _as_matrix(self, weights: Any) -> FloatArray:
@@ -693,7 +693,7 @@ def fit_mmrm(
         subject_groups = np.zeros(n_subjects, dtype=np.int64)
         n_groups = 1
 
-    beta_ols = np.linalg.lstsq(x, y, rcond=None)[0]
+    beta_ols = np.asarray(np.linalg.lstsq(x, y, rcond=None)[0], dtype=np.float64)
     residuals = y - x @ beta_ols
     patterns = build_patterns(x, residuals, subject_codes, visit_codes, subject_groups, n_visits)
     starts = []
