@@ -34,7 +34,13 @@ from datetime import datetime
 
 from studyman.errors import StudymanError
 from studyman.sources.emulator.filter_logic import compile_filter
-from studyman.sources.emulator.formats import error_body, to_csv, to_json, to_xml_records
+from studyman.sources.emulator.formats import (
+    error_body,
+    records_csv,
+    to_csv,
+    to_json,
+    to_xml_records,
+)
 from studyman.sources.emulator.model import USER_COLUMNS, Project, User
 from studyman.sources.emulator.store import Column, ExportOptions, RecordImportError, RecordStore
 
@@ -510,6 +516,13 @@ class Emulator:
                 for c in store.columns
                 if c.base in wanted or c.name in wanted or c.form in wanted_forms
             )
+            # A survey form's timestamp comes with any of the form's fields.
+            forms_touched = {c.form for c in columns}
+            columns = tuple(
+                c
+                for c in store.columns
+                if c in columns or (c.kind == "timestamp" and c.form in forms_touched)
+            )
             if not columns:
                 raise _RefusedError(
                     400,
@@ -593,15 +606,14 @@ class Emulator:
             if store.repeating_forms or store.repeating_events:
                 header += ["redcap_repeat_instrument", "redcap_repeat_instance"]
             header += ["field_name", "value"]
+            if fmt == "csv":
+                text = records_csv(header, [[row[h] for h in header] for row in rows])
+                return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
             return _answer(rows, fmt, header, xml_root="records")
         header, flat = store.export_flat(options)
-        if fmt == "csv" and options.label_headers:
-            labels = _header_labels(store, header)
-            text = to_csv(
-                labels, [{labels[i]: row[h] for i, h in enumerate(header)} for row in flat]
-            )
-            # to_csv looks cells up by header, so rebuild with positional labels.
-            text = _positional_csv(labels, [[row[h] for h in header] for row in flat])
+        if fmt == "csv":
+            shown = _header_labels(store, header) if options.label_headers else header
+            text = records_csv(shown, [[row[h] for h in header] for row in flat])
             return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
         return _answer(flat, fmt, header, xml_root="records")
 
@@ -783,14 +795,6 @@ def _answer_one(row: Mapping[str, object], fmt: str) -> Answer:
     return Answer(
         200, "text/xml; charset=utf-8", to_xml_records([row], "project", "item").encode("utf-8")
     )
-
-
-def _positional_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    from studyman.sources.emulator.formats import csv_cell
-
-    lines = [",".join(csv_cell(h) for h in header)]
-    lines.extend(",".join(csv_cell(v) for v in row) for row in rows)
-    return "\n".join(lines) + "\n"
 
 
 _TAG = re.compile(r"<[^>]+>")

@@ -26,6 +26,25 @@ def to_csv(header: Sequence[str], rows: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def records_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A CSV record export as REDCap 14 writes it.
+
+    Line breaks inside values become spaces (each ``\r`` and ``\n``), as in the raw exports
+    recorded from live REDCap 14 servers (``tests/data/redcap-projects``); an export without
+    rows is a single ``\n`` (no header), as those servers answered for projects without records.
+    """
+    if not rows:
+        return "\n"
+    lines = [",".join(csv_cell(h) for h in header)]
+    for row in rows:
+        cells = (
+            csv_cell(str(v).replace("\r", " ").replace("\n", " ") if v is not None else "")
+            for v in row
+        )
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
 def to_json(value: object) -> str:
     """A JSON answer (UTF-8, no ASCII escaping)."""
     return json.dumps(value, ensure_ascii=False)

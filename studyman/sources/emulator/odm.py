@@ -15,8 +15,10 @@ Notes
   validation minimum and maximum.
 * REDCap's ODM holds user *roles*, not users: each role becomes a user named after the role, with
   the role's rights. ``sql`` fields lose their query (the ODM does not carry it).
-* A file field's value is the document's name; REDCap's raw CSV export shows ``[document]``, so
-  the emulator stores ``[document]``.
+* Line breaks in values become ``\r\n``: REDCap keeps a line break typed into a form as
+  ``\r\n`` (its raw CSV export shows two spaces for it) while its ODM writes ``\n`` alone.
+* A file field's value is the document's name (``redcap:DocName``), as REDCap 14's raw export
+  shows it (older versions showed ``[document]``); the file itself is not kept.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def read_odm_file(path: Path) -> Project:
     """Read a REDCap ODM XML file; see :func:`read_odm_text`."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # Bytes, not text mode: universal newlines would turn a value's \r\n into \n.
+        text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ProtocolError(f"cannot read the ODM file: {error}", file=str(path)) from None
     return read_odm_text(text, source=str(path))
@@ -336,16 +339,15 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
                     for value_element in group:
                         oid = value_element.get("ItemOID", "")
                         if value_element.tag == f"{_ODM}ItemDataBase64Binary":
-                            value = "[document]"
+                            value = value_element.get(f"{_RC}DocName", "") or "[document]"
                         else:
-                            value = value_element.get("Value", "")
+                            # REDCap stores a typed line break as \r\n; its ODM writes \n only.
+                            value = re.sub(r"\r?\n", "\r\n", value_element.get("Value", ""))
                         if oid == "redcap_data_access_group":
                             dag = value
                             continue
                         if oid == record_id_field or value == "":
                             continue
-                        if field_types.get(oid) == "file" and value:
-                            value = "[document]"
                         row[oid] = value
             for (event, instrument, instance), values in rows.items():
                 flat: dict[str, str] = {record_id_field: record}

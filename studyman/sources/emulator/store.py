@@ -242,6 +242,10 @@ class RecordStore:
                     # fields were asked for (their rows would be blank but for the keys).
                     continue
                 out.append((record, key, rows[key]))
+        # REDCap 14 lists a multi-arm project arm by arm (all records' rows in arm 1, then arm 2),
+        # as the raw exports recorded from live servers show (arm-multiple-delete); the sort is
+        # stable, so within an arm records keep their order and rows their event order.
+        out.sort(key=lambda item: self.event_arm.get(item[1][0], 0))
         return out
 
     def _value(
