@@ -99,8 +99,7 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
     *file* is the name used in error messages.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        content = yaml.safe_load(text)
+        root, content = _parse_yaml(text)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -146,6 +145,20 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
 
 
 # --------------------------------------------------------------------------- helpers
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """Compose the node tree (for lines and duplicate keys) and build the data from it, once."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        content = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    return root, content
+
 
 
 def _key_path(location: tuple[Any, ...]) -> str:
