@@ -82,8 +82,10 @@ def build_patterns(
         n = rows.size // mk
         xk = x[rows].reshape(n, mk, p)
         yk = y[rows].reshape(n, mk)
-        a3 = np.einsum("ijp,ilq->jlpq", xk, xk).reshape(mk * mk, p, p)
-        b2 = np.einsum("ijp,il->jlp", xk, yk).reshape(mk * mk, p)
+        # sums of outer products through BLAS: (mk p) x (mk p) and (mk p) x mk
+        x_flat = xk.reshape(n, mk * p)
+        a3 = (x_flat.T @ x_flat).reshape(mk, p, mk, p).transpose(0, 2, 1, 3).reshape(mk * mk, p, p)
+        b2 = (x_flat.T @ yk).reshape(mk, p, mk).transpose(0, 2, 1).reshape(mk * mk, p)
         c = yk.T @ yk
         patterns.append(
             Pattern(int(subject_groups[first_subject]), visits, int(n), a3, b2, np.asarray(c))
