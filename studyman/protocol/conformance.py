@@ -4,7 +4,8 @@ Every field the protocol names must exist in the data dictionary, on the expecte
 expected type, choice codes (and, where the protocol gives them, labels) and range; every
 instrument and event must exist; with a whole project, each visit's instruments must be mapped
 to its event, the logs must repeat, each site must have its data access group, and no user in a
-site's data access group may see an unblinded form.
+site's data access group may see an unblinded form. Each scale's calc total must use all its
+items, and branching logic and calc formulas may name only fields (and events) of the project.
 
 Severities: ``critical`` when something the protocol needs is missing or an unblinded form is
 open to a blinded site user; ``major`` for a wrong type, form, choice code or range; ``minor`` for
@@ -13,6 +14,7 @@ a label that differs; ``info`` for metadata the protocol does not use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -506,6 +508,7 @@ def check_conformance(
             continue  # already reported as a missing instrument
         findings.extend(_check_field(expectation, dictionary.get(expectation.field), source))
 
+    findings.extend(_check_totals(protocol, dictionary, source))
     event_models = _as_models(events, Event)
     mapping_models = _as_models(mappings, FormEventMapping)
     repeating_models = _as_models(repeating, RepeatingForm)
@@ -522,6 +525,8 @@ def check_conformance(
                     source=project.directory,
                 )
             )
+    event_names = {event.unique_event_name for event in event_models or ()}
+    findings.extend(_check_logic_references(dictionary, event_names, source))
     if event_models is not None:
         findings.extend(_check_events(protocol, event_models, mapping_models, source))
     if repeating_models is not None:
@@ -529,6 +534,60 @@ def check_conformance(
     if project is not None:
         findings.extend(_check_access(protocol, project))
     return findings
+
+
+_REFERENCE = re.compile(r"\[([a-z][a-z0-9_]*)(?:\([A-Za-z0-9_]+\))?\]")
+
+
+def _check_totals(protocol: Protocol, dictionary: DataDictionary, source: str) -> Iterable[Finding]:
+    """Each scale's calc total must use every scored item."""
+    for scoring in protocol.scoring:
+        field = dictionary.get(scoring.total_field)
+        if field is None or field.field_type != "calc":
+            continue  # reported by the field checks
+        used = set(_REFERENCE.findall(field.calculation))
+        missing = [item for item in scoring.item_fields if item not in used]
+        if missing:
+            yield Finding(
+                "conformance.calc_items",
+                "major",
+                f"calc field {field.field_name!r} does not use item(s) {', '.join(missing)} "
+                f"of {scoring.instrument}",
+                instrument=field.form_name,
+                field=field.field_name,
+                value=field.calculation,
+                source=source,
+            )
+
+
+def _check_logic_references(
+    dictionary: DataDictionary, event_names: set[str], source: str
+) -> Iterable[Finding]:
+    """Branching logic and calc formulas may only name fields (or events) of the project."""
+    names = set(dictionary.field_names) | {f"{form}_complete" for form in dictionary.forms}
+    for field in dictionary.fields:
+        for column, text in (
+            ("branching logic", field.branching_logic),
+            ("calculation", field.calculation),
+        ):
+            unknown = sorted(
+                {
+                    name
+                    for name in _REFERENCE.findall(text)
+                    if name not in names and name not in event_names
+                }
+            )
+            if unknown:
+                yield Finding(
+                    "conformance.logic_unknown_field",
+                    "major",
+                    f"the {column} of {field.field_name!r} names unknown field(s) "
+                    f"{', '.join(unknown)}",
+                    instrument=field.form_name,
+                    field=field.field_name,
+                    value=text,
+                    source=source,
+                )
 
 
 def _check_events(

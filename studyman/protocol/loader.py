@@ -160,7 +160,6 @@ def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     return root, content
 
 
-
 def _key_path(location: tuple[Any, ...]) -> str:
     path = ""
     for part in location:

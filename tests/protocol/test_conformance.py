@@ -148,3 +148,24 @@ def test_other_project_dictionary_reports_the_missing_instruments(
     missing = {f.instrument for f in findings if f.check_id == "conformance.instrument_missing"}
     assert missing == set(protocol.instrument_names)
     assert all(f.severity == "critical" for f in findings if f.check_id.endswith("_missing"))
+
+
+def test_total_missing_an_item_and_logic_naming_unknown_field_are_findings(
+    study_copy: Path,
+) -> None:
+    redcap = study_copy / "redcap"
+    _edit_dictionary(
+        redcap,
+        "gad7_total",
+        select_choices_or_calculations="sum([gad7_1],[gad7_2],[gad7_3],[gad7_4],[gad7_5],[gad7_6])",
+    )
+    _edit_dictionary(redcap, "screen_fail_other", branching_logic="[screen_fail_reasn] = '5'")
+    protocol = load_protocol(study_copy)
+    assert protocol.redcap is not None
+    findings = check_conformance(protocol, protocol.redcap)
+    assert [(f.check_id, f.field) for f in findings] == [
+        ("conformance.calc_items", "gad7_total"),
+        ("conformance.logic_unknown_field", "screen_fail_other"),
+    ]
+    assert "gad7_7" in findings[0].message
+    assert "screen_fail_reasn" in findings[1].message
