@@ -32,6 +32,9 @@ from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary, DictionaryField
 from studyman.validation.logic import EvaluationContext, LogicExpression, compile_logic
 from studyman.validation.records import (
+    EVENT,
+    INSTANCE,
+    REPEAT,
     BoolArray,
     ObjectArray,
     findings_from_mask,
@@ -156,7 +159,7 @@ def run_dictionary_checks(
         rows = form_present(records, dictionary, form)
         if not rows.any():
             continue
-        frame = records.loc[rows].reset_index(drop=True)
+        frame = records.loc[rows, _needed_columns(records, dictionary, form)].reset_index(drop=True)
         for field in dictionary.form_fields(form):
             if not field.holds_data or field.name == id_field:
                 continue
@@ -164,6 +167,18 @@ def run_dictionary_checks(
     if not parts:
         return pd.DataFrame(columns=FINDING_COLUMNS)
     return pd.concat([part for part in parts if not part.empty] or parts, ignore_index=True)
+
+
+def _needed_columns(records: pd.DataFrame, dictionary: DataDictionary, form: str) -> list[str]:
+    """Key columns, the form's columns and every column its logic refers to."""
+    wanted = [dictionary.record_id_field, EVENT, REPEAT, INSTANCE, f"{form}_complete"]
+    for spec in dictionary.form_fields(form):
+        wanted.extend(spec.columns)
+        for logic in (spec.branching, spec.calculation):
+            if logic:
+                wanted.extend(reference.column for reference in compile_logic(logic).fields)
+    present = set(records.columns)
+    return [column for column in dict.fromkeys(wanted) if column in present]
 
 
 def _visible(frame: pd.DataFrame, field: DictionaryField, context: EvaluationContext) -> BoolArray:

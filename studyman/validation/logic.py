@@ -553,8 +553,12 @@ def _format_numbers(numbers: FloatArray) -> ObjectArray:
 
 
 def _to_number(text: ObjectArray) -> FloatArray:
-    numbers = pd.to_numeric(pd.Series(text, dtype=object).str.strip(), errors="coerce")
-    return np.asarray(numbers, dtype=np.float64)
+    out = np.full(len(text), np.nan)
+    filled = text != ""
+    if filled.any():
+        cells = pd.Series(text[filled], dtype=object).str.strip()
+        out[filled] = np.asarray(pd.to_numeric(cells, errors="coerce"), dtype=np.float64)
+    return out
 
 
 def _series_values(series: pd.Series) -> Values:
@@ -570,6 +574,9 @@ def _series_values(series: pd.Series) -> Values:
         text = stamps.dt.strftime("%Y-%m-%d %H:%M" if has_time else "%Y-%m-%d")
         strings = text.astype(object).where(text.notna(), "").to_numpy(dtype=object)
         return Values(np.full(len(series), np.nan), strings)
+    if series.dtype == object and series.attrs.get("studyman.validation.text"):
+        plain = np.asarray(series.to_numpy(), dtype=object)
+        return Values(_to_number(plain), plain)
     strings = series.astype(object).where(series.notna(), "").to_numpy(dtype=object)
     strings = np.asarray(
         [value if isinstance(value, str) else str(value) for value in strings], dtype=object

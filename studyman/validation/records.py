@@ -36,11 +36,22 @@ BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
 
+_TEXT_FLAG = "studyman.validation.text"
+_FORM_CACHE: dict[tuple[int, int, str], BoolArray] = {}
+
+
+def clear_caches() -> None:
+    """Forget the per-frame caches (call when a run ends)."""
+    _FORM_CACHE.clear()
+
+
 def text(frame: pd.DataFrame, column: str) -> ObjectArray:
     """The column as an array of strings (``""`` for blank); blanks when the column is absent."""
     if column not in frame.columns:
         return np.full(len(frame), "", dtype=object)
     series = frame[column]
+    if frame.attrs.get(_TEXT_FLAG) and series.dtype == object:
+        return np.asarray(series.to_numpy(), dtype=object)
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
         return np.asarray(series.fillna("").to_numpy(dtype=object), dtype=object)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
@@ -64,10 +75,16 @@ def normalise_records(frame: pd.DataFrame, record_id_field: str) -> pd.DataFrame
     A classic project gains an empty ``redcap_event_name``; a project without repeating forms
     gains empty repeat columns. Other columns are left as they are.
     """
-    records = frame.reset_index(drop=True).copy()
+    source = frame.reset_index(drop=True)
+    columns = {column: text(source, column) for column in source.columns}
     for column in (record_id_field, EVENT, REPEAT, INSTANCE):
-        records[column] = text(records, column)
-    records[record_id_field] = [value.strip() for value in records[record_id_field]]
+        if column not in columns:
+            columns[column] = np.full(len(source), "", dtype=object)
+    columns[record_id_field] = np.array(
+        [value.strip() for value in columns[record_id_field]], dtype=object
+    )
+    records = pd.DataFrame(columns, dtype=object)
+    records.attrs[_TEXT_FLAG] = True
     return records
 
 
@@ -78,6 +95,16 @@ def form_present(records: pd.DataFrame, dictionary: DataDictionary, form: str) -
     the form status is Unverified or Complete; REDCap exports status ``0`` on every event where
     the form is designated, so Incomplete alone does not mean data were entered.
     """
+    key = (id(records), len(records), form)
+    cached = _FORM_CACHE.get(key)
+    if cached is not None:
+        return cached
+    result = _form_present(records, dictionary, form)
+    _FORM_CACHE[key] = result
+    return result
+
+
+def _form_present(records: pd.DataFrame, dictionary: DataDictionary, form: str) -> BoolArray:
     repeat = text(records, REPEAT)
     if (repeat == form).any():
         return np.asarray(repeat == form, dtype=bool)
