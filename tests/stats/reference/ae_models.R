@@ -4,7 +4,7 @@
 #     Rscript tests/stats/reference/ae_models.R
 #
 # R and packages from Debian: apt-get install -y r-base-core r-cran-lme4 r-cran-glmmtmb
-# r-cran-geepack.  Writes tests/stats/reference/ae_*.json and lmer_random_slope_antidepressant.json.
+# r-cran-geepack.  Writes tests/stats/reference/ae_*.json and lmer_random_slope_antidepressant*.json.
 # Tests read only the JSON files; they never need R.
 suppressMessages({
   library(lme4)
@@ -158,20 +158,24 @@ write_reference("ae_gee_logistic", list(
 anti <- read.csv(file.path(data_dir, "antidepressant.csv"))
 anti <- anti[!is.na(anti$CHANGE), ]
 anti$WEEK <- c(`4` = 1, `5` = 2, `6` = 4, `7` = 6)[as.character(anti$VISIT)]
-fit <- lmer(CHANGE ~ THERAPY * WEEK + BASVAL + (WEEK | PATIENT), data = anti, REML = TRUE,
-            control = lmerControl(optimizer = "bobyqa",
-                                  optCtrl = list(rhobeg = 0.1, rhoend = 1e-10, maxfun = 1e5)))
-vc <- as.data.frame(VarCorr(fit))
 lmer_map <- list("(Intercept)" = "Intercept", "THERAPYPLACEBO" = "THERAPY[T.PLACEBO]",
                  "WEEK" = "WEEK", "BASVAL" = "BASVAL",
                  "THERAPYPLACEBO:WEEK" = "THERAPY[T.PLACEBO]:WEEK")
-write_reference("lmer_random_slope_antidepressant", list(
-  source = "lme4::lmer(CHANGE ~ THERAPY * WEEK + BASVAL + (WEEK | PATIENT), REML = TRUE); WEEK = 1, 2, 4, 6 for VISIT 4, 5, 6, 7",
-  versions = versions("lme4"),
-  coefficients = coef_table(summary(fit)$coefficients, lmer_map),
-  intercept_variance = vc$vcov[1],
-  slope_variance = vc$vcov[2],
-  intercept_slope_covariance = vc$vcov[3],
-  residual_variance = vc$vcov[4],
-  reml_loglik = as.numeric(logLik(fit))
-))
+for (reml in c(TRUE, FALSE)) {
+  fit <- lmer(CHANGE ~ THERAPY * WEEK + BASVAL + (WEEK | PATIENT), data = anti, REML = reml,
+              control = lmerControl(optimizer = "bobyqa",
+                                    optCtrl = list(rhobeg = 0.1, rhoend = 1e-10, maxfun = 1e5)))
+  vc <- as.data.frame(VarCorr(fit))
+  write_reference(
+    if (reml) "lmer_random_slope_antidepressant" else "lmer_random_slope_antidepressant_ml",
+    list(
+      source = sprintf("lme4::lmer(CHANGE ~ THERAPY * WEEK + BASVAL + (WEEK | PATIENT), REML = %s); WEEK = 1, 2, 4, 6 for VISIT 4, 5, 6, 7", reml),
+      versions = versions("lme4"),
+      coefficients = coef_table(summary(fit)$coefficients, lmer_map),
+      intercept_variance = vc$vcov[1],
+      slope_variance = vc$vcov[2],
+      intercept_slope_covariance = vc$vcov[3],
+      residual_variance = vc$vcov[4],
+      loglik = as.numeric(logLik(fit))
+    ))
+}
