@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 2,
         retries: Annotated[int, typer.Option(help="Retries of a failed request.")] = 5,
         timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 60.0,
+        backoff: Annotated[
+            float, typer.Option(help="Seconds before the first retry (doubling after).")
+        ] = 1.0,
         name: Annotated[
             str | None, typer.Option(help="Snapshot directory name (default: UTC time-pull).")
         ] = None,
@@ -81,6 +84,7 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 concurrency=concurrency,
                 retries=retries,
+                backoff=backoff,
                 timeout=timeout,
                 progress=show,
                 name=name,

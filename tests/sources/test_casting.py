@@ -19,7 +19,9 @@ from studyman.sources.offline import parse_records_csv
 from studyman.sources.tidy import TidyBuilder
 
 
-def _field(name: str, form: str, field_type: str, validation: str = "", choices: str = "") -> dict[str, str]:
+def _field(
+    name: str, form: str, field_type: str, validation: str = "", choices: str = ""
+) -> dict[str, str]:
     return {
         "field_name": name,
         "form_name": form,
@@ -63,7 +65,7 @@ HEADER = (
 
 def test_values_cast_to_the_types_the_dictionary_gives() -> None:
     table, findings = _build(
-        HEADER + "007,2024-02-29,08:05,2024-03-01 13:45,42,70.5,\"1,54\",1,2,1,0,43,Привет,2\n"
+        HEADER + '007,2024-02-29,08:05,2024-03-01 13:45,42,70.5,"1,54",1,2,1,0,43,Привет,2\n'
     )
     row = table.iloc[0]
     assert row["record_id"] == "007"  # an ID is text: leading zeros kept
@@ -161,9 +163,7 @@ def test_unknown_columns_are_kept_in_an_unmapped_table_and_reported() -> None:
 
 
 def test_batches_give_the_same_tables_and_findings_as_one_file() -> None:
-    rows = [
-        f"{i},2024-01-{i:02d},,,{'x' if i % 3 == 0 else i},,,,,0,0,,,2\n" for i in range(1, 10)
-    ]
+    rows = [f"{i},2024-01-{i:02d},,,{'x' if i % 3 == 0 else i},,,,,0,0,,,2\n" for i in range(1, 10)]
     whole = TidyBuilder(DICTIONARY)
     whole.add_batch(parse_records_csv(HEADER + "".join(rows), "whole"))
     batched = TidyBuilder(DICTIONARY)
