@@ -162,7 +162,7 @@ def test_pull_survives_server_errors_bans_timeouts_and_truncated_bodies(
 def test_pull_refuses_an_html_page_answered_as_csv(start_emulator: Start, tmp_path: Path) -> None:
     server = start_emulator(PROJECTS / "simple" / "project.xml", tokens={TOKEN: "api"})
     server.set_faults(FaultPlan(contents=("record",), schedule=("500html", "500html", "500html")))
-    with pytest.raises(SourceError, match="gave up after 3 attempts.*HTTP 500"):
+    with pytest.raises(SourceError, match=r"gave up after 3 attempts.*HTTP 500"):
         pull_snapshot(None, server.url, TOKEN, tmp_path, retries=2, backoff=0.01, name="x")
     assert list(tmp_path.iterdir()) == []
 
@@ -228,7 +228,8 @@ def test_token_never_appears_in_snapshots_logs_output_or_errors(
     assert code in (0, None)
     captured = capsys.readouterr()
     snapshot = Path(captured.out.strip())
-    assert snapshot.parent == out and verify_snapshot(snapshot).ok
+    assert snapshot.parent == out
+    assert verify_snapshot(snapshot).ok
     # A refused token and a wrong one: errors must not echo them.
     errors: list[str] = []
     for wrong in (TOKEN[:-1] + "0", TOKEN + "00"):

@@ -90,7 +90,7 @@ def test_verify_detects_a_changed_file(tmp_path: Path) -> None:
     assert result.missing == ("findings.parquet",)
     assert result.extra == ("notes.txt",)
     assert not result.ok
-    with pytest.raises(SnapshotError, match="changed: tables/visit.parquet"):
+    with pytest.raises(SnapshotError, match=r"changed: tables/visit\.parquet"):
         read_snapshot(path)
 
 
@@ -109,7 +109,7 @@ def test_snapshot_verify_command_exits_non_zero_on_changes(
 
 
 def test_verify_of_a_directory_without_manifest_is_a_snapshot_error(tmp_path: Path) -> None:
-    with pytest.raises(SnapshotError, match="no manifest.json"):
+    with pytest.raises(SnapshotError, match=r"no manifest\.json"):
         verify_snapshot(tmp_path)
 
 
