@@ -800,10 +800,13 @@ def _parse_form_rights(text: str, name: str, line: int, column: str) -> dict[str
     return rights
 
 
-def _models(path: Path, model: type[_M], required: Sequence[str]) -> tuple[_M, ...]:
+def _models(
+    path: Path, model: type[_M], required: Sequence[str], lines: dict[str, list[int]]
+) -> tuple[_M, ...]:
     if not path.exists():
         return ()
     rows = _read_table(path, required)
+    lines[path.name] = [line for line, _ in rows]
     allowed = set(model.model_fields)
     result = []
     for line, row in rows:
@@ -815,11 +818,13 @@ def _models(path: Path, model: type[_M], required: Sequence[str]) -> tuple[_M, .
     return tuple(result)
 
 
-def _users(path: Path) -> tuple[UserRights, ...]:
+def _users(path: Path, lines: dict[str, list[int]]) -> tuple[UserRights, ...]:
     if not path.exists():
         return ()
     users = []
-    for line, row in _read_table(path, ("username",)):
+    rows = _read_table(path, ("username",))
+    lines[path.name] = [line for line, _ in rows]
+    for line, row in rows:
         values: dict[str, Any] = {}
         for column, value in row.items():
             if column in ("forms", "forms_export"):
@@ -873,8 +878,9 @@ def load_redcap_project(directory: str | Path) -> RedcapProject:
         ) from None
     dictionary_path = root / "data_dictionary.csv"
     dictionary = read_data_dictionary(dictionary_path)
+    lines: dict[str, list[int]] = {}
     instruments = _models(
-        root / "instruments.csv", Instrument, ("instrument_name", "instrument_label")
+        root / "instruments.csv", Instrument, ("instrument_name", "instrument_label"), lines
     )
     if not instruments:
         instruments = tuple(
@@ -886,67 +892,77 @@ def load_redcap_project(directory: str | Path) -> RedcapProject:
         project=project,
         dictionary=dictionary,
         instruments=instruments,
-        arms=_models(root / "arms.csv", Arm, ("arm_num", "name")),
-        events=_models(root / "events.csv", Event, ("event_name", "arm_num", "unique_event_name")),
+        arms=_models(root / "arms.csv", Arm, ("arm_num", "name"), lines),
+        events=_models(
+            root / "events.csv", Event, ("event_name", "arm_num", "unique_event_name"), lines
+        ),
         mappings=_models(
             root / "instrument_event_mapping.csv",
             FormEventMapping,
             ("arm_num", "unique_event_name", "form"),
+            lines,
         ),
-        repeating=_models(root / "repeating_instruments.csv", RepeatingForm, ("form_name",)),
+        repeating=_models(root / "repeating_instruments.csv", RepeatingForm, ("form_name",), lines),
         dags=_models(
-            root / "dags.csv", DataAccessGroup, ("data_access_group_name", "unique_group_name")
+            root / "dags.csv",
+            DataAccessGroup,
+            ("data_access_group_name", "unique_group_name"),
+            lines,
         ),
-        users=_users(root / "users.csv"),
+        users=_users(root / "users.csv", lines),
         records_file=str(root / "records.csv") if (root / "records.csv").exists() else None,
         tokens_file=str(root / "api_tokens.csv") if (root / "api_tokens.csv").exists() else None,
     )
-    _check_project(redcap, root)
+    _check_project(redcap, root, lines)
     return redcap
 
 
-def _check_project(redcap: RedcapProject, root: Path) -> None:
+def _check_project(redcap: RedcapProject, root: Path, lines: dict[str, list[int]]) -> None:
+    def line(file: str, index: int) -> str:
+        numbers = lines.get(file, [])
+        return f"line {numbers[index]}" if index < len(numbers) else ""
+
     forms = set(redcap.dictionary.forms)
     instrument_names = [i.instrument_name for i in redcap.instruments]
-    for position, name in enumerate(instrument_names, start=2):
+    for position, name in enumerate(instrument_names):
         if name not in forms:
             raise ProtocolError(
                 f"instrument {name!r} has no fields in data_dictionary.csv",
                 file=str(root / "instruments.csv"),
-                key=f"line {position}",
+                key=line("instruments.csv", position),
             )
-    for form in forms:
+    for form in redcap.dictionary.forms:
         if form not in instrument_names:
             raise ProtocolError(
-                f"form {form!r} of data_dictionary.csv is not listed",
+                f"form {form!r} of data_dictionary.csv is not listed: expected every form once",
                 file=str(root / "instruments.csv"),
             )
     arm_numbers = {arm.arm_num for arm in redcap.arms}
     event_names = set()
-    for position, event in enumerate(redcap.events, start=2):
+    for position, event in enumerate(redcap.events):
         if redcap.arms and event.arm_num not in arm_numbers:
             raise ProtocolError(
                 f"event {event.unique_event_name!r} names arm {event.arm_num}, "
                 f"expected one of {sorted(arm_numbers)}",
                 file=str(root / "events.csv"),
-                key=f"line {position}",
+                key=line("events.csv", position),
             )
         if event.unique_event_name in event_names:
             raise ProtocolError(
                 f"event {event.unique_event_name!r} repeats",
                 file=str(root / "events.csv"),
-                key=f"line {position}",
+                key=line("events.csv", position),
             )
         event_names.add(event.unique_event_name)
-    for position, mapping in enumerate(redcap.mappings, start=2):
+    for position, mapping in enumerate(redcap.mappings):
         if mapping.unique_event_name not in event_names or mapping.form not in forms:
             raise ProtocolError(
                 f"mapping of form {mapping.form!r} to event {mapping.unique_event_name!r}: "
                 "expected a form of data_dictionary.csv and an event of events.csv",
                 file=str(root / "instrument_event_mapping.csv"),
-                key=f"line {position}",
+                key=line("instrument_event_mapping.csv", position),
             )
-    for position, repeating in enumerate(redcap.repeating, start=2):
+    for position, repeating in enumerate(redcap.repeating):
         if repeating.form_name not in forms or (
             repeating.event_name and repeating.event_name not in event_names
         ):
@@ -954,16 +970,16 @@ def _check_project(redcap: RedcapProject, root: Path) -> None:
                 f"repeating form {repeating.form_name!r} at event {repeating.event_name!r}: "
                 "expected a form of data_dictionary.csv and an event of events.csv",
                 file=str(root / "repeating_instruments.csv"),
-                key=f"line {position}",
+                key=line("repeating_instruments.csv", position),
             )
     groups = {dag.unique_group_name for dag in redcap.dags}
-    for position, user in enumerate(redcap.users, start=2):
+    for position, user in enumerate(redcap.users):
         if user.data_access_group and user.data_access_group not in groups:
             raise ProtocolError(
                 f"user {user.username!r} is in data access group {user.data_access_group!r}, "
                 f"expected one of {sorted(groups)}",
                 file=str(root / "users.csv"),
-                key=f"line {position}",
+                key=line("users.csv", position),
             )
         for column, rights in (("forms", user.forms), ("forms_export", user.forms_export)):
             unknown = sorted(set(rights) - forms)
@@ -971,5 +987,5 @@ def _check_project(redcap: RedcapProject, root: Path) -> None:
                 raise ProtocolError(
                     f"user {user.username!r} has rights on unknown form(s) {', '.join(unknown)}",
                     file=str(root / "users.csv"),
-                    key=f"line {position}, {column}",
+                    key=f"{line('users.csv', position)}, {column}",
                 )

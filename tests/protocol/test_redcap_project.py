@@ -165,5 +165,7 @@ def test_users_with_rights_on_unknown_forms_are_an_error(study_copy: Path) -> No
     users.write_text(
         users.read_text(encoding="utf-8").replace("dosing:0", "dosage:0", 1), encoding="utf-8"
     )
-    with pytest.raises(ProtocolError, match="unknown form\\(s\\) dosage"):
+    with pytest.raises(ProtocolError, match="unknown form\\(s\\) dosage") as caught:
         load_redcap_project(study_copy / "redcap")
+    assert caught.value.file == str(users)
+    assert caught.value.key == "line 5, forms"  # the coordinator's row
