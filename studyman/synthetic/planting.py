@@ -86,7 +86,7 @@ class _Planter:
         return chosen
 
     def col(self, name: str) -> pd.Series:
-        return self.df[name].astype(str)
+        return self.df[name]
 
     def at(self, event: str | None = None, form: str | None = None) -> pd.Series:
         mask = pd.Series(True, index=self.df.index)

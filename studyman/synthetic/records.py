@@ -121,51 +121,71 @@ def assemble_records(
     n_base = len(keys)
     n_rep = sum(len(b) for b in rep_blocks)
     n_rows = n_base + n_rep
-    data: list[ObjectArray] = [np.full(n_rows, "", dtype=object) for _ in columns]
+
+    # Row keys first, in creation order (base rows, then repeating rows block by block) ...
+    key_record = np.empty(n_rows, dtype=object)
+    key_event = np.empty(n_rows, dtype=object)
+    key_form = np.full(n_rows, "", dtype=object)
+    key_instance = np.full(n_rows, "", dtype=object)
+    key_record[:n_base] = keys["r"].to_numpy(dtype=object)
+    key_event[:n_base] = keys["e"].to_numpy(dtype=object)
+    start = n_base
+    spans: list[tuple[FormBlock, int, int]] = []
+    for block in rep_blocks:
+        stop = start + len(block)
+        instances = block.instances if block.instances is not None else np.ones(len(block), np.int64)
+        key_record[start:stop] = block.record_ids
+        key_event[start:stop] = block.events
+        key_form[start:stop] = block.form
+        key_instance[start:stop] = instances.astype(str).astype(object)
+        spans.append((block, start, stop))
+        start = stop
+    # ... then REDCap's export order, so that every value is written straight to its final row.
+    order = _export_order(design, key_record, key_event, key_form, key_instance)
+    position = np.empty(n_rows, dtype=np.intp)
+    position[order] = np.arange(n_rows)
+    blank = np.full(n_rows, "", dtype=object)
+    data: list[ObjectArray] = [blank.copy() for _ in columns]
+    data[0] = key_record[order]
+    data[1] = key_event[order]
+    data[2] = key_form[order]
+    data[3] = key_instance[order]
+    data[4] = np.asarray([dag_of[r] for r in data[0]], dtype=object) if n_rows else data[4]
 
     base_index = pd.MultiIndex.from_frame(keys)
-    base_record = keys["r"].to_numpy(dtype=object)
-    base_event = keys["e"].to_numpy(dtype=object)
-    data[0][:n_base] = base_record
-    data[1][:n_base] = base_event
+    base_event = key_event[:n_base]
+    base_position = position[:n_base]
 
     # Designated-but-unsaved forms on base rows: status "0", checkboxes "0".
     for event, forms in design.event_forms.items():
-        at_event = base_event == event
-        if not at_event.any():
+        at_event = base_position[base_event == event]
+        if not len(at_event):
             continue
         for form in forms:
             if form in design.repeating_forms:
                 continue
-            data[col_index[f"{form}_complete"]][:n_base][at_event] = "0"
+            data[col_index[f"{form}_complete"]][at_event] = "0"
             for col in checkbox_cols.get(form, []):
-                data[col_index[col]][:n_base][at_event] = "0"
+                data[col_index[col]][at_event] = "0"
 
     for block in base_blocks:
-        rows = base_index.get_indexer(pd.MultiIndex.from_arrays([block.record_ids, block.events]))
+        rows = base_position[
+            base_index.get_indexer(pd.MultiIndex.from_arrays([block.record_ids, block.events]))
+        ]
         for name, values in block.values.items():
             data[col_index[name]][rows] = values
         data[col_index[f"{block.form}_complete"]][rows] = block.status
 
-    start = n_base
-    for block in rep_blocks:
-        stop = start + len(block)
-        instances = block.instances if block.instances is not None else np.ones(len(block), np.int64)
-        data[0][start:stop] = block.record_ids
-        data[1][start:stop] = block.events
-        data[2][start:stop] = block.form
-        data[3][start:stop] = instances.astype(str).astype(object)
+    for block, start, stop in spans:
+        rows = position[start:stop]
         for col in checkbox_cols.get(block.form, []):
-            data[col_index[col]][start:stop] = "0"
+            data[col_index[col]][rows] = "0"
         for name, values in block.values.items():
-            data[col_index[name]][start:stop] = values
-        data[col_index[f"{block.form}_complete"]][start:stop] = block.status
-        start = stop
+            data[col_index[name]][rows] = values
+        data[col_index[f"{block.form}_complete"]][rows] = block.status
 
-    order = _export_order(design, data[0], data[1], data[2], data[3])
-    data[4] = np.asarray([dag_of[r] for r in data[0]], dtype=object) if n_rows else data[4]
-    frame = pd.DataFrame({name: data[i][order] for i, name in enumerate(columns)}, copy=False)
-    frame.columns = pd.Index(list(columns))
+    # Object columns of Python strings: what REDCap's CSV holds, without a costly conversion.
+    frame = pd.DataFrame(dict(zip(columns, data, strict=True)), dtype=object, copy=False)
     return frame
 
 
