@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Literal
@@ -869,6 +870,12 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     def known_event(key: str, name: str) -> Iterable[tuple[str, str]]:
         if name not in events:
             yield key, f"unknown event {name!r}: expected the event of one of the visits"
+
+    if protocol.study.record_id_pattern:
+        try:
+            re.compile(protocol.study.record_id_pattern)
+        except re.error as error:
+            yield "study.record_id_pattern", f"not a regular expression ({error})"
 
     # arms
     arms = protocol.arms

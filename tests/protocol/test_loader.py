@@ -138,6 +138,13 @@ MALFORMED = [
         id="aesi-unknown-pt",
     ),
     pytest.param(
+        'record_id_pattern: "^S0[1-4]-[0-9]{4}$"',
+        'record_id_pattern: "^S0(1-4-[0-9]{4}$"',
+        "study.record_id_pattern",
+        "not a regular expression",
+        id="bad-record-id-pattern",
+    ),
+    pytest.param(
         "    target_day: 56\n",
         "    target_day: 70\n",
         "visits[6].target_day",
