@@ -21,11 +21,13 @@ __all__ = [
     "EVENT",
     "INSTANCE",
     "REPEAT",
+    "clear_caches",
     "findings_from_mask",
     "flat_records_from_tables",
     "form_present",
     "normalise_records",
     "text",
+    "text_tables",
 ]
 
 EVENT = "redcap_event_name"
@@ -161,6 +163,74 @@ def findings_from_mask(
         },
         columns=FINDING_COLUMNS,
     )
+
+
+def _typed_to_text(series: pd.Series, validation: str, field_type: str) -> ObjectArray:
+    """REDCap's text for a typed snapshot column (the inverse of the snapshot's casting)."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        if validation.startswith("datetime_seconds"):
+            pattern = "%Y-%m-%d %H:%M:%S"
+        elif validation.startswith("datetime"):
+            pattern = "%Y-%m-%d %H:%M"
+        else:
+            pattern = "%Y-%m-%d"
+        formatted = series.dt.strftime(pattern)
+        return np.asarray(
+            formatted.astype(object).where(formatted.notna(), "").to_numpy(), dtype=object
+        )
+    if pd.api.types.is_float_dtype(series.dtype):
+        places = 0
+        if validation.startswith("number_") and validation[7:8].isdigit():
+            places = int(validation[7])
+        comma = validation.endswith("comma_decimal")
+        out = np.empty(len(series), dtype=object)
+        for index, value in enumerate(series.to_numpy(dtype=np.float64, na_value=np.nan)):
+            if np.isnan(value):
+                out[index] = ""
+            elif places:
+                out[index] = f"{value:.{places}f}"
+            elif float(value).is_integer():
+                out[index] = str(int(value))
+            else:
+                out[index] = repr(float(value))
+            if comma:
+                out[index] = out[index].replace(".", ",")
+        return out
+    return text(pd.DataFrame({"column": series}), "column")
+
+
+def text_tables(
+    tables: Mapping[str, pd.DataFrame], dictionary: DataDictionary
+) -> dict[str, pd.DataFrame]:
+    """Typed snapshot tables back to REDCap text, restoring values kept in ``__raw``/``__missing``.
+
+    A value that did not cast (kept in ``<field>__raw``) and a missing-data code (kept in
+    ``<field>__missing``) take their cell back, so the checks see exactly what REDCap held.
+    """
+    spec_of = {column: spec for spec in dictionary.fields for column in spec.columns}
+    converted: dict[str, pd.DataFrame] = {}
+    for name, table in tables.items():
+        if name.startswith("_"):
+            continue
+        columns: dict[str, ObjectArray] = {}
+        for column in table.columns:
+            if (
+                column.endswith(("__raw", "__missing"))
+                and column.rsplit("__", 1)[0] in table.columns
+            ):
+                continue
+            spec = spec_of.get(column)
+            values = _typed_to_text(
+                table[column], spec.validation if spec else "", spec.field_type if spec else ""
+            )
+            for suffix in ("__missing", "__raw"):
+                extra = f"{column}{suffix}"
+                if extra in table.columns:
+                    kept = text(table, extra)
+                    values = np.where(kept != "", kept, values).astype(object)
+            columns[column] = values
+        converted[name] = pd.DataFrame(columns, dtype=object)
+    return converted
 
 
 def flat_records_from_tables(
