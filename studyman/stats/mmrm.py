@@ -8,6 +8,7 @@ freedom, least-squares means, their differences, arbitrary contrasts and Type II
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ class _Inference:
 
     def grid(self, variables: Sequence[str]) -> tuple[pd.DataFrame, FloatArray]:
         """Reference grid over all model factors; covariates at their means."""
+        del variables
+        return self._grid
+
+    @functools.cached_property
+    def _grid(self) -> tuple[pd.DataFrame, FloatArray]:
         names = list(self.factor_levels)
         combos = list(itertools.product(*(self.factor_levels[name] for name in names)))
         frame = pd.DataFrame(combos, columns=names)
@@ -150,7 +156,6 @@ class _Inference:
             frame[name] = mean
         design = self.model_spec.get_model_matrix(frame)
         x = np.asarray(design[list(self.column_names)], dtype=np.float64)
-        del variables
         return frame, x
 
 
@@ -693,7 +698,9 @@ def fit_mmrm(
         subject_groups = np.zeros(n_subjects, dtype=np.int64)
         n_groups = 1
 
-    beta_ols = np.asarray(np.linalg.lstsq(x, y, rcond=None)[0], dtype=np.float64)
+    # ordinary least squares only centres the outcome (the GLS fit corrects it exactly); the
+    # design has full rank here, so the normal equations are safe and cheap
+    beta_ols = np.asarray(scipy.linalg.solve(x.T @ x, x.T @ y, assume_a="pos"), dtype=np.float64)
     residuals = y - x @ beta_ols
     patterns = build_patterns(x, residuals, subject_codes, visit_codes, subject_groups, n_visits)
     starts = []
