@@ -9,11 +9,14 @@ Notes
 Decisions where REDCap's behaviour is not pinned down by ``redcap-api.md``:
 
 * A user whose ``forms_export`` right on a form is 0 (a blinded user and the randomisation or
-  dosing form) never receives that form's fields: they are left out of a full export, and a call
-  that *names* such a field or form (``fields``/``forms``) is refused as a whole with REDCap's
-  403 ``You do not have API Export privileges`` rather than silently trimmed, so that a client
-  cannot mistake a blinded export for the full data set. Export rights 2 (de-identified) and 3
-  (remove identifiers) drop the form's identifier fields (``identifier = y``).
+  dosing form) never receives that form's fields. They are trimmed from a record export, as REDCap
+  trims fields outside a user's export rights (PyCap names every field of the project in each
+  export, so a blinded user's whole-project export must succeed without them). A call that asks
+  only for such content (``forms=randomization``, ``fields=rand_arm``; the record-ID field aside)
+  is refused as a whole with REDCap's 403 ``You do not have API Export privileges``, so that a
+  client asking for the blinded forms gets an error, not an empty data set. The metadata export
+  still lists every field, as REDCap's does. Export rights 2 (de-identified) and 3 (remove
+  identifiers) drop the form's identifier fields (``identifier = y``).
 * ``eventName`` is ignored: like REDCap's raw export, events are unique names unless
   ``rawOrLabel=label``.
 * Imported values are not validated against field types (REDCap refuses, for example, a date in
@@ -313,11 +316,11 @@ class Emulator:
     ) -> tuple[Answer, list[tuple[str, str]]]:
         project = state.project
         store = state.store
-        action = scalars.get("action", "export")
+        action = scalars.get("action", "")
         if content == "record" and action == "delete":
             return self._delete(state, user, lists, fmt)
         if content == "record" and (
-            ("data" in scalars and action != "export") or action == "import"
+            action == "import" or ("data" in scalars and action != "export")
         ):
             return self._import(state, user, scalars, fmt)
         if user.right("api_export") != 1:
@@ -348,9 +351,8 @@ class Emulator:
         if content == "exportFieldNames":
             wanted = scalars.get("field", "")
             rows = []
+            last_of_form = {f.form_name: f.field_name for f in project.fields}
             for f in project.fields:
-                if f.field_type in ("descriptive", "file"):
-                    continue
                 if f.field_type == "checkbox":
                     for code, _ in f.choices:
                         rows.append(
@@ -360,7 +362,7 @@ class Emulator:
                                 "export_field_name": f"{f.field_name}___{_code(code)}",
                             }
                         )
-                else:
+                elif f.field_type not in ("descriptive", "file"):
                     rows.append(
                         {
                             "original_field_name": f.field_name,
@@ -368,8 +370,7 @@ class Emulator:
                             "export_field_name": f.field_name,
                         }
                     )
-                last_of_form = f is [g for g in project.fields if g.form_name == f.form_name][-1]
-                if last_of_form:
+                if last_of_form[f.form_name] == f.field_name:
                     rows.append(
                         {
                             "original_field_name": f"{f.form_name}_complete",
@@ -382,7 +383,8 @@ class Emulator:
                 if not rows:
                     raise _RefusedError(
                         400,
-                        f"The following values in the parameter \"field\" are not valid: '{wanted}'",
+                        'The following values in the parameter "field" are not valid: '
+                        f"'{wanted}'",
                     )
             return _answer(
                 rows, fmt, ["original_field_name", "choice_value", "export_field_name"]
@@ -499,17 +501,24 @@ class Emulator:
         if fields or forms:
             wanted = set(fields or [])
             wanted_forms = set(forms or [])
-            asked = [
+            # Requested content outside the user's export rights is trimmed, as REDCap does
+            # (PyCap always names every field, so a blinded user's full export must work);
+            # a request left with nothing the user may export is refused (see module Notes).
+            allowed = [
                 name
                 for name in (fields or [])
-                if (
+                if name != store.record_id_field
+                and (
                     store.fields[name].form_name
                     if name in store.fields
                     else store.column_by_name[name].form
                 )
-                in refused_forms
-            ] + [form for form in (forms or []) if form in refused_forms]
-            if asked:
+                not in refused_forms
+            ] + [form for form in (forms or []) if form not in refused_forms]
+            named_other = [n for n in (fields or []) if n != store.record_id_field] + list(
+                forms or []
+            )
+            if named_other and not allowed:
                 raise _RefusedError(403, "You do not have API Export privileges")
             columns = tuple(
                 c
@@ -639,7 +648,8 @@ class Emulator:
             if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
                 raise _RefusedError(
                     400,
-                    "The data being imported is not formatted correctly (expected a JSON list of objects).",
+                    "The data being imported is not formatted correctly "
+                    "(expected a JSON list of objects).",
                 )
             rows = parsed
         elif data_format == "csv":
@@ -648,7 +658,8 @@ class Emulator:
             if any(None in r for r in rows):
                 raise _RefusedError(
                     400,
-                    "The data being imported is not formatted correctly (a CSV row has more cells than the header).",
+                    "The data being imported is not formatted correctly "
+                    "(a CSV row has more cells than the header).",
                 )
         else:
             raise _RefusedError(400, f"The emulator imports json or csv data, not {data_format}.")

@@ -74,7 +74,8 @@ class FaultPlan:
         for name in self.schedule:
             if name not in FAULT_NAMES:
                 raise StudymanError(
-                    f"unknown fault {name!r} in the schedule; expected one of {', '.join(FAULT_NAMES)}"
+                    f"unknown fault {name!r} in the schedule; "
+                    f"expected one of {', '.join(FAULT_NAMES)}"
                 )
         if self.truncate_mode not in ("truncate", "cut"):
             raise StudymanError("truncate_mode must be 'truncate' or 'cut'")
@@ -96,7 +97,8 @@ class FaultPlan:
         unknown = sorted(set(values) - known)
         if unknown:
             raise StudymanError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}"
+                f"{source}: unknown key(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(known))}"
             )
         cleaned: dict[str, object] = dict(values)
         for key in ("schedule", "contents"):
@@ -158,7 +160,7 @@ class FaultInjector:
         self._set(FaultPlan.from_mapping(values, str(self._control_file)))
 
     def draw(self, content: str) -> tuple[str, FaultPlan]:
-        """The fault for one call with this ``content`` (``"ok"`` for none) and the plan in force."""
+        """The fault for one call with this ``content`` (``"ok"``: none) and the plan in force."""
         with self._lock:
             self._reload()
             plan = self.plan

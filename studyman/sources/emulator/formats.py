@@ -12,7 +12,7 @@ _QUOTE_WHEN = (",", '"', "\n", "\r", " ", "\t", ";")
 
 
 def csv_cell(value: object) -> str:
-    """One CSV cell as REDCap writes it: quoted (quotes doubled) when it holds a separator or blank."""
+    """One CSV cell as REDCap writes it: quoted (quotes doubled) when it holds a separator."""
     text = "" if value is None else str(value)
     if any(ch in text for ch in _QUOTE_WHEN):
         return '"' + text.replace('"', '""') + '"'

@@ -164,7 +164,7 @@ class Field:
 
 
 def checkbox_code(code: str) -> str:
-    """A checkbox code as it appears in an export column name (REDCap lower-cases it, ``-`` → ``_``)."""
+    """A checkbox code as in an export column name (REDCap lower-cases it, ``-`` → ``_``)."""
     return code.lower().replace("-", "_").replace(".", "_")
 
 

@@ -300,7 +300,6 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
             file=source,
             key="MetaDataVersion",
         )
-    field_types = {f.field_name: f.field_type for f in fields}
     repeating_forms = {(r.event_name, r.form_name) for r in repeating if r.form_name}
     repeating_events = {r.event_name for r in repeating if not r.form_name}
     records: list[dict[str, str]] = []
@@ -389,7 +388,8 @@ def _field(
         choices = " | ".join(part.strip() for part in raw.split("|"))
     elif field_type in ("radio", "dropdown") and code_list is not None:
         choices = " | ".join(
-            f"{entry.get('CodedValue', '')}, {_text(entry.find(f'{_ODM}Decode/{_ODM}TranslatedText'))}"
+            f"{entry.get('CodedValue', '')}, "
+            f"{_text(entry.find(f'{_ODM}Decode/{_ODM}TranslatedText'))}"
             for entry in code_list.findall(f"{_ODM}CodeListItem")
         )
     elif field_type == "calc":

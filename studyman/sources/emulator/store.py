@@ -456,7 +456,8 @@ class RecordStore:
             raw_instance = str(r.get("redcap_repeat_instance", "") or "")
             if instrument and instrument not in self.forms:
                 raise RecordImportError(
-                    f"The value '{instrument}' in redcap_repeat_instrument is not a valid instrument."
+                    f"The value '{instrument}' in redcap_repeat_instrument is not a valid "
+                    "instrument."
                 )
             instance = 0
             if raw_instance:
@@ -477,8 +478,8 @@ class RecordStore:
             if not instrument and instance and event not in self.repeating_events:
                 if validate:
                     raise RecordImportError(
-                        f"Record '{record}' has a redcap_repeat_instance but no repeating instrument"
-                        + (" or repeating event." if self.longitudinal else ".")
+                        f"Record '{record}' has a redcap_repeat_instance but no repeating "
+                        "instrument" + (" or repeating event." if self.longitudinal else ".")
                     )
                 instance = 0
             values = {
@@ -489,7 +490,8 @@ class RecordStore:
             group = str(r.get("redcap_data_access_group", "") or "") or None
             if validate and group and group not in self.dag_names:
                 raise RecordImportError(
-                    f"The value '{group}' in redcap_data_access_group is not a valid unique group name."
+                    f"The value '{group}' in redcap_data_access_group is not a valid unique "
+                    "group name."
                 )
             with self._lock:
                 if dag is not None and record in self._rows and self._dags.get(record, "") != dag:
