@@ -462,10 +462,7 @@ def check_conformance(
     elif isinstance(metadata, DataDictionary):
         dictionary = metadata
     else:
-        dictionary = DataDictionary(
-            fields=tuple(DictionaryField.model_validate(dict(row)) for row in metadata),
-            source="metadata",
-        )
+        dictionary = DataDictionary.from_rows(metadata)
     source = dictionary.source or "metadata"
     findings: list[Finding] = []
 

@@ -405,6 +405,43 @@ class DataDictionary(BaseModel):
             writer.writerow([getattr(field, column) for column in DICTIONARY_COLUMNS])
         return buffer.getvalue()
 
+    @classmethod
+    def from_rows(
+        cls, rows: Iterable[Mapping[str, Any]], *, source: str = "metadata"
+    ) -> DataDictionary:
+        """Build a dictionary from metadata rows (REDCap's ``content=metadata`` JSON, PyCap's
+        ``export_metadata()``); keys may be raw or human headers.
+
+        Raises
+        ------
+        ProtocolError
+            A row is malformed (named as ``row N`` of *source*) or a field name repeats.
+        """
+        fields: list[DictionaryField] = []
+        seen: set[str] = set()
+        for number, row in enumerate(rows, start=1):
+            values: dict[str, Any] = {}
+            for header, value in row.items():
+                column = _HEADER_TO_COLUMN.get(_normalise_header(str(header)))
+                if column is None:
+                    raise ProtocolError(
+                        f"unknown data dictionary column {header!r}",
+                        file=source,
+                        key=f"row {number}",
+                    )
+                text = "" if value is None else str(value)
+                values[column] = text.strip() if column in _STRIPPED else text
+            field = _validated(DictionaryField, values, source, number, unit="row")
+            if field.field_name in seen:
+                raise ProtocolError(
+                    f"field {field.field_name!r} repeats: expected unique field names",
+                    file=source,
+                    key=f"row {number}",
+                )
+            seen.add(field.field_name)
+            fields.append(field)
+        return cls(fields=tuple(fields), source=source)
+
     def _by_name(self) -> dict[str, DictionaryField]:
         return {field.field_name: field for field in self.fields}
 
@@ -726,7 +763,9 @@ def _numbered_rows(reader: Any) -> Iterable[tuple[int, list[str]]]:
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _validated(model: type[_M], values: Mapping[str, Any], name: str, line: int) -> _M:
+def _validated(
+    model: type[_M], values: Mapping[str, Any], name: str, line: int, *, unit: str = "line"
+) -> _M:
     try:
         return model.model_validate(values)
     except PydanticValidationError as error:
@@ -735,7 +774,7 @@ def _validated(model: type[_M], values: Mapping[str, Any], name: str, line: int)
         got = first.get("input")
         got_text = f" (got {got!r})" if not isinstance(got, dict) else ""
         raise ProtocolError(
-            f"{_expected_text(first)}{got_text}", file=name, key=f"line {line}, {column}"
+            f"{_expected_text(first)}{got_text}", file=name, key=f"{unit} {line}, {column}"
         ) from None
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from studyman.errors import ProtocolError
 from studyman.protocol import load_redcap_project, read_data_dictionary
-from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, parse_choices
+from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, DataDictionary, parse_choices
 
 
 def test_reference_project_has_the_design_layout(reference_study: Path) -> None:
@@ -169,3 +169,18 @@ def test_users_with_rights_on_unknown_forms_are_an_error(study_copy: Path) -> No
         load_redcap_project(study_copy / "redcap")
     assert caught.value.file == str(users)
     assert caught.value.key == "line 5, forms"  # the coordinator's row
+
+
+def test_metadata_rows_from_the_api_build_the_same_dictionary(reference_study: Path) -> None:
+    dictionary = read_data_dictionary(reference_study / "redcap" / "data_dictionary.csv")
+    assert DataDictionary.from_rows(dictionary.as_rows()).fields == dictionary.fields
+
+
+def test_malformed_metadata_row_names_the_row_and_column() -> None:
+    rows = [
+        {"field_name": "record_id", "form_name": "demo", "field_type": "text"},
+        {"field_name": "Bad Name", "form_name": "demo", "field_type": "text"},
+    ]
+    with pytest.raises(ProtocolError, match="expected a REDCap name") as caught:
+        DataDictionary.from_rows(rows, source="export_metadata")
+    assert str(caught.value).startswith("export_metadata: row 2, field_name:")
