@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from studyman.protocol.conformance import check_conformance
 from studyman.protocol.loader import load_protocol, parse_protocol, protocol_sha256
 from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import (
@@ -17,6 +18,7 @@ __all__ = [
     "DictionaryField",
     "Protocol",
     "RedcapProject",
+    "check_conformance",
     "load_protocol",
     "load_redcap_project",
     "parse_protocol",
