@@ -118,11 +118,11 @@ class TidyBuilder:
     # -- batches -------------------------------------------------------------------------------
     def _make_layout(self, header: tuple[str, ...]) -> _Layout:
         record_id = self.dictionary.record_id_field
-        if not header or header[0] != record_id:
+        if record_id not in header:
             raise SourceError(
-                f"the records export does not start with the record-ID field {record_id!r} of "
-                f"the data dictionary (header starts with {header[:1]!r}); is it the export of "
-                "this project, in raw (not label) headers?"
+                f"the records export has no column for the record-ID field {record_id!r} of "
+                f"the data dictionary (header starts with {header[:3]!r}); is it the export of "
+                "this project, with raw (not label) headers?"
             )
         keys = [record_id, *(c for c in KEY_COLUMNS if c in header)]
         record_level = [c for c in RECORD_LEVEL_COLUMNS if c in header]
@@ -160,6 +160,23 @@ class TidyBuilder:
             return  # an empty export (no header line): nothing to add
         if self._layout is None:
             self._layout = self._make_layout(header)
+            if header[0] != self._layout.record_id:
+                self._row_findings.append(
+                    (
+                        -2,
+                        0,
+                        Finding(
+                            check_id="import.column_order",
+                            severity="minor",
+                            message=(
+                                f"the record-ID field {self._layout.record_id!r} is not the "
+                                "first column: the file is not REDCap's own export"
+                            ),
+                            field=self._layout.record_id,
+                            source="records",
+                        ),
+                    )
+                )
             for position, column in enumerate(self._layout.unknown):
                 self._row_findings.append(
                     (
