@@ -7,7 +7,9 @@ Every way a protocol file can be wrong ends in exactly one
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, get_args
 
@@ -126,7 +128,8 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
         return Protocol.model_validate(content)
     except PydanticValidationError as error:
         problems = error.errors()
-        first = problems[0]
+        # A misspelt key is both unknown and (its right spelling) missing: name the misspelling.
+        first = next((p for p in problems if p["type"] == "extra_forbidden"), problems[0])
         location = tuple(first["loc"])
         more = f" ({len(problems) - 1} more problem(s) after this one)" if len(problems) > 1 else ""
         raise ProtocolError(
@@ -146,7 +149,21 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
 
 # --------------------------------------------------------------------------- helpers
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """Safe YAML loader that leaves dates as text.
+
+    PyYAML turns ``2025-02-30`` into an exception without a key path; as text, the date reaches
+    pydantic, whose error names the key.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
@@ -270,7 +287,9 @@ def _describe(error: Any, location: tuple[Any, ...]) -> str:
             if not info.exclude
         ]
         expected = f": expected one of {', '.join(allowed)}" if allowed else ""
-        return f"unknown key {name!r}{expected}"
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {name!r}{suggestion}{expected}"
     if kind == "missing":
         return f"missing key {name!r}: this key is required"
     got = error.get("input")
@@ -282,6 +301,7 @@ def _describe(error: Any, location: tuple[Any, ...]) -> str:
         message = message[len("Value error, ") :]
     expected = message[0].lower() + message[1:] if message else kind
     expected = expected.replace("a valid tuple", "a list").replace("valid tuple", "list")
+    expected = re.sub(r"a valid dictionary or instance of \w+", "a mapping of keys", expected)
     for prefix in ("input should be ", "input should ", "value should be ", "value should "):
         if expected.startswith(prefix):
             expected = expected[len(prefix) :]

@@ -145,6 +145,27 @@ MALFORMED = [
         id="bad-record-id-pattern",
     ),
     pytest.param(
+        "  start: 2025-02-03\n",
+        "  start: 2025-02-30\n",
+        "enrolment.start",
+        "expected a valid date",
+        id="impossible-date",
+    ),
+    pytest.param(
+        "    label: Week 6\n",
+        "    labl: Week 6\n",
+        "visits[5].labl",
+        "unknown key 'labl' (did you mean 'label'?)",
+        id="misspelt-key",
+    ),
+    pytest.param(
+        "window: {start: 25, end: 31}",
+        "window: [25, 31]",
+        "visits[4].window",
+        "expected a mapping of keys, got [25, 31]",
+        id="list-for-mapping",
+    ),
+    pytest.param(
         "    target_day: 56\n",
         "    target_day: 70\n",
         "visits[6].target_day",
