@@ -104,7 +104,7 @@ MALFORMED = [
     ),
     pytest.param(
         "  title: Cognitive",
-        "  titel: Cognitive",
+        "  # title: Cognitive",
         "study.title",
         "missing key 'title'",
         id="missing-key",
