@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 from enum import StrEnum
 
 import numpy as np
@@ -374,6 +375,17 @@ def cast_column(
     if spec.kind is CastKind.SURVEY_TIMESTAMP:
         blank |= (text == "[not completed]").to_numpy(dtype=bool)
     present = ~blank & ~is_missing_code
+    if not present.any():
+        # Nothing to cast (an empty or all-blank column): skip the string machinery.
+        missing = None
+        if is_missing_code.any():
+            missing = text.where(is_missing_code).astype("string").reset_index(drop=True)
+        return CastResult(
+            typed=pd.Series(pd.NA, index=range(len(text)), dtype=cast(Any, _DTYPES[spec.kind])),
+            raw=None,
+            missing=missing,
+            failed=np.zeros(len(text), dtype=bool),
+        )
     candidate = text.where(present)
     if spec.kind not in {CastKind.TEXT, CastKind.CHOICE}:
         # Surrounding blanks never change a number, date or code REDCap would accept.

@@ -103,7 +103,7 @@ def test_import_never_overwrites_a_snapshot(export: tuple[Path, Path], tmp_path:
 def test_missing_or_damaged_files_are_one_line_errors(
     export: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    records, dictionary = export
+    _, dictionary = export
     with pytest.raises(SourceError, match="records export not found"):
         import_snapshot(None, tmp_path / "nope.csv", dictionary, tmp_path / "s")
     damaged = tmp_path / "damaged.csv"
