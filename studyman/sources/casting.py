@@ -33,8 +33,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 from enum import StrEnum
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
