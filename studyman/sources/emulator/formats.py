@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape
 
 __all__ = ["csv_cell", "error_body", "to_csv", "to_json", "to_xml_records"]
 
-_QUOTE_WHEN = (",", '"', "\n", "\r", " ", "\t", ";")
+_QUOTE_WHEN = re.compile(r'[,"\n\r \t;]')
 
 
 def csv_cell(value: object) -> str:
     """One CSV cell as REDCap writes it: quoted (quotes doubled) when it holds a separator."""
     text = "" if value is None else str(value)
-    if any(ch in text for ch in _QUOTE_WHEN):
+    if _QUOTE_WHEN.search(text):
         return '"' + text.replace('"', '""') + '"'
     return text
 
@@ -37,12 +38,17 @@ def records_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         return "\n"
     lines = [",".join(csv_cell(h) for h in header)]
     for row in rows:
-        cells = (
-            csv_cell(str(v).replace("\r", " ").replace("\n", " ") if v is not None else "")
-            for v in row
-        )
-        lines.append(",".join(cells))
+        lines.append(",".join([_record_cell(v) for v in row]))
     return "\n".join(lines) + "\n"
+
+
+def _record_cell(value: object) -> str:
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    if not text or not _QUOTE_WHEN.search(text):
+        return text
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + text.replace('"', '""') + '"'
 
 
 def to_json(value: object) -> str:

@@ -21,6 +21,7 @@ __all__ = ["Column", "ExportOptions", "RecordImportError", "RecordStore", "RowKe
 #: (event unique name or "" in a classic project, repeating instrument or "", instance or 0)
 RowKey = tuple[str, str, int]
 
+_DEFAULTED = ("checkbox", "complete")
 STATUS_LABELS = {"0": "Incomplete", "1": "Unverified", "2": "Complete"}
 IDENTITY_COLUMNS = (
     "redcap_event_name",
@@ -108,6 +109,11 @@ class RecordStore:
                 self.form_labels[f.form_name] = f.form_name
         self.columns = self._build_columns()
         self.column_by_name = {c.name: c for c in self.columns}
+        self.form_index = {form: index for index, form in enumerate(self.forms)}
+        self._form_columns: dict[str, list[str]] = {form: [] for form in self.forms}
+        for c in self.columns:
+            if c.kind != "complete":
+                self._form_columns.setdefault(c.form, []).append(c.name)
         self.longitudinal = project.is_longitudinal
         self.events = [e.unique_event_name for e in project.events] if self.longitudinal else [""]
         self.event_index = {name: index for index, name in enumerate(self.events)}
@@ -199,7 +205,7 @@ class RecordStore:
 
     def _row_order(self, key: RowKey) -> tuple[int, int, int]:
         event, instrument, instance = key
-        form_index = self.forms.index(instrument) if instrument in self.forms else -1
+        form_index = self.form_index.get(instrument, -1) if instrument else -1
         return (self.event_index.get(event, len(self.events)), form_index, instance)
 
     # ------------------------------------------------------------------ reading
@@ -248,23 +254,6 @@ class RecordStore:
         out.sort(key=lambda item: self.event_arm.get(item[1][0], 0))
         return out
 
-    def _value(
-        self, column: Column, key: RowKey, row: Mapping[str, str], options: ExportOptions
-    ) -> str:
-        value = row.get(column.name, "")
-        if (
-            value == ""
-            and column.kind in ("checkbox", "complete")
-            and column.form in self.row_forms(key)
-        ):
-            if column.kind == "complete" and options.blank_gray_status:
-                saved = any(
-                    row.get(c.name, "") != "" for c in self.columns if c.form == column.form
-                )
-                return "0" if saved else ""
-            return "0"
-        return value
-
     def _label(self, column: Column, value: str) -> str:
         if value == "":
             return value
@@ -312,6 +301,7 @@ class RecordStore:
             ]
             header = identity + [c.name for c in columns]
             out: list[dict[str, str | int]] = []
+            forms_cache: dict[tuple[str, str, bool], frozenset[str]] = {}
             for record, key, row in self._selected_rows(options):
                 event, instrument, instance = key
                 item: dict[str, str | int] = {}
@@ -339,9 +329,19 @@ class RecordStore:
                         item[name] = self.dag_names.get(dag, dag) if options.raw_labels else dag
                     else:
                         item[name] = row.get(name, "")
+                cache_key = (event, instrument, bool(instance))
+                forms_here = forms_cache.get(cache_key)
+                if forms_here is None:
+                    forms_here = forms_cache[cache_key] = frozenset(self.row_forms(key))
                 for column in columns:
-                    value = self._value(column, key, row, options)
-                    item[column.name] = self._label(column, value) if options.raw_labels else value
+                    name = column.name
+                    value = row.get(name, "")
+                    if value == "" and column.kind in _DEFAULTED and column.form in forms_here:
+                        value = "0"
+                        if column.kind == "complete" and options.blank_gray_status:
+                            saved = any(row.get(n, "") for n in self._form_columns[column.form])
+                            value = "0" if saved else ""
+                    item[name] = self._label(column, value) if options.raw_labels else value
                 out.append(item)
             return header, out
 
