@@ -372,14 +372,17 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
     _c(
         "LIV-HYS",
         "critical",
-        "Potential Hy's law case: ALT or AST > 3x ULN and bilirubin > 2x ULN, ALP <= 2x ULN",
+        "Potential Hy's law case: ALT or AST > 3x ULN and bilirubin > 2x ULN, ALP <= 2x ULN "
+        "(medical review)",
         "protocol: liver.hys_law",
+        review_only=True,
     ),
     _c(
         "LIV-ALT",
         "major",
-        "ALT or AST above the protocol's alert multiple of ULN",
+        "ALT or AST above the protocol's alert multiple of ULN (medical review)",
         "protocol: liver.transaminase_alert_multiple",
+        review_only=True,
     ),
     _c(
         "COWS-AESI",

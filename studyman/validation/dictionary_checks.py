@@ -11,7 +11,9 @@ Notes
   REDCap's own regular expressions do; an impossible date (``2025-02-30``) is a type error.
 * Range (D) is checked only on values of the right type; date limits compare ISO dates.
 * Outliers (E) are values more than 2 sample standard deviations from the field's mean over all
-  rows (at least 3 values, SD > 0), on integer and number fields only: a review signal.
+  rows (at least 3 values, SD > 0), on integer and number fields only, with values outside the
+  validation range left out of the mean and SD (rule D reports them): a review signal. As the mean
+  and SD move with the data, correcting one value can raise or settle outlier queries elsewhere.
 * A calculated field (H) agrees when stored and recomputed values are both blank, or differ by no
   more than half a unit in the stored value's last decimal place; formulas that use ``"today"``
   are skipped (their value depends on the day REDCap saved the form).
@@ -318,8 +320,18 @@ def _field_findings(
     typed = checked & valid
     if _is_numeric(validation):
         numbers = _to_float(values, comma=validation.endswith("comma_decimal"))
-        out.append(_range_numeric(frame, field, numbers, typed, values, common, label))
-        out.append(_outliers(frame, numbers, typed, values, common, label, field.name))
+        in_range = _range_numeric(frame, field, numbers, typed, values, common, label)
+        out.append(in_range)
+        # values already out of range are not part of the outlier statistics
+        outside = np.zeros(len(values), dtype=bool)
+        low = pd.to_numeric(pd.Series([field.minimum]), errors="coerce").iloc[0]
+        high = pd.to_numeric(pd.Series([field.maximum]), errors="coerce").iloc[0]
+        with np.errstate(invalid="ignore"):
+            if not pd.isna(low):
+                outside |= numbers < float(low)
+            if not pd.isna(high):
+                outside |= numbers > float(high)
+        out.append(_outliers(frame, numbers, typed & ~outside, values, common, label, field.name))
     elif _is_temporal(validation):
         out.append(_range_dates(frame, field, values, typed, common, label))
     return out

@@ -245,6 +245,8 @@ class QueryLog:
         if "site" not in frame.columns:
             frame["site"] = ""
         for column in (*_KEY_FIELDS, "severity", "message", "value", "site"):
+            if column not in frame.columns:
+                frame[column] = ""
             frame[column] = (
                 frame[column].astype(object).where(frame[column].notna(), "").astype(str)
             )

@@ -1,0 +1,190 @@
+"""The SQLite query log: stable ids, lifecycle, history, responses, imports."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studyman.errors import ValidationError
+from studyman.validation.query_log import QueryLog, query_id
+
+
+def _finding(check: str, record: str, field: str, value: str, message: str = "m") -> dict[str, str]:
+    return {
+        "check_id": check,
+        "severity": "major",
+        "message": message,
+        "record_id": record,
+        "event": "week_1_arm_1",
+        "instrument": "vital_signs",
+        "instance": "",
+        "field": field,
+        "value": value,
+        "source": "",
+        "site": record.split("-")[0],
+    }
+
+
+def _frame(*rows: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+RAN = {"DQ-D", "DQ-G"}
+
+
+def _status(log: QueryLog) -> dict[str, str]:
+    queries = log.queries(as_of="2026-01-10T00:00:00Z")
+    return dict(zip(queries["query_id"], queries["status"], strict=True))
+
+
+def test_query_id_depends_on_the_place_not_on_message_or_value() -> None:
+    first = query_id("DQ-D", "S01-0001", "week_1_arm_1", "vital_signs", "", "vs_sbp")
+    assert first == query_id("DQ-D", "S01-0001", "week_1_arm_1", "vital_signs", "", "vs_sbp")
+    assert first != query_id("DQ-D", "S01-0001", "week_1_arm_1", "vital_signs", "1", "vs_sbp")
+    assert first != query_id("DQ-C", "S01-0001", "week_1_arm_1", "vital_signs", "", "vs_sbp")
+    assert first.startswith("Q-")
+
+
+def test_rerun_on_unchanged_findings_creates_nothing_and_keeps_ids(tmp_path: Path) -> None:
+    findings = _frame(
+        _finding("DQ-D", "S01-0001", "vs_sbp", "300"), _finding("DQ-G", "S02-0001", "sex", "9")
+    )
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        first = log.sync(findings, checks_run=RAN, at="2026-01-01T00:00:00Z")
+        before = log.queries()
+        second = log.sync(findings, checks_run=RAN, at="2026-01-02T00:00:00Z")
+        after = log.queries()
+        history = log.history()
+    assert len(first.opened) == 2
+    assert second.opened == second.reopened == second.closed == ()
+    assert list(before["query_id"]) == list(after["query_id"])
+    assert list(after["status"]) == ["open", "open"]
+    assert len(history) == 2  # one 'opened' entry each, nothing for the unchanged re-run
+
+
+def test_correcting_data_closes_exactly_those_queries_and_a_return_reopens_the_same_id(
+    tmp_path: Path,
+) -> None:
+    a = _finding("DQ-D", "S01-0001", "vs_sbp", "300")
+    b = _finding("DQ-G", "S02-0001", "sex", "9")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(a, b), checks_run=RAN, at="2026-01-01T00:00:00Z")
+        qa, qb = (
+            query_id(
+                *(
+                    f[k]
+                    for k in ("check_id", "record_id", "event", "instrument", "instance", "field")
+                )
+            )
+            for f in (a, b)
+        )
+        corrected = log.sync(_frame(b), checks_run=RAN, at="2026-01-03T00:00:00Z")
+        assert corrected.closed == (qa,)
+        assert _status(log) == {qa: "closed", qb: "open"}
+        returned = log.sync(_frame(a, b), checks_run=RAN, at="2026-01-05T00:00:00Z")
+        assert returned.reopened == (qa,)
+        assert returned.opened == ()
+        assert _status(log) == {qa: "reopened", qb: "open"}
+        actions = list(log.history(qa)["action"])
+    assert actions == ["opened", "closed: data corrected", "reopened"]
+
+
+def test_checks_that_did_not_run_do_not_close_their_queries(tmp_path: Path) -> None:
+    arm = _finding("ARM-ADJUNCT-WRONG-ARM", "S01-0002", "", "")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(arm), checks_run={"ARM-ADJUNCT-WRONG-ARM"}, at="2026-01-01T00:00:00Z")
+        blinded = log.sync(_frame(), checks_run=RAN, at="2026-01-02T00:00:00Z")
+        assert blinded.closed == ()
+        assert set(_status(log).values()) == {"open"}
+
+
+def test_confirmed_correct_stays_closed_on_an_unchanged_value_and_reopens_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    finding = _finding("DQ-D", "S01-0001", "vs_sbp", "260")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(finding), checks_run=RAN, at="2026-01-01T00:00:00Z")
+        (qid,) = _status(log)
+        assert log.respond(qid, "confirmed_correct", "checked source", who="site S01") == "closed"
+        again = log.sync(_frame(finding), checks_run=RAN, at="2026-01-02T00:00:00Z")
+        assert again.reopened == () and _status(log)[qid] == "closed"
+        changed = log.sync(
+            _frame({**finding, "value": "270"}), checks_run=RAN, at="2026-01-03T00:00:00Z"
+        )
+        assert changed.reopened == (qid,)
+        history = log.history(qid)
+    assert list(history["who"]) == ["studyman validate", "site S01", "studyman validate"]
+    assert list(history["at"]) == ["2026-01-01T00:00:00Z", history["at"][1], "2026-01-03T00:00:00Z"]
+
+
+def test_other_responses_answer_the_query_until_the_data_are_corrected(tmp_path: Path) -> None:
+    finding = _finding("DQ-G", "S02-0001", "sex", "9")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(finding), checks_run=RAN, at="2026-01-01T00:00:00Z")
+        (qid,) = _status(log)
+        assert log.respond(qid, "typographical_error", "will fix") == "answered"
+        log.sync(_frame(finding), checks_run=RAN, at="2026-01-02T00:00:00Z")
+        assert _status(log)[qid] == "answered"
+        log.sync(_frame(), checks_run=RAN, at="2026-01-03T00:00:00Z")
+        assert _status(log)[qid] == "closed"
+
+
+def test_queries_and_history_are_never_deleted_or_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "q.sqlite"
+    with QueryLog(path) as log:
+        log.sync(_frame(_finding("DQ-D", "S01-0001", "vs_sbp", "300")), checks_run=RAN)
+    connection = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+        connection.execute("DELETE FROM queries")
+    with pytest.raises(sqlite3.DatabaseError, match="never deleted"):
+        connection.execute("DELETE FROM history")
+    with pytest.raises(sqlite3.DatabaseError, match="never changed"):
+        connection.execute("UPDATE history SET who = 'x'")
+    connection.close()
+
+
+def test_days_open_counts_from_opening_to_now_or_closing(tmp_path: Path) -> None:
+    a = _finding("DQ-D", "S01-0001", "vs_sbp", "300")
+    b = _finding("DQ-G", "S02-0001", "sex", "9")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(a, b), checks_run=RAN, at="2026-01-01T00:00:00Z")
+        log.sync(_frame(b), checks_run=RAN, at="2026-01-04T00:00:00Z")
+        queries = log.queries(as_of="2026-01-11T00:00:00Z").set_index("check_id")
+    assert queries.loc["DQ-D", "days_open"] == 3  # closed after three days
+    assert queries.loc["DQ-G", "days_open"] == 10  # still open
+
+
+def test_respond_rejects_unknown_ids_and_responses(tmp_path: Path) -> None:
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(_finding("DQ-D", "S01-0001", "vs_sbp", "300")), checks_run=RAN)
+        (qid,) = _status(log)
+        with pytest.raises(ValidationError, match="unknown response 'fixed'"):
+            log.respond(qid, "fixed")
+        with pytest.raises(ValidationError, match="Q-NOPE: no such query"):
+            log.respond("Q-NOPE", "other")
+
+
+def test_import_applies_each_response_once_and_all_or_nothing(tmp_path: Path) -> None:
+    a = _finding("DQ-D", "S01-0001", "vs_sbp", "300")
+    b = _finding("DQ-G", "S02-0001", "sex", "9")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(a, b), checks_run=RAN, at="2026-01-01T00:00:00Z")
+        ids = list(log.queries()["query_id"])
+        sheet = pd.DataFrame(
+            {"query_id": ids, "response": ["data_missing", ""], "response_note": ["chart lost", ""]}
+        )
+        assert log.import_responses(sheet) == 1
+        assert log.import_responses(sheet) == 0  # the same sheet again changes nothing
+        bad = pd.DataFrame(
+            {"query_id": ids, "response": ["other", "not a response"], "response_note": ["x", "y"]}
+        )
+        with pytest.raises(ValidationError, match="row 3"):
+            log.import_responses(bad)
+        statuses = _status(log)
+        responses = log.queries().set_index("query_id")["response"]
+    assert statuses[ids[0]] == "answered"
+    assert responses[ids[0]] == "data_missing"  # the failed import applied nothing
+    assert statuses[ids[1]] == "open"
