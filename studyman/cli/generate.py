@@ -23,10 +23,14 @@ def register(app: typer.Typer) -> None:
         participants: Annotated[
             int, typer.Option("--participants", min=1, help="Participants randomised.")
         ] = 300,
-        seed: Annotated[int, typer.Option("--seed", help="Seed (same seed, same bytes).")] = 20250203,
+        seed: Annotated[
+            int, typer.Option("--seed", help="Seed (same seed, same bytes).")
+        ] = 20250203,
         plant_errors: Annotated[
             bool,
-            typer.Option("--plant-errors", help="Plant known data errors; write their ground truth."),
+            typer.Option(
+                "--plant-errors", help="Plant known data errors; write their ground truth."
+            ),
         ] = False,
         dropout: Annotated[
             str, typer.Option("--dropout", help="Dropout mechanism: mar or mnar.")

@@ -27,6 +27,7 @@ __all__ = [
     "design_from_protocol",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class FieldSpec:
     """One data-dictionary field, as the generator uses it."""
@@ -264,7 +265,9 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
             elif visit.kind != "unscheduled":
                 visits.append(scheduled)
     if screening is None:
-        raise ProtocolError("the generator needs a visit of kind 'screening'", file=file, key="visits")
+        raise ProtocolError(
+            "the generator needs a visit of kind 'screening'", file=file, key="visits"
+        )
     if not visits or visits[0].target_day != 0:
         raise ProtocolError(
             "the generator needs a baseline visit on day 0 after screening", file=file, key="visits"
@@ -281,9 +284,7 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
         )
         for t in protocol.adverse_events.coding_list
     )
-    severity = next(
-        (f for f in protocol.randomization.stratification if f.source == "score"), None
-    )
+    severity = next((f for f in protocol.randomization.stratification if f.source == "score"), None)
     levels = sorted(severity.levels, key=lambda lv: lv.min or 0.0) if severity else []
     clocks = {c.id: float(c.limit_hours) for c in protocol.reporting_clocks}
     adjunct = [str(a.code) for a in protocol.arms.items if a.receives_adjunct]

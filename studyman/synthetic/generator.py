@@ -78,7 +78,25 @@ _STREAMS = {
 
 # HAM-D-17 item propensities (items 1..17, item 16 = 16A or 16B): core mood, work and insomnia
 # items carry points first; suicide, insight and weight loss last.
-_HAMD_WEIGHTS = (1.6, 1.0, 0.35, 0.9, 0.9, 0.8, 1.3, 0.6, 0.6, 1.1, 0.9, 0.6, 0.9, 0.6, 0.5, 0.5, 0.3)
+_HAMD_WEIGHTS = (
+    1.6,
+    1.0,
+    0.35,
+    0.9,
+    0.9,
+    0.8,
+    1.3,
+    0.6,
+    0.6,
+    1.1,
+    0.9,
+    0.6,
+    0.9,
+    0.6,
+    0.5,
+    0.5,
+    0.3,
+)
 # PHQ-9: item 9 (thoughts of death or self-harm) is rarely scored.
 _PHQ9_WEIGHTS = (1.2, 1.3, 1.1, 1.2, 0.9, 1.0, 1.0, 0.6, 0.1)
 _GAD7_WEIGHTS = (1.2, 1.1, 1.1, 1.0, 0.7, 0.9, 0.8)
@@ -161,7 +179,12 @@ _SAFETY_ACTIONS = (
     "Safety plan reviewed with the participant; crisis contacts given",
     "Referred for same-day psychiatric assessment",
 )
-_MISSED_REASONS = ("Participant unavailable", "Intercurrent illness", "Travel", "Transport problems")
+_MISSED_REASONS = (
+    "Participant unavailable",
+    "Intercurrent illness",
+    "Travel",
+    "Transport problems",
+)
 _DEATH_CAUSE = "Traumatic head injury after a fall"
 
 
@@ -210,7 +233,7 @@ def _largest_remainder(total: int, weights: list[int]) -> IntArray:
     remainder = total - int(counts.sum())
     order = np.argsort(-(shares - counts), kind="stable")
     counts[order[:remainder]] += 1
-    return counts
+    return np.asarray(counts, dtype=np.int64)
 
 
 def _fmt_number(values: FloatArray, decimals: int) -> ObjectArray:
@@ -273,9 +296,7 @@ class _Builder:
                     "dictionary has no such field",
                     key=name,
                 )
-        event_array = (
-            np.full(len(who), events, dtype=object) if isinstance(events, str) else events
-        )
+        event_array = np.full(len(who), events, dtype=object) if isinstance(events, str) else events
         self.blocks.append(
             FormBlock(
                 form=form,
@@ -294,7 +315,7 @@ class _Builder:
         design = self.design
         rng = _rng(self.seed, "screening")
         n_rand = self.n_target
-        n_sf = int(round(n_rand * self.sf_rate / (1.0 - self.sf_rate)))
+        n_sf = round(n_rand * self.sf_rate / (1.0 - self.sf_rate))
         n_all = n_rand + n_sf
         counts = _largest_remainder(n_all, [s.target for s in design.sites])
         site = np.repeat(np.arange(len(design.sites)), counts)
@@ -345,7 +366,9 @@ class _Builder:
         )
         self.prior_ad = rng.random(n) < 0.5
         letters = np.array(list("ABCDEFGHJKLMNPRSTVWZ"), dtype=object)
-        self.initials = letters[rng.integers(0, len(letters), n)] + letters[rng.integers(0, len(letters), n)]
+        self.initials = (
+            letters[rng.integers(0, len(letters), n)] + letters[rng.integers(0, len(letters), n)]
+        )
         # Screening HAM-D (the baseline one follows in outcomes()).
         baseline_total = np.clip(np.rint(rng.normal(23.5, 4.0, size=n)), 18, 40).astype(np.int64)
         severe = baseline_total >= self.design.severe_from
@@ -360,7 +383,14 @@ class _Builder:
         self.screening_total = screening_total
         # Exclusion failures: which exclusion applies.
         exclusions = np.array(
-            ["exc_bipolar", "exc_psychosis", "exc_substance", "exc_liver", "exc_suicide_risk", "exc_pregnancy"],
+            [
+                "exc_bipolar",
+                "exc_psychosis",
+                "exc_substance",
+                "exc_liver",
+                "exc_suicide_risk",
+                "exc_pregnancy",
+            ],
             dtype=object,
         )
         which = rng.integers(0, len(exclusions), size=n)
@@ -388,11 +418,17 @@ class _Builder:
                 while len(sequence) < len(members):
                     size = int(rng.choice(design.block_sizes))
                     block = list(design.arms) * (size // n_arms)
-                    sequence.extend(str(a) for a in rng.permutation(np.asarray(block, dtype=object)))
+                    sequence.extend(
+                        str(a) for a in rng.permutation(np.asarray(block, dtype=object))
+                    )
                 arm[members] = np.asarray(sequence[: len(members)], dtype=object)
                 letter = "S" if severity == 2 else "M"
-                number[members] = [f"{site.site_id}{letter}{k + 1:03d}" for k in range(len(members))]
-                stratum[members] = fmt.format(site=site.site_id, severity=names.get(str(severity), str(severity)))
+                number[members] = [
+                    f"{site.site_id}{letter}{k + 1:03d}" for k in range(len(members))
+                ]
+                stratum[members] = fmt.format(
+                    site=site.site_id, severity=names.get(str(severity), str(severity))
+                )
         self.arm = arm
         self.rand_number = number
         self.stratum = stratum
@@ -448,7 +484,9 @@ class _Builder:
         for j, visit in enumerate(self.visits):
             spread = max(0.5, (visit.window_end - visit.window_start) / 6.0)
             offset = np.rint(vrng.normal(0.0, spread, size=n)).astype(np.int64)
-            offset = np.clip(offset, visit.window_start - visit.target_day, visit.window_end - visit.target_day)
+            offset = np.clip(
+                offset, visit.window_start - visit.target_day, visit.window_end - visit.target_day
+            )
             vday[:, j] = self.base + visit.target_day + offset
         self.vday = vday
         window_start = np.asarray([v.window_start for v in self.visits])
@@ -480,7 +518,9 @@ class _Builder:
         last_day = vday[np.arange(n), self.last_visit]
         next_index = np.minimum(self.last_visit + 1, last)
         next_open = self.base + window_start[next_index] - 1
-        leave_day = np.maximum(last_day, np.minimum(last_day + rng.integers(1, 5, size=n), next_open))
+        leave_day = np.maximum(
+            last_day, np.minimum(last_day + rng.integers(1, 5, size=n), next_open)
+        )
         ds_day = np.where(status == 1, last_day, np.where(status == 3, last_day, leave_day))
         ds_day = np.where(self.death, self.death_day, ds_day)
         self.ds_status = status
@@ -525,11 +565,22 @@ class _Builder:
             values["inc_diagnosis"] = np.where((reason == 5) & ~self.age_fail[elig_who], no, yes)
             values["inc_hamd"] = np.where(reason == 1, no, yes)
             values["inc_consent"] = np.where(reason == 3, no, yes)
-            for name in ("exc_bipolar", "exc_psychosis", "exc_substance", "exc_liver", "exc_suicide_risk", "exc_pregnancy"):
+            for name in (
+                "exc_bipolar",
+                "exc_psychosis",
+                "exc_substance",
+                "exc_liver",
+                "exc_suicide_risk",
+                "exc_pregnancy",
+            ):
                 values[name] = np.where(self.exclusion[elig_who] == name, yes, no)
             values["eligible"] = np.where(reason > 0, no, yes)
             values["screen_fail_reason"] = np.where(reason > 0, as_text(reason), "")
-            other = np.where(self.age_fail[elig_who], "Age outside 18 to 65", "Diagnosis not confirmed at interview")
+            other = np.where(
+                self.age_fail[elig_who],
+                "Age outside 18 to 65",
+                "Diagnosis not confirmed at interview",
+            )
             values["screen_fail_other"] = np.where(reason == 5, other.astype(object), "")
             self.add("eligibility", elig_who, event, values)
         if "hamd17" in forms:
@@ -561,18 +612,31 @@ class _Builder:
             "cssrs_l_5": np.where(gate, as_text(l5.astype(np.int64)), ""),
             "cssrs_l_beh": as_text((suicide_fail & (rng.random(m) < 0.5)).astype(np.int64)),
         }
-        self.add("cssrs_screening", who, event, {k: np.asarray(v, dtype=object) for k, v in values.items()})
+        self.add(
+            "cssrs_screening",
+            who,
+            event,
+            {k: np.asarray(v, dtype=object) for k, v in values.items()},
+        )
 
     # --- rating scales --------------------------------------------------------------------------
     def add_scale(
-        self, form: str, who: IntArray, events: ObjectArray | str, totals: IntArray, rng: np.random.Generator
+        self,
+        form: str,
+        who: IntArray,
+        events: ObjectArray | str,
+        totals: IntArray,
+        rng: np.random.Generator,
     ) -> IntArray:
         """Write one rating-scale block; returns the item matrix (for PHQ-9 item 9 and C-SSRS)."""
         design = self.design
         if form == "hamd17":
             names = [f"hamd_{i}" for i in range(1, 16)] + ["hamd_16", "hamd_17"]
             maxima = tuple(
-                min(int(max(design.field("hamd_16a").codes)), int(max(design.field("hamd_16b").codes)))
+                min(
+                    int(max(design.field("hamd_16a").codes)),
+                    int(max(design.field("hamd_16b").codes)),
+                )
                 if name == "hamd_16"
                 else int(max(int(c) for c in design.field(name).codes))
                 for name in names
@@ -587,7 +651,11 @@ class _Builder:
             values["hamd_16a"] = np.where(by_history, item16, "").astype(object)
             values["hamd_16b"] = np.where(by_history, "", item16).astype(object)
             values["hamd_total"] = as_text(items.sum(axis=1))
-            ordered = {n: values[n] for n in [f"hamd_{i}" for i in range(1, 16)] + ["hamd_16a", "hamd_16b", "hamd_17", "hamd_total"]}
+            ordered = {
+                n: values[n]
+                for n in [f"hamd_{i}" for i in range(1, 16)]
+                + ["hamd_16a", "hamd_16b", "hamd_17", "hamd_total"]
+            }
             self.add(form, who, events, ordered)
             return items
         if form == "phq9":
@@ -662,7 +730,9 @@ class _Builder:
                 "visit_date": np.where(done, days_to_text(self.vday[vp, vvis]), "").astype(object),
                 "visit_done": np.where(done, "1", "0").astype(object),
                 "visit_missed_reason": np.where(
-                    done, "", _choice_text(_MISSED_REASONS, rng.integers(0, len(_MISSED_REASONS), len(vp)))
+                    done,
+                    "",
+                    _choice_text(_MISSED_REASONS, rng.integers(0, len(_MISSED_REASONS), len(vp))),
                 ).astype(object),
             },
         )
@@ -672,7 +742,9 @@ class _Builder:
         phq_item9 = np.zeros((self.n, n_v), dtype=np.int64)
         sel = mask("phq9")
         if sel.any():
-            items = self.add_scale("phq9", pp[sel], events[vv[sel]], self.phq[pp[sel], vv[sel]], rng)
+            items = self.add_scale(
+                "phq9", pp[sel], events[vv[sel]], self.phq[pp[sel], vv[sel]], rng
+            )
             phq_item9[pp[sel], vv[sel]] = items[:, 8]
         sel = mask("gad7")
         if sel.any():
@@ -695,7 +767,12 @@ class _Builder:
         self.add_vitals(pp[sel], events[vv[sel]])
 
     def cssrs_since_last(
-        self, p: IntArray, v: IntArray, events: ObjectArray, item9: IntArray, rng: np.random.Generator
+        self,
+        p: IntArray,
+        v: IntArray,
+        events: ObjectArray,
+        item9: IntArray,
+        rng: np.random.Generator,
     ) -> None:
         m = len(p)
         score = self.hamd[p, v].astype(np.float64)
@@ -736,7 +813,11 @@ class _Builder:
         self.add("cssrs_since_last", p, events[v], values)
         # Each safety event becomes a suicidality AE on the assessment date.
         attempt = actual | interrupted | aborted
-        pt = np.where(attempt, "Suicide attempt", np.where(nssi & ~(c4 | c5 | prep), "Intentional self-injury", "Suicidal ideation"))
+        pt = np.where(
+            attempt,
+            "Suicide attempt",
+            np.where(nssi & ~(c4 | c5 | prep), "Intentional self-injury", "Suicidal ideation"),
+        )
         hit = np.flatnonzero(safety)
         for i in hit:
             self.special_ae.append(
@@ -765,7 +846,9 @@ class _Builder:
         mean = mean * rng.gamma(2.0, 0.5, size=len(p))
         target = np.minimum(rng.poisson(mean), design.cows_flag - 1)
         levels = allocate_items(target.astype(np.int64), (2,) * 11, _COWS_WEIGHTS, rng)
-        table = np.asarray([[c[min(level, len(c) - 1)] for level in range(3)] for c in codes])  # item x level
+        table = np.asarray(
+            [[c[min(level, len(c) - 1)] for level in range(3)] for c in codes]
+        )  # item x level
         scores = table[np.arange(11)[None, :], levels]
         # Keep the clean study below the protocol's withdrawal review threshold.
         total = scores.sum(axis=1)
@@ -775,7 +858,11 @@ class _Builder:
                 scores[row, top] = 0
         total = scores.sum(axis=1)
         values = {name: as_text(scores[:, i]) for i, name in enumerate(names)}
-        values = {"cows_date": days_to_text(self.vday[p, v]), **values, "cows_total": as_text(total)}
+        values = {
+            "cows_date": days_to_text(self.vday[p, v]),
+            **values,
+            "cows_total": as_text(total),
+        }
         self.add("cows", p, events[v], values)
         # Mild withdrawal in the adjunct arm: reported as a withdrawal AE half the time.
         mild = np.flatnonzero(self.adjunct[p] & (total >= 5) & (rng.random(len(p)) < 0.5))
@@ -817,7 +904,9 @@ class _Builder:
         bili = np.minimum(bili, 1.4 * uln["bili"])
         if screening:
             liver_fail = self.exclusion[who] == "exc_liver"
-            alt = np.where(liver_fail, uln["alt"] * rng.uniform(2.5, 4.0, m), alt)
+            # Above the exclusion limit (2 x ULN) but below the 3 x ULN alert: a screen failure, not
+            # a safety signal.
+            alt = np.where(liver_fail, uln["alt"] * rng.uniform(2.2, 2.9, m), alt)
         elif visit is not None:
             for p, j, peak in self.hys_law_rows:
                 rows = np.flatnonzero((who == p) & (visit == j))
@@ -872,7 +961,9 @@ class _Builder:
         self.drug_stop = np.full(self.n, 10**9, dtype=np.int64)
         rng = _rng(self.seed, "hys_law")
         liver_visits = [
-            j for j, v in enumerate(self.visits) if "liver_tests" in self.forms_at(v.event) and 0 < j < self.n_visits - 2
+            j
+            for j, v in enumerate(self.visits)
+            if "liver_tests" in self.forms_at(v.event) and 0 < j < self.n_visits - 2
         ]
         chosen = 0
         candidates = np.flatnonzero(self.randomized & self.adjunct & ~self.death)
@@ -929,23 +1020,48 @@ class _Builder:
             for w, t, s, z in zip(who, pts, start, serious, strict=True)
         ]
         # Withdrawals for an adverse event get their AE.
-        for p in np.flatnonzero(self.randomized & (self.ds_status == 4)):
-            lo = max(int(self.base[p]), int(self.vday[p, self.last_visit[p]]) - 7)
-            hi = min(int(self.ds_day[p]), self.cut)
+        for q in np.flatnonzero(self.randomized & (self.ds_status == 4)):
+            lo = max(int(self.base[q]), int(self.vday[q, self.last_visit[q]]) - 7)
+            hi = min(int(self.ds_day[q]), self.cut)
             if hi < lo:
                 continue
-            term = str(rng.choice(np.asarray(["Nausea", "Dizziness", "Somnolence", "Anxiety", "Headache", "Fatigue"])))
+            term = str(
+                rng.choice(
+                    np.asarray(
+                        ["Nausea", "Dizziness", "Somnolence", "Anxiety", "Headache", "Fatigue"]
+                    )
+                )
+            )
             records.append(
-                {"p": int(p), "pt": term, "start": int(rng.integers(lo, hi + 1)), "serious": False,
-                 "severity": 2 + int(rng.random() < 0.4), "action": 4 if self.adjunct[p] else 1, "ongoing": True}
+                {
+                    "p": int(q),
+                    "pt": term,
+                    "start": int(rng.integers(lo, hi + 1)),
+                    "serious": False,
+                    "severity": 2 + int(rng.random() < 0.4),
+                    "action": 4 if self.adjunct[q] else 1,
+                    "ongoing": True,
+                }
             )
         # The death.
-        for p in np.flatnonzero(self.death):
-            day = int(self.death_day[p])
+        for q in np.flatnonzero(self.death):
+            day = int(self.death_day[q])
             records.append(
-                {"p": int(p), "pt": "Fall", "start": max(day - int(rng.integers(0, 3)), int(self.vday[p, self.last_visit[p]])),
-                 "end": day, "serious": True, "criteria": (1, 3), "severity": 3, "related": 1, "outcome": 5,
-                 "aware": day, "action": 5}
+                {
+                    "p": int(q),
+                    "pt": "Fall",
+                    "start": max(
+                        day - int(rng.integers(0, 3)), int(self.vday[q, self.last_visit[q]])
+                    ),
+                    "end": day,
+                    "serious": True,
+                    "criteria": (1, 3),
+                    "severity": 3,
+                    "related": 1,
+                    "outcome": 5,
+                    "aware": day,
+                    "action": 5,
+                }
             )
         records.extend(self.special_ae)
         records = [r for r in records if r["pt"] in code_of and r["start"] <= self.end_day[r["p"]]]
@@ -966,20 +1082,36 @@ class _Builder:
             if name not in frame:
                 return default
             given = frame[name].to_numpy(dtype=object)
-            return np.asarray([d if (g is None or (isinstance(g, float) and np.isnan(g))) else g for g, d in zip(given, default, strict=True)], dtype=np.float64)
+            return np.asarray(
+                [
+                    d if (g is None or (isinstance(g, float) and np.isnan(g))) else g
+                    for g, d in zip(given, default, strict=True)
+                ],
+                dtype=np.float64,
+            )
 
-        severity = np.where(serious, np.where(rng.random(m) < 0.7, 3, 2), rng.choice([1, 2, 3], size=m, p=[0.65, 0.30, 0.05]))
+        severity = np.where(
+            serious,
+            np.where(rng.random(m) < 0.7, 3, 2),
+            rng.choice([1, 2, 3], size=m, p=[0.65, 0.30, 0.05]),
+        )
         severity = column("severity", severity.astype(np.float64)).astype(np.int64)
         typical = np.asarray([str(t) in _ADJUNCT_TYPICAL for t in pt])
         related = np.where(
             adj & typical,
             rng.choice([1, 2, 3, 4, 5], size=m, p=[0.15, 0.2, 0.35, 0.2, 0.1]),
-            np.where(adj, rng.choice([1, 2, 3, 4, 5], size=m, p=[0.5, 0.3, 0.15, 0.05, 0.0]),
-                     rng.choice([1, 2, 3], size=m, p=[0.6, 0.3, 0.1])),
+            np.where(
+                adj,
+                rng.choice([1, 2, 3, 4, 5], size=m, p=[0.5, 0.3, 0.15, 0.05, 0.0]),
+                rng.choice([1, 2, 3], size=m, p=[0.6, 0.3, 0.1]),
+            ),
         )
         related = column("related", related.astype(np.float64)).astype(np.int64)
-        action = np.where(adj & (severity == 3), rng.choice([1, 3, 4], size=m, p=[0.3, 0.3, 0.4]),
-                          np.where(adj & (severity == 2) & (rng.random(m) < 0.1), 2, 1))
+        action = np.where(
+            adj & (severity == 3),
+            rng.choice([1, 3, 4], size=m, p=[0.3, 0.3, 0.4]),
+            np.where(adj & (severity == 2) & (rng.random(m) < 0.1), 2, 1),
+        )
         action = column("action", action.astype(np.float64)).astype(np.int64)
         duration = 1 + np.minimum(rng.geometric(0.12, size=m), 60)
         duration = column("duration", duration.astype(np.float64)).astype(np.int64)
@@ -988,11 +1120,17 @@ class _Builder:
         ongoing_flag = column("ongoing", np.zeros(m)).astype(bool)
         limit = self.end_day[p]
         ongoing = (end > limit) | ongoing_flag
-        outcome = np.where(ongoing, rng.choice([2, 3], size=m), np.where(rng.random(m) < 0.95, 1, 4))
+        outcome = np.where(
+            ongoing, rng.choice([2, 3], size=m), np.where(rng.random(m) < 0.95, 1, 4)
+        )
         outcome = np.where(ongoing & ongoing_flag, 3, outcome)
         outcome = column("outcome", outcome.astype(np.float64)).astype(np.int64)
         ongoing = ongoing & (outcome != 5)
-        criteria_given = frame["criteria"].to_numpy(dtype=object) if "criteria" in frame else np.full(m, None, dtype=object)
+        criteria_given = (
+            frame["criteria"].to_numpy(dtype=object)
+            if "criteria" in frame
+            else np.full(m, None, dtype=object)
+        )
         crit = np.zeros((m, 6), dtype=bool)
         for i in range(m):
             given = criteria_given[i]
@@ -1001,18 +1139,22 @@ class _Builder:
                     crit[i, c - 1] = True
             elif serious[i]:
                 crit[i, 2 if rng.random() < 0.7 else 5] = True
-        aware_day = column("aware", np.minimum(start_day + rng.integers(0, 3, size=m), limit).astype(np.float64)).astype(np.int64)
+        aware_day = column(
+            "aware", np.minimum(start_day + rng.integers(0, 3, size=m), limit).astype(np.float64)
+        ).astype(np.int64)
         aware_day = np.maximum(aware_day, start_day)
         aware_min = aware_day * 1440 + 8 * 60 + rng.integers(0, 361, size=m)
         report_limit = int(self.design.sae_report_hours * 60) - 60
         report_min = aware_min + rng.integers(30, max(31, min(9 * 60, report_limit)), size=m)
         # Drug withdrawn for an AE stops the dosing log.
-        for i in np.flatnonzero(action == 4):
-            self.drug_stop[p[i]] = min(int(self.drug_stop[p[i]]), int(start_day[i]))
-        term = np.asarray([t if rng.random() < 0.6 else t.lower() for t in pt], dtype=object)
-        instance = frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1
+        for k in np.flatnonzero(action == 4):
+            self.drug_stop[p[k]] = min(int(self.drug_stop[p[k]]), int(start_day[k]))
+        verbatim = np.asarray([t if rng.random() < 0.6 else t.lower() for t in pt], dtype=object)
+        instance = np.asarray(
+            frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64
+        )
         values: dict[str, ObjectArray] = {
-            "ae_term": term,
+            "ae_term": verbatim,
             "ae_pt": np.asarray([code_of[t].code for t in pt], dtype=object),
             "ae_soc": np.asarray([code_of[t].soc_code for t in pt], dtype=object),
             "ae_start": days_to_text(start_day),
@@ -1036,17 +1178,21 @@ class _Builder:
         self.add_repeating("adverse_events", p, values, instance)
         self.ae_frame = frame
 
-    def add_repeating(self, form: str, p: IntArray, values: dict[str, ObjectArray], instance: IntArray) -> None:
+    def add_repeating(
+        self, form: str, p: IntArray, values: dict[str, ObjectArray], instance: IntArray
+    ) -> None:
         if len(p) == 0:
             return
         known = {spec.name for spec in self.design.fields if spec.form == form}
-        expanded = set()
+        expanded: set[str] = set()
         for spec in self.design.fields:
             if spec.form == form:
                 expanded.update(spec.export_columns)
         for name in values:
             if name not in known and name not in expanded:
-                raise ProtocolError(f"form {form!r} has no field {name!r} in the data dictionary", key=name)
+                raise ProtocolError(
+                    f"form {form!r} has no field {name!r} in the data dictionary", key=name
+                )
         self.blocks.append(
             FormBlock(
                 form=form,
@@ -1060,30 +1206,83 @@ class _Builder:
     # --- 7. other logs ----------------------------------------------------------------------------
     def conmeds(self) -> None:
         rng = _rng(self.seed, "conmeds")
-        rows: list[tuple[int, str, str, float, str, str, str, int, int]] = []  # p, name, class, dose, unit, freq, ind, start, stop(-1)
-        for p in np.flatnonzero(self.randomized & self.visit_exists[:, 0]):
+        rows: list[
+            tuple[int, str, str, float, str, str, str, int, int]
+        ] = []  # p, name, class, dose, unit, freq, ind, start, stop(-1)
+        for q in np.flatnonzero(self.randomized & self.visit_exists[:, 0]):
+            p = int(q)
             base, scr, end = int(self.base[p]), int(self.scr[p]), int(self.end_day[p])
             if self.prior_ad[p]:
                 med = _ANTIDEPRESSANTS[int(rng.integers(0, len(_ANTIDEPRESSANTS)))]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.4:  # stable dose for at least 8 weeks, continued
-                    rows.append((p, med[0], med[1], dose, med[3], med[4], med[5], base - int(rng.integers(60, 1500)), -1))
+                    rows.append(
+                        (
+                            p,
+                            med[0],
+                            med[1],
+                            dose,
+                            med[3],
+                            med[4],
+                            med[5],
+                            base - int(rng.integers(60, 1500)),
+                            -1,
+                        )
+                    )
                 else:  # stopped before screening
                     stop = scr - int(rng.integers(30, 180))
-                    rows.append((p, med[0], med[1], dose, med[3], med[4], med[5], stop - int(rng.integers(90, 1200)), stop))
+                    rows.append(
+                        (
+                            p,
+                            med[0],
+                            med[1],
+                            dose,
+                            med[3],
+                            med[4],
+                            med[5],
+                            stop - int(rng.integers(90, 1200)),
+                            stop,
+                        )
+                    )
             n_other = min(int(rng.poisson(0.8)), 3)
             for k in rng.choice(len(_OTHER_MEDS), size=n_other, replace=False):
                 med = _OTHER_MEDS[int(k)]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.5:
-                    rows.append((p, med[0], med[1], dose, med[3], med[4], med[5], scr - int(rng.integers(30, 2000)), -1))
+                    rows.append(
+                        (
+                            p,
+                            med[0],
+                            med[1],
+                            dose,
+                            med[3],
+                            med[4],
+                            med[5],
+                            scr - int(rng.integers(30, 2000)),
+                            -1,
+                        )
+                    )
                 else:
                     start = base + int(rng.integers(0, max(1, end - base + 1)))
                     stop = start + int(rng.integers(1, 31))
-                    rows.append((p, med[0], med[1], dose, med[3], med[4], med[5], start, stop if stop <= end else -1))
+                    rows.append(
+                        (
+                            p,
+                            med[0],
+                            med[1],
+                            dose,
+                            med[3],
+                            med[4],
+                            med[5],
+                            start,
+                            stop if stop <= end else -1,
+                        )
+                    )
         if not rows:
             return
-        frame = pd.DataFrame(rows, columns=["p", "name", "cls", "dose", "unit", "freq", "ind", "start", "stop"])
+        frame = pd.DataFrame(
+            rows, columns=["p", "name", "cls", "dose", "unit", "freq", "ind", "start", "stop"]
+        )
         frame = frame.sort_values(["p", "start", "name"], kind="stable", ignore_index=True)
         ongoing = frame["stop"].to_numpy() < 0
         self.add_repeating(
@@ -1100,7 +1299,7 @@ class _Builder:
                 "cm_ongoing": np.where(ongoing, "1", "0").astype(object),
                 "cm_indication": frame["ind"].to_numpy(dtype=object),
             },
-            frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1,
+            np.asarray(frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64),
         )
 
     def cbt_sessions(self) -> None:
@@ -1108,7 +1307,11 @@ class _Builder:
         who = np.flatnonzero(self.randomized & self.visit_exists[:, 0])
         n_sessions = 12
         session = np.arange(1, n_sessions + 1)
-        day = self.base[who][:, None] + 7 * (session[None, :] - 1) + rng.integers(0, 4, size=(len(who), n_sessions))
+        day = (
+            self.base[who][:, None]
+            + 7 * (session[None, :] - 1)
+            + rng.integers(0, 4, size=(len(who), n_sessions))
+        )
         exists = day <= self.end_day[who][:, None]
         wants_to_miss = rng.random((len(who), n_sessions)) < 0.06
         # Attendance stays at or above 80 % of the sessions held at every point (the protocol's
@@ -1166,21 +1369,36 @@ class _Builder:
     def deviations(self) -> None:
         rng = _rng(self.seed, "deviations")
         rows: list[tuple[int, int, str, str, str]] = []
-        labels = {v.event: v.event.replace("_arm_1", "").replace("_", " ").capitalize() for v in self.visits}
+        labels = {
+            v.event: v.event.replace("_arm_1", "").replace("_", " ").capitalize()
+            for v in self.visits
+        }
         mp, mv = np.nonzero(self.missed_exists)
         for p, v in zip(mp, mv, strict=True):
             visit = self.visits[v]
-            rows.append((int(p), int(self.base[p]) + visit.target_day, "4", f"Missed visit: {labels[visit.event]}", "0"))
+            rows.append(
+                (
+                    int(p),
+                    int(self.base[p]) + visit.target_day,
+                    "4",
+                    f"Missed visit: {labels[visit.event]}",
+                    "0",
+                )
+            )
         terms = (
             ("9", "CBT session delivered by a therapist awaiting certification", "0"),
             ("9", "HAM-D rated by a back-up blinded rater", "0"),
             ("8", "Vital signs not repeated after an elevated reading", "0"),
         )
-        who = np.flatnonzero(self.randomized & self.visit_exists[:, 0] & (rng.random(self.n) < 0.05))
+        who = np.flatnonzero(
+            self.randomized & self.visit_exists[:, 0] & (rng.random(self.n) < 0.05)
+        )
         for p in who:
             span = int(self.end_day[p] - self.base[p])
             cat, term, major = terms[int(rng.integers(0, len(terms)))]
-            rows.append((int(p), int(self.base[p]) + int(rng.integers(0, span + 1)), cat, term, major))
+            rows.append(
+                (int(p), int(self.base[p]) + int(rng.integers(0, span + 1)), cat, term, major)
+            )
         if not rows:
             return
         frame = pd.DataFrame(rows, columns=["p", "day", "cat", "term", "major"])
@@ -1194,7 +1412,7 @@ class _Builder:
                 "dv_term": frame["term"].to_numpy(dtype=object),
                 "dv_major": frame["major"].to_numpy(dtype=object),
             },
-            frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1,
+            np.asarray(frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64),
         )
 
     def disposition(self) -> None:
@@ -1333,7 +1551,9 @@ def generate_trial(
             last_site = max(s.end for s in design.sites)
             data_cut = last_site + timedelta(days=60)
         else:
-            data_cut = configured if isinstance(configured, date) else date.fromisoformat(str(configured))
+            data_cut = (
+                configured if isinstance(configured, date) else date.fromisoformat(str(configured))
+            )
     builder = _Builder(
         design,
         n_participants=n_participants,

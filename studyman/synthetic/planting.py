@@ -145,19 +145,31 @@ class _Planter:
             for row in rows:
                 high = float(spec.maximum) + 5 + int(self.rng.integers(0, 20))
                 value = f"{high:.1f}" if spec.validation == "number_1dp" else str(int(high))
-                self.set(row, spec.name, value, "out_of_range",
-                         f"{spec.name} above its range maximum {spec.maximum}")
+                self.set(
+                    row,
+                    spec.name,
+                    value,
+                    "out_of_range",
+                    f"{spec.name} above its range maximum {spec.maximum}",
+                )
 
     def wrong_total(self, n: int) -> None:
-        totals = [s.name for s in self.design.fields if s.field_type == "calc" and s.name in self.df]
+        totals = [
+            s.name for s in self.design.fields if s.field_type == "calc" and s.name in self.df
+        ]
         for i in range(n):
             name = totals[i % len(totals)]
             for row in self.pick(self.col(name) != "", 1):
                 original = int(str(self.df.at[row, name]))
                 delta = int(self.rng.choice([-3, -2, -1, 1, 2, 3]))
                 value = original + delta if original + delta >= 0 else original + abs(delta)
-                self.set(row, name, str(value), "wrong_total",
-                         f"stored {name} {value} differs from the item sum {original}")
+                self.set(
+                    row,
+                    name,
+                    str(value),
+                    "wrong_total",
+                    f"stored {name} {value} differs from the item sum {original}",
+                )
 
     def out_of_window(self, n: int) -> None:
         visits = [v for v in self.design.visits if v.target_day > 0]
@@ -175,12 +187,25 @@ class _Planter:
                 )
                 if shifted > self.cut:
                     shifted = date.fromisoformat(rand) + timedelta(days=visit.window_start - 3)
-                self.set(row, "visit_date", shifted.isoformat(), "out_of_window",
-                         f"{visit.event} visit on study day {(shifted - date.fromisoformat(rand)).days}, "
-                         f"window {visit.window_start}..{visit.window_end}")
+                self.set(
+                    row,
+                    "visit_date",
+                    shifted.isoformat(),
+                    "out_of_window",
+                    f"{visit.event} visit on study day "
+                    f"{(shifted - date.fromisoformat(rand)).days}, "
+                    f"window {visit.window_start}..{visit.window_end}",
+                )
 
     def missing_required(self, n: int) -> None:
-        fields = ("ae_severity", "cm_ongoing", "cbt_attended", "consent_date", "elig_date", "ds_date")
+        fields = (
+            "ae_severity",
+            "cm_ongoing",
+            "cbt_attended",
+            "consent_date",
+            "elig_date",
+            "ds_date",
+        )
         for i in range(n):
             name = fields[i % len(fields)]
             if name not in self.df:
@@ -207,8 +232,9 @@ class _Planter:
                 before = date.fromisoformat(str(self.df.at[row, start])) - timedelta(
                     days=1 + int(self.rng.integers(0, 10))
                 )
-                self.set(row, end, before.isoformat(), "dates_out_of_order",
-                         f"{end} before {start}")
+                self.set(
+                    row, end, before.isoformat(), "dates_out_of_order", f"{end} before {start}"
+                )
 
     def future_date(self, n: int) -> None:
         fields = ("lab_date", "cbt_date", "dv_date")
@@ -216,24 +242,44 @@ class _Planter:
             name = fields[i % len(fields)]
             for row in self.pick(self.col(name) != "", 1):
                 later = self.cut + timedelta(days=10 + int(self.rng.integers(0, 50)))
-                self.set(row, name, later.isoformat(), "future_date",
-                         f"{name} after the data cut {self.cut.isoformat()}")
+                self.set(
+                    row,
+                    name,
+                    later.isoformat(),
+                    "future_date",
+                    f"{name} after the data cut {self.cut.isoformat()}",
+                )
 
     def late_sae_report(self, n: int) -> None:
-        mask = self.col("ae_aware_dt") != ""
+        # SAEs known early enough that the late report still falls before the data cut.
+        latest = (self.cut - timedelta(days=5)).isoformat()
+        mask = (self.col("ae_aware_dt") != "") & (self.col("ae_aware_dt").str[:10] <= latest)
         for row in self.pick(mask, n):
             aware = datetime.strptime(str(self.df.at[row, "ae_aware_dt"]), "%Y-%m-%d %H:%M")
-            late = aware + timedelta(hours=self.design.sae_report_hours + 2 + int(self.rng.integers(0, 70)))
-            self.set(row, "ae_report_dt", late.strftime("%Y-%m-%d %H:%M"), "late_sae_report",
-                     f"SAE report sent {(late - aware).total_seconds() / 3600:.0f} h after awareness")
+            late = aware + timedelta(
+                hours=self.design.sae_report_hours + 2 + int(self.rng.integers(0, 70))
+            )
+            self.set(
+                row,
+                "ae_report_dt",
+                late.strftime("%Y-%m-%d %H:%M"),
+                "late_sae_report",
+                f"SAE report sent {(late - aware).total_seconds() / 3600:.0f} h after awareness",
+            )
 
     def duplicate_record(self, n: int) -> None:
         mask = (self.col("redcap_repeat_instrument") == "") & (self.col("visit_date") != "")
         for row in self.pick(mask, n):
             copy = {c: str(self.df.at[row, c]) for c in self.df.columns}
             self.new_rows.append(copy)
-            self.record(row, self.rid, "", copy[self.rid], "duplicate_record",
-                        f"row for {copy['redcap_event_name']} exported twice")
+            self.record(
+                row,
+                self.rid,
+                "",
+                copy[self.rid],
+                "duplicate_record",
+                f"row for {copy['redcap_event_name']} exported twice",
+            )
             self.truth[-1]["instrument"] = ""
 
     def duplicate_adverse_event(self, n: int) -> None:
@@ -255,68 +301,113 @@ class _Planter:
                     "field": "ae_term",
                     "original_value": "",
                     "planted_value": copy["ae_term"],
-                    "description": f"copy of instance {self.df.at[row, 'redcap_repeat_instance']} "
-                    "(same term and start date)",
+                    "description": "copy of instance "
+                    f"{self.df.at[row, 'redcap_repeat_instance']!s} (same term and start date)",
                 }
             )
 
     def hamd_16a_and_16b(self, n: int) -> None:
         for row in self.pick((self.col("hamd_16a") == "") & (self.col("hamd_16b") != ""), n):
-            self.set(row, "hamd_16a", "0", "hamd_16a_and_16b", "HAM-D items 16A and 16B both scored")
+            self.set(
+                row, "hamd_16a", "0", "hamd_16a_and_16b", "HAM-D items 16A and 16B both scored"
+            )
 
     def phq9_item9_without_cssrs(self, n: int) -> None:
-        cssrs = [c for s in self.design.fields if s.form == "cssrs_since_last" for c in s.export_columns]
-        rows = self.pick((self.col("phq9_9") != "") & (self.col("phq9_9") != "0")
-                         & (self.col("cssrs_1") != ""), n)
+        cssrs = [
+            c for s in self.design.fields if s.form == "cssrs_since_last" for c in s.export_columns
+        ]
+        rows = self.pick(
+            (self.col("phq9_9") != "") & (self.col("phq9_9") != "0") & (self.col("cssrs_1") != ""),
+            n,
+        )
         for row in rows:
             for column in cssrs:
                 self.df.at[row, column] = ""
             self.df.at[row, "cssrs_since_last_complete"] = "0"
             value = str(self.df.at[row, "phq9_9"])
-            self.record(row, "phq9_9", value, value, "phq9_item9_without_cssrs",
-                        "C-SSRS since-last-visit form removed at a visit with PHQ-9 item 9 > 0")
+            self.record(
+                row,
+                "phq9_9",
+                value,
+                value,
+                "phq9_item9_without_cssrs",
+                "C-SSRS since-last-visit form removed at a visit with PHQ-9 item 9 > 0",
+            )
 
     def cssrs_without_safety_action(self, n: int) -> None:
         mask = (self.col("cssrs_4") == "0") & (self.col("cssrs_5") == "0")
         mask &= self.col("cssrs_safety_action") == "0"
         for row in self.pick(mask, n):
-            self.set(row, "cssrs_4", "1", "cssrs_without_safety_action",
-                     "C-SSRS ideation type 4 without a safety action")
+            self.set(
+                row,
+                "cssrs_4",
+                "1",
+                "cssrs_without_safety_action",
+                "C-SSRS ideation type 4 without a safety action",
+            )
 
     def cssrs_skip_logic(self, n: int) -> None:
-        mask = (self.col("cssrs_1") == "0") & (self.col("cssrs_2") == "0") & (self.col("cssrs_3") == "")
+        mask = (
+            (self.col("cssrs_1") == "0")
+            & (self.col("cssrs_2") == "0")
+            & (self.col("cssrs_3") == "")
+        )
         for row in self.pick(mask, n):
-            self.set(row, "cssrs_3", "0", "cssrs_skip_logic",
-                     "C-SSRS question 3 answered although questions 1 and 2 are No")
+            self.set(
+                row,
+                "cssrs_3",
+                "0",
+                "cssrs_skip_logic",
+                "C-SSRS question 3 answered although questions 1 and 2 are No",
+            )
 
     def serious_without_criterion(self, n: int) -> None:
         crit = [c for c in self.df.columns if c.startswith("ae_ser_crit___")]
-        checked = self.df[crit].astype(str).eq("1")
+        checked = self.df[crit] == "1"
         mask = (self.col("ae_serious") == "1") & (checked.sum(axis=1) == 1)
         for row in self.pick(mask, n):
             column = next(c for c in crit if str(self.df.at[row, c]) == "1")
-            self.set(row, column, "0", "serious_without_criterion",
-                     "serious AE with no seriousness criterion checked")
+            self.set(
+                row,
+                column,
+                "0",
+                "serious_without_criterion",
+                "serious AE with no seriousness criterion checked",
+            )
 
     def fatal_without_death(self, n: int) -> None:
         dead = set(self.col(self.rid)[self.col("ds_status") == "5"])
         mask = self.at(form="adverse_events") & (self.col("ae_end") != "")
         mask &= ~self.col(self.rid).isin(dead) & (self.col("ae_outcome") != "5")
         for row in self.pick(mask, n):
-            self.set(row, "ae_outcome", "5", "fatal_without_death",
-                     "AE outcome fatal but no death in the disposition form")
+            self.set(
+                row,
+                "ae_outcome",
+                "5",
+                "fatal_without_death",
+                "AE outcome fatal but no death in the disposition form",
+            )
 
     def data_after_withdrawal(self, n: int) -> None:
+        latest = (self.cut - timedelta(days=15)).isoformat()
         withdrawn = self.col("ds_status").isin(["2", "3", "4", "6", "7"])
-        ds_date = dict(zip(self.col(self.rid)[withdrawn], self.col("ds_date")[withdrawn], strict=True))
+        withdrawn &= self.col("ds_date") <= latest
+        ds_date = dict(
+            zip(self.col(self.rid)[withdrawn], self.col("ds_date")[withdrawn], strict=True)
+        )
         mask = self.at(form="cbt_sessions") & self.col(self.rid).isin(set(ds_date))
         for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
-            later = date.fromisoformat(ds_date[record]) + timedelta(days=5 + int(self.rng.integers(0, 10)))
-            if later > self.cut:
-                later = self.cut
-            self.set(row, "cbt_date", later.isoformat(), "data_after_withdrawal",
-                     f"CBT session dated after the disposition date {ds_date[record]}")
+            later = date.fromisoformat(ds_date[record]) + timedelta(
+                days=5 + int(self.rng.integers(0, 10))
+            )
+            self.set(
+                row,
+                "cbt_date",
+                later.isoformat(),
+                "data_after_withdrawal",
+                f"CBT session dated after the disposition date {ds_date[record]}",
+            )
 
     def adjunct_in_control_arm(self, n: int) -> None:
         arms = self.design.arms

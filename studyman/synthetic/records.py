@@ -19,8 +19,8 @@ from studyman.synthetic.design import StudyDesign
 
 __all__ = [
     "FormBlock",
-    "assemble_records",
     "as_text",
+    "assemble_records",
     "days_to_text",
     "minutes_to_text",
     "sort_records",
@@ -53,7 +53,9 @@ def as_text(values: Any) -> ObjectArray:
     return np.asarray(array.astype(str), dtype=object)
 
 
-def days_to_text(days: npt.NDArray[np.int64], missing: npt.NDArray[np.bool_] | None = None) -> ObjectArray:
+def days_to_text(
+    days: npt.NDArray[np.int64], missing: npt.NDArray[np.bool_] | None = None
+) -> ObjectArray:
     """Day numbers (days since 1970-01-01) as ``YYYY-MM-DD`` text; *missing* rows become ``""``."""
     text = np.asarray((_EPOCH + np.asarray(days, dtype=np.int64)).astype(str), dtype=object)
     if missing is not None:
@@ -61,7 +63,9 @@ def days_to_text(days: npt.NDArray[np.int64], missing: npt.NDArray[np.bool_] | N
     return text
 
 
-def minutes_to_text(minutes: npt.NDArray[np.int64], missing: npt.NDArray[np.bool_] | None = None) -> ObjectArray:
+def minutes_to_text(
+    minutes: npt.NDArray[np.int64], missing: npt.NDArray[np.bool_] | None = None
+) -> ObjectArray:
     """Minutes since 1970-01-01 00:00 as REDCap ``datetime_ymd`` text (``YYYY-MM-DD HH:MM``)."""
     stamps = np.datetime64("1970-01-01T00:00", "m") + np.asarray(minutes, dtype=np.int64)
     text = np.asarray(
@@ -133,7 +137,9 @@ def assemble_records(
     spans: list[tuple[FormBlock, int, int]] = []
     for block in rep_blocks:
         stop = start + len(block)
-        instances = block.instances if block.instances is not None else np.ones(len(block), np.int64)
+        instances = (
+            block.instances if block.instances is not None else np.ones(len(block), np.int64)
+        )
         key_record[start:stop] = block.record_ids
         key_event[start:stop] = block.events
         key_form[start:stop] = block.form
@@ -199,7 +205,9 @@ def _export_order(
         {
             "r": np.asarray(records, dtype=object),
             "e": np.asarray([event_rank.get(e, 10**6) for e in events], dtype=np.int64),
-            "f": np.asarray([-1 if f == "" else form_rank.get(f, 10**6) for f in instruments], dtype=np.int64),
+            "f": np.asarray(
+                [-1 if f == "" else form_rank.get(f, 10**6) for f in instruments], dtype=np.int64
+            ),
             "i": np.asarray([0 if i == "" else int(i) for i in instances], dtype=np.int64),
         }
     )

@@ -47,7 +47,7 @@ def _branching_mask(logic: str, frame: pd.DataFrame) -> pd.Series:
     expression = re.sub(r"\bor\b", "|", expression)
     expression = re.sub(r"\band\b", "&", expression)
     expression = re.sub(r"(f_\d+)\s*(==|!=)\s*'([^']*)'", r"(\1 \2 '\3')", expression)
-    return pd.Series(eval(expression, {}, names), index=frame.index)  # noqa: S307 - test-only
+    return pd.Series(eval(expression, {}, names), index=frame.index)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,10 @@ def test_columns_are_redcap_flat_export_columns_in_dictionary_order(
             if row["form_name"] != form or row["field_name"] == "record_id":
                 continue
             if row["field_type"] == "checkbox":
-                expected += [f"{row['field_name']}___{c}" for c in sorted(_choices(row["select_choices_or_calculations"]), key=int)]
+                expected += [
+                    f"{row['field_name']}___{c}"
+                    for c in sorted(_choices(row["select_choices_or_calculations"]), key=int)
+                ]
             elif row["field_type"] != "descriptive":
                 expected.append(row["field_name"])
         expected.append(f"{form}_complete")
@@ -151,9 +154,16 @@ def test_stored_totals_equal_the_item_sums(
     dictionary: list[dict[str, str]], records: pd.DataFrame
 ) -> None:
     totals = [row for row in dictionary if row["field_type"] == "calc"]
-    assert {row["field_name"] for row in totals} >= {"hamd_total", "phq9_total", "gad7_total", "cows_total"}
+    assert {row["field_name"] for row in totals} >= {
+        "hamd_total",
+        "phq9_total",
+        "gad7_total",
+        "cows_total",
+    }
     for row in totals:
-        items = list(dict.fromkeys(re.findall(r"\[([a-z0-9_]+)\]", row["select_choices_or_calculations"])))
+        items = list(
+            dict.fromkeys(re.findall(r"\[([a-z0-9_]+)\]", row["select_choices_or_calculations"]))
+        )
         present = records[records[row["field_name"]] != ""]
         assert len(present) > 0, row["field_name"]
         item_sum = present[items].replace("", "0").astype(int).sum(axis=1)
@@ -178,7 +188,9 @@ def test_forms_appear_only_at_their_designated_events(
             assert (filled["redcap_repeat_instance"].astype(int) >= 1).all(), form
         else:
             assert (filled["redcap_repeat_instrument"] == "").all(), form
-    keys = records[["record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance"]]
+    keys = records[
+        ["record_id", "redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance"]
+    ]
     assert not keys.duplicated().any()
 
 
@@ -207,7 +219,9 @@ def test_branching_hides_and_requires_exactly_what_the_dictionary_says(
                 hidden_values = values[~shown]
                 assert (hidden_values == "0").all(), f"{column} checked while hidden"
             else:
-                assert (values[~shown] == "").all(), f"{name} has a value while hidden by {row['branching_logic']}"
+                assert (values[~shown] == "").all(), (
+                    f"{name} has a value while hidden by {row['branching_logic']}"
+                )
         if row["required_field"] == "y":
             if row["field_type"] == "checkbox":
                 checked = rows.loc[shown, columns].eq("1").any(axis=1)
