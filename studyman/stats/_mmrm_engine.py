@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import scipy.linalg
 from scipy import stats
 
 from studyman.stats.covariance import CovarianceStructure
@@ -166,20 +165,22 @@ class Engine:
         for pat in self.patterns:
             sigma_k = sigmas[pat.group][np.ix_(pat.visits, pat.visits)]
             try:
-                chol = scipy.linalg.cholesky(sigma_k, lower=True)
+                chol = np.linalg.cholesky(sigma_k)
             except np.linalg.LinAlgError as exc:
                 raise InfeasibleParametersError from exc
             logdet_sum += pat.n * 2.0 * float(np.sum(np.log(np.diag(chol))))
-            w = scipy.linalg.cho_solve((chol, True), np.eye(pat.visits.size))
+            chol_inv = np.linalg.inv(chol)
+            w = chol_inv.T @ chol_inv
             w_list.append(w)
             w_flat = w.ravel()
             m_mat += (w_flat @ pat.a2).reshape(p, p)
             c_vec += w_flat @ pat.b2
         try:
-            m_chol = scipy.linalg.cholesky(m_mat, lower=True)
+            m_chol = np.linalg.cholesky(m_mat)
         except np.linalg.LinAlgError as exc:
             raise InfeasibleParametersError from exc
-        phi_matrix = scipy.linalg.cho_solve((m_chol, True), np.eye(p))
+        m_chol_inv = np.linalg.inv(m_chol)
+        phi_matrix = m_chol_inv.T @ m_chol_inv
         delta = phi_matrix @ c_vec
         quad = 0.0
         k_list: list[FloatArray] = []
