@@ -188,9 +188,15 @@ def prepare_imputation_data(
 
 @dataclass(frozen=True)
 class _Pattern:
+    """Participants sharing one missingness pattern, with their index grids precomputed."""
+
     rows: NDArray[np.int64]
     observed: NDArray[np.int64]
     missing: NDArray[np.int64]
+    rows_missing: tuple[NDArray[np.int64], ...]
+    rows_observed: tuple[NDArray[np.int64], ...]
+    missing_missing: tuple[NDArray[np.int64], ...]
+    missing_observed: tuple[NDArray[np.int64], ...]
 
 
 def _patterns(missing_mask: NDArray[np.bool_]) -> list[_Pattern]:
@@ -201,8 +207,17 @@ def _patterns(missing_mask: NDArray[np.bool_]) -> list[_Pattern]:
         rows = np.flatnonzero(inverse.ravel() == group)
         mask = missing_mask[rows[0]]
         if mask.any():
+            o, m = np.flatnonzero(~mask), np.flatnonzero(mask)
             patterns.append(
-                _Pattern(rows=rows, observed=np.flatnonzero(~mask), missing=np.flatnonzero(mask))
+                _Pattern(
+                    rows=rows,
+                    observed=o,
+                    missing=m,
+                    rows_missing=np.ix_(rows, m),
+                    rows_observed=np.ix_(rows, o),
+                    missing_missing=np.ix_(m, m),
+                    missing_observed=np.ix_(m, o),
+                )
             )
     return patterns
 
@@ -214,24 +229,23 @@ def _conditional_draw(
     patterns: list[_Pattern],
     rng: np.random.Generator | None,
 ) -> None:
-    """Replace missing values in *completed* by draws (or means when *rng* is None), in place."""
+    """Replace missing values in *completed* by draws (or means when *rng* is None), in place.
+
+    Uses the precision matrix P = Σ⁻¹: given the observed outcomes, the missing ones are normal
+    with covariance P_MM⁻¹ and mean μ_M − P_MM⁻¹ P_MO (y_O − μ_O).
+    """
+    precision = np.linalg.inv(sigma)
     for pattern in patterns:
-        o, m = pattern.observed, pattern.missing
-        rows = pattern.rows
-        mu_m = mean[np.ix_(rows, m)]
-        if len(o):
-            s_oo = sigma[np.ix_(o, o)]
-            s_mo = sigma[np.ix_(m, o)]
-            regression = np.linalg.solve(s_oo, s_mo.T).T
-            residual = completed[np.ix_(rows, o)] - mean[np.ix_(rows, o)]
-            mu_m = mu_m + residual @ regression.T
-            conditional = sigma[np.ix_(m, m)] - regression @ s_mo.T
-        else:
-            conditional = sigma[np.ix_(m, m)]
+        p_mm = precision[pattern.missing_missing]
+        factor = np.linalg.cholesky(np.linalg.inv(p_mm))
+        mu_m = mean[pattern.rows_missing]
+        if len(pattern.observed):
+            residual = completed[pattern.rows_observed] - mean[pattern.rows_observed]
+            shift = residual @ precision[pattern.missing_observed].T
+            mu_m = mu_m - shift @ (factor @ factor.T)
         if rng is not None:
-            factor = np.linalg.cholesky((conditional + conditional.T) / 2)
-            mu_m = mu_m + rng.standard_normal((len(rows), len(m))) @ factor.T
-        completed[np.ix_(rows, m)] = mu_m
+            mu_m = mu_m + rng.standard_normal(mu_m.shape) @ factor.T
+        completed[pattern.rows_missing] = mu_m
 
 
 def _fit_complete(
@@ -266,15 +280,19 @@ def _draw_parameters(
 ) -> tuple[FloatArray, FloatArray]:
     """One posterior draw of (B, Σ) given completed data (Jeffreys prior)."""
     n, p = design.shape
+    k = completed.shape[1]
     coefficients, cross, xtx_inverse = _fit_complete(design, completed)
-    sigma = np.asarray(
-        stats.invwishart.rvs(df=n - p, scale=cross, random_state=rng), dtype=np.float64
-    )
-    sigma = np.atleast_2d(sigma)
+    # Σ ~ InvWishart(n − p, S) by Bartlett's decomposition of Σ⁻¹ ~ Wishart(n − p, S⁻¹):
+    # Σ⁻¹ = (C A)(C A)ᵀ with C = chol(S⁻¹), A lower triangular, A_ii² ~ χ²(n − p − i),
+    # A_ij ~ N(0, 1) below the diagonal; then R = (C A)⁻ᵀ is a square root of Σ.
+    bartlett = np.tril(rng.standard_normal((k, k)), -1)
+    bartlett[np.diag_indices(k)] = np.sqrt(rng.chisquare(n - p - np.arange(k)))
+    lower = np.linalg.cholesky(np.linalg.inv(cross)) @ bartlett
+    root = np.linalg.inv(lower).T
+    sigma = root @ root.T
     left = np.linalg.cholesky(xtx_inverse)
-    right = np.linalg.cholesky(sigma)
     noise = rng.standard_normal(coefficients.shape)
-    return coefficients + left @ noise @ right.T, sigma
+    return coefficients + left @ noise @ root.T, sigma
 
 
 def ancova(design: FloatArray, response: FloatArray, column: int) -> tuple[float, float, float]:
@@ -453,7 +471,7 @@ def run_multiple_imputation(
     seed: int,
     analysis_visit: int | None = None,
     deltas: Sequence[float] = (0.0,),
-    burn_in: int = 50,
+    burn_in: int = 25,
     executor: Executor | None = None,
     confidence_level: float = 0.95,
 ) -> MIResult:

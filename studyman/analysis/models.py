@@ -272,7 +272,8 @@ def random_slope_analysis(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = smf.mixedlm(formula, data, groups=data["SUBJID"], re_formula="~WEEK")
-        fit = model.fit(reml=True, method=["lbfgs"])
+        # Optimisers tried in turn until one converges (statsmodels' method list).
+        fit = model.fit(reml=True, method=["bfgs", "lbfgs", "powell"])
     slope_term = next(
         name for name in fit.fe_params.index if name.startswith("ARM[") and ":WEEK" in name
     )
@@ -601,18 +602,11 @@ def ae_highest_severity(
     """Participants by their highest severity of any treatment-emergent event, per arm."""
     order = {"MILD": 1, "MODERATE": 2, "SEVERE": 3}
     events = _subset(adae, analysis.subset)
-    worst = (
-        events.assign(rank=events["AESEV"].map(order))
-        .dropna(subset=["rank"])
-        .groupby("SUBJID")["rank"]
-        .max()
-    )
-    labels = {1: "MILD", 2: "MODERATE", 3: "SEVERE"}
-    people = safety.assign(
-        HIGHEST=safety["SUBJID"]
-        .map(worst)
-        .map(lambda v: labels.get(v, "NONE") if v == v else "NONE")
-    )
+    ranks = pd.to_numeric(events["AESEV"].astype(object).map(order), errors="coerce")
+    worst = events.assign(rank=ranks).dropna(subset=["rank"]).groupby("SUBJID")["rank"].max()
+    labels = {0: "NONE", 1: "MILD", 2: "MODERATE", 3: "SEVERE"}
+    highest = pd.to_numeric(safety["SUBJID"].map(worst), errors="coerce").fillna(0).astype(int)
+    people = safety.assign(HIGHEST=highest.map(labels))
     rows = []
     for category in ["NONE", "MILD", "MODERATE", "SEVERE"]:
         row: dict[str, Any] = {"highest_severity": category}
@@ -754,17 +748,24 @@ def ae_negative_binomial(
     :func:`studyman.stats.fit_negative_binomial` (dispersion estimated jointly, glmmTMB-style
     standard errors); the headline is the rate ratio experimental / reference.
     """
-    from studyman.stats import fit_negative_binomial
+    from studyman.stats import fit_negative_binomial, fit_poisson
 
     frame = _counts_per_participant(adae, safety, analysis.subset)
     result = fit_negative_binomial(frame, "N_AE ~ ARM", exposure="EXPDAYS")
+    measure, message = "rate ratio (NB2)", ""
+    if not result.converged and analysis.fallback == "poisson" and "theta" in result.message:
+        message = f"NB2 {result.message}; prespecified fallback: Poisson"
+        result = fit_poisson(frame, "N_AE ~ ARM", exposure="EXPDAYS")
+        measure = "rate ratio (Poisson, NB2 fallback)"
+    if not result.converged:
+        message = "; ".join(part for part in (message, result.message) if part)
     return _rate_ratio_outcome(
         analysis,
         result.coefficients,
-        "rate ratio (NB2)",
-        {"theta": result.theta, "n": result.n_observations},
+        measure,
+        {"model": result.family, "theta": result.theta, "n": result.n_observations},
         result.converged,
-        "" if result.converged else result.message,
+        message,
         confidence_level,
     )
 

@@ -121,8 +121,12 @@ class _Data:
         adsl = adsl[adsl["TRT01A"].isin(self.arms)]
         if adsl.empty:
             raise AnalysisError(f"no participant of population {analysis.population!r} has an arm")
-        safety = adsl[["SUBJID", "TRTSDT", "EXPDAYS"]].assign(ARM=adsl["TRT01A"].astype(str))
-        adae = self.adam.adae.assign(ARM=lambda f: f["TRT01A"].astype("string"))
+        # Reference arm first: the model contrasts are experimental versus reference.
+        arm_type = pd.CategoricalDtype([self.arms[1], self.arms[0]])
+        safety = adsl[["SUBJID", "TRTSDT", "EXPDAYS"]].assign(
+            ARM=adsl["TRT01A"].astype(str).astype(arm_type)
+        )
+        adae = self.adam.adae.assign(ARM=lambda f: f["TRT01A"].astype(str).astype(arm_type))
         return adae, safety.reset_index(drop=True)
 
 

@@ -229,6 +229,8 @@ class AEAnalysis(_AnalysisBase):
     ]
     subset: Literal["all", "serious", "aesi"] = "all"
     quadrature_points: int = Field(default=20, ge=1)
+    #: NB2 only: the model used when the NB2 dispersion diverges (no overdispersion).
+    fallback: Literal["poisson"] | None = None
 
 
 Analysis = Annotated[
