@@ -63,7 +63,8 @@ _TOKEN = re.compile(r"^[0-9A-Fa-f]{32}$|^[0-9A-Fa-f]{64}$")
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        # Bytes, not text mode: a value's \r\n must survive (universal newlines would not keep it).
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ProtocolError(f"not UTF-8 text ({error.reason})", file=str(path)) from None
     rows = list(csv.reader(io.StringIO(text, newline="")))
