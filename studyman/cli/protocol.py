@@ -13,6 +13,7 @@ from studyman.errors import ProtocolError
 from studyman.findings import Finding
 from studyman.protocol import load_protocol, read_data_dictionary
 from studyman.protocol.conformance import check_conformance
+from studyman.protocol.dictionary_check import check_dictionary
 from studyman.protocol.models import Protocol
 
 protocol_app = typer.Typer(
@@ -42,12 +43,16 @@ def check(
     ] = None,
     show_info: Annotated[bool, typer.Option("--info", help="Also list info findings.")] = False,
 ) -> None:
-    """Load PROTOCOL and check it against REDCap metadata; exit 1 on a major or critical finding."""
+    """Check PROTOCOL against its REDCap metadata (and the dictionary against REDCap's upload
+    rules); exit 1 on a major or critical finding."""
     protocol = load_protocol(protocol_path, with_redcap=dictionary is None)
     if dictionary is not None:
-        findings = check_conformance(protocol, read_data_dictionary(dictionary))
+        metadata = read_data_dictionary(dictionary)
+        findings = check_dictionary(metadata) + check_conformance(protocol, metadata)
     elif protocol.redcap is not None:
-        findings = check_conformance(protocol, protocol.redcap)
+        findings = check_dictionary(protocol.redcap.dictionary) + check_conformance(
+            protocol, protocol.redcap
+        )
     else:  # pragma: no cover - load_protocol always fills redcap here
         raise ProtocolError("no REDCap project loaded", file=str(protocol_path))
     console = _console()
