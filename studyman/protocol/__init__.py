@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from studyman.protocol.conformance import check_conformance
+from studyman.protocol.dictionary_check import check_dictionary
 from studyman.protocol.loader import load_protocol, parse_protocol, protocol_sha256
 from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import (
@@ -19,6 +20,7 @@ __all__ = [
     "Protocol",
     "RedcapProject",
     "check_conformance",
+    "check_dictionary",
     "load_protocol",
     "load_redcap_project",
     "parse_protocol",

@@ -242,3 +242,11 @@ def test_malformed_redcap_project_file_names_its_file_and_line(study_copy: Path)
         load_protocol(study_copy)
     assert caught.value.file == str(events)
     assert caught.value.key == "line 5, arm_num"
+
+
+def test_protocol_package_exports_are_sorted_and_importable() -> None:
+    import studyman.protocol as package
+
+    assert package.__all__ == sorted(package.__all__)
+    for name in package.__all__:
+        assert hasattr(package, name), name
