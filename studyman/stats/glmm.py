@@ -8,7 +8,6 @@ has no maximum-likelihood GLMM; this one matches ``lme4::glmer`` and ``glmmTMB``
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,9 +32,8 @@ _FAMILIES: tuple[str, ...] = ("binomial", "poisson", "negbin")
 _MODE_TOLERANCE = 1e-11
 # The outer fit counts as converged when the largest gradient entry of -log L is below this.
 _GRADIENT_TOLERANCE = 1e-4
-# Central-difference steps for the gradient and the Hessian of -log L.
-_GRADIENT_STEP = 1e-5
-_HESSIAN_STEP = 1e-4
+# Central-difference step for the Hessian (differences of the exact gradient).
+_HESSIAN_STEP = 1e-5
 # Below this random-intercept SD the fit is reported as singular (at the boundary 0).
 _BOUNDARY_SD = 1e-4
 
@@ -94,7 +92,11 @@ class GLMMResult:
 
 
 class _Family:
-    """Log-likelihood of one observation and its first two derivatives in the linear predictor."""
+    """Log-likelihood of one observation and its derivatives in the linear predictor eta.
+
+    ``y`` broadcasts against ``eta``: one column per observation, or one row per observation and
+    one column per quadrature node.  ``log_theta`` is the log NB2 dispersion (unused otherwise).
+    """
 
     def __init__(self, name: str, outcome: FloatArray) -> None:
         self.name = name
@@ -105,18 +107,44 @@ class _Family:
             self.constant = -special.gammaln(outcome + 1.0)
 
     def loglik(self, eta: FloatArray, log_theta: float, y: FloatArray) -> FloatArray:
+        """Log-likelihood without the constant ``-log y!``."""
         if self.name == "binomial":
             return y * eta - np.logaddexp(0.0, eta)
         if self.name == "poisson":
             return y * eta - np.exp(eta)
         theta = np.exp(log_theta)
-        log_theta_plus_mu = np.logaddexp(log_theta, eta)
         value: FloatArray = (
             special.gammaln(y + theta)
             - special.gammaln(theta)
             + theta * log_theta
             + y * eta
-            - (y + theta) * log_theta_plus_mu
+            - (y + theta) * np.logaddexp(log_theta, eta)
+        )
+        return value
+
+    def first(self, eta: FloatArray, log_theta: float, y: FloatArray) -> FloatArray:
+        """d loglik / d eta."""
+        if self.name == "binomial":
+            residual: FloatArray = y - special.expit(eta)
+            return residual
+        mu = np.exp(eta)
+        if self.name == "poisson":
+            return y - mu
+        theta = float(np.exp(log_theta))
+        value: FloatArray = theta * (y - mu) / (theta + mu)
+        return value
+
+    def first_alpha(self, eta: FloatArray, log_theta: float, y: FloatArray) -> FloatArray:
+        """d loglik / d log theta (NB2 only)."""
+        theta = np.exp(log_theta)
+        mu = np.exp(eta)
+        value: FloatArray = theta * (
+            special.digamma(y + theta)
+            - special.digamma(theta)
+            + log_theta
+            + 1.0
+            - np.logaddexp(log_theta, eta)
+            - (y + theta) / (theta + mu)
         )
         return value
 
@@ -133,13 +161,39 @@ class _Family:
         if self.name == "poisson":
             return value, y - mu, -mu
         theta = np.exp(log_theta)
-        # d/d eta of NB2: theta (y - mu) / (theta + mu); observed curvature as in TMB's Laplace.
-        ratio = mu / (theta + mu)
-        return value, theta * (y - mu) / (theta + mu), -(y + theta) * theta * ratio / (theta + mu)
+        # Observed curvature of NB2 (TMB's Laplace differentiates the likelihood exactly).
+        return (
+            value,
+            theta * (y - mu) / (theta + mu),
+            -(y + theta) * theta * mu / (theta + mu) ** 2,
+        )
+
+    def mode_terms(
+        self, eta: FloatArray, log_theta: float
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        """First, second, third eta-derivatives and d/d log theta of the first two."""
+        y = self.outcome
+        zeros = np.zeros_like(eta)
+        if self.name == "binomial":
+            p = special.expit(eta)
+            variance = p * (1.0 - p)
+            return y - p, -variance, -variance * (1.0 - 2.0 * p), zeros, zeros
+        mu = np.exp(eta)
+        if self.name == "poisson":
+            return y - mu, -mu, -mu, zeros, zeros
+        theta = np.exp(log_theta)
+        total = theta + mu
+        return (
+            theta * (y - mu) / total,
+            -(y + theta) * theta * mu / total**2,
+            -(y + theta) * theta * mu * (theta - mu) / total**3,
+            theta * (y - mu) * mu / total**2,
+            -theta * mu * (2.0 * theta * mu + y * mu - theta * y) / total**3,
+        )
 
 
 class _Objective:
-    """-log L(beta, log sd, [log theta]) with the conditional modes warm-started between calls."""
+    """-log L(beta, log sd, [log theta]) and its gradient, modes warm-started between calls."""
 
     def __init__(
         self,
@@ -163,6 +217,7 @@ class _Objective:
         self.log_weights = np.log(weights / weights.sum())
         self.modes = np.zeros(n_groups)
         self.mode_failures = 0
+        self.constant = float(np.sum(family.constant))
 
     def _sum_by_group(self, values: FloatArray) -> FloatArray:
         return np.add.reduceat(values, self.starts, axis=0)
@@ -215,51 +270,97 @@ class _Objective:
         return u, curvature, converged
 
     def __call__(self, psi: FloatArray) -> float:
+        return self.value_and_gradient(psi, with_gradient=False)[0]
+
+    def value_and_gradient(
+        self, psi: FloatArray, *, with_gradient: bool = True
+    ) -> tuple[float, FloatArray]:
+        """-log L at ``psi`` and (unless ``with_gradient=False``) its exact gradient.
+
+        The gradient is the total derivative of the adaptive rule, including the movement of
+        the nodes with the conditional mode and scale (implicit differentiation of
+        ``h'(mode) = 0``), so it is exact for every number of points.
+        """
+        n_parameters = psi.size
         beta, log_sd, log_theta = self.split(psi)
         if not np.all(np.isfinite(psi)) or log_sd > 10.0 or abs(log_theta) > 30.0:
-            return float("inf")
+            return float("inf"), np.zeros(n_parameters)
         sd = float(np.exp(log_sd))
+        family = self.family
+        index = self.group_index
+        y = family.outcome
         fixed_eta = self.design @ beta + self.offset
         modes, curvature, _ = self.conditional_modes(fixed_eta, sd, log_theta)
         scale = 1.0 / np.sqrt(-curvature)
-        # Adaptive rule: u = mode + scale * z; the integral of exp(h(u)) phi-normalised becomes
-        # scale * E[exp(h(mode + scale Z) + Z**2 / 2)].
-        u_nodes = modes[:, None] + scale[:, None] * self.nodes[None, :]
-        eta = fixed_eta[:, None] + sd * u_nodes[self.group_index, :]
-        family = self.family
-        values = family.loglik(eta, log_theta, family.outcome[:, None])
-        h = self._sum_by_group(values) - 0.5 * u_nodes**2 + 0.5 * self.nodes[None, :] ** 2
-        log_integral = np.log(scale) + special.logsumexp(h + self.log_weights[None, :], axis=1)
-        total = float(np.sum(log_integral) + np.sum(family.constant))
-        return -total if np.isfinite(total) else float("inf")
+        # Adaptive rule: u = mode + scale * z turns the integral of exp(h(u)) / sqrt(2 pi) into
+        # scale * E[exp(h(mode + scale Z) + Z**2 / 2)], Z ~ N(0, 1).
+        nodes = self.nodes[None, :]
+        u_nodes = modes[:, None] + scale[:, None] * nodes
+        eta = fixed_eta[:, None] + sd * u_nodes[index, :]
+        h = (
+            self._sum_by_group(family.loglik(eta, log_theta, y[:, None]))
+            - 0.5 * u_nodes**2
+            + 0.5 * nodes**2
+            + self.log_weights[None, :]
+        )
+        log_sum = special.logsumexp(h, axis=1)
+        total = float(np.sum(np.log(scale) + log_sum)) + self.constant
+        if not np.isfinite(total):
+            return float("inf"), np.zeros(n_parameters)
+        if not with_gradient:
+            return -total, np.zeros(n_parameters)
+
+        # With H = h''(mode), h3 = h'''(mode) and pi_k the normalised integrand at the nodes:
+        # d log L_i = d log s + E_pi[dh/dpsi + h'(u_k) (d mode + z_k ds)],
+        # d mode = -(dh'/dpsi) / H and ds = s**3 / 2 (dH/dpsi + h3 d mode), all at the mode.
+        weights = np.exp(h - log_sum[:, None])
+        first_nodes = family.first(eta, log_theta, y[:, None])
+        slope_sum = self._sum_by_group(first_nodes)
+        h_prime = sd * slope_sum - u_nodes
+        a = np.sum(weights * h_prime, axis=1)
+        b = np.sum(weights * h_prime * nodes, axis=1)
+        eta_mode = fixed_eta + sd * modes[index]
+        d1, d2, d3, d1_alpha, d2_alpha = family.mode_terms(eta_mode, log_theta)
+        sum_d1 = self._sum_by_group(d1)
+        sum_d2 = self._sum_by_group(d2)
+        sum_d3 = self._sum_by_group(d3)
+        h3 = sd**3 * sum_d3
+        # Collect the terms multiplying dH/dpsi (c) and dh'/dpsi (e).
+        c = 0.5 * scale**3 * (1.0 / scale + b)
+        e = -(c * h3 + a) / curvature
+
+        expected_first = np.sum(weights[index, :] * first_nodes, axis=1)
+        gradient_beta = self.design.T @ (
+            expected_first + sd * sd * c[index] * d3 + sd * e[index] * d2
+        )
+        d_h_prime_sd = sum_d1 + sd * modes * sum_d2
+        d_curvature_sd = 2.0 * sd * sum_d2 + sd * sd * modes * sum_d3
+        expected_sd = np.sum(weights * u_nodes * slope_sum, axis=1)
+        gradient_log_sd = sd * float(np.sum(c * d_curvature_sd + e * d_h_prime_sd + expected_sd))
+        gradient = np.r_[gradient_beta, gradient_log_sd]
+        if family.name == "negbin":
+            alpha_nodes = self._sum_by_group(family.first_alpha(eta, log_theta, y[:, None]))
+            expected_alpha = np.sum(weights * alpha_nodes, axis=1)
+            d_h_prime_alpha = sd * self._sum_by_group(d1_alpha)
+            d_curvature_alpha = sd * sd * self._sum_by_group(d2_alpha)
+            gradient_alpha = float(
+                np.sum(c * d_curvature_alpha + e * d_h_prime_alpha + expected_alpha)
+            )
+            gradient = np.r_[gradient, gradient_alpha]
+        return -total, -gradient
 
 
-def _central_gradient(function: Callable[[FloatArray], float], x: FloatArray) -> FloatArray:
-    gradient = np.empty_like(x)
-    for i in range(x.size):
-        step = np.zeros_like(x)
-        step[i] = _GRADIENT_STEP
-        gradient[i] = (function(x + step) - function(x - step)) / (2.0 * _GRADIENT_STEP)
-    return gradient
-
-
-def _central_hessian(function: Callable[[FloatArray], float], x: FloatArray) -> FloatArray:
+def _hessian_from_gradient(objective: _Objective, x: FloatArray) -> FloatArray:
+    """Central differences of the exact gradient, symmetrised."""
     n = x.size
-    h = _HESSIAN_STEP
     hessian = np.empty((n, n))
-    centre = function(x)
-    unit = np.eye(n) * h
     for i in range(n):
-        hessian[i, i] = (function(x + unit[i]) - 2.0 * centre + function(x - unit[i])) / (h * h)
-        for j in range(i):
-            value = (
-                function(x + unit[i] + unit[j])
-                - function(x + unit[i] - unit[j])
-                - function(x - unit[i] + unit[j])
-                + function(x - unit[i] - unit[j])
-            ) / (4.0 * h * h)
-            hessian[i, j] = hessian[j, i] = value
-    return hessian
+        step = np.zeros(n)
+        step[i] = _HESSIAN_STEP
+        upper = objective.value_and_gradient(x + step)[1]
+        lower = objective.value_and_gradient(x - step)[1]
+        hessian[:, i] = (upper - lower) / (2.0 * _HESSIAN_STEP)
+    return 0.5 * (hessian + hessian.T)
 
 
 def _start_values(
@@ -338,8 +439,8 @@ def fit_glmm(
     conditional mode ``û_i`` of ``h_i(u) = log f(y_i | sd u) - u**2 / 2`` (Newton, all
     participants at once) with scale ``s_i = (-h_i''(û_i))**-1/2``: ``L_i ≈ s_i Σ_k w_k
     exp(h_i(û_i + s_i z_k) + z_k**2 / 2)`` with the probabilists' Gauss–Hermite nodes ``z_k``
-    and weights ``w_k`` normalised to sum to one.  With one point this
-    is the Laplace approximation.  This is the rule of ``lme4::glmer(nAGQ = n_quadrature)``
+    and weights ``w_k`` normalised to sum to one.  With one point this is the Laplace
+    approximation.  This is the rule of ``lme4::glmer(nAGQ = n_quadrature)``
     (whose Laplace fit is ``nAGQ = 1``); for the NB2 family the curvature is the observed
     one, which makes the one-point rule the Laplace approximation of ``glmmTMB(family =
     nbinom2)`` (TMB differentiates the joint likelihood exactly).  For the canonical logit and
@@ -354,10 +455,12 @@ def fit_glmm(
     insensitive to that and lme4 agrees to ~1e-5.  lme4's log-likelihood for Poisson fits with
     ``nAGQ > 1`` omits the saturated-model constant; ``loglik`` here always includes it.
 
-    The parameters ``(beta, log sd, log theta)`` are found by BFGS on ``-log L`` with a
-    central-difference gradient, then polished with Newton steps.  The covariance of the
-    fixed effects is the ``beta`` block of the inverse of the full Hessian of ``-log L`` in
-    all parameters (central differences), so it allows for the estimation of ``sd`` (and
+    The parameters ``(beta, log sd, log theta)`` are found by BFGS on ``-log L`` with its
+    exact gradient (the total derivative of the adaptive rule, nodes moving with the mode and
+    scale, by implicit differentiation of ``h_i'(û_i) = 0``), started from the GLM without
+    random effect, then polished with Newton steps.  The covariance of the fixed effects is
+    the ``beta`` block of the inverse of the full Hessian of ``-log L`` in all parameters
+    (central differences of the exact gradient), so it allows for the estimation of ``sd`` (and
     ``theta``).  This is what ``vcov()`` of lme4 (1.1-31 checked) reports for a GLMM when the
     derivatives were computed (the default, ``use.hessian = TRUE``: the ``beta`` block of twice
     the inverse finite-difference Hessian of the deviance in ``(theta, beta)``; not the RX
@@ -402,33 +505,31 @@ def fit_glmm(
         start = np.r_[start, 0.0]
 
     optimum = optimize.minimize(
-        objective,
+        objective.value_and_gradient,
         start,
-        jac=lambda x: _central_gradient(objective, x),
+        jac=True,
         method="BFGS",
         options={"gtol": 1e-6, "maxiter": max_iterations},
     )
     psi = np.asarray(optimum.x, dtype=float)
     iterations = int(optimum.nit)
-    value = objective(psi)
-    hessian = _central_hessian(objective, psi)
-    gradient = _central_gradient(objective, psi)
+    value, gradient = objective.value_and_gradient(psi)
+    hessian = _hessian_from_gradient(objective, psi)
     # Newton polish: BFGS stops on a loose gradient; a few exact-curvature steps tighten it.
     for _ in range(10):
-        if np.max(np.abs(gradient)) < 1e-7 or iterations >= max_iterations:
+        if np.max(np.abs(gradient)) < 1e-8 or iterations >= max_iterations:
             break
         try:
             step = np.linalg.solve(hessian, gradient)
         except np.linalg.LinAlgError:
             break
         candidate = psi - step
-        candidate_value = objective(candidate)
+        candidate_value, candidate_gradient = objective.value_and_gradient(candidate)
         if not candidate_value <= value + 1e-9:
             break
-        psi, value = candidate, candidate_value
+        psi, value, gradient = candidate, candidate_value, candidate_gradient
         iterations += 1
-        hessian = _central_hessian(objective, psi)
-        gradient = _central_gradient(objective, psi)
+        hessian = _hessian_from_gradient(objective, psi)
 
     n_fixed = design.shape[1]
     beta, log_sd, log_theta = objective.split(psi)
