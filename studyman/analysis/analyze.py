@@ -1,0 +1,175 @@
+"""``studyman analyze``: locked plan + snapshot (+ randomisation list) → derived data and results.
+
+The file-reading edge of the analysis layer: it checks the plan lock, reads the snapshot
+(verified against its manifest) and the randomisation list, then hands data frames to the pure
+modules (:mod:`~studyman.analysis.adam`, :mod:`~studyman.analysis.run`) and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from studyman import __version__
+from studyman.analysis.adam import AdamDatasets, choice_labels, derive_adam, normalise_randomization
+from studyman.analysis.executor import Executor, make_executor
+from studyman.analysis.lock import check_lock
+from studyman.analysis.outputs import write_outputs
+from studyman.analysis.populations import flag_populations
+from studyman.analysis.run import PlanRun, run_plan
+from studyman.analysis.sap import LoadedPlan, load_sap
+from studyman.errors import AnalysisError, SnapshotError
+
+__all__ = ["AnalyzeResult", "analyze", "read_randomization"]
+
+
+@dataclass(frozen=True)
+class AnalyzeResult:
+    """What ``analyze`` did: the run, where it wrote, and the sha256 of every output."""
+
+    run: PlanRun
+    out: Path
+    files: dict[str, str]
+    provenance: dict[str, Any]
+
+
+def read_randomization(path: Path, arm_labels: dict[str, str]) -> pd.DataFrame:
+    """Read the randomisation list (CSV or Parquet) into ``record_id, TRT01P``.
+
+    Raises
+    ------
+    AnalysisError
+        The file is missing, unreadable or lacks the record-ID or arm column.
+    """
+    if not path.is_file():
+        raise AnalysisError(f"randomisation list {path} not found")
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as error:
+        raise AnalysisError(f"randomisation list {path}: cannot read ({error})") from None
+    try:
+        return normalise_randomization(frame, arm_labels)
+    except AnalysisError as error:
+        raise AnalysisError(f"{path}: {error}") from None
+
+
+def _snapshot_tables(snapshot: Path) -> tuple[dict[str, pd.DataFrame], list[dict[str, str]], str]:
+    from studyman.sources.snapshot import MANIFEST_NAME, read_snapshot
+
+    manifest = snapshot / MANIFEST_NAME
+    if not manifest.is_file():
+        raise SnapshotError(f"{snapshot} is not a snapshot (no {MANIFEST_NAME})")
+    loaded = read_snapshot(snapshot)
+    metadata_path = snapshot / "redcap" / "metadata.json"
+    metadata = (
+        json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else []
+    )
+    return dict(loaded.tables), metadata, hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def derive_for_plan(
+    loaded: LoadedPlan,
+    tables: dict[str, pd.DataFrame],
+    metadata: list[dict[str, str]],
+    randomization: pd.DataFrame | None,
+) -> AdamDatasets:
+    """ADaM data sets with the plan's population flags."""
+    plan = loaded.plan
+    choices = choice_labels(metadata)
+    adam = derive_adam(
+        tables,
+        study=plan.study,
+        choices=choices,
+        randomization=randomization,
+        analysis_visits={str(k): v for k, v in plan.visits.items()},
+    )
+    deviations = tables.get("deviations", pd.DataFrame())
+    adsl = flag_populations(adam.adsl, adam.adqs, deviations, plan.populations)
+    return dataclasses.replace(adam, adsl=adsl)
+
+
+def analyze(
+    sap: Path,
+    snapshot: Path,
+    out: Path,
+    *,
+    randomization: Path | None = None,
+    lock: Path | None = None,
+    workers: int | None = None,
+    dask_address: str | None = None,
+    executor: Executor | None = None,
+) -> AnalyzeResult:
+    """Run the locked plan on a snapshot and write every output under *out*.
+
+    Parameters
+    ----------
+    sap
+        The analysis plan (must be locked, or amended since; see :mod:`~studyman.analysis.lock`).
+    snapshot
+        A snapshot directory (verified against its manifest before use).
+    out
+        Output directory (created; files of the same name are replaced).
+    randomization
+        The unblinded randomisation list; without it the run is blinded.
+    workers, dask_address, executor
+        Where imputations run: an executor, else a Dask scheduler address, else local processes.
+
+    Raises
+    ------
+    ProtocolError
+        The plan is invalid, not locked, or changed without an amendment.
+    SnapshotError
+        The snapshot is missing or altered.
+    AnalysisError
+        The randomisation list cannot be used, or no participant table exists.
+    """
+    loaded = load_sap(sap)
+    plan_status = check_lock(loaded, lock)
+    tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot)
+    arms = {code: label for code, label in choice_labels(metadata).get("rand_arm", {}).items()}
+    random_list = None if randomization is None else read_randomization(randomization, arms)
+    if random_list is not None:
+        expected = {loaded.plan.treatment.experimental, loaded.plan.treatment.reference}
+        unknown = sorted(set(random_list["TRT01P"].dropna()) - expected)
+        if unknown:
+            raise AnalysisError(
+                f"{randomization}: arm(s) {', '.join(unknown)} are not the plan's "
+                f"treatment arms {sorted(expected)}"
+            )
+    adam = derive_for_plan(loaded, tables, metadata, random_list)
+    provenance: dict[str, Any] = {
+        "snapshot": {"name": snapshot.name, "sha256": snapshot_sha256},
+        "plan": {
+            "file": Path(loaded.path).name,
+            "version": plan_status.version,
+            "sha256": plan_status.sha256,
+            "locked_version": plan_status.locked_version,
+            "locked_sha256": plan_status.locked_sha256,
+            "amendments": [a.model_dump(mode="json") for a in plan_status.amendments],
+        },
+        "studyman_version": __version__,
+        "seed": loaded.plan.seed,
+        "imputations": loaded.plan.imputations,
+        "randomization_sha256": None
+        if randomization is None
+        else hashlib.sha256(randomization.read_bytes()).hexdigest(),
+        "blinded": randomization is None,
+        "interim_dsmb_efficacy": loaded.plan.interim.dsmb_efficacy,
+    }
+    runner = executor if executor is not None else make_executor(workers, dask_address)
+    try:
+        run = run_plan(loaded.plan, adam, blinded=randomization is None, executor=runner)
+    finally:
+        if executor is None:
+            runner.close()
+    files = write_outputs(out, plan=loaded.plan, run=run, adam=adam, provenance=provenance)
+    return AnalyzeResult(run=run, out=out, files=files, provenance=provenance)

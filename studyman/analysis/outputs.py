@@ -1,0 +1,531 @@
+"""Writing a plan run: results as CSV and JSON, ADaM data sets, figures and an HTML report.
+
+Every file carries the provenance (snapshot hash, plan hash and version, amendments, studyman
+version, seed). Nothing written depends on the time, the machine or the executor, so a rerun on
+the same snapshot, plan and seed gives byte-identical files: CSV and JSON have no time stamps,
+Parquet settings are pinned, SVG figures are written with ``svg.hashsalt`` fixed and no date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from studyman.analysis.adam import AdamDatasets
+from studyman.analysis.models import AnalysisOutcome
+from studyman.analysis.run import PlanRun
+from studyman.analysis.sap import AnalysisPlan
+
+__all__ = ["write_outputs"]
+
+_ARM_COLOURS = ("#1b6ca8", "#d1495b")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe value: NaN/NA → None, numpy scalars → Python, dates → ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, pd.Timestamp | datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _json_bytes(value: Any) -> bytes:
+    return (
+        json.dumps(_plain(value), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        + "\n"
+    ).encode("utf-8")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(k): _plain(v) for k, v in row.items()}
+        for row in frame.astype(object).to_dict(orient="records")
+    ]
+
+
+def _stamp_lines(provenance: Mapping[str, Any]) -> str:
+    plan = provenance["plan"]
+    lines = [
+        f"# studyman {provenance['studyman_version']}",
+        f"# snapshot sha256 {provenance['snapshot']['sha256']}",
+        f"# plan {plan['file']} version {plan['version']} sha256 {plan['sha256']}",
+        f"# amendments {json.dumps(_plain(plan['amendments']), sort_keys=True)}",
+        f"# seed {provenance['seed']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_bytes(frame: pd.DataFrame, provenance: Mapping[str, Any]) -> bytes:
+    """CSV with the provenance as leading ``#`` lines (``pd.read_csv(..., comment="#")``)."""
+    return (_stamp_lines(provenance) + frame.to_csv(index=False, lineterminator="\n")).encode(
+        "utf-8"
+    )
+
+
+def _parquet_bytes(frame: pd.DataFrame, provenance: Mapping[str, Any]) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"studyman.provenance"] = _json_bytes(provenance)
+    table = table.replace_schema_metadata(metadata)
+    buffer = io.BytesIO()
+    pq.write_table(
+        table,
+        buffer,
+        version="2.6",
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=True,
+        write_statistics=True,
+        row_group_size=1_000_000,
+        data_page_size=1 << 20,
+        data_page_version="1.0",
+        store_schema=True,
+    )
+    return buffer.getvalue()
+
+
+class _Writer:
+    def __init__(self, out: Path, provenance: Mapping[str, Any]) -> None:
+        self.out = out
+        self.provenance = provenance
+        self.written: dict[str, str] = {}
+
+    def bytes(self, relative: str, data: bytes) -> None:
+        path = self.out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.written[relative] = hashlib.sha256(data).hexdigest()
+
+    def csv(self, relative: str, frame: pd.DataFrame) -> None:
+        self.bytes(relative, _csv_bytes(frame, self.provenance))
+
+    def json(self, relative: str, value: Any) -> None:
+        self.bytes(relative, _json_bytes(value))
+
+
+def _outcome_document(outcome: AnalysisOutcome, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    headline = outcome.headline
+    return {
+        "provenance": provenance,
+        "id": outcome.id,
+        "kind": outcome.kind,
+        "role": outcome.role,
+        "label": outcome.label,
+        "status": outcome.status,
+        "message": outcome.message,
+        "headline": None
+        if headline is None
+        else {
+            "measure": headline.measure,
+            "estimate": headline.estimate,
+            "ci_lower": headline.ci_lower,
+            "ci_upper": headline.ci_upper,
+            "p_value": headline.p_value,
+            "null_value": headline.null_value,
+        },
+        "details": outcome.details,
+        "tables": {name: _records(frame) for name, frame in outcome.tables.items()},
+    }
+
+
+def _summary(run: PlanRun) -> pd.DataFrame:
+    rows = []
+    for outcome in run.outcomes:
+        headline = outcome.headline
+        rows.append(
+            {
+                "analysis": outcome.id,
+                "role": outcome.role,
+                "kind": outcome.kind,
+                "status": outcome.status,
+                "measure": headline.measure if headline else "",
+                "estimate": headline.estimate if headline else math.nan,
+                "ci_lower": headline.ci_lower if headline else math.nan,
+                "ci_upper": headline.ci_upper if headline else math.nan,
+                "p_value": headline.p_value
+                if headline and headline.p_value is not None
+                else math.nan,
+                "message": outcome.message,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def _svg_bytes(figure: Any, provenance: Mapping[str, Any], title: str) -> bytes:
+    import matplotlib
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.hashsalt": "studyman", "svg.fonttype": "path"}):
+        figure.savefig(
+            buffer,
+            format="svg",
+            metadata={
+                "Date": None,
+                "Title": title,
+                "Description": _stamp_lines(provenance).replace("# ", "").strip(),
+                "Creator": f"studyman {provenance['studyman_version']}",
+            },
+        )
+    return buffer.getvalue()
+
+
+def _mean_change_figure(adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str]) -> Any:
+    from matplotlib.figure import Figure
+
+    parameters = [p for p in ("HAMD17", "PHQ9", "GAD7") if (adqs["PARAMCD"] == p).any()]
+    figure = Figure(figsize=(4.2 * max(1, len(parameters)), 3.6))
+    axes = figure.subplots(1, max(1, len(parameters)), squeeze=False)[0]
+    rows = adqs[(adqs["ANL01FL"] == "Y") | (adqs["ABLFL"] == "Y")].copy()
+    rows["CHG"] = rows["CHG"].where(rows["AVISITN"] > 0, 0.0)
+    groups: list[tuple[str, pd.DataFrame]] = (
+        [(arm, rows[rows["TRT01P"] == arm]) for arm in arms] if by_arm else [("All", rows)]
+    )
+    for axis, parameter in zip(axes, parameters, strict=False):
+        for index, (name, part) in enumerate(groups):
+            summary = (
+                part[part["PARAMCD"] == parameter]
+                .groupby("AVISITN")["CHG"]
+                .agg(["mean", "std", "count"])
+                .reset_index()
+            )
+            half = [
+                (1.96 if n > 30 else 2.05) * s / math.sqrt(n) if n > 1 else 0.0
+                for s, n in zip(summary["std"].fillna(0), summary["count"], strict=True)
+            ]
+            offset = (index - (len(groups) - 1) / 2) * 0.15
+            axis.errorbar(
+                summary["AVISITN"] + offset,
+                summary["mean"],
+                yerr=half,
+                marker="o",
+                capsize=3,
+                color=_ARM_COLOURS[index % 2] if by_arm else "#444444",
+                label=name,
+            )
+        axis.axhline(0, color="#999999", linewidth=0.8)
+        axis.set_title(parameter)
+        axis.set_xlabel("Week")
+        axis.set_ylabel("Mean change from baseline (95 % CI)")
+    axes[0].legend(loc="lower left", fontsize=8)
+    figure.suptitle("Observed mean change from baseline" + (" by arm" if by_arm else ", pooled"))
+    figure.tight_layout()
+    return figure
+
+
+def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
+    from matplotlib.figure import Figure
+
+    with_headline = [o for o in outcomes if o.headline is not None and o.status == "ok"]
+    differences = [o for o in with_headline if o.headline and o.headline.null_value == 0.0]
+    ratios = [o for o in with_headline if o.headline and o.headline.null_value == 1.0]
+    differences = [o for o in differences if not o.kind.startswith("ae_")]
+    panels = [(differences, "Difference (experimental − reference)", False)]
+    if ratios:
+        panels.append((ratios, "Ratio (experimental / reference), log scale", True))
+    height = 1.2 + 0.35 * max(len(p[0]) for p in panels)
+    figure = Figure(figsize=(6.5 * len(panels), height))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (items, label, log) in zip(axes, panels, strict=True):
+        for position, outcome in enumerate(reversed(items)):
+            headline = outcome.headline
+            assert headline is not None  # filtered above
+            colour = {"primary": "#000000", "secondary": "#1b6ca8", "sensitivity": "#d1495b"}.get(
+                outcome.role, "#555555"
+            )
+            axis.plot([headline.ci_lower, headline.ci_upper], [position, position], color=colour)
+            axis.plot([headline.estimate], [position], "s", color=colour)
+        axis.set_yticks(range(len(items)), [o.id for o in reversed(items)], fontsize=8)
+        axis.axvline(1.0 if log else 0.0, color="#999999", linestyle="--", linewidth=0.8)
+        if log:
+            axis.set_xscale("log")
+        axis.set_xlabel(label)
+    figure.suptitle("Primary, sensitivity and secondary results (95 % CI)")
+    figure.tight_layout()
+    return figure
+
+
+def _ae_dot_figure(incidence: pd.DataFrame, arms: Sequence[str] | None) -> Any:
+    from matplotlib.figure import Figure
+
+    terms = incidence[incidence["AEDECOD"] != "ANY"].copy()
+    if arms:
+        terms["total"] = sum(terms[f"pct_{arm}"] for arm in arms)
+    else:
+        terms["total"] = terms["percent_of_safety"]
+    terms = terms.sort_values(["total", "AEDECOD"], ascending=[True, False]).tail(20)
+    height = 1.2 + 0.3 * max(1, len(terms))
+    columns = 2 if arms else 1
+    figure = Figure(figsize=(5.0 * columns, height))
+    axes = figure.subplots(1, columns, squeeze=False, sharey=True)[0]
+    positions = list(range(len(terms)))
+    if arms:
+        for index, arm in enumerate(arms):
+            axes[0].plot(terms[f"pct_{arm}"], positions, "o", color=_ARM_COLOURS[index], label=arm)
+        axes[0].legend(fontsize=8, loc="lower right")
+        axes[1].errorbar(
+            terms["risk_difference"] * 100,
+            positions,
+            xerr=[
+                (terms["risk_difference"] - terms["rd_ci_lower"]) * 100,
+                (terms["rd_ci_upper"] - terms["risk_difference"]) * 100,
+            ],
+            fmt="o",
+            color="#333333",
+            capsize=2,
+        )
+        axes[1].axvline(0, color="#999999", linestyle="--", linewidth=0.8)
+        axes[1].set_xlabel("Risk difference, % (Newcombe 95 % CI)")
+    else:
+        axes[0].plot(terms["percent_of_safety"], positions, "o", color="#444444")
+    axes[0].set_yticks(positions, terms["AEDECOD"].astype(str).tolist(), fontsize=8)
+    axes[0].set_xlabel("Participants with the event, %")
+    figure.suptitle("Treatment-emergent adverse events" + ("" if arms else " (pooled)"))
+    figure.tight_layout()
+    return figure
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _table_html(frame: pd.DataFrame, limit: int = 40) -> str:
+    shown = frame.head(limit)
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = []
+    for row in shown.itertuples(index=False):
+        cells = []
+        for value in row:
+            if isinstance(value, float | np.floating):
+                text = "" if math.isnan(float(value)) else f"{float(value):.4g}"
+            elif value is None or value is pd.NA or value is pd.NaT:
+                text = ""
+            else:
+                text = str(value)
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = f"<p class='note'>first {limit} of {len(frame)} rows</p>" if len(frame) > limit else ""
+    return f"<table><tr>{header}</tr>{''.join(body)}</table>{more}"
+
+
+def _report_html(
+    plan: AnalysisPlan,
+    run: PlanRun,
+    provenance: Mapping[str, Any],
+    figures: Mapping[str, bytes],
+    summary: pd.DataFrame,
+) -> bytes:
+    plan_info = provenance["plan"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(plan.title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;}"
+        ".failed{color:#b00;} .refused{color:#a60;} .note{color:#666;font-size:0.85em;}"
+        ".banner{background:#fee;border:1px solid #c99;padding:0.5em;}</style></head><body>",
+        f"<h1>{html.escape(plan.title)}</h1>",
+    ]
+    if run.blinded:
+        parts.append(
+            "<p class='banner'><strong>BLINDED DATA REVIEW.</strong> No randomisation list was "
+            "given: every analysis that compares arms was refused. The tables below pool all "
+            "participants.</p>"
+        )
+    amendments = plan_info["amendments"] or []
+    provenance_rows = pd.DataFrame(
+        [
+            ("snapshot sha256", provenance["snapshot"]["sha256"]),
+            ("plan", f"{plan_info['file']} version {plan_info['version']}"),
+            ("plan sha256", plan_info["sha256"]),
+            ("locked plan", f"version {plan_info['locked_version']} {plan_info['locked_sha256']}"),
+            ("studyman version", provenance["studyman_version"]),
+            ("seed", str(provenance["seed"])),
+            ("imputations", str(provenance["imputations"])),
+            ("randomisation list sha256", provenance["randomization_sha256"] or "none (blinded)"),
+            (
+                "interim efficacy for the DSMB prespecified",
+                str(provenance["interim_dsmb_efficacy"]),
+            ),
+        ],
+        columns=["item", "value"],
+    )
+    parts.append("<h2>Provenance</h2>" + _table_html(provenance_rows))
+    parts.append("<h3>Amendment history</h3>")
+    parts.append(
+        _table_html(pd.DataFrame(amendments, columns=["version", "date", "reason"]))
+        if amendments
+        else "<p>None: the plan is as locked.</p>"
+    )
+    estimands = pd.DataFrame(
+        [
+            {
+                "estimand": e.id,
+                "treatment": e.treatment,
+                "population": e.population,
+                "variable": e.variable,
+                "intercurrent events": "; ".join(
+                    f"{i.event}: {i.strategy.replace('_', ' ')}" for i in e.intercurrent_events
+                ),
+                "summary": e.summary,
+                "main analysis": e.main_analysis,
+            }
+            for e in plan.estimands
+        ]
+    )
+    parts.append("<h2>Estimands (ICH E9(R1))</h2>" + _table_html(estimands))
+    parts.append("<h2>Summary of analyses</h2>" + _table_html(summary, limit=100))
+    problems = [o for o in run.outcomes if o.status != "ok"]
+    if problems and not run.blinded:
+        parts.append("<h2>Analyses without a result</h2><ul>")
+        for outcome in problems:
+            parts.append(
+                f"<li class='{outcome.status}'><strong>{html.escape(outcome.id)}</strong> "
+                f"({outcome.status}): {html.escape(outcome.message)}</li>"
+            )
+        parts.append("</ul>")
+    parts.append("<h2>Figures</h2>")
+    for name, svg in figures.items():
+        text = svg.decode("utf-8")
+        text = text[text.index("<svg") :]
+        parts.append(f"<figure><figcaption>{html.escape(name)}</figcaption>{text}</figure>")
+    if run.blinded:
+        parts.append("<h2>Pooled data review</h2>")
+        for name, frame in run.review.items():
+            parts.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>" + _table_html(frame))
+    else:
+        parts.append("<h2>Results by analysis</h2>")
+        for outcome in run.outcomes:
+            parts.append(
+                f"<h3 id='{html.escape(outcome.id)}'>{html.escape(outcome.id)}: "
+                f"{html.escape(outcome.label)}</h3>"
+            )
+            parts.append(
+                f"<p class='{outcome.status}'>role {outcome.role}; status {outcome.status}"
+                + (f"; {html.escape(outcome.message)}" if outcome.message else "")
+                + "</p>"
+            )
+            if outcome.headline is not None:
+                h = outcome.headline
+                p_text = "" if h.p_value is None else f", p = {h.p_value:.4g}"
+                parts.append(
+                    f"<p><strong>{html.escape(h.measure)}</strong>: {h.estimate:.4g} "
+                    f"(95 % CI {h.ci_lower:.4g} to {h.ci_upper:.4g}){p_text}</p>"
+                )
+            if outcome.details:
+                details = pd.DataFrame(
+                    [(k, json.dumps(_plain(v))) for k, v in sorted(outcome.details.items())],
+                    columns=["detail", "value"],
+                )
+                parts.append(_table_html(details))
+            for name, frame in outcome.tables.items():
+                if name == "per_imputation":
+                    continue
+                parts.append(f"<h4>{html.escape(name.replace('_', ' '))}</h4>")
+                parts.append(_table_html(frame))
+    parts.append(
+        "<hr><p class='note'>"
+        + html.escape(_stamp_lines(provenance).replace("# ", "").replace("\n", " · "))
+        + "</p></body></html>\n"
+    )
+    return "".join(parts).encode("utf-8")
+
+
+def write_outputs(
+    out: Path,
+    *,
+    plan: AnalysisPlan,
+    run: PlanRun,
+    adam: AdamDatasets,
+    provenance: Mapping[str, Any],
+) -> dict[str, str]:
+    """Write every output of a plan run under *out*; return relative path → sha256.
+
+    Layout: ``provenance.json``; ``adam/{adsl,adqs,adae}.{parquet,csv}``;
+    ``results/summary.{csv,json}``, ``results/<analysis>.json`` and
+    ``results/<analysis>__<table>.csv``; ``review/<table>.csv`` (blinded);
+    ``figures/*.svg``; ``report.html``; ``manifest.json`` (sha256 of every other file).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    writer = _Writer(out, provenance)
+    writer.json("provenance.json", provenance)
+    adam_frames = {"adsl": adam.adsl, "adqs": adam.adqs, "adae": adam.adae}
+    if run.blinded:
+        # Nothing derived from the randomisation list is written in a blinded run.
+        adam_frames = {
+            name: frame.drop(columns=[c for c in ("TRT01P", "TRT01A") if c in frame.columns])
+            for name, frame in adam_frames.items()
+        }
+    for name, frame in adam_frames.items():
+        writer.bytes(f"adam/{name}.parquet", _parquet_bytes(frame, provenance))
+        writer.csv(f"adam/{name}.csv", frame)
+    summary = _summary(run)
+    writer.csv("results/summary.csv", summary)
+    writer.json("results/summary.json", {"provenance": provenance, "analyses": _records(summary)})
+    for outcome in run.outcomes:
+        writer.json(f"results/{outcome.id}.json", _outcome_document(outcome, provenance))
+        for name, frame in outcome.tables.items():
+            writer.csv(f"results/{outcome.id}__{name}.csv", frame)
+    for name, frame in run.review.items():
+        writer.csv(f"review/{name}.csv", frame)
+    arms = (plan.treatment.experimental, plan.treatment.reference)
+    figures: dict[str, bytes] = {}
+    figures["mean_change.svg"] = _svg_bytes(
+        _mean_change_figure(adam.adqs, not run.blinded, arms),
+        provenance,
+        "Mean change from baseline",
+    )
+    if not run.blinded:
+        if any(o.headline is not None and o.status == "ok" for o in run.outcomes):
+            figures["forest.svg"] = _svg_bytes(
+                _forest_figure(run.outcomes), provenance, "Forest plot"
+            )
+        incidence = next(
+            (
+                o.tables["incidence"]
+                for o in run.outcomes
+                if o.kind == "ae_incidence"
+                and o.status == "ok"
+                and o.details.get("subset") == "all"
+            ),
+            None,
+        )
+        if incidence is not None and (incidence["AEDECOD"] != "ANY").any():
+            figures["ae_dotplot.svg"] = _svg_bytes(
+                _ae_dot_figure(incidence, arms), provenance, "Adverse events"
+            )
+    elif "adverse_events" in run.review and len(run.review["adverse_events"]):
+        figures["ae_dotplot.svg"] = _svg_bytes(
+            _ae_dot_figure(run.review["adverse_events"], None), provenance, "Adverse events"
+        )
+    for name, data in figures.items():
+        writer.bytes(f"figures/{name}", data)
+    writer.bytes("report.html", _report_html(plan, run, provenance, figures, summary))
+    writer.json(
+        "manifest.json", {"provenance": provenance, "files": dict(sorted(writer.written.items()))}
+    )
+    return dict(writer.written)

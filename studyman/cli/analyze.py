@@ -1,0 +1,80 @@
+"""``studyman sap lock`` and ``studyman analyze``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to *app*."""
+    sap_group = typer.Typer(help="The statistical analysis plan.", no_args_is_help=True)
+
+    @sap_group.command("lock")
+    def lock(
+        sap: Annotated[Path, typer.Option("--sap", help="The analysis plan (sap.yaml).")],
+        lock_file: Annotated[
+            Path | None,
+            typer.Option("--lock", help="Lock file (default: sap.lock.json beside the plan)."),
+        ] = None,
+    ) -> None:
+        """Record the plan's sha256 and version; a changed plan needs a recorded amendment."""
+        from studyman.analysis.lock import default_lock_path, lock_sap
+
+        record = lock_sap(sap, lock_file)
+        target = lock_file or default_lock_path(sap)
+        typer.echo(f"locked {sap} version {record.version} sha256 {record.sha256} in {target}")
+
+    app.add_typer(sap_group, name="sap")
+
+    @app.command("analyze")
+    def analyze_command(
+        sap: Annotated[Path, typer.Option("--sap", help="The locked analysis plan.")],
+        snapshot: Annotated[Path, typer.Option("--snapshot", help="A snapshot directory.")],
+        out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+        randomization: Annotated[
+            Path | None,
+            typer.Option(
+                "--randomization",
+                help="Unblinded randomisation list (CSV or Parquet: record_id, rand_arm). "
+                "Without it only a pooled, blinded review is produced.",
+            ),
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option("--workers", help="Local processes (default: all cores).")
+        ] = None,
+        dask: Annotated[
+            str | None,
+            typer.Option("--dask", help="Dask scheduler address (tcp://host:port) to run on."),
+        ] = None,
+        lock_file: Annotated[
+            Path | None, typer.Option("--lock", help="Lock file (default beside the plan).")
+        ] = None,
+    ) -> None:
+        """Run the prespecified analyses; write results (CSV, JSON), figures and a report."""
+        from studyman.analysis.analyze import analyze
+
+        result = analyze(
+            sap,
+            snapshot,
+            out,
+            randomization=randomization,
+            lock=lock_file,
+            workers=workers,
+            dask_address=dask,
+        )
+        for outcome in result.run.outcomes:
+            line = f"{outcome.status:8} {outcome.id}"
+            if outcome.headline is not None:
+                h = outcome.headline
+                line += f"  {h.estimate:.3f} ({h.ci_lower:.3f}, {h.ci_upper:.3f})"
+            if outcome.status != "ok" and outcome.message:
+                line += f"  {outcome.message}"
+            typer.echo(line)
+        if result.run.blinded:
+            typer.echo("blinded run: arm comparisons refused; pooled review in review/")
+        typer.echo(f"report: {out / 'report.html'} ({len(result.files)} files)")
+        if result.run.failed:
+            raise typer.Exit(1)
