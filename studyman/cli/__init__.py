@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from studyman import __version__
-from studyman.cli import demo, emulator, generate, protocol, pull, snapshot, validate
+from studyman.cli import analyze, demo, emulator, generate, protocol, pull, snapshot, validate
 from studyman.errors import StudymanError
 
 app = typer.Typer(
@@ -40,7 +40,7 @@ def _main(
     """studyman: the data side of a randomized clinical trial."""
 
 
-for _module in (protocol, generate, emulator, pull, snapshot, validate, demo):
+for _module in (protocol, generate, emulator, pull, snapshot, validate, analyze, demo):
     _module.register(app)
 
 
