@@ -227,3 +227,26 @@ def test_unfinished_optimisation_is_reported_as_not_converged(visits: pd.DataFra
     result = fit_glmm(visits, LOGISTIC, group="SUBJID", n_quadrature=1, max_iterations=1)
     assert not result.converged
     assert "did not converge" in result.message
+
+
+def test_no_between_participant_variation_is_reported_as_a_singular_fit() -> None:
+    # Independent Bernoulli outcomes: the ML random-intercept SD is 0 (lme4: "boundary
+    # (singular) fit"); the fixed effects are then those of the plain logistic regression.
+    rng = np.random.default_rng(7)
+    participants, visits_each = 150, 4
+    data = pd.DataFrame(
+        {
+            "ID": np.repeat(np.arange(participants), visits_each),
+            "ARM": np.repeat(rng.integers(0, 2, participants), visits_each),
+        }
+    )
+    data["Y"] = (rng.random(len(data)) < 0.4).astype(int)
+    result = fit_glmm(data, "Y ~ ARM", group="ID", n_quadrature=1)
+    assert result.random_intercept_sd < 1e-4
+    assert "singular fit" in result.message
+    # Logistic regression in closed form for one binary covariate: log odds ratio of the arms.
+    means = data.groupby("ARM")["Y"].mean()
+    log_odds = np.log(means / (1 - means))
+    assert result.coefficients["estimate"].iloc[1] == pytest.approx(
+        log_odds[1] - log_odds[0], abs=1e-6
+    )
