@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from studyman.errors import ProtocolError
-from studyman.synthetic.design import StudyDesign
+from studyman.synthetic.design import StudyDesign, design_from_protocol
+from studyman.synthetic.planting import plant_errors as plant_errors_into
 from studyman.synthetic.records import (
     FormBlock,
     as_text,
@@ -26,6 +27,9 @@ from studyman.synthetic.records import (
     minutes_to_text,
 )
 from studyman.synthetic.scores import allocate_items
+
+if TYPE_CHECKING:
+    from studyman.protocol import Protocol
 
 __all__ = [
     "PLANTED_ERROR_COLUMNS",
@@ -781,13 +785,13 @@ class _Builder:
         c2 = rng.random(m) < _expit(-4.0 + 0.15 * (score - 20.0) + 1.5 * flag + 1.0 * c1)
         gate = c1 | c2
         c3 = gate & (rng.random(m) < 0.25)
-        c4 = gate & (rng.random(m) < 0.05)
-        c5 = gate & (rng.random(m) < 0.015)
+        c4 = gate & (rng.random(m) < 0.02)
+        c5 = gate & (rng.random(m) < 0.008)
         actual = rng.random(m) < 0.0008
         interrupted = rng.random(m) < 0.0005
         aborted = rng.random(m) < 0.0008
         prep = rng.random(m) < 0.001
-        nssi = rng.random(m) < 0.003
+        nssi = rng.random(m) < 0.002
         behaviour = actual | interrupted | aborted | prep
         safety = c4 | c5 | behaviour | nssi
 
@@ -1478,7 +1482,7 @@ class _Builder:
 
 
 def generate_trial(
-    protocol: StudyDesign | Any,
+    protocol: Protocol | StudyDesign,
     *,
     n_participants: int = 300,
     seed: int = 20250203,
@@ -1495,8 +1499,8 @@ def generate_trial(
     Parameters
     ----------
     protocol
-        The study (a :class:`~studyman.synthetic.design.StudyDesign`, or a loaded protocol that
-        :func:`~studyman.synthetic.design.design_from_protocol` converts).
+        The study: a protocol from :func:`studyman.protocol.load_protocol` (with its REDCap
+        project), or a :class:`~studyman.synthetic.design.StudyDesign` built from one.
     n_participants
         Participants randomised (screen failures come on top, about ``screen_failure_rate``
         of those screened).
@@ -1536,8 +1540,6 @@ def generate_trial(
     ideation 4–5 or behaviour, SAE reports within the sponsor clock, nothing after the data cut
     or after a participant's disposition.
     """
-    from studyman.synthetic.design import design_from_protocol
-
     design = protocol if isinstance(protocol, StudyDesign) else design_from_protocol(protocol)
     if dropout not in ("mar", "mnar"):
         raise ProtocolError(f"dropout must be 'mar' or 'mnar', got {dropout!r}", key="dropout")
@@ -1567,9 +1569,7 @@ def generate_trial(
     records, randomization = builder.run()
     planted = pd.DataFrame(columns=PLANTED_ERROR_COLUMNS, dtype=str)
     if plant_errors:
-        from studyman.synthetic.planting import plant_errors as plant
-
-        records, planted = plant(
+        records, planted = plant_errors_into(
             records, design, data_cut=data_cut, rng=_rng(seed, "planting"), per_type=errors_per_type
         )
     return GeneratedTrial(
