@@ -506,6 +506,21 @@ def check_conformance(
         findings.extend(_check_field(expectation, dictionary.get(expectation.field), source))
 
     findings.extend(_check_totals(protocol, dictionary, source))
+    for visit in protocol.visits:
+        date_field = dictionary.get(visit.date_field) if visit.date_field else None
+        if date_field is not None and date_field.form_name not in visit.instruments:
+            findings.append(
+                Finding(
+                    "conformance.visit_date_form",
+                    "major",
+                    f"the date of {visit.event!r} is {date_field.field_name!r} on form "
+                    f"{date_field.form_name!r}, which is not due at that visit",
+                    event=visit.event,
+                    instrument=date_field.form_name,
+                    field=date_field.field_name,
+                    source=source,
+                )
+            )
     event_models = _as_models(events, Event)
     mapping_models = _as_models(mappings, FormEventMapping)
     repeating_models = _as_models(repeating, RepeatingForm)

@@ -871,6 +871,17 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
         if name not in events:
             yield key, f"unknown event {name!r}: expected the event of one of the visits"
 
+    def due_at(key: str, form: str, event: str) -> Iterable[tuple[str, str]]:
+        if (
+            event in events
+            and form in instruments
+            and form not in protocol.visit(event).instruments
+        ):
+            yield (
+                key,
+                f"form {form!r} is not due at {event!r}: expected it in that visit's instruments",
+            )
+
     if protocol.study.record_id_pattern:
         try:
             re.compile(protocol.study.record_id_pattern)
@@ -885,6 +896,7 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
         yield "arms.items", f"closed-report code {repeated!r} repeats: expected unique codes"
     yield from known_instrument("arms.form", arms.form)
     yield from known_event("arms.event", arms.event)
+    yield from due_at("arms.event", arms.form, arms.event)
 
     # randomization
     ratio_sum = sum(arm.ratio for arm in arms.items)
@@ -1002,6 +1014,7 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     eligibility = protocol.eligibility
     yield from known_instrument("eligibility.form", eligibility.form)
     yield from known_event("eligibility.event", eligibility.event)
+    yield from due_at("eligibility.event", eligibility.form, eligibility.event)
     for repeated in _duplicates(c.id for c in eligibility.criteria):
         yield "eligibility.criteria", f"criterion id {repeated!r} repeats"
     for i, criterion in enumerate(eligibility.criteria):
@@ -1016,6 +1029,7 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     disposition = protocol.disposition
     yield from known_instrument("disposition.form", disposition.form)
     yield from known_event("disposition.event", disposition.event)
+    yield from due_at("disposition.event", disposition.form, disposition.event)
     for repeated in _duplicates(code.code for code in disposition.codes):
         yield "disposition.codes", f"code {repeated} repeats"
 
@@ -1086,6 +1100,7 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     ae = protocol.adverse_events
     yield from known_instrument("adverse_events.form", ae.form)
     yield from known_event("adverse_events.event", ae.event)
+    yield from due_at("adverse_events.event", ae.form, ae.event)
     soc_codes = {soc.code for soc in ae.socs}
     for repeated in _duplicates(soc.code for soc in ae.socs):
         yield "adverse_events.socs", f"SOC code {repeated} repeats"

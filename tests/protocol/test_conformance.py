@@ -160,12 +160,14 @@ def test_total_missing_an_item_and_logic_naming_unknown_field_are_findings(
         select_choices_or_calculations="sum([gad7_1],[gad7_2],[gad7_3],[gad7_4],[gad7_5],[gad7_6])",
     )
     _edit_dictionary(redcap, "screen_fail_other", branching_logic="[screen_fail_reasn] = '5'")
+    _edit_dictionary(redcap, "scr_date", form_name="visit")  # visit is not due at screening
     protocol = load_protocol(study_copy)
     assert protocol.redcap is not None
     findings = check_conformance(protocol, protocol.redcap)
     assert [(f.check_id, f.field) for f in findings] == [
         ("conformance.calc_items", "gad7_total"),
+        ("conformance.visit_date_form", "scr_date"),
         ("conformance.logic_unknown_field", "screen_fail_other"),
     ]
     assert "gad7_7" in findings[0].message
-    assert "screen_fail_reasn" in findings[1].message
+    assert "screen_fail_reasn" in findings[2].message

@@ -166,6 +166,13 @@ MALFORMED = [
         id="list-for-mapping",
     ),
     pytest.param(
+        "  event: end_of_study_arm_1\n  status_field",
+        "  event: week_16_arm_1\n  status_field",
+        "disposition.event",
+        "form 'disposition' is not due at 'week_16_arm_1'",
+        id="form-not-due-at-its-event",
+    ),
+    pytest.param(
         "    target_day: 56\n",
         "    target_day: 70\n",
         "visits[6].target_day",
