@@ -385,3 +385,24 @@ def test_kenward_roger_type3_for_one_df_term_is_squared_t(antidepressant_kr: MMR
     assert tests.loc["THERAPY", "f_value"] == pytest.approx(average["t_value"] ** 2, rel=1e-6)
     assert tests.loc["THERAPY", "den_df"] == pytest.approx(average["df"], rel=1e-6)
     assert tests.loc["VISIT", "num_df"] == 3
+
+
+def test_type3_test_of_a_covariate_is_its_slope_and_averages_interacting_slopes() -> None:
+    result = fit_mmrm(
+        _fev(),
+        "FEV1 ~ ARMCD * AVISIT + FEV1_BL * AVISIT",
+        subject="USUBJID",
+        visit="AVISIT",
+        df_method="satterthwaite",
+    )
+    tests = result.type3_tests().set_index("term")
+    names = list(result.coefficients.index)
+    weights = {name: 0.0 for name in names}
+    weights["FEV1_BL"] = 1.0
+    for name in names:
+        if name.startswith("FEV1_BL:AVISIT"):
+            weights[name] = 0.25
+    average_slope = result.contrast(weights).iloc[0]
+    assert tests.loc["FEV1_BL", "num_df"] == 1
+    assert tests.loc["FEV1_BL", "f_value"] == pytest.approx(average_slope["t_value"] ** 2, rel=1e-8)
+    assert tests.loc["FEV1_BL:AVISIT", "num_df"] == 3
