@@ -150,7 +150,7 @@ def test_other_project_dictionary_reports_the_missing_instruments(
     assert all(f.severity == "critical" for f in findings if f.check_id.endswith("_missing"))
 
 
-def test_total_missing_an_item_and_logic_naming_unknown_field_are_findings(
+def test_total_missing_item_off_schedule_visit_date_and_unknown_logic_field_are_findings(
     study_copy: Path,
 ) -> None:
     redcap = study_copy / "redcap"
@@ -171,3 +171,24 @@ def test_total_missing_an_item_and_logic_naming_unknown_field_are_findings(
     ]
     assert "gad7_7" in findings[0].message
     assert "screen_fail_reasn" in findings[2].message
+
+
+def test_api_shaped_metadata_events_and_mappings_are_checked(reference_study: Path) -> None:
+    protocol = load_protocol(reference_study)
+    project = protocol.redcap
+    assert project is not None
+    # As PyCap returns them: lists of dicts (export_metadata, export_events, ...).
+    metadata = project.dictionary.as_rows()
+    events = [event.model_dump() for event in project.events]
+    mappings = [mapping.model_dump() for mapping in project.mappings]
+    repeating = [form.model_dump() for form in project.repeating]
+    assert (
+        check_conformance(protocol, metadata, events=events, mappings=mappings, repeating=repeating)
+        == []
+    )
+    without_cows = [m for m in mappings if m["form"] != "cows"]
+    findings = check_conformance(protocol, metadata, events=events, mappings=without_cows)
+    assert [(f.check_id, f.event, f.instrument) for f in findings] == [
+        ("conformance.mapping_missing", "week_12_arm_1", "cows"),
+        ("conformance.mapping_missing", "week_16_arm_1", "cows"),
+    ]
