@@ -446,3 +446,25 @@ def test_bad_token_in_project_directory_is_reported_without_the_token(tmp_path) 
     with pytest.raises(ProtocolError, match=r"api_tokens\.csv: line 2") as error:
         EmulatorServer(tmp_path / "p")
     assert "notatoken123" not in str(error.value)
+
+
+def test_checkbox_labels_and_decimal_character(start_emulator: Start) -> None:
+    server = start_emulator(PROJECTS / "decimal-comma" / "project.xml", tokens={FULL_TOKEN: "a"})
+    project = redcap.Project(server.url, FULL_TOKEN)
+    raw = project.export_records()
+    assert any("," in value for row in raw for value in row.values())
+    dotted = project.export_records(decimal_character=".")
+    numbers = [
+        f["field_name"]
+        for f in project.export_metadata()
+        if f["text_validation_type_or_show_slider_number"].startswith("number")
+    ]
+    assert numbers
+    assert all("," not in row[name] for row in dotted for name in numbers)
+    assert any("." in row[name] for row in dotted for name in numbers)
+    simple = redcap.Project(
+        start_emulator(PROJECTS / "simple" / "project.xml", tokens={FULL_TOKEN: "a"}).url,
+        FULL_TOKEN,
+    )
+    row = simple.export_records(raw_or_label="label", export_checkbox_labels=True, records=["1"])[0]
+    assert (row["race___5"], row["race___1"]) == ("White", "")

@@ -598,6 +598,10 @@ class Emulator:
             export_dags=_flag(scalars.get("exportDataAccessGroups")),
             survey_fields=_flag(scalars.get("exportSurveyFields")),
             blank_gray_status=_flag(scalars.get("exportBlankForGrayFormStatus")),
+            checkbox_labels=_flag(scalars.get("exportCheckboxLabel")),
+            decimal=scalars.get("decimalCharacter", "")
+            if scalars.get("decimalCharacter", "") in (",", ".")
+            else "",
             date_begin=_parse_time(scalars["dateRangeBegin"], "dateRangeBegin")
             if scalars.get("dateRangeBegin")
             else None,

@@ -61,6 +61,8 @@ class ExportOptions:
     export_dags: bool = False
     survey_fields: bool = False
     blank_gray_status: bool = False
+    checkbox_labels: bool = False
+    decimal: str = ""
     date_begin: datetime | None = None
     date_end: datetime | None = None
     dag: str | None = None
@@ -254,12 +256,17 @@ class RecordStore:
         out.sort(key=lambda item: self.event_arm.get(item[1][0], 0))
         return out
 
-    def _label(self, column: Column, value: str) -> str:
+    def _label(self, column: Column, value: str, checkbox_labels: bool = False) -> str:
         if value == "":
             return value
         if column.kind == "complete":
             return STATUS_LABELS.get(value, value)
         if column.kind == "checkbox":
+            if checkbox_labels and column.field is not None:
+                # exportCheckboxLabel: a checked box shows its choice label, an unchecked one "".
+                return (
+                    dict(column.field.choices).get(column.code, column.code) if value == "1" else ""
+                )
             return "Checked" if value == "1" else "Unchecked"
         if column.field is not None and column.field.field_type in (
             "radio",
@@ -268,6 +275,19 @@ class RecordStore:
             "truefalse",
         ):
             return dict(column.field.choices).get(value, value)
+        return value
+
+    def _present(self, column: Column, value: str, options: ExportOptions) -> str:
+        if options.decimal and value and column.field is not None:
+            numeric = column.field.field_type == "calc" or (
+                column.field.field_type == "text"
+                and column.field.text_validation_type_or_show_slider_number.startswith("number")
+            )
+            if numeric:
+                # decimalCharacter: calc and number-validated fields share one decimal mark.
+                value = value.replace("," if options.decimal == "." else ".", options.decimal)
+        if options.raw_labels:
+            return self._label(column, value, options.checkbox_labels)
         return value
 
     def identity_columns(self, options: ExportOptions) -> list[str]:
@@ -341,7 +361,7 @@ class RecordStore:
                         if column.kind == "complete" and options.blank_gray_status:
                             saved = any(row.get(n, "") for n in self._form_columns[column.form])
                             value = "0" if saved else ""
-                    item[name] = self._label(column, value) if options.raw_labels else value
+                    item[name] = self._present(column, value, options)
                 out.append(item)
             return header, out
 
@@ -395,7 +415,7 @@ class RecordStore:
                             }
                         )
                         continue
-                    shown = self._label(column, value) if options.raw_labels else value
+                    shown = self._present(column, value, options)
                     out.append({**prefix, "field_name": column.name, "value": shown})
             return out
 
