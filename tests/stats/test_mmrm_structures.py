@@ -269,3 +269,20 @@ def test_kenward_roger_second_derivative_term_matters_for_nonlinear_structure() 
     # both adjust the model-based standard errors upwards
     assert np.all(linear.coefficients["std_error"] >= satterthwaite.coefficients["std_error"])
     assert np.allclose(exact.coefficients["estimate"], satterthwaite.coefficients["estimate"])
+
+
+def test_grouped_kenward_roger_equals_separate_kenward_roger_fits() -> None:
+    data = _fev()
+    grouped = fit_mmrm(
+        data, "FEV1 ~ ARMCD * AVISIT", subject="USUBJID", visit="AVISIT", group="ARMCD"
+    )
+    means = grouped.lsmeans("ARMCD").set_index(["visit", "level"])
+    for arm in ("PBO", "TRT"):
+        alone = fit_mmrm(
+            data[data["ARMCD"] == arm], "FEV1 ~ AVISIT", subject="USUBJID", visit="AVISIT"
+        ).lsmeans("AVISIT")
+        for _, row in alone.iterrows():
+            ours = means.loc[(row["visit"], arm)]
+            assert ours["estimate"] == pytest.approx(row["estimate"], rel=1e-8)
+            assert ours["std_error"] == pytest.approx(row["std_error"], rel=1e-6)
+            assert ours["df"] == pytest.approx(row["df"], rel=1e-5)
