@@ -4,7 +4,8 @@ Every field the protocol names must exist in the data dictionary, on the expecte
 expected type, choice codes (and, where the protocol gives them, labels) and range; every
 instrument and event must exist; with a whole project, each visit's instruments must be mapped
 to its event, the logs must repeat, each site must have its data access group, and no user in a
-site's data access group may see an unblinded form. Each scale's calc total must use all its
+site's data access group, and no user outside the protocol's unblinded users, may see an
+unblinded form. Each scale's calc total must use all its
 items, and branching logic and calc formulas may name only fields (and events) of the project.
 
 Severities: ``critical`` when something the protocol needs is missing or an unblinded form is
@@ -696,17 +697,34 @@ def _check_access(protocol: Protocol, project: RedcapProject) -> Iterable[Findin
                 value=site.dag,
                 source=source,
             )
+    allowed = set(protocol.blinding.unblinded_users)
+    usernames = {user.username for user in project.users}
+    for username in protocol.blinding.unblinded_users:
+        if username not in usernames:
+            yield Finding(
+                "conformance.unblinded_user_missing",
+                "minor",
+                f"unblinded user {username!r} of the protocol is not a REDCap user",
+                value=username,
+                source=source,
+            )
     for user in project.users:
-        if not user.data_access_group:
+        if user.username in allowed and not user.data_access_group:
             continue
+        if not user.data_access_group and not allowed:
+            continue  # without a list of unblinded users only site users can be judged
+        who = (
+            f"site user {user.username!r} (data access group {user.data_access_group})"
+            if user.data_access_group
+            else f"blinded user {user.username!r}"
+        )
         for form in protocol.blinding.unblinded_forms:
             if user.can_view(form) or user.can_export(form):
                 severity: Severity = "critical"
                 yield Finding(
                     "conformance.unblinded_access",
                     severity,
-                    f"site user {user.username!r} (data access group {user.data_access_group}) "
-                    f"can see the unblinded form {form!r}",
+                    f"{who} can see the unblinded form {form!r}",
                     instrument=form,
                     value=user.username,
                     source=source,

@@ -720,9 +720,13 @@ class ConcomitantMedications(_Frozen):
 
 
 class Blinding(_Frozen):
-    """Forms only unblinded users may see."""
+    """Forms only unblinded users may see, and the REDCap users allowed to see them.
+
+    When ``unblinded_users`` is empty, only site (data access group) users are checked.
+    """
 
     unblinded_forms: tuple[str, ...] = Field(min_length=1)
+    unblinded_users: tuple[str, ...] = ()
 
 
 class DeviationCategory(_Frozen):

@@ -192,3 +192,22 @@ def test_api_shaped_metadata_events_and_mappings_are_checked(reference_study: Pa
         ("conformance.mapping_missing", "week_12_arm_1", "cows"),
         ("conformance.mapping_missing", "week_16_arm_1", "cows"),
     ]
+
+
+def test_blinded_coordinator_who_can_export_dosing_is_critical(study_copy: Path) -> None:
+    users = study_copy / "redcap" / "users.csv"
+    lines = users.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = [
+        line.rsplit("dosing:0", 1)[0] + "dosing:1" + line.rsplit("dosing:0", 1)[1]
+        if line.startswith("coordinator,")
+        else line
+        for line in lines
+    ]
+    users.write_text("".join(lines), encoding="utf-8")
+    protocol = load_protocol(study_copy)
+    assert protocol.redcap is not None
+    findings = check_conformance(protocol, protocol.redcap)
+    assert [(f.check_id, f.severity, f.value, f.instrument) for f in findings] == [
+        ("conformance.unblinded_access", "critical", "coordinator", "dosing")
+    ]
+    assert "blinded user 'coordinator'" in findings[0].message
