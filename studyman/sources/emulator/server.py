@@ -44,6 +44,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = 60  # an idle keep-alive connection is closed after a minute
     server_version = "Apache"
     sys_version = ""
 

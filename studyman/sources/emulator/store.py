@@ -457,6 +457,7 @@ class RecordStore:
                     "The following fields were not found in the project as real data fields: "
                     + ", ".join(unknown)
                 )
+        not_values = frozenset({*IDENTITY_COLUMNS, self.record_id_field})
         prepared: list[tuple[str, RowKey, dict[str, str], str | None]] = []
         for number, r in enumerate(rows, start=1):
             record = str(r.get(self.record_id_field, "") or "").strip()
@@ -503,9 +504,9 @@ class RecordStore:
                     )
                 instance = 0
             values = {
-                k: "" if v is None else str(v)
+                k: v if isinstance(v, str) else ("" if v is None else str(v))
                 for k, v in r.items()
-                if k not in IDENTITY_COLUMNS and k != self.record_id_field
+                if k not in not_values
             }
             group = str(r.get("redcap_data_access_group", "") or "") or None
             if validate and group and group not in self.dag_names:
@@ -520,7 +521,7 @@ class RecordStore:
                         "(it belongs to another Data Access Group)."
                     )
             prepared.append((record, (event, instrument, instance), values, group))
-        touched: list[str] = []
+        touched: dict[str, None] = {}
         now = self._clock()
         with self._lock:
             for record, key, values, group in prepared:
@@ -536,9 +537,8 @@ class RecordStore:
                 elif group is not None:
                     self._dags[record] = group
                 self._modified[record] = now
-                if record not in touched:
-                    touched.append(record)
-        return touched
+                touched[record] = None
+        return list(touched)
 
     def delete(self, records: Sequence[str], dag: str | None = None) -> int:
         """Delete whole records; return how many were deleted.
