@@ -95,6 +95,13 @@ def test_twenty_point_quadrature_logistic_matches_lme4(agq_fit: GLMMResult) -> N
     assert (agq_fit.n_observations, agq_fit.n_groups, agq_fit.n_dropped) == (886, 240, 0)
 
 
+def test_conditional_modes_match_lme4_ranef(agq_fit: GLMMResult) -> None:
+    # ranef(glmer(..., nAGQ = 20))$SUBJID for participants 1-10.
+    expected = reference("ae_glmm_logistic_nagq20")["conditional_modes_first10"]
+    for participant, mode in expected.items():
+        assert agq_fit.conditional_modes.loc[int(participant)] == pytest.approx(mode, abs=1e-4)
+
+
 def test_coefficient_table_has_wald_columns_consistent_with_estimate_and_se(
     agq_fit: GLMMResult,
 ) -> None:

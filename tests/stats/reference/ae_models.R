@@ -64,7 +64,9 @@ for (nagq in c(1L, 20L)) {
     std_error_rx = setNames(as.list(se_rx), sapply(rownames(fe), function(n) names_map[[n]])),
     random_intercept_sd = unname(getME(fit, "theta")),
     loglik = as.numeric(logLik(fit)),
-    n_quadrature = nagq
+    n_quadrature = nagq,
+    conditional_modes_first10 = as.list(setNames(
+      head(ranef(fit)$SUBJID[, 1], 10), head(rownames(ranef(fit)$SUBJID), 10)))
   ))
 }
 
