@@ -468,3 +468,19 @@ def test_checkbox_labels_and_decimal_character(start_emulator: Start) -> None:
     )
     row = simple.export_records(raw_or_label="label", export_checkbox_labels=True, records=["1"])[0]
     assert (row["race___5"], row["race___1"]) == ("White", "")
+
+
+def test_emulator_package_exports_are_sorted_and_importable() -> None:
+    import studyman.sources.emulator as emulator
+
+    assert emulator.__all__ == sorted(emulator.__all__)
+    for name in emulator.__all__:
+        assert hasattr(emulator, name), name
+
+
+def test_eav_labels_name_the_checked_choice(simple_server: EmulatorServer) -> None:
+    rows = redcap.Project(simple_server.url, FULL_TOKEN).export_records(
+        record_type="eav", raw_or_label="label", records=["1"]
+    )
+    assert {"record": "1", "field_name": "race", "value": "White"} in rows
+    assert {"record": "1", "field_name": "sex", "value": "Female"} in rows

@@ -411,7 +411,10 @@ class RecordStore:
                             {
                                 **prefix,
                                 "field_name": column.base,
-                                "value": "Checked" if options.raw_labels else column.code,
+                                # Unverified: with labels, the checked choice's label.
+                                "value": self._label(column, "1", True)
+                                if options.raw_labels
+                                else column.code,
                             }
                         )
                         continue
