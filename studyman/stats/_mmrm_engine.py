@@ -328,11 +328,13 @@ def newton_fit(engine: Engine, phi0: FloatArray, *, max_iterations: int) -> Newt
             return NewtonOutcome(phi, evaluation, False, iteration - 1, _SINGULAR)
         t = 1.0
         accepted = False
+        trial: Evaluation | None = None
         while t > 1e-12:
             candidate = phi + t * step
             if engine.is_valid(candidate):
                 try:
-                    trial = engine.evaluate(candidate, order=0)
+                    # full order at t = 1: Newton steps are nearly always accepted there
+                    trial = engine.evaluate(candidate, order=2 if t == 1.0 else 0)
                 except InfeasibleParametersError:
                     trial = None
                 if trial is not None and trial.objective <= evaluation.objective - 1e-4 * t * (
@@ -354,7 +356,8 @@ def newton_fit(engine: Engine, phi0: FloatArray, *, max_iterations: int) -> Newt
             )
             return NewtonOutcome(phi, evaluation, False, iteration, reason)
         phi = candidate
-        evaluation = engine.evaluate(phi, order=2)
+        assert trial is not None
+        evaluation = trial if trial.hessian is not None else engine.evaluate(phi, order=2)
     return NewtonOutcome(
         phi, evaluation, False, max_iterations, f"no convergence in {max_iterations} iterations"
     )

@@ -13,6 +13,7 @@ derivatives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -148,9 +149,15 @@ def _un_index(m: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(m) for j in range(i + 1)]
 
 
+@functools.lru_cache(maxsize=64)
+def _tril(m: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    rows, cols = np.tril_indices(m)
+    return rows, cols
+
+
 def _un_sigma(phi: ComplexArray, m: int) -> ComplexArray:
     sigma = np.zeros((m, m), dtype=np.complex128)
-    rows, cols = np.tril_indices(m)
+    rows, cols = _tril(m)
     sigma[rows, cols] = phi
     sigma[cols, rows] = phi
     return sigma
