@@ -316,6 +316,7 @@ class _Builder:
 
     # --- 1. screening ---------------------------------------------------------------------------
     def screen(self) -> None:
+        """Screened participants: sites, dates, demographics, screen failures and reasons."""
         design = self.design
         rng = _rng(self.seed, "screening")
         n_rand = self.n_target
@@ -403,6 +404,7 @@ class _Builder:
 
     # --- 2. randomisation -----------------------------------------------------------------------
     def randomize(self) -> None:
+        """Stratified permuted-block randomisation (site x baseline severity), 1:1."""
         design = self.design
         rng = _rng(self.seed, "randomization")
         who = np.flatnonzero(self.randomized)
@@ -440,6 +442,7 @@ class _Builder:
 
     # --- 3. outcomes, dropout and the visit calendar ------------------------------------------
     def outcomes(self) -> None:
+        """HAM-D-17, PHQ-9 and GAD-7 totals at every scheduled visit (see generate_trial Notes)."""
         rng = _rng(self.seed, "outcomes")
         n, k = self.n, self.n_visits
         weeks = np.asarray([v.target_day / 7.0 for v in self.visits])
@@ -539,6 +542,7 @@ class _Builder:
 
     # --- 4. forms at the screening event --------------------------------------------------------
     def screening_forms(self) -> None:
+        """Forms of the screening event for everyone screened by the data cut."""
         design = self.design
         event = design.screening.event
         forms = self.forms_at(event)
@@ -686,7 +690,6 @@ class _Builder:
         n_v = self.n_visits
         pp, vv = np.nonzero(self.visit_exists)
         events = np.asarray([v.event for v in self.visits], dtype=object)
-        self.row_p, self.row_v = pp, vv
         day = self.vday[pp, vv]
         baseline_event = self.visits[0].event
         # Enrollment and randomisation at baseline.
@@ -1001,6 +1004,7 @@ class _Builder:
 
     # --- 6. adverse events ----------------------------------------------------------------------
     def adverse_events(self) -> None:
+        """The adverse-event log: random events by arm, special-interest events, the death."""
         design = self.design
         rng = _rng(self.seed, "adverse_events")
         code_of = {t.preferred_term: t for t in design.coding}
@@ -1070,7 +1074,6 @@ class _Builder:
         records.extend(self.special_ae)
         records = [r for r in records if r["pt"] in code_of and r["start"] <= self.end_day[r["p"]]]
         if not records:
-            self.ae_frame = pd.DataFrame()
             return
         frame = pd.DataFrame(records)
         frame = frame.drop_duplicates(subset=["p", "pt", "start"], keep="last", ignore_index=True)
@@ -1178,9 +1181,7 @@ class _Builder:
                 "ae_aesi": np.asarray([code_of[t].aesi for t in pt], dtype=object),
             }
         )
-        self.ae_values = values
         self.add_repeating("adverse_events", p, values, instance)
-        self.ae_frame = frame
 
     def add_repeating(
         self, form: str, p: IntArray, values: dict[str, ObjectArray], instance: IntArray
@@ -1209,6 +1210,7 @@ class _Builder:
 
     # --- 7. other logs ----------------------------------------------------------------------------
     def conmeds(self) -> None:
+        """Concomitant medications: stable antidepressants, stopped ones, and others."""
         rng = _rng(self.seed, "conmeds")
         rows: list[
             tuple[int, str, str, float, str, str, str, int, int]
@@ -1307,6 +1309,7 @@ class _Builder:
         )
 
     def cbt_sessions(self) -> None:
+        """Twelve weekly CBT sessions (attendance kept at or above 80 %)."""
         rng = _rng(self.seed, "cbt")
         who = np.flatnonzero(self.randomized & self.visit_exists[:, 0])
         n_sessions = 12
@@ -1343,6 +1346,7 @@ class _Builder:
         )
 
     def dosing(self) -> None:
+        """Weekly adjunct dosing in the adjunct arm: titration, maintenance, taper."""
         rng = _rng(self.seed, "dosing")
         who = np.flatnonzero(self.randomized & self.adjunct & self.visit_exists[:, 0])
         weeks = np.arange(12)
@@ -1371,6 +1375,7 @@ class _Builder:
         )
 
     def deviations(self) -> None:
+        """Site-recorded protocol deviations (missed visits and a few others)."""
         rng = _rng(self.seed, "deviations")
         rows: list[tuple[int, int, str, str, str]] = []
         labels = {
@@ -1420,6 +1425,7 @@ class _Builder:
         )
 
     def disposition(self) -> None:
+        """End-of-study disposition for everyone whose disposition date is by the data cut."""
         who = np.flatnonzero(self.has_disposition)
         status = self.ds_status[who]
         reasons = {

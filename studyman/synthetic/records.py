@@ -30,9 +30,9 @@ ObjectArray = npt.NDArray[np.object_]
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class FormBlock:
-    """The rows of one form at one or more events (mutable while the generator builds it)."""
+    """The rows of one form at one or more events, for many participants at once."""
 
     form: str
     record_ids: ObjectArray

@@ -121,3 +121,27 @@ def test_five_thousand_participants_generate_in_seconds(protocol: Protocol) -> N
     assert trial.records["record_id"].nunique() == 6250
     # About 3 s here on one core; the bound leaves room for a loaded machine.
     assert elapsed < 30, elapsed
+
+
+def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        code = (
+            "from studyman.cli import main; "
+            f"main(['generate', '--protocol', {str(STUDY)!r}, '--participants', '60', "
+            f"'--seed', '9', '--plant-errors', '--out', {str(out)!r}])"
+        )
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+        digests.append(
+            [
+                hashlib.sha256((out / n).read_bytes()).hexdigest()
+                for n in ("records.csv", "planted_errors.csv")
+            ]
+        )
+    assert digests[0] == digests[1]
