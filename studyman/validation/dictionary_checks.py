@@ -34,6 +34,7 @@ from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary, DictionaryField
 from studyman.validation.logic import EvaluationContext, LogicExpression, compile_logic
 from studyman.validation.records import (
+    isin,
     EVENT,
     INSTANCE,
     REPEAT,
@@ -212,7 +213,7 @@ def _field_findings(
         for (code, _), column in zip(field.choices, field.columns, strict=True):
             values = text(frame, column)
             ticked |= values == "1"
-            invalid = (values != "") & (values != "0") & (values != "1") & ~np.isin(values, codes)
+            invalid = (values != "") & (values != "0") & (values != "1") & ~isin(values, codes)
             out.append(
                 _check("DQ-G")(
                     frame,
@@ -248,7 +249,7 @@ def _field_findings(
 
     values = text(frame, field.name)
     blank = values == ""
-    is_code = np.isin(values, codes) if len(codes) else np.zeros(len(values), dtype=bool)
+    is_code = isin(values, codes) if len(codes) else np.zeros(len(values), dtype=bool)
     checked = ~blank & ~is_code
 
     if len(codes):
@@ -290,7 +291,7 @@ def _field_findings(
     )
 
     if field.is_choice:
-        invalid = checked & ~np.isin(values, np.array(sorted(field.codes), dtype=object))
+        invalid = checked & ~isin(values, np.array(sorted(field.codes), dtype=object))
         out.append(
             _check("DQ-G")(
                 frame,

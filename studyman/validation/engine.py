@@ -24,7 +24,7 @@ from studyman.validation.custom import CustomCheck, run_custom_checks
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.dictionary_checks import run_dictionary_checks
 from studyman.validation.protocol_checks import ProtocolCheckInput, run_protocol_checks
-from studyman.validation.records import REPEAT, clear_caches, normalise_records, text
+from studyman.validation.records import REPEAT, clear_caches, normalise_records, text, isin
 
 __all__ = ["RESULT_COLUMNS", "ValidationResult", "blind_records", "run_checks"]
 
@@ -80,7 +80,7 @@ def blind_records(records: pd.DataFrame, protocol: Any, dictionary: DataDictiona
     columns += [f"{form}_complete" for form in forms if f"{form}_complete" in records.columns]
     kept = records.drop(columns=columns)
     if REPEAT in kept.columns:
-        kept = kept.loc[~np.isin(text(kept, REPEAT), list(forms))]
+        kept = kept.loc[~isin(text(kept, REPEAT), list(forms))]
     return kept.reset_index(drop=True)
 
 

@@ -556,7 +556,7 @@ def _to_number(text: ObjectArray) -> FloatArray:
     out = np.full(len(text), np.nan)
     filled = text != ""
     if filled.any():
-        cells = pd.Series(text[filled], dtype=object).str.strip()
+        cells = pd.Series(text[filled], dtype=object)
         out[filled] = np.asarray(pd.to_numeric(cells, errors="coerce"), dtype=np.float64)
     return out
 

@@ -21,7 +21,7 @@ Notes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -33,7 +33,9 @@ import pandas as pd
 from studyman.findings import FINDING_COLUMNS
 from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary
-from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, text
+from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, text, isin
+from studyman.validation.records import dates as column_dates
+from studyman.validation.records import numbers as column_numbers
 
 __all__ = ["ProtocolCheckInput", "StudyView", "run_protocol_checks"]
 
@@ -122,7 +124,7 @@ class StudyView:
 
     def per_row(self, lookup: pd.Series) -> pd.Series:
         """The participant-level *lookup* aligned to every record row."""
-        return pd.Series(self.ids).map(lookup)
+        return pd.Series(self.ids, dtype=object).map(lookup)
 
     @cached_property
     def consent(self) -> pd.Series:
@@ -176,7 +178,7 @@ class StudyView:
 
     @cached_property
     def site(self) -> pd.Series:
-        return pd.Series(self.ids).str.split("-", n=1).str[0]
+        return pd.Series(self.ids, dtype=object).str.split("-", n=1).str[0]
 
 
 class _Emitter:
@@ -192,9 +194,9 @@ class _Emitter:
         instrument: str,
         field: str | np.ndarray,
         value: np.ndarray | str | None,
-        message: str | np.ndarray,
+        message: str | np.ndarray | Callable[[np.ndarray], list[str]],
     ) -> None:
-        """Findings at record rows selected by *mask*."""
+        """Findings at record rows selected by *mask* (a callable message gets the row numbers)."""
         check = check_by_id(check_id)
         if check is None:  # pragma: no cover - ids are fixed in this module
             raise KeyError(check_id)
@@ -203,9 +205,11 @@ class _Emitter:
             return
         records = self.view.records
 
-        def pick(item: str | np.ndarray | None) -> Any:
+        def pick(item: Any) -> Any:
             if item is None:
                 return ""
+            if callable(item):
+                return np.asarray(item(rows), dtype=object)
             return item if isinstance(item, str) else np.asarray(item, dtype=object)[rows]
 
         self.parts.append(
@@ -374,7 +378,7 @@ def _structure(view: StudyView, out: _Emitter) -> None:
         rows = view.rows_of(form)
         if not rows.any():
             continue
-        wrong = rows & ~np.isin(view.events, list(events))
+        wrong = rows & ~isin(view.events, list(events))
         out.rows(
             "STR-EVENT",
             wrong,
@@ -444,7 +448,7 @@ def _future_and_consent_dates(view: StudyView, out: _Emitter) -> None:
         if not spec.validation.startswith(("date", "datetime")) or spec.name not in records.columns:
             continue
         values = text(records, spec.name)
-        parsed = _dates(values)
+        parsed = column_dates(records, spec.name)
         future = (parsed.dt.normalize() > cut).fillna(False).to_numpy(dtype=bool)
         out.rows(
             "DAT-FUTURE",
@@ -471,9 +475,11 @@ def _future_and_consent_dates(view: StudyView, out: _Emitter) -> None:
     bad: list[str] = []
     values: list[str] = []
     messages: list[str] = []
+    rand_of = rand.to_dict()
+    references = (("consent", view.consent.to_dict()), ("eligibility confirmation", elig.to_dict()))
     for record_id in ids:
-        day = rand[record_id]
-        for label, other in (("consent", view.consent), ("eligibility confirmation", elig)):
+        day = rand_of[record_id]
+        for label, other in references:
             reference = other.get(record_id, pd.NaT)
             if not pd.isna(reference) and day < reference:
                 bad.append(record_id)
@@ -512,20 +518,18 @@ def _visits(view: StudyView, out: _Emitter) -> None:
         )
         at_event = view.base & (view.events == visit.event)
         values = text(records, field_name)
-        parsed = _dates(values)
+        parsed = column_dates(records, field_name)
         study_day = (parsed - rand_row).dt.days
         outside = at_event & (
             (study_day < visit.window.start) | (study_day > visit.window.end)
         ).fillna(False).to_numpy(dtype=bool)
-        messages = np.array(
-            [
-                f"{visit.label}: study day {int(day)} outside the window {visit.window.start} to {visit.window.end}"
-                if not pd.isna(day)
-                else ""
-                for day in study_day
-            ],
-            dtype=object,
-        )
+        messages = np.full(len(records), "", dtype=object)
+        days = study_day.to_numpy(dtype=np.float64, na_value=np.nan)
+        for index in np.flatnonzero(outside):
+            messages[index] = (
+                f"{visit.label}: study day {int(days[index])} outside the window "
+                f"{visit.window.start} to {visit.window.end}"
+            )
         out.rows(
             "VIS-WINDOW", outside, instrument=form, field=field_name, value=values, message=messages
         )
@@ -535,7 +539,7 @@ def _visits(view: StudyView, out: _Emitter) -> None:
             earlier = previous_dates.reindex(dates_here.index)
             wrong = dates_here.notna() & earlier.notna() & (dates_here <= earlier)
             wrong_ids = set(dates_here.index[wrong.to_numpy(dtype=bool)])
-            mask = at_event & np.isin(view.ids, list(wrong_ids))
+            mask = at_event & isin(view.ids, list(wrong_ids))
             out.rows(
                 "DAT-VISIT-ORDER",
                 mask,
@@ -555,13 +559,15 @@ def _visits(view: StudyView, out: _Emitter) -> None:
         due = rand + pd.to_timedelta(visit.window.end, unit="D")
         randomized = view.randomized.reindex(rand.index).fillna(False).astype(bool)
         overdue = []
+        due_of = due.to_dict()
+        left_of = left.to_dict()
         for record_id in rand.index[rand.notna() & randomized.to_numpy(dtype=bool)]:
             if record_id in seen:
                 continue
-            end = due[record_id]
+            end = due_of[record_id]
             if end >= cut:
                 continue
-            gone = left.get(record_id, pd.NaT)
+            gone = left_of.get(record_id, pd.NaT)
             if not pd.isna(gone) and gone <= end:
                 continue
             overdue.append(record_id)
@@ -605,9 +611,10 @@ def _eligibility(view: StudyView, out: _Emitter) -> None:
         # derived "criterion met" (inclusion) / "exclusion applies"
         disagree: list[str] = []
         values: list[str] = []
+        recorded_of = recorded.to_dict()
         for record_id in screened:
             verdict = derived.get(record_id)
-            value = recorded.get(record_id, "")
+            value = recorded_of.get(record_id, "")
             if verdict is None or value not in ("0", "1"):
                 continue
             if (value == "1") != verdict:
@@ -678,9 +685,11 @@ def _eligibility(view: StudyView, out: _Emitter) -> None:
         numbers = pd.Series(_numbers(scores.to_numpy()), index=scores.index)
         wrong: list[str] = []
         wrong_values: list[str] = []
+        numbers_of = numbers.to_dict()
+        recorded_of = recorded.to_dict()
         for record_id in sorted(rand_ids):
-            score = numbers.get(record_id, np.nan)
-            value = recorded.get(record_id, "")
+            score = numbers_of.get(record_id, np.nan)
+            value = recorded_of.get(record_id, "")
             if np.isnan(score) or value == "":
                 continue
             level = next(
@@ -708,29 +717,32 @@ def _eligibility(view: StudyView, out: _Emitter) -> None:
 
 
 def _derived(view: StudyView, rule: Any) -> dict[str, bool]:
-    """Record ID -> whether the derived rule holds (absent when any needed value is missing)."""
-    results: list[pd.Series] = []
+    """Record ID -> whether the derived rule holds (absent when it cannot be decided)."""
+    columns: list[pd.Series] = []
     for condition in rule.conditions:
         values = view.value(condition.event, condition.field)
         numbers = _numbers(values.to_numpy())
-        verdict = pd.Series(
-            _compare(numbers, condition.op, condition.value), index=values.index, dtype=object
+        verdict = np.where(
+            np.isnan(numbers), np.nan, _compare(numbers, condition.op, condition.value)
         )
-        verdict[np.isnan(numbers)] = None
-        results.append(verdict)
-    if not results:
+        columns.append(pd.Series(verdict, index=values.index, dtype=np.float64))
+    if not columns:
         return {}
-    table = pd.concat(results, axis=1)
-    out: dict[str, bool] = {}
-    for record_id, row in table.iterrows():
-        cells = list(row)
-        if any(cell is None or (isinstance(cell, float) and np.isnan(cell)) for cell in cells):
-            if rule.match == "any" and any(cell is True for cell in cells):
-                out[str(record_id)] = True
-            continue
-        flags = [bool(cell) for cell in cells]
-        out[str(record_id)] = all(flags) if rule.match == "all" else any(flags)
-    return out
+    table = pd.concat(columns, axis=1).to_numpy(dtype=np.float64)
+    index = pd.concat(columns, axis=1).index
+    unknown = np.isnan(table).any(axis=1)
+    true_any = (table == 1.0).any(axis=1)
+    if rule.match == "all":
+        decided = ~unknown
+        verdicts = (table == 1.0).all(axis=1)
+    else:
+        decided = ~unknown | true_any
+        verdicts = true_any
+    return {
+        str(record_id): bool(verdict)
+        for record_id, verdict, known in zip(index, verdicts, decided, strict=True)
+        if known
+    }
 
 
 # ------------------------------------------------------------------------------- scores
@@ -750,10 +762,10 @@ def _scores(view: StudyView, out: _Emitter) -> None:
         for item in scoring.items:
             if item.field in grouped:
                 continue
-            numbers = _numbers(text(records, item.field))
+            numbers = column_numbers(records, item.field)
             items.append(numbers)
         for group in scoring.exactly_one_of:
-            stacked = np.vstack([_numbers(text(records, name)) for name in group])
+            stacked = np.vstack([column_numbers(records, name) for name in group])
             scored = (~np.isnan(stacked)).sum(axis=0)
             both_or_none = rows & (scored != 1)
             out.rows(
@@ -781,7 +793,7 @@ def _scores(view: StudyView, out: _Emitter) -> None:
         too_many_missing = n_missing > scoring.max_missing_items
         expected = np.where(too_many_missing, np.nan, expected)
         stored_text = text(records, scoring.total_field)
-        stored = _numbers(stored_text)
+        stored = column_numbers(records, scoring.total_field)
         present = stored_text != ""
         out.rows(
             "SCO-TOTAL-MISSING-ITEMS",
@@ -803,25 +815,21 @@ def _scores(view: StudyView, out: _Emitter) -> None:
             instrument=form,
             field=scoring.total_field,
             value=stored_text,
-            message=np.array(
-                [
-                    f"{scoring.label or form} total should be {e:g}" if not np.isnan(e) else ""
-                    for e in expected
-                ],
-                dtype=object,
-            ),
+            message=lambda picked, label=scoring.label or form, expected=expected: [
+                f"{label} total should be {expected[i]:g}"
+                if not np.isnan(expected[i])
+                else f"{label} total should be blank"
+                for i in picked
+            ],
         )
         for flag in scoring.flags:
             if not flag.requires_instrument:
                 continue
-            values = _numbers(text(records, flag.field))
+            values = column_numbers(records, flag.field)
             raised = rows & _compare(values, flag.op, flag.value)
             companion = view.rows_of(flag.requires_instrument)
-            have = set(zip(view.ids[companion], view.events[companion], strict=True))
-            missing = np.array(
-                [(rid, ev) not in have for rid, ev in zip(view.ids, view.events, strict=True)],
-                dtype=bool,
-            )
+            keys = pd.Series(view.ids, dtype=object) + "\x1f" + pd.Series(view.events, dtype=object)
+            missing = ~keys.isin(set(keys[companion])).to_numpy(dtype=bool)
             out.rows(
                 "SCO-PHQ9-CSSRS",
                 raised & missing,
@@ -834,7 +842,7 @@ def _scores(view: StudyView, out: _Emitter) -> None:
     primary = view.protocol.endpoints.primary
     order = [v.event for v in view.protocol.visits if v.window is not None]
     totals = pd.DataFrame(
-        {"record": view.ids, "event": view.events, "total": _numbers(text(records, primary.field))}
+        {"record": view.ids, "event": view.events, "total": column_numbers(records, primary.field)}
     )
     totals = totals[
         view.base & ~np.isnan(totals["total"].to_numpy()) & totals["event"].isin(order).to_numpy()
@@ -904,8 +912,8 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
         return
     start_text = text(records, ae.start_field)
     end_text = text(records, ae.end_field)
-    start = _dates(start_text)
-    end = _dates(end_text)
+    start = column_dates(records, ae.start_field)
+    end = column_dates(records, ae.end_field)
     out.rows(
         "AE-END-BEFORE-START",
         rows & (end < start).fillna(False).to_numpy(dtype=bool),
@@ -915,8 +923,8 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
         message="End date before onset date",
     )
     outcome = text(records, ae.outcome_field)
-    recovered = np.isin(outcome, [str(c) for c in ae.recovered_outcome_codes])
-    ongoing = np.isin(outcome, [str(c) for c in ae.ongoing_outcome_codes])
+    recovered = isin(outcome, [str(c) for c in ae.recovered_outcome_codes])
+    ongoing = isin(outcome, [str(c) for c in ae.ongoing_outcome_codes])
     out.rows(
         "AE-OUTCOME-END",
         rows & ((recovered & (end_text == "")) | (ongoing & (end_text != ""))),
@@ -956,7 +964,9 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
     clocks = [clock for clock in view.protocol.reporting_clocks if clock.applies_to == "serious"]
     if clocks:
         limit = min(clock.limit_hours for clock in clocks)
-        hours = (_dates(report_text) - _dates(aware_text)).dt.total_seconds() / 3600.0
+        hours = (
+            column_dates(records, ae.report_field) - column_dates(records, ae.awareness_field)
+        ).dt.total_seconds() / 3600.0
         late = rows & serious & (hours > limit).fillna(False).to_numpy(dtype=bool)
         out.rows(
             "AE-SAE-LATE",
@@ -964,15 +974,9 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
             instrument=ae.form,
             field=ae.report_field,
             value=report_text,
-            message=np.array(
-                [
-                    f"SAE reported {h:.1f} h after awareness (limit {limit} h)"
-                    if not np.isnan(h)
-                    else ""
-                    for h in hours
-                ],
-                dtype=object,
-            ),
+            message=lambda picked, hours=hours.to_numpy(dtype=np.float64, na_value=np.nan): [
+                f"SAE reported {hours[i]:.1f} h after awareness (limit {limit} h)" for i in picked
+            ],
         )
     severity = text(records, ae.severity_field)
     related = text(records, ae.related_field)
@@ -999,7 +1003,7 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
     dead = set(status.index[status.isin(list(death_codes))]) | set(
         death_date.index[death_date.notna()]
     )
-    fatal = rows & (outcome == str(ae.fatal_outcome_code)) & ~np.isin(view.ids, list(dead))
+    fatal = rows & (outcome == str(ae.fatal_outcome_code)) & ~isin(view.ids, list(dead))
     out.rows(
         "AE-FATAL-NO-DEATH",
         fatal,
@@ -1008,7 +1012,7 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
         value=outcome,
         message="Fatal outcome but no death in the disposition form",
     )
-    term = pd.Series(text(records, ae.term_field)).str.strip().str.lower()
+    term = pd.Series(text(records, ae.term_field), dtype=object).str.strip().str.lower()
     key = pd.DataFrame({"id": view.ids, "term": term, "start": start_text})
     duplicate = (
         rows
@@ -1031,7 +1035,9 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
     soc_of = {str(term.code): str(term.soc) for term in ae.coding_list}
     pt = text(records, ae.pt_field)
     soc = text(records, ae.soc_field)
-    expected_soc = np.array([soc_of.get(code, "") for code in pt], dtype=object)
+    expected_soc = np.full(len(records), "", dtype=object)
+    for index in np.flatnonzero(rows & (pt != "")):
+        expected_soc[index] = soc_of.get(pt[index], "")
     out.rows(
         "AE-CODING",
         rows & (pt != "") & (soc != "") & (expected_soc != "") & (expected_soc != soc),
@@ -1055,8 +1061,8 @@ def _conmeds(view: StudyView, out: _Emitter) -> None:
         return
     start_text = text(records, cm.start_field)
     stop_text = text(records, cm.stop_field)
-    start = _dates(start_text)
-    stop = _dates(stop_text)
+    start = column_dates(records, cm.start_field)
+    stop = column_dates(records, cm.stop_field)
     out.rows(
         "CM-STOP-BEFORE-START",
         rows & (stop < start).fillna(False).to_numpy(dtype=bool),
@@ -1093,7 +1099,7 @@ def _conmeds(view: StudyView, out: _Emitter) -> None:
     stable = rows & (rule == "stable_dose")
     started_after = (start > rand).fillna(False).to_numpy(dtype=bool)
     # a new antidepressant: none of the same name before randomisation
-    name = pd.Series(text(records, cm.name_field)).str.strip().str.lower()
+    name = pd.Series(text(records, cm.name_field), dtype=object).str.strip().str.lower()
     frame = pd.DataFrame(
         {
             "id": view.ids,
@@ -1158,7 +1164,7 @@ def _liver_and_withdrawal(view: StudyView, out: _Emitter) -> None:
     records = view.records
     rows = view.rows_of(liver.form)
     if rows.any():
-        ratio = {test.id: _numbers(text(records, test.field)) / test.uln for test in liver.tests}
+        ratio = {test.id: column_numbers(records, test.field) / test.uln for test in liver.tests}
         field_of = {test.id: test.field for test in liver.tests}
         hys = liver.hys_law
         with np.errstate(invalid="ignore"):
@@ -1195,18 +1201,18 @@ def _liver_and_withdrawal(view: StudyView, out: _Emitter) -> None:
         )
     withdrawal = view.protocol.withdrawal
     ae = view.protocol.adverse_events
-    rows = view.rows_of(withdrawal.instrument) & np.isin(view.events, list(withdrawal.events))
+    rows = view.rows_of(withdrawal.instrument) & isin(view.events, list(withdrawal.events))
     if not rows.any():
         return
     total_text = text(records, withdrawal.total_field)
-    high = rows & (_numbers(total_text) >= withdrawal.aesi_threshold)
+    high = rows & (column_numbers(records, withdrawal.total_field) >= withdrawal.aesi_threshold)
     withdrawal_codes = [str(a.code) for a in ae.aesi if a.name == "withdrawal"]
     ae_rows = view.rows_of(ae.form)
     aesi = text(records, ae.aesi_field)
-    with_aesi = set(view.ids[ae_rows & np.isin(aesi, withdrawal_codes)])
+    with_aesi = set(view.ids[ae_rows & isin(aesi, withdrawal_codes)])
     out.rows(
         "COWS-AESI",
-        high & ~np.isin(view.ids, list(with_aesi)),
+        high & ~isin(view.ids, list(with_aesi)),
         instrument=withdrawal.instrument,
         field=withdrawal.total_field,
         value=total_text,
@@ -1228,7 +1234,7 @@ def _disposition(view: StudyView, out: _Emitter) -> None:
         if name not in dictionary.by_name or name not in records.columns:
             continue
         values = text(records, name)
-        after = (_dates(values) > left).fillna(False).to_numpy(dtype=bool)
+        after = (column_dates(records, name) > left).fillna(False).to_numpy(dtype=bool)
         out.rows(
             "DS-DATA-AFTER",
             after,
@@ -1287,12 +1293,14 @@ def _arm_checks(view: StudyView, out: _Emitter) -> None:
     dosing_forms = [
         form for form in protocol.blinding.unblinded_forms if form != protocol.arms.form
     ]
-    arm_of_row = pd.Series(view.ids).map(arms.astype(str)).fillna("").to_numpy(dtype=object)
+    arm_of_row = (
+        pd.Series(view.ids, dtype=object).map(arms.astype(object)).fillna("").to_numpy(dtype=object)
+    )
     for form in dosing_forms:
         rows = view.rows_of(form)
         out.rows(
             "ARM-ADJUNCT-WRONG-ARM",
-            rows & np.isin(arm_of_row, list(no_adjunct)),
+            rows & isin(arm_of_row, list(no_adjunct)),
             instrument=form,
             field="",
             value=None,

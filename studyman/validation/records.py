@@ -22,10 +22,13 @@ __all__ = [
     "INSTANCE",
     "REPEAT",
     "clear_caches",
+    "dates",
     "findings_from_mask",
     "flat_records_from_tables",
     "form_present",
+    "isin",
     "normalise_records",
+    "numbers",
     "text",
     "text_tables",
 ]
@@ -39,12 +42,65 @@ ObjectArray = npt.NDArray[np.object_]
 
 
 _TEXT_FLAG = "studyman.validation.text"
-_FORM_CACHE: dict[tuple[int, int, str], BoolArray] = {}
+# Per-run caches keyed by frame identity; each entry keeps its frame alive, so an id is never
+# reused for another frame while the entry exists. run_checks clears them at start and end.
+_FORM_CACHE: dict[tuple[int, str], tuple[pd.DataFrame, BoolArray]] = {}
+_NUMBER_CACHE: dict[tuple[int, str], tuple[pd.DataFrame, npt.NDArray[np.float64]]] = {}
+_DATE_CACHE: dict[tuple[int, str], tuple[pd.DataFrame, pd.Series]] = {}
 
 
 def clear_caches() -> None:
     """Forget the per-frame caches (call when a run ends)."""
     _FORM_CACHE.clear()
+    _NUMBER_CACHE.clear()
+    _DATE_CACHE.clear()
+
+
+def isin(values: ObjectArray, options: object) -> BoolArray:
+    """Elementwise membership of text *values* in *options* (fast for a few options)."""
+    choices = [str(option) for option in options]  # type: ignore[attr-defined]
+    if len(choices) <= 8:
+        out = np.zeros(len(values), dtype=bool)
+        for choice in choices:
+            out |= values == choice
+        return out
+    return np.asarray(pd.Series(values, dtype=object).isin(set(choices)).to_numpy(), dtype=bool)
+
+
+def numbers(frame: pd.DataFrame, column: str) -> npt.NDArray[np.float64]:
+    """The column as floats (NaN when blank or not a number); cached per frame and column."""
+    key = (id(frame), column)
+    cached = _NUMBER_CACHE.get(key)
+    if cached is not None and cached[0] is frame:
+        return cached[1]
+    values = text(frame, column)
+    out = np.full(len(values), np.nan)
+    filled = values != ""
+    if filled.any():
+        out[filled] = np.asarray(
+            pd.to_numeric(pd.Series(values[filled], dtype=object), errors="coerce"),
+            dtype=np.float64,
+        )
+    _NUMBER_CACHE[key] = (frame, out)
+    return out
+
+
+def dates(frame: pd.DataFrame, column: str) -> pd.Series:
+    """The column as timestamps (NaT when blank or not a real date); cached per frame and column."""
+    key = (id(frame), column)
+    cached = _DATE_CACHE.get(key)
+    if cached is not None and cached[0] is frame:
+        return cached[1]
+    values = text(frame, column)
+    out = pd.Series(pd.NaT, index=range(len(values)), dtype="datetime64[ns]")
+    filled = values != ""
+    if filled.any():
+        parsed = pd.to_datetime(
+            pd.Series(values[filled], dtype=object), format="ISO8601", errors="coerce"
+        )
+        out[filled] = parsed.to_numpy(dtype="datetime64[ns]")
+    _DATE_CACHE[key] = (frame, out)
+    return out
 
 
 def text(frame: pd.DataFrame, column: str) -> ObjectArray:
@@ -60,6 +116,10 @@ def text(frame: pd.DataFrame, column: str) -> ObjectArray:
         formatted = series.dt.strftime("%Y-%m-%d")
         return np.asarray(formatted.fillna("").to_numpy(dtype=object), dtype=object)
     values = series.to_numpy(dtype=object)
+    if series.dtype == object:
+        filled = np.asarray(series.where(series.notna(), "").to_numpy(dtype=object), dtype=object)
+        if pd.api.types.infer_dtype(filled, skipna=False) in ("string", "empty"):
+            return filled
     out = np.empty(len(values), dtype=object)
     for index, value in enumerate(values):
         if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
@@ -97,12 +157,12 @@ def form_present(records: pd.DataFrame, dictionary: DataDictionary, form: str) -
     the form status is Unverified or Complete; REDCap exports status ``0`` on every event where
     the form is designated, so Incomplete alone does not mean data were entered.
     """
-    key = (id(records), len(records), form)
+    key = (id(records), form)
     cached = _FORM_CACHE.get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] is records:
+        return cached[1]
     result = _form_present(records, dictionary, form)
-    _FORM_CACHE[key] = result
+    _FORM_CACHE[key] = (records, result)
     return result
 
 
