@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from studyman.errors import ProtocolError
@@ -55,7 +56,7 @@ def test_protocol_hash_is_the_sha256_of_the_file_bytes(reference_study: Path) ->
 
 def test_protocol_models_are_frozen(reference_study: Path) -> None:
     protocol = load_protocol(reference_study, with_redcap=False)
-    with pytest.raises(Exception, match="frozen"):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         protocol.study.id = "OTHER"  # type: ignore[misc]
 
 
