@@ -132,9 +132,11 @@ def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path: Path) -
     for hash_seed in ("1", "2"):
         out = tmp_path / hash_seed
         code = (
-            "from studyman.cli import main; "
-            f"main(['generate', '--protocol', {str(STUDY)!r}, '--participants', '60', "
-            f"'--seed', '9', '--plant-errors', '--out', {str(out)!r}])"
+            "from studyman.protocol import load_protocol; "
+            "from studyman.synthetic import generate_trial, write_trial; "
+            f"t = generate_trial(load_protocol({str(STUDY)!r}), n_participants=60, seed=9, "
+            "plant_errors=True); "
+            f"write_trial(t, {str(out)!r})"
         )
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
