@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import redcap
@@ -484,3 +485,86 @@ def test_eav_labels_name_the_checked_choice(simple_server: EmulatorServer) -> No
     )
     assert {"record": "1", "field_name": "race", "value": "White"} in rows
     assert {"record": "1", "field_name": "sex", "value": "Female"} in rows
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def test_repeating_event_rows_have_instances_and_no_instrument(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    _write(
+        project / "data_dictionary.csv",
+        "field_name,form_name,section_header,field_type,field_label,"
+        "select_choices_or_calculations,field_note,text_validation_type_or_show_slider_number,"
+        "text_validation_min,text_validation_max,identifier,branching_logic,required_field,"
+        "custom_alignment,question_number,matrix_group_name,matrix_ranking,field_annotation\n"
+        "record_id,enrol,,text,ID,,,,,,,,,,,,,\n"
+        "visit_date,visit,,text,Date,,,date_ymd,,,,,,,,,,\n"
+        "visit_done,visit,,yesno,Done?,,,,,,,,,,,,,\n",
+    )
+    _write(project / "arms.csv", "arm_num,name\n1,Main\n")
+    _write(
+        project / "events.csv",
+        "event_name,arm_num,unique_event_name,custom_event_label,event_id\n"
+        "Enrol,1,enrol_arm_1,,1\nVisit,1,visit_arm_1,,2\n",
+    )
+    _write(
+        project / "instrument_event_mapping.csv",
+        "arm_num,unique_event_name,form\n1,enrol_arm_1,enrol\n1,visit_arm_1,visit\n",
+    )
+    _write(
+        project / "repeating_instruments.csv",
+        "event_name,form_name,custom_form_label\nvisit_arm_1,,\n",
+    )
+    server = start_emulator(project, tokens={FULL_TOKEN: "a"})
+    api = redcap.Project(server.url, FULL_TOKEN)
+    api.import_records(
+        [
+            {"record_id": "1", "redcap_event_name": "enrol_arm_1"},
+            {
+                "record_id": "1",
+                "redcap_event_name": "visit_arm_1",
+                "redcap_repeat_instance": 2,
+                "visit_date": "2020-02-01",
+            },
+            {
+                "record_id": "1",
+                "redcap_event_name": "visit_arm_1",
+                "redcap_repeat_instance": 1,
+                "visit_date": "2020-01-01",
+                "visit_done": "1",
+            },
+        ]
+    )
+    rows = api.export_records()
+    assert [
+        (r["redcap_event_name"], r["redcap_repeat_instrument"], r["redcap_repeat_instance"])
+        for r in rows
+    ] == [("enrol_arm_1", "", ""), ("visit_arm_1", "", 1), ("visit_arm_1", "", 2)]
+    assert [r["visit_complete"] for r in rows] == ["", "0", "0"]
+    assert api.export_repeating_instruments_events() == [
+        {"event_name": "visit_arm_1", "form_name": "", "custom_form_label": ""}
+    ]
+    with pytest.raises(redcap.RedcapError, match="not a valid unique event name"):
+        api.import_records([{"record_id": "2", "redcap_event_name": "nope_arm_1"}])
+
+
+def test_missing_data_codes_export_as_their_labels(start_emulator: Start) -> None:
+    from dataclasses import replace
+
+    from studyman.sources.emulator import load_project
+
+    base = load_project(PROJECTS / "simple" / "project.xml")
+    project = replace(
+        base, info={**base.info, "missing_data_codes": "UNK, Unknown | NASK, Not asked"}
+    )
+    server = start_emulator(project, tokens={FULL_TOKEN: "a"})
+    api = redcap.Project(server.url, FULL_TOKEN)
+    api.import_records([{"record_id": "1", "sex": "UNK", "age": "NASK"}])
+    row = api.export_records(raw_or_label="label", records=["1"])[0]
+    assert (row["sex"], row["age"]) == ("Unknown", "Not asked")
+    assert api.export_records(records=["1"])[0]["sex"] == "UNK"

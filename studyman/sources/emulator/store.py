@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from studyman.sources.emulator.model import Field, Project, checkbox_code
+from studyman.sources.emulator.model import Field, Project, checkbox_code, parse_choices
 
 __all__ = ["Column", "ExportOptions", "RecordImportError", "RecordStore", "RowKey"]
 
@@ -149,6 +149,7 @@ class RecordStore:
                 self.repeating_forms.add((event, setting.form_name))
             else:
                 self.repeating_events.add(event)
+        self.missing_codes = dict(parse_choices(str(project.info.get("missing_data_codes", ""))))
         self.dag_names = {d.unique_group_name: d.data_access_group_name for d in project.dags}
         self._rows: dict[str, dict[RowKey, dict[str, str]]] = {}
         self._dags: dict[str, str] = {}
@@ -259,6 +260,8 @@ class RecordStore:
     def _label(self, column: Column, value: str, checkbox_labels: bool = False) -> str:
         if value == "":
             return value
+        if value in self.missing_codes and column.kind not in _DEFAULTED:
+            return self.missing_codes[value]
         if column.kind == "complete":
             return STATUS_LABELS.get(value, value)
         if column.kind == "checkbox":
