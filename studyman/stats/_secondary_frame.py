@@ -241,6 +241,19 @@ def _check_rank(design: FloatArray, term_names: tuple[str, ...], formula: str) -
     )
 
 
+def group_codes(groups: npt.NDArray[np.object_] | None) -> tuple[npt.NDArray[np.intp], pd.Index]:
+    """Integer code per row and the group labels, sorted when the labels can be ordered."""
+    if groups is None:
+        raise AnalysisError("the model needs a group (participant) column")
+    series = pd.Series(groups)
+    try:
+        codes, labels = pd.factorize(series, sort=True)
+    except TypeError:
+        # Labels of mixed types (e.g. 7 and "S01-0007") cannot be sorted: keep first-seen order.
+        codes, labels = pd.factorize(series, sort=False)
+    return np.asarray(codes, dtype=np.intp), pd.Index(labels)
+
+
 def coefficient_table(
     term_names: Sequence[str],
     estimate: FloatArray,

@@ -15,7 +15,7 @@ import pandas as pd
 import statsmodels.api as sm
 
 from studyman.errors import AnalysisError
-from studyman.stats._secondary_frame import build_model_frame, coefficient_table
+from studyman.stats._secondary_frame import build_model_frame, coefficient_table, group_codes
 
 __all__ = ["GEEResult", "fit_gee"]
 
@@ -138,7 +138,7 @@ def fit_gee(
         offset=offset,
         exposure=exposure,
     )
-    codes, labels = pd.factorize(pd.Series(frame.groups), sort=True)
+    codes, labels = group_codes(frame.groups)
     model = sm.GEE(
         frame.outcome,
         frame.design,

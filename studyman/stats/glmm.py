@@ -21,6 +21,7 @@ from studyman.stats._secondary_frame import (
     FloatArray,
     build_model_frame,
     coefficient_table,
+    group_codes,
 )
 
 __all__ = ["GLMMResult", "fit_glmm"]
@@ -34,6 +35,8 @@ _MODE_TOLERANCE = 1e-11
 _GRADIENT_TOLERANCE = 1e-4
 # Central-difference step for the Hessian (differences of the exact gradient).
 _HESSIAN_STEP = 1e-5
+# More points add nothing (20 already agree with 30 to 1e-6 here) and the outer weights underflow.
+_MAX_QUADRATURE = 100
 # Below this random-intercept SD the fit is reported as singular (at the boundary 0).
 _BOUNDARY_SD = 1e-4
 
@@ -277,6 +280,17 @@ class _Objective:
     ) -> tuple[float, FloatArray]:
         """-log L at ``psi`` and (unless ``with_gradient=False``) its exact gradient.
 
+        Overflow while the optimiser probes far from the optimum gives an infinite value,
+        which makes it step back; it is not an error.
+        """
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            return self._value_and_gradient(psi, with_gradient=with_gradient)
+
+    def _value_and_gradient(
+        self, psi: FloatArray, *, with_gradient: bool
+    ) -> tuple[float, FloatArray]:
+        """-log L at ``psi`` and (unless ``with_gradient=False``) its exact gradient.
+
         The gradient is the total derivative of the adaptive rule, including the movement of
         the nodes with the conditional mode and scale (implicit differentiation of
         ``h'(mode) = 0``), so it is exact for every number of points.
@@ -414,7 +428,7 @@ def fit_glmm(
     exposure
         Column of positive exposures (days at risk); ``log(exposure)`` is the offset.
     n_quadrature
-        Quadrature points per participant; 1 is the Laplace approximation.
+        Quadrature points per participant, 1 to 100; 1 is the Laplace approximation.
     max_iterations
         Limit on the outer (quasi-Newton) iterations.
 
@@ -477,8 +491,10 @@ def fit_glmm(
         raise AnalysisError(
             f"family {family!r} is not supported: use one of {', '.join(_FAMILIES)}"
         )
-    if n_quadrature < 1:
-        raise AnalysisError(f"n_quadrature must be at least 1 (1 = Laplace), got {n_quadrature}")
+    if not 1 <= n_quadrature <= _MAX_QUADRATURE:
+        raise AnalysisError(
+            f"n_quadrature must be between 1 (Laplace) and {_MAX_QUADRATURE}, got {n_quadrature}"
+        )
     frame = build_model_frame(
         data,
         formula,
@@ -487,7 +503,7 @@ def fit_glmm(
         offset=offset,
         exposure=exposure,
     )
-    codes, labels = pd.factorize(pd.Series(frame.groups), sort=True)
+    codes, labels = group_codes(frame.groups)
     order = np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])

@@ -20,6 +20,7 @@ from studyman.stats._secondary_frame import (
     build_model_frame,
     coefficient_table,
     describe_rows,
+    group_codes,
 )
 
 __all__ = ["RandomSlopeResult", "fit_random_slope"]
@@ -140,7 +141,7 @@ def fit_random_slope(
     n_dropped = frame.n_dropped + int((~present).sum())
     time_values = numeric_time.loc[frame.index].to_numpy(dtype=float)
     random_design = np.column_stack([np.ones_like(time_values), time_values])
-    codes, labels = pd.factorize(pd.Series(frame.groups), sort=True)
+    codes, labels = group_codes(frame.groups)
     reml = method == "REML"
 
     failures: list[str] = []
