@@ -230,7 +230,13 @@ def test_raw_csv_export_equals_data_csv(servers: dict[str, EmulatorServer], name
 
 
 def semantic(field_type: str, column: str, value: str) -> object:
-    """A dictionary cell as compared: choices as (code, label) pairs, text stripped."""
+    """A dictionary cell as compared: choices as (code, label) pairs, text stripped.
+
+    REDCap's ODM writes choices in one spelling (``1, one | 2, two``) whatever was typed, while a
+    downloaded dictionary keeps the typing (checkboxes-1 has ``1, one|2, two``), and the ODM trims
+    an annotation's leading space (file-repo's `` @TODAY``): what REDCap pins down is the codes,
+    the labels and the text, so those are compared.
+    """
     if column == "select_choices_or_calculations" and field_type in (
         "radio",
         "dropdown",
