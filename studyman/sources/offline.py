@@ -50,41 +50,46 @@ __all__ = [
     "default_snapshot_name",
     "import_snapshot",
     "parse_records_csv",
+    "parse_records_table",
     "protocol_manifest",
     "read_dictionary_csv",
     "snapshot_manifest_tables",
 ]
 
 
-def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
-    """Parse REDCap's flat CSV record export into a frame of text (blanks as ``""``).
+def parse_records_table(data: bytes | str, source: str) -> pa.Table:
+    """Parse REDCap's flat CSV record export into a pyarrow table of text columns.
 
     Parameters
     ----------
     data
         The CSV (UTF-8; a byte-order mark is allowed).
     source
-        Where it came from, for error messages (a file name, or ``batch 3 of the pull``).
+        Where it came from, for error messages (a file name, or ``records batch 3 of 9``).
 
     Raises
     ------
     SourceError
         When the text is not a well-formed CSV table (a row with too few or too many cells, an
-        unterminated quote): REDCap never writes such a file, so it is damaged or truncated.
+        unterminated quote, repeated column names): REDCap never writes such a file, so it is
+        damaged or truncated.
 
     Notes
     -----
     Every cell is read as text: typing is the data dictionary's business (``"F"`` stays ``"F"``,
-    ``"007"`` stays ``"007"``). Empty lines are skipped; lines of empty cells are kept.
+    ``"007"`` stays ``"007"``, ``"NA"`` stays ``"NA"``). Empty lines are skipped; lines of empty
+    cells are kept. An empty text gives a table without columns.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if not raw.strip():
-        return pd.DataFrame()
+        return pa.table({})
     try:
         first_line = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
         names = next(csv.reader([first_line]))
+        if len(set(names)) != len(names):
+            raise SourceError(f"{source}: the CSV header repeats a column name")
         table = pacsv.read_csv(
             io.BytesIO(raw),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
@@ -98,10 +103,21 @@ def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
     except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration) as error:
         detail = str(error).splitlines()[0][:200]
         raise SourceError(f"{source}: not a well-formed REDCap CSV export ({detail})") from None
-    frame: pd.DataFrame = table.to_pandas()
-    if list(frame.columns) != names:
-        raise SourceError(f"{source}: the CSV header has repeated or unreadable column names")
-    return frame.astype("string")
+    if table.column_names != names:
+        raise SourceError(f"{source}: the CSV header has unreadable column names")
+    return table.combine_chunks()
+
+
+def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
+    """Parse REDCap's flat CSV record export into a DataFrame of text (blanks ``""``).
+
+    See :func:`parse_records_table`.
+    """
+    table = parse_records_table(data, source)
+    frame: pd.DataFrame = table.to_pandas(
+        types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None
+    )
+    return frame
 
 
 def read_dictionary_csv(path: Path) -> list[dict[str, str]]:
@@ -211,7 +227,7 @@ def import_snapshot(
         codes = protocol_missing_codes(protocol)
     dictionary = ProjectDictionary(metadata)
     builder = TidyBuilder(dictionary, codes)
-    builder.add_batch(parse_records_csv(data, str(records_csv)))
+    builder.add_batch(parse_records_table(data, str(records_csv)))
     tidy = builder.finish()
     manifest: dict[str, Any] = {
         "kind": "import",

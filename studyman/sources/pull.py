@@ -50,7 +50,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import requests
 from pydantic import SecretStr
 from redcap.project import Project as _PyCapProject
@@ -62,7 +63,7 @@ from studyman.protocol import Protocol
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
     default_snapshot_name,
-    parse_records_csv,
+    parse_records_table,
     protocol_manifest,
     snapshot_manifest_tables,
 )
@@ -289,29 +290,29 @@ def _check_batch(
     record_id_field: str,
     header: tuple[str, ...] | None,
     source: str,
-) -> pd.DataFrame:
+) -> pa.Table:
     """Parse one batch's CSV and check it; raise _TransientError when it cannot be trusted."""
     if not text.endswith("\n"):
         raise _TransientError(f"{source}: the CSV does not end with a newline (truncated)")
     try:
-        frame = parse_records_csv(text, source)
+        table = parse_records_table(text, source)
     except SourceError as error:
         raise _TransientError(str(error)) from None
-    columns = tuple(str(c) for c in frame.columns)
+    columns = tuple(table.column_names)
     if not columns or columns[0] != record_id_field:
         raise _TransientError(f"{source}: the CSV does not start with the record-ID field")
     if header is not None and columns != header:
         raise _TransientError(f"{source}: the columns differ from the first batch's")
-    returned = set(frame[record_id_field].astype(str))
+    returned = set(pc.unique(table.column(record_id_field)).to_pylist())
     wanted = set(requested)
     if returned != wanted:
         missing = sorted(wanted - returned)
-        extra = sorted(returned - wanted)
+        extra = sorted(str(x) for x in returned - wanted)
         raise _TransientError(
             f"{source}: {len(missing)} requested record(s) missing ({missing[:3]}) and "
             f"{len(extra)} not requested ({extra[:3]})"
         )
-    return frame
+    return table
 
 
 def pull_snapshot(
@@ -435,7 +436,7 @@ def pull_snapshot(
             record_id_field,
         ),
     )
-    record_ids = list(dict.fromkeys(ids_frame[record_id_field].astype(str)))
+    record_ids = [str(x) for x in pc.unique(ids_frame.column(record_id_field)).to_pylist()]
     total = len(record_ids)
     report(PullProgress("records", 0, total))
 
@@ -449,10 +450,10 @@ def pull_snapshot(
     header_lock = threading.Lock()
     stop = threading.Event()
 
-    def fetch(index: int, ids: list[str]) -> pd.DataFrame:
+    def fetch(index: int, ids: list[str]) -> pa.Table:
         source = f"records batch {index + 1} of {len(batches)}"
 
-        def attempt() -> pd.DataFrame:
+        def attempt() -> pa.Table:
             text = project().export_records(
                 format_type="csv",
                 records=ids,
@@ -462,25 +463,25 @@ def pull_snapshot(
             )
             with header_lock:
                 expected = header[0] if header else None
-            frame = _check_batch(text, ids, record_id_field, expected, source)
+            table = _check_batch(text, ids, record_id_field, expected, source)
             with header_lock:
                 if not header:
-                    header.append(tuple(str(c) for c in frame.columns))
-            return frame
+                    header.append(tuple(table.column_names))
+            return table
 
         try:
-            result: pd.DataFrame = _call(source, attempt, policy, raw_token, stop)
+            result: pa.Table = _call(source, attempt, policy, raw_token, stop)
         except _RefusedError as refused:
             _fail(source, refused)
         return result
 
-    results: dict[int, pd.DataFrame] = {}
+    results: dict[int, pa.Table] = {}
     next_index = 0
     done = 0
     seen: set[str] = set()
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="studyman-pull")
     try:
-        pending: dict[Future[pd.DataFrame], int] = {}
+        pending: dict[Future[pa.Table], int] = {}
         cursor = 0
         while cursor < len(batches) or pending:
             while cursor < len(batches) and len(pending) < concurrency * 2:
@@ -493,8 +494,8 @@ def pull_snapshot(
             # Hand batches to the builder in order, as soon as they are complete, so that memory
             # holds only the batches in flight plus the typed tables.
             while next_index in results:
-                frame = results.pop(next_index)
-                ids = set(frame[record_id_field].astype(str))
+                batch = results.pop(next_index)
+                ids = {str(x) for x in pc.unique(batch.column(record_id_field)).to_pylist()}
                 repeated = ids & seen
                 if repeated:
                     raise SourceError(
@@ -502,7 +503,7 @@ def pull_snapshot(
                         "back in an earlier batch too"
                     )
                 seen |= ids
-                builder.add_batch(frame)
+                builder.add_batch(batch)
                 done += len(batches[next_index])
                 next_index += 1
                 report(PullProgress("records", done, total))
@@ -565,18 +566,18 @@ def _checked_version(version: Any) -> Any:
     return version
 
 
-def _check_ids(text: Any, record_id_field: str) -> pd.DataFrame:
+def _check_ids(text: Any, record_id_field: str) -> pa.Table:
     if not isinstance(text, str):
         raise _TransientError("REDCap did not answer with CSV text")
     if not text.strip():
-        return pd.DataFrame({record_id_field: pd.Series([], dtype="string")})
+        return pa.table({record_id_field: pa.array([], type=pa.string())})
     if not text.endswith("\n"):
         raise _TransientError("the answer is truncated (no final newline)")
     try:
-        frame = parse_records_csv(text, "record IDs")
+        frame = parse_records_table(text, "record IDs")
     except SourceError as error:
         raise _TransientError(str(error)) from None
-    if record_id_field not in frame.columns:
+    if record_id_field not in frame.column_names:
         raise _TransientError(f"the answer has no {record_id_field!r} column")
     return frame
 

@@ -37,6 +37,8 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from studyman.errors import SourceError
 from studyman.findings import FINDING_COLUMNS, Finding, findings_frame
@@ -89,6 +91,30 @@ class _Layout:
     form_columns: dict[str, list[str]]
     specs: dict[str, ColumnSpec]
     unknown: list[str] = field(default_factory=list)
+
+
+def _as_text_table(frame: pd.DataFrame) -> pa.Table:
+    columns = {
+        str(name): pa.array(frame[name].astype("string").fillna("").tolist(), type=pa.string())
+        for name in frame.columns
+    }
+    return pa.table(columns) if columns else pa.table({})
+
+
+def _text_frame(table: pa.Table) -> pd.DataFrame:
+    frame: pd.DataFrame = table.to_pandas(
+        types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None
+    )
+    return frame
+
+
+def _any(masks: list[pa.ChunkedArray], length: int) -> pa.ChunkedArray:
+    if not masks:
+        return pa.chunked_array([pa.array(np.zeros(length, dtype=bool))])
+    result = masks[0]
+    for mask in masks[1:]:
+        result = pc.or_(result, mask)
+    return result
 
 
 def _table_source(form: str) -> str:
@@ -146,16 +172,22 @@ class TidyBuilder:
             form_columns[UNMAPPED_TABLE] = unknown
         return _Layout(header, record_id, keys, record_level, form_columns, specs, unknown)
 
-    def add_batch(self, frame: pd.DataFrame) -> None:
+    def add_batch(self, batch: pd.DataFrame | pa.Table) -> None:
         """Add rows of the flat export: every cell text, blanks as empty strings.
+
+        Parameters
+        ----------
+        batch
+            A pyarrow table of string columns (fast path) or a DataFrame of text.
 
         Raises
         ------
         SourceError
-            When the batch's columns differ from the first batch's, or the header does not start
-            with the record-ID field.
+            When the batch's columns differ from the first batch's, or the header has no
+            record-ID column.
         """
-        header = tuple(str(c) for c in frame.columns)
+        table = batch if isinstance(batch, pa.Table) else _as_text_table(batch)
+        header = tuple(str(c) for c in table.column_names)
         if not header:
             return  # an empty export (no header line): nothing to add
         if self._layout is None:
@@ -202,93 +234,92 @@ class TidyBuilder:
                 f"(missing {missing[:5]}, extra {extra[:5]}, or a different order)"
             )
         layout = self._layout
-        values = frame.astype("string").fillna("")
-        values.index = pd.RangeIndex(self._rows_seen, self._rows_seen + len(values))
-        self._rows_seen += len(values)
-        if values.empty:
+        first_row = self._rows_seen
+        self._rows_seen += table.num_rows
+        if table.num_rows == 0:
             return
-        cells = values.to_numpy(dtype=object)
-        filled = cells != ""
-        record_id = values[layout.record_id]
-        no_id = (record_id == "").to_numpy(dtype=bool)
-        all_blank = ~filled.any(axis=1)
-        keep = ~(no_id & all_blank)
-        for blank_id in np.flatnonzero(no_id & ~all_blank):
-            row = int(values.index[int(blank_id)])
-            self._row_findings.append(
-                (
-                    row,
-                    0,
-                    Finding(
-                        check_id="import.missing_record_id",
-                        severity="major",
-                        message=f"row {row + 1} of the export has values but no record ID",
-                        field=layout.record_id,
-                        source="records",
-                    ),
+        table = table.append_column(
+            _ROW, pa.array(np.arange(first_row, first_row + table.num_rows, dtype=np.int64))
+        )
+        filled = {column: pc.not_equal(table.column(column), "") for column in layout.header}
+        any_filled = _any(list(filled.values()), table.num_rows)
+        record_id = table.column(layout.record_id)
+        no_id = pc.invert(filled[layout.record_id])
+        keep = pc.invert(pc.and_(no_id, pc.invert(any_filled)))
+        blank_id_rows = pc.and_(no_id, any_filled)
+        if pc.any(blank_id_rows).as_py():
+            for row in table.filter(blank_id_rows).column(_ROW).to_pylist():
+                self._row_findings.append(
+                    (
+                        int(row),
+                        0,
+                        Finding(
+                            check_id="import.missing_record_id",
+                            severity="major",
+                            message=f"row {int(row) + 1} of the export has values but no record ID",
+                            field=layout.record_id,
+                            source="records",
+                        ),
+                    )
                 )
-            )
-        for rid in record_id[keep & ~no_id]:
+        for rid in pc.unique(record_id.filter(filled[layout.record_id])).to_pylist():
             self._record_ids.setdefault(str(rid), None)
-        if "redcap_repeat_instance" in values.columns:
-            self._instance_findings(values[keep])
-        column_position = {column: i for i, column in enumerate(layout.header)}
+        if "redcap_repeat_instance" in header:
+            self._instance_findings(table.filter(keep))
         repeat_instrument = (
-            values["redcap_repeat_instrument"].to_numpy(dtype=object)
-            if "redcap_repeat_instrument" in values.columns
+            table.column("redcap_repeat_instrument")
+            if "redcap_repeat_instrument" in header
             else None
         )
+        front = [*layout.keys, *layout.record_level]
         for form, columns in layout.form_columns.items():
-            rows = keep.copy()
+            rows = keep
             if repeat_instrument is not None and form != UNMAPPED_TABLE:
-                rows &= (repeat_instrument == "") | (repeat_instrument == form)
-            rows &= self._has_data(form, columns, filled, values, column_position)
-            if not rows.any():
+                rows = pc.and_(
+                    rows,
+                    pc.or_(pc.equal(repeat_instrument, ""), pc.equal(repeat_instrument, form)),
+                )
+            rows = pc.and_(rows, self._has_data(columns, table, filled))
+            if not pc.any(rows).as_py():
                 continue
-            piece = values.loc[rows, [*layout.keys, *layout.record_level, *columns]].copy()
-            piece[_ROW] = values.index[rows]
+            piece = table.select([*front, *columns, _ROW]).filter(rows)
             self._pieces.setdefault(form, []).append(piece)
 
     def _has_data(
-        self,
-        form: str,
-        columns: list[str],
-        filled: np.ndarray,
-        values: pd.DataFrame,
-        position: dict[str, int],
-    ) -> np.ndarray:
+        self, columns: list[str], table: pa.Table, filled: dict[str, pa.ChunkedArray]
+    ) -> pa.ChunkedArray:
         layout = self._layout
         assert layout is not None  # set by add_batch before this is called
-        has = np.zeros(len(values), dtype=bool)
-        data_columns = []
+        signs: list[pa.ChunkedArray] = []
         for column in columns:
             spec = layout.specs[column]
+            values = table.column(column)
             if spec.kind is CastKind.STATUS:
-                status = values[column].to_numpy(dtype=object)
-                has |= (status == "1") | (status == "2")
+                signs.append(pc.is_in(values, value_set=pa.array(["1", "2"])))
             elif spec.is_checkbox:
-                has |= values[column].to_numpy(dtype=object) == "1"
+                signs.append(pc.equal(values, "1"))
             elif spec.kind is CastKind.SURVEY_TIMESTAMP:
-                stamp = values[column].to_numpy(dtype=object)
-                has |= (stamp != "") & (stamp != "[not completed]")
+                signs.append(pc.and_(filled[column], pc.not_equal(values, "[not completed]")))
             else:
-                data_columns.append(position[column])
-        if data_columns:
-            has |= filled[:, data_columns].any(axis=1)
-        return has
+                signs.append(filled[column])
+        return _any(signs, table.num_rows)
 
-    def _instance_findings(self, values: pd.DataFrame) -> None:
+    def _instance_findings(self, table: pa.Table) -> None:
         layout = self._layout
         assert layout is not None
+        instance = table.column("redcap_repeat_instance")
+        bad = pc.and_(
+            pc.not_equal(instance, ""),
+            pc.invert(pc.match_substring_regex(instance, r"^\s*[1-9]\d{0,17}\s*$")),
+        )
+        if not pc.any(bad).as_py():
+            return
         spec = layout.specs["redcap_repeat_instance"]
-        result = cast_column(values["redcap_repeat_instance"], spec)
         column = layout.header.index("redcap_repeat_instance")
-        for failed in np.flatnonzero(result.failed):
-            position = int(failed)
-            row = values.iloc[position]
+        for row in table.filter(bad).to_pylist():
             self._row_findings.append(
                 (
-                    int(values.index[position]),
+                    int(row[_ROW]),
                     column,
                     cast_finding(
                         spec,
@@ -325,9 +356,9 @@ class TidyBuilder:
         tables: dict[str, pd.DataFrame] = {}
         findings = list(self._row_findings)
         for form, columns in layout.form_columns.items():
-            pieces = self._pieces.get(form, [])
+            pieces = self._pieces.pop(form, [])
             if pieces:
-                raw = pd.concat(pieces, ignore_index=True)
+                raw = _text_frame(pa.concat_tables(pieces))
             else:
                 raw = pd.DataFrame(
                     {
