@@ -32,7 +32,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from studyman.errors import StudymanError
@@ -44,7 +44,7 @@ from studyman.sources.emulator.formats import (
     to_json,
     to_xml_records,
 )
-from studyman.sources.emulator.model import USER_COLUMNS, Project, User
+from studyman.sources.emulator.model import USER_COLUMNS, Project, User, checkbox_code
 from studyman.sources.emulator.store import Column, ExportOptions, RecordImportError, RecordStore
 
 __all__ = ["FULL_RIGHTS", "Answer", "Emulator", "LogEntry", "ProjectState"]
@@ -233,9 +233,9 @@ class Emulator:
         state: ProjectState | None = owner[0] if owner else None
         username = owner[1] if owner else ("(super token)" if is_super else "(unknown token)")
         try:
-            if (is_super and content == "project" and "odm" in scalars) or (
-                is_super and content == "project" and "data" in scalars
-            ):
+            # A super token creates projects (content=project with data/odm); REDCap answers
+            # the new project's token as plain text.
+            if is_super and content == "project" and ("odm" in scalars or "data" in scalars):
                 answer = self._create_project(scalars)
                 self._log(None, username, "Create project (API)", content, "", 200)
                 return answer
@@ -359,7 +359,7 @@ class Emulator:
                             {
                                 "original_field_name": f.field_name,
                                 "choice_value": code,
-                                "export_field_name": f"{f.field_name}___{_code(code)}",
+                                "export_field_name": f"{f.field_name}___{checkbox_code(code)}",
                             }
                         )
                 elif f.field_type not in ("descriptive", "file"):
@@ -769,17 +769,11 @@ class Emulator:
             info["project_id"] = 1 + len(
                 {id(s) for s, _ in self._tokens.values()} | {id(self.state)}
             )
-        from dataclasses import replace
-
         project = replace(project, info=info, tokens={})
         state = ProjectState(project, RecordStore(project, self._clock))
         token = secrets.token_hex(16).upper()
         self.add_token(token, "super_user", state)
         return Answer(200, "text/plain; charset=utf-8", token.encode())
-
-
-def _code(code: str) -> str:
-    return code.lower().replace("-", "_").replace(".", "_")
 
 
 def _check_known(name: str, values: Sequence[str], known: set[str]) -> None:
