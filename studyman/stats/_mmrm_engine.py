@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special
 
 from studyman.stats.covariance import CovarianceStructure
 
@@ -440,6 +440,7 @@ def t_summary(
 ) -> tuple[float, float, float, float]:
     """t value, two-sided p value and confidence limits."""
     t_value = estimate / std_error
-    p_value = float(2.0 * stats.t.sf(abs(t_value), df))
-    quantile = float(stats.t.ppf(0.5 + level / 2.0, df))
+    # scipy.special directly: scipy.stats' distribution objects cost ~0.3 ms a call
+    p_value = float(2.0 * special.stdtr(df, -abs(t_value)))
+    quantile = float(special.stdtrit(df, 0.5 + level / 2.0))
     return t_value, p_value, estimate - quantile * std_error, estimate + quantile * std_error
