@@ -108,7 +108,8 @@ def build_model_frame(
     Returns
     -------
     ModelFrame
-        The rows with outcome, covariates and offset all present.
+        The rows with outcome, covariates and offset all present.  Rows are named by the data
+        frame's index labels in messages (by position when the labels are not unique).
 
     Raises
     ------
@@ -129,7 +130,8 @@ def build_model_frame(
     extra = [name for name in (group, offset, exposure) if name is not None]
     _check_columns(data, [*sorted(parsed.required_variables), *extra], formula)
 
-    frame = data.copy()
+    # Row labels name rows in messages; duplicated labels cannot, so fall back to positions.
+    frame = data.copy() if data.index.is_unique else data.reset_index(drop=True)
     raw = frame[outcome_name]
     numeric = pd.to_numeric(raw, errors="coerce")
     bad = raw.notna() & numeric.isna()

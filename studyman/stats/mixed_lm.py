@@ -121,6 +121,8 @@ def fit_random_slope(
     Satterthwaite df use the MMRM).  Rows with a missing outcome, covariate or time are
     dropped and counted in ``n_dropped``.
     """
+    if not data.index.is_unique:
+        data = data.reset_index(drop=True)
     if time not in data.columns:
         raise AnalysisError(f"time column {time} not in the data")
     raw_time = data[time]
