@@ -113,18 +113,22 @@ def main(argv: list[str]) -> int:
     base_wall, base_cpu = figures["baseline"]
     wall, cpu = figures["checks"]
     print(
-        f"participants randomised: {args.participants} (seed {args.seed}); generated in {generated:.1f} s"
+        f"participants randomised: {args.participants} "
+        f"(seed {args.seed}); generated in {generated:.1f} s"
     )
     print(f"flat records: {figures['rows']} rows x {figures['columns']} columns")
     print(
-        f"baseline (pandas range checks only): {base_wall:.2f} s wall, {base_cpu:.2f} s CPU, {figures['baseline_flagged']} values out of range"
+        f"baseline (pandas range checks only): {base_wall:.2f} s wall, "
+        f"{base_cpu:.2f} s CPU, {figures['baseline_flagged']} values out of range"
     )
     print(
-        f"all checks ({'blinded' if args.blinded else 'unblinded'}): {wall:.2f} s wall, {cpu:.2f} s CPU, {figures['findings']} findings"
+        f"all checks ({'blinded' if args.blinded else 'unblinded'}): "
+        f"{wall:.2f} s wall, {cpu:.2f} s CPU, {figures['findings']} findings"
     )
     print(f"ratio to baseline: {wall / base_wall:.1f}x wall, {cpu / base_cpu:.1f}x CPU")
     print(
-        f"peak resident memory of the checking process: {figures['rss_peak_mb']:.0f} MB (after loading the records: {figures['rss_loaded_mb']:.0f} MB)"
+        f"peak resident memory of the checking process: {figures['rss_peak_mb']:.0f} "
+        f"MB (after loading the records: {figures['rss_loaded_mb']:.0f} MB)"
     )
     target = "met" if wall < 20 and figures["rss_peak_mb"] < 4096 else "NOT met"
     print(f"target (< 20 s, < 4 GB): {target}")

@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         )
         open_count = int(queries["status"].isin(["open", "answered", "reopened"]).sum())
         typer.echo(
-            f"{len(result.findings)} findings; queries: {len(sync.opened)} new, {len(sync.reopened)} re-opened, "
+            f"{len(result.findings)} findings; queries: "
+            f"{len(sync.opened)} new, {len(sync.reopened)} re-opened, "
             f"{len(sync.closed)} closed, {open_count} open in {log_path}; "
             f"{len(deviations)} deviations; listings in {out}"
         )

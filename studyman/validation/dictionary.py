@@ -43,7 +43,8 @@ _CHOICE_TYPES = frozenset({"radio", "dropdown", "yesno", "truefalse", "checkbox"
 
 
 def parse_choices(field_type: str, choices: str) -> tuple[tuple[str, str], ...]:
-    """Return ``(code, label)`` pairs of a multiple-choice field (yes/no and true/false built in)."""
+    """Return ``(code, label)`` pairs of a multiple-choice "
+    "field (yes/no and true/false built in)."""
     if field_type == "yesno":
         return (("1", "Yes"), ("0", "No"))
     if field_type == "truefalse":

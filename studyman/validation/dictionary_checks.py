@@ -34,7 +34,6 @@ from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary, DictionaryField
 from studyman.validation.logic import EvaluationContext, LogicExpression, compile_logic
 from studyman.validation.records import (
-    isin,
     EVENT,
     INSTANCE,
     REPEAT,
@@ -42,6 +41,7 @@ from studyman.validation.records import (
     ObjectArray,
     findings_from_mask,
     form_present,
+    isin,
     text,
 )
 
@@ -133,7 +133,7 @@ def run_dictionary_checks(
     Parameters
     ----------
     records
-        Flat records with normalised key columns (:func:`~studyman.validation.records.normalise_records`).
+        Flat records with normalised key columns (see ``records.normalise_records``).
     dictionary
         The project's data dictionary.
     missing_codes

@@ -24,7 +24,7 @@ from studyman.validation.custom import CustomCheck, run_custom_checks
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.dictionary_checks import run_dictionary_checks
 from studyman.validation.protocol_checks import ProtocolCheckInput, run_protocol_checks
-from studyman.validation.records import REPEAT, clear_caches, normalise_records, text, isin
+from studyman.validation.records import REPEAT, clear_caches, isin, normalise_records, text
 
 __all__ = ["RESULT_COLUMNS", "ValidationResult", "blind_records", "run_checks"]
 

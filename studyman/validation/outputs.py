@@ -246,7 +246,11 @@ def write_outputs(
         lambda p: deviations.to_excel(p, index=False, sheet_name="deviations", engine="openpyxl"),
     )
     summary = _summary_html(queries, deviations, title, as_of, unblinded)
-    _atomic(target("summary.html"), lambda p: p.write_text(summary, encoding="utf-8"))
+
+    def write_summary(path: Path) -> None:
+        path.write_text(summary, encoding="utf-8")
+
+    _atomic(target("summary.html"), write_summary)
     return written
 
 

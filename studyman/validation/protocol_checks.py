@@ -33,7 +33,7 @@ import pandas as pd
 from studyman.findings import FINDING_COLUMNS
 from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary
-from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, text, isin
+from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, isin, text
 from studyman.validation.records import dates as column_dates
 from studyman.validation.records import numbers as column_numbers
 
@@ -473,7 +473,7 @@ def _future_and_consent_dates(view: StudyView, out: _Emitter) -> None:
     elig = view.date(view.protocol.eligibility.event, view.protocol.eligibility.date_field)
     ids = rand.index[rand.notna()]
     bad: list[str] = []
-    values: list[str] = []
+    rand_values: list[str] = []
     messages: list[str] = []
     rand_of = rand.to_dict()
     references = (("consent", view.consent.to_dict()), ("eligibility confirmation", elig.to_dict()))
@@ -483,7 +483,7 @@ def _future_and_consent_dates(view: StudyView, out: _Emitter) -> None:
             reference = other.get(record_id, pd.NaT)
             if not pd.isna(reference) and day < reference:
                 bad.append(record_id)
-                values.append(_fmt(day))
+                rand_values.append(_fmt(day))
                 messages.append(f"Randomised on {_fmt(day)}, before {label} on {_fmt(reference)}")
                 break
     out.participants(
@@ -492,7 +492,7 @@ def _future_and_consent_dates(view: StudyView, out: _Emitter) -> None:
         event=view.randomization_event,
         instrument="enrollment",
         field=view.protocol.randomization.date_field,
-        values=values,
+        values=rand_values,
         messages=messages,
     )
 
@@ -663,7 +663,9 @@ def _eligibility(view: StudyView, out: _Emitter) -> None:
                     instrument=view.inputs.dictionary.by_name[condition.field].form,
                     field=condition.field,
                     values=[str(totals[rid]) for rid in low],
-                    messages=f"Randomised with baseline {condition.field} below {condition.value:g}",
+                    messages=(
+                        f"Randomised with baseline {condition.field} below {condition.value:g}"
+                    ),
                 )
     eligible = view.value(event, eligibility.eligible_field)
     ineligible = [rid for rid in eligible.index[eligible == "0"] if rid in rand_ids]
@@ -712,7 +714,10 @@ def _eligibility(view: StudyView, out: _Emitter) -> None:
             else "",
             field=factor.recorded_field,
             values=wrong_values,
-            messages=f"{factor.label or factor.id}: recorded stratum differs from the baseline {factor.field}",
+            messages=(
+                f"{factor.label or factor.id}: recorded stratum "
+                f"differs from the baseline {factor.field}"
+            ),
         )
 
 
@@ -757,7 +762,6 @@ def _scores(view: StudyView, out: _Emitter) -> None:
         if not rows.any():
             continue
         grouped = {name for group in scoring.exactly_one_of for name in group}
-        answered: list[np.ndarray] = []
         items: list[np.ndarray] = []
         for item in scoring.items:
             if item.field in grouped:
@@ -801,7 +805,10 @@ def _scores(view: StudyView, out: _Emitter) -> None:
             instrument=form,
             field=scoring.total_field,
             value=stored_text,
-            message=f"{scoring.label or form} total present although {scoring.max_missing_items} or fewer items may be missing",
+            message=(
+                f"{scoring.label or form} total present although "
+                f"{scoring.max_missing_items} or fewer items may be missing"
+            ),
         )
         with np.errstate(invalid="ignore"):
             wrong = (
@@ -815,12 +822,7 @@ def _scores(view: StudyView, out: _Emitter) -> None:
             instrument=form,
             field=scoring.total_field,
             value=stored_text,
-            message=lambda picked, label=scoring.label or form, expected=expected: [
-                f"{label} total should be {expected[i]:g}"
-                if not np.isnan(expected[i])
-                else f"{label} total should be blank"
-                for i in picked
-            ],
+            message=_total_messages(scoring.label or form, expected),
         )
         for flag in scoring.flags:
             if not flag.requires_instrument:
@@ -866,6 +868,25 @@ def _scores(view: StudyView, out: _Emitter) -> None:
 
 
 # ------------------------------------------------------------------------------- C-SSRS
+
+
+def _total_messages(label: str, expected: np.ndarray) -> Callable[[np.ndarray], list[str]]:
+    def messages(picked: np.ndarray) -> list[str]:
+        return [
+            f"{label} total should be {expected[i]:g}"
+            if not np.isnan(expected[i])
+            else f"{label} total should be blank"
+            for i in picked
+        ]
+
+    return messages
+
+
+def _late_messages(hours: np.ndarray, limit: int) -> Callable[[np.ndarray], list[str]]:
+    def messages(picked: np.ndarray) -> list[str]:
+        return [f"SAE reported {hours[i]:.1f} h after awareness (limit {limit} h)" for i in picked]
+
+    return messages
 
 
 def _cssrs(view: StudyView, out: _Emitter) -> None:
@@ -974,9 +995,7 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
             instrument=ae.form,
             field=ae.report_field,
             value=report_text,
-            message=lambda picked, hours=hours.to_numpy(dtype=np.float64, na_value=np.nan): [
-                f"SAE reported {hours[i]:.1f} h after awareness (limit {limit} h)" for i in picked
-            ],
+            message=_late_messages(hours.to_numpy(dtype=np.float64, na_value=np.nan), limit),
         )
     severity = text(records, ae.severity_field)
     related = text(records, ae.related_field)
@@ -1183,7 +1202,10 @@ def _liver_and_withdrawal(view: StudyView, out: _Emitter) -> None:
             instrument=liver.form,
             field=field_of[hys.bilirubin],
             value=bili_text,
-            message="Potential Hy's law case: transaminase > 3x ULN and bilirubin > 2x ULN, ALP not > 2x ULN",
+            message=(
+                "Potential Hy's law case: transaminase > 3x "
+                "ULN and bilirubin > 2x ULN, ALP not > 2x ULN"
+            ),
         )
         first = liver.tests[0]
         transaminase_field = np.where(
@@ -1216,7 +1238,10 @@ def _liver_and_withdrawal(view: StudyView, out: _Emitter) -> None:
         instrument=withdrawal.instrument,
         field=withdrawal.total_field,
         value=total_text,
-        message=f"COWS total at or above {withdrawal.aesi_threshold:g} without a withdrawal adverse event of special interest",
+        message=(
+            f"COWS total at or above {withdrawal.aesi_threshold:g} "
+            "without a withdrawal adverse event of special interest"
+        ),
     )
 
 
@@ -1288,7 +1313,6 @@ def _arm_checks(view: StudyView, out: _Emitter) -> None:
     if arms is None:
         return
     protocol = view.protocol
-    records = view.records
     no_adjunct = {str(arm.code) for arm in protocol.arms.items if not arm.receives_adjunct}
     dosing_forms = [
         form for form in protocol.blinding.unblinded_forms if form != protocol.arms.form
@@ -1304,7 +1328,9 @@ def _arm_checks(view: StudyView, out: _Emitter) -> None:
             instrument=form,
             field="",
             value=None,
-            message="Adjunct dosing recorded for a participant allocated to an arm without the adjunct",
+            message=(
+                "Adjunct dosing recorded for a participant allocated to an arm without the adjunct"
+            ),
         )
     strata = view.inputs.strata
     if strata is None:

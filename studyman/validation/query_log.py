@@ -264,7 +264,8 @@ class QueryLog:
             existing = {
                 row[0]: row
                 for row in connection.execute(
-                    "SELECT query_id, status, close_reason, confirmed_value, value, check_id FROM queries"
+                    "SELECT query_id, status, close_reason, "
+                    "confirmed_value, value, check_id FROM queries"
                 )
             }
             inserts: list[tuple[object, ...]] = []
@@ -314,8 +315,10 @@ class QueryLog:
                         continue
                     updates.append(
                         (
-                            "UPDATE queries SET status = 'reopened', opened_at = ?, closed_at = NULL, "
-                            "close_reason = NULL, value = ?, message = ?, severity = ? WHERE query_id = ?",
+                            "UPDATE queries SET status = 'reopened', "
+                            "opened_at = ?, closed_at = NULL, "
+                            "close_reason = NULL, value = ?, message "
+                            "= ?, severity = ? WHERE query_id = ?",
                             (stamp, value, row.message, row.severity, qid),
                         )
                     )
@@ -359,7 +362,8 @@ class QueryLog:
                 if qid not in found and row[1] != "closed" and row[5] in ran
             ]
             connection.executemany(
-                "UPDATE queries SET status = 'closed', closed_at = ?, close_reason = 'data_corrected' "
+                "UPDATE queries SET status = 'closed', "
+                "closed_at = ?, close_reason = 'data_corrected' "
                 "WHERE query_id = ?",
                 [(stamp, qid) for qid in to_close],
             )
@@ -409,7 +413,8 @@ class QueryLog:
         """
         if response not in RESPONSES:
             raise ValidationError(
-                f"query {qid}: unknown response {response!r}; expected one of {', '.join(RESPONSES)}"
+                f"query {qid}: unknown response {response!r}; "
+                f"expected one of {', '.join(RESPONSES)}"
             )
         stamp = at or _now()
         with self._transaction() as connection:
@@ -435,7 +440,8 @@ class QueryLog:
         if response == "confirmed_correct":
             new_status = "closed"
             connection.execute(
-                "UPDATE queries SET status = 'closed', closed_at = ?, close_reason = 'confirmed_correct', "
+                "UPDATE queries SET status = 'closed', closed_at "
+                "= ?, close_reason = 'confirmed_correct', "
                 "confirmed_value = ?, response = ?, response_note = ? WHERE query_id = ?",
                 (stamp, value, response, note, qid),
             )
@@ -481,7 +487,8 @@ class QueryLog:
         """
         if "query_id" not in table.columns or "response" not in table.columns:
             raise ValidationError(
-                f"the imported listing needs query_id and response columns, found {list(table.columns)}"
+                "the imported listing needs query_id and "
+                f"response columns, found {list(table.columns)}"
             )
         note_column = "response_note" if "response_note" in table.columns else "note"
         stamp = at or _now()

@@ -1,4 +1,5 @@
-"""All checks on generated studies: recall of planted errors, clean data, query lifecycle, blinding."""
+"""All checks on generated studies: recall of planted "
+"errors, clean data, query lifecycle, blinding."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def _check(records: pd.DataFrame, randomization: pd.DataFrame | None = None) -> 
 
 
 def _missed(planted: pd.DataFrame, findings: pd.DataFrame) -> list[str]:
-    """Planted errors with no finding at their record, event and instance, on their field or form."""
+    """Planted errors with no finding at their record, "
+    "event and instance, on their field or form."""
     missed = []
     for error in planted.to_dict("records"):
         here = findings[
@@ -116,7 +118,8 @@ def test_query_lifecycle_over_reruns_corrections_and_returns(tmp_path: Path) -> 
         )
     )
     fixed = before - after
-    assert fixed and {record for _, record, _ in fixed} == {error["record_id"]}
+    assert fixed
+    assert {record for _, record, _ in fixed} == {error["record_id"]}
     closing = log.sync(
         corrected.findings, checks_run=corrected.checks_run, at="2026-10-03T00:00:00Z"
     )

@@ -110,7 +110,8 @@ def test_confirmed_correct_stays_closed_on_an_unchanged_value_and_reopens_when_i
         (qid,) = _status(log)
         assert log.respond(qid, "confirmed_correct", "checked source", who="site S01") == "closed"
         again = log.sync(_frame(finding), checks_run=RAN, at="2026-01-02T00:00:00Z")
-        assert again.reopened == () and _status(log)[qid] == "closed"
+        assert again.reopened == ()
+        assert _status(log)[qid] == "closed"
         changed = log.sync(
             _frame({**finding, "value": "270"}), checks_run=RAN, at="2026-01-03T00:00:00Z"
         )
