@@ -568,3 +568,11 @@ def test_missing_data_codes_export_as_their_labels(start_emulator: Start) -> Non
     row = api.export_records(raw_or_label="label", records=["1"])[0]
     assert (row["sex"], row["age"]) == ("Unknown", "Not asked")
     assert api.export_records(records=["1"])[0]["sex"] == "UNK"
+
+
+def test_filter_logic_reads_a_field_on_a_named_event(longitudinal_server: EmulatorServer) -> None:
+    rows = redcap.Project(longitudinal_server.url, FULL_TOKEN).export_records(
+        filter_logic="[enrollment_arm_1][first_name] = 'Zharko'", fields=["study_id"]
+    )
+    assert {r["study_id"] for r in rows} == {"100"}
+    assert len(rows) == 6  # every event row of the record whose enrolment matches

@@ -1,7 +1,7 @@
 """A small evaluator of REDCap's ``filterLogic`` for the emulator's record export.
 
-It covers what filters usually hold: ``[field]`` (``[event][field]`` reads the field on the row's
-own event), string and number literals, ``= <> != < > <= >=``, ``and``, ``or``, ``not`` and
+It covers what filters usually hold: ``[field]`` (read on the row's own event),
+``[event][field]`` (read on that event), string and number literals, ``= <> != < > <= >=``, ``and``, ``or``, ``not`` and
 parentheses. Comparisons are numeric when both sides read as numbers, else textual, as REDCap does;
 a blank compares as ``""``.
 """
@@ -64,11 +64,15 @@ def compile_filter(text: str) -> Predicate:
         kind = match.lastgroup or ""
         value = match.group(kind).strip()
         if kind == "field":
-            value = value.rsplit("[", 1)[1].rstrip("]")
+            parts = [part.rstrip("]") for part in value.split("[")[1:]]
+            value = parts[-1]
             # A checkbox reads as [field(code)].
             if "(" in value and value.endswith(")"):
                 base, code = value[:-1].split("(", 1)
                 value = f"{base}___{code}"
+            if len(parts) > 1:
+                # [event][field] reads the field on that event (keys "event|field" in the view).
+                value = f"{parts[0]}|{value}"
         tokens.append((kind, value))
         position = match.end()
     index = 0

@@ -378,6 +378,10 @@ class RecordStore:
                     view.setdefault(name, value)
         view.update(self._rows[record].get(key, {}))
         view[self.record_id_field] = record
+        for (event, instrument, _), other in self._rows[record].items():
+            if event and not instrument:
+                for name, value in other.items():
+                    view.setdefault(f"{event}|{name}", value)
         return view
 
     def export_eav(self, options: ExportOptions) -> list[dict[str, str | int]]:
