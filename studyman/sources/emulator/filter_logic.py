@@ -1,8 +1,8 @@
 """A small evaluator of REDCap's ``filterLogic`` for the emulator's record export.
 
 It covers what filters usually hold: ``[field]`` (read on the row's own event),
-``[event][field]`` (read on that event), string and number literals, ``= <> != < > <= >=``, ``and``, ``or``, ``not`` and
-parentheses. Comparisons are numeric when both sides read as numbers, else textual, as REDCap does;
+``[event][field]`` (read on that event), string and number literals, ``= <> != < > <= >=``,
+``and``, ``or``, ``not`` and parentheses. Comparisons are numeric when both sides read as numbers, else textual, as REDCap does;
 a blank compares as ``""``.
 """
 
