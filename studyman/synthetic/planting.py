@@ -38,6 +38,11 @@ ERROR_TYPES = (
     "fatal_without_death",
     "data_after_withdrawal",
     "adjunct_in_control_arm",
+    "stratum_mismatch",
+    "randomised_despite_exclusion",
+    "adverse_event_before_consent",
+    "prohibited_medication",
+    "total_with_missing_item",
 )
 
 _COLUMNS = [
@@ -441,6 +446,82 @@ class _Planter:
                     "description": "adjunct dosing recorded for a participant of the CBT-alone arm",
                 }
             )
+
+    def stratum_mismatch(self, n: int) -> None:
+        for row in self.pick(self.col("strat_severity") != "", n):
+            recorded = str(self.df.at[row, "strat_severity"])
+            other = "1" if recorded == "2" else "2"
+            self.set(
+                row,
+                "strat_severity",
+                other,
+                "stratum_mismatch",
+                "recorded stratum differs from the one the baseline HAM-D-17 gives",
+            )
+
+    def randomised_despite_exclusion(self, n: int) -> None:
+        randomised = set(self.col(self.rid)[self.col("randomized") == "1"])
+        names = ("exc_bipolar", "exc_psychosis", "exc_substance")
+        for i in range(n):
+            name = names[i % len(names)]
+            mask = self.col(self.rid).isin(randomised) & (self.col(name) == "0")
+            for row in self.pick(mask, 1):
+                self.set(
+                    row,
+                    name,
+                    "1",
+                    "randomised_despite_exclusion",
+                    f"randomised although exclusion {name} is Yes",
+                )
+
+    def adverse_event_before_consent(self, n: int) -> None:
+        consent = dict(
+            zip(
+                self.col(self.rid)[self.col("consent_date") != ""],
+                self.col("consent_date")[self.col("consent_date") != ""],
+                strict=True,
+            )
+        )
+        for row in self.pick(self.at(form="adverse_events") & (self.col("ae_start") != ""), n):
+            record = str(self.df.at[row, self.rid])
+            before = date.fromisoformat(consent[record]) - timedelta(
+                days=3 + int(self.rng.integers(0, 20))
+            )
+            self.set(
+                row,
+                "ae_start",
+                before.isoformat(),
+                "adverse_event_before_consent",
+                f"AE onset before informed consent ({consent[record]})",
+            )
+
+    def prohibited_medication(self, n: int) -> None:
+        prohibited = "5"
+        mask = self.at(form="conmeds") & (self.col("cm_class") != prohibited)
+        mask &= self.col("cm_start") >= self.col(self.rid).map(self._screening_dates())
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "cm_class",
+                prohibited,
+                "prohibited_medication",
+                "opioid (prohibited from screening) taken during the study",
+            )
+
+    def total_with_missing_item(self, n: int) -> None:
+        mask = (self.col("hamd_total") != "") & (self.col("hamd_7") != "")
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "hamd_7",
+                "",
+                "total_with_missing_item",
+                "HAM-D-17 item 7 blank but the total is stored (no proration allowed)",
+            )
+
+    def _screening_dates(self) -> dict[str, str]:
+        dated = self.col("scr_date") != ""
+        return dict(zip(self.col(self.rid)[dated], self.col("scr_date")[dated], strict=True))
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame = self.df
