@@ -2,8 +2,8 @@
 
 It covers what filters usually hold: ``[field]`` (read on the row's own event),
 ``[event][field]`` (read on that event), string and number literals, ``= <> != < > <= >=``,
-``and``, ``or``, ``not`` and parentheses. Comparisons are numeric when both sides read as numbers, else textual, as REDCap does;
-a blank compares as ``""``.
+``and``, ``or``, ``not`` and parentheses. Comparisons are numeric when both sides read as
+numbers, else textual, as REDCap does; a blank compares as ``""``.
 """
 
 from __future__ import annotations
