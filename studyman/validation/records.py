@@ -298,10 +298,14 @@ def flat_records_from_tables(
 ) -> pd.DataFrame:
     """Rebuild flat records from per-instrument tables (a snapshot's layout).
 
-    Non-repeating instruments are joined on record and event; repeating instruments add their own
-    rows with ``redcap_repeat_instrument`` set.
+    Non-repeating instruments are joined on record and event (and on the n-th occurrence of that
+    pair, so a row exported twice stays two rows, as in the export); repeating instruments add
+    their own rows with ``redcap_repeat_instrument`` set. Record-level columns (data access
+    group, survey identifier) are taken from the first table that has them.
     """
-    keys = [record_id_field, EVENT]
+    occurrence = "__occurrence__"
+    keys = [record_id_field, EVENT, occurrence]
+    record_level = ("redcap_data_access_group", "redcap_survey_identifier")
     base: pd.DataFrame | None = None
     repeated: list[pd.DataFrame] = []
     for name, table in tables.items():
@@ -310,6 +314,9 @@ def flat_records_from_tables(
             if column not in frame.columns:
                 frame[column] = ""
             frame[column] = text(frame, column)
+        for column in frame.columns:
+            if frame[column].dtype != object:
+                frame[column] = text(frame, column)
         repeat_rows = frame[REPEAT] != ""
         if repeat_rows.any():
             repeat_part = frame.loc[repeat_rows].copy()
@@ -318,13 +325,24 @@ def flat_records_from_tables(
         plain = frame.loc[~repeat_rows].drop(columns=[REPEAT, INSTANCE])
         if plain.empty:
             continue
-        base = plain if base is None else base.merge(plain, on=keys, how="outer")
+        plain[occurrence] = plain.groupby([record_id_field, EVENT]).cumcount()
+        if base is None:
+            base = plain
+            continue
+        shared = [c for c in record_level if c in plain.columns and c in base.columns]
+        merged = base.merge(plain.drop(columns=shared), on=keys, how="outer")
+        for column in shared:
+            fill = merged[keys].merge(plain[[*keys, column]], on=keys, how="left")[column]
+            merged[column] = merged[column].where(merged[column].notna(), fill.to_numpy())
+        base = merged
     parts = []
     if base is not None:
+        base = base.drop(columns=[occurrence])
         base[REPEAT] = ""
         base[INSTANCE] = ""
         parts.append(base)
     parts.extend(repeated)
     if not parts:
         return pd.DataFrame(columns=[record_id_field, EVENT, REPEAT, INSTANCE])
-    return pd.concat(parts, ignore_index=True, sort=False)
+    flat = pd.concat(parts, ignore_index=True, sort=False)
+    return normalise_records(flat.astype(object).where(flat.notna(), ""), record_id_field)
