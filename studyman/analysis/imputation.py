@@ -2,9 +2,9 @@
 
 Under MAR and reference-based assumptions (jump to reference, copy reference), followed by an
 ANCOVA at the analysis visit in each imputed data set and Rubin's rules; delta adjustment for the
-tipping-point grid. Every imputation is an independent task run through an
-:class:`~studyman.analysis.executor.Executor` with its own seed spawned from the plan seed, so the
-result does not depend on the executor.
+tipping-point grid. Imputations come from chains of fixed length, each chain an independent
+task run through an :class:`~studyman.analysis.executor.Executor` with its own seed spawned from
+the plan seed, so the result does not depend on the executor.
 
 Notes
 -----
@@ -18,8 +18,10 @@ Posterior draws. Data augmentation (Tanner and Wong 1987; Schafer 1997, ch. 5) w
 Jeffreys prior ``p(B, Σ) ∝ |Σ|^{-(K+1)/2}``: given completed data, ``Σ ~ InvWishart(S, n − p)``
 with S the residual cross-products, then ``vec(B) ~ N(vec(B̂), Σ ⊗ (X'X)⁻¹)``; given the
 parameters, the missing outcomes are drawn from their conditional normal given the observed ones.
-Each imputation runs its own chain from a common deterministic start (conditional-mean
-iterations to a point near the posterior mode) for ``burn_in`` iterations.
+Chains start from a common deterministic point near the posterior mode (conditional-mean
+iterations); each chain gives ``chain_length`` imputations, the first after ``burn_in``
+iterations and the others ``thin`` iterations apart (lag-5 autocorrelation is negligible when
+the fraction of missing information is moderate; rbmi's quickstart uses the same spacing).
 
 Reference-based imputation. The intercurrent event is dropout: the visit after a participant's
 last observed outcome. Missing values before it (intermittent) are imputed under MAR. After it,
@@ -187,65 +189,54 @@ def prepare_imputation_data(
 
 
 @dataclass(frozen=True)
-class _Pattern:
-    """Participants sharing one missingness pattern, with their index grids precomputed."""
+class _Missing:
+    """Rows with at least one missing outcome and their missingness mask."""
 
     rows: NDArray[np.int64]
-    observed: NDArray[np.int64]
-    missing: NDArray[np.int64]
-    rows_missing: tuple[NDArray[np.int64], ...]
-    rows_observed: tuple[NDArray[np.int64], ...]
-    missing_missing: tuple[NDArray[np.int64], ...]
-    missing_observed: tuple[NDArray[np.int64], ...]
+    mask: NDArray[np.bool_]
 
 
-def _patterns(missing_mask: NDArray[np.bool_]) -> list[_Pattern]:
-    keys = np.packbits(missing_mask, axis=1, bitorder="little")
-    _, inverse = np.unique(keys, axis=0, return_inverse=True)
-    patterns = []
-    for group in range(int(inverse.max()) + 1 if len(inverse) else 0):
-        rows = np.flatnonzero(inverse.ravel() == group)
-        mask = missing_mask[rows[0]]
-        if mask.any():
-            o, m = np.flatnonzero(~mask), np.flatnonzero(mask)
-            patterns.append(
-                _Pattern(
-                    rows=rows,
-                    observed=o,
-                    missing=m,
-                    rows_missing=np.ix_(rows, m),
-                    rows_observed=np.ix_(rows, o),
-                    missing_missing=np.ix_(m, m),
-                    missing_observed=np.ix_(m, o),
-                )
-            )
-    return patterns
+def _missing(missing_mask: NDArray[np.bool_]) -> _Missing:
+    rows = np.flatnonzero(missing_mask.any(axis=1))
+    return _Missing(rows=rows, mask=missing_mask[rows])
 
 
 def _conditional_draw(
     completed: FloatArray,
     mean: FloatArray,
     sigma: FloatArray,
-    patterns: list[_Pattern],
+    missing: _Missing,
     rng: np.random.Generator | None,
 ) -> None:
     """Replace missing values in *completed* by draws (or means when *rng* is None), in place.
 
-    Uses the precision matrix P = Σ⁻¹: given the observed outcomes, the missing ones are normal
-    with covariance P_MM⁻¹ and mean μ_M − P_MM⁻¹ P_MO (y_O − μ_O).
+    Notes
+    -----
+    With P = Σ⁻¹, the missing outcomes given the observed ones are normal with covariance
+    P_MM⁻¹ and mean μ_M − P_MM⁻¹ P_MO (y_O − μ_O). All participants are handled at once: each
+    gets the K × K matrix A equal to P on its missing block and the identity elsewhere, so that
+    A⁻¹ and its Cholesky factor hold P_MM⁻¹ and its factor on that block (batched LAPACK).
     """
+    if len(missing.rows) == 0:
+        return
+    mask = missing.mask
+    k = mask.shape[1]
     precision = np.linalg.inv(sigma)
-    for pattern in patterns:
-        p_mm = precision[pattern.missing_missing]
-        factor = np.linalg.cholesky(np.linalg.inv(p_mm))
-        mu_m = mean[pattern.rows_missing]
-        if len(pattern.observed):
-            residual = completed[pattern.rows_observed] - mean[pattern.rows_observed]
-            shift = residual @ precision[pattern.missing_observed].T
-            mu_m = mu_m - shift @ (factor @ factor.T)
-        if rng is not None:
-            mu_m = mu_m + rng.standard_normal(mu_m.shape) @ factor.T
-        completed[pattern.rows_missing] = mu_m
+    both = mask[:, :, None] & mask[:, None, :]
+    blocks = np.where(both, precision[None, :, :], 0.0)
+    blocks[:, np.arange(k), np.arange(k)] += np.where(mask, 0.0, 1.0)
+    covariance = np.linalg.inv(blocks)
+    mu = mean[missing.rows]
+    residual = np.where(mask, 0.0, completed[missing.rows] - mu)
+    pulled = np.where(mask, residual @ precision, 0.0)
+    values = mu - np.einsum("nij,nj->ni", covariance, pulled)
+    if rng is not None:
+        factor = np.linalg.cholesky(covariance)
+        noise = np.where(mask, rng.standard_normal(mask.shape), 0.0)
+        values = values + np.einsum("nij,nj->ni", factor, noise)
+    target = completed[missing.rows]
+    target[mask] = values[mask]
+    completed[missing.rows] = target
 
 
 def _fit_complete(
@@ -264,12 +255,12 @@ def _starting_values(data: ImputationData, iterations: int = 30) -> tuple[FloatA
     completed = data.outcome.copy()
     column_means = np.nanmean(np.where(missing, np.nan, data.outcome), axis=0)
     completed[missing] = np.take(column_means, np.nonzero(missing)[1])
-    patterns = _patterns(missing)
+    missing_rows = _missing(missing)
     n, p = data.design.shape
     coefficients, cross, _ = _fit_complete(data.design, completed)
     sigma = cross / (n - p)
     for _ in range(iterations):
-        _conditional_draw(completed, data.design @ coefficients, sigma, patterns, None)
+        _conditional_draw(completed, data.design @ coefficients, sigma, missing_rows, None)
         coefficients, cross, _ = _fit_complete(data.design, completed)
         sigma = cross / (n - p)
     return coefficients, sigma
@@ -400,6 +391,8 @@ class _Task:
     start_coefficients: FloatArray
     start_sigma: FloatArray
     burn_in: int
+    thin: int
+    count: int
     analysis_index: int
     deltas: tuple[float, ...]
 
@@ -419,25 +412,32 @@ def _imputation_means(data: ImputationData, coefficients: FloatArray, method: st
     return np.where(experimental[:, None] & after, reference, own)
 
 
-def _run_one_imputation(task: _Task) -> list[tuple[float, float, float]]:
-    """One chain: burn-in of data augmentation, then impute and analyse for every delta."""
+def _run_chain(task: _Task) -> list[list[tuple[float, float, float]]]:
+    """One data-augmentation chain giving ``task.count`` imputations, each analysed per delta.
+
+    ``burn_in`` iterations before the first imputation, ``thin`` between later ones.
+    """
     data = task.data
     rng = np.random.default_rng(task.seed)
     missing = np.isnan(data.outcome)
-    patterns = _patterns(missing)
-    completed = data.outcome.copy()
+    missing_rows = _missing(missing)
+    augmented = data.outcome.copy()
     coefficients, sigma = task.start_coefficients, task.start_sigma
-    for _ in range(task.burn_in):
-        _conditional_draw(completed, data.design @ coefficients, sigma, patterns, rng)
-        coefficients, sigma = _draw_parameters(data.design, completed, rng)
-    means = _imputation_means(data, coefficients, task.method)
-    _conditional_draw(completed, means, sigma, patterns, rng)
-    response = completed[:, task.analysis_index]
     imputed = missing[:, task.analysis_index] & data.experimental
     results = []
-    for delta in task.deltas:
-        shifted = response + np.where(imputed, delta, 0.0)
-        results.append(ancova(data.design, shifted, data.arm_column))
+    for index in range(task.count):
+        for _ in range(task.burn_in if index == 0 else task.thin):
+            _conditional_draw(augmented, data.design @ coefficients, sigma, missing_rows, rng)
+            coefficients, sigma = _draw_parameters(data.design, augmented, rng)
+        completed = augmented.copy()
+        means = _imputation_means(data, coefficients, task.method)
+        _conditional_draw(completed, means, sigma, missing_rows, rng)
+        response = completed[:, task.analysis_index]
+        per_delta = []
+        for delta in task.deltas:
+            shifted = response + np.where(imputed, delta, 0.0)
+            per_delta.append(ancova(data.design, shifted, data.arm_column))
+        results.append(per_delta)
     return results
 
 
@@ -472,6 +472,8 @@ def run_multiple_imputation(
     analysis_visit: int | None = None,
     deltas: Sequence[float] = (0.0,),
     burn_in: int = 25,
+    thin: int = 5,
+    chain_length: int = 10,
     executor: Executor | None = None,
     confidence_level: float = 0.95,
 ) -> MIResult:
@@ -492,7 +494,11 @@ def run_multiple_imputation(
     deltas
         Delta adjustments of imputed experimental-arm values at that visit (tipping point).
     burn_in
-        Data-augmentation iterations per chain.
+        Data-augmentation iterations before a chain's first imputation.
+    thin
+        Iterations between successive imputations of one chain.
+    chain_length
+        Imputations per chain (per task); fixed, so the result does not depend on the executor.
     executor
         Where the imputations run; default in this process.
 
@@ -523,6 +529,11 @@ def run_multiple_imputation(
     if visit not in data.visits:
         raise AnalysisError(f"analysis visit {visit} is not among the visits {data.visits}")
     start_coefficients, start_sigma = _starting_values(data)
+    # The split into chains is fixed by M alone (never by the number of workers), so every
+    # executor computes exactly the same draws.
+    counts = [
+        min(chain_length, imputations - start) for start in range(0, imputations, chain_length)
+    ]
     tasks = [
         _Task(
             data=data,
@@ -531,13 +542,15 @@ def run_multiple_imputation(
             start_coefficients=start_coefficients,
             start_sigma=start_sigma,
             burn_in=burn_in,
+            thin=thin,
+            count=count,
             analysis_index=data.visits.index(visit),
             deltas=tuple(float(d) for d in deltas),
         )
-        for child in spawn_seeds(seed, imputations)
+        for child, count in zip(spawn_seeds(seed, len(counts)), counts, strict=True)
     ]
     runner = executor if executor is not None else SerialExecutor()
-    outcomes = runner.map(_run_one_imputation, tasks)
+    outcomes = [imputation for chain in runner.map(_run_chain, tasks) for imputation in chain]
     rows = [
         (j, delta, estimate, variance, df)
         for j, per_delta in enumerate(outcomes)

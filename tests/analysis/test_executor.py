@@ -43,6 +43,7 @@ def _imputations(executor: object) -> pd.DataFrame:
         seed=2026,
         burn_in=5,
         deltas=(0.0, 2.0),
+        chain_length=2,  # three chains: three tasks to spread over workers
         executor=executor,  # type: ignore[arg-type]
     )
     return result.per_imputation

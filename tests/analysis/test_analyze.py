@@ -1,0 +1,219 @@
+"""``analyze`` end to end on a small generated study: files, provenance, reruns, blinding."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from studyman.analysis.analyze import AnalyzeResult, analyze, derive_for_plan
+from studyman.analysis.executor import SerialExecutor
+from studyman.analysis.lock import lock_sap
+from studyman.analysis.run import run_plan
+from studyman.analysis.sap import load_sap
+from studyman.cli import app
+from studyman.errors import ProtocolError
+
+ROOT = Path(__file__).resolve().parents[2]
+SAP = ROOT / "analysis" / "sap.yaml"
+PROTOCOL = ROOT / "protocols" / "cbt-adjunct" / "protocol.yaml"
+DICTIONARY = ROOT / "protocols" / "cbt-adjunct" / "redcap" / "data_dictionary.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    snapshot: Path
+    randomization: Path
+    sap: Path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
+    from studyman.protocol.loader import load_protocol
+    from studyman.sources.offline import import_snapshot
+    from studyman.synthetic.generator import generate_trial
+
+    base = tmp_path_factory.mktemp("study")
+    protocol = load_protocol(PROTOCOL)
+    trial = generate_trial(protocol, n_participants=80, seed=11)
+    trial.records.to_csv(base / "records.csv", index=False)
+    trial.randomization.to_csv(base / "randomization.csv", index=False)
+    result = import_snapshot(
+        protocol, base / "records.csv", DICTIONARY, base / "snapshots", name="s1"
+    )
+    # The reference plan with fewer imputations, so that the test stays fast.
+    text = SAP.read_text(encoding="utf-8")
+    text = text.replace("imputations: 100", "imputations: 8").replace(
+        "imputations: 20", "imputations: 4"
+    )
+    sap = base / "sap.yaml"
+    sap.write_text(text, encoding="utf-8")
+    lock_sap(sap)
+    return Study(snapshot=result.path, randomization=base / "randomization.csv", sap=sap)
+
+
+@dataclasses.dataclass(frozen=True)
+class Analyzed:
+    result: AnalyzeResult
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def analyzed(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Analyzed:
+    out = tmp_path_factory.mktemp("analyzed")
+    result = analyze(
+        study.sap,
+        study.snapshot,
+        out,
+        randomization=study.randomization,
+        executor=SerialExecutor(),
+    )
+    return Analyzed(result=result, out=out)
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_analyze_writes_every_output_and_reruns_byte_identical(
+    study: Study, analyzed: Analyzed, tmp_path: Path
+) -> None:
+    statuses = {o.id: o.status for o in analyzed.result.run.outcomes}
+    assert statuses["primary_mmrm"] == "ok"
+    assert statuses["mi_j2r"] == "ok"
+    for relative in (
+        "report.html",
+        "manifest.json",
+        "provenance.json",
+        "results/summary.csv",
+        "results/primary_mmrm.json",
+        "results/primary_mmrm__lsmean_differences.csv",
+        "results/tipping_point__grid.csv",
+        "adam/adsl.parquet",
+        "adam/adqs.csv",
+        "adam/adae.csv",
+        "figures/mean_change.svg",
+        "figures/forest.svg",
+        "figures/ae_dotplot.svg",
+    ):
+        assert (analyzed.out / relative).is_file(), relative
+    again = analyze(
+        study.sap,
+        study.snapshot,
+        tmp_path,
+        randomization=study.randomization,
+        executor=SerialExecutor(),
+    )
+    assert again.files == analyzed.result.files
+    assert _files(tmp_path) == _files(analyzed.out)
+
+
+def test_every_output_carries_the_provenance(study: Study, analyzed: Analyzed) -> None:
+    out = analyzed.out
+    plan_sha = load_sap(study.sap).sha256
+    snapshot_sha = analyzed.result.provenance["snapshot"]["sha256"]
+    summary = (out / "results" / "summary.csv").read_text()
+    assert f"# snapshot sha256 {snapshot_sha}" in summary
+    assert f"version 1.0 sha256 {plan_sha}" in summary
+    assert "# seed 20261125" in summary
+    document = json.loads((out / "results" / "primary_mmrm.json").read_text())
+    assert document["provenance"]["plan"]["sha256"] == plan_sha
+    assert document["provenance"]["plan"]["amendments"] == []
+    assert plan_sha in (out / "figures" / "forest.svg").read_text()
+    assert plan_sha in (out / "report.html").read_text()
+    table = pd.read_csv(out / "results" / "primary_mmrm__lsmean_differences.csv", comment="#")
+    assert list(table["visit"]) == [1, 2, 4, 6, 8, 12]
+
+
+def test_adam_changes_are_aval_minus_base_and_populations_nest(analyzed: Analyzed) -> None:
+    adsl = pd.read_parquet(analyzed.out / "adam" / "adsl.parquet")
+    adqs = pd.read_parquet(analyzed.out / "adam" / "adqs.parquet")
+    assert adsl["USUBJID"].is_unique
+    post = adqs[adqs["AVISITN"] > 0].dropna(subset=["AVAL", "BASE"])
+    assert ((post["AVAL"] - post["BASE"]) == post["CHG"]).all()
+    assert (adqs.loc[adqs["ABLFL"] == "Y", "AVISITN"] == 0).all()
+    itt, mitt, pp = (
+        set(adsl.loc[adsl[f] == "Y", "SUBJID"]) for f in ("ITTFL", "MITTFL", "PPROTFL")
+    )
+    assert pp <= mitt <= itt
+    assert len(itt) == 80
+    assert set(adsl.loc[adsl["ITTFL"] == "Y", "TRT01P"]) == {"CBT + adjunct", "CBT alone"}
+
+
+def test_blinded_run_refuses_arm_comparisons_and_gives_a_pooled_review(
+    study: Study, tmp_path: Path
+) -> None:
+    result = analyze(study.sap, study.snapshot, tmp_path, executor=SerialExecutor())
+    assert {o.status for o in result.run.outcomes} == {"refused"}
+    assert all(not o.tables and o.headline is None for o in result.run.outcomes)
+    assert (tmp_path / "review" / "outcomes_by_visit.csv").is_file()
+    assert not (tmp_path / "figures" / "forest.svg").exists()
+    adsl = pd.read_csv(tmp_path / "adam" / "adsl.csv", comment="#")
+    assert "TRT01P" not in adsl.columns
+    assert "TRT01A" not in adsl.columns
+    review = pd.read_csv(tmp_path / "review" / "outcomes_by_visit.csv", comment="#")
+    assert not any("ARM" in c or "TRT" in c for c in review.columns)
+    assert "BLINDED DATA REVIEW" in (tmp_path / "report.html").read_text()
+
+
+def test_failing_analysis_is_reported_alone_while_others_run(study: Study) -> None:
+    from studyman.analysis.adam import choice_labels, normalise_randomization
+    from studyman.sources.snapshot import read_snapshot
+
+    loaded = load_sap(study.sap)
+    snapshot = read_snapshot(study.snapshot)
+    tables = {k: v for k, v in snapshot.tables.items() if k != "gad7"}
+    metadata = json.loads((study.snapshot / "redcap" / "metadata.json").read_text())
+    randomization = normalise_randomization(
+        pd.read_csv(study.randomization, dtype=str), choice_labels(metadata)["rand_arm"]
+    )
+    adam = derive_for_plan(loaded, tables, metadata, randomization)
+    # The three MMRMs of the plan are enough to show one failing while the others run.
+    mmrms = tuple(a for a in loaded.plan.analyses if a.id.endswith("_mmrm"))[:3]
+    plan = loaded.plan.model_copy(update={"analyses": mmrms})
+    run = run_plan(plan, adam, blinded=False, executor=SerialExecutor())
+    statuses = {o.id: o for o in run.outcomes}
+    assert statuses["gad7_mmrm"].status == "failed"
+    assert "GAD7" in statuses["gad7_mmrm"].message
+    assert statuses["primary_mmrm"].status == "ok"
+    assert statuses["phq9_mmrm"].status == "ok"
+    assert [o.id for o in run.failed] == ["gad7_mmrm"]
+
+
+def test_analyze_refuses_a_plan_changed_since_lock(study: Study, tmp_path: Path) -> None:
+    sap = tmp_path / "sap.yaml"
+    sap.write_text(study.sap.read_text().replace("seed: 20261125", "seed: 1"), encoding="utf-8")
+    (tmp_path / "sap.lock.json").write_bytes((study.sap.parent / "sap.lock.json").read_bytes())
+    with pytest.raises(ProtocolError, match="changed since version"):
+        analyze(sap, study.snapshot, tmp_path / "out", randomization=study.randomization)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_sap_lock_and_analyze(study: Study, tmp_path: Path) -> None:
+    sap = tmp_path / "sap.yaml"
+    sap.write_bytes(study.sap.read_bytes())
+    runner = CliRunner()
+    locked = runner.invoke(app, ["sap", "lock", "--sap", str(sap)])
+    assert locked.exit_code == 0, locked.output
+    assert (tmp_path / "sap.lock.json").is_file()
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            "--sap",
+            str(sap),
+            "--snapshot",
+            str(study.snapshot),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "refused  primary_mmrm" in result.output
+    assert (tmp_path / "out" / "report.html").is_file()
