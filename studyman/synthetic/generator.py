@@ -230,7 +230,7 @@ def _expit(x: FloatArray) -> FloatArray:
     return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
 
 
-def _largest_remainder(total: int, weights: list[int]) -> IntArray:
+def _largest_remainder(total: int, weights: list[float]) -> IntArray:
     shares = np.asarray(weights, dtype=np.float64)
     shares = shares / shares.sum() * total
     counts = np.floor(shares).astype(np.int64)
@@ -322,13 +322,20 @@ class _Builder:
         n_rand = self.n_target
         n_sf = round(n_rand * self.sf_rate / (1.0 - self.sf_rate))
         n_all = n_rand + n_sf
-        counts = _largest_remainder(n_all, [s.target for s in design.sites])
+        # Sites recruit at their own pace: a performance factor around 1 scales each target.
+        performance = rng.uniform(0.75, 1.2, size=len(design.sites))
+        counts = _largest_remainder(
+            n_all, [s.target * float(f) for s, f in zip(design.sites, performance, strict=True)]
+        )
         site = np.repeat(np.arange(len(design.sites)), counts)
         scr_parts: list[IntArray] = []
         ids: list[str] = []
         for s, count in enumerate(counts):
             spec = design.sites[s]
-            days = np.sort(rng.integers(_day(spec.start), _day(spec.end) + 1, size=int(count)))
+            # A mild ramp-up after activation (Beta(1.3, 1) over the site's enrolment period).
+            span = _day(spec.end) - _day(spec.start)
+            offset = np.floor(rng.beta(1.3, 1.0, size=int(count)) * (span + 1))
+            days = np.sort(_day(spec.start) + np.minimum(offset, span))
             scr_parts.append(days.astype(np.int64))
             ids.extend(f"{spec.site_id}-{k + 1:04d}" for k in range(int(count)))
         self.site = site
