@@ -65,7 +65,7 @@ def simple_server(start_emulator: Callable[..., EmulatorServer]) -> EmulatorServ
 @pytest.fixture
 def longitudinal_server(start_emulator: Callable[..., EmulatorServer]) -> EmulatorServer:
     """The ``longitudinal`` fixture project (two arms) with a full-rights token."""
-    return start_emulator(PROJECTS / "longitudinal" / "project.xml", tokens={FULL_TOKEN: "api"})
+    return start_emulator(PROJECTS / "longitudinal" / "project.xml", tokens={FULL_TOKEN: "tester"})
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -576,3 +576,57 @@ def test_filter_logic_reads_a_field_on_a_named_event(longitudinal_server: Emulat
     )
     assert {r["study_id"] for r in rows} == {"100"}
     assert len(rows) == 6  # every event row of the record whose enrolment matches
+
+
+def test_value_checks_refuse_what_redcap_refuses_with_its_error_lines(
+    start_emulator: Start,
+) -> None:
+    server = start_emulator(
+        PROJECTS / "simple" / "project.xml", tokens={FULL_TOKEN: "a"}, check_values=True
+    )
+    api = redcap.Project(server.url, FULL_TOKEN)
+    with pytest.raises(redcap.RedcapError) as refused:
+        api.import_records(
+            [
+                {
+                    "record_id": "9",
+                    "sex": "7",
+                    "dob": "30/08/2003",
+                    "weight": "heavy",
+                    "race___1": "2",
+                }
+            ]
+        )
+    message = str(refused.value)
+    assert "The value is not a valid category for sex" in message
+    assert '"9","dob","30/08/2003"' in message
+    assert '"9","weight","heavy"' in message
+    assert "not a valid category for race" in message
+    assert "9" not in server.store.record_ids()
+    assert api.import_records([{"record_id": "9", "sex": "1", "dob": "2003-08-30"}]) == {"count": 1}
+
+
+def test_force_auto_number_gives_new_ids_and_auto_ids_pairs(simple_server: EmulatorServer) -> None:
+    api = redcap.Project(simple_server.url, FULL_TOKEN)
+    pairs = api.import_records(
+        [{"record_id": "x", "age": "1"}, {"record_id": "y", "age": "2"}],
+        force_auto_number=True,
+        return_content="auto_ids",
+    )
+    assert pairs == ["6,x", "7,y"]
+    assert api.export_records(records=["7"])[0]["age"] == "2"
+
+
+def test_partial_delete_removes_one_form_or_one_event(longitudinal_server: EmulatorServer) -> None:
+    api = redcap.Project(longitudinal_server.url, FULL_TOKEN)
+    before = api.export_records(records=["100"])
+    assert api.delete_records(["100"], event="dose_1_arm_1") == 1
+    after = api.export_records(records=["100"])
+    assert [r["redcap_event_name"] for r in after] == [
+        r["redcap_event_name"] for r in before if r["redcap_event_name"] != "dose_1_arm_1"
+    ]
+    api.delete_records(["100"], instrument="demographics", event="enrollment_arm_1")
+    enrolment = api.export_records(records=["100"], events=["enrollment_arm_1"])[0]
+    assert enrolment["first_name"] == ""
+    assert enrolment["demographics_complete"] == "0"
+    assert enrolment["height2"] != ""  # baseline_data kept

@@ -19,8 +19,9 @@ Decisions where REDCap's behaviour is not pinned down by ``redcap-api.md``:
   identifiers) drop the form's identifier fields (``identifier = y``).
 * ``eventName`` is ignored: like REDCap's raw export, events are unique names unless
   ``rawOrLabel=label``.
-* Imported values are not validated against field types (REDCap refuses, for example, a date in
-  the wrong format); the emulator keeps them so that planted data errors reach the checks.
+* Imported values are validated against field types only with ``check_values=True`` (REDCap
+  always refuses, for example, a date in the wrong format or an unknown choice code); by default
+  the emulator keeps them so that the synthetic trial's planted data errors reach the checks.
 """
 
 from __future__ import annotations
@@ -174,6 +175,10 @@ class Emulator:
         "Now", injected for tests.
     odm_reader
         Turns ODM XML text into a :class:`Project` (for project creation).
+    check_values
+        Refuse imported values REDCap would refuse (invalid codes, dates not in ISO form,
+        non-numbers), with REDCap's error lines. Off by default so that the synthetic trial's
+        planted data errors can be loaded.
     """
 
     def __init__(
@@ -184,8 +189,10 @@ class Emulator:
         super_tokens: Sequence[str] = (),
         clock: Callable[[], datetime] = datetime.now,
         odm_reader: Callable[[str], Project] | None = None,
+        check_values: bool = False,
     ) -> None:
         self._clock = clock
+        self._check_values = check_values
         self._lock = threading.Lock()
         self._odm_reader = odm_reader
         self.state = ProjectState(project, RecordStore(project, clock))
@@ -318,7 +325,7 @@ class Emulator:
         store = state.store
         action = scalars.get("action", "")
         if content == "record" and action == "delete":
-            return self._delete(state, user, lists, fmt)
+            return self._delete(state, user, scalars, lists, fmt)
         if content == "record" and (
             action == "import" or ("data" in scalars and action != "export")
         ):
@@ -667,18 +674,35 @@ class Emulator:
                 )
         else:
             raise _RefusedError(400, f"The emulator imports json or csv data, not {data_format}.")
-        before = set(state.store.record_ids())
-        ids = state.store.import_rows(
+        store = state.store
+        before = set(store.record_ids())
+        renamed: dict[str, str] = {}
+        if _flag(scalars.get("forceAutoNumber")):
+            # REDCap gives each imported record ID the next free number (rows of one ID stay
+            # together); returnContent=auto_ids answers "new,old" pairs.
+            taken = [int(r) for r in before if r.isdigit()]
+            next_id = max(taken, default=0) + 1
+            for row in rows:
+                old_id = str(row.get(store.record_id_field, "") or "")
+                if old_id not in renamed:
+                    renamed[old_id] = str(next_id)
+                    next_id += 1
+                row[store.record_id_field] = renamed[old_id]
+        ids = store.import_rows(
             rows,
             overwrite=scalars.get("overwriteBehavior", "normal") == "overwrite",
             dag=user.data_access_group or None,
+            check_values=self._check_values,
         )
         actions = [
             ("Create record (API)" if r not in before else "Update record (API)", r) for r in ids
         ]
         return_content = scalars.get("returnContent", "count")
         result: object
-        if return_content == "ids":
+        if return_content in ("ids", "auto_ids"):
+            if return_content == "auto_ids":
+                old_of = {new: old for old, new in renamed.items()}
+                ids = [f"{i},{old_of.get(i, i)}" for i in ids]
             result = ids
             if fmt == "csv":
                 return Answer(
@@ -701,7 +725,12 @@ class Emulator:
         return Answer(200, "application/json; charset=utf-8", to_json(result).encode()), actions
 
     def _delete(
-        self, state: ProjectState, user: User, lists: dict[str, list[str]], fmt: str
+        self,
+        state: ProjectState,
+        user: User,
+        scalars: dict[str, str],
+        lists: dict[str, list[str]],
+        fmt: str,
     ) -> tuple[Answer, list[tuple[str, str]]]:
         if user.right("api_import") != 1:
             raise _RefusedError(403, "You do not have API Import/Update privileges")
@@ -710,7 +739,22 @@ class Emulator:
         records = lists.get("records") or []
         if not records:
             raise _RefusedError(400, "You must specify the records parameter")
-        count = state.store.delete(records, dag=user.data_access_group or None)
+        arm = scalars.get("arm", "").strip()
+        instance = scalars.get("repeat_instance", "").strip()
+        event = scalars.get("event", "").strip() or None
+        instrument = scalars.get("instrument", "").strip() or None
+        if event is not None and event not in state.store.event_index:
+            raise _RefusedError(400, f"The event '{event}' is not valid.")
+        if instrument is not None and instrument not in state.store.form_index:
+            raise _RefusedError(400, f"The instrument '{instrument}' is not valid.")
+        count = state.store.delete(
+            records,
+            dag=user.data_access_group or None,
+            arm=int(arm) if arm.isdigit() else None,
+            event=event,
+            instrument=instrument,
+            instance=int(instance) if instance.isdigit() else None,
+        )
         return Answer(200, "text/plain; charset=utf-8", str(count).encode()), [
             ("Delete record (API)", r) for r in records
         ]

@@ -172,6 +172,9 @@ class EmulatorServer:
         A JSON file re-read whenever it changes, replacing the fault plan.
     clock
         "Now" for record times and the log (injected for tests).
+    check_values
+        Refuse imported values REDCap would refuse (off by default: see
+        :mod:`~studyman.sources.emulator.api`).
 
     Examples
     --------
@@ -191,11 +194,17 @@ class EmulatorServer:
         faults: FaultPlan | None = None,
         control_file: Path | str | None = None,
         clock: Callable[[], datetime] = datetime.now,
+        check_values: bool = False,
     ) -> None:
         model = project if isinstance(project, Project) else load_project(project)
         self.project = model
         self.emulator = Emulator(
-            model, tokens=tokens, super_tokens=super_tokens, clock=clock, odm_reader=read_odm_text
+            model,
+            tokens=tokens,
+            super_tokens=super_tokens,
+            clock=clock,
+            odm_reader=read_odm_text,
+            check_values=check_values,
         )
         self.faults = FaultInjector(faults, Path(control_file) if control_file else None)
         self.stopping = threading.Event()

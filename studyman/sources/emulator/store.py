@@ -76,6 +76,62 @@ class RecordImportError(Exception):
     message: str
 
 
+_PATTERNS = {
+    "date": re.compile(r"^\d{4}-\d{2}-\d{2}$"),
+    "datetime": re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$"),
+    "datetime_seconds": re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"),
+    "time": re.compile(r"^\d{2}:\d{2}$"),
+    "integer": re.compile(r"^[-+]?\d+$"),
+    "number": re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$"),
+    "number_comma": re.compile(r"^[-+]?(\d+(,\d*)?|,\d+)$"),
+    "email": re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+}
+_FORMAT_MESSAGE = (
+    "The value you provided could not be validated because it does not follow the expected "
+    "format. Please try again."
+)
+
+
+def _value_problem(column: Column, value: str) -> str:
+    """REDCap's message for a value it would refuse in *column* ("" when accepted)."""
+    if column.kind == "checkbox":
+        return "" if value in ("0", "1") else f"The value is not a valid category for {column.base}"
+    if column.kind == "complete":
+        return (
+            ""
+            if value in ("0", "1", "2")
+            else f"The value is not a valid category for {column.name}"
+        )
+    field = column.field
+    if field is None or column.kind != "field":
+        return ""
+    if field.field_type in ("radio", "dropdown", "yesno", "truefalse"):
+        codes = {code for code, _ in field.choices}
+        return "" if value in codes else f"The value is not a valid category for {field.field_name}"
+    validation = field.text_validation_type_or_show_slider_number
+    if field.field_type != "text" or not validation:
+        return ""
+    if validation.startswith("datetime_seconds"):
+        kind = "datetime_seconds"
+    elif validation.startswith("datetime"):
+        kind = "datetime"
+    elif validation.startswith("date"):
+        kind = "date"
+    elif validation.startswith("time") and validation != "time_mm_ss":
+        kind = "time"
+    elif validation == "integer":
+        kind = "integer"
+    elif validation.startswith("number") and "comma" in validation:
+        kind = "number_comma"
+    elif validation.startswith("number"):
+        kind = "number"
+    elif validation == "email":
+        kind = "email"
+    else:
+        return ""
+    return "" if _PATTERNS[kind].match(value) else _FORMAT_MESSAGE
+
+
 def _record_sort_key(record: str) -> tuple[float, str]:
     # REDCap orders records as MySQL's ``ORDER BY abs(record), record``: the numeric prefix first.
     match = re.match(r"\s*[-+]?(\d+(\.\d*)?|\.\d+)", record)
@@ -437,6 +493,7 @@ class RecordStore:
         overwrite: bool,
         dag: str | None,
         validate: bool = True,
+        check_values: bool = False,
     ) -> list[str]:
         """Import flat rows; return the record IDs touched, in first-seen order.
 
@@ -452,6 +509,9 @@ class RecordStore:
             other groups cannot be touched.
         validate
             Refuse unknown columns, events and instruments (off for a project's own records).
+        check_values
+            Refuse values REDCap would refuse (invalid choice codes, dates not in ISO form,
+            non-numbers in number fields); every problem is listed, as REDCap lists them.
 
         Raises
         ------
@@ -468,6 +528,7 @@ class RecordStore:
                     + ", ".join(unknown)
                 )
         not_values = frozenset({*IDENTITY_COLUMNS, self.record_id_field})
+        problems: list[str] = []
         prepared: list[tuple[str, RowKey, dict[str, str], str | None]] = []
         for number, r in enumerate(rows, start=1):
             record = str(r.get(self.record_id_field, "") or "").strip()
@@ -530,7 +591,11 @@ class RecordStore:
                         f"You do not have permission to modify record '{record}' "
                         "(it belongs to another Data Access Group)."
                     )
+            if check_values:
+                problems.extend(self._value_problems(record, values))
             prepared.append((record, (event, instrument, instance), values, group))
+        if problems:
+            raise RecordImportError("\n".join(problems))
         touched: dict[str, None] = {}
         now = self._clock()
         with self._lock:
@@ -550,8 +615,42 @@ class RecordStore:
                 touched[record] = None
         return list(touched)
 
-    def delete(self, records: Sequence[str], dag: str | None = None) -> int:
-        """Delete whole records; return how many were deleted.
+    def _value_problems(self, record: str, values: Mapping[str, str]) -> list[str]:
+        # REDCap's import error lines: "record","field","value","message".
+        problems = []
+        for name, value in values.items():
+            if value == "" or value in self.missing_codes:
+                continue
+            column = self.column_by_name.get(name)
+            if column is None:
+                continue
+            message = _value_problem(column, value)
+            if message:
+                shown = value.replace('"', '""')
+                problems.append(f'"{record}","{name}","{shown}","{message}"')
+        return problems
+
+    def delete(
+        self,
+        records: Sequence[str],
+        dag: str | None = None,
+        *,
+        arm: int | None = None,
+        event: str | None = None,
+        instrument: str | None = None,
+        instance: int | None = None,
+    ) -> int:
+        """Delete records, or part of them; return how many records were touched.
+
+        Parameters
+        ----------
+        records
+            Record IDs.
+        dag
+            The caller's data access group (records of other groups do not exist for it).
+        arm, event, instrument, instance
+            REDCap 14's partial deletes: only the rows of one arm or event, only one form's
+            values (and a repeating form's instance rows), only one instance.
 
         Raises
         ------
@@ -570,10 +669,37 @@ class RecordStore:
                     "exist in the project. The following records do not exist: "
                     + ", ".join(missing)
                 )
+            partial = any(x is not None for x in (arm, event, instrument, instance))
             for r in dict.fromkeys(records):
-                del self._rows[r]
-                self._dags.pop(r, None)
-                self._modified.pop(r, None)
+                if not partial:
+                    del self._rows[r]
+                    self._dags.pop(r, None)
+                    self._modified.pop(r, None)
+                    continue
+                rows = self._rows[r]
+                for key in list(rows):
+                    row_event, row_instrument, row_instance = key
+                    if arm is not None and self.event_arm.get(row_event, 1) != arm:
+                        continue
+                    if event is not None and row_event != event:
+                        continue
+                    if instance is not None and row_instance != instance:
+                        continue
+                    if instrument is None or row_instrument == instrument:
+                        del rows[key]
+                    elif instrument in self.row_forms(key):
+                        for name in [
+                            *self._form_columns.get(instrument, []),
+                            f"{instrument}_complete",
+                        ]:
+                            rows[key].pop(name, None)
+                        if not rows[key]:
+                            del rows[key]
+                self._modified[r] = self._clock()
+                if not rows:
+                    del self._rows[r]
+                    self._dags.pop(r, None)
+                    self._modified.pop(r, None)
             return len(set(records))
 
     def select_columns(self, names: Collection[str]) -> tuple[Column, ...]:
