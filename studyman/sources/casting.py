@@ -34,20 +34,25 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from studyman.findings import Finding
 
 __all__ = [
     "MISSING_SUFFIX",
     "RAW_SUFFIX",
+    "ArrowCast",
     "CastKind",
     "ColumnSpec",
     "FieldSpec",
     "ProjectDictionary",
+    "arrow_to_pandas",
+    "cast_array",
     "cast_column",
     "parse_choice_codes",
     "parse_missing_data_codes",
@@ -106,8 +111,10 @@ _PATTERNS: dict[CastKind, re.Pattern[str]] = {
     CastKind.NUMBER: re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"),
     CastKind.NUMBER_COMMA: re.compile(r"[-+]?(?:\d+[.,]?\d*|[.,]\d+)"),
     CastKind.DATE: re.compile(r"\d{4}-\d{2}-\d{2}"),
-    CastKind.DATETIME: re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?"),
-    CastKind.SURVEY_TIMESTAMP: re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(?::\d{2})?"),
+    CastKind.DATETIME: re.compile(r"\d{4}-\d{2}-\d{2} (?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?"),
+    CastKind.SURVEY_TIMESTAMP: re.compile(
+        r"\d{4}-\d{2}-\d{2} (?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?"
+    ),
     CastKind.TIME_HM: re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d"),
     CastKind.TIME_HMS: re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"),
     CastKind.TIME_MS: re.compile(r"[0-5]\d:[0-5]\d"),
@@ -305,51 +312,107 @@ class ProjectDictionary:
         return columns
 
 
+_ARROW_TYPES: dict[CastKind, pa.DataType] = {
+    CastKind.TEXT: pa.string(),
+    CastKind.CHOICE: pa.string(),
+    CastKind.INTEGER: pa.int64(),
+    CastKind.BINARY: pa.int64(),
+    CastKind.STATUS: pa.int64(),
+    CastKind.INSTANCE: pa.int64(),
+    CastKind.NUMBER: pa.float64(),
+    CastKind.NUMBER_COMMA: pa.float64(),
+    CastKind.DATE: pa.timestamp("us"),
+    CastKind.DATETIME: pa.timestamp("us"),
+    CastKind.SURVEY_TIMESTAMP: pa.timestamp("us"),
+    CastKind.TIME_HM: pa.duration("us"),
+    CastKind.TIME_HMS: pa.duration("us"),
+    CastKind.TIME_MS: pa.duration("us"),
+}
+
+_PANDAS_TYPES: dict[pa.DataType, Any] = {
+    pa.int64(): pd.Int64Dtype(),
+    pa.float64(): pd.Float64Dtype(),
+    pa.string(): pd.StringDtype(),
+    pa.large_string(): pd.StringDtype(),
+}
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Convert a typed arrow table to pandas with the dtypes of the table at the top."""
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_PANDAS_TYPES.get)
+    return frame
+
+
+@dataclass(frozen=True, slots=True)
+class ArrowCast:
+    """A typed column, plus the text of the cells that did not cast and of missing-data codes."""
+
+    typed: pa.Array
+    raw: pa.Array | None
+    missing: pa.Array | None
+    failed: np.ndarray  # boolean mask of cells that did not cast
+
+
 @dataclass(frozen=True, slots=True)
 class CastResult:
-    """A typed column, plus the text of the cells that did not cast and of missing-data codes."""
+    """:class:`ArrowCast` as pandas Series."""
 
     typed: pd.Series
     raw: pd.Series | None
     missing: pd.Series | None
-    failed: np.ndarray  # boolean mask of cells that did not cast
+    failed: np.ndarray
 
 
-def _convert(kind: CastKind, text: pd.Series) -> pd.Series:
-    """Convert cells already known to match the kind's pattern (others are <NA>)."""
+def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _digits(text: pa.Array, start: int, stop: int) -> pa.Array:
+    return pc.cast(pc.utf8_slice_codeunits(text, start, stop), pa.int64())
+
+
+def _convert_arrow(kind: CastKind, text: pa.Array) -> pa.Array:
+    """Convert cells already known to match the kind's pattern (others are null)."""
     if kind in {CastKind.INTEGER, CastKind.BINARY, CastKind.STATUS, CastKind.INSTANCE}:
-        return pd.to_numeric(text.str.lstrip("+"), errors="coerce").astype("Int64")
+        return pc.cast(pc.utf8_ltrim(text, "+"), pa.int64())
     if kind is CastKind.NUMBER:
-        return pd.to_numeric(text, errors="coerce").astype("Float64")
+        return pc.cast(text, pa.float64())
     if kind is CastKind.NUMBER_COMMA:
-        return pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce").astype(
-            "Float64"
-        )
+        return pc.cast(pc.replace_substring(text, ",", "."), pa.float64())
     if kind is CastKind.DATE:
-        return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype("datetime64[us]")
+        stamp = pc.strptime(text, format="%Y-%m-%d", unit="us", error_is_null=True)
+        # strptime rolls 2021-02-30 over to March: only dates that print back are dates.
+        same = pc.equal(pc.strftime(stamp, format="%Y-%m-%d"), text)
+        return pc.if_else(same, stamp, pa.scalar(None, pa.timestamp("us")))
     if kind in {CastKind.DATETIME, CastKind.SURVEY_TIMESTAMP}:
-        padded = text.where(text.str.len() != 16, text + ":00")
-        return pd.to_datetime(padded, format="%Y-%m-%d %H:%M:%S", errors="coerce").astype(
-            "datetime64[us]"
+        padded = pc.if_else(
+            pc.equal(pc.utf8_length(text), 16), pc.binary_join_element_wise(text, ":00", ""), text
         )
-    if kind is CastKind.TIME_HM:
-        return pd.to_timedelta(text + ":00", errors="coerce").astype("timedelta64[us]")
-    if kind is CastKind.TIME_HMS:
-        return pd.to_timedelta(text, errors="coerce").astype("timedelta64[us]")
-    if kind is CastKind.TIME_MS:
-        return pd.to_timedelta("00:" + text, errors="coerce").astype("timedelta64[us]")
-    return text.astype("string")
+        stamp = pc.strptime(padded, format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True)
+        same = pc.equal(pc.strftime(stamp, format="%Y-%m-%d"), pc.utf8_slice_codeunits(text, 0, 10))
+        return pc.if_else(same, stamp, pa.scalar(None, pa.timestamp("us")))
+    if kind in {CastKind.TIME_HM, CastKind.TIME_HMS, CastKind.TIME_MS}:
+        if kind is CastKind.TIME_MS:
+            seconds = pc.add(pc.multiply(_digits(text, 0, 2), 60), _digits(text, 3, 5))
+        else:
+            seconds = pc.multiply(
+                pc.add(pc.multiply(_digits(text, 0, 2), 60), _digits(text, 3, 5)), 60
+            )
+            if kind is CastKind.TIME_HMS:
+                seconds = pc.add(seconds, _digits(text, 6, 8))
+        return pc.cast(pc.multiply(seconds, 1_000_000), pa.duration("us"))
+    return text
 
 
-def cast_column(
-    values: pd.Series, spec: ColumnSpec, missing_codes: Sequence[str] = ()
-) -> CastResult:
-    """Cast one column of export text (blank = ``""``) by *spec*.
+def cast_array(
+    values: pa.Array | pa.ChunkedArray, spec: ColumnSpec, missing_codes: Sequence[str] = ()
+) -> ArrowCast:
+    """Cast one column of export text (an arrow string array, blank = ``""``) by *spec*.
 
     Parameters
     ----------
     values
-        The cells as REDCap exported them; blanks are empty strings.
+        The cells as REDCap exported them; blanks are empty strings (nulls count as blank).
     spec
         The column's type (:meth:`ProjectDictionary.column_spec`).
     missing_codes
@@ -357,70 +420,71 @@ def cast_column(
 
     Returns
     -------
-    CastResult
-        The typed column (missing where blank, a missing-data code, or not castable), the raw text
+    ArrowCast
+        The typed column (null where blank, a missing-data code, or not castable), the raw text
         of non-castable cells (None when every cell cast), the missing-data codes (None when none
         occurs) and the mask of non-castable cells.
 
     Notes
     -----
     Dates are checked as calendar dates (``2021-02-30`` does not cast). A survey time stamp
-    ``[not completed]`` is REDCap's own marker, read as missing without a finding.
+    ``[not completed]`` is REDCap's own marker, read as missing without a finding. Surrounding
+    blanks are ignored for numbers, dates, times and status values.
     """
-    text = values.astype("string").fillna("")
-    blank = (text == "").to_numpy(dtype=bool)
-    is_missing_code = np.zeros(len(text), dtype=bool)
-    if missing_codes and spec.form:
-        is_missing_code = text.isin(list(missing_codes)).to_numpy(dtype=bool)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    text = pc.fill_null(pc.cast(values, pa.string()), "")
+    length = len(text)
+    target = _ARROW_TYPES[spec.kind]
+    blank = pc.equal(text, "")
     if spec.kind is CastKind.SURVEY_TIMESTAMP:
-        blank |= (text == "[not completed]").to_numpy(dtype=bool)
-    present = ~blank & ~is_missing_code
-    if not present.any():
-        # Nothing to cast (an empty or all-blank column): skip the string machinery.
-        missing = None
-        if is_missing_code.any():
-            missing = text.where(is_missing_code).astype("string").reset_index(drop=True)
-        return CastResult(
-            typed=pd.Series(pd.NA, index=range(len(text)), dtype=cast(Any, _DTYPES[spec.kind])),
-            raw=None,
-            missing=missing,
-            failed=np.zeros(len(text), dtype=bool),
-        )
-    candidate = text.where(present)
-    if spec.kind not in {CastKind.TEXT, CastKind.CHOICE}:
-        # Surrounding blanks never change a number, date or code REDCap would accept.
-        candidate = candidate.str.strip()
-    if spec.kind is CastKind.TEXT:
-        typed = candidate.astype("string")
-        failed = np.zeros(len(text), dtype=bool)
-    elif spec.kind is CastKind.CHOICE:
-        ok = candidate.isin(list(spec.choices)).fillna(False).to_numpy(dtype=bool)
-        failed = present & ~ok
-        typed = candidate.where(ok).astype("string")
+        blank = pc.or_(blank, pc.equal(text, "[not completed]"))
+    if missing_codes and spec.form:
+        is_code = pc.is_in(text, value_set=pa.array(list(missing_codes), pa.string()))
     else:
-        pattern = _PATTERNS[spec.kind]
-        matches = (
-            candidate.str.fullmatch(pattern.pattern).fillna(False).to_numpy(dtype=bool) & present
+        is_code = pa.array(np.zeros(length, dtype=bool))
+    present = pc.and_(pc.invert(blank), pc.invert(is_code))
+    null_text = pa.scalar(None, pa.string())
+    missing = pc.if_else(is_code, text, null_text) if pc.any(is_code).as_py() else None
+    if not pc.any(present).as_py():
+        return ArrowCast(pa.nulls(length, target), None, missing, np.zeros(length, dtype=bool))
+    if spec.kind is CastKind.TEXT:
+        typed = pc.if_else(present, text, null_text)
+        failed_array = pa.array(np.zeros(length, dtype=bool))
+    elif spec.kind is CastKind.CHOICE:
+        ok = pc.and_(present, pc.is_in(text, value_set=pa.array(list(spec.choices), pa.string())))
+        typed = pc.if_else(ok, text, null_text)
+        failed_array = pc.and_(present, pc.invert(ok))
+    else:
+        stripped = pc.utf8_trim_whitespace(text)
+        ok = pc.and_(
+            present, pc.match_substring_regex(stripped, f"^(?:{_PATTERNS[spec.kind].pattern})$")
         )
-        typed = _convert(spec.kind, candidate.where(matches))
-        converted = typed.notna().to_numpy(dtype=bool)
-        failed = present & ~converted
-    raw = None
-    if failed.any():
-        raw = text.where(failed).astype("string")
-    missing = None
-    if is_missing_code.any():
-        missing = text.where(is_missing_code).astype("string")
+        typed = _convert_arrow(spec.kind, pc.if_else(ok, stripped, null_text))
+        failed_array = pc.and_(present, pc.is_null(typed))
+    failed = _mask(failed_array)
+    raw = pc.if_else(failed_array, text, null_text) if failed.any() else None
+    return ArrowCast(typed, raw, missing, failed)
+
+
+def cast_column(
+    values: pd.Series, spec: ColumnSpec, missing_codes: Sequence[str] = ()
+) -> CastResult:
+    """Cast one pandas column of export text by *spec* (see :func:`cast_array`)."""
+    text = values.astype("string").fillna("")
+    result = cast_array(pa.array(text.tolist(), pa.string()), spec, missing_codes)
+    columns = {"typed": result.typed}
+    if result.raw is not None:
+        columns["raw"] = result.raw
+    if result.missing is not None:
+        columns["missing"] = result.missing
+    frame = arrow_to_pandas(pa.table(columns))
     return CastResult(
-        typed=typed.reset_index(drop=True),
-        raw=_reset(raw),
-        missing=_reset(missing),
-        failed=failed,
+        typed=frame["typed"],
+        raw=frame.get("raw"),
+        missing=frame.get("missing"),
+        failed=result.failed,
     )
-
-
-def _reset(series: pd.Series | None) -> pd.Series | None:
-    return None if series is None else series.reset_index(drop=True)
 
 
 def cast_finding(

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -50,7 +49,8 @@ from studyman.sources.casting import (
     CastKind,
     ColumnSpec,
     ProjectDictionary,
-    cast_column,
+    arrow_to_pandas,
+    cast_array,
     cast_finding,
 )
 
@@ -358,15 +358,12 @@ class TidyBuilder:
         for form, columns in layout.form_columns.items():
             pieces = self._pieces.pop(form, [])
             if pieces:
-                raw = _text_frame(pa.concat_tables(pieces))
+                raw = pa.concat_tables(pieces)
             else:
-                raw = pd.DataFrame(
-                    {
-                        c: pd.Series([], dtype="string")
-                        for c in [*layout.keys, *layout.record_level, *columns]
-                    }
-                )
-                raw[_ROW] = pd.Series([], dtype="int64")
+                empty = pa.array([], pa.string())
+                raw = pa.table(
+                    {c: empty for c in [*layout.keys, *layout.record_level, *columns]}
+                ).append_column(_ROW, pa.array([], pa.int64()))
             table, table_findings = self._cast_table(form, raw, layout, position)
             tables[form] = table
             findings.extend(table_findings)
@@ -385,53 +382,56 @@ class TidyBuilder:
     def _cast_table(
         self,
         form: str,
-        raw: pd.DataFrame,
+        raw: pa.Table,
         layout: _Layout,
         position: dict[str, int],
     ) -> tuple[pd.DataFrame, list[tuple[int, int, Finding]]]:
-        out: dict[str, pd.Series] = {}
+        out: dict[str, pa.Array] = {}
         findings: list[tuple[int, int, Finding]] = []
-        rows = raw[_ROW].to_numpy()
-        key_text = {
-            name: raw[name].astype("string").fillna("").to_numpy(dtype=object)
-            if name in raw.columns
-            else np.full(len(raw), "", dtype=object)
-            for name in (
-                layout.record_id,
-                "redcap_event_name",
-                "redcap_repeat_instrument",
-                "redcap_repeat_instance",
-            )
-        }
         source = _table_source(form)
         for column in [*layout.keys, *layout.record_level]:
             spec = layout.specs.get(column) or ColumnSpec(column, column, "", CastKind.TEXT)
-            out[column] = cast_column(raw[column], spec).typed
+            out[column] = cast_array(raw.column(column), spec).typed
+        codes = self.missing_codes if form != UNMAPPED_TABLE else ()
+        key_names = (
+            layout.record_id,
+            "redcap_event_name",
+            "redcap_repeat_instrument",
+            "redcap_repeat_instance",
+        )
         for column in layout.form_columns[form]:
             spec = layout.specs[column]
-            codes = self.missing_codes if form != UNMAPPED_TABLE else ()
-            result = cast_column(raw[column], spec, codes)
-            out[column] = result.typed.astype(cast(Any, spec.dtype))
+            result = cast_array(raw.column(column), spec, codes)
+            out[column] = result.typed
             if result.raw is not None:
                 out[column + RAW_SUFFIX] = result.raw
-                for index in np.flatnonzero(result.failed):
+                failing = raw.filter(pa.array(result.failed))
+                keys = {
+                    name: failing.column(name).to_pylist()
+                    if name in failing.column_names
+                    else [""] * failing.num_rows
+                    for name in key_names
+                }
+                rows = failing.column(_ROW).to_pylist()
+                values = failing.column(column).to_pylist()
+                for index, value in enumerate(values):
                     findings.append(
                         (
                             int(rows[index]),
                             position.get(column, 0),
                             cast_finding(
                                 spec,
-                                str(result.raw.iloc[index]),
-                                record_id=str(key_text[layout.record_id][index]),
-                                event=str(key_text["redcap_event_name"][index]),
+                                str(value),
+                                record_id=str(keys[layout.record_id][index] or ""),
+                                event=str(keys["redcap_event_name"][index] or ""),
                                 instrument=form,
-                                instance=str(key_text["redcap_repeat_instance"][index]),
+                                instance=str(keys["redcap_repeat_instance"][index] or ""),
                                 source=source,
                             ),
                         )
                     )
             if result.missing is not None:
                 out[column + MISSING_SUFFIX] = result.missing
-        table = pd.DataFrame(out)
+        table = arrow_to_pandas(pa.table(out))
         table.index = pd.RangeIndex(len(table))
         return table, findings
