@@ -2,61 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 
 from studyman.errors import ValidationError
 from studyman.validation.catalogue import catalogue_frame
-from studyman.validation.custom import CustomCheck, load_custom_checks
-from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
-from studyman.validation.engine import run_checks
-from studyman.validation.outputs import deviation_log, read_listing, write_outputs
+from studyman.validation.outputs import read_listing
 from studyman.validation.query_log import RESPONSES, QueryLog
-from studyman.validation.records import flat_records_from_tables, normalise_records, text_tables
-
-QUERY_LOG_NAME = "queries.sqlite"
+from studyman.validation.run import custom_checks_for, dictionary_for, validate_study
 
 
 def _protocol(path: Path) -> Any:
     from studyman.protocol.loader import load_protocol
 
     return load_protocol(path)
-
-
-def _dictionary(protocol: Any) -> tuple[DataDictionary, frozenset[str]]:
-    project = protocol.redcap
-    if project is None:
-        raise ValidationError("the protocol has no REDCap project loaded (redcap_project)")
-    dictionary = dictionary_from_frame(pd.DataFrame(project.dictionary.as_rows()))
-    codes = frozenset(choice.code for choice in project.project.missing_codes)
-    return dictionary, codes
-
-
-def _custom_checks(
-    protocol: Any, dictionary: DataDictionary, path: Path | None
-) -> tuple[CustomCheck, ...]:
-    if path is None:
-        source = Path(protocol.source_file).parent / "checks.yaml" if protocol.source_file else None
-        if source is None or not source.is_file():
-            return ()
-        path = source
-    return load_custom_checks(path, dictionary)
-
-
-def _read_records(snapshot: Path, dictionary: DataDictionary) -> pd.DataFrame:
-    """Flat records from a snapshot directory, or from a flat CSV export."""
-    if snapshot.is_file() and snapshot.suffix.lower() == ".csv":
-        frame = pd.read_csv(snapshot, dtype=str, keep_default_na=False)
-        return normalise_records(frame, dictionary.record_id_field)
-    from studyman.sources.snapshot import read_snapshot
-
-    read = read_snapshot(snapshot)
-    tables = text_tables(read.tables, dictionary)
-    return flat_records_from_tables(tables, dictionary.record_id_field)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,61 +61,23 @@ def register(app: typer.Typer) -> None:
         ] = "studyman validate",
     ) -> None:
         """Run every edit check, update the query log and write the listings."""
-        protocol = _protocol(protocol_path)
-        dictionary, codes = _dictionary(protocol)
-        custom = _custom_checks(protocol, dictionary, checks_file)
-        records = _read_records(snapshot, dictionary)
-        arms = None
-        if randomization is not None:
-            try:
-                arms = pd.read_csv(randomization, dtype=str, keep_default_na=False)
-            except (OSError, pd.errors.ParserError) as error:
-                raise ValidationError(
-                    f"{randomization}: cannot read the randomisation list ({error})"
-                ) from None
         cut = None
         if data_cut:
             try:
                 cut = date.fromisoformat(data_cut)
             except ValueError:
                 raise ValidationError(f"--data-cut {data_cut!r}: expected YYYY-MM-DD") from None
-        result = run_checks(
-            records,
-            protocol,
-            dictionary,
-            missing_codes=codes,
-            data_cut=cut,
-            randomization=arms,
-            custom_checks=custom,
-            source=str(snapshot),
-        )
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        log_path = query_log or out / QUERY_LOG_NAME
-        with QueryLog(log_path) as log:
-            sync = log.sync(
-                result.findings,
-                checks_run=result.checks_run,
-                who=who,
-                at=stamp,
-                source=str(snapshot),
-            )
-            queries = log.queries(as_of=stamp)
-        deviations = deviation_log(result.findings, result.checks, records, protocol)
-        write_outputs(
+        report = validate_study(
+            _protocol(protocol_path),
+            snapshot,
             out,
-            queries,
-            deviations,
-            title=f"{protocol.study.id}: data queries and protocol deviations",
-            as_of=stamp,
-            unblinded=result.unblinded,
+            query_log=query_log,
+            randomization=randomization,
+            checks_file=checks_file,
+            data_cut=cut,
+            who=who,
         )
-        open_count = int(queries["status"].isin(["open", "answered", "reopened"]).sum())
-        typer.echo(
-            f"{len(result.findings)} findings; queries: "
-            f"{len(sync.opened)} new, {len(sync.reopened)} re-opened, "
-            f"{len(sync.closed)} closed, {open_count} open in {log_path}; "
-            f"{len(deviations)} deviations; listings in {out}"
-        )
+        typer.echo(report.describe())
 
     checks = typer.Typer(help="The edit-check catalogue.", no_args_is_help=True)
 
@@ -168,8 +92,8 @@ def register(app: typer.Typer) -> None:
         extra: tuple[Any, ...] = ()
         if protocol_path is not None:
             protocol = _protocol(protocol_path)
-            dictionary, _ = _dictionary(protocol)
-            extra = tuple(check.definition for check in _custom_checks(protocol, dictionary, None))
+            dictionary, _ = dictionary_for(protocol)
+            extra = tuple(check.definition for check in custom_checks_for(protocol, dictionary))
         table = catalogue_frame(extra)
         if as_csv:
             typer.echo(table.to_csv(index=False, lineterminator="\n"), nl=False)

@@ -1,0 +1,204 @@
+"""One validation run with its files: read the data, check, update the query log, write listings.
+
+This is the edge of the validation layer (it reads and writes files); the checks themselves
+(:func:`studyman.validation.engine.run_checks`) stay pure. ``studyman validate`` and the demo call
+:func:`validate_study`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from studyman.errors import ValidationError
+from studyman.validation.custom import CustomCheck, load_custom_checks
+from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
+from studyman.validation.engine import run_checks
+from studyman.validation.outputs import deviation_log, write_outputs
+from studyman.validation.query_log import QueryLog, SyncResult
+from studyman.validation.records import (
+    flat_records_from_tables,
+    normalise_records,
+    text_tables,
+)
+
+__all__ = [
+    "QUERY_LOG_NAME",
+    "ValidationRunReport",
+    "custom_checks_for",
+    "dictionary_for",
+    "read_flat_records",
+    "validate_study",
+]
+
+QUERY_LOG_NAME = "queries.sqlite"
+
+
+@dataclass(frozen=True)
+class ValidationRunReport:
+    """What one ``validate`` run did.
+
+    Attributes
+    ----------
+    findings
+        Number of findings (problems found now).
+    sync
+        Queries opened, re-opened, closed and still open in the log.
+    open_queries
+        Queries open, answered or re-opened after the run.
+    deviations
+        Rows in the deviation log.
+    query_log, out_dir
+        Where the log and the listings are.
+    files
+        The files written.
+    unblinded
+        Whether arm data were used.
+    """
+
+    findings: int
+    sync: SyncResult
+    open_queries: int
+    deviations: int
+    query_log: Path
+    out_dir: Path
+    files: tuple[Path, ...]
+    unblinded: bool
+
+    def describe(self) -> str:
+        """One line for the command line."""
+        return (
+            f"{self.findings} findings; queries: {len(self.sync.opened)} new, "
+            f"{len(self.sync.reopened)} re-opened, {len(self.sync.closed)} closed, "
+            f"{self.open_queries} open in {self.query_log}; {self.deviations} deviations; "
+            f"listings in {self.out_dir}"
+        )
+
+
+def dictionary_for(protocol: Any) -> tuple[DataDictionary, frozenset[str]]:
+    """The protocol's data dictionary and missing-data codes (from its REDCap project)."""
+    project = protocol.redcap
+    if project is None:
+        raise ValidationError("the protocol has no REDCap project loaded (redcap_project)")
+    dictionary = dictionary_from_frame(pd.DataFrame(project.dictionary.as_rows()))
+    codes = frozenset(choice.code for choice in project.project.missing_codes)
+    return dictionary, codes
+
+
+def custom_checks_for(
+    protocol: Any, dictionary: DataDictionary, path: Path | None = None
+) -> tuple[CustomCheck, ...]:
+    """Custom checks from *path*, else from ``checks.yaml`` beside the protocol file, if any."""
+    if path is None:
+        if not protocol.source_file:
+            return ()
+        path = Path(protocol.source_file).parent / "checks.yaml"
+        if not path.is_file():
+            return ()
+    return load_custom_checks(path, dictionary)
+
+
+def read_flat_records(source: Path, dictionary: DataDictionary) -> pd.DataFrame:
+    """Flat records from a snapshot directory, or from REDCap's flat CSV export (``.csv``)."""
+    if source.is_file() and source.suffix.lower() == ".csv":
+        try:
+            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValidationError(f"{source}: cannot read the record export ({error})") from None
+        return normalise_records(frame, dictionary.record_id_field)
+    from studyman.sources.snapshot import read_snapshot
+
+    snapshot = read_snapshot(source)
+    tables = text_tables(snapshot.tables, dictionary)
+    return flat_records_from_tables(tables, dictionary.record_id_field)
+
+
+def validate_study(
+    protocol: Any,
+    source: Path,
+    out_dir: Path,
+    *,
+    query_log: Path | None = None,
+    randomization: Path | pd.DataFrame | None = None,
+    checks_file: Path | None = None,
+    data_cut: date | None = None,
+    who: str = "studyman validate",
+    at: str | None = None,
+) -> ValidationRunReport:
+    """Validate a snapshot (or flat CSV export) and write the listings into *out_dir*.
+
+    Parameters
+    ----------
+    protocol
+        The loaded protocol (with its REDCap project).
+    source
+        A snapshot directory or a flat CSV export.
+    out_dir
+        Where ``queries.csv``, ``queries.xlsx``, ``deviations.csv``/``.xlsx`` and
+        ``summary.html`` go.
+    query_log
+        The SQLite query log (default ``out_dir/queries.sqlite``).
+    randomization
+        Unblinded runs only: the randomisation list (CSV path or table with the record ID and
+        the arm field). Without it the run is blinded.
+    checks_file
+        Custom checks (default: ``checks.yaml`` beside the protocol, when present).
+    data_cut
+        Default: the protocol's ``reporting.data_cut``.
+    who, at
+        Recorded in the query history (``at``: UTC ISO time, default now).
+    """
+    dictionary, codes = dictionary_for(protocol)
+    custom = custom_checks_for(protocol, dictionary, checks_file)
+    records = read_flat_records(Path(source), dictionary)
+    arms: pd.DataFrame | None
+    if isinstance(randomization, Path):
+        try:
+            arms = pd.read_csv(randomization, dtype=str, keep_default_na=False)
+        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
+            raise ValidationError(
+                f"{randomization}: cannot read the randomisation list ({error})"
+            ) from None
+    else:
+        arms = randomization
+    result = run_checks(
+        records,
+        protocol,
+        dictionary,
+        missing_codes=codes,
+        data_cut=data_cut,
+        randomization=arms,
+        custom_checks=custom,
+        source=str(source),
+    )
+    stamp = at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log_path = query_log or out_dir / QUERY_LOG_NAME
+    with QueryLog(log_path) as log:
+        sync = log.sync(
+            result.findings, checks_run=result.checks_run, who=who, at=stamp, source=str(source)
+        )
+        queries = log.queries(as_of=stamp)
+    deviations = deviation_log(result.findings, result.checks, records, protocol)
+    files = write_outputs(
+        out_dir,
+        queries,
+        deviations,
+        title=f"{protocol.study.id}: data queries and protocol deviations",
+        as_of=stamp,
+        unblinded=result.unblinded,
+    )
+    open_count = int(queries["status"].isin(["open", "answered", "reopened"]).sum())
+    return ValidationRunReport(
+        findings=len(result.findings),
+        sync=sync,
+        open_queries=open_count,
+        deviations=len(deviations),
+        query_log=log_path,
+        out_dir=out_dir,
+        files=tuple(files),
+        unblinded=result.unblinded,
+    )
