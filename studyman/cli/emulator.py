@@ -11,6 +11,7 @@ import typer
 from studyman.errors import StudymanError
 
 _TOKEN = re.compile(r"^[0-9A-Fa-f]{32}$")
+_SUPER_TOKEN = re.compile(r"^[0-9A-Fa-f]{64}$")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,13 @@ def register(app: typer.Typer) -> None:
                 "--token", help="Add a full-rights API user with this token (32 hex characters)."
             ),
         ] = None,
+        super_token: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--super-token",
+                help="Allow this super token (64 hex characters) to create projects from ODM.",
+            ),
+        ] = None,
         faults: Annotated[
             Path | None,
             typer.Option(help="A JSON fault-plan control file, re-read when it changes."),
@@ -45,7 +53,18 @@ def register(app: typer.Typer) -> None:
                 # Never echo the token itself.
                 raise StudymanError(f"--token #{number} must be 32 hexadecimal characters")
             tokens[value] = "api_user" if len(token) == 1 else f"api_user_{number}"
-        server = EmulatorServer(project, host=host, port=port, tokens=tokens, control_file=faults)
+        supers = super_token or []
+        for number, value in enumerate(supers, start=1):
+            if not _SUPER_TOKEN.match(value):
+                raise StudymanError(f"--super-token #{number} must be 64 hexadecimal characters")
+        server = EmulatorServer(
+            project,
+            host=host,
+            port=port,
+            tokens=tokens,
+            super_tokens=supers,
+            control_file=faults,
+        )
         server.start()
         title = server.project.info.get("project_title", "")
         typer.echo(f"Serving {title!s} ({len(server.store.record_ids())} records) at {server.url}")

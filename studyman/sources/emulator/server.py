@@ -162,8 +162,9 @@ class EmulatorServer:
     host, port
         Where to listen (port 0: a free port, read it from :attr:`url` after :meth:`start`).
     tokens
-        Extra ``token → username`` pairs (32 hex characters each); a username not among the
-        project's users gets full rights.
+        Extra ``token → username`` pairs (32 hex characters each). A username that names one of
+        the project's users (for an ODM file: one of its user roles, such as REDCapR's ``api``)
+        gets that user's rights; any other username gets full rights.
     super_tokens
         64-hex-character tokens allowed to create projects from ODM (``content=project``).
     faults
