@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -435,6 +436,14 @@ def _name_rows(index: pd.Index, limit: int = 10) -> str:
     return ", ".join(labels) + more
 
 
+def _natural_key(value: Any) -> tuple[Any, ...]:
+    """Sort key putting ``VIS2`` before ``VIS10`` (numbers keep their numeric order)."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return (0, float(value))
+    parts = re.split(r"(\d+)", str(value))
+    return (1, *((0, int(part)) if part.isdigit() else (1, part) for part in parts))
+
+
 def _is_factor(series: pd.Series) -> bool:
     return bool(
         isinstance(series.dtype, pd.CategoricalDtype)
@@ -495,7 +504,7 @@ def _prepare(
     if isinstance(frame[visit].dtype, pd.CategoricalDtype):
         visit_levels = tuple(frame[visit].cat.categories)
     else:
-        visit_levels = tuple(sorted(frame[visit].unique()))
+        visit_levels = tuple(sorted(frame[visit].unique(), key=_natural_key))
     frame[visit] = pd.Categorical(frame[visit], categories=list(visit_levels))
 
     model_columns = [c for c in needed if c != visit]
@@ -521,6 +530,13 @@ def _prepare(
             raise AnalysisError(
                 f"the group {group!r} changes within subject(s) {_name_rows(varying)}; "
                 "a covariance group must be constant within subject"
+            )
+        per_group = frame.groupby([group, visit], observed=False).size()
+        unseen = [f"{key[0]}/{key[1]}" for key, count in per_group.items() if count == 0]  # type: ignore[index]
+        if unseen:
+            raise AnalysisError(
+                f"with a covariance per {group!r}, every group needs observations at every visit; "
+                f"none at (group/visit): {unseen}"
             )
         if isinstance(frame[group].dtype, pd.CategoricalDtype):
             group_levels = tuple(

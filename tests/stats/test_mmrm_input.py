@@ -112,3 +112,18 @@ def test_lsmeans_of_unknown_factor_is_refused() -> None:
         result.lsmeans("RACE")
     with pytest.raises(AnalysisError, match="contrast needs 8 weights"):
         result.contrast([1.0, 2.0])
+
+
+def test_group_without_observations_at_a_visit_is_named() -> None:
+    data = _fev()
+    data.loc[(data["ARMCD"] == "TRT") & (data["AVISIT"] == "VIS3"), "FEV1"] = np.nan
+    with pytest.raises(AnalysisError, match=r"none at \(group/visit\): \['TRT/VIS3'\]"):
+        fit_mmrm(data, "FEV1 ~ ARMCD * AVISIT", subject="USUBJID", visit="AVISIT", group="ARMCD")
+
+
+def test_visit_labels_sort_naturally() -> None:
+    data = _fev()
+    data["AVISIT"] = data["AVISIT"].map({"VIS1": "V2", "VIS2": "V5", "VIS3": "V10", "VIS4": "V12"})
+    result = fit_mmrm(data, "FEV1 ~ ARMCD * AVISIT", subject="USUBJID", visit="AVISIT")
+    assert list(result.covariance.index) == ["V2", "V5", "V10", "V12"]
+    assert list(result.lsmeans_contrasts("ARMCD")["visit"]) == ["V2", "V5", "V10", "V12"]
