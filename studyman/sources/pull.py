@@ -426,6 +426,7 @@ def pull_snapshot(
     info = call("project info", lambda p: p.export_project_info(format_type="json"))
     version = call("version", lambda p: _checked_version(p.export_version()))
     report(PullProgress("metadata", 1, 1))
+    stages = {"metadata": time.monotonic() - started}
 
     dictionary = ProjectDictionary(metadata)
     record_id_field = dictionary.record_id_field
@@ -439,6 +440,7 @@ def pull_snapshot(
     record_ids = [str(x) for x in pc.unique(ids_frame.column(record_id_field)).to_pylist()]
     total = len(record_ids)
     report(PullProgress("records", 0, total))
+    stages["record_ids"] = time.monotonic() - started - sum(stages.values())
 
     missing_codes = parse_missing_data_codes(
         str(info.get("missing_data_codes", "") or "") if isinstance(info, dict) else ""
@@ -514,8 +516,16 @@ def pull_snapshot(
     executor.shutdown(wait=True)
     if seen != set(record_ids):
         raise SourceError(f"records: {len(set(record_ids) - seen)} record(s) never came back")
+    stages["records"] = time.monotonic() - started - sum(stages.values())
     tidy = builder.finish()
+    stages["typing"] = time.monotonic() - started - sum(stages.values())
     elapsed = time.monotonic() - started
+    logger.info(
+        "pulled %d records in %.1f s (%s)",
+        total,
+        elapsed,
+        ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages.items()),
+    )
     project_info = dict(info) if isinstance(info, dict) else {}
     manifest: dict[str, Any] = {
         "kind": "pull",
