@@ -602,6 +602,10 @@ class RecordStore:
             for record, key, values, group in prepared:
                 rows_of = self._rows.setdefault(record, {})
                 stored = rows_of.setdefault(key, {})
+                if validate and key[1]:
+                    # REDCap keeps the record ID on the event's base row whenever a repeating
+                    # form holds data there, so the export lists a (possibly blank) base row.
+                    rows_of.setdefault((key[0], "", 0), {})
                 for name, value in values.items():
                     if value != "":
                         stored[name] = value
