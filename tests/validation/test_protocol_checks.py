@@ -1,0 +1,250 @@
+"""Protocol checks one by one: a clean generated study, one cell changed, the right finding."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from studyman.protocol.loader import load_protocol
+from studyman.synthetic.generator import generate_trial
+from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
+from studyman.validation.engine import run_checks
+
+PROTOCOL_DIR = Path(__file__).parents[2] / "protocols" / "cbt-adjunct"
+
+
+@cache
+def _study() -> tuple[Any, DataDictionary]:
+    protocol = load_protocol(PROTOCOL_DIR)
+    return protocol, dictionary_from_frame(pd.DataFrame(protocol.redcap.dictionary.as_rows()))
+
+
+@cache
+def _clean() -> tuple[pd.DataFrame, pd.DataFrame]:
+    trial = generate_trial(_study()[0], n_participants=30, seed=5)
+    return trial.records, trial.randomization
+
+
+def _records() -> pd.DataFrame:
+    return _clean()[0].copy()
+
+
+def _row(
+    records: pd.DataFrame, record: str, event: str, instrument: str = "", instance: str = ""
+) -> int:
+    mask = (records["record_id"] == record) & (records["redcap_event_name"] == event)
+    mask &= records["redcap_repeat_instrument"] == instrument
+    if instance:
+        mask &= records["redcap_repeat_instance"].astype(str) == instance
+    rows = records.index[mask]
+    assert len(rows) >= 1, (record, event, instrument, instance)
+    return int(rows[0])
+
+
+def _findings(records: pd.DataFrame, *, unblinded: bool = False) -> pd.DataFrame:
+    protocol, dictionary = _study()
+    randomization = _clean()[1] if unblinded else None
+    return run_checks(records, protocol, dictionary, randomization=randomization).findings
+
+
+def _at(findings: pd.DataFrame, check: str, record: str) -> pd.DataFrame:
+    return findings[(findings["check_id"] == check) & (findings["record_id"] == record)]
+
+
+def _completer(records: pd.DataFrame) -> str:
+    done = records[
+        (records["redcap_event_name"] == "end_of_study_arm_1") & (records["ds_status"] == "1")
+    ]
+    return str(done["record_id"].iloc[0])
+
+
+def _logs(records: pd.DataFrame, form: str) -> pd.DataFrame:
+    return records[records["redcap_repeat_instrument"] == form]
+
+
+def test_clean_generated_study_has_no_protocol_query() -> None:
+    findings = _findings(_records(), unblinded=True)
+    assert set(findings["check_id"]) <= {"DQ-E", "LIV-ALT", "LIV-HYS"}
+
+
+def test_overdue_visit_is_found_and_a_withdrawn_participant_is_not_chased() -> None:
+    records = _records()
+    record = _completer(records)
+    week8 = _row(records, record, "week_8_arm_1")
+    overdue = records.drop(index=week8)
+    found = _at(_findings(overdue), "VIS-OVERDUE", record)
+    assert list(found["event"]) == ["week_8_arm_1"]
+    # the same gap for a participant who withdrew before the window closed is not overdue
+    end = _row(overdue, record, "end_of_study_arm_1")
+    week4 = overdue.loc[_row(overdue, record, "week_4_arm_1"), "visit_date"]
+    overdue.loc[end, ["ds_status", "ds_date", "ds_reason"]] = ["2", week4, "moved away"]
+    later = overdue.index[
+        (overdue["record_id"] == record)
+        & overdue["redcap_event_name"].isin(["week_12_arm_1", "week_16_arm_1"])
+    ]
+    withdrawn = overdue.drop(index=later)
+    withdrawn = withdrawn[
+        ~((withdrawn["record_id"] == record) & (withdrawn["redcap_repeat_instrument"] != ""))
+    ]
+    assert _at(_findings(withdrawn), "VIS-OVERDUE", record).empty
+
+
+def test_randomised_with_an_exclusion_yes_is_a_critical_eligibility_query() -> None:
+    records = _records()
+    record = _completer(records)
+    screening = _row(records, record, "screening_arm_1")
+    records.loc[screening, "exc_bipolar"] = "1"
+    found = _at(_findings(records), "ELG-FORM", record)
+    assert list(found["field"]) == ["exc_bipolar"]
+    assert set(found["severity"]) == {"critical"}
+
+
+def test_derived_eligibility_disagreeing_with_the_form() -> None:
+    records = _records()
+    record = _completer(records)
+    screening = _row(records, record, "screening_arm_1")
+    records.loc[screening, "lab_alt"] = "95"  # above the exclusion limit of 80 U/L
+    found = _at(_findings(records), "ELG-DERIVED", record)
+    assert list(found["field"]) == ["exc_liver"]
+
+
+def test_recorded_stratum_is_compared_with_the_baseline_score() -> None:
+    records = _records()
+    record = _completer(records)
+    baseline = _row(records, record, "baseline_arm_1")
+    records.loc[baseline, "strat_severity"] = (
+        "2" if records.loc[baseline, "strat_severity"] == "1" else "1"
+    )
+    assert list(_at(_findings(records), "ELG-STRATUM", record)["field"]) == ["strat_severity"]
+
+
+def test_prohibited_opioid_and_a_new_antidepressant_after_randomisation() -> None:
+    records = _records()
+    record = _completer(records)
+    rand_date = records.loc[_row(records, record, "baseline_arm_1"), "rand_date"]
+    template = _logs(records, "conmeds").iloc[0].copy()
+    opioid = template.copy()
+    opioid[
+        [
+            "record_id",
+            "redcap_repeat_instance",
+            "cm_name",
+            "cm_class",
+            "cm_start",
+            "cm_stop",
+            "cm_ongoing",
+        ]
+    ] = [record, "41", "Tramadol", "5", rand_date, "", "1"]
+    new_ad = template.copy()
+    later = (pd.Timestamp(rand_date) + pd.Timedelta(days=20)).strftime("%Y-%m-%d")
+    new_ad[
+        [
+            "record_id",
+            "redcap_repeat_instance",
+            "cm_name",
+            "cm_class",
+            "cm_start",
+            "cm_stop",
+            "cm_ongoing",
+        ]
+    ] = [record, "42", "Mirtazapine", "3", later, "", "1"]
+    records = pd.concat([records, opioid.to_frame().T, new_ad.to_frame().T], ignore_index=True)
+    findings = _findings(records)
+    assert list(_at(findings, "CM-PROHIBITED", record)["instance"]) == ["41"]
+    assert list(_at(findings, "CM-NEW-AD", record)["instance"]) == ["42"]
+    assert set(_at(findings, "CM-PROHIBITED", record)["severity"]) == {"critical"}
+
+
+def test_sae_clock_counts_hours_from_awareness() -> None:
+    records = _records()
+    ae = _logs(records, "adverse_events").index[0]
+    record = records.loc[ae, "record_id"]
+    records.loc[ae, ["ae_serious", "ae_ser_crit___3", "ae_aware_dt"]] = [
+        "1",
+        "1",
+        "2025-09-01 08:00",
+    ]
+    records.loc[ae, "ae_report_dt"] = "2025-09-02 08:00"  # exactly 24 h: on time
+    assert _at(_findings(records), "AE-SAE-LATE", record).empty
+    records.loc[ae, "ae_report_dt"] = "2025-09-02 08:01"
+    late = _at(_findings(records), "AE-SAE-LATE", record)
+    assert list(late["field"]) == ["ae_report_dt"]
+    assert "24.0 h" in late["message"].item()
+
+
+@pytest.mark.parametrize(
+    ("alt", "bili", "alp", "expected"),
+    [
+        ("130", "2.5", "100", {"LIV-ALT", "LIV-HYS"}),  # ALT 3.25x, bilirubin 2.08x, ALP 0.8x
+        ("130", "2.5", "250", {"LIV-ALT"}),  # ALP 2.08x ULN: cholestatic, not Hy's law
+        ("120", "2.5", "100", set()),  # ALT exactly 3x ULN is not above it
+    ],
+)
+def test_hys_law_uses_the_protocol_multiples_of_uln(
+    alt: str, bili: str, alp: str, expected: set[str]
+) -> None:
+    records = _records()
+    record = _completer(records)
+    row = _row(records, record, "week_8_arm_1")
+    records.loc[row, ["lab_alt", "lab_ast", "lab_bili", "lab_alp"]] = [alt, "30", bili, alp]
+    found = _findings(records)
+    here = found[(found["record_id"] == record) & (found["event"] == "week_8_arm_1")]
+    assert set(here["check_id"]) & {"LIV-ALT", "LIV-HYS"} == expected
+
+
+def test_cows_at_the_withdrawal_threshold_needs_a_withdrawal_aesi() -> None:
+    records = _records()
+    record = _completer(records)
+    row = _row(records, record, "week_16_arm_1")
+    items = {f"cows_{i}": "0" for i in range(1, 12)}
+    items.update({"cows_1": "4", "cows_2": "4", "cows_3": "5"})  # total 13
+    for field, value in items.items():
+        records.loc[row, field] = value
+    records.loc[row, "cows_total"] = "13"
+    records.loc[(records["record_id"] == record) & (records["ae_aesi"] == "2"), "ae_aesi"] = "0"
+    assert list(_at(_findings(records), "COWS-AESI", record)["event"]) == ["week_16_arm_1"]
+
+
+def test_completed_without_the_final_visit() -> None:
+    records = _records()
+    record = _completer(records)
+    records = records.drop(index=_row(records, record, "week_16_arm_1"))
+    assert list(_at(_findings(records), "DS-COMPLETED-NO-FINAL", record)["field"]) == ["ds_status"]
+
+
+def test_phq9_total_is_prorated_and_blank_with_too_many_missing_items() -> None:
+    records = _records()
+    record = _completer(records)
+    row = _row(records, record, "week_4_arm_1")
+    items = [f"phq9_{i}" for i in range(1, 10)]
+    records.loc[row, items] = ["1", "2", "1", "0", "3", "1", "2", "1", ""]
+    records.loc[row, "phq9_total"] = "12"  # round(11/8 x 9) = round(12.375) = 12
+    assert _at(_findings(records), "SCO-TOTAL", record).empty
+    records.loc[row, "phq9_8"] = ""  # two missing: the total must be blank
+    found = _findings(records)
+    assert list(_at(found, "SCO-TOTAL-MISSING-ITEMS", record)["field"]) == ["phq9_total"]
+    assert _at(found, "DQ-H", record).empty  # one query for one problem
+
+
+def test_form_at_an_event_the_schedule_does_not_allow() -> None:
+    records = _records()
+    record = _completer(records)
+    row = _row(records, record, "week_1_arm_1")
+    records.loc[row, ["lab_date", "lab_alt"]] = [records.loc[row, "visit_date"], "30"]
+    found = _at(_findings(records), "STR-EVENT", record)
+    assert list(found["instrument"]) == ["liver_tests"]
+
+
+def test_stratum_in_the_randomisation_list_is_checked_only_when_unblinded() -> None:
+    records = _records()
+    protocol, dictionary = _study()
+    randomization = _clean()[1].copy()
+    record = randomization["record_id"].iloc[0]
+    randomization.loc[0, "rand_stratum"] = "S04-moderate"
+    unblinded = run_checks(records, protocol, dictionary, randomization=randomization).findings
+    assert list(_at(unblinded, "ARM-STRATUM", record)["value"]) == ["S04-moderate"]
+    assert _at(_findings(records), "ARM-STRATUM", record).empty
