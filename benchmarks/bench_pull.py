@@ -132,8 +132,8 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     """Run the benchmark; print figures and the ratio of each pull to the single export."""
     if argv[:1] == ["--child"]:
-        mode, url, out, batch, concurrency = argv[1:6]
-        return _child(mode, url, out, int(batch), int(concurrency))
+        child_mode, child_url, child_out, child_batch, child_concurrency = argv[1:6]
+        return _child(child_mode, child_url, child_out, int(child_batch), int(child_concurrency))
     parser = argparse.ArgumentParser(prog="python -m benchmarks pull", description=__doc__)
     parser.add_argument("--participants", type=int, default=5000)
     parser.add_argument("--batch-sizes", default="100,1000")
@@ -156,12 +156,12 @@ def main(argv: list[str]) -> int:
         project = work / "project"
         shutil.copytree(PROTOCOL / "redcap", project)
         (project / "records.csv").write_text(redcap_csv_text(trial.records), encoding="utf-8")
-        rows, columns = trial.records.shape
+        n_rows, n_columns = trial.records.shape
         records = trial.records.iloc[:, 0].nunique()
         del trial
         print(
             f"generated {args.participants} participants ({records} records incl. screen "
-            f"failures, {rows} flat rows x {columns} columns) in "
+            f"failures, {n_rows} flat rows x {n_columns} columns) in "
             f"{time.perf_counter() - started:.1f} s"
         )
         started = time.perf_counter()
