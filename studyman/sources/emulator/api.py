@@ -22,6 +22,13 @@ Decisions where REDCap's behaviour is not pinned down by ``redcap-api.md``:
 * Imported values are validated against field types only with ``check_values=True`` (REDCap
   always refuses, for example, a date in the wrong format or an unknown choice code); by default
   the emulator keeps them so that the synthetic trial's planted data errors reach the checks.
+
+Behaviour copied from the raw exports recorded from live REDCap 14 servers
+(``tests/data/redcap-projects``, checked by ``tests/sources/test_conformance_projects.py``):
+a CSV record export writes each line break inside a value as a space (JSON keeps it); an export
+without rows is a single ``\n``; a multi-arm project is listed arm by arm; a file field shows the
+document's name. Unverified choices (no fixture pins them): rows of a repeating form none of whose
+fields were asked for are left out; an EAV export lists the record-ID field once per base row.
 """
 
 from __future__ import annotations
