@@ -630,3 +630,11 @@ def test_partial_delete_removes_one_form_or_one_event(longitudinal_server: Emula
     assert enrolment["first_name"] == ""
     assert enrolment["demographics_complete"] == "0"
     assert enrolment["height2"] != ""  # baseline_data kept
+
+
+def test_import_date_format_dmy_is_stored_as_ymd(simple_server: EmulatorServer) -> None:
+    api = redcap.Project(simple_server.url, FULL_TOKEN)
+    api.import_records([{"record_id": "1", "dob": "30/08/2003"}], date_format="DMY")
+    api.import_records([{"record_id": "2", "dob": "03/10/2003"}], date_format="MDY")
+    rows = api.export_records(records=["1", "2"], fields=["dob"])
+    assert [r["dob"] for r in rows] == ["2003-08-30", "2003-03-10"]

@@ -682,6 +682,9 @@ class Emulator:
         else:
             raise _RefusedError(400, f"The emulator imports json or csv data, not {data_format}.")
         store = state.store
+        date_format = scalars.get("dateFormat", "YMD").upper()
+        if date_format in ("DMY", "MDY"):
+            rows = [_to_ymd(row, store, date_format) for row in rows]
         before = set(store.record_ids())
         renamed: dict[str, str] = {}
         if _flag(scalars.get("forceAutoNumber")):
@@ -825,6 +828,27 @@ class Emulator:
         token = secrets.token_hex(16).upper()
         self.add_token(token, "super_user", state)
         return Answer(200, "text/plain; charset=utf-8", token.encode())
+
+
+_DATE_PART = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(.*)$")
+
+
+def _to_ymd(row: Mapping[str, object], store: RecordStore, order: str) -> dict[str, object]:
+    """Turn ``dateFormat=DMY``/``MDY`` dates of date and datetime fields into REDCap's Y-M-D."""
+    out = dict(row)
+    for name, value in row.items():
+        column = store.column_by_name.get(name)
+        field = column.field if column is not None else None
+        if field is None or not isinstance(value, str):
+            continue
+        if not field.text_validation_type_or_show_slider_number.startswith(("date", "datetime")):
+            continue
+        match = _DATE_PART.match(value.strip())
+        if match:
+            first, second, year, rest = match.groups()
+            day, month = (first, second) if order == "DMY" else (second, first)
+            out[name] = f"{year}-{int(month):02d}-{int(day):02d}{rest}"
+    return out
 
 
 def _check_known(name: str, values: Sequence[str], known: set[str]) -> None:

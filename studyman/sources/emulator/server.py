@@ -38,6 +38,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 64  # concurrent pulls open several connections at once
     owner: EmulatorServer
 
 
