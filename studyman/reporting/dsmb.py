@@ -1,0 +1,2046 @@
+"""DSMB report sections computed from snapshot tables: pure functions, small result tables out.
+
+Each ``*_section`` function takes a :class:`DsmbInputs` (the protocol, the blinded snapshot
+tables cut at the data cut-off, and, in a closed session only, each participant's coded arm) and
+returns a :class:`Section`: display tables whose cells are text, the data of its figures, and the
+forms it needed but did not find. Nothing here reads a file, draws or renders.
+
+Populations (one definition each, used by every table that names them):
+
+* **Screened**: a record with a ``participant`` or ``eligibility`` form screened on or before the
+  cut-off.
+* **Randomised**: ``randomized = 1`` with a randomisation date on or before the cut-off.
+* **Safety population**: randomised and attended at least one CBT session (every arm receives
+  CBT, so the blinded CBT log identifies treated participants in both sessions; the unblinded
+  dosing log is never needed for it).
+
+An open session is computed with ``arms=None``: every table has one pooled ``Total`` column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from studyman.protocol.models import Protocol
+
+__all__ = [
+    "SECTION_BUILDERS",
+    "TOTAL",
+    "DsmbInputs",
+    "FigureData",
+    "ReportTable",
+    "Section",
+    "build_sections",
+    "cut_tables",
+    "subjects_table",
+]
+
+TOTAL = "Total"
+_KEY = "record_id"
+_EVENT = "redcap_event_name"
+_SCHEDULED = ("baseline", "treatment", "end_of_treatment", "follow_up")
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """One display table.
+
+    Attributes
+    ----------
+    title
+        Caption.
+    frame
+        The cells, all text; the first column is the row label.
+    population
+        The population the percentages refer to (``"Safety population"``), or "".
+    denominators
+        (column group, N) pairs stated under the table.
+    note
+        A footnote.
+    """
+
+    title: str
+    frame: pd.DataFrame
+    population: str = ""
+    denominators: tuple[tuple[str, int], ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FigureData:
+    """What a figure shows: its kind (a drawing function in :mod:`studyman.reporting.figures`)."""
+
+    kind: str
+    title: str
+    data: Mapping[str, pd.DataFrame]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One report section.
+
+    Attributes
+    ----------
+    id, title
+        Anchor and heading.
+    paragraphs
+        Text before the tables.
+    tables, figures
+        Content.
+    missing
+        Forms the section needs that the snapshot does not hold; when not empty the section
+        says so and shows what it could compute without them.
+    """
+
+    id: str
+    title: str
+    paragraphs: tuple[str, ...] = ()
+    tables: tuple[ReportTable, ...] = ()
+    figures: tuple[FigureData, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DsmbInputs:
+    """Everything the sections compute from.
+
+    Attributes
+    ----------
+    protocol
+        The study.
+    tables
+        Instrument → snapshot table, already cut at *cutoff* (:func:`cut_tables`), blinded forms
+        only unless the session is closed.
+    cutoff
+        The data cut-off date.
+    arms
+        Closed session: ``record_id`` → displayed arm label (coded or named); None when open.
+    arm_order
+        Display order of the arm labels.
+    queries
+        The validation query log (``QueryLog.queries``) or None when none was supplied.
+    interim_efficacy
+        True when the analysis plan prespecifies an interim efficacy look for the DSMB.
+    """
+
+    protocol: Protocol
+    tables: Mapping[str, pd.DataFrame]
+    cutoff: date
+    arms: pd.Series | None = None
+    arm_order: tuple[str, ...] = ()
+    queries: pd.DataFrame | None = None
+    interim_efficacy: bool = False
+    _cache: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def closed(self) -> bool:
+        """True in a closed session (arms known)."""
+        return self.arms is not None
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """The snapshot table of instrument *name*, or None when the snapshot lacks it."""
+        return self.tables.get(name)
+
+    def subjects(self) -> pd.DataFrame:
+        """The per-participant table (:func:`subjects_table`), computed once."""
+        if "subjects" not in self._cache:
+            self._cache["subjects"] = subjects_table(self)
+        return self._cache["subjects"]
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _date_columns(protocol: Protocol) -> dict[str, str]:
+    """Instrument → the date column that places its rows in time."""
+    columns = {
+        "participant": "scr_date",
+        "eligibility": protocol.eligibility.date_field,
+        "enrollment": protocol.randomization.date_field,
+        "visit": "visit_date",
+        protocol.adverse_events.form: protocol.adverse_events.start_field,
+        protocol.concomitant_medications.form: protocol.concomitant_medications.start_field,
+        "cbt_sessions": "cbt_date",
+        "dosing": "dose_date",
+        protocol.deviations.form: "dv_date",
+        protocol.disposition.form: protocol.disposition.date_field,
+        protocol.liver.form: protocol.liver.date_field,
+        "cows": "cows_date",
+    }
+    return columns
+
+
+def cut_tables(
+    protocol: Protocol, tables: Mapping[str, pd.DataFrame], cutoff: date
+) -> dict[str, pd.DataFrame]:
+    """Drop rows dated after *cutoff*.
+
+    Notes
+    -----
+    A form with a date column of its own is cut on it; a visit form without one (HAM-D, C-SSRS,
+    ...) is cut on the date of the visit it belongs to (``visit_date``, or the screening date at
+    screening). Rows without any date are kept: they cannot be placed after the cut-off.
+    """
+    limit = pd.Timestamp(cutoff)
+    dates = _date_columns(protocol)
+    visit_dates: pd.Series | None = None
+    visit = tables.get("visit")
+    parts: list[pd.Series] = []
+    if visit is not None and "visit_date" in visit.columns:
+        parts.append(visit.set_index([_KEY, _EVENT])["visit_date"])
+    participant = tables.get("participant")
+    if participant is not None and "scr_date" in participant.columns:
+        parts.append(participant.set_index([_KEY, _EVENT])["scr_date"])
+    if parts:
+        visit_dates = pd.concat(parts)
+        visit_dates = visit_dates[~visit_dates.index.duplicated()]
+    result: dict[str, pd.DataFrame] = {}
+    for name, frame in tables.items():
+        column = dates.get(name)
+        if column is not None and column in frame.columns:
+            when = pd.to_datetime(frame[column])
+        elif visit_dates is not None and _EVENT in frame.columns:
+            keys = pd.MultiIndex.from_arrays([frame[_KEY], frame[_EVENT]])
+            when = pd.Series(visit_dates.reindex(keys).to_numpy(), index=frame.index)
+        else:
+            result[name] = frame
+            continue
+        keep = ~(when > limit).fillna(False).astype(bool)
+        result[name] = frame.loc[keep.to_numpy()].reset_index(drop=True)
+    return result
+
+
+def _codes(series: pd.Series) -> pd.Series:
+    """REDCap codes as text without a trailing ``.0``."""
+    text = series.astype("string").str.strip()
+    return text.str.replace(r"\.0$", "", regex=True)
+
+
+def _pct(count: int, total: int) -> str:
+    if total <= 0:
+        return f"{count}"
+    return f"{count} ({100.0 * count / total:.1f}%)"
+
+
+def _site_of(record_ids: pd.Series) -> pd.Series:
+    return record_ids.astype("string").str.split("-").str[0]
+
+
+def _fmt_num(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _groups(inputs: DsmbInputs, members: pd.Index) -> list[tuple[str, pd.Index]]:
+    """(label, record IDs) of each column group: the arms (closed session), then the total."""
+    groups: list[tuple[str, pd.Index]] = []
+    if inputs.arms is not None:
+        arms = inputs.arms.reindex(members)
+        for label in inputs.arm_order:
+            groups.append((label, members[(arms == label).fillna(False).to_numpy()]))
+    groups.append((TOTAL, members))
+    return groups
+
+
+def _header(label: str, n: int) -> str:
+    return f"{label} (N={n})"
+
+
+def _denominators(groups: Sequence[tuple[str, pd.Index]]) -> tuple[tuple[str, int], ...]:
+    return tuple((label, len(ids)) for label, ids in groups)
+
+
+def _missing(inputs: DsmbInputs, forms: Iterable[str]) -> tuple[str, ...]:
+    return tuple(form for form in forms if inputs.table(form) is None)
+
+
+def _unavailable(section_id: str, title: str, missing: Sequence[str]) -> Section:
+    return Section(
+        id=section_id,
+        title=title,
+        paragraphs=(
+            "This section could not be produced: the snapshot has no "
+            + ", ".join(f"'{form}'" for form in missing)
+            + " form"
+            + ("s" if len(missing) > 1 else "")
+            + ".",
+        ),
+        missing=tuple(missing),
+    )
+
+
+def _count_table(
+    rows: Sequence[tuple[str, Callable[[pd.Index], int]]],
+    groups: Sequence[tuple[str, pd.Index]],
+    *,
+    first: str,
+    percent: bool = True,
+) -> pd.DataFrame:
+    """Rows of participant counts (with % of each group's N)."""
+    data: dict[str, list[str]] = {first: [label for label, _ in rows]}
+    for label, ids in groups:
+        column = []
+        for _, count in rows:
+            value = count(ids)
+            column.append(_pct(value, len(ids)) if percent else str(value))
+        data[_header(label, len(ids))] = column
+    return pd.DataFrame(data)
+
+
+# ------------------------------------------------------------------------------ populations
+
+
+def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
+    """One row per screened participant (index ``record_id``).
+
+    Columns: ``site``, ``scr_date``, ``consent_date``, ``eligible``, ``screen_fail_reason``,
+    ``randomized``, ``rand_date``, ``cbt_attended``, ``safety``, ``ds_status``, ``ds_date``,
+    ``death_date``.
+    """
+    protocol = inputs.protocol
+    ids: set[str] = set()
+    for form in ("participant", protocol.eligibility.form, "enrollment"):
+        frame = inputs.table(form)
+        if frame is not None:
+            ids.update(frame[_KEY].dropna().astype(str))
+    index = pd.Index(sorted(ids), name=_KEY, dtype="string")
+    subjects = pd.DataFrame(index=index)
+    subjects["site"] = _site_of(pd.Series(index, index=index))
+    participant = inputs.table("participant")
+    if participant is not None:
+        first = participant.drop_duplicates(_KEY).set_index(_KEY)
+        for column in ("scr_date", "consent_date"):
+            if column in first.columns:
+                subjects[column] = pd.to_datetime(first[column]).reindex(index)
+    for column in ("scr_date", "consent_date"):
+        if column not in subjects.columns:
+            subjects[column] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
+    eligibility = inputs.table(protocol.eligibility.form)
+    if eligibility is not None:
+        first = eligibility.drop_duplicates(_KEY).set_index(_KEY)
+        subjects["eligible"] = _codes(first[protocol.eligibility.eligible_field]).reindex(index)
+        reason = protocol.eligibility.screen_fail_reason_field
+        subjects["screen_fail_reason"] = (
+            _codes(first[reason]).reindex(index) if reason in first.columns else pd.NA
+        )
+    else:
+        subjects["eligible"] = pd.Series(pd.NA, index=index, dtype="string")
+        subjects["screen_fail_reason"] = pd.Series(pd.NA, index=index, dtype="string")
+    enrollment = inputs.table("enrollment")
+    rand_field = protocol.randomization.date_field
+    if enrollment is not None:
+        first = enrollment.drop_duplicates(_KEY).set_index(_KEY)
+        flag = _codes(first[protocol.randomization.randomized_field]).reindex(index) == "1"
+        rand_date = pd.to_datetime(first[rand_field]).reindex(index)
+        subjects["randomized"] = (flag.fillna(False) & rand_date.notna()).astype(bool)
+        subjects["rand_date"] = rand_date.where(subjects["randomized"])
+    else:
+        subjects["randomized"] = False
+        subjects["rand_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
+    sessions = inputs.table("cbt_sessions")
+    if sessions is not None:
+        attended = sessions[_codes(sessions["cbt_attended"]) == "1"]
+        subjects["cbt_attended"] = (
+            attended.groupby(_KEY).size().reindex(index).fillna(0).astype(int)
+        )
+    else:
+        subjects["cbt_attended"] = 0
+    subjects["safety"] = subjects["randomized"] & (subjects["cbt_attended"] > 0)
+    disposition = inputs.table(protocol.disposition.form)
+    dsp = protocol.disposition
+    if disposition is not None:
+        first = disposition.drop_duplicates(_KEY).set_index(_KEY)
+        subjects["ds_status"] = _codes(first[dsp.status_field]).reindex(index)
+        subjects["ds_date"] = pd.to_datetime(first[dsp.date_field]).reindex(index)
+        subjects["death_date"] = (
+            pd.to_datetime(first[dsp.death_date_field]).reindex(index)
+            if dsp.death_date_field in first.columns
+            else pd.NaT
+        )
+    else:
+        subjects["ds_status"] = pd.Series(pd.NA, index=index, dtype="string")
+        subjects["ds_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
+        subjects["death_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
+    return subjects
+
+
+def _randomised(inputs: DsmbInputs) -> pd.Index:
+    subjects = inputs.subjects()
+    return subjects.index[subjects["randomized"].to_numpy()]
+
+
+def _safety(inputs: DsmbInputs) -> pd.Index:
+    subjects = inputs.subjects()
+    return subjects.index[subjects["safety"].to_numpy()]
+
+
+def _status_codes(protocol: Protocol) -> dict[str, tuple[str, bool, bool]]:
+    return {str(c.code): (c.label, c.completed, c.death) for c in protocol.disposition.codes}
+
+
+def _status_code_named(protocol: Protocol, name: str) -> str | None:
+    for code in protocol.disposition.codes:
+        if code.name == name:
+            return str(code.code)
+    return None
+
+
+# ---------------------------------------------------------------------------------- sections
+
+
+def summary_section(inputs: DsmbInputs) -> Section:
+    """Summary and protocol synopsis; no arm is named in an open session."""
+    protocol = inputs.protocol
+    study = protocol.study
+    subjects = inputs.subjects()
+    randomised = int(subjects["randomized"].sum())
+    ratio = ":".join(str(arm.ratio) for arm in protocol.arms.items)
+    if inputs.closed:
+        arms_text = (
+            f"{len(protocol.arms.items)} arms ({ratio}), shown in this closed session as "
+            + ", ".join(inputs.arm_order)
+            + "."
+        )
+    else:
+        arms_text = (
+            f"{len(protocol.arms.items)} arms, allocation ratio {ratio}; this open report pools "
+            "all participants and names no arm."
+        )
+    synopsis = pd.DataFrame(
+        {
+            "Item": [
+                "Study",
+                "Registration",
+                "Sponsor",
+                "Protocol version",
+                "Design",
+                "Treatment",
+                "Randomisation",
+                "Primary endpoint",
+                "Sites",
+                "Enrolment target",
+                "Data cut-off",
+            ],
+            "Value": [
+                f"{study.id}: {study.title}",
+                study.registration or "–",
+                study.sponsor or "–",
+                f"{study.version}" + (f" ({study.version_date})" if study.version_date else ""),
+                arms_text,
+                f"{protocol.treatment.weeks} weeks of treatment; "
+                f"{protocol.treatment.cbt_sessions_planned} CBT sessions planned",
+                f"{protocol.randomization.method}, stratified by "
+                + ", ".join(f.label or f.id for f in protocol.randomization.stratification),
+                protocol.endpoints.primary.name,
+                str(len(protocol.sites)),
+                f"{protocol.enrolment.target} randomised between {protocol.enrolment.start} "
+                f"and {protocol.enrolment.end}",
+                inputs.cutoff.isoformat(),
+            ],
+        }
+    )
+    safety = int(subjects["safety"].sum())
+    screened = len(subjects)
+    paragraphs = (
+        f"At the data cut-off ({inputs.cutoff.isoformat()}) {screened} participants had been "
+        f"screened and {randomised} randomised "
+        f"({100.0 * randomised / protocol.enrolment.target:.1f}% of the target of "
+        f"{protocol.enrolment.target}); the safety population holds {safety} participants.",
+        "Prepared by the Data Coordinating Centre from a verified data snapshot. The report "
+        "states what the data show; it makes no claim about any treatment.",
+    )
+    return Section(
+        id="summary",
+        title="Summary and protocol synopsis",
+        paragraphs=paragraphs,
+        tables=(ReportTable("Protocol synopsis", synopsis),),
+    )
+
+
+def study_status_section(inputs: DsmbInputs) -> Section:
+    """CONSORT-style flow: assessed, excluded with reasons, randomised, ..., analysed."""
+    protocol = inputs.protocol
+    needed = ("participant", protocol.eligibility.form, "enrollment")
+    missing = _missing(inputs, needed)
+    if len(missing) == len(needed):
+        return _unavailable("status", "Study status", missing)
+    subjects = inputs.subjects()
+    reasons = {str(r.code): r.label for r in protocol.disposition.screen_fail_reasons}
+    not_randomised = subjects[~subjects["randomized"]]
+    excluded_reasons = (
+        not_randomised["screen_fail_reason"].map(lambda c: reasons.get(str(c), "Not recorded"))
+        if len(not_randomised)
+        else pd.Series([], dtype="string")
+    )
+    excluded_counts = excluded_reasons.value_counts().sort_index()
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    hamd = inputs.table("hamd17")
+    analysed_ids: set[str] = set()
+    if hamd is not None:
+        post = hamd[~hamd[_EVENT].isin(["screening_arm_1", protocol.endpoints.primary.baseline_event])]
+        total_field = protocol.endpoints.primary.field
+        if total_field in post.columns:
+            analysed_ids = set(post.loc[post[total_field].notna(), _KEY].astype(str))
+    codes = _status_codes(protocol)
+    lost_code = _status_code_named(protocol, "lost_to_follow_up")
+    status = subjects["ds_status"]
+    flow: list[dict[str, object]] = []
+    nodes: dict[str, object] = {
+        "assessed": len(subjects),
+        "excluded": len(not_randomised),
+        "excluded_reasons": {str(k): int(v) for k, v in excluded_counts.items()},
+        "randomised": len(randomised),
+    }
+    arm_nodes = []
+    for label, ids in groups:
+        sub = subjects.loc[ids]
+        received = int(sub["safety"].sum())
+        lost = int((sub["ds_status"] == lost_code).sum()) if lost_code else 0
+        discontinued = sub[
+            sub["ds_status"].notna()
+            & ~sub["ds_status"].map(lambda c: codes.get(str(c), ("", False, False))[1])
+            .astype(bool)
+            & (sub["ds_status"] != lost_code)
+        ]
+        disc_reasons = (
+            discontinued["ds_status"]
+            .map(lambda c: codes.get(str(c), (f"code {c}", False, False))[0])
+            .value_counts()
+            .sort_index()
+        )
+        completed = int(
+            sub["ds_status"]
+            .map(lambda c: codes.get(str(c), ("", False, False))[1])
+            .fillna(False)
+            .astype(bool)
+            .sum()
+        )
+        ongoing = int(sub["ds_status"].isna().sum())
+        analysed = len(set(ids.astype(str)) & analysed_ids)
+        node = {
+            "label": label,
+            "allocated": len(ids),
+            "received": received,
+            "lost": lost,
+            "discontinued": len(discontinued),
+            "discontinued_reasons": {str(k): int(v) for k, v in disc_reasons.items()},
+            "completed": completed,
+            "ongoing": ongoing,
+            "analysed": analysed,
+        }
+        arm_nodes.append(node)
+        flow.append(node)
+    rows = [
+        ("Allocated", "allocated"),
+        ("Received allocated intervention (safety population)", "received"),
+        ("Lost to follow-up", "lost"),
+        ("Discontinued (other reasons)", "discontinued"),
+        ("Completed the study", "completed"),
+        ("Ongoing at the cut-off", "ongoing"),
+        ("Analysed (post-baseline HAM-D-17)", "analysed"),
+    ]
+    data: dict[str, list[str]] = {"Stage": [label for label, _ in rows]}
+    for node in arm_nodes:
+        n = int(str(node["allocated"]))
+        data[_header(str(node["label"]), n)] = [
+            _pct(int(str(node[key])), n) if key != "allocated" else str(n) for _, key in rows
+        ]
+    stage_table = ReportTable(
+        "Participant flow after randomisation",
+        pd.DataFrame(data),
+        population="Randomised",
+        denominators=_denominators(groups),
+    )
+    screen_rows = pd.DataFrame(
+        {
+            "Stage": ["Assessed for eligibility", "Excluded (not randomised)"]
+            + [f"  {reason}" for reason in excluded_counts.index]
+            + ["Randomised"],
+            "n": [str(len(subjects)), str(len(not_randomised))]
+            + [str(int(v)) for v in excluded_counts.to_numpy()]
+            + [str(len(randomised))],
+        }
+    )
+    disc_rows: dict[str, list[str]] = {}
+    all_reasons = sorted(
+        {r for node in arm_nodes for r in dict(node["discontinued_reasons"]).keys()}  # type: ignore[call-overload]
+    )
+    if all_reasons:
+        disc_rows["Reason"] = all_reasons
+        for node in arm_nodes:
+            n = int(str(node["allocated"]))
+            reasons_of = dict(node["discontinued_reasons"])  # type: ignore[call-overload]
+            disc_rows[_header(str(node["label"]), n)] = [
+                _pct(int(reasons_of.get(r, 0)), n) for r in all_reasons
+            ]
+    tables = [
+        ReportTable("Screening", screen_rows, population="Screened",
+                    denominators=(("Screened", len(subjects)),)),
+        stage_table,
+    ]
+    if disc_rows:
+        tables.append(
+            ReportTable(
+                "Discontinuations by reason",
+                pd.DataFrame(disc_rows),
+                population="Randomised",
+                denominators=_denominators(groups),
+            )
+        )
+    nodes["arms"] = arm_nodes
+    figure = FigureData(
+        kind="consort",
+        title="Participant flow (CONSORT)",
+        data={"flow": pd.DataFrame([{"nodes": nodes}])},
+        caption="Drawn from the snapshot at the data cut-off.",
+    )
+    return Section(
+        id="status",
+        title="Study status",
+        tables=tuple(tables),
+        figures=(figure,),
+        missing=missing,
+    )
+
+
+def enrolment_section(inputs: DsmbInputs) -> Section:
+    """Enrolment against target over time, overall and by site."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, ("enrollment",))
+    if missing:
+        return _unavailable("enrolment", "Enrolment", missing)
+    subjects = inputs.subjects()
+    randomised = subjects[subjects["randomized"]]
+    rows = []
+    for site in protocol.sites:
+        n = int((randomised["site"] == site.id).sum())
+        screened = int((subjects["site"] == site.id).sum())
+        rows.append(
+            {
+                "Site": f"{site.id} {site.name}",
+                "Activated": site.activation_date.isoformat(),
+                "Screened": str(screened),
+                "Randomised": str(n),
+                "Target": str(site.enrolment_target),
+                "% of target": f"{100.0 * n / site.enrolment_target:.1f}%"
+                if site.enrolment_target
+                else "–",
+            }
+        )
+    total = len(randomised)
+    rows.append(
+        {
+            "Site": "All sites",
+            "Activated": protocol.enrolment.start.isoformat(),
+            "Screened": str(len(subjects)),
+            "Randomised": str(total),
+            "Target": str(protocol.enrolment.target),
+            "% of target": f"{100.0 * total / protocol.enrolment.target:.1f}%",
+        }
+    )
+    curve = randomised[["site", "rand_date"]].sort_values("rand_date").reset_index()
+    targets = pd.DataFrame(
+        [
+            {
+                "site": s.id,
+                "target": s.enrolment_target,
+                "activation": pd.Timestamp(s.activation_date),
+            }
+            for s in protocol.sites
+        ]
+    )
+    plan = pd.DataFrame(
+        {
+            "start": [pd.Timestamp(protocol.enrolment.start)],
+            "end": [pd.Timestamp(protocol.enrolment.end)],
+            "target": [protocol.enrolment.target],
+            "cutoff": [pd.Timestamp(inputs.cutoff)],
+        }
+    )
+    return Section(
+        id="enrolment",
+        title="Enrolment against target",
+        tables=(
+            ReportTable(
+                "Enrolment by site",
+                pd.DataFrame(rows),
+                population="Randomised",
+                denominators=(("All sites", total),),
+                note="Target: the protocol's enrolment target per site.",
+            ),
+        ),
+        figures=(
+            FigureData(
+                kind="enrolment",
+                title="Cumulative randomisation against target, overall and by site",
+                data={"curve": curve, "sites": targets, "plan": plan},
+                caption="The dashed line is a linear accrual to the target between the "
+                "planned start and end of enrolment (per site: from its activation).",
+            ),
+        ),
+    )
+
+
+def screen_failure_section(inputs: DsmbInputs) -> Section:
+    """Screen failures with reasons, overall and by site."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, (protocol.eligibility.form,))
+    if missing:
+        return _unavailable("screen-failures", "Screen failures", missing)
+    subjects = inputs.subjects()
+    failures = subjects[~subjects["randomized"]]
+    reasons = {str(r.code): r.label for r in protocol.disposition.screen_fail_reasons}
+    labels = failures["screen_fail_reason"].map(lambda c: reasons.get(str(c), "Not recorded"))
+    sites = [s.id for s in protocol.sites]
+    order = [r.label for r in protocol.disposition.screen_fail_reasons] + ["Not recorded"]
+    data: dict[str, list[str]] = {"Reason": [], **{s: [] for s in sites}, TOTAL: []}
+    n_failed = len(failures)
+    for reason in order:
+        mask = labels == reason
+        if not mask.any():
+            continue
+        data["Reason"].append(reason)
+        for site in sites:
+            data[site].append(str(int((mask & (failures["site"] == site)).sum())))
+        data[TOTAL].append(_pct(int(mask.sum()), n_failed))
+    data["Reason"].append("All screen failures")
+    for site in sites:
+        data[site].append(str(int((failures["site"] == site).sum())))
+    data[TOTAL].append(str(n_failed))
+    rate = 100.0 * n_failed / len(subjects) if len(subjects) else 0.0
+    return Section(
+        id="screen-failures",
+        title="Screen failures",
+        paragraphs=(
+            f"{n_failed} of {len(subjects)} screened participants ({rate:.1f}%) were not "
+            "randomised.",
+        ),
+        tables=(
+            ReportTable(
+                "Screen failures by reason and site",
+                pd.DataFrame(data),
+                population="Screen failures",
+                denominators=(("Screen failures", n_failed),),
+            ),
+        ),
+    )
+
+
+def _continuous_rows(
+    name: str, values: pd.Series, groups: Sequence[tuple[str, pd.Index]], digits: int = 1
+) -> list[list[str]]:
+    rows = [[name, *["" for _ in groups]]]
+    stats: list[list[str]] = [["  n"], ["  Mean (SD)"], ["  Median (min, max)"]]
+    for _, ids in groups:
+        v = pd.to_numeric(values.reindex(ids), errors="coerce").dropna().astype(float)
+        stats[0].append(str(len(v)))
+        if len(v):
+            sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
+            stats[1].append(f"{v.mean():.{digits}f} ({_fmt_num(sd, digits)})")
+            stats[2].append(
+                f"{v.median():.{digits}f} ({v.min():.{digits}f}, {v.max():.{digits}f})"
+            )
+        else:
+            stats[1].append("–")
+            stats[2].append("–")
+    return rows + stats
+
+
+def _categorical_rows(
+    name: str,
+    values: pd.Series,
+    labels: Mapping[str, str],
+    groups: Sequence[tuple[str, pd.Index]],
+) -> list[list[str]]:
+    rows = [[name, *["" for _ in groups]]]
+    codes = list(labels.keys())
+    for code in [*codes, None]:
+        row = [f"  {labels[code]}" if code is not None else "  Missing"]
+        any_value = False
+        for _, ids in groups:
+            v = values.reindex(ids)
+            count = int(v.isna().sum()) if code is None else int((v == code).fillna(False).sum())
+            any_value = any_value or count > 0
+            row.append(_pct(count, len(ids)))
+        if code is not None or any_value:
+            rows.append(row)
+    return rows
+
+
+def baseline_section(inputs: DsmbInputs) -> Section:
+    """Baseline characteristics of the randomised participants (by arm when closed)."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, ("participant", "enrollment"))
+    if "enrollment" in missing:
+        return _unavailable("baseline", "Baseline characteristics", missing)
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    rows: list[list[str]] = []
+    participant = inputs.table("participant")
+    if participant is not None:
+        first = participant.drop_duplicates(_KEY).set_index(_KEY)
+        first.index = first.index.astype("string")
+        rows += _continuous_rows("Age (years)", first["age"], groups)
+        rows += _categorical_rows(
+            "Sex", _codes(first["sex"]), {"1": "Female", "2": "Male", "3": "Other"}, groups
+        )
+        if "ethnicity" in first.columns:
+            rows += _categorical_rows(
+                "Ethnicity",
+                _codes(first["ethnicity"]),
+                {"1": "Hispanic or Latino", "2": "Not Hispanic or Latino", "3": "Unknown"},
+                groups,
+            )
+        if "prior_ad" in first.columns:
+            rows += _categorical_rows(
+                "Prior antidepressant use", _codes(first["prior_ad"]), {"1": "Yes", "0": "No"},
+                groups,
+            )
+    enrollment = inputs.table("enrollment")
+    severity = next(
+        (f for f in protocol.randomization.stratification if f.recorded_field), None
+    )
+    if enrollment is not None and severity is not None and severity.recorded_field:
+        first = enrollment.drop_duplicates(_KEY).set_index(_KEY)
+        if severity.recorded_field in first.columns:
+            rows += _categorical_rows(
+                severity.label or severity.id,
+                _codes(first[severity.recorded_field]),
+                {str(level.code): level.label or level.name for level in severity.levels},
+                groups,
+            )
+    subjects = inputs.subjects()
+    rows += _categorical_rows(
+        "Site", subjects["site"].astype("string"), {s.id: s.id for s in protocol.sites}, groups
+    )
+    for instrument, field, label in (
+        ("hamd17", "hamd_total", "HAM-D-17 total at baseline"),
+        ("phq9", "phq9_total", "PHQ-9 total at baseline"),
+        ("gad7", "gad7_total", "GAD-7 total at baseline"),
+    ):
+        frame = inputs.table(instrument)
+        if frame is None or field not in frame.columns:
+            continue
+        base = frame[frame[_EVENT] == protocol.endpoints.primary.baseline_event]
+        series = base.drop_duplicates(_KEY).set_index(_KEY)[field]
+        series.index = series.index.astype("string")
+        rows += _continuous_rows(label, series, groups)
+    frame = pd.DataFrame(
+        rows, columns=["Characteristic", *[_header(label, len(ids)) for label, ids in groups]]
+    )
+    return Section(
+        id="baseline",
+        title="Baseline characteristics",
+        tables=(
+            ReportTable(
+                "Baseline characteristics",
+                frame,
+                population="Randomised",
+                denominators=_denominators(groups),
+            ),
+        ),
+        missing=missing,
+    )
+
+
+def _scheduled_visits(protocol: Protocol) -> list[tuple[str, str, int, int]]:
+    visits = []
+    for visit in protocol.visits:
+        if visit.kind in _SCHEDULED and visit.window is not None:
+            visits.append((visit.event, visit.label, visit.window.start, visit.window.end))
+    return visits
+
+
+def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
+    """One row per randomised participant and scheduled visit: due, done, missed, overdue.
+
+    Notes
+    -----
+    A visit is *due* when its window has closed by the cut-off and the participant had not left
+    the study before the window opened. *Done*: a visit form with ``visit_done = 1``; *missed*:
+    a visit form with ``visit_done = 0``; *overdue*: due with no visit form at all.
+    """
+    protocol = inputs.protocol
+    subjects = inputs.subjects()
+    randomised = subjects[subjects["randomized"]]
+    visit = inputs.table("visit")
+    done_keys: set[tuple[str, str]] = set()
+    missed_keys: set[tuple[str, str]] = set()
+    if visit is not None:
+        flag = _codes(visit["visit_done"])
+        pairs = list(zip(visit[_KEY].astype(str), visit[_EVENT].astype(str), strict=True))
+        for pair, value in zip(pairs, flag, strict=True):
+            if value == "1":
+                done_keys.add(pair)
+            elif value == "0":
+                missed_keys.add(pair)
+    cutoff = pd.Timestamp(inputs.cutoff)
+    codes = _status_codes(protocol)
+    left = randomised["ds_status"].notna() & ~randomised["ds_status"].map(
+        lambda c: codes.get(str(c), ("", False, False))[1]
+    ).fillna(False).astype(bool)
+    left_date = randomised["ds_date"].where(left)
+    records = []
+    rand_dates = randomised["rand_date"]
+    for event, label, start, end in _scheduled_visits(protocol):
+        window_end = rand_dates + pd.to_timedelta(end, unit="D")
+        window_start = rand_dates + pd.to_timedelta(start, unit="D")
+        due = (window_end < cutoff) & ~(left_date < window_start).fillna(False)
+        for record_id, is_due in zip(randomised.index.astype(str), due, strict=True):
+            key = (record_id, event)
+            records.append(
+                (
+                    record_id,
+                    event,
+                    label,
+                    bool(is_due),
+                    key in done_keys,
+                    key in missed_keys,
+                    bool(is_due) and key not in done_keys and key not in missed_keys,
+                )
+            )
+    return pd.DataFrame(
+        records, columns=[_KEY, "event", "label", "due", "done", "missed", "overdue"]
+    )
+
+
+def retention_section(inputs: DsmbInputs) -> Section:
+    """Retention and visit completion by scheduled visit."""
+    missing = _missing(inputs, ("visit", "enrollment"))
+    if missing:
+        return _unavailable("retention", "Retention and visit completion", missing)
+    status = _visit_status(inputs)
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    data: dict[str, list[str]] = {"Visit": []}
+    for label, ids in groups:
+        data[_header(label, len(ids))] = []
+    for (_event, label), part in status.groupby(["event", "label"], sort=False):
+        data["Visit"].append(str(label))
+        for group_label, ids in groups:
+            sub = part[part[_KEY].isin(ids.astype(str)) & part["due"]]
+            due = len(sub)
+            done = int(sub["done"].sum())
+            data[_header(group_label, len(ids))].append(
+                f"{done}/{due} ({100.0 * done / due:.1f}%)" if due else "0/0"
+            )
+    subjects = inputs.subjects().loc[randomised]
+    codes = _status_codes(inputs.protocol)
+    completed = subjects["ds_status"].map(
+        lambda c: codes.get(str(c), ("", False, False))[1]
+    ).fillna(False).astype(bool)
+    active = subjects["ds_status"].isna()
+    retained_rows = [
+        ("Completed the study", lambda ids: int(completed.reindex(ids).sum())),
+        ("Still in follow-up at the cut-off", lambda ids: int(active.reindex(ids).sum())),
+        (
+            "Left the study early",
+            lambda ids: int((~completed.reindex(ids) & ~active.reindex(ids)).sum()),
+        ),
+    ]
+    return Section(
+        id="retention",
+        title="Retention and visit completion",
+        tables=(
+            ReportTable(
+                "Retention",
+                _count_table(retained_rows, groups, first="Status"),
+                population="Randomised",
+                denominators=_denominators(groups),
+            ),
+            ReportTable(
+                "Scheduled visits done / due",
+                pd.DataFrame(data),
+                population="Randomised",
+                denominators=_denominators(groups),
+                note="Due: the visit window closed before the cut-off and the participant had "
+                "not left the study before it opened.",
+            ),
+        ),
+    )
+
+
+def deviations_section(inputs: DsmbInputs) -> Section:
+    """Protocol deviations by category (major / minor) and site."""
+    protocol = inputs.protocol
+    form = protocol.deviations.form
+    missing = _missing(inputs, (form,))
+    if missing:
+        return _unavailable("deviations", "Protocol deviations", missing)
+    frame = inputs.table(form)
+    assert frame is not None  # guarded by _missing
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    frame = frame[frame[_KEY].isin(randomised.astype(str))]
+    category = _codes(frame[protocol.deviations.category_field])
+    major = _codes(frame[protocol.deviations.major_field]) == "1"
+    names = {str(c.code): c.name for c in protocol.deviations.categories}
+    rows: list[list[str]] = []
+    columns = ["Category"]
+    for label, ids in groups:
+        columns += [f"{_header(label, len(ids))} participants", "events (major)"]
+    for code, name in [*names.items(), (None, "All categories")]:
+        mask = (category == code) if code is not None else pd.Series(True, index=frame.index)
+        if code is not None and not mask.any():
+            continue
+        row = [name]
+        for _label, ids in groups:
+            sub = frame[mask & frame[_KEY].isin(ids.astype(str))]
+            participants = sub[_KEY].nunique()
+            row += [_pct(participants, len(ids)), f"{len(sub)} ({int(major[sub.index].sum())})"]
+        rows.append(row)
+    sites = [s.id for s in protocol.sites]
+    site_of = _site_of(frame[_KEY])
+    by_site = pd.DataFrame(
+        {
+            "Site": sites,
+            "Deviations": [str(int((site_of == s).sum())) for s in sites],
+            "Major": [str(int(((site_of == s) & major).sum())) for s in sites],
+            "Participants": [str(frame.loc[(site_of == s).to_numpy(), _KEY].nunique()) for s in sites],
+        }
+    )
+    return Section(
+        id="deviations",
+        title="Protocol deviations",
+        tables=(
+            ReportTable(
+                "Protocol deviations by category",
+                pd.DataFrame(rows, columns=columns),
+                population="Randomised",
+                denominators=_denominators(groups),
+            ),
+            ReportTable("Protocol deviations by site", by_site),
+        ),
+    )
+
+
+def data_quality_section(inputs: DsmbInputs) -> Section:
+    """Missing and overdue forms; open queries and their age by site."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, ("visit", "enrollment"))
+    tables: list[ReportTable] = []
+    paragraphs: list[str] = []
+    if not missing:
+        status = _visit_status(inputs)
+        done = status[status["done"]]
+        unblinded = set(protocol.blinding.unblinded_forms)
+        rows = []
+        present_keys: dict[str, set[tuple[str, str]]] = {}
+        for visit in protocol.visits:
+            if visit.kind not in _SCHEDULED:
+                continue
+            visits_done = done[done["event"] == visit.event]
+            for form in visit.instruments:
+                if form in unblinded:
+                    continue
+                table = inputs.table(form)
+                if table is None:
+                    rows.append((visit.label, form, len(visits_done), "form not in snapshot", ""))
+                    continue
+                if form not in present_keys:
+                    present_keys[form] = set(
+                        zip(table[_KEY].astype(str), table[_EVENT].astype(str), strict=True)
+                    )
+                present = present_keys[form]
+                absent = sum(
+                    (rid, visit.event) not in present for rid in visits_done[_KEY].astype(str)
+                )
+                rows.append(
+                    (visit.label, form, len(visits_done), str(absent),
+                     f"{100.0 * absent / len(visits_done):.1f}%" if len(visits_done) else "–")
+                )
+        missing_forms = pd.DataFrame(
+            rows, columns=["Visit", "Form", "Visits done", "Forms missing", "% missing"]
+        )
+        missing_forms = missing_forms[missing_forms["Forms missing"] != "0"]
+        missing_forms["Visits done"] = missing_forms["Visits done"].astype(str)
+        if missing_forms.empty:
+            paragraphs.append("Every expected form is present at every visit done.")
+        else:
+            tables.append(
+                ReportTable(
+                    "Forms missing at visits done",
+                    missing_forms.reset_index(drop=True),
+                    note="Only forms expected at a visit recorded as done are counted.",
+                )
+            )
+        overdue = status[status["overdue"]]
+        sites = [s.id for s in protocol.sites]
+        site_of = _site_of(overdue[_KEY])
+        due_site = _site_of(status.loc[status["due"], _KEY])
+        tables.append(
+            ReportTable(
+                "Overdue visits by site (window closed, no visit form)",
+                pd.DataFrame(
+                    {
+                        "Site": [*sites, "All sites"],
+                        "Visits due": [str(int((due_site == s).sum())) for s in sites]
+                        + [str(int(status["due"].sum()))],
+                        "Overdue": [str(int((site_of == s).sum())) for s in sites]
+                        + [str(len(overdue))],
+                        "Missed (recorded)": [
+                            str(int(((_site_of(status[_KEY]) == s) & status["missed"]
+                                     & status["due"]).sum()))
+                            for s in sites
+                        ]
+                        + [str(int((status["missed"] & status["due"]).sum()))],
+                    }
+                ),
+            )
+        )
+    queries = inputs.queries
+    if queries is None:
+        paragraphs.append(
+            "No validation query log was supplied (--query-log): open queries are not shown."
+        )
+    else:
+        from studyman.validation.outputs import open_query_age
+
+        age = open_query_age(queries)
+        if age.empty:
+            paragraphs.append("The query log holds no open query.")
+        else:
+            age = age.copy()
+            age.columns = [str(c) for c in age.columns]
+            age = age.rename(columns={"site": "Site"})
+            for column in age.columns:
+                age[column] = age[column].map(
+                    lambda v: f"{v:g}" if isinstance(v, float) else str(v)
+                )
+            alert = protocol.reporting.query_age_days_alert
+            open_mask = queries["status"].isin(["open", "answered", "reopened"])
+            old = int((open_mask & (queries["days_open"].astype(int) > alert)).sum())
+            paragraphs.append(
+                f"{int(open_mask.sum())} queries open (open, answered or reopened), {old} of them "
+                f"for more than {alert} days."
+            )
+            tables.append(ReportTable("Open queries by site and age", age))
+    return Section(
+        id="data-quality",
+        title="Data quality and timeliness",
+        paragraphs=tuple(paragraphs),
+        tables=tuple(tables),
+        missing=missing,
+    )
+
+
+def exposure_section(inputs: DsmbInputs) -> Section:
+    """Exposure and adherence: CBT sessions attended; adjunct doses in a closed session only."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, ("cbt_sessions",))
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    tables: list[ReportTable] = []
+    paragraphs: list[str] = []
+    if not missing:
+        subjects = inputs.subjects()
+        attended = subjects["cbt_attended"]
+        planned = protocol.treatment.cbt_sessions_planned
+        threshold = protocol.treatment.adherence_threshold
+        rows = _continuous_rows("CBT sessions attended", attended, groups)
+        adherent = [
+            f"  Adherent (≥{threshold:.0%} of {planned} sessions)",
+            *[
+                _pct(int((attended.reindex(ids) >= threshold * planned).sum()), len(ids))
+                for _, ids in groups
+            ],
+        ]
+        rows.append(adherent)
+        tables.append(
+            ReportTable(
+                "CBT sessions attended",
+                pd.DataFrame(
+                    rows,
+                    columns=["Exposure", *[_header(lbl, len(ids)) for lbl, ids in groups]],
+                ),
+                population="Safety population",
+                denominators=_denominators(groups),
+            )
+        )
+    dosing = inputs.table("dosing")
+    if not inputs.closed:
+        paragraphs.append(
+            "Adjunct dosing is recorded on an unblinded form; it is summarised in the closed "
+            "session only."
+        )
+    elif dosing is None:
+        paragraphs.append("The snapshot has no 'dosing' form: adjunct doses are not shown.")
+    else:
+        taken = dosing[_codes(dosing["dose_taken"]) == "1"]
+        doses = taken.groupby(_KEY).size()
+        doses.index = doses.index.astype("string")
+        rows = _continuous_rows("Adjunct doses taken", doses.reindex(safety).fillna(0), groups)
+        rows.append(
+            [
+                "  Participants with any dose",
+                *[_pct(int((doses.reindex(ids).fillna(0) > 0).sum()), len(ids)) for _, ids in groups],
+            ]
+        )
+        tables.append(
+            ReportTable(
+                "Adjunct doses taken",
+                pd.DataFrame(
+                    rows,
+                    columns=["Exposure", *[_header(lbl, len(ids)) for lbl, ids in groups]],
+                ),
+                population="Safety population",
+                denominators=_denominators(groups),
+            )
+        )
+    return Section(
+        id="exposure",
+        title="Exposure and adherence",
+        paragraphs=tuple(paragraphs),
+        tables=tuple(tables),
+        missing=missing,
+    )
+
+
+def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
+    """Adverse events of the safety population starting on or after randomisation."""
+    protocol = inputs.protocol
+    ae_spec = protocol.adverse_events
+    frame = inputs.table(ae_spec.form)
+    if frame is None:
+        return None
+    subjects = inputs.subjects()
+    safety = subjects[subjects["safety"]]
+    frame = frame[frame[_KEY].astype(str).isin(safety.index.astype(str))].copy()
+    rand = safety["rand_date"]
+    rand.index = rand.index.astype(str)
+    start = pd.to_datetime(frame[ae_spec.start_field])
+    frame = frame[
+        (start >= frame[_KEY].astype(str).map(rand)).fillna(True).to_numpy()
+    ].copy()
+    pts = {str(t.code): t.pt for t in ae_spec.coding_list}
+    socs = {str(s.code): s.name for s in ae_spec.socs}
+    frame["PT"] = _codes(frame[ae_spec.pt_field]).map(lambda c: pts.get(str(c), "Uncoded"))
+    frame["SOC"] = _codes(frame[ae_spec.soc_field]).map(lambda c: socs.get(str(c), "Uncoded"))
+    frame["severity"] = pd.to_numeric(_codes(frame[ae_spec.severity_field]), errors="coerce")
+    frame["serious"] = _codes(frame[ae_spec.serious_field]) == "1"
+    frame["related"] = _codes(frame[ae_spec.related_field]).isin(
+        [str(c) for c in ae_spec.related_codes]
+    )
+    frame["fatal"] = _codes(frame[ae_spec.outcome_field]) == str(ae_spec.fatal_outcome_code)
+    frame["withdrawn"] = (
+        _codes(frame["ae_action"]) == "4" if "ae_action" in frame.columns else False
+    )
+    frame[_KEY] = frame[_KEY].astype("string")
+    return frame.reset_index(drop=True)
+
+
+_SEVERITY = {1: "Mild", 2: "Moderate", 3: "Severe"}
+
+
+def adverse_events_section(inputs: DsmbInputs) -> Section:
+    """Adverse events: overview, by SOC and PT, by maximum severity, by relatedness.
+
+    Notes
+    -----
+    Incidence counts a participant once per term (at the highest severity for the severity
+    table); event counts count every event; the denominator is the safety population of each
+    column. Adverse events counted start on or after randomisation (the open session cannot use
+    the unblinded dosing log, so both sessions use the same rule).
+    """
+    protocol = inputs.protocol
+    form = protocol.adverse_events.form
+    missing = _missing(inputs, (form,))
+    if missing:
+        return _unavailable("adverse-events", "Adverse events", missing)
+    events = _adverse_events(inputs)
+    assert events is not None
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    by_participant = events.groupby(_KEY)
+
+    def participants(mask: pd.Series) -> Callable[[pd.Index], int]:
+        ids_with = set(events.loc[mask.to_numpy(), _KEY].astype(str))
+        return lambda ids: len(ids_with & set(ids.astype(str)))
+
+    everything = pd.Series(True, index=events.index)
+    died = inputs.subjects()["death_date"].notna() | events.groupby(_KEY)["fatal"].any().reindex(
+        inputs.subjects().index
+    ).fillna(False).astype(bool)
+    died_ids = set(died.index[died.to_numpy()].astype(str))
+    overview_rows = [
+        ("Any adverse event", participants(everything)),
+        ("Any related adverse event", participants(events["related"])),
+        ("Any severe adverse event", participants(events["severity"] == 3)),
+        ("Any serious adverse event", participants(events["serious"])),
+        ("Adverse event leading to withdrawal", participants(events["withdrawn"])),
+        ("Adverse event with fatal outcome", participants(events["fatal"])),
+        ("Death (any cause)", lambda ids: len(died_ids & set(ids.astype(str)))),
+    ]
+    overview = _count_table(overview_rows, groups, first="Participants with")
+    event_counts = ["Number of events", *[
+        str(int(events[_KEY].isin(ids.astype(str)).sum())) for _, ids in groups
+    ]]
+    overview.loc[len(overview)] = event_counts
+    del by_participant
+
+    # By SOC and PT.
+    soc_rows: list[list[str]] = []
+    total_ids = safety.astype(str)
+    soc_order = (
+        events.groupby("SOC")[_KEY].nunique().sort_values(ascending=False, kind="stable")
+    )
+    for soc in soc_order.index:
+        in_soc = events[events["SOC"] == soc]
+        row = [str(soc)]
+        for _, ids in groups:
+            sub = in_soc[in_soc[_KEY].isin(ids.astype(str))]
+            row += [_pct(sub[_KEY].nunique(), len(ids)), str(len(sub))]
+        soc_rows.append(row)
+        pt_order = in_soc.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable")
+        for pt in pt_order.index:
+            in_pt = in_soc[in_soc["PT"] == pt]
+            row = [f"    {pt}"]
+            for _, ids in groups:
+                sub = in_pt[in_pt[_KEY].isin(ids.astype(str))]
+                row += [_pct(sub[_KEY].nunique(), len(ids)), str(len(sub))]
+            soc_rows.append(row)
+    soc_columns = ["System organ class / Preferred term"]
+    for label, ids in groups:
+        soc_columns += [f"{_header(label, len(ids))} n (%)", "events"]
+    del total_ids
+
+    # By maximum severity per participant (any AE) and per PT.
+    worst = events.groupby(_KEY)["severity"].max()
+    sev_rows = []
+    for level, name in _SEVERITY.items():
+        sev_rows.append(
+            (
+                name,
+                (lambda lv: lambda ids: int((worst.reindex(ids) == lv).sum()))(level),
+            )
+        )
+    severity_table = _count_table(sev_rows, groups, first="Worst severity (any adverse event)")
+    pt_worst = events.groupby([_KEY, "PT"])["severity"].max().reset_index()
+    pt_sev_rows: list[list[str]] = []
+    for pt in pt_worst.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable").index:
+        part = pt_worst[pt_worst["PT"] == pt]
+        row = [str(pt)]
+        for _, ids in groups:
+            sub = part[part[_KEY].isin(ids.astype(str))]
+            row.append(
+                " / ".join(str(int((sub["severity"] == lv).sum())) for lv in _SEVERITY)
+            )
+        pt_sev_rows.append(row)
+    pt_sev_columns = ["Preferred term", *[
+        f"{_header(label, len(ids))} mild / moderate / severe" for label, ids in groups
+    ]]
+
+    related_labels = {
+        "1": "Not related", "2": "Unlikely", "3": "Possible", "4": "Probable", "5": "Definite",
+    }
+    related_codes = _codes(events[protocol.adverse_events.related_field])
+    rel_rows = []
+    for code, name in related_labels.items():
+        mask = related_codes == code
+        rel_rows.append((f"{name} ({'related' if int(code) in protocol.adverse_events.related_codes else 'not related'})",
+                         participants(mask)))
+    related_table = _count_table(rel_rows, groups, first="Relatedness (participants with at least one)")
+    rel_pt_rows: list[list[str]] = []
+    related_events = events[events["related"]]
+    for pt in related_events.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable").index:
+        part = related_events[related_events["PT"] == pt]
+        row = [str(pt)]
+        for _, ids in groups:
+            sub = part[part[_KEY].isin(ids.astype(str))]
+            row.append(_pct(sub[_KEY].nunique(), len(ids)))
+        rel_pt_rows.append(row)
+    rel_pt_columns = ["Preferred term", *[_header(label, len(ids)) for label, ids in groups]]
+    denominators = _denominators(groups)
+    population = "Safety population"
+    return Section(
+        id="adverse-events",
+        title="Adverse events",
+        paragraphs=(
+            "Adverse events starting on or after randomisation in the safety population, coded "
+            "with the study coding list. Incidence counts a participant once per term; event "
+            "counts count every event.",
+        ),
+        tables=(
+            ReportTable("Overview of adverse events", overview, population, denominators),
+            ReportTable(
+                "Adverse events by system organ class and preferred term",
+                pd.DataFrame(soc_rows, columns=soc_columns),
+                population,
+                denominators,
+            ),
+            ReportTable(
+                "Participants by worst severity", severity_table, population, denominators
+            ),
+            ReportTable(
+                "Participants by preferred term and worst severity",
+                pd.DataFrame(pt_sev_rows, columns=pt_sev_columns),
+                population,
+                denominators,
+                note="Each participant counted once per term, at the highest severity.",
+            ),
+            ReportTable("Adverse events by relatedness", related_table, population, denominators),
+            ReportTable(
+                "Related adverse events by preferred term",
+                pd.DataFrame(rel_pt_rows, columns=rel_pt_columns),
+                population,
+                denominators,
+                note="Related: possible, probable or definite.",
+            ),
+        ),
+    )
+
+
+def _arm_column(inputs: DsmbInputs, record_ids: pd.Series) -> list[str]:
+    assert inputs.arms is not None
+    return [str(inputs.arms.get(r, "–")) for r in record_ids.astype(str)]
+
+
+def _fmt_date(value: object) -> str:
+    if value is None or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        if pd.isna(value):  # type: ignore[call-overload]
+            return ""
+    except (TypeError, ValueError):
+        pass
+    stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    if stamp.hour or stamp.minute:
+        return stamp.strftime("%Y-%m-%d %H:%M")
+    return stamp.strftime("%Y-%m-%d")
+
+
+def serious_events_section(inputs: DsmbInputs) -> Section:
+    """Listings of serious adverse events and of deaths."""
+    protocol = inputs.protocol
+    ae_spec = protocol.adverse_events
+    missing = _missing(inputs, (ae_spec.form,))
+    if missing:
+        return _unavailable("sae", "Serious adverse events and deaths", missing)
+    events = _adverse_events(inputs)
+    assert events is not None
+    serious = events[events["serious"]].sort_values([_KEY, ae_spec.start_field])
+    criteria = {
+        "1": "death", "2": "life-threatening", "3": "hospitalisation", "4": "disability",
+        "5": "congenital anomaly", "6": "important medical event",
+    }
+    outcome = {
+        "1": "recovered", "2": "recovering", "3": "not recovered",
+        "4": "recovered with sequelae", "5": "fatal", "6": "unknown",
+    }
+    related = {"1": "not related", "2": "unlikely", "3": "possible", "4": "probable", "5": "definite"}
+
+    def criteria_of(row: pd.Series) -> str:
+        found = [
+            name
+            for code, name in criteria.items()
+            if f"{ae_spec.serious_criteria_field}___{code}" in row.index
+            and str(row[f"{ae_spec.serious_criteria_field}___{code}"]) == "1"
+        ]
+        return ", ".join(found) or "not recorded"
+
+    listing = pd.DataFrame(
+        {
+            "Participant": serious[_KEY].astype(str),
+            "Preferred term": serious["PT"].astype(str),
+            "Onset": serious[ae_spec.start_field].map(_fmt_date),
+            "Severity": serious["severity"].map(lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""),
+            "Criteria": [criteria_of(row) for _, row in serious.iterrows()],
+            "Relatedness": _codes(serious[ae_spec.related_field]).map(lambda c: related.get(str(c), "")),
+            "Outcome": _codes(serious[ae_spec.outcome_field]).map(lambda c: outcome.get(str(c), "")),
+        }
+    )
+    if inputs.closed:
+        listing.insert(1, "Arm", _arm_column(inputs, serious[_KEY]))
+    subjects = inputs.subjects()
+    death_code = next((str(c.code) for c in protocol.disposition.codes if c.death), None)
+    deaths = subjects[
+        subjects["death_date"].notna() | (subjects["ds_status"] == death_code)
+    ]
+    fatal_pt = events[events["fatal"]].groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s))))
+    disposition = inputs.table(protocol.disposition.form)
+    cause: dict[str, str] = {}
+    if disposition is not None and "death_cause" in disposition.columns:
+        cause = {
+            str(k): str(v)
+            for k, v in zip(disposition[_KEY], disposition["death_cause"], strict=True)
+            if pd.notna(v)
+        }
+    death_listing = pd.DataFrame(
+        {
+            "Participant": deaths.index.astype(str),
+            "Date of death": deaths["death_date"].map(_fmt_date),
+            "Cause (as recorded)": [cause.get(str(r), "") for r in deaths.index],
+            "Fatal adverse event": [str(fatal_pt.get(r, "")) for r in deaths.index],
+        }
+    )
+    if inputs.closed:
+        death_listing.insert(1, "Arm", _arm_column(inputs, pd.Series(deaths.index)))
+    safety = _safety(inputs)
+    return Section(
+        id="sae",
+        title="Serious adverse events and deaths",
+        paragraphs=(
+            f"{len(serious)} serious adverse events in {serious[_KEY].nunique()} participants; "
+            f"{len(deaths)} deaths.",
+        ),
+        tables=(
+            ReportTable(
+                "Listing of serious adverse events",
+                listing.reset_index(drop=True),
+                "Safety population",
+                (("Total", len(safety)),),
+            ),
+            ReportTable("Listing of deaths", death_listing.reset_index(drop=True)),
+        ),
+    )
+
+
+def discontinuation_section(inputs: DsmbInputs) -> Section:
+    """Discontinuations due to adverse events (disposition reason or AE action 'withdrawn')."""
+    protocol = inputs.protocol
+    missing = _missing(inputs, (protocol.disposition.form, protocol.adverse_events.form))
+    if len(missing) == 2:
+        return _unavailable("discontinuations", "Discontinuations due to adverse events", missing)
+    subjects = inputs.subjects()
+    ae_code = _status_code_named(protocol, "adverse_event")
+    events = _adverse_events(inputs)
+    by_ds = set(subjects.index[(subjects["ds_status"] == ae_code).fillna(False).to_numpy()].astype(str))
+    withdrawn_pt: dict[str, str] = {}
+    if events is not None:
+        w = events[events["withdrawn"]]
+        withdrawn_pt = w.groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).to_dict()
+    ids = sorted(by_ds | set(withdrawn_pt))
+    listing = pd.DataFrame(
+        {
+            "Participant": ids,
+            "Disposition: adverse event": ["yes" if r in by_ds else "no" for r in ids],
+            "Date": [_fmt_date(subjects.loc[r, "ds_date"]) if r in subjects.index else "" for r in ids],
+            "Adverse event(s) with action 'withdrawn'": [withdrawn_pt.get(r, "") for r in ids],
+        }
+    )
+    if inputs.closed:
+        listing.insert(1, "Arm", _arm_column(inputs, pd.Series(ids, dtype="string")))
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    ids_set = set(ids)
+    summary = _count_table(
+        [("Discontinued because of an adverse event", lambda g: len(ids_set & set(g.astype(str))))],
+        groups,
+        first="Participants",
+    )
+    return Section(
+        id="discontinuations",
+        title="Discontinuations due to adverse events",
+        tables=(
+            ReportTable("Discontinuations due to adverse events", summary,
+                        "Safety population", _denominators(groups)),
+            ReportTable("Listing of discontinuations due to adverse events", listing),
+        ),
+        missing=missing,
+    )
+
+
+def _visit_labels(protocol: Protocol) -> dict[str, str]:
+    return {v.event: v.label for v in protocol.visits}
+
+
+def suicidality_section(inputs: DsmbInputs) -> Section:
+    """AESI suicidality: C-SSRS since last visit over time, PHQ-9 item 9, suicidality AEs."""
+    protocol = inputs.protocol
+    spec = protocol.cssrs
+    missing = _missing(inputs, (spec.since_last_form,))
+    if missing:
+        return _unavailable("aesi-suicidality", "AESI: suicidality (C-SSRS)", missing)
+    frame = inputs.table(spec.since_last_form)
+    assert frame is not None
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    labels = _visit_labels(protocol)
+    ideation = pd.Series(False, index=frame.index)
+    for f in spec.gate_fields:
+        if f in frame.columns:
+            ideation |= (_codes(frame[f]) == "1").fillna(False)
+    serious_ideation = pd.Series(False, index=frame.index)
+    for f in spec.safety_action_required_ideation:
+        if f in frame.columns:
+            serious_ideation |= (_codes(frame[f]) == "1").fillna(False)
+    behaviour = pd.Series(False, index=frame.index)
+    for f in spec.behaviour_fields:
+        if f in frame.columns:
+            behaviour |= (_codes(frame[f]) == "1").fillna(False)
+    flags = pd.DataFrame(
+        {
+            _KEY: frame[_KEY].astype(str),
+            "event": frame[_EVENT].astype(str),
+            "ideation": ideation,
+            "serious_ideation": serious_ideation,
+            "behaviour": behaviour,
+        }
+    )
+    order = [v.event for v in protocol.visits if v.event in set(flags["event"])]
+    rows: list[list[str]] = []
+    curve_rows = []
+    for event in order:
+        at = flags[flags["event"] == event]
+        row = [labels.get(event, event)]
+        for label, ids in groups:
+            sub = at[at[_KEY].isin(ids.astype(str))]
+            n = len(sub)
+            ide = int(sub["ideation"].sum())
+            ser = int((sub["serious_ideation"] | sub["behaviour"]).sum())
+            row.append(f"{n}: {ide} / {ser}")
+            curve_rows.append(
+                {"event": labels.get(event, event), "order": order.index(event), "group": label,
+                 "assessed": n, "ideation": ide, "serious": ser}
+            )
+        rows.append(row)
+    per_participant = flags.groupby(_KEY)[["ideation", "serious_ideation", "behaviour"]].any()
+    summary_rows = [
+        ("Any suicidal ideation (since-last-visit C-SSRS)",
+         lambda ids: int(per_participant["ideation"].reindex(ids.astype(str)).fillna(False).sum())),
+        ("Ideation type 4 or 5",
+         lambda ids: int(per_participant["serious_ideation"].reindex(ids.astype(str)).fillna(False).sum())),
+        ("Any suicidal behaviour",
+         lambda ids: int(per_participant["behaviour"].reindex(ids.astype(str)).fillna(False).sum())),
+    ]
+    phq = inputs.table("phq9")
+    if phq is not None and "phq9_9" in phq.columns:
+        item9 = phq[(pd.to_numeric(phq["phq9_9"], errors="coerce") >= 1).fillna(False).to_numpy()]
+        item9_ids = set(item9[_KEY].astype(str))
+        summary_rows.append(
+            ("PHQ-9 item 9 scored 1 or more (any visit)",
+             lambda ids: len(item9_ids & set(ids.astype(str))))
+        )
+    events = _adverse_events(inputs)
+    if events is not None:
+        aesi = _codes(events[protocol.adverse_events.aesi_field]) == "1"
+        aesi_ids = set(events.loc[aesi.fillna(False).to_numpy(), _KEY].astype(str))
+        summary_rows.append(
+            ("Adverse event recorded as suicidality AESI",
+             lambda ids: len(aesi_ids & set(ids.astype(str))))
+        )
+    return Section(
+        id="aesi-suicidality",
+        title="AESI: suicidality (C-SSRS)",
+        tables=(
+            ReportTable(
+                "Participants with suicidality findings",
+                _count_table(summary_rows, groups, first="Participants with"),
+                "Safety population",
+                _denominators(groups),
+            ),
+            ReportTable(
+                "C-SSRS since last visit by visit",
+                pd.DataFrame(rows, columns=["Visit", *[_header(l, len(i)) for l, i in groups]]),
+                "Safety population",
+                _denominators(groups),
+                note="Cells: assessed: any ideation / ideation type 4–5 or any behaviour.",
+            ),
+        ),
+        figures=(
+            FigureData(
+                kind="cssrs",
+                title="C-SSRS since last visit: participants with findings by visit",
+                data={"curve": pd.DataFrame(curve_rows)},
+                caption="Percentage of participants assessed at each visit.",
+            ),
+        ),
+    )
+
+
+def _band_of(value: float, bands: Sequence[tuple[str, float, float]]) -> str:
+    for name, low, high in bands:
+        if low <= value <= high:
+            return name
+    return "out of range"
+
+
+def withdrawal_section(inputs: DsmbInputs) -> Section:
+    """AESI withdrawal: COWS totals by band at taper and follow-up."""
+    protocol = inputs.protocol
+    spec = protocol.withdrawal
+    missing = _missing(inputs, (spec.instrument,))
+    if missing:
+        return _unavailable("aesi-withdrawal", "AESI: withdrawal (COWS)", missing)
+    frame = inputs.table(spec.instrument)
+    assert frame is not None
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    scoring = next((s for s in protocol.scoring if s.instrument == spec.instrument), None)
+    bands = [(b.name, b.min, b.max) for b in scoring.bands] if scoring else []
+    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    totals = pd.to_numeric(frame[spec.total_field], errors="coerce")
+    labels = _visit_labels(protocol)
+    rows: list[list[str]] = []
+    bars = []
+    for event in spec.events:
+        at = frame[frame[_EVENT] == event]
+        at_totals = totals[at.index]
+        for name, _low, _high in bands:
+            row = [f"{labels.get(event, event)}: {name}"]
+            for label, ids in groups:
+                in_group = at[_KEY].astype(str).isin(ids.astype(str)).to_numpy()
+                values = at_totals[in_group].dropna()
+                count = int(sum(_band_of(float(v), bands) == name for v in values))
+                row.append(_pct(count, len(values)))
+                bars.append({"event": labels.get(event, event), "band": name, "group": label,
+                             "count": count})
+            rows.append(row)
+        row = [f"{labels.get(event, event)}: assessed"]
+        for _, ids in groups:
+            in_group = at[_KEY].astype(str).isin(ids.astype(str)).to_numpy()
+            row.append(str(int(at_totals[in_group].notna().sum())))
+        rows.append(row)
+    high = frame.loc[(totals >= spec.aesi_threshold).fillna(False).to_numpy()]
+    listing = pd.DataFrame(
+        {
+            "Participant": high[_KEY].astype(str),
+            "Visit": high[_EVENT].map(lambda e: labels.get(str(e), str(e))),
+            "COWS total": totals[high.index].map(lambda v: f"{v:g}"),
+            "Band": totals[high.index].map(lambda v: _band_of(float(v), bands)),
+        }
+    )
+    if inputs.closed:
+        listing.insert(1, "Arm", _arm_column(inputs, high[_KEY]))
+    return Section(
+        id="aesi-withdrawal",
+        title="AESI: withdrawal (COWS)",
+        paragraphs=(
+            "COWS bands: "
+            + "; ".join(f"{name} {low:g}–{high:g}" for name, low, high in bands)
+            + f". A total of {spec.aesi_threshold:g} or more is reviewed as a possible "
+            "withdrawal AESI.",
+        ),
+        tables=(
+            ReportTable(
+                "COWS total by band",
+                pd.DataFrame(rows, columns=["Visit: band", *[_header(l, len(i)) for l, i in groups]]),
+                "Safety population",
+                _denominators(groups),
+                note="Percentages of participants assessed at the visit.",
+            ),
+            ReportTable(
+                f"Participants with a COWS total of {spec.aesi_threshold:g} or more",
+                listing.reset_index(drop=True),
+            ),
+        ),
+        figures=(
+            FigureData(
+                kind="cows",
+                title="COWS bands at taper and follow-up",
+                data={"bars": pd.DataFrame(bars)},
+            ),
+        ),
+    )
+
+
+def liver_section(inputs: DsmbInputs) -> Section:
+    """AESI liver injury: peak ALT/AST/bilirubin against ULN, eDISH plot, potential Hy's law."""
+    protocol = inputs.protocol
+    spec = protocol.liver
+    missing = _missing(inputs, (spec.form,))
+    if missing:
+        return _unavailable("aesi-liver", "AESI: liver injury and Hy's law", missing)
+    frame = inputs.table(spec.form)
+    assert frame is not None
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    tests = {t.id: t for t in spec.tests}
+    hy = spec.hys_law
+    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    post = frame[frame[_EVENT] != "screening_arm_1"].copy()
+    ratios = pd.DataFrame({_KEY: post[_KEY].astype(str), "event": post[_EVENT].astype(str)})
+    for test_id, test in tests.items():
+        ratios[test_id] = pd.to_numeric(post[test.field], errors="coerce").astype(float) / test.uln
+    ratios["date"] = post[spec.date_field].map(_fmt_date)
+    trans = ratios[list(hy.transaminases)].max(axis=1)
+    ratios["transaminase"] = trans
+    peak = ratios.groupby(_KEY)[["transaminase", hy.bilirubin]].max()
+    hys = ratios[
+        (ratios["transaminase"] > hy.transaminase_multiple)
+        & (ratios[hy.bilirubin] > hy.bilirubin_multiple)
+        & ~(ratios[hy.alp] > hy.alp_max_multiple)
+    ]
+    labels = _visit_labels(protocol)
+    listing = pd.DataFrame(
+        {
+            "Participant": hys[_KEY],
+            "Visit": hys["event"].map(lambda e: labels.get(e, e)),
+            "Sample date": hys["date"],
+            **{f"{t} ×ULN": hys[t].map(lambda v: _fmt_num(float(v), 2)) for t in tests},
+        }
+    )
+    if inputs.closed:
+        listing.insert(1, "Arm", _arm_column(inputs, hys[_KEY]))
+    per = ratios.groupby(_KEY)
+    alert = spec.transaminase_alert_multiple
+    peaks = per[list(tests)].max()
+    hy_ids = set(hys[_KEY])
+    rows = [
+        (f"ALT > {alert:g}×ULN", lambda ids: int((peaks["ALT"].reindex(ids.astype(str)) > alert).sum()))
+        if "ALT" in peaks.columns else None,
+        (f"AST > {alert:g}×ULN", lambda ids: int((peaks["AST"].reindex(ids.astype(str)) > alert).sum()))
+        if "AST" in peaks.columns else None,
+        (f"Total bilirubin > {hy.bilirubin_multiple:g}×ULN",
+         lambda ids: int((peaks[hy.bilirubin].reindex(ids.astype(str)) > hy.bilirubin_multiple).sum())),
+        ("Potential Hy's law case", lambda ids: len(hy_ids & set(ids.astype(str)))),
+        ("With a post-baseline liver test", lambda ids: int(peaks.index.isin(ids.astype(str)).sum())),
+    ]
+    count_rows = [r for r in rows if r is not None]
+    edish = peak.reset_index().rename(columns={hy.bilirubin: "bilirubin"})
+    if inputs.closed:
+        edish["group"] = _arm_column(inputs, edish[_KEY])
+    else:
+        edish["group"] = TOTAL
+    return Section(
+        id="aesi-liver",
+        title="AESI: liver injury and Hy's law",
+        paragraphs=(
+            f"Potential Hy's law case: {' or '.join(hy.transaminases)} > "
+            f"{hy.transaminase_multiple:g}×ULN and total bilirubin > {hy.bilirubin_multiple:g}×ULN "
+            f"without ALP > {hy.alp_max_multiple:g}×ULN, in the same sample. ULNs: "
+            + ", ".join(f"{t.id} {t.uln:g} {t.unit}" for t in spec.tests)
+            + ".",
+        ),
+        tables=(
+            ReportTable(
+                "Liver test abnormalities after randomisation",
+                _count_table(count_rows, groups, first="Participants with"),  # type: ignore[arg-type]
+                "Safety population",
+                _denominators(groups),
+            ),
+            ReportTable("Potential Hy's law cases", listing.reset_index(drop=True)),
+        ),
+        figures=(
+            FigureData(
+                kind="edish",
+                title="eDISH: peak transaminase against peak total bilirubin (×ULN)",
+                data={"points": edish},
+                caption=f"Log axes; reference lines at {hy.transaminase_multiple:g}×ULN "
+                f"(ALT or AST) and {hy.bilirubin_multiple:g}×ULN (bilirubin). The upper right "
+                "quadrant holds potential Hy's law cases.",
+            ),
+        ),
+    )
+
+
+def conmeds_section(inputs: DsmbInputs) -> Section:
+    """Concomitant medications of interest (interacting or prohibited classes)."""
+    protocol = inputs.protocol
+    spec = protocol.concomitant_medications
+    missing = _missing(inputs, (spec.form,))
+    if missing:
+        return _unavailable("conmeds", "Concomitant medications of interest", missing)
+    frame = inputs.table(spec.form)
+    assert frame is not None
+    safety = _safety(inputs)
+    groups = _groups(inputs, safety)
+    subjects = inputs.subjects()
+    rand = subjects["rand_date"]
+    rand.index = rand.index.astype(str)
+    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    start = pd.to_datetime(frame[spec.start_field])
+    stop = pd.to_datetime(frame[spec.stop_field])
+    rdate = frame[_KEY].astype(str).map(rand)
+    ongoing = (_codes(frame[spec.ongoing_field]) == "1").fillna(False)
+    on_study = (ongoing | (stop >= rdate).fillna(False)).to_numpy()
+    started_after = (start > rdate).fillna(False).to_numpy()
+    classes = _codes(frame[spec.class_field])
+    rows = []
+    rule_text = {
+        "stable_dose": "stable dose required", "of_interest": "of interest",
+        "prohibited": "prohibited",
+    }
+    for cls in spec.classes:
+        if cls.rule == "allowed":
+            continue
+        mask = (classes == str(cls.code)).fillna(False).to_numpy()
+        on = set(frame.loc[mask & on_study, _KEY].astype(str))
+        new = set(frame.loc[mask & started_after, _KEY].astype(str))
+        rows.append((f"{cls.name} ({rule_text[cls.rule]}): taken on study",
+                     (lambda s: lambda ids: len(s & set(ids.astype(str))))(on)))
+        rows.append((f"{cls.name}: started after randomisation",
+                     (lambda s: lambda ids: len(s & set(ids.astype(str))))(new)))
+    return Section(
+        id="conmeds",
+        title="Concomitant medications of interest",
+        paragraphs=(
+            "Classes that may interact with the study treatment (serotonergic antidepressants, "
+            "benzodiazepines and other CNS depressants) and prohibited classes.",
+        ),
+        tables=(
+            ReportTable(
+                "Participants taking concomitant medications of interest",
+                _count_table(rows, groups, first="Class"),
+                "Safety population",
+                _denominators(groups),
+            ),
+        ),
+    )
+
+
+def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
+    """SAE reporting timeliness against the protocol's clocks (from site awareness)."""
+    protocol = inputs.protocol
+    ae_spec = protocol.adverse_events
+    missing = _missing(inputs, (ae_spec.form,))
+    if missing:
+        return _unavailable("timeliness", "SAE reporting timeliness", missing)
+    events = _adverse_events(inputs)
+    assert events is not None
+    aware = pd.to_datetime(events[ae_spec.awareness_field])
+    sent = pd.to_datetime(events[ae_spec.report_field])
+    hours = (sent - aware).dt.total_seconds() / 3600.0
+    suicide_pts = {"Completed suicide"}
+    rows = []
+    late_rows = []
+    for clock in protocol.reporting_clocks:
+        if clock.applies_to == "serious":
+            mask = events["serious"]
+        elif clock.applies_to == "suicide_death":
+            mask = events["fatal"] & events["PT"].isin(suicide_pts)
+        else:
+            rows.append(
+                {
+                    "Clock": clock.label,
+                    "Limit (hours)": str(clock.limit_hours),
+                    "Cases": "not assessable",
+                    "On time": "–",
+                    "Late": "–",
+                    "No report date": "–",
+                    "Median hours": "expectedness / IRB reports are not recorded in REDCap",
+                }
+            )
+            continue
+        cases = events[mask.to_numpy()]
+        h = hours[mask.to_numpy()]
+        on_time = int((h <= clock.limit_hours).sum())
+        late = int((h > clock.limit_hours).sum())
+        undated = int(h.isna().sum())
+        rows.append(
+            {
+                "Clock": clock.label,
+                "Limit (hours)": str(clock.limit_hours),
+                "Cases": str(len(cases)),
+                "On time": str(on_time),
+                "Late": str(late),
+                "No report date": str(undated),
+                "Median hours": _fmt_num(float(h.median()), 1) if h.notna().any() else "–",
+            }
+        )
+        for index in cases.index[((h > clock.limit_hours) | h.isna()).to_numpy()]:
+            late_rows.append(
+                {
+                    "Clock": clock.label,
+                    "Participant": str(events.loc[index, _KEY]),
+                    "Preferred term": str(events.loc[index, "PT"]),
+                    "Aware": _fmt_date(aware[index]),
+                    "Reported": _fmt_date(sent[index]),
+                    "Hours": _fmt_num(float(hours[index]), 1),
+                }
+            )
+    tables = [ReportTable("Reporting clocks", pd.DataFrame(rows),
+                          note="Day 0 is the site's awareness date and time, not the onset.")]
+    if late_rows:
+        tables.append(ReportTable("Late or undated reports", pd.DataFrame(late_rows)))
+    return Section(id="timeliness", title="SAE reporting timeliness", tables=tuple(tables))
+
+
+def efficacy_section(inputs: DsmbInputs) -> Section:
+    """Efficacy: only in a closed session and only when the plan prespecifies an interim look."""
+    protocol = inputs.protocol
+    if not inputs.interim_efficacy:
+        return Section(
+            id="efficacy",
+            title="Efficacy",
+            paragraphs=(
+                "The analysis plan prespecifies no interim efficacy look for the DSMB: no "
+                "efficacy data are shown.",
+            ),
+        )
+    if not inputs.closed:
+        return Section(
+            id="efficacy",
+            title="Efficacy",
+            paragraphs=("Interim efficacy data are shown in the closed session only.",),
+        )
+    endpoint = protocol.endpoints.primary
+    missing = _missing(inputs, (endpoint.instrument,))
+    if missing:
+        return _unavailable("efficacy", "Efficacy", missing)
+    frame = inputs.table(endpoint.instrument)
+    assert frame is not None
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    values = frame[[_KEY, _EVENT, endpoint.field]].copy()
+    values[_KEY] = values[_KEY].astype(str)
+    base = values[values[_EVENT] == endpoint.baseline_event].set_index(_KEY)[endpoint.field]
+    values["change"] = pd.to_numeric(values[endpoint.field], errors="coerce") - values[_KEY].map(
+        base
+    ).astype(float)
+    labels = _visit_labels(protocol)
+    rows = []
+    for visit in protocol.visits:
+        if visit.kind not in ("treatment", "end_of_treatment", "follow_up"):
+            continue
+        at = values[values[_EVENT] == visit.event].set_index(_KEY)["change"]
+        row = [labels[visit.event]]
+        for _, ids in groups:
+            v = at.reindex(ids.astype(str)).dropna().astype(float)
+            row.append(f"{len(v)}: {v.mean():.1f} ({_fmt_num(float(v.std(ddof=1)), 1)})" if len(v) > 1 else f"{len(v)}")
+        rows.append(row)
+    return Section(
+        id="efficacy",
+        title="Efficacy (prespecified interim look)",
+        tables=(
+            ReportTable(
+                f"{endpoint.name}: observed change from baseline",
+                pd.DataFrame(rows, columns=["Visit", *[_header(l, len(i)) for l, i in groups]]),
+                "Randomised",
+                _denominators(groups),
+                note="Cells: n: mean (SD). Descriptive; the prespecified model is run by "
+                "'studyman analyze'.",
+            ),
+        ),
+    )
+
+
+SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
+    summary_section,
+    study_status_section,
+    enrolment_section,
+    screen_failure_section,
+    baseline_section,
+    retention_section,
+    deviations_section,
+    data_quality_section,
+    exposure_section,
+    adverse_events_section,
+    serious_events_section,
+    discontinuation_section,
+    suicidality_section,
+    withdrawal_section,
+    liver_section,
+    conmeds_section,
+    reporting_timeliness_section,
+    efficacy_section,
+)
+
+
+def build_sections(inputs: DsmbInputs) -> list[Section]:
+    """Every section of the report, in order."""
+    return [builder(inputs) for builder in SECTION_BUILDERS]
+
+
+def _unused(values: np.ndarray) -> None:  # keeps numpy imported for typing helpers
+    del values

@@ -1,0 +1,359 @@
+"""``render_dsmb_report``: snapshot (+ randomisation list in a closed session) → HTML and PDF.
+
+This module is the edge of the reporting layer: it reads the snapshot, the randomisation list
+and the query log, calls the pure section computations (:mod:`studyman.reporting.dsmb`), draws
+the figures, renders HTML and PDF and writes both atomically.
+
+The blind:
+
+* An **open** session never opens the randomisation file (it is not even looked at when given)
+  and never reads the snapshot's unblinded forms (``protocol.blinding.unblinded_forms``); every
+  table is pooled, so its output is the same whether or not randomisation data exist.
+* A **closed** session refuses to run without the randomisation file, shows arms under coded
+  labels (``Arm A``, ``Arm B``) unless unmasked, records only the file's sha256, and writes its
+  files readable by the owner only (mode 0600).
+
+The coded labels are assigned by a permutation drawn from the sha256 of the randomisation file
+and a fixed salt: the same list always gives the same codes, the protocol's arm order does not
+reveal them, and the mapping is printed nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from studyman import __version__
+from studyman.errors import SnapshotError, SourceError
+from studyman.protocol.models import Protocol
+from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
+from studyman.reporting.figures import draw_figure
+from studyman.reporting.html import AUTHOR, ReportHeader, render_html
+from studyman.sources.snapshot import MANIFEST_NAME, verify_snapshot
+
+__all__ = [
+    "DsmbReport",
+    "arm_codes",
+    "read_randomization_list",
+    "render_dsmb_report",
+]
+
+Session = Literal["open", "closed"]
+_CODE_SALT = b"studyman-dsmb-arm-codes/1"
+_KEY = "record_id"
+
+
+@dataclass(frozen=True)
+class DsmbReport:
+    """What :func:`render_dsmb_report` wrote.
+
+    Attributes
+    ----------
+    html, pdf
+        The files (``pdf`` is None when PDF output was switched off).
+    session
+        ``open`` or ``closed``.
+    cutoff
+        The data cut-off.
+    snapshot_sha256
+        sha256 of the snapshot's manifest.
+    randomization_sha256
+        sha256 of the randomisation file (closed session), else None.
+    safety_population
+        N of the safety population (pooled).
+    sections
+        Section ids in order; ``incomplete`` lists those that lacked forms.
+    """
+
+    html: Path
+    pdf: Path | None
+    session: str
+    cutoff: date
+    snapshot_sha256: str
+    randomization_sha256: str | None
+    safety_population: int
+    sections: tuple[str, ...]
+    incomplete: tuple[str, ...]
+
+
+def arm_codes(protocol: Protocol, randomization_sha256: str) -> dict[str, str]:
+    """Arm name → coded label (``Arm A``...), a permutation chosen by the file's hash.
+
+    Notes
+    -----
+    The codes are the protocol's ``closed_report_code`` values, assigned to the arms in the
+    order of permutation number ``int(sha256(salt + file hash)) mod k!``; the protocol's own
+    pairing (which is public) is therefore not the one used.
+    """
+    names = [arm.name for arm in protocol.arms.items]
+    codes = sorted(arm.closed_report_code for arm in protocol.arms.items)
+    permutations = list(itertools.permutations(codes))
+    digest = hashlib.sha256(_CODE_SALT + randomization_sha256.encode("ascii")).hexdigest()
+    chosen = permutations[int(digest, 16) % len(permutations)]
+    return {name: f"Arm {code}" for name, code in zip(names, chosen, strict=True)}
+
+
+def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
+    """Read a randomisation list (CSV or Parquet) as ``record_id`` → arm name.
+
+    The arm column is ``rand_arm`` (REDCap codes or arm names), ``arm`` or ``TRT01P``.
+
+    Raises
+    ------
+    SourceError
+        Missing file, no record-ID or arm column, an unknown arm, a participant listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: randomisation file not found")
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as error:
+        raise SourceError(f"{path}: not a readable randomisation list ({error})") from None
+    arm_column = next((c for c in ("rand_arm", "arm", "TRT01P") if c in frame.columns), None)
+    if _KEY not in frame.columns or arm_column is None:
+        raise SourceError(
+            f"{path}: a randomisation list needs the columns record_id and rand_arm "
+            f"(found: {', '.join(map(str, frame.columns))})"
+        )
+    by_code = {str(arm.code): arm.name for arm in protocol.arms.items}
+    names = set(by_code.values())
+    frame = frame[frame[_KEY].astype(str).str.strip() != ""]
+    values = frame[arm_column].astype(str).str.strip()
+    arms = values.map(lambda v: by_code.get(v, v))
+    unknown = sorted(set(arms) - names)
+    if unknown:
+        raise SourceError(f"{path}: column {arm_column}: unknown arm value(s) {', '.join(unknown)}")
+    ids = frame[_KEY].astype(str).str.strip()
+    duplicated = sorted(set(ids[ids.duplicated()]))
+    if duplicated:
+        raise SourceError(f"{path}: participant(s) listed twice: {', '.join(duplicated[:20])}")
+    return pd.Series(arms.to_numpy(), index=pd.Index(ids.to_numpy(), dtype="string"), name="arm")
+
+
+def _read_tables(path: Path, manifest: Mapping[str, object], skip: set[str]) -> dict[str, pd.DataFrame]:
+    tables: dict[str, pd.DataFrame] = {}
+    entries = manifest.get("tables", {})
+    if not isinstance(entries, Mapping):
+        raise SnapshotError(f"{path / MANIFEST_NAME}: 'tables' is not a table of files")
+    for name, entry in entries.items():
+        if name in skip:
+            continue
+        tables[str(name)] = pd.read_parquet(path / str(entry["file"]))
+    return tables
+
+
+def _write_atomic(target: Path, data: bytes, mode: int) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _check_participants(arms: pd.Series, subjects: pd.DataFrame, uncut: set[str], path: Path) -> None:
+    randomised = set(subjects.index[subjects["randomized"].to_numpy()].astype(str))
+    listed = set(arms.index.astype(str))
+    without = sorted(randomised - listed)
+    unknown = sorted(listed - uncut)
+    problems = []
+    if without:
+        problems.append(
+            f"{len(without)} randomised participant(s) of the snapshot are not in it: "
+            + ", ".join(without[:20])
+            + (" ..." if len(without) > 20 else "")
+        )
+    if unknown:
+        problems.append(
+            f"{len(unknown)} participant(s) in it are not in the snapshot: "
+            + ", ".join(unknown[:20])
+            + (" ..." if len(unknown) > 20 else "")
+        )
+    if problems:
+        raise SourceError(
+            f"{path}: the randomisation list does not match the snapshot: " + "; ".join(problems)
+        )
+
+
+def render_dsmb_report(
+    protocol: Protocol,
+    snapshot: Path,
+    out_dir: Path,
+    *,
+    session: Session,
+    randomization: Path | None = None,
+    cutoff: date | None = None,
+    unmask: bool = False,
+    query_log: Path | None = None,
+    sap: Path | None = None,
+    pdf: bool = True,
+) -> DsmbReport:
+    """Write ``out_dir/dsmb-<session>-<cutoff>.html`` and ``.pdf``.
+
+    Parameters
+    ----------
+    protocol
+        The study.
+    snapshot
+        A snapshot directory (verified against its manifest before use).
+    out_dir
+        Output directory (created).
+    session
+        ``"open"`` (pooled; the randomisation file is never read) or ``"closed"`` (by arm).
+    randomization
+        The randomisation list (closed session: required).
+    cutoff
+        Data cut-off (default: the protocol's ``reporting.data_cut``).
+    unmask
+        Closed session only: name the arms instead of coding them.
+    query_log
+        The validation query log (SQLite) for open queries by site and age.
+    sap
+        The analysis plan: its version goes on the title page, and its ``interim`` block
+        decides whether efficacy is shown (closed session only).
+    pdf
+        Also render the PDF.
+
+    Raises
+    ------
+    SourceError
+        Closed session without a randomisation file, or one that does not match the snapshot.
+    SnapshotError
+        The snapshot differs from its manifest.
+    """
+    if session not in ("open", "closed"):
+        raise SourceError(f"session must be 'open' or 'closed', not {session!r}")
+    if session == "closed" and randomization is None:
+        raise SourceError(
+            "a closed DSMB session needs the randomisation list (--randomization); "
+            "it refuses to run without it"
+        )
+    if session == "open" and unmask:
+        raise SourceError("--unmask applies to a closed session only")
+    snapshot = Path(snapshot)
+    verification = verify_snapshot(snapshot)
+    if not verification.ok:
+        raise SnapshotError(verification.describe())
+    manifest_bytes = (snapshot / MANIFEST_NAME).read_bytes()
+    manifest = json.loads(manifest_bytes)
+    snapshot_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+    cut = cutoff or protocol.reporting.data_cut or date.today()
+    unblinded = set(protocol.blinding.unblinded_forms)
+    tables = _read_tables(snapshot, manifest, unblinded if session == "open" else set())
+    plan_version = "not supplied"
+    interim = False
+    if sap is not None:
+        from studyman.analysis.sap import load_sap
+
+        loaded = load_sap(sap)
+        plan_version = f"{loaded.plan.version} ({Path(sap).name})"
+        interim = bool(loaded.plan.interim.dsmb_efficacy)
+    queries = None
+    if query_log is not None:
+        if not Path(query_log).is_file():
+            raise SourceError(f"{query_log}: query log not found")
+        from studyman.validation.query_log import QueryLog
+
+        with QueryLog(query_log) as log:
+            queries = log.queries(as_of=f"{cut.isoformat()}T23:59:59+00:00")
+    uncut_ids = {
+        str(v) for frame in tables.values() if _KEY in frame.columns for v in frame[_KEY].dropna()
+    }
+    cut_data = cut_tables(protocol, tables, cut)
+    arms: pd.Series | None = None
+    arm_order: tuple[str, ...] = ()
+    randomization_sha256: str | None = None
+    if session == "closed":
+        assert randomization is not None  # checked above
+        randomization_sha256 = hashlib.sha256(Path(randomization).read_bytes()).hexdigest()
+        by_name = read_randomization_list(Path(randomization), protocol)
+        probe = DsmbInputs(protocol, cut_data, cut)
+        _check_participants(by_name, probe.subjects(), uncut_ids, Path(randomization))
+        labels = (
+            {arm.name: arm.name for arm in protocol.arms.items}
+            if unmask
+            else arm_codes(protocol, randomization_sha256)
+        )
+        arms = by_name.map(labels)
+        arm_order = tuple(sorted(labels.values())) if not unmask else tuple(labels.values())
+    inputs = DsmbInputs(
+        protocol,
+        cut_data,
+        cut,
+        arms=arms,
+        arm_order=arm_order,
+        queries=queries,
+        interim_efficacy=interim,
+    )
+    sections = build_sections(inputs)
+    figures = [[draw_figure(spec, protocol) for spec in section.figures] for section in sections]
+    provenance: list[tuple[str, str]] = [
+        ("Session", session.upper()),
+        ("Data cut-off", cut.isoformat()),
+        ("Prepared by", AUTHOR),
+        ("Snapshot", f"{snapshot.name} (created {manifest.get('created_at', 'unknown')})"),
+        ("Snapshot sha256", snapshot_sha256),
+        ("Protocol", f"{protocol.study.id} version {protocol.study.version}"),
+        ("Analysis plan version", plan_version),
+        ("studyman version", __version__),
+    ]
+    if session == "closed":
+        provenance.append(("Randomisation file sha256", str(randomization_sha256)))
+        provenance.append(("Arm labels", "unmasked (arm names)" if unmask else "coded"))
+    header = ReportHeader(
+        session=session,
+        cutoff=cut.isoformat(),
+        study_id=protocol.study.id,
+        study_title=protocol.study.title,
+        provenance=tuple(provenance),
+        studyman_version=__version__,
+    )
+    html = render_html(header, sections, figures)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = 0o600 if session == "closed" else 0o644
+    stem = f"dsmb-{session}-{cut.isoformat()}"
+    html_path = out_dir / f"{stem}.html"
+    _write_atomic(html_path, html.encode("utf-8"), mode)
+    pdf_path: Path | None = None
+    if pdf:
+        from studyman.reporting.pdf import html_to_pdf
+
+        data = html_to_pdf(
+            html,
+            author=AUTHOR,
+            title=f"{protocol.study.id} DSMB report, {session.upper()} session, "
+            f"data cut-off {cut.isoformat()}",
+            created=cut,
+        )
+        pdf_path = out_dir / f"{stem}.pdf"
+        _write_atomic(pdf_path, data, mode)
+    subjects = inputs.subjects()
+    return DsmbReport(
+        html=html_path,
+        pdf=pdf_path,
+        session=session,
+        cutoff=cut,
+        snapshot_sha256=snapshot_sha256,
+        randomization_sha256=randomization_sha256,
+        safety_population=int(subjects["safety"].sum()),
+        sections=tuple(section.id for section in sections),
+        incomplete=tuple(section.id for section in sections if section.missing),
+    )
