@@ -39,6 +39,17 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--data-cut", help="Data cut-off YYYY-MM-DD (default: the protocol's)."),
         ] = None,
+        treatment_effect: Annotated[
+            float,
+            typer.Option(
+                "--treatment-effect",
+                help="Adjunct minus CBT alone, mean HAM-D-17 change at week 12 (points).",
+            ),
+        ] = -3.0,
+        errors_per_type: Annotated[
+            int,
+            typer.Option("--errors-per-type", min=1, help="Planted errors of each type."),
+        ] = 3,
     ) -> None:
         """Generate a synthetic trial: records.csv, randomization.csv, planted_errors.csv."""
         from studyman.protocol import load_protocol
@@ -62,6 +73,8 @@ def register(app: typer.Typer) -> None:
             dropout="mnar" if dropout == "mnar" else "mar",
             plant_errors=plant_errors,
             data_cut=cut,
+            treatment_effect=treatment_effect,
+            errors_per_type=errors_per_type,
         )
         paths = write_trial(trial, out)
         randomized = len(trial.randomization)
