@@ -404,6 +404,13 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         "Death recorded without a date of death",
         "protocol: disposition",
     ),
+    _c(
+        "ADH-CBT",
+        "minor",
+        "CBT sessions attended below the protocol's adherence threshold (review)",
+        "protocol: treatment.adherence_threshold",
+        review_only=True,
+    ),
     # --- checks that need the arm (unblinded runs only)
     _c(
         "ARM-ADJUNCT-WRONG-ARM",

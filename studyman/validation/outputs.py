@@ -145,7 +145,8 @@ def deviation_log(
 
 
 def open_query_age(queries: pd.DataFrame) -> pd.DataFrame:
-    """Open queries by site and age band (0-7, 8-30, 31-90, over 90 days), with the median age."""
+    """Open queries by site and age band (0-7, 8-30, 31-90, over 90 days), median age and the
+    median days to resolution of closed queries."""
     open_queries = queries[queries["status"].isin(_OPEN)]
     bands = pd.cut(
         open_queries["days_open"].astype(int),
@@ -155,6 +156,8 @@ def open_query_age(queries: pd.DataFrame) -> pd.DataFrame:
     table = pd.crosstab(open_queries["site"], bands, dropna=False)
     table["open"] = table.sum(axis=1)
     table["median days open"] = open_queries.groupby("site")["days_open"].median()
+    closed = queries[queries["status"] == "closed"]
+    table["median days to resolution"] = closed.groupby("site")["days_open"].median()
     return table.reset_index()
 
 

@@ -300,6 +300,7 @@ def run_protocol_checks(records: pd.DataFrame, inputs: ProtocolCheckInput) -> pd
         _conmeds,
         _liver_and_withdrawal,
         _disposition,
+        _adherence,
     ):
         check(view, out)
     if inputs.arms is not None:
@@ -1302,6 +1303,32 @@ def _disposition(view: StudyView, out: _Emitter) -> None:
         field=ds.death_date_field,
         values=[status[rid] for rid in no_date],
         messages="Death recorded without a date of death",
+    )
+
+
+def _adherence(view: StudyView, out: _Emitter) -> None:
+    treatment = view.protocol.treatment
+    records = view.records
+    rows = view.rows_of("cbt_sessions")
+    end_visit = view.value(treatment.end_of_treatment_event, "visit_date")
+    finished = set(end_visit.index[end_visit != ""])
+    if not finished:
+        return
+    attended = pd.Series(view.ids[rows & (text(records, "cbt_attended") == "1")], dtype=object)
+    counts = attended.value_counts()
+    needed = treatment.adherence_threshold * treatment.cbt_sessions_planned
+    low = sorted(rid for rid in finished if counts.get(rid, 0) < needed)
+    out.participants(
+        "ADH-CBT",
+        low,
+        event=treatment.end_of_treatment_event,
+        instrument="cbt_sessions",
+        field="cbt_attended",
+        values=[str(int(counts.get(rid, 0))) for rid in low],
+        messages=(
+            f"Fewer than {needed:g} of {treatment.cbt_sessions_planned} CBT sessions attended "
+            "by the end of treatment (review)"
+        ),
     )
 
 

@@ -248,3 +248,16 @@ def test_stratum_in_the_randomisation_list_is_checked_only_when_unblinded() -> N
     unblinded = run_checks(records, protocol, dictionary, randomization=randomization).findings
     assert list(_at(unblinded, "ARM-STRATUM", record)["value"]) == ["S04-moderate"]
     assert _at(_findings(records), "ARM-STRATUM", record).empty
+
+
+def test_low_cbt_adherence_is_a_review_finding() -> None:
+    records = _records()
+    record = _completer(records)
+    sessions = records.index[
+        (records["record_id"] == record) & (records["redcap_repeat_instrument"] == "cbt_sessions")
+    ]
+    records = records.drop(index=sessions[4:])  # keep four of twelve
+    attended = int((records.loc[sessions[:4], "cbt_attended"] == "1").sum())
+    found = _at(_findings(records), "ADH-CBT", record)
+    assert list(found["value"]) == [str(attended)]
+    assert set(found["severity"]) == {"minor"}
