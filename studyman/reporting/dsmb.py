@@ -1241,6 +1241,41 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
 _SEVERITY = {1: "Mild", 2: "Moderate", 3: "Severe"}
 
 
+def _with_group(inputs: DsmbInputs, frame: pd.DataFrame) -> pd.DataFrame:
+    """*frame* with a ``_group`` column: the participant's arm label (closed) or the total."""
+    frame = frame.copy()
+    if inputs.arms is not None:
+        frame["_group"] = frame[_KEY].astype(str).map(inputs.arms).astype("string")
+    else:
+        frame["_group"] = TOTAL
+    return frame
+
+
+def _tally(
+    frame: pd.DataFrame, by: str, groups: Sequence[tuple[str, pd.Index]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(value of *by*, group) → (participants, events) for the rows of *frame*."""
+    result: dict[tuple[str, str], tuple[int, int]] = {}
+    if frame.empty:
+        return result
+    grouped = frame.groupby(by, sort=False)[_KEY]
+    for value, n in grouped.nunique().items():
+        result[(str(value), TOTAL)] = (int(n), 0)
+    for value, n in grouped.size().items():
+        result[(str(value), TOTAL)] = (result[(str(value), TOTAL)][0], int(n))
+    if len(groups) > 1:
+        per_arm = frame.groupby([by, "_group"], sort=False)[_KEY]
+        sizes = per_arm.size()
+        for (value, group), n in per_arm.nunique().items():
+            result[(str(value), str(group))] = (int(n), int(sizes[(value, group)]))
+    return result
+
+
+def _order_by_total(tally: Mapping[tuple[str, str], tuple[int, int]]) -> list[str]:
+    totals = {value: count[0] for (value, group), count in tally.items() if group == TOTAL}
+    return sorted(totals, key=lambda value: (-totals[value], value))
+
+
 def adverse_events_section(inputs: DsmbInputs) -> Section:
     """Adverse events: overview, by SOC and PT, by maximum severity, by relatedness.
 
@@ -1256,109 +1291,134 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (form,))
     if missing:
         return _unavailable("adverse-events", "Adverse events", missing)
-    events = _adverse_events(inputs)
-    assert events is not None
+    raw = _adverse_events(inputs)
+    if raw is None:
+        return _unavailable("adverse-events", "Adverse events", (form,))
+    events = _with_group(inputs, raw)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
-    by_participant = events.groupby(_KEY)
+    sizes = {label: len(ids) for label, ids in groups}
 
-    def participants(mask: pd.Series) -> Callable[[pd.Index], int]:
-        ids_with = set(events.loc[mask.to_numpy(), _KEY].astype(str))
-        return lambda ids: len(ids_with & set(ids.astype(str)))
+    def cells(tally: Mapping[tuple[str, str], tuple[int, int]], value: str, events_too: bool) -> list[str]:
+        row: list[str] = []
+        for label, _ids in groups:
+            participants, count = tally.get((value, label), (0, 0))
+            row.append(_pct(participants, sizes[label]))
+            if events_too:
+                row.append(str(count))
+        return row
 
-    everything = pd.Series(True, index=events.index)
-    died = inputs.subjects()["death_date"].notna() | events.groupby(_KEY)["fatal"].any().reindex(
-        inputs.subjects().index
-    ).fillna(False).astype(bool)
-    died_ids = set(died.index[died.to_numpy()].astype(str))
-    overview_rows = [
-        ("Any adverse event", participants(everything)),
-        ("Any related adverse event", participants(events["related"])),
-        ("Any severe adverse event", participants(events["severity"] == 3)),
-        ("Any serious adverse event", participants(events["serious"])),
-        ("Adverse event leading to withdrawal", participants(events["withdrawn"])),
-        ("Adverse event with fatal outcome", participants(events["fatal"])),
-        ("Death (any cause)", lambda ids: len(died_ids & set(ids.astype(str)))),
-    ]
-    overview = _count_table(overview_rows, groups, first="Participants with")
-    event_counts = ["Number of events", *[
-        str(int(events[_KEY].isin(ids.astype(str)).sum())) for _, ids in groups
-    ]]
-    overview.loc[len(overview)] = event_counts
-    del by_participant
+    # Overview.
+    subjects = inputs.subjects()
+    fatal_any = events.groupby(_KEY)["fatal"].any()
+    fatal_any.index = fatal_any.index.astype("string")
+    died = subjects["death_date"].notna() | fatal_any.reindex(subjects.index).fillna(False).astype(
+        bool
+    )
+    died_ids = set(subjects.index[died.to_numpy()].astype(str))
+    flags = {
+        "Any adverse event": pd.Series(True, index=events.index),
+        "Any related adverse event": events["related"],
+        "Any severe adverse event": events["severity"] == 3,
+        "Any serious adverse event": events["serious"],
+        "Adverse event leading to withdrawal": events["withdrawn"],
+        "Adverse event with fatal outcome": events["fatal"],
+    }
+    overview_rows: list[list[str]] = []
+    for label, mask in flags.items():
+        tally = _tally(events[mask.fillna(False).to_numpy()].assign(_row=label), "_row", groups)
+        overview_rows.append([label, *cells(tally, label, False)])
+    overview_rows.append(
+        [
+            "Death (any cause)",
+            *[_pct(len(died_ids & set(ids.astype(str))), len(ids)) for _, ids in groups],
+        ]
+    )
+    all_tally = _tally(events.assign(_row="all"), "_row", groups)
+    overview_rows.append(
+        ["Number of events", *[str(all_tally.get(("all", label), (0, 0))[1]) for label, _ in groups]]
+    )
+    overview = pd.DataFrame(
+        overview_rows,
+        columns=["Participants with", *[_header(label, n) for label, n in sizes.items()]],
+    )
 
     # By SOC and PT.
+    soc_tally = _tally(events, "SOC", groups)
     soc_rows: list[list[str]] = []
-    total_ids = safety.astype(str)
-    soc_order = (
-        events.groupby("SOC")[_KEY].nunique().sort_values(ascending=False, kind="stable")
-    )
-    for soc in soc_order.index:
+    for soc in _order_by_total(soc_tally):
+        soc_rows.append([soc, *cells(soc_tally, soc, True)])
         in_soc = events[events["SOC"] == soc]
-        row = [str(soc)]
-        for _, ids in groups:
-            sub = in_soc[in_soc[_KEY].isin(ids.astype(str))]
-            row += [_pct(sub[_KEY].nunique(), len(ids)), str(len(sub))]
-        soc_rows.append(row)
-        pt_order = in_soc.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable")
-        for pt in pt_order.index:
-            in_pt = in_soc[in_soc["PT"] == pt]
-            row = [f"    {pt}"]
-            for _, ids in groups:
-                sub = in_pt[in_pt[_KEY].isin(ids.astype(str))]
-                row += [_pct(sub[_KEY].nunique(), len(ids)), str(len(sub))]
-            soc_rows.append(row)
+        pt_tally = _tally(in_soc, "PT", groups)
+        for pt in _order_by_total(pt_tally):
+            soc_rows.append([f"    {pt}", *cells(pt_tally, pt, True)])
     soc_columns = ["System organ class / Preferred term"]
-    for label, ids in groups:
-        soc_columns += [f"{_header(label, len(ids))} n (%)", "events"]
-    del total_ids
+    for label, n in sizes.items():
+        soc_columns += [f"{_header(label, n)} n (%)", "events"]
 
-    # By maximum severity per participant (any AE) and per PT.
-    worst = events.groupby(_KEY)["severity"].max()
-    sev_rows = []
-    for level, name in _SEVERITY.items():
-        sev_rows.append(
-            (
-                name,
-                (lambda lv: lambda ids: int((worst.reindex(ids) == lv).sum()))(level),
-            )
-        )
-    severity_table = _count_table(sev_rows, groups, first="Worst severity (any adverse event)")
-    pt_worst = events.groupby([_KEY, "PT"])["severity"].max().reset_index()
+    # By worst severity (any event, and per PT).
+    worst = events.groupby(_KEY, as_index=False).agg(
+        severity=("severity", "max"), _group=("_group", "first")
+    )
+    worst["_sev"] = worst["severity"].map(lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else "")
+    sev_tally = _tally(worst, "_sev", groups)
+    severity_table = pd.DataFrame(
+        [[name, *cells(sev_tally, name, False)] for name in _SEVERITY.values()],
+        columns=["Worst severity (any adverse event)", *[_header(l, n) for l, n in sizes.items()]],
+    )
+    pt_worst = events.groupby([_KEY, "PT"], as_index=False).agg(
+        severity=("severity", "max"), _group=("_group", "first")
+    )
+    pt_worst["_sev"] = pt_worst["severity"].map(
+        lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""
+    )
+    pt_worst["_cell"] = pt_worst["PT"] + "\x1f" + pt_worst["_sev"]
+    cell_tally = _tally(pt_worst, "_cell", groups)
     pt_sev_rows: list[list[str]] = []
-    for pt in pt_worst.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable").index:
-        part = pt_worst[pt_worst["PT"] == pt]
-        row = [str(pt)]
-        for _, ids in groups:
-            sub = part[part[_KEY].isin(ids.astype(str))]
+    for pt in _order_by_total(_tally(pt_worst, "PT", groups)):
+        row = [pt]
+        for label, _ids in groups:
             row.append(
-                " / ".join(str(int((sub["severity"] == lv).sum())) for lv in _SEVERITY)
+                " / ".join(
+                    str(cell_tally.get((f"{pt}\x1f{name}", label), (0, 0))[0])
+                    for name in _SEVERITY.values()
+                )
             )
         pt_sev_rows.append(row)
-    pt_sev_columns = ["Preferred term", *[
-        f"{_header(label, len(ids))} mild / moderate / severe" for label, ids in groups
-    ]]
+    pt_sev_columns = [
+        "Preferred term",
+        *[f"{_header(label, n)} mild / moderate / severe" for label, n in sizes.items()],
+    ]
 
+    # By relatedness.
     related_labels = {
         "1": "Not related", "2": "Unlikely", "3": "Possible", "4": "Probable", "5": "Definite",
     }
-    related_codes = _codes(events[protocol.adverse_events.related_field])
+    events["_rel"] = _codes(events[protocol.adverse_events.related_field]).map(
+        lambda c: related_labels.get(str(c), "Not recorded")
+    )
+    rel_tally = _tally(events, "_rel", groups)
     rel_rows = []
-    for code, name in related_labels.items():
-        mask = related_codes == code
-        rel_rows.append((f"{name} ({'related' if int(code) in protocol.adverse_events.related_codes else 'not related'})",
-                         participants(mask)))
-    related_table = _count_table(rel_rows, groups, first="Relatedness (participants with at least one)")
-    rel_pt_rows: list[list[str]] = []
-    related_events = events[events["related"]]
-    for pt in related_events.groupby("PT")[_KEY].nunique().sort_values(ascending=False, kind="stable").index:
-        part = related_events[related_events["PT"] == pt]
-        row = [str(pt)]
-        for _, ids in groups:
-            sub = part[part[_KEY].isin(ids.astype(str))]
-            row.append(_pct(sub[_KEY].nunique(), len(ids)))
-        rel_pt_rows.append(row)
-    rel_pt_columns = ["Preferred term", *[_header(label, len(ids)) for label, ids in groups]]
+    for code, name in [*related_labels.items(), ("", "Not recorded")]:
+        if code == "" and not any(key[0] == name for key in rel_tally):
+            continue
+        kind = "related" if code and int(code) in protocol.adverse_events.related_codes else (
+            "not related" if code else "missing"
+        )
+        rel_rows.append([f"{name} ({kind})", *cells(rel_tally, name, False)])
+    related_table = pd.DataFrame(
+        rel_rows,
+        columns=[
+            "Relatedness (participants with at least one)",
+            *[_header(label, n) for label, n in sizes.items()],
+        ],
+    )
+    related_events = events[events["related"].to_numpy()]
+    rel_pt_tally = _tally(related_events, "PT", groups)
+    rel_pt_rows = [[pt, *cells(rel_pt_tally, pt, True)] for pt in _order_by_total(rel_pt_tally)]
+    rel_pt_columns = ["Preferred term"]
+    for label, n in sizes.items():
+        rel_pt_columns += [f"{_header(label, n)} n (%)", "events"]
     denominators = _denominators(groups)
     population = "Safety population"
     return Section(
@@ -2040,7 +2100,3 @@ SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
 def build_sections(inputs: DsmbInputs) -> list[Section]:
     """Every section of the report, in order."""
     return [builder(inputs) for builder in SECTION_BUILDERS]
-
-
-def _unused(values: np.ndarray) -> None:  # keeps numpy imported for typing helpers
-    del values

@@ -1,0 +1,94 @@
+"""``studyman report dsmb``: the DSMB safety report (open or closed session), HTML and PDF."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from studyman.errors import SourceError
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's commands to *app*."""
+    report_group = typer.Typer(help="Reports: the DSMB safety report.", no_args_is_help=True)
+
+    @report_group.command("dsmb")
+    def dsmb(
+        session: Annotated[
+            str, typer.Option("--session", help="open (pooled, no arm) or closed (by arm).")
+        ],
+        snapshot: Annotated[Path, typer.Option("--snapshot", help="A snapshot directory.")],
+        out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+        randomization: Annotated[
+            Path | None,
+            typer.Option(
+                "--randomization",
+                help="Randomisation list (CSV: record_id, rand_arm). Required for a closed "
+                "session; never read for an open one.",
+            ),
+        ] = None,
+        cutoff: Annotated[
+            str | None,
+            typer.Option("--cutoff", help="Data cut-off YYYY-MM-DD (default: the protocol's)."),
+        ] = None,
+        unmask: Annotated[
+            bool, typer.Option("--unmask", help="Closed session: name the arms (not A/B).")
+        ] = False,
+        query_log: Annotated[
+            Path | None, typer.Option("--query-log", help="The validation query log (SQLite).")
+        ] = None,
+        protocol_path: Annotated[
+            Path | None,
+            typer.Option("--protocol", help="protocol.yaml or its directory (default: embedded)."),
+        ] = None,
+        sap: Annotated[
+            Path | None,
+            typer.Option(
+                "--sap",
+                help="Analysis plan, for its version and interim rule (default: the embedded "
+                "study's plan when --protocol is not given).",
+            ),
+        ] = None,
+        no_pdf: Annotated[bool, typer.Option("--no-pdf", help="Write the HTML only.")] = False,
+    ) -> None:
+        """Write DIR/dsmb-<session>-<cutoff>.html and .pdf."""
+        from studyman.protocol.loader import load_protocol
+        from studyman.reporting.report import render_dsmb_report
+
+        if session not in ("open", "closed"):
+            raise SourceError(f"--session must be 'open' or 'closed', not {session!r}")
+        if protocol_path is None:
+            from studyman.demo import default_protocol_path
+
+            protocol_path = default_protocol_path()
+            embedded_sap = protocol_path.resolve().parent.parent / "analysis" / "sap.yaml"
+            if sap is None and embedded_sap.is_file():
+                sap = embedded_sap
+        try:
+            cut = date.fromisoformat(cutoff) if cutoff else None
+        except ValueError:
+            raise SourceError(f"--cutoff {cutoff!r} is not a date (YYYY-MM-DD)") from None
+        protocol = load_protocol(protocol_path)
+        result = render_dsmb_report(
+            protocol,
+            snapshot,
+            out,
+            session="open" if session == "open" else "closed",
+            randomization=randomization if session == "closed" else None,
+            cutoff=cut,
+            unmask=unmask,
+            query_log=query_log,
+            sap=sap,
+            pdf=not no_pdf,
+        )
+        typer.echo(f"{session} session, data cut-off {result.cutoff.isoformat()}")
+        typer.echo(f"  html: {result.html}")
+        if result.pdf is not None:
+            typer.echo(f"  pdf:  {result.pdf}")
+        for section in result.incomplete:
+            typer.echo(f"  section {section}: forms missing from the snapshot (see the report)")
+
+    app.add_typer(report_group, name="report")
