@@ -13,7 +13,17 @@ from typing import Any
 import typer
 
 from studyman import __version__
-from studyman.cli import analyze, demo, emulator, generate, protocol, pull, snapshot, validate
+from studyman.cli import (
+    analyze,
+    demo,
+    emulator,
+    generate,
+    protocol,
+    pull,
+    report,
+    snapshot,
+    validate,
+)
 from studyman.errors import StudymanError
 
 app = typer.Typer(
@@ -40,7 +50,7 @@ def _main(
     """studyman: the data side of a randomized clinical trial."""
 
 
-for _module in (protocol, generate, emulator, pull, snapshot, validate, analyze, demo):
+for _module in (protocol, generate, emulator, pull, snapshot, validate, analyze, report, demo):
     _module.register(app)
 
 
