@@ -244,22 +244,47 @@ def run_plan(
             for analysis in plan.analyses
         )
         return PlanRun(outcomes=refused, blinded=True, review=blinded_review(plan, adam))
+    # Two phases, both on the executor: the analyses without imputation run as one task each;
+    # then each imputation analysis spreads its chains over the workers. Every task is
+    # deterministic, so the outcomes do not depend on the executor.
+    imputing = (MultipleImputationAnalysis, TippingPointAnalysis)
+    jobs = [_Job(analysis, plan, adam) for analysis in plan.analyses]
+    single = [job for job in jobs if not isinstance(job.analysis, imputing)]
+    done = {outcome.id: outcome for outcome in runner.map(_execute, single)}
     data = _Data(plan, adam)
-    outcomes = []
-    for analysis in plan.analyses:
-        try:
-            outcome = _run_one(analysis, data, plan, runner)
-        except (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError) as error:
-            outcome = AnalysisOutcome(
-                id=analysis.id,
-                kind=analysis.kind,
-                role=analysis.role,
-                label=analysis.label,
-                status="failed",
-                message=f"{type(error).__name__}: {error}",
-            )
-        outcomes.append(outcome)
-    return PlanRun(outcomes=tuple(outcomes), blinded=False)
+    for job in jobs:
+        if isinstance(job.analysis, imputing):
+            done[job.analysis.id] = _guarded(job.analysis, data, plan, runner)
+    return PlanRun(outcomes=tuple(done[a.id] for a in plan.analyses), blinded=False)
+
+
+@dataclass(frozen=True)
+class _Job:
+    analysis: Analysis
+    plan: AnalysisPlan
+    adam: AdamDatasets
+
+
+def _execute(job: _Job) -> AnalysisOutcome:
+    """Run one analysis in a worker (imputations, if any, in that worker)."""
+    return _guarded(job.analysis, _Data(job.plan, job.adam), job.plan, SerialExecutor())
+
+
+def _guarded(
+    analysis: Analysis, data: _Data, plan: AnalysisPlan, executor: Executor
+) -> AnalysisOutcome:
+    """Run *analysis*; an error of the data or the model becomes a failed outcome."""
+    try:
+        return _run_one(analysis, data, plan, executor)
+    except (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError) as error:
+        return AnalysisOutcome(
+            id=analysis.id,
+            kind=analysis.kind,
+            role=analysis.role,
+            label=analysis.label,
+            status="failed",
+            message=f"{type(error).__name__}: {error}",
+        )
 
 
 def blinded_review(plan: AnalysisPlan, adam: AdamDatasets) -> dict[str, pd.DataFrame]:
