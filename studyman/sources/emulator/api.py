@@ -637,11 +637,12 @@ class Emulator:
                 text = records_csv(header, [[row[h] for h in header] for row in rows])
                 return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
             return _answer(rows, fmt, header, xml_root="records")
-        header, flat = store.export_flat(options)
         if fmt == "csv":
+            header, rows_flat = store.export_flat_rows(options)
             shown = _header_labels(store, header) if options.label_headers else header
-            text = records_csv(shown, [[row[h] for h in header] for row in flat])
+            text = records_csv(shown, rows_flat)
             return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
+        header, flat = store.export_flat(options)
         return _answer(flat, fmt, header, xml_root="records")
 
     def _import(

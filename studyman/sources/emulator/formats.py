@@ -37,8 +37,15 @@ def records_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     if not rows:
         return "\n"
     lines = [",".join(csv_cell(h) for h in header)]
+    search = _QUOTE_WHEN.search
     for row in rows:
-        lines.append(",".join([_record_cell(v) for v in row]))
+        cells = [v if isinstance(v, str) else str(v) for v in row]
+        # Most rows need no quoting: test the whole row once (\x1f never occurs in REDCap data).
+        joined = "\x1f".join(cells)
+        if search(joined) is None:
+            lines.append(joined.replace("\x1f", ","))
+        else:
+            lines.append(",".join([_record_cell(v) for v in cells]))
     return "\n".join(lines) + "\n"
 
 

@@ -370,6 +370,11 @@ class RecordStore:
         ``redcap_repeat_instance`` is an integer on repeating rows and ``""`` elsewhere, as in
         REDCap's JSON.
         """
+        header, rows = self.export_flat_rows(options)
+        return header, [dict(zip(header, row, strict=True)) for row in rows]
+
+    def export_flat_rows(self, options: ExportOptions) -> tuple[list[str], list[list[str | int]]]:
+        """As :meth:`export_flat`, with each row a list in header order (cheaper for CSV)."""
         with self._lock:
             identity = self.identity_columns(options)
             columns = [
@@ -378,50 +383,69 @@ class RecordStore:
                 if c.name != self.record_id_field
                 and (c.kind != "timestamp" or options.survey_fields)
             ]
-            header = identity + [c.name for c in columns]
-            out: list[dict[str, str | int]] = []
-            forms_cache: dict[tuple[str, str, bool], frozenset[str]] = {}
+            names = [c.name for c in columns]
+            header = identity + names
+            # Values need work only for labels, decimal marks or gray form status; otherwise a
+            # row is its stored values with the defaulted "0"s filled in.
+            plain = not (options.raw_labels or options.decimal or options.blank_gray_status)
+            out: list[list[str | int]] = []
+            defaults_cache: dict[tuple[str, str, bool], list[int]] = {}
             for record, key, row in self._selected_rows(options):
                 event, instrument, instance = key
-                item: dict[str, str | int] = {}
                 if options.row_filter is not None and not options.row_filter(
                     self._filter_view(record, key)
                 ):
                     continue
+                values: list[str | int] = []
                 for name in identity:
                     if name == self.record_id_field:
-                        item[name] = record
+                        values.append(record)
                     elif name == "redcap_event_name":
-                        item[name] = (
+                        values.append(
                             self.event_labels.get(event, event) if options.raw_labels else event
                         )
                     elif name == "redcap_repeat_instrument":
-                        item[name] = (
+                        values.append(
                             self.form_labels.get(instrument, instrument)
                             if options.raw_labels and instrument
                             else instrument
                         )
                     elif name == "redcap_repeat_instance":
-                        item[name] = instance if instance else ""
+                        values.append(instance if instance else "")
                     elif name == "redcap_data_access_group":
                         dag = self._dags.get(record, "")
-                        item[name] = self.dag_names.get(dag, dag) if options.raw_labels else dag
+                        values.append(self.dag_names.get(dag, dag) if options.raw_labels else dag)
                     else:
-                        item[name] = row.get(name, "")
+                        values.append(row.get(name, ""))
                 cache_key = (event, instrument, bool(instance))
-                forms_here = forms_cache.get(cache_key)
-                if forms_here is None:
-                    forms_here = forms_cache[cache_key] = frozenset(self.row_forms(key))
-                for column in columns:
-                    name = column.name
-                    value = row.get(name, "")
-                    if value == "" and column.kind in _DEFAULTED and column.form in forms_here:
-                        value = "0"
-                        if column.kind == "complete" and options.blank_gray_status:
-                            saved = any(row.get(n, "") for n in self._form_columns[column.form])
-                            value = "0" if saved else ""
-                    item[name] = self._present(column, value, options)
-                out.append(item)
+                defaulted = defaults_cache.get(cache_key)
+                if defaulted is None:
+                    forms_here = self.row_forms(key)
+                    defaulted = defaults_cache[cache_key] = [
+                        index
+                        for index, c in enumerate(columns)
+                        if c.kind in _DEFAULTED and c.form in forms_here
+                    ]
+                get = row.get
+                cells: list[str] = [get(name, "") for name in names]
+                for index in defaulted:
+                    if cells[index] == "":
+                        cells[index] = "0"
+                if not plain:
+                    for index, column in enumerate(columns):
+                        value = cells[index]
+                        if (
+                            options.blank_gray_status
+                            and column.kind == "complete"
+                            and index in defaulted
+                            and value == "0"
+                            and column.name not in row
+                            and not any(get(n, "") for n in self._form_columns[column.form])
+                        ):
+                            value = ""
+                        cells[index] = self._present(column, value, options)
+                values.extend(cells)
+                out.append(values)
             return header, out
 
     def _filter_view(self, record: str, key: RowKey) -> dict[str, str]:
@@ -577,7 +601,7 @@ class RecordStore:
             values = {
                 k: v if isinstance(v, str) else ("" if v is None else str(v))
                 for k, v in r.items()
-                if k not in not_values
+                if (overwrite or (v != "" and v is not None)) and k not in not_values
             }
             group = str(r.get("redcap_data_access_group", "") or "") or None
             if validate and group and group not in self.dag_names:
