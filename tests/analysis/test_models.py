@@ -1,0 +1,68 @@
+"""The plan's analysis functions against outside reference values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studyman.analysis.models import kaplan_meier, mmrm_analysis, newcombe_interval, wilson_interval
+from studyman.analysis.sap import MMRMAnalysis
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "reference" / "antidepressant.csv"
+
+
+def test_primary_style_mmrm_reproduces_sas_on_antidepressant_data() -> None:
+    long = pd.read_csv(DATA)
+    frame = pd.DataFrame(
+        {
+            "SUBJID": long["PATIENT"].astype(str),
+            "ARM": long["THERAPY"].astype(pd.CategoricalDtype(["PLACEBO", "DRUG"])),
+            "VISIT": long["VISIT"].astype(pd.CategoricalDtype([4, 5, 6, 7])),
+            "CHG": long["CHANGE"].astype(float),
+            "BASE": long["BASVAL"].astype(float),
+        }
+    )
+    analysis = MMRMAnalysis(
+        id="antidepressant", kind="mmrm", role="primary", label="SAS comparison",
+        population="itt", parameter="HAMD17", contrast_visit=7,
+        fallbacks=("heterogeneous_toeplitz", "ar1", "compound_symmetry"),
+    )  # fmt: skip
+    outcome = mmrm_analysis(analysis, frame, confidence_level=0.95)
+    assert outcome.details["covariance_structure"] == "unstructured"
+    # SAS PROC MIXED, MODEL change = basval*VISIT THERAPY*VISIT / DDFM=KR; REPEATED VISIT /
+    # TYPE=UN: DRUG − PLACEBO at week 6 −2.8018 (SE 1.1163, df 150, p 0.0131).
+    assert outcome.headline is not None
+    assert outcome.headline.estimate == pytest.approx(-2.8018, abs=1e-4)
+    assert outcome.headline.p_value == pytest.approx(0.0131, abs=1e-4)
+    differences = outcome.tables["lsmean_differences"]
+    assert differences["std_error"].tolist() == pytest.approx(
+        [0.6826, 0.9244, 1.0008, 1.1163], abs=1e-4
+    )  # SAS KR standard errors, weeks 1, 2, 4, 6
+    assert differences["df"].iloc[-1] == pytest.approx(150, abs=0.5)  # SAS df (rounded)
+    assert outcome.details["deviance"] == pytest.approx(3494.20285008, rel=1e-6)  # SAS -2 RLL
+
+
+def test_wilson_interval_matches_published_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 → 0.2553 to 0.3662.
+    lower, upper = wilson_interval(81, 263)
+    assert lower == pytest.approx(0.2553, abs=1e-4)
+    assert upper == pytest.approx(0.3662, abs=1e-4)
+
+
+def test_newcombe_hybrid_score_interval_matches_published_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, method 10, example (a):
+    # 56/70 − 48/80 = 0.2000, 95 % CI 0.0524 to 0.3339.
+    difference, lower, upper = newcombe_interval(56, 70, 48, 80)
+    assert difference == pytest.approx(0.2, abs=1e-12)
+    assert lower == pytest.approx(0.0524, abs=1e-4)
+    assert upper == pytest.approx(0.3339, abs=1e-4)
+
+
+def test_kaplan_meier_steps_at_event_times_and_censors() -> None:
+    # Hand computation: times 1, 2+, 3, 3, 4+ (+ censored): S(1) = 4/5, S(3) = 4/5 · 1/3.
+    curve = kaplan_meier([1, 2, 3, 3, 4], [True, False, True, True, False])
+    assert curve["time"].tolist() == [1.0, 3.0]
+    assert curve["survival"].tolist() == pytest.approx([0.8, 0.8 / 3])
+    assert curve["at_risk"].tolist() == [5, 3]
