@@ -515,6 +515,12 @@ def _prepare(
     frame = frame.loc[~incomplete]
     if frame.empty:
         raise AnalysisError("no row has the outcome and every covariate of the model")
+    for name in model_columns:
+        series = frame[name]
+        if _is_factor(series) and not isinstance(series.dtype, pd.CategoricalDtype):
+            # levels seen in the analysed rows, sorted (R's default order); explicit categories
+            # also spare formulaic a slow path
+            frame[name] = pd.Categorical(series, categories=sorted(series.unique()))
     counts = frame[visit].value_counts()
     empty = [level for level in visit_levels if counts.get(level, 0) == 0]
     if empty:
