@@ -638,3 +638,19 @@ def test_import_date_format_dmy_is_stored_as_ymd(simple_server: EmulatorServer) 
     api.import_records([{"record_id": "2", "dob": "03/10/2003"}], date_format="MDY")
     rows = api.export_records(records=["1", "2"], fields=["dob"])
     assert [r["dob"] for r in rows] == ["2003-08-30", "2003-03-10"]
+
+
+def test_deidentified_export_right_drops_identifier_fields(start_emulator: Start) -> None:
+    from dataclasses import replace
+
+    from studyman.sources.emulator import User, load_project
+    from studyman.sources.emulator.api import FULL_RIGHTS
+
+    base = load_project(PROJECTS / "simple" / "project.xml")
+    project = replace(
+        base, users=(User("analyst", rights=FULL_RIGHTS, forms_export={"demographics": 2}),)
+    )
+    server = start_emulator(project, tokens={FULL_TOKEN: "analyst"})
+    row = redcap.Project(server.url, FULL_TOKEN).export_records()[0]
+    assert not {"name_first", "name_last", "address", "telephone", "email", "dob"} & set(row)
+    assert {"record_id", "age", "sex", "height"} <= set(row)
