@@ -654,3 +654,17 @@ def test_deidentified_export_right_drops_identifier_fields(start_emulator: Start
     row = redcap.Project(server.url, FULL_TOKEN).export_records()[0]
     assert not {"name_first", "name_last", "address", "telephone", "email", "dob"} & set(row)
     assert {"record_id", "age", "sex", "height"} <= set(row)
+
+
+def test_concurrent_exports_and_imports_are_all_answered(simple_server: EmulatorServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(number: int) -> int:
+        api = redcap.Project(simple_server.url, FULL_TOKEN)
+        api.import_records([{"record_id": str(100 + number), "age": str(number)}])
+        return len(api.export_records(format_type="csv").splitlines())
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        lines = list(pool.map(work, range(24)))
+    assert all(count >= 7 for count in lines)
+    assert len(simple_server.store.record_ids()) == 5 + 24
