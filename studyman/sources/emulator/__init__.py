@@ -23,8 +23,22 @@ Python API
   :func:`read_odm_file` / :func:`read_odm_text` read ODM; :func:`write_project_dir` writes the
   directory (``studyman emulator convert``).
 * :class:`FaultPlan`: seeded rates of 500s, HTML 502/504 pages, 429 bans, time-outs and truncated
-  bodies, an explicit ``schedule``, latency; or a JSON ``control_file`` re-read when it changes.
+  bodies, an explicit ``schedule``, latency, ``contents`` to limit faults to some calls,
+  ``ban_after``; or a JSON ``control_file`` (same keys) re-read when it changes.
+* Other options: ``clock=`` (a callable giving "now", for ``dateRangeBegin/End`` and the log),
+  ``check_values=True`` (refuse imported values REDCap would refuse; off by default so that
+  planted data errors can be loaded).
 * :class:`Emulator` answers decoded POST fields without HTTP; :class:`RecordStore` holds the rows.
+
+Calls: ``content=record`` (export flat/EAV, JSON/CSV/XML, raw/label, filters ``records``,
+``fields``, ``forms``, ``events`` as indexed keys or comma lists, ``filterLogic``,
+``dateRangeBegin/End``, ``exportDataAccessGroups``, ``exportSurveyFields``,
+``exportCheckboxLabel``, ``exportBlankForGrayFormStatus``, ``decimalCharacter``; import JSON/CSV
+with ``overwriteBehavior``, ``returnContent`` count/ids/auto_ids, ``forceAutoNumber``,
+``dateFormat``; ``action=delete`` whole or partial), ``metadata``, ``exportFieldNames``,
+``instrument``, ``project`` (export, or creation from ``odm`` with a super token), ``version``,
+``arm``, ``event``, ``formEventMapping`` (400 for classic projects), ``repeatingFormsEvents``,
+``dag``, ``user``, ``log``, ``generateNextRecordName``.
 
 The calls and shapes follow ``redcap-api.md``; the module docstrings of
 :mod:`~studyman.sources.emulator.api` and :mod:`~studyman.sources.emulator.odm` list the choices
