@@ -92,7 +92,7 @@ def test_timeout_hangs_longer_than_the_client_waits(simple_server: EmulatorServe
     began = time.monotonic()
     with pytest.raises(requests.exceptions.Timeout):
         export(simple_server, timeout=0.3)
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < 4  # the client gave up, long before the 5 s hang ended
     assert export(simple_server).status_code == 200  # other calls are served meanwhile
 
 

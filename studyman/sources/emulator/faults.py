@@ -119,7 +119,7 @@ class FaultInjector:
     def __init__(self, plan: FaultPlan | None = None, control_file: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._control_file = Path(control_file) if control_file else None
-        self._control_mtime: float | None = None
+        self._control_mtime: tuple[int, int] | None = None
         self._set(plan or FaultPlan())
 
     def _set(self, plan: FaultPlan) -> None:
@@ -136,7 +136,9 @@ class FaultInjector:
         if self._control_file is None:
             return
         try:
-            mtime = self._control_file.stat().st_mtime_ns
+            status = self._control_file.stat()
+            # Size too: two writes within the file system's timestamp granularity differ in it.
+            mtime = (status.st_mtime_ns, status.st_size)
         except FileNotFoundError:
             if self._control_mtime is not None:
                 self._control_mtime = None
