@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -668,3 +669,27 @@ def test_concurrent_exports_and_imports_are_all_answered(simple_server: Emulator
         lines = list(pool.map(work, range(24)))
     assert all(count >= 7 for count in lines)
     assert len(simple_server.store.record_ids()) == 5 + 24
+
+
+def test_eav_import_round_trips_an_eav_export(start_emulator: Start) -> None:
+    source = redcap.Project(
+        start_emulator(PROJECTS / "longitudinal" / "project.xml", tokens={FULL_TOKEN: "t"}).url,
+        FULL_TOKEN,
+    )
+    eav = source.export_records(record_type="eav", records=["100"])
+    target_server = start_emulator(
+        PROJECTS / "longitudinal" / "project.xml", tokens={FULL_TOKEN: "t"}
+    )
+    target = redcap.Project(target_server.url, FULL_TOKEN)
+    target.delete_records(["100"])
+    answer = post(  # PyCap imports flat rows only: REDCapR-style raw call
+        target_server,
+        token=FULL_TOKEN,
+        content="record",
+        format="json",
+        type="eav",
+        data=json.dumps(eav),
+        returnFormat="json",
+    )
+    assert answer.json() == {"count": 1}
+    assert target.export_records(records=["100"]) == source.export_records(records=["100"])

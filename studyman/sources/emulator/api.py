@@ -652,8 +652,9 @@ class Emulator:
             raise _RefusedError(403, "You do not have API Import/Update privileges")
         data = scalars.get("data", "")
         data_format = scalars.get("format", "xml")
-        if scalars.get("type", "flat") != "flat":
-            raise _RefusedError(400, "The emulator imports flat records only (type=flat).")
+        record_type = scalars.get("type", "flat")
+        if record_type not in ("flat", "eav"):
+            raise _RefusedError(400, 'The value of the parameter "type" is not valid')
         rows: list[dict[str, object]]
         if data_format == "json":
             try:
@@ -683,6 +684,8 @@ class Emulator:
         else:
             raise _RefusedError(400, f"The emulator imports json or csv data, not {data_format}.")
         store = state.store
+        if record_type == "eav":
+            rows = _eav_to_flat(rows, store)
         date_format = scalars.get("dateFormat", "YMD").upper()
         if date_format in ("DMY", "MDY"):
             rows = [_to_ymd(row, store, date_format) for row in rows]
@@ -829,6 +832,37 @@ class Emulator:
         token = secrets.token_hex(16).upper()
         self.add_token(token, "super_user", state)
         return Answer(200, "text/plain; charset=utf-8", token.encode())
+
+
+def _eav_to_flat(
+    rows: Sequence[Mapping[str, object]], store: RecordStore
+) -> list[dict[str, object]]:
+    """EAV rows (``record, [redcap_event_name, …], field_name, value``) as flat rows.
+
+    A checkbox row names the base field and one checked code, as in an EAV export.
+    """
+    flat: dict[tuple[str, ...], dict[str, object]] = {}
+    for number, row in enumerate(rows, start=1):
+        if "record" not in row or "field_name" not in row:
+            raise _RefusedError(
+                400, f"EAV row {number} needs the columns record, field_name and value."
+            )
+        identity = {
+            name: str(row.get(name, "") or "")
+            for name in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+            if name in row
+        }
+        record = str(row["record"])
+        key = (record, *identity.values())
+        target = flat.setdefault(key, {store.record_id_field: record, **identity})
+        name = str(row["field_name"])
+        value = "" if row.get("value") is None else str(row.get("value"))
+        field = store.fields.get(name)
+        if field is not None and field.field_type == "checkbox":
+            target[f"{name}___{checkbox_code(value)}"] = "1"
+        elif name != store.record_id_field:
+            target[name] = value
+    return list(flat.values())
 
 
 _DATE_PART = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})(.*)$")
