@@ -33,9 +33,9 @@ Python API
 Calls: ``content=record`` (export flat/EAV, JSON/CSV/XML, raw/label, filters ``records``,
 ``fields``, ``forms``, ``events`` as indexed keys or comma lists, ``filterLogic``,
 ``dateRangeBegin/End``, ``exportDataAccessGroups``, ``exportSurveyFields``,
-``exportCheckboxLabel``, ``exportBlankForGrayFormStatus``, ``decimalCharacter``; import JSON/CSV
-with ``overwriteBehavior``, ``returnContent`` count/ids/auto_ids, ``forceAutoNumber``,
-``dateFormat``; ``action=delete`` whole or partial), ``metadata``, ``exportFieldNames``,
+``exportCheckboxLabel``, ``exportBlankForGrayFormStatus``, ``decimalCharacter``; import flat or
+EAV, JSON or CSV, with ``overwriteBehavior``, ``returnContent`` count/ids/auto_ids,
+``forceAutoNumber``, ``dateFormat``; ``action=delete`` whole or partial), ``metadata``, ``exportFieldNames``,
 ``instrument``, ``project`` (export, or creation from ``odm`` with a super token), ``version``,
 ``arm``, ``event``, ``formEventMapping`` (400 for classic projects), ``repeatingFormsEvents``,
 ``dag``, ``user``, ``log``, ``generateNextRecordName``.
