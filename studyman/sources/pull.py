@@ -544,6 +544,8 @@ def pull_snapshot(
         "protocol": protocol_manifest(protocol),
         "missing_data_codes": list(missing_codes),
         **snapshot_manifest_tables(tidy),
+        # REDCap's own answer, also right for a project without records yet.
+        "longitudinal": longitudinal,
     }
     extra = {
         "redcap/metadata.json": _json_bytes(metadata),

@@ -116,3 +116,13 @@ def test_verify_of_a_directory_without_manifest_is_a_snapshot_error(tmp_path: Pa
 def test_snapshot_name_must_be_a_plain_directory_name(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="plain directory name"):
         _write(tmp_path, "../escape")
+
+
+def test_snapshot_show_lists_tables_and_integrity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path)
+    assert main(["snapshot", "show", str(path)]) in (0, None)
+    shown = capsys.readouterr().out
+    assert "visit: 2 rows, 3 columns" in shown
+    assert "integrity: OK" in shown
