@@ -57,13 +57,15 @@ def test_processes_and_dask_local_cluster_give_identical_results() -> None:
         local = _imputations(processes)
     finally:
         processes.close()
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        on_dask = _imputations(DaskExecutor(client))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        # By address, as `studyman analyze --dask tcp://...` does.
+        executor = DaskExecutor(cluster.scheduler_address)
+        try:
+            on_dask = _imputations(executor)
+        finally:
+            executor.close()
     pd.testing.assert_frame_equal(serial, local, check_exact=True)
     pd.testing.assert_frame_equal(serial, on_dask, check_exact=True)
     assert serial["estimate"].nunique() == len(serial)

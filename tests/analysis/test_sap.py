@@ -96,3 +96,11 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(ProtocolError, match="not valid YAML") as caught:
         load_sap(path)
     assert str(caught.value.key).startswith("line ")
+
+
+def test_analysis_package_exports_are_sorted_and_importable() -> None:
+    import studyman.analysis as analysis
+
+    assert analysis.__all__ == sorted(analysis.__all__)
+    for name in analysis.__all__:
+        assert hasattr(analysis, name), name
