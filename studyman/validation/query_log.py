@@ -214,6 +214,7 @@ class QueryLog:
         findings: pd.DataFrame,
         *,
         checks_run: Iterable[str],
+        unchecked_instruments: Iterable[str] = (),
         who: str = "studyman validate",
         at: str | None = None,
         source: str = "",
@@ -228,6 +229,9 @@ class QueryLog:
         checks_run
             The checks that ran: only their queries may close (a blinded run does not close the
             queries of checks that need the arm).
+        unchecked_instruments
+            Instruments the run did not see (the unblinded forms in a blinded run): their
+            queries neither close nor change.
         who, at
             Who ran it and when (UTC ISO time; now by default).
         source
@@ -241,6 +245,7 @@ class QueryLog:
         """
         stamp = at or _now()
         ran = set(checks_run)
+        unchecked = set(unchecked_instruments)
         frame = findings.copy()
         if "site" not in frame.columns:
             frame["site"] = ""
@@ -265,7 +270,7 @@ class QueryLog:
                 row[0]: row
                 for row in connection.execute(
                     "SELECT query_id, status, close_reason, "
-                    "confirmed_value, value, check_id FROM queries"
+                    "confirmed_value, value, check_id, instrument FROM queries"
                 )
             }
             inserts: list[tuple[object, ...]] = []
@@ -359,7 +364,10 @@ class QueryLog:
             to_close = [
                 qid
                 for qid, row in existing.items()
-                if qid not in found and row[1] != "closed" and row[5] in ran
+                if qid not in found
+                and row[1] != "closed"
+                and row[5] in ran
+                and row[6] not in unchecked
             ]
             connection.executemany(
                 "UPDATE queries SET status = 'closed', "

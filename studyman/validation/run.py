@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.validation.catalogue import CATALOGUE
 from studyman.validation.custom import CustomCheck, load_custom_checks
 from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
 from studyman.validation.engine import run_checks
@@ -177,11 +178,23 @@ def validate_study(
     )
     stamp = at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     log_path = query_log or out_dir / QUERY_LOG_NAME
+    hidden = () if result.unblinded else tuple(protocol.blinding.unblinded_forms)
     with QueryLog(log_path) as log:
         sync = log.sync(
-            result.findings, checks_run=result.checks_run, who=who, at=stamp, source=str(source)
+            result.findings,
+            checks_run=result.checks_run,
+            unchecked_instruments=hidden,
+            who=who,
+            at=stamp,
+            source=str(source),
         )
         queries = log.queries(as_of=stamp)
+    if not result.unblinded:
+        # a log shared with unblinded runs must not leak arms into a blinded listing
+        arm_checks = {check.check_id for check in CATALOGUE if check.needs_arm}
+        queries = queries[
+            ~queries["check_id"].isin(list(arm_checks)) & ~queries["instrument"].isin(list(hidden))
+        ].reset_index(drop=True)
     deviations = deviation_log(result.findings, result.checks, records, protocol)
     files = write_outputs(
         out_dir,

@@ -207,3 +207,29 @@ def test_a_snapshot_gives_the_same_queries_as_the_flat_export(tmp_path: Path) ->
     b = pd.read_csv(tmp_path / "from-export" / "queries.csv", dtype=str, keep_default_na=False)
     assert len(a) > 0
     assert sorted(a["query_id"]) == sorted(b["query_id"])
+
+
+def test_a_blinded_run_on_a_shared_log_neither_shows_nor_closes_unblinded_queries(
+    tmp_path: Path,
+) -> None:
+    export = _export(tmp_path)
+    _, randomization = _trial()
+    rand_file = tmp_path / "randomization.csv"
+    randomization.to_csv(rand_file, index=False)
+    log = tmp_path / "shared.sqlite"
+    _validate(
+        export, tmp_path / "unblinded", "--randomization", str(rand_file), "--query-log", str(log)
+    )
+    _validate(export, tmp_path / "blinded", "--query-log", str(log))
+    blinded = pd.read_csv(tmp_path / "blinded" / "queries.csv", dtype=str, keep_default_na=False)
+    assert not any(check.startswith("ARM-") for check in blinded["check_id"])
+    assert not set(blinded["instrument"]) & {"randomization", "dosing"}
+    _validate(
+        export, tmp_path / "again", "--randomization", str(rand_file), "--query-log", str(log)
+    )
+    unblinded = pd.read_csv(tmp_path / "again" / "queries.csv", dtype=str, keep_default_na=False)
+    arm = unblinded[
+        unblinded["check_id"].str.startswith("ARM-") | (unblinded["instrument"] == "dosing")
+    ]
+    assert len(arm) > 0
+    assert set(arm["status"]) == {"open"}  # the blinded run in between closed none of them
