@@ -41,12 +41,15 @@ import pyarrow.csv as pacsv
 
 from studyman import __version__
 from studyman.errors import SourceError
+from studyman.findings import findings_frame
 from studyman.protocol import Protocol, read_data_dictionary
+from studyman.protocol.conformance import check_conformance
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
-from studyman.sources.snapshot import SnapshotResult, write_snapshot
+from studyman.sources.snapshot import SnapshotResult, parquet_bytes, write_snapshot
 from studyman.sources.tidy import TidyBuilder, TidyTables
 
 __all__ = [
+    "conformance_file",
     "default_snapshot_name",
     "import_snapshot",
     "parse_records_csv",
@@ -163,6 +166,29 @@ def protocol_missing_codes(protocol: Protocol | None) -> tuple[str, ...]:
     return parse_missing_data_codes(protocol.redcap.project.missing_data_codes)
 
 
+def conformance_file(
+    protocol: Protocol | None,
+    metadata: list[dict[str, Any]],
+    *,
+    events: list[dict[str, Any]] | None = None,
+    mappings: list[dict[str, Any]] | None = None,
+    repeating: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, bytes], int | None]:
+    """``conformance.parquet`` (protocol against REDCap metadata, as findings) and its count.
+
+    Kept apart from ``findings.parquet`` (findings about the data): a pull sees more of the
+    project (events, mappings, repeating forms) than the two files of an import, so only the data
+    findings are comparable between the two.
+    """
+    if protocol is None:
+        return {}, None
+    findings = check_conformance(
+        protocol, metadata, events=events, mappings=mappings, repeating=repeating
+    )
+    frame = findings_frame(findings).astype("string")
+    return {"conformance.parquet": parquet_bytes(frame)}, len(findings)
+
+
 def snapshot_manifest_tables(tidy: TidyTables) -> dict[str, Any]:
     """Manifest entries from the tables: record-ID field, longitudinal, repeating, records."""
     columns = set(tidy.columns)
@@ -244,7 +270,9 @@ def import_snapshot(
         "missing_data_codes": list(codes),
         **snapshot_manifest_tables(tidy),
     }
-    extra = {"redcap/metadata.json": _json_bytes(metadata)}
+    conformance, conformance_count = conformance_file(protocol, metadata)
+    manifest["conformance_findings"] = conformance_count
+    extra = {"redcap/metadata.json": _json_bytes(metadata), **conformance}
     path = write_snapshot(
         Path(out_dir),
         name or default_snapshot_name("import"),

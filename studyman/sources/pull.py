@@ -62,6 +62,7 @@ from studyman.errors import SourceError
 from studyman.protocol import Protocol
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
+    conformance_file,
     default_snapshot_name,
     parse_records_table,
     protocol_manifest,
@@ -552,6 +553,15 @@ def pull_snapshot(
         "redcap/project.json": _json_bytes({**project_info, "redcap_version": str(version)}),
         "redcap/repeating_forms.json": _json_bytes(repeating or []),
     }
+    conformance, conformance_count = conformance_file(
+        protocol,
+        metadata,
+        events=events if longitudinal else None,
+        mappings=mappings if longitudinal else None,
+        repeating=repeating or [],
+    )
+    manifest["conformance_findings"] = conformance_count
+    extra.update(conformance)
     if longitudinal:
         extra["redcap/events.json"] = _json_bytes(events)
         extra["redcap/arms.json"] = _json_bytes(arms)

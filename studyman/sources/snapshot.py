@@ -6,6 +6,7 @@ Layout of a snapshot directory::
         manifest.json               what, when, from where, and the sha256 of every other file
         tables/<instrument>.parquet one typed table per instrument (see studyman.sources.tidy)
         findings.parquet            values that did not cast, unknown columns, ... (FINDING_COLUMNS)
+        conformance.parquet         with a protocol: protocol against REDCap metadata (findings)
         redcap/metadata.json        the data dictionary (API keys), as pulled or imported
         redcap/<other>.json         events, arms, mappings, repeating forms, project info (pull)
 

@@ -58,6 +58,8 @@ def test_import_command_prints_the_snapshot_path(
     assert manifest["protocol"]["study_id"] == "CBT-ADJ"
     assert manifest["missing_data_codes"] == ["UNK", "NASK"]  # from the protocol's project
     assert manifest["source"]["records_file"] == "records.csv"
+    assert manifest["conformance_findings"] == 0
+    assert "conformance.parquet" in manifest["files"]
 
 
 def test_import_types_values_keeps_codes_apart_and_reports_bad_ones(

@@ -103,6 +103,8 @@ def test_pull_records_redcap_version_project_and_protocol_in_the_manifest(
     assert manifest["redcap"]["project"]["project_id"]
     assert manifest["longitudinal"] is True
     assert manifest["missing_data_codes"] == ["UNK", "NASK"]
+    assert manifest["conformance_findings"] == 0  # the protocol matches its REDCap project
+    assert "conformance.parquet" in manifest["files"]
     tables = read_snapshot(result.path).tables
     participant = tables["participant"]
     assert participant["record_id"].tolist() == ["S01-0001", "S01-0002"]
