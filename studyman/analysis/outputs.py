@@ -455,6 +455,15 @@ def _report_html(
     return "".join(parts).encode("utf-8")
 
 
+def _earlier_outputs(out: Path) -> list[Path]:
+    try:
+        files = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    paths = [out / relative for relative in files if ".." not in Path(relative).parts]
+    return [path for path in [*paths, out / "manifest.json"] if path.is_file()]
+
+
 def write_outputs(
     out: Path,
     *,
@@ -471,6 +480,10 @@ def write_outputs(
     ``figures/*.svg``; ``report.html``; ``manifest.json`` (sha256 of every other file).
     """
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "manifest.json").is_file():
+        # An earlier run wrote here: remove its files so that none is left over from it.
+        for stale in _earlier_outputs(out):
+            stale.unlink()
     writer = _Writer(out, provenance)
     writer.json("provenance.json", provenance)
     adam_frames = {"adsl": adam.adsl, "adqs": adam.adqs, "adae": adam.adae}

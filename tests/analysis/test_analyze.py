@@ -217,3 +217,28 @@ def test_cli_sap_lock_and_analyze(study: Study, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "refused  primary_mmrm" in result.output
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_rerun_into_the_same_directory_leaves_no_file_of_the_earlier_run(
+    study: Study, tmp_path: Path
+) -> None:
+    analyze(study.sap, study.snapshot, tmp_path, executor=SerialExecutor())
+    assert (tmp_path / "review" / "disposition.csv").is_file()
+    (tmp_path / "notes.txt").write_text("kept")
+    sap = load_sap(study.sap)
+    mmrm_only = sap.plan.model_copy(
+        update={"analyses": tuple(a for a in sap.plan.analyses if a.id == "primary_mmrm")}
+    )
+    from studyman.analysis.analyze import _snapshot_tables
+    from studyman.analysis.outputs import write_outputs
+
+    tables, metadata, _ = _snapshot_tables(study.snapshot)
+    adam = derive_for_plan(sap, tables, metadata, None)
+    run = run_plan(mmrm_only, adam, blinded=False, executor=SerialExecutor())
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    files = write_outputs(tmp_path, plan=mmrm_only, run=run, adam=adam, provenance=provenance)
+    assert not (tmp_path / "review" / "disposition.csv").exists()
+    assert (tmp_path / "notes.txt").read_text() == "kept"
+    assert set(files) | {"manifest.json"} == {
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+    } - {"notes.txt"}
