@@ -279,3 +279,33 @@ def test_evaluation_is_vectorised_over_many_rows() -> None:
     )
     mask = compile_logic("[x] > 10 and [y] = '' and sum([x], [y]) < 1000").mask(frame)
     assert int(mask.sum()) == len(range(12, 1000, 2))
+
+
+STUDY = Path(__file__).parents[2] / "protocols" / "cbt-adjunct"
+
+
+def test_reference_study_calculations_match_the_generator_totals() -> None:
+    # the generator scores items with its own code (studyman.synthetic.scores): an independent
+    # implementation of the same protocol rules
+    from studyman.protocol.loader import load_protocol
+    from studyman.synthetic.generator import generate_trial
+
+    dictionary = pd.read_csv(
+        STUDY / "redcap" / "data_dictionary.csv", dtype=str, keep_default_na=False
+    )
+    for logic in dictionary["branching_logic"]:
+        if logic.strip():
+            compile_logic(logic)
+    calcs = dictionary[dictionary["field_type"] == "calc"]
+    assert set(calcs["field_name"]) == {"hamd_total", "phq9_total", "gad7_total", "cows_total"}
+    records = generate_trial(load_protocol(STUDY), n_participants=40, seed=3).records
+    for name, formula in zip(
+        calcs["field_name"], calcs["select_choices_or_calculations"], strict=True
+    ):
+        stored = records[name]
+        rows = (stored != "").to_numpy()
+        assert rows.sum() > 20, name
+        computed = compile_logic(formula).evaluate(records).number
+        np.testing.assert_array_equal(
+            computed[rows], stored[rows].astype(float).to_numpy(), err_msg=name
+        )
