@@ -35,8 +35,8 @@ Calls: ``content=record`` (export flat/EAV, JSON/CSV/XML, raw/label, filters ``r
 ``dateRangeBegin/End``, ``exportDataAccessGroups``, ``exportSurveyFields``,
 ``exportCheckboxLabel``, ``exportBlankForGrayFormStatus``, ``decimalCharacter``; import flat or
 EAV, JSON or CSV, with ``overwriteBehavior``, ``returnContent`` count/ids/auto_ids,
-``forceAutoNumber``, ``dateFormat``; ``action=delete`` whole or partial), ``metadata``, ``exportFieldNames``,
-``instrument``, ``project`` (export, or creation from ``odm`` with a super token), ``version``,
+``forceAutoNumber``, ``dateFormat``; ``action=delete`` whole or partial), ``metadata``,
+``exportFieldNames``, ``instrument``, ``project`` (export, or creation from ``odm`` with a super token), ``version``,
 ``arm``, ``event``, ``formEventMapping`` (400 for classic projects), ``repeatingFormsEvents``,
 ``dag``, ``user``, ``log``, ``generateNextRecordName``.
 
