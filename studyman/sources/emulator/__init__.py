@@ -36,9 +36,9 @@ Calls: ``content=record`` (export flat/EAV, JSON/CSV/XML, raw/label, filters ``r
 ``exportCheckboxLabel``, ``exportBlankForGrayFormStatus``, ``decimalCharacter``; import flat or
 EAV, JSON or CSV, with ``overwriteBehavior``, ``returnContent`` count/ids/auto_ids,
 ``forceAutoNumber``, ``dateFormat``; ``action=delete`` whole or partial), ``metadata``,
-``exportFieldNames``, ``instrument``, ``project`` (export, or creation from ``odm`` with a super token), ``version``,
-``arm``, ``event``, ``formEventMapping`` (400 for classic projects), ``repeatingFormsEvents``,
-``dag``, ``user``, ``log``, ``generateNextRecordName``.
+``exportFieldNames``, ``instrument``, ``project`` (export, or creation from ``odm`` with a
+super token), ``version``, ``arm``, ``event``, ``formEventMapping`` (400 for classic projects),
+``repeatingFormsEvents``, ``dag``, ``user``, ``log``, ``generateNextRecordName``.
 
 The calls and shapes follow ``redcap-api.md``; the module docstrings of
 :mod:`~studyman.sources.emulator.api` and :mod:`~studyman.sources.emulator.odm` list the choices
