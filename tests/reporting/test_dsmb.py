@@ -1,0 +1,168 @@
+"""Section computations on snapshot tables: populations, denominators, AE counting, Hy's law."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from studyman.reporting.dsmb import TOTAL, DsmbInputs, build_sections, cut_tables
+from studyman.reporting.report import arm_codes, read_randomization_list
+from studyman.sources.snapshot import read_snapshot
+
+from .conftest import Study
+
+CUT = date(2026, 9, 30)
+
+
+def _tables(study: Study, *, blinded: bool = True) -> dict[str, pd.DataFrame]:
+    tables = dict(read_snapshot(study.snapshot).tables)
+    if blinded:
+        for form in study.protocol.blinding.unblinded_forms:
+            tables.pop(form, None)
+    return cut_tables(study.protocol, tables, CUT)
+
+
+def _closed_inputs(study: Study) -> DsmbInputs:
+    arms = read_randomization_list(study.randomization, study.protocol)
+    labels = arm_codes(study.protocol, "0" * 64)
+    return DsmbInputs(
+        study.protocol,
+        _tables(study, blinded=False),
+        CUT,
+        arms=arms.map(labels),
+        arm_order=tuple(sorted(labels.values())),
+    )
+
+
+def _expected_safety(study: Study) -> set[str]:
+    tables = read_snapshot(study.snapshot).tables
+    enrolment = tables["enrollment"]
+    randomised = set(enrolment.loc[enrolment["randomized"] == 1, "record_id"].astype(str))
+    sessions = tables["cbt_sessions"]
+    treated = set(sessions.loc[sessions["cbt_attended"] == 1, "record_id"].astype(str))
+    return randomised & treated
+
+
+def test_open_sections_have_one_pooled_column_and_no_arm(study: Study) -> None:
+    sections = build_sections(DsmbInputs(study.protocol, _tables(study), CUT))
+    names = [arm.name for arm in study.protocol.arms.items]
+    for section in sections:
+        for table in section.tables:
+            assert len(table.denominators) <= 1, table.title
+            text = table.frame.to_csv()
+            assert not any(name in text for name in names), table.title
+            assert "Arm A" not in text and "Arm B" not in text, table.title
+
+
+def test_safety_population_n_is_the_same_in_every_table(study: Study) -> None:
+    expected = len(_expected_safety(study))
+    for inputs in (DsmbInputs(study.protocol, _tables(study), CUT), _closed_inputs(study)):
+        seen = []
+        for section in build_sections(inputs):
+            for table in section.tables:
+                if table.population == "Safety population":
+                    seen.append(dict(table.denominators)[TOTAL])
+        assert len(seen) >= 10
+        assert set(seen) == {expected}
+
+
+def test_closed_arm_groups_partition_the_total(study: Study) -> None:
+    inputs = _closed_inputs(study)
+    for section in build_sections(inputs):
+        for table in section.tables:
+            if len(table.denominators) > 1:
+                counts = dict(table.denominators)
+                assert counts["Arm A"] + counts["Arm B"] == counts[TOTAL], table.title
+
+
+def test_any_adverse_event_counts_each_participant_once(study: Study) -> None:
+    tables = read_snapshot(study.snapshot).tables
+    safety = _expected_safety(study)
+    rand = tables["enrollment"].set_index("record_id")["rand_date"]
+    ae = tables["adverse_events"]
+    ae = ae[ae["record_id"].isin(safety)]
+    ae = ae[ae["ae_start"] >= ae["record_id"].map(rand)]
+    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, _tables(study), CUT))}
+    overview = sections["adverse-events"].tables[0].frame
+    any_row = overview[overview["Participants with"] == "Any adverse event"].iloc[0, 1]
+    assert any_row.startswith(f"{ae['record_id'].nunique()} (")
+    events_row = overview[overview["Participants with"] == "Number of events"].iloc[0, 1]
+    assert events_row == str(len(ae))
+    by_soc = sections["adverse-events"].tables[1].frame
+    nausea = by_soc[by_soc.iloc[:, 0].str.strip() == "Nausea"].iloc[0]
+    raw = ae[ae["ae_pt"] == "1"]  # coding list: 1 = Nausea
+    assert nausea.iloc[1].startswith(f"{raw['record_id'].nunique()} (")
+    assert nausea.iloc[2] == str(len(raw))
+
+
+def test_hys_law_listing_matches_a_direct_screen_of_the_samples(study: Study) -> None:
+    tables = read_snapshot(study.snapshot).tables
+    liver = tables["liver_tests"]
+    liver = liver[liver["record_id"].isin(_expected_safety(study))]
+    liver = liver[liver["redcap_event_name"] != "screening_arm_1"]
+    hit = liver[
+        ((liver["lab_alt"] > 120) | (liver["lab_ast"] > 120))
+        & (liver["lab_bili"] > 2.4)
+        & ~(liver["lab_alp"] > 240)
+    ]
+    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, _tables(study), CUT))}
+    listing = sections["aesi-liver"].tables[1].frame
+    assert sorted(listing["Participant"]) == sorted(hit["record_id"].astype(str))
+    assert len(listing) >= 1  # the generator plants Hy's-law-range cases
+    assert sections["aesi-liver"].figures[0].kind == "edish"
+
+
+def test_section_without_its_forms_says_what_is_missing(study: Study) -> None:
+    tables = _tables(study)
+    del tables["adverse_events"]
+    del tables["cows"]
+    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, tables, CUT))}
+    assert sections["adverse-events"].missing == ("adverse_events",)
+    assert "adverse_events" in sections["adverse-events"].paragraphs[0]
+    assert not sections["adverse-events"].tables
+    assert sections["aesi-withdrawal"].missing == ("cows",)
+    # The rest is still produced.
+    assert sections["aesi-liver"].tables and sections["baseline"].tables
+    assert not sections["aesi-liver"].missing
+
+
+def test_cut_off_drops_later_randomisations_and_events(study: Study) -> None:
+    early = date(2025, 12, 31)
+    tables = cut_tables(study.protocol, dict(read_snapshot(study.snapshot).tables), early)
+    assert (tables["adverse_events"]["ae_start"] <= pd.Timestamp(early)).all()
+    inputs = DsmbInputs(study.protocol, tables, early)
+    late = DsmbInputs(study.protocol, _tables(study), CUT)
+    assert 0 < int(inputs.subjects()["randomized"].sum()) < int(late.subjects()["randomized"].sum())
+
+
+def test_efficacy_is_shown_only_when_prespecified_and_closed(study: Study) -> None:
+    closed = _closed_inputs(study)
+    sections = {s.id: s for s in build_sections(closed)}
+    assert not sections["efficacy"].tables
+    prespecified = DsmbInputs(
+        study.protocol,
+        closed.tables,
+        CUT,
+        arms=closed.arms,
+        arm_order=closed.arm_order,
+        interim_efficacy=True,
+    )
+    shown = {s.id: s for s in build_sections(prespecified)}["efficacy"]
+    assert shown.tables and "Arm A (N=" in shown.tables[0].frame.columns[1]
+    open_inputs = DsmbInputs(study.protocol, _tables(study), CUT, interim_efficacy=True)
+    assert not {s.id: s for s in build_sections(open_inputs)}["efficacy"].tables
+
+
+@pytest.mark.parametrize("digest", ["0" * 64, "f" * 64])
+def test_arm_codes_are_a_deterministic_permutation(study: Study, digest: str) -> None:
+    codes = arm_codes(study.protocol, digest)
+    assert codes == arm_codes(study.protocol, digest)
+    assert sorted(codes.values()) == ["Arm A", "Arm B"]
+    assert set(codes) == {arm.name for arm in study.protocol.arms.items}
+
+
+def test_arm_codes_vary_with_the_randomisation_file(study: Study) -> None:
+    seen = {tuple(sorted(arm_codes(study.protocol, f"{i:064x}").items())) for i in range(16)}
+    assert len(seen) == 2
