@@ -80,6 +80,40 @@ def test_offline_import_and_pull_of_the_same_data_give_identical_tables(
     assert verify_snapshot(pulled.path).ok
 
 
+def test_reference_study_pull_and_import_agree_with_planted_errors(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    from studyman.synthetic.generator import generate_trial
+    from studyman.synthetic.writer import redcap_csv_text
+
+    protocol = load_protocol(PROTOCOL)
+    trial = generate_trial(protocol, n_participants=30, seed=7, plant_errors=True)
+    project_dir = tmp_path / "project"
+    shutil.copytree(PROTOCOL / "redcap", project_dir)
+    (project_dir / "records.csv").write_text(redcap_csv_text(trial.records), encoding="utf-8")
+    server = start_emulator(project_dir, tokens={TOKEN: "api"})
+    pulled = pull_snapshot(
+        protocol, server.url, TOKEN, tmp_path / "snapshots", batch_size=7, name="pull"
+    )
+    records, dictionary = _export_like_a_coordinator(server, tmp_path / "export")
+    imported = import_snapshot(protocol, records, dictionary, tmp_path / "snapshots", name="import")
+    assert _table_hashes(pulled.path) == _table_hashes(imported.path)
+    snapshot = read_snapshot(pulled.path)
+    assert set(snapshot.tables) >= {"participant", "hamd17", "adverse_events", "disposition"}
+    assert pulled.records == trial.records["record_id"].nunique()
+    # Planted invalid codes cannot cast: each is a finding, with its value kept as text.
+    invalid = trial.planted_errors[trial.planted_errors["error_type"] == "invalid_code"]
+    assert len(invalid) == 3
+    findings = snapshot.findings
+    for _, planted in invalid.iterrows():
+        hit = findings[
+            (findings["record_id"] == planted["record_id"])
+            & (findings["field"] == planted["field"])
+        ]
+        assert len(hit) == 1, planted.to_dict()
+        assert hit["value"].item() == str(planted["planted_value"])
+
+
 def test_pull_records_redcap_version_project_and_protocol_in_the_manifest(
     start_emulator: Start, tmp_path: Path
 ) -> None:
