@@ -7,6 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -187,3 +188,36 @@ def test_bad_values_and_unenrolled_rows_become_findings_not_exceptions() -> None
     orphans = result.findings[result.findings["record_id"] == "S09-9999"]
     assert {"STR-UNENROLLED", "STR-SITE"} <= set(orphans["check_id"])
     assert set(orphans["site"]) == {"unknown"}
+
+
+def test_garbage_in_any_cell_never_raises() -> None:
+    rng = np.random.default_rng(11)
+    records = _trial(404, False).records.copy()
+    garbage = [
+        "",
+        "x",
+        "-1",
+        "9999",
+        "2025-13-40",
+        "1e309",
+        "NaN",
+        " ",
+        "UNK",
+        "2025-02-30 25:61",
+        "٣",
+        "S0-1",
+    ]
+    columns = list(records.columns)
+    for _ in range(400):
+        row = int(rng.integers(len(records)))
+        column = columns[int(rng.integers(len(columns)))]
+        records.iloc[row, records.columns.get_loc(column)] = garbage[
+            int(rng.integers(len(garbage)))
+        ]
+    records.loc[0:3, "redcap_event_name"] = "nonsense_arm_1"
+    records.loc[5, "redcap_repeat_instrument"] = "no_such_form"
+    records.loc[6, "record_id"] = ""
+    records.loc[7, "redcap_repeat_instance"] = "first"
+    result = _check(records, _trial(404, False).randomization)
+    assert len(result.findings) > 0
+    assert set(result.findings["severity"]) <= {"critical", "major", "minor"}
