@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from studyman.protocol import Protocol, load_protocol
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             transient=True,
-            console=None,
+            console=Console(stderr=True),
         ) as bar:
             task = bar.add_task("metadata", total=None)
 
