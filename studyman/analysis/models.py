@@ -260,36 +260,24 @@ def random_slope_analysis(
     Notes
     -----
     ``response ~ ARM * WEEK + BASE + strata`` with a random intercept and a random slope on
-    ``WEEK`` per participant (unstructured 2 × 2), REML, statsmodels ``MixedLM``. The headline
-    is the arm difference in slope (points per week); Wald inference on the normal reference.
+    ``WEEK`` per participant (unstructured 2 × 2), REML, by
+    :func:`studyman.stats.fit_random_slope` (lme4-style GLS standard errors). The headline is
+    the arm difference in slope (points per week); Wald inference on the normal reference.
     """
-    import statsmodels.formula.api as smf
+    from studyman.stats import fit_random_slope
 
     data = frame.assign(WEEK=frame["AVISITN"].astype(float)).dropna(subset=[analysis.response])
     strata, note = _usable_covariates(data, analysis.strata)
     terms = ["ARM * WEEK", *([analysis.baseline] if analysis.baseline else []), *strata]
     formula = f"{analysis.response} ~ " + " + ".join(terms)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = smf.mixedlm(formula, data, groups=data["SUBJID"], re_formula="~WEEK")
-        # Optimisers tried in turn until one converges (statsmodels' method list).
-        fit = model.fit(reml=True, method=["bfgs", "lbfgs", "powell"])
-    slope_term = next(
-        name for name in fit.fe_params.index if name.startswith("ARM[") and ":WEEK" in name
-    )
-    estimate, se = float(fit.fe_params[slope_term]), float(fit.bse_fe[slope_term])
-    z = stats.norm.ppf(0.5 + confidence_level / 2)
-    table = pd.DataFrame(
-        {
-            "term": fit.fe_params.index,
-            "estimate": fit.fe_params.to_numpy(),
-            "std_error": fit.bse_fe.to_numpy(),
-            "p_value": fit.pvalues[fit.fe_params.index].to_numpy(),
-        }
-    )
-    notes = [note, *sorted({str(w.message).splitlines()[0] for w in caught})]
-    if not fit.converged:
-        notes.append("MixedLM reported non-convergence")
+    fit = fit_random_slope(data, formula, group="SUBJID", time="WEEK", method="REML")
+    coefficients = fit.coefficients
+    names = [str(name) for name in coefficients.index]
+    slope_term = next(n for n in names if n.startswith("ARM[") and ":WEEK" in n)
+    row = coefficients.iloc[names.index(slope_term)]
+    estimate, se = float(row["estimate"]), float(row["std_error"])
+    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
+    notes = [note] + ([] if fit.converged else [fit.message])
     return AnalysisOutcome(
         id=analysis.id,
         kind=analysis.kind,
@@ -297,7 +285,10 @@ def random_slope_analysis(
         label=analysis.label,
         status="ok" if fit.converged else "failed",
         message="; ".join(n for n in notes if n),
-        tables={"coefficients": table},
+        tables={
+            "coefficients": coefficients.reset_index(names="term"),
+            "random_effects_covariance": fit.random_effects_covariance.reset_index(names="effect"),
+        },
         headline=Headline(
             measure="difference in slope (points per week)",
             estimate=estimate,
@@ -307,7 +298,14 @@ def random_slope_analysis(
         )
         if fit.converged
         else None,
-        details={"formula": formula, "random_effects": "intercept + WEEK (unstructured)"},
+        details={
+            "formula": formula,
+            "random_effects": "intercept + WEEK (unstructured)",
+            "residual_variance": fit.residual_variance,
+            "optimiser": fit.optimiser,
+            "n_observations": fit.n_observations,
+            "n_groups": fit.n_groups,
+        },
     )
 
 
