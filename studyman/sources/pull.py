@@ -271,8 +271,8 @@ def _call(
             time.sleep(delay)
 
 
-def _fail(what: str, error: _RefusedError) -> NoReturn:
-    raise SourceError(f"{what}: {error}") from None
+def _fail(what: str, error: _RefusedError, token: str) -> NoReturn:
+    raise SourceError(_scrub(f"{what}: {error}", token)) from None
 
 
 # -- pull ------------------------------------------------------------------------------------
@@ -398,7 +398,7 @@ def pull_snapshot(
         try:
             return _call(what, lambda: function(project()), policy, raw_token)
         except _RefusedError as refused:
-            _fail(what, refused)
+            _fail(what, refused, raw_token)
 
     def optional(what: str, function: Callable[[_Project], Any]) -> Any:
         """A call a classic project (or a project without the feature) answers with 400."""
@@ -407,7 +407,7 @@ def pull_snapshot(
         except _RefusedError as refused:
             if refused.status == 400:
                 return None
-            _fail(what, refused)
+            _fail(what, refused, raw_token)
 
     started = time.monotonic()
     metadata = call("metadata", lambda p: p.export_metadata(format_type="json"))
@@ -475,7 +475,7 @@ def pull_snapshot(
         try:
             result: pa.Table = _call(source, attempt, policy, raw_token, stop)
         except _RefusedError as refused:
-            _fail(source, refused)
+            _fail(source, refused, raw_token)
         return result
 
     results: dict[int, pa.Table] = {}
