@@ -17,7 +17,7 @@ from studyman.errors import SourceError
 from studyman.protocol import load_protocol, read_data_dictionary
 from studyman.sources.emulator import EmulatorServer, FaultPlan
 from studyman.sources.offline import import_snapshot
-from studyman.sources.pull import TOKEN_ENV, pull_snapshot, read_token
+from studyman.sources.pull import TOKEN_ENV, PullProgress, pull_snapshot, read_token
 from studyman.sources.snapshot import read_snapshot, verify_snapshot
 
 PROJECTS = Path(__file__).resolve().parents[1] / "data" / "redcap-projects"
@@ -309,4 +309,22 @@ def test_user_without_export_rights_gets_a_source_error(
     server = start_emulator(PROJECTS / "simple" / "project.xml", tokens={TOKEN: "api"})
     with pytest.raises(SourceError, match="403"):
         pull_snapshot(None, server.url, "F" * 32, tmp_path, retries=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_interrupted_pull_leaves_nothing_that_looks_like_a_snapshot(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    server = start_emulator(PROJECTS / "longitudinal" / "project.xml", tokens={TOKEN: "api"})
+
+    def interrupt(progress: PullProgress) -> None:
+        if progress.stage == "records" and progress.done > 0:
+            raise _Interrupted  # stands in for Ctrl+C halfway through the records
+
+    with pytest.raises(_Interrupted):
+        pull_snapshot(None, server.url, TOKEN, tmp_path, batch_size=1, progress=interrupt)
     assert list(tmp_path.iterdir()) == []
