@@ -312,7 +312,7 @@ def test_user_without_export_rights_gets_a_source_error(
     assert list(tmp_path.iterdir()) == []
 
 
-class _Interrupted(Exception):
+class _InterruptedError(Exception):
     pass
 
 
@@ -323,8 +323,8 @@ def test_interrupted_pull_leaves_nothing_that_looks_like_a_snapshot(
 
     def interrupt(progress: PullProgress) -> None:
         if progress.stage == "records" and progress.done > 0:
-            raise _Interrupted  # stands in for Ctrl+C halfway through the records
+            raise _InterruptedError  # stands in for Ctrl+C halfway through the records
 
-    with pytest.raises(_Interrupted):
+    with pytest.raises(_InterruptedError):
         pull_snapshot(None, server.url, TOKEN, tmp_path, batch_size=1, progress=interrupt)
     assert list(tmp_path.iterdir()) == []
