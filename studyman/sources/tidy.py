@@ -23,6 +23,8 @@ Decisions
   with values but no record ID is kept, with a missing record ID, and reported as a finding.
 * **Columns the dictionary does not know** are kept as text in a table ``_unmapped`` (keys plus
   those columns) and each is reported once as a finding.
+* **Forms not exported.** A form none of whose columns is in the export (REDCap leaves out the
+  forms a user may not export, e.g. randomisation for a blinded user) gets no table at all.
 * **Order.** Rows keep the order of the export; columns keep the export order, each typed column
   followed by its ``__raw`` and ``__missing`` columns when they exist. Findings are ordered by
   row, then column, whatever the batch size, so a batched pull and a one-file import give the
@@ -356,6 +358,11 @@ class TidyBuilder:
         tables: dict[str, pd.DataFrame] = {}
         findings = list(self._row_findings)
         for form, columns in layout.form_columns.items():
+            if not columns:
+                # Not one column of this form was exported (a user without export rights to it,
+                # e.g. a blinded user and the randomisation form): no table, rather than an
+                # empty one that would read as "no data".
+                continue
             pieces = self._pieces.pop(form, [])
             if pieces:
                 raw = pa.concat_tables(pieces)

@@ -328,3 +328,26 @@ def test_interrupted_pull_leaves_nothing_that_looks_like_a_snapshot(
     with pytest.raises(_InterruptedError):
         pull_snapshot(None, server.url, TOKEN, tmp_path, batch_size=1, progress=interrupt)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_blinded_pull_has_no_randomisation_or_dosing_table(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    project_dir = tmp_path / "project"
+    shutil.copytree(PROTOCOL / "redcap", project_dir)
+    (project_dir / "records.csv").write_text(
+        "record_id,redcap_event_name,redcap_repeat_instrument,redcap_repeat_instance,"
+        "redcap_data_access_group,scr_date,rand_arm,dose_mg\n"
+        "S01-0001,screening_arm_1,,,s01,2025-03-01,,\n"
+        "S01-0001,baseline_arm_1,,,s01,,1,\n"
+        "S01-0001,logs_arm_1,dosing,1,s01,,,20\n",
+        encoding="utf-8",
+    )
+    blinded, unblinded = "B" * 32, "D" * 32
+    server = start_emulator(project_dir, tokens={blinded: "coordinator", unblinded: "admin"})
+    seen = pull_snapshot(None, server.url, unblinded, tmp_path / "unblinded", name="u")
+    hidden = pull_snapshot(None, server.url, blinded, tmp_path / "blinded", name="b")
+    assert {"randomization", "dosing"} <= set(seen.table_rows)
+    assert seen.table_rows["dosing"] == 1
+    assert not {"randomization", "dosing"} & set(hidden.table_rows)
+    assert hidden.table_rows["participant"] == 1
