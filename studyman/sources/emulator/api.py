@@ -52,7 +52,13 @@ from studyman.sources.emulator.formats import (
     to_json,
     to_xml_records,
 )
-from studyman.sources.emulator.model import USER_COLUMNS, Project, User, checkbox_code
+from studyman.sources.emulator.model import (
+    USER_COLUMNS,
+    USER_RIGHT_COLUMNS,
+    Project,
+    User,
+    checkbox_code,
+)
 from studyman.sources.emulator.store import Column, ExportOptions, RecordImportError, RecordStore
 
 __all__ = ["FULL_RIGHTS", "Answer", "Emulator", "LogEntry", "ProjectState"]
@@ -63,7 +69,7 @@ _ARRAY = re.compile(r"^(?P<name>[A-Za-z_]+)\[(?P<index>\d*)\]$")
 _LIST_PARAMETERS = ("records", "fields", "forms", "events", "arms", "dags")
 
 #: Rights of a full-rights API user (``--token``, or a token whose user is not in users.csv).
-FULL_RIGHTS: dict[str, int] = {name: 1 for name in USER_COLUMNS[6:-2]}
+FULL_RIGHTS: dict[str, int] = {name: 1 for name in USER_RIGHT_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -956,7 +962,7 @@ def _user_row(user: User, project: Project, fmt: str) -> dict[str, object]:
         "expiration": user.expiration,
         "data_access_group": user.data_access_group,
     }
-    for name in USER_COLUMNS[6:-2]:
+    for name in USER_RIGHT_COLUMNS:
         row[name] = user.right(name)
     forms = {
         i.instrument_name: int(user.forms.get(i.instrument_name, 1)) for i in project.instruments

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The column tables are REDCap's, shared with the protocol layer's reader of project files.
+from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, USER_COLUMNS, USER_RIGHT_COLUMNS
+
 __all__ = [
     "DICTIONARY_COLUMNS",
     "USER_COLUMNS",
+    "USER_RIGHT_COLUMNS",
     "Arm",
     "DataAccessGroup",
     "Event",
@@ -25,64 +29,6 @@ __all__ = [
     "parse_choices",
     "unique_event_name",
 ]
-
-#: The data dictionary's columns in REDCap's order (raw API headers).
-DICTIONARY_COLUMNS: tuple[str, ...] = (
-    "field_name",
-    "form_name",
-    "section_header",
-    "field_type",
-    "field_label",
-    "select_choices_or_calculations",
-    "field_note",
-    "text_validation_type_or_show_slider_number",
-    "text_validation_min",
-    "text_validation_max",
-    "identifier",
-    "branching_logic",
-    "required_field",
-    "custom_alignment",
-    "question_number",
-    "matrix_group_name",
-    "matrix_ranking",
-    "field_annotation",
-)
-
-#: REDCap's user import/export columns (``forms``/``forms_export`` last).
-USER_COLUMNS: tuple[str, ...] = (
-    "username",
-    "email",
-    "firstname",
-    "lastname",
-    "expiration",
-    "data_access_group",
-    "design",
-    "user_rights",
-    "data_access_groups",
-    "data_export",
-    "reports",
-    "stats_and_charts",
-    "manage_survey_participants",
-    "calendar",
-    "data_import_tool",
-    "data_comparison_tool",
-    "logging",
-    "file_repository",
-    "data_quality_create",
-    "data_quality_execute",
-    "api_export",
-    "api_import",
-    "mobile_app",
-    "mobile_app_download_data",
-    "record_create",
-    "record_rename",
-    "record_delete",
-    "lock_records_customization",
-    "lock_records",
-    "lock_records_all_forms",
-    "forms",
-    "forms_export",
-)
 
 _YESNO = (("1", "Yes"), ("0", "No"))
 _TRUEFALSE = (("1", "True"), ("0", "False"))

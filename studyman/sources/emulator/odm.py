@@ -29,7 +29,7 @@ from pathlib import Path
 
 from studyman.errors import ProtocolError
 from studyman.sources.emulator.model import (
-    USER_COLUMNS,
+    USER_RIGHT_COLUMNS,
     Arm,
     DataAccessGroup,
     Event,
@@ -274,7 +274,7 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
             name = group.get("group_name", "")
             dags.append(DataAccessGroup(name, unique_group_name(name), number))
         for role in globals_.iter(f"{_RC}UserRoles"):
-            rights = {column: 0 for column in USER_COLUMNS[6:-2]}
+            rights = {column: 0 for column in USER_RIGHT_COLUMNS}
             for attribute, column in _ROLE_RIGHTS.items():
                 value = role.get(attribute, "")
                 rights[column] = int(value) if value.strip().isdigit() else 0

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from studyman.errors import ProtocolError
+from studyman.protocol.redcap_project import HUMAN_DICTIONARY_HEADERS
 from studyman.sources.emulator.model import (
     DICTIONARY_COLUMNS,
     USER_COLUMNS,
+    USER_RIGHT_COLUMNS,
     Arm,
     DataAccessGroup,
     Event,
@@ -35,28 +37,6 @@ __all__ = [
     "read_dictionary",
     "write_project_dir",
 ]
-
-#: The headers of the data dictionary downloaded from REDCap's web page, in column order.
-HUMAN_DICTIONARY_HEADERS: tuple[str, ...] = (
-    "Variable / Field Name",
-    "Form Name",
-    "Section Header",
-    "Field Type",
-    "Field Label",
-    "Choices, Calculations, OR Slider Labels",
-    "Field Note",
-    "Text Validation Type OR Show Slider Number",
-    "Text Validation Min",
-    "Text Validation Max",
-    "Identifier?",
-    "Branching Logic (Show field only if...)",
-    "Required Field?",
-    "Custom Alignment",
-    "Question Number (surveys only)",
-    "Matrix Group Name",
-    "Matrix Ranking?",
-    "Field Annotation",
-)
 
 _TOKEN = re.compile(r"^[0-9A-Fa-f]{32}$|^[0-9A-Fa-f]{64}$")
 
@@ -201,7 +181,7 @@ def _read_users(path: Path) -> tuple[User, ...]:
     for number, row in enumerate(_read_table(path, ["username"]), start=2):
         rights = {
             name: _int(row[name] or "0", path, f"line {number}, {name}")
-            for name in USER_COLUMNS[6:-2]
+            for name in USER_RIGHT_COLUMNS
             if name in row
         }
         users.append(
@@ -457,7 +437,7 @@ def write_project_dir(project: Project, directory: Path, *, with_tokens: bool = 
                     u.lastname,
                     u.expiration,
                     u.data_access_group,
-                    *[u.rights.get(c, 0) for c in USER_COLUMNS[6:-2]],
+                    *[u.rights.get(c, 0) for c in USER_RIGHT_COLUMNS],
                     _rights_text(u.forms),
                     _rights_text(u.forms_export),
                 ]
