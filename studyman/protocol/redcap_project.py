@@ -46,7 +46,9 @@ __all__ = [
     "RedcapProject",
     "RepeatingForm",
     "UserRights",
+    "field_choice_pairs",
     "load_redcap_project",
+    "parse_choice_pairs",
     "parse_choices",
     "read_data_dictionary",
 ]
@@ -214,14 +216,50 @@ def parse_choices(text: str) -> tuple[Choice, ...]:
     Each choice is split at its first comma; a choice without a comma is its own code and label.
     Blank entries are skipped.
     """
-    choices: list[Choice] = []
+    return tuple(Choice(code=code, label=label) for code, label in parse_choice_pairs(text))
+
+
+def parse_choice_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """Parse REDCap's choice string as :func:`parse_choices` does, into ``(code, label)`` pairs.
+
+    The plain-tuple form is for code that looks labels up per value (the emulator's exports).
+    """
+    pairs: list[tuple[str, str]] = []
     for part in text.split("|"):
         entry = part.strip()
         if not entry:
             continue
         code, comma, label = entry.partition(",")
-        choices.append(Choice(code=code.strip(), label=label.strip() if comma else code.strip()))
-    return tuple(choices)
+        pairs.append((code.strip(), label.strip() if comma else code.strip()))
+    return tuple(pairs)
+
+
+_YESNO_PAIRS = (("1", "Yes"), ("0", "No"))
+_TRUEFALSE_PAIRS = (("1", "True"), ("0", "False"))
+
+
+def field_choice_pairs(field_type: str, choices_text: str) -> tuple[tuple[str, str], ...]:
+    """The ``(code, label)`` choices of a field of *field_type* (yes/no and true/false included).
+
+    Parameters
+    ----------
+    field_type
+        The dictionary's ``field_type``.
+    choices_text
+        The dictionary's ``select_choices_or_calculations``.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The choices in order; ``()`` for a field type without choices.
+    """
+    if field_type == "yesno":
+        return _YESNO_PAIRS
+    if field_type == "truefalse":
+        return _TRUEFALSE_PAIRS
+    if field_type in ("dropdown", "radio", "checkbox"):
+        return parse_choice_pairs(choices_text)
+    return ()
 
 
 def _checkbox_suffix(code: str) -> str:
@@ -268,13 +306,8 @@ class DictionaryField(BaseModel):
     @property
     def choices(self) -> tuple[Choice, ...]:
         """The choices of a categorical field (yes/no and true/false included), else ``()``."""
-        if self.field_type == "yesno":
-            return (Choice(code="1", label="Yes"), Choice(code="0", label="No"))
-        if self.field_type == "truefalse":
-            return (Choice(code="1", label="True"), Choice(code="0", label="False"))
-        if self.field_type in ("dropdown", "radio", "checkbox"):
-            return parse_choices(self.select_choices_or_calculations)
-        return ()
+        pairs = field_choice_pairs(self.field_type, self.select_choices_or_calculations)
+        return tuple(Choice(code=code, label=label) for code, label in pairs)
 
     @property
     def choice_codes(self) -> tuple[str, ...]:

@@ -11,8 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# The column tables are REDCap's, shared with the protocol layer's reader of project files.
-from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, USER_COLUMNS, USER_RIGHT_COLUMNS
+# REDCap's column tables and choice parsing are shared with the protocol layer's reader of project
+# files; the emulator's ``parse_choices`` is the plain ``(code, label)`` form.
+from studyman.protocol.redcap_project import (
+    DICTIONARY_COLUMNS,
+    USER_COLUMNS,
+    USER_RIGHT_COLUMNS,
+    field_choice_pairs,
+)
+from studyman.protocol.redcap_project import parse_choice_pairs as parse_choices
 
 __all__ = [
     "DICTIONARY_COLUMNS",
@@ -29,24 +36,6 @@ __all__ = [
     "parse_choices",
     "unique_event_name",
 ]
-
-_YESNO = (("1", "Yes"), ("0", "No"))
-_TRUEFALSE = (("1", "True"), ("0", "False"))
-
-
-def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
-    """Split REDCap's ``"1, Yes | 0, No"`` into ``(("1", "Yes"), ("0", "No"))``.
-
-    A choice without a comma is its own label (REDCap accepts ``"a | b"`` for sliders).
-    """
-    choices: list[tuple[str, str]] = []
-    for part in text.split("|"):
-        part = part.strip()
-        if not part:
-            continue
-        code, sep, label = part.partition(",")
-        choices.append((code.strip(), label.strip() if sep else code.strip()))
-    return tuple(choices)
 
 
 def unique_event_name(event_name: str, arm_num: int) -> str:
@@ -87,13 +76,7 @@ class Field:
     @property
     def choices(self) -> tuple[tuple[str, str], ...]:
         """Codes and labels of a multiple-choice field (yesno and truefalse included)."""
-        if self.field_type == "yesno":
-            return _YESNO
-        if self.field_type == "truefalse":
-            return _TRUEFALSE
-        if self.field_type in ("radio", "dropdown", "checkbox"):
-            return parse_choices(self.select_choices_or_calculations)
-        return ()
+        return field_choice_pairs(self.field_type, self.select_choices_or_calculations)
 
     @property
     def export_names(self) -> tuple[str, ...]:
