@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-import numpy as np
 import pandas as pd
 
+from studyman.errors import SnapshotError
 from studyman.protocol.models import Protocol
 
 __all__ = [
@@ -262,6 +262,14 @@ def _missing(inputs: DsmbInputs, forms: Iterable[str]) -> tuple[str, ...]:
     return tuple(form for form in forms if inputs.table(form) is None)
 
 
+def _present(inputs: DsmbInputs, form: str) -> pd.DataFrame:
+    """The table of *form*; callers check :func:`_missing` first."""
+    frame = inputs.table(form)
+    if frame is None:
+        raise SnapshotError(f"the snapshot has no '{form}' form")
+    return frame
+
+
 def _unavailable(section_id: str, title: str, missing: Sequence[str]) -> Section:
     return Section(
         id=section_id,
@@ -486,13 +494,15 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     hamd = inputs.table("hamd17")
     analysed_ids: set[str] = set()
     if hamd is not None:
-        post = hamd[~hamd[_EVENT].isin(["screening_arm_1", protocol.endpoints.primary.baseline_event])]
+        post = hamd[
+            ~hamd[_EVENT].isin(["screening_arm_1", protocol.endpoints.primary.baseline_event])
+        ]
         total_field = protocol.endpoints.primary.field
         if total_field in post.columns:
             analysed_ids = set(post.loc[post[total_field].notna(), _KEY].astype(str))
     codes = _status_codes(protocol)
     lost_code = _status_code_named(protocol, "lost_to_follow_up")
-    status = subjects["ds_status"]
+    subjects["ds_status"]
     flow: list[dict[str, object]] = []
     nodes: dict[str, object] = {
         "assessed": len(subjects),
@@ -507,8 +517,7 @@ def study_status_section(inputs: DsmbInputs) -> Section:
         lost = int((sub["ds_status"] == lost_code).sum()) if lost_code else 0
         discontinued = sub[
             sub["ds_status"].notna()
-            & ~sub["ds_status"].map(lambda c: codes.get(str(c), ("", False, False))[1])
-            .astype(bool)
+            & ~sub["ds_status"].map(lambda c: codes.get(str(c), ("", False, False))[1]).astype(bool)
             & (sub["ds_status"] != lost_code)
         ]
         disc_reasons = (
@@ -572,7 +581,7 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     )
     disc_rows: dict[str, list[str]] = {}
     all_reasons = sorted(
-        {r for node in arm_nodes for r in dict(node["discontinued_reasons"]).keys()}  # type: ignore[call-overload]
+        {r for node in arm_nodes for r in dict(node["discontinued_reasons"])}  # type: ignore[call-overload]
     )
     if all_reasons:
         disc_rows["Reason"] = all_reasons
@@ -583,8 +592,12 @@ def study_status_section(inputs: DsmbInputs) -> Section:
                 _pct(int(reasons_of.get(r, 0)), n) for r in all_reasons
             ]
     tables = [
-        ReportTable("Screening", screen_rows, population="Screened",
-                    denominators=(("Screened", len(subjects)),)),
+        ReportTable(
+            "Screening",
+            screen_rows,
+            population="Screened",
+            denominators=(("Screened", len(subjects)),),
+        ),
         stage_table,
     ]
     if disc_rows:
@@ -746,9 +759,7 @@ def _continuous_rows(
         if len(v):
             sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
             stats[1].append(f"{v.mean():.{digits}f} ({_fmt_num(sd, digits)})")
-            stats[2].append(
-                f"{v.median():.{digits}f} ({v.min():.{digits}f}, {v.max():.{digits}f})"
-            )
+            stats[2].append(f"{v.median():.{digits}f} ({v.min():.{digits}f}, {v.max():.{digits}f})")
         else:
             stats[1].append("–")
             stats[2].append("–")
@@ -802,13 +813,13 @@ def baseline_section(inputs: DsmbInputs) -> Section:
             )
         if "prior_ad" in first.columns:
             rows += _categorical_rows(
-                "Prior antidepressant use", _codes(first["prior_ad"]), {"1": "Yes", "0": "No"},
+                "Prior antidepressant use",
+                _codes(first["prior_ad"]),
+                {"1": "Yes", "0": "No"},
                 groups,
             )
     enrollment = inputs.table("enrollment")
-    severity = next(
-        (f for f in protocol.randomization.stratification if f.recorded_field), None
-    )
+    severity = next((f for f in protocol.randomization.stratification if f.recorded_field), None)
     if enrollment is not None and severity is not None and severity.recorded_field:
         first = enrollment.drop_duplicates(_KEY).set_index(_KEY)
         if severity.recorded_field in first.columns:
@@ -822,16 +833,16 @@ def baseline_section(inputs: DsmbInputs) -> Section:
     rows += _categorical_rows(
         "Site", subjects["site"].astype("string"), {s.id: s.id for s in protocol.sites}, groups
     )
-    for instrument, field, label in (
+    for instrument, total_field, label in (
         ("hamd17", "hamd_total", "HAM-D-17 total at baseline"),
         ("phq9", "phq9_total", "PHQ-9 total at baseline"),
         ("gad7", "gad7_total", "GAD-7 total at baseline"),
     ):
         frame = inputs.table(instrument)
-        if frame is None or field not in frame.columns:
+        if frame is None or total_field not in frame.columns:
             continue
         base = frame[frame[_EVENT] == protocol.endpoints.primary.baseline_event]
-        series = base.drop_duplicates(_KEY).set_index(_KEY)[field]
+        series = base.drop_duplicates(_KEY).set_index(_KEY)[total_field]
         series.index = series.index.astype("string")
         rows += _continuous_rows(label, series, groups)
     frame = pd.DataFrame(
@@ -924,8 +935,8 @@ def retention_section(inputs: DsmbInputs) -> Section:
     data: dict[str, list[str]] = {"Visit": []}
     for label, ids in groups:
         data[_header(label, len(ids))] = []
-    for (_event, label), part in status.groupby(["event", "label"], sort=False):
-        data["Visit"].append(str(label))
+    for keys, part in status.groupby(["event", "label"], sort=False):
+        data["Visit"].append(str(keys[1]))
         for group_label, ids in groups:
             sub = part[part[_KEY].isin(ids.astype(str)) & part["due"]]
             due = len(sub)
@@ -935,9 +946,12 @@ def retention_section(inputs: DsmbInputs) -> Section:
             )
     subjects = inputs.subjects().loc[randomised]
     codes = _status_codes(inputs.protocol)
-    completed = subjects["ds_status"].map(
-        lambda c: codes.get(str(c), ("", False, False))[1]
-    ).fillna(False).astype(bool)
+    completed = (
+        subjects["ds_status"]
+        .map(lambda c: codes.get(str(c), ("", False, False))[1])
+        .fillna(False)
+        .astype(bool)
+    )
     active = subjects["ds_status"].isna()
     retained_rows = [
         ("Completed the study", lambda ids: int(completed.reindex(ids).sum())),
@@ -976,8 +990,7 @@ def deviations_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (form,))
     if missing:
         return _unavailable("deviations", "Protocol deviations", missing)
-    frame = inputs.table(form)
-    assert frame is not None  # guarded by _missing
+    frame = _present(inputs, form)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
     frame = frame[frame[_KEY].isin(randomised.astype(str))]
@@ -1005,7 +1018,9 @@ def deviations_section(inputs: DsmbInputs) -> Section:
             "Site": sites,
             "Deviations": [str(int((site_of == s).sum())) for s in sites],
             "Major": [str(int(((site_of == s) & major).sum())) for s in sites],
-            "Participants": [str(frame.loc[(site_of == s).to_numpy(), _KEY].nunique()) for s in sites],
+            "Participants": [
+                str(frame.loc[(site_of == s).to_numpy(), _KEY].nunique()) for s in sites
+            ],
         }
     )
     return Section(
@@ -1055,8 +1070,13 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                     (rid, visit.event) not in present for rid in visits_done[_KEY].astype(str)
                 )
                 rows.append(
-                    (visit.label, form, len(visits_done), str(absent),
-                     f"{100.0 * absent / len(visits_done):.1f}%" if len(visits_done) else "–")
+                    (
+                        visit.label,
+                        form,
+                        len(visits_done),
+                        str(absent),
+                        f"{100.0 * absent / len(visits_done):.1f}%" if len(visits_done) else "–",
+                    )
                 )
         missing_forms = pd.DataFrame(
             rows, columns=["Visit", "Form", "Visits done", "Forms missing", "% missing"]
@@ -1088,8 +1108,15 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                         "Overdue": [str(int((site_of == s).sum())) for s in sites]
                         + [str(len(overdue))],
                         "Missed (recorded)": [
-                            str(int(((_site_of(status[_KEY]) == s) & status["missed"]
-                                     & status["due"]).sum()))
+                            str(
+                                int(
+                                    (
+                                        (_site_of(status[_KEY]) == s)
+                                        & status["missed"]
+                                        & status["due"]
+                                    ).sum()
+                                )
+                            )
                             for s in sites
                         ]
                         + [str(int((status["missed"] & status["due"]).sum()))],
@@ -1182,7 +1209,10 @@ def exposure_section(inputs: DsmbInputs) -> Section:
         rows.append(
             [
                 "  Participants with any dose",
-                *[_pct(int((doses.reindex(ids).fillna(0) > 0).sum()), len(ids)) for _, ids in groups],
+                *[
+                    _pct(int((doses.reindex(ids).fillna(0) > 0).sum()), len(ids))
+                    for _, ids in groups
+                ],
             ]
         )
         tables.append(
@@ -1218,9 +1248,7 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
     rand = safety["rand_date"]
     rand.index = rand.index.astype(str)
     start = pd.to_datetime(frame[ae_spec.start_field])
-    frame = frame[
-        (start >= frame[_KEY].astype(str).map(rand)).fillna(True).to_numpy()
-    ].copy()
+    frame = frame[(start >= frame[_KEY].astype(str).map(rand)).fillna(True).to_numpy()].copy()
     pts = {str(t.code): t.pt for t in ae_spec.coding_list}
     socs = {str(s.code): s.name for s in ae_spec.socs}
     frame["PT"] = _codes(frame[ae_spec.pt_field]).map(lambda c: pts.get(str(c), "Uncoded"))
@@ -1265,9 +1293,10 @@ def _tally(
         result[(str(value), TOTAL)] = (result[(str(value), TOTAL)][0], int(n))
     if len(groups) > 1:
         per_arm = frame.groupby([by, "_group"], sort=False)[_KEY]
-        sizes = per_arm.size()
-        for (value, group), n in per_arm.nunique().items():
-            result[(str(value), str(group))] = (int(n), int(sizes[(value, group)]))
+        sizes = {key: int(n) for key, n in per_arm.size().items()}
+        for key, n in per_arm.nunique().items():
+            pair: tuple[object, object] = tuple(key)  # type: ignore[arg-type,assignment]
+            result[(str(pair[0]), str(pair[1]))] = (int(n), sizes[key])
     return result
 
 
@@ -1299,7 +1328,9 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     groups = _groups(inputs, safety)
     sizes = {label: len(ids) for label, ids in groups}
 
-    def cells(tally: Mapping[tuple[str, str], tuple[int, int]], value: str, events_too: bool) -> list[str]:
+    def cells(
+        tally: Mapping[tuple[str, str], tuple[int, int]], value: str, events_too: bool
+    ) -> list[str]:
         row: list[str] = []
         for label, _ids in groups:
             participants, count = tally.get((value, label), (0, 0))
@@ -1336,7 +1367,10 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     )
     all_tally = _tally(events.assign(_row="all"), "_row", groups)
     overview_rows.append(
-        ["Number of events", *[str(all_tally.get(("all", label), (0, 0))[1]) for label, _ in groups]]
+        [
+            "Number of events",
+            *[str(all_tally.get(("all", label), (0, 0))[1]) for label, _ in groups],
+        ]
     )
     overview = pd.DataFrame(
         overview_rows,
@@ -1360,11 +1394,16 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     worst = events.groupby(_KEY, as_index=False).agg(
         severity=("severity", "max"), _group=("_group", "first")
     )
-    worst["_sev"] = worst["severity"].map(lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else "")
+    worst["_sev"] = worst["severity"].map(
+        lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""
+    )
     sev_tally = _tally(worst, "_sev", groups)
     severity_table = pd.DataFrame(
         [[name, *cells(sev_tally, name, False)] for name in _SEVERITY.values()],
-        columns=["Worst severity (any adverse event)", *[_header(l, n) for l, n in sizes.items()]],
+        columns=[
+            "Worst severity (any adverse event)",
+            *[_header(label, n) for label, n in sizes.items()],
+        ],
     )
     pt_worst = events.groupby([_KEY, "PT"], as_index=False).agg(
         severity=("severity", "max"), _group=("_group", "first")
@@ -1392,7 +1431,11 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
 
     # By relatedness.
     related_labels = {
-        "1": "Not related", "2": "Unlikely", "3": "Possible", "4": "Probable", "5": "Definite",
+        "1": "Not related",
+        "2": "Unlikely",
+        "3": "Possible",
+        "4": "Probable",
+        "5": "Definite",
     }
     events["_rel"] = _codes(events[protocol.adverse_events.related_field]).map(
         lambda c: related_labels.get(str(c), "Not recorded")
@@ -1402,8 +1445,10 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     for code, name in [*related_labels.items(), ("", "Not recorded")]:
         if code == "" and not any(key[0] == name for key in rel_tally):
             continue
-        kind = "related" if code and int(code) in protocol.adverse_events.related_codes else (
-            "not related" if code else "missing"
+        kind = (
+            "related"
+            if code and int(code) in protocol.adverse_events.related_codes
+            else ("not related" if code else "missing")
         )
         rel_rows.append([f"{name} ({kind})", *cells(rel_tally, name, False)])
     related_table = pd.DataFrame(
@@ -1437,9 +1482,7 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
                 population,
                 denominators,
             ),
-            ReportTable(
-                "Participants by worst severity", severity_table, population, denominators
-            ),
+            ReportTable("Participants by worst severity", severity_table, population, denominators),
             ReportTable(
                 "Participants by preferred term and worst severity",
                 pd.DataFrame(pt_sev_rows, columns=pt_sev_columns),
@@ -1460,8 +1503,8 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
 
 
 def _arm_column(inputs: DsmbInputs, record_ids: pd.Series) -> list[str]:
-    assert inputs.arms is not None
-    return [str(inputs.arms.get(r, "–")) for r in record_ids.astype(str)]
+    arms = inputs.arms if inputs.arms is not None else pd.Series(dtype="string")
+    return [str(arms.get(r, "–")) for r in record_ids.astype(str)]
 
 
 def _fmt_date(value: object) -> str:
@@ -1486,17 +1529,32 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     if missing:
         return _unavailable("sae", "Serious adverse events and deaths", missing)
     events = _adverse_events(inputs)
-    assert events is not None
+    if events is None:
+        raise SnapshotError(f"the snapshot has no '{ae_spec.form}' form")
     serious = events[events["serious"]].sort_values([_KEY, ae_spec.start_field])
     criteria = {
-        "1": "death", "2": "life-threatening", "3": "hospitalisation", "4": "disability",
-        "5": "congenital anomaly", "6": "important medical event",
+        "1": "death",
+        "2": "life-threatening",
+        "3": "hospitalisation",
+        "4": "disability",
+        "5": "congenital anomaly",
+        "6": "important medical event",
     }
     outcome = {
-        "1": "recovered", "2": "recovering", "3": "not recovered",
-        "4": "recovered with sequelae", "5": "fatal", "6": "unknown",
+        "1": "recovered",
+        "2": "recovering",
+        "3": "not recovered",
+        "4": "recovered with sequelae",
+        "5": "fatal",
+        "6": "unknown",
     }
-    related = {"1": "not related", "2": "unlikely", "3": "possible", "4": "probable", "5": "definite"}
+    related = {
+        "1": "not related",
+        "2": "unlikely",
+        "3": "possible",
+        "4": "probable",
+        "5": "definite",
+    }
 
     def criteria_of(row: pd.Series) -> str:
         found = [
@@ -1512,19 +1570,23 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
             "Participant": serious[_KEY].astype(str),
             "Preferred term": serious["PT"].astype(str),
             "Onset": serious[ae_spec.start_field].map(_fmt_date),
-            "Severity": serious["severity"].map(lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""),
+            "Severity": serious["severity"].map(
+                lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""
+            ),
             "Criteria": [criteria_of(row) for _, row in serious.iterrows()],
-            "Relatedness": _codes(serious[ae_spec.related_field]).map(lambda c: related.get(str(c), "")),
-            "Outcome": _codes(serious[ae_spec.outcome_field]).map(lambda c: outcome.get(str(c), "")),
+            "Relatedness": _codes(serious[ae_spec.related_field]).map(
+                lambda c: related.get(str(c), "")
+            ),
+            "Outcome": _codes(serious[ae_spec.outcome_field]).map(
+                lambda c: outcome.get(str(c), "")
+            ),
         }
     )
     if inputs.closed:
         listing.insert(1, "Arm", _arm_column(inputs, serious[_KEY]))
     subjects = inputs.subjects()
     death_code = next((str(c.code) for c in protocol.disposition.codes if c.death), None)
-    deaths = subjects[
-        subjects["death_date"].notna() | (subjects["ds_status"] == death_code)
-    ]
+    deaths = subjects[subjects["death_date"].notna() | (subjects["ds_status"] == death_code)]
     fatal_pt = events[events["fatal"]].groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s))))
     disposition = inputs.table(protocol.disposition.form)
     cause: dict[str, str] = {}
@@ -1573,17 +1635,24 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
     subjects = inputs.subjects()
     ae_code = _status_code_named(protocol, "adverse_event")
     events = _adverse_events(inputs)
-    by_ds = set(subjects.index[(subjects["ds_status"] == ae_code).fillna(False).to_numpy()].astype(str))
+    by_ds = set(
+        subjects.index[(subjects["ds_status"] == ae_code).fillna(False).to_numpy()].astype(str)
+    )
     withdrawn_pt: dict[str, str] = {}
     if events is not None:
         w = events[events["withdrawn"]]
-        withdrawn_pt = w.groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).to_dict()
+        withdrawn_pt = {
+            str(k): str(v)
+            for k, v in w.groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).items()
+        }
     ids = sorted(by_ds | set(withdrawn_pt))
     listing = pd.DataFrame(
         {
             "Participant": ids,
             "Disposition: adverse event": ["yes" if r in by_ds else "no" for r in ids],
-            "Date": [_fmt_date(subjects.loc[r, "ds_date"]) if r in subjects.index else "" for r in ids],
+            "Date": [
+                _fmt_date(subjects.loc[r, "ds_date"]) if r in subjects.index else "" for r in ids
+            ],
             "Adverse event(s) with action 'withdrawn'": [withdrawn_pt.get(r, "") for r in ids],
         }
     )
@@ -1601,8 +1670,12 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
         id="discontinuations",
         title="Discontinuations due to adverse events",
         tables=(
-            ReportTable("Discontinuations due to adverse events", summary,
-                        "Safety population", _denominators(groups)),
+            ReportTable(
+                "Discontinuations due to adverse events",
+                summary,
+                "Safety population",
+                _denominators(groups),
+            ),
             ReportTable("Listing of discontinuations due to adverse events", listing),
         ),
         missing=missing,
@@ -1620,8 +1693,7 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (spec.since_last_form,))
     if missing:
         return _unavailable("aesi-suicidality", "AESI: suicidality (C-SSRS)", missing)
-    frame = inputs.table(spec.since_last_form)
-    assert frame is not None
+    frame = _present(inputs, spec.since_last_form)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
     frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
@@ -1660,34 +1732,56 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             ser = int((sub["serious_ideation"] | sub["behaviour"]).sum())
             row.append(f"{n}: {ide} / {ser}")
             curve_rows.append(
-                {"event": labels.get(event, event), "order": order.index(event), "group": label,
-                 "assessed": n, "ideation": ide, "serious": ser}
+                {
+                    "event": labels.get(event, event),
+                    "order": order.index(event),
+                    "group": label,
+                    "assessed": n,
+                    "ideation": ide,
+                    "serious": ser,
+                }
             )
         rows.append(row)
     per_participant = flags.groupby(_KEY)[["ideation", "serious_ideation", "behaviour"]].any()
     summary_rows = [
-        ("Any suicidal ideation (since-last-visit C-SSRS)",
-         lambda ids: int(per_participant["ideation"].reindex(ids.astype(str)).fillna(False).sum())),
-        ("Ideation type 4 or 5",
-         lambda ids: int(per_participant["serious_ideation"].reindex(ids.astype(str)).fillna(False).sum())),
-        ("Any suicidal behaviour",
-         lambda ids: int(per_participant["behaviour"].reindex(ids.astype(str)).fillna(False).sum())),
+        (
+            "Any suicidal ideation (since-last-visit C-SSRS)",
+            lambda ids: int(
+                per_participant["ideation"].reindex(ids.astype(str)).fillna(False).sum()
+            ),
+        ),
+        (
+            "Ideation type 4 or 5",
+            lambda ids: int(
+                per_participant["serious_ideation"].reindex(ids.astype(str)).fillna(False).sum()
+            ),
+        ),
+        (
+            "Any suicidal behaviour",
+            lambda ids: int(
+                per_participant["behaviour"].reindex(ids.astype(str)).fillna(False).sum()
+            ),
+        ),
     ]
     phq = inputs.table("phq9")
     if phq is not None and "phq9_9" in phq.columns:
         item9 = phq[(pd.to_numeric(phq["phq9_9"], errors="coerce") >= 1).fillna(False).to_numpy()]
         item9_ids = set(item9[_KEY].astype(str))
         summary_rows.append(
-            ("PHQ-9 item 9 scored 1 or more (any visit)",
-             lambda ids: len(item9_ids & set(ids.astype(str))))
+            (
+                "PHQ-9 item 9 scored 1 or more (any visit)",
+                lambda ids: len(item9_ids & set(ids.astype(str))),
+            )
         )
     events = _adverse_events(inputs)
     if events is not None:
         aesi = _codes(events[protocol.adverse_events.aesi_field]) == "1"
         aesi_ids = set(events.loc[aesi.fillna(False).to_numpy(), _KEY].astype(str))
         summary_rows.append(
-            ("Adverse event recorded as suicidality AESI",
-             lambda ids: len(aesi_ids & set(ids.astype(str))))
+            (
+                "Adverse event recorded as suicidality AESI",
+                lambda ids: len(aesi_ids & set(ids.astype(str))),
+            )
         )
     return Section(
         id="aesi-suicidality",
@@ -1701,7 +1795,9 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             ),
             ReportTable(
                 "C-SSRS since last visit by visit",
-                pd.DataFrame(rows, columns=["Visit", *[_header(l, len(i)) for l, i in groups]]),
+                pd.DataFrame(
+                    rows, columns=["Visit", *[_header(label, len(ids)) for label, ids in groups]]
+                ),
                 "Safety population",
                 _denominators(groups),
                 note="Cells: assessed: any ideation / ideation type 4–5 or any behaviour.",
@@ -1732,8 +1828,7 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (spec.instrument,))
     if missing:
         return _unavailable("aesi-withdrawal", "AESI: withdrawal (COWS)", missing)
-    frame = inputs.table(spec.instrument)
-    assert frame is not None
+    frame = _present(inputs, spec.instrument)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
     scoring = next((s for s in protocol.scoring if s.instrument == spec.instrument), None)
@@ -1753,8 +1848,14 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
                 values = at_totals[in_group].dropna()
                 count = int(sum(_band_of(float(v), bands) == name for v in values))
                 row.append(_pct(count, len(values)))
-                bars.append({"event": labels.get(event, event), "band": name, "group": label,
-                             "count": count})
+                bars.append(
+                    {
+                        "event": labels.get(event, event),
+                        "band": name,
+                        "group": label,
+                        "count": count,
+                    }
+                )
             rows.append(row)
         row = [f"{labels.get(event, event)}: assessed"]
         for _, ids in groups:
@@ -1784,7 +1885,10 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
         tables=(
             ReportTable(
                 "COWS total by band",
-                pd.DataFrame(rows, columns=["Visit: band", *[_header(l, len(i)) for l, i in groups]]),
+                pd.DataFrame(
+                    rows,
+                    columns=["Visit: band", *[_header(label, len(ids)) for label, ids in groups]],
+                ),
                 "Safety population",
                 _denominators(groups),
                 note="Percentages of participants assessed at the visit.",
@@ -1811,8 +1915,7 @@ def liver_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (spec.form,))
     if missing:
         return _unavailable("aesi-liver", "AESI: liver injury and Hy's law", missing)
-    frame = inputs.table(spec.form)
-    assert frame is not None
+    frame = _present(inputs, spec.form)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
     tests = {t.id: t for t in spec.tests}
@@ -1847,14 +1950,29 @@ def liver_section(inputs: DsmbInputs) -> Section:
     peaks = per[list(tests)].max()
     hy_ids = set(hys[_KEY])
     rows = [
-        (f"ALT > {alert:g}×ULN", lambda ids: int((peaks["ALT"].reindex(ids.astype(str)) > alert).sum()))
-        if "ALT" in peaks.columns else None,
-        (f"AST > {alert:g}×ULN", lambda ids: int((peaks["AST"].reindex(ids.astype(str)) > alert).sum()))
-        if "AST" in peaks.columns else None,
-        (f"Total bilirubin > {hy.bilirubin_multiple:g}×ULN",
-         lambda ids: int((peaks[hy.bilirubin].reindex(ids.astype(str)) > hy.bilirubin_multiple).sum())),
+        (
+            f"ALT > {alert:g}×ULN",
+            lambda ids: int((peaks["ALT"].reindex(ids.astype(str)) > alert).sum()),
+        )
+        if "ALT" in peaks.columns
+        else None,
+        (
+            f"AST > {alert:g}×ULN",
+            lambda ids: int((peaks["AST"].reindex(ids.astype(str)) > alert).sum()),
+        )
+        if "AST" in peaks.columns
+        else None,
+        (
+            f"Total bilirubin > {hy.bilirubin_multiple:g}×ULN",
+            lambda ids: int(
+                (peaks[hy.bilirubin].reindex(ids.astype(str)) > hy.bilirubin_multiple).sum()
+            ),
+        ),
         ("Potential Hy's law case", lambda ids: len(hy_ids & set(ids.astype(str)))),
-        ("With a post-baseline liver test", lambda ids: int(peaks.index.isin(ids.astype(str)).sum())),
+        (
+            "With a post-baseline liver test",
+            lambda ids: int(peaks.index.isin(ids.astype(str)).sum()),
+        ),
     ]
     count_rows = [r for r in rows if r is not None]
     edish = peak.reset_index().rename(columns={hy.bilirubin: "bilirubin"})
@@ -1875,7 +1993,7 @@ def liver_section(inputs: DsmbInputs) -> Section:
         tables=(
             ReportTable(
                 "Liver test abnormalities after randomisation",
-                _count_table(count_rows, groups, first="Participants with"),  # type: ignore[arg-type]
+                _count_table(count_rows, groups, first="Participants with"),
                 "Safety population",
                 _denominators(groups),
             ),
@@ -1901,8 +2019,7 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (spec.form,))
     if missing:
         return _unavailable("conmeds", "Concomitant medications of interest", missing)
-    frame = inputs.table(spec.form)
-    assert frame is not None
+    frame = _present(inputs, spec.form)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
     subjects = inputs.subjects()
@@ -1918,7 +2035,8 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
     classes = _codes(frame[spec.class_field])
     rows = []
     rule_text = {
-        "stable_dose": "stable dose required", "of_interest": "of interest",
+        "stable_dose": "stable dose required",
+        "of_interest": "of interest",
         "prohibited": "prohibited",
     }
     for cls in spec.classes:
@@ -1927,10 +2045,18 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
         mask = (classes == str(cls.code)).fillna(False).to_numpy()
         on = set(frame.loc[mask & on_study, _KEY].astype(str))
         new = set(frame.loc[mask & started_after, _KEY].astype(str))
-        rows.append((f"{cls.name} ({rule_text[cls.rule]}): taken on study",
-                     (lambda s: lambda ids: len(s & set(ids.astype(str))))(on)))
-        rows.append((f"{cls.name}: started after randomisation",
-                     (lambda s: lambda ids: len(s & set(ids.astype(str))))(new)))
+        rows.append(
+            (
+                f"{cls.name} ({rule_text[cls.rule]}): taken on study",
+                (lambda s: lambda ids: len(s & set(ids.astype(str))))(on),
+            )
+        )
+        rows.append(
+            (
+                f"{cls.name}: started after randomisation",
+                (lambda s: lambda ids: len(s & set(ids.astype(str))))(new),
+            )
+        )
     return Section(
         id="conmeds",
         title="Concomitant medications of interest",
@@ -1957,7 +2083,8 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
     if missing:
         return _unavailable("timeliness", "SAE reporting timeliness", missing)
     events = _adverse_events(inputs)
-    assert events is not None
+    if events is None:
+        raise SnapshotError(f"the snapshot has no '{ae_spec.form}' form")
     aware = pd.to_datetime(events[ae_spec.awareness_field])
     sent = pd.to_datetime(events[ae_spec.report_field])
     hours = (sent - aware).dt.total_seconds() / 3600.0
@@ -2009,8 +2136,13 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
                     "Hours": _fmt_num(float(hours[index]), 1),
                 }
             )
-    tables = [ReportTable("Reporting clocks", pd.DataFrame(rows),
-                          note="Day 0 is the site's awareness date and time, not the onset.")]
+    tables = [
+        ReportTable(
+            "Reporting clocks",
+            pd.DataFrame(rows),
+            note="Day 0 is the site's awareness date and time, not the onset.",
+        )
+    ]
     if late_rows:
         tables.append(ReportTable("Late or undated reports", pd.DataFrame(late_rows)))
     return Section(id="timeliness", title="SAE reporting timeliness", tables=tuple(tables))
@@ -2038,8 +2170,7 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (endpoint.instrument,))
     if missing:
         return _unavailable("efficacy", "Efficacy", missing)
-    frame = inputs.table(endpoint.instrument)
-    assert frame is not None
+    frame = _present(inputs, endpoint.instrument)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
     values = frame[[_KEY, _EVENT, endpoint.field]].copy()
@@ -2057,7 +2188,11 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
         row = [labels[visit.event]]
         for _, ids in groups:
             v = at.reindex(ids.astype(str)).dropna().astype(float)
-            row.append(f"{len(v)}: {v.mean():.1f} ({_fmt_num(float(v.std(ddof=1)), 1)})" if len(v) > 1 else f"{len(v)}")
+            row.append(
+                f"{len(v)}: {v.mean():.1f} ({_fmt_num(float(v.std(ddof=1)), 1)})"
+                if len(v) > 1
+                else f"{len(v)}"
+            )
         rows.append(row)
     return Section(
         id="efficacy",
@@ -2065,7 +2200,9 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
         tables=(
             ReportTable(
                 f"{endpoint.name}: observed change from baseline",
-                pd.DataFrame(rows, columns=["Visit", *[_header(l, len(i)) for l, i in groups]]),
+                pd.DataFrame(
+                    rows, columns=["Visit", *[_header(label, len(ids)) for label, ids in groups]]
+                ),
                 "Randomised",
                 _denominators(groups),
                 note="Cells: n: mean (SD). Descriptive; the prespecified model is run by "

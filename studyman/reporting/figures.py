@@ -27,7 +27,7 @@ __all__ = ["FIGURE_KINDS", "draw_figure"]
 
 _DPI = 110
 _COLOURS = ("#1f5a96", "#c8702a", "#3c8d53", "#8a3b8f", "#7f7f7f")
-_STYLE = {
+_STYLE: Any = {
     "font.size": 8.5,
     "axes.titlesize": 9,
     "axes.labelsize": 8.5,
@@ -114,9 +114,7 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
                 f"{allocated}\nReceived intervention (n={arm['received']})",
                 width,
             )
-            reasons = "\n".join(
-                f"  {k}: {v}" for k, v in dict(arm["discontinued_reasons"]).items()
-            )
+            reasons = "\n".join(f"  {k}: {v}" for k, v in dict(arm["discontinued_reasons"]).items())
             follow = (
                 f"Lost to follow-up (n={arm['lost']})\n"
                 f"Discontinued (n={arm['discontinued']})" + (f"\n{reasons}" if reasons else "")
@@ -132,8 +130,12 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
                 f"Analysed (n={arm['analysed']})",
                 width,
             )
-        for y, label in ((0.72, "Enrolment"), (0.595, "Allocation"), (0.38, "Follow-up"),
-                         (0.15, "Analysis")):
+        for y, label in (
+            (0.72, "Enrolment"),
+            (0.595, "Allocation"),
+            (0.38, "Follow-up"),
+            (0.15, "Analysis"),
+        ):
             axes.text(0.01, y, label, fontsize=7.5, color="#555555", rotation=90, va="center")
         return _png(figure)
 
@@ -146,26 +148,42 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
     n_sites = len(sites)
     with plt.rc_context(_STYLE):
         figure = plt.figure(figsize=(7.2, 3.0 + 1.6 * ((n_sites + 1) // 2)))
-        grid = figure.add_gridspec(1 + (n_sites + 1) // 2, 2, height_ratios=[1.6] + [1] * ((n_sites + 1) // 2))
+        grid = figure.add_gridspec(
+            1 + (n_sites + 1) // 2, 2, height_ratios=[1.6] + [1] * ((n_sites + 1) // 2)
+        )
         overall = figure.add_subplot(grid[0, :])
         cutoff = pd.Timestamp(plan["cutoff"])
 
-        def panel(axes: Any, dates: pd.Series, start: Any, end: Any, target: int, title: str) -> None:
+        def panel(
+            axes: Any, dates: pd.Series, start: Any, end: Any, target: int, title: str
+        ) -> None:
             dates = pd.to_datetime(dates).sort_values()
             if len(dates):
                 xs = [pd.Timestamp(start), *dates.tolist(), cutoff]
                 ys = [0, *range(1, len(dates) + 1), len(dates)]
                 axes.step(xs, ys, where="post", color=_colour(0), linewidth=1.3, label="Randomised")
-            axes.plot([pd.Timestamp(start), pd.Timestamp(end)], [0, target], linestyle="--",
-                      color="#777777", linewidth=1.0, label=f"Target ({target})")
+            axes.plot(
+                [pd.Timestamp(start), pd.Timestamp(end)],
+                [0, target],
+                linestyle="--",
+                color="#777777",
+                linewidth=1.0,
+                label=f"Target ({target})",
+            )
             axes.axvline(cutoff, color="#aa2222", linewidth=0.8, linestyle=":", label="Cut-off")
             axes.set_title(title)
             axes.set_ylabel("Participants")
             axes.tick_params(axis="x", rotation=30)
             axes.grid(alpha=0.3)
 
-        panel(overall, curve["rand_date"], plan["start"], plan["end"], int(plan["target"]),
-              "All sites")
+        panel(
+            overall,
+            curve["rand_date"],
+            plan["start"],
+            plan["end"],
+            int(plan["target"]),
+            "All sites",
+        )
         overall.legend(loc="upper left")
         for index, row in enumerate(sites.itertuples(index=False)):
             axes = figure.add_subplot(grid[1 + index // 2, index % 2])
@@ -174,7 +192,7 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
                 curve.loc[curve["site"] == row.site, "rand_date"],
                 row.activation,
                 plan["end"],
-                int(row.target),
+                int(str(row.target)),
                 str(row.site),
             )
         figure.tight_layout()
@@ -193,11 +211,21 @@ def draw_cssrs(figure_data: FigureData, protocol: Protocol) -> bytes:
             for index, (group, part) in enumerate(curve.groupby("group", sort=False)):
                 part = part.sort_values("order")
                 assessed = part["assessed"].replace(0, np.nan).astype(float)
-                axes.plot(part["order"], 100 * part["ideation"] / assessed, marker="o",
-                          color=_colour(index), label=f"{group}: any ideation")
-                axes.plot(part["order"], 100 * part["serious"] / assessed, marker="s",
-                          linestyle="--", color=_colour(index),
-                          label=f"{group}: ideation 4–5 or behaviour")
+                axes.plot(
+                    part["order"],
+                    100 * part["ideation"] / assessed,
+                    marker="o",
+                    color=_colour(index),
+                    label=f"{group}: any ideation",
+                )
+                axes.plot(
+                    part["order"],
+                    100 * part["serious"] / assessed,
+                    marker="s",
+                    linestyle="--",
+                    color=_colour(index),
+                    label=f"{group}: ideation 4–5 or behaviour",
+                )
             axes.set_xticks(range(len(labels)))
             axes.set_xticklabels([label.split(" (")[0] for label in labels], rotation=30)
             axes.set_ylabel("% of participants assessed")
@@ -232,9 +260,15 @@ def draw_cows(figure_data: FigureData, protocol: Protocol) -> bytes:
                     dtype=float,
                 )
                 share = np.nan_to_num(100 * values / totals)
-                axes.bar(range(len(columns)), share, bottom=bottom, label=band,
-                         color=plt.get_cmap("OrRd")(0.15 + 0.8 * index / max(1, len(bands) - 1)),
-                         edgecolor="#555555", linewidth=0.5)
+                axes.bar(
+                    range(len(columns)),
+                    share,
+                    bottom=bottom,
+                    label=band,
+                    color=plt.get_cmap("OrRd")(0.15 + 0.8 * index / max(1, len(bands) - 1)),
+                    edgecolor="#555555",
+                    linewidth=0.5,
+                )
                 bottom += share
             axes.set_xticks(range(len(columns)))
             axes.set_xticklabels(columns)
@@ -254,8 +288,15 @@ def draw_edish(figure_data: FigureData, protocol: Protocol) -> bytes:
         points = points.dropna(subset=["transaminase", "bilirubin"])
         points = points[(points["transaminase"] > 0) & (points["bilirubin"] > 0)]
         for index, (group, part) in enumerate(points.groupby("group", sort=True)):
-            axes.scatter(part["transaminase"], part["bilirubin"], s=14, alpha=0.75,
-                         color=_colour(index), label=str(group), edgecolors="none")
+            axes.scatter(
+                part["transaminase"],
+                part["bilirubin"],
+                s=14,
+                alpha=0.75,
+                color=_colour(index),
+                label=str(group),
+                edgecolors="none",
+            )
         axes.set_xscale("log")
         axes.set_yscale("log")
         low_x = min(0.1, float(points["transaminase"].min()) if len(points) else 0.1)
@@ -266,14 +307,37 @@ def draw_edish(figure_data: FigureData, protocol: Protocol) -> bytes:
         axes.set_ylim(low_y, high_y)
         axes.axvline(hy.transaminase_multiple, color="#aa2222", linestyle="--", linewidth=0.9)
         axes.axhline(hy.bilirubin_multiple, color="#aa2222", linestyle="--", linewidth=0.9)
-        axes.text(hy.transaminase_multiple * 1.05, low_y * 1.1,
-                  f"{hy.transaminase_multiple:g}×ULN", color="#aa2222", fontsize=7)
-        axes.text(low_x * 1.1, hy.bilirubin_multiple * 1.08, f"{hy.bilirubin_multiple:g}×ULN",
-                  color="#aa2222", fontsize=7)
-        axes.text(high_x / 1.1, high_y / 1.2, "Potential Hy's law", ha="right", va="top",
-                  fontsize=7.5, color="#aa2222")
-        axes.text(high_x / 1.1, low_y * 1.1, "Temple's corollary", ha="right", fontsize=7.5,
-                  color="#555555")
+        axes.text(
+            hy.transaminase_multiple * 1.05,
+            low_y * 1.1,
+            f"{hy.transaminase_multiple:g}×ULN",
+            color="#aa2222",
+            fontsize=7,
+        )
+        axes.text(
+            low_x * 1.1,
+            hy.bilirubin_multiple * 1.08,
+            f"{hy.bilirubin_multiple:g}×ULN",
+            color="#aa2222",
+            fontsize=7,
+        )
+        axes.text(
+            high_x / 1.1,
+            high_y / 1.2,
+            "Potential Hy's law",
+            ha="right",
+            va="top",
+            fontsize=7.5,
+            color="#aa2222",
+        )
+        axes.text(
+            high_x / 1.1,
+            low_y * 1.1,
+            "Temple's corollary",
+            ha="right",
+            fontsize=7.5,
+            color="#555555",
+        )
         axes.set_xlabel("Peak ALT or AST (×ULN)")
         axes.set_ylabel("Peak total bilirubin (×ULN)")
         axes.grid(alpha=0.3, which="both")

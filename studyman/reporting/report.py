@@ -144,7 +144,9 @@ def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
     return pd.Series(arms.to_numpy(), index=pd.Index(ids.to_numpy(), dtype="string"), name="arm")
 
 
-def _read_tables(path: Path, manifest: Mapping[str, object], skip: set[str]) -> dict[str, pd.DataFrame]:
+def _read_tables(
+    path: Path, manifest: Mapping[str, object], skip: set[str]
+) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     entries = manifest.get("tables", {})
     if not isinstance(entries, Mapping):
@@ -168,7 +170,9 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _check_participants(arms: pd.Series, subjects: pd.DataFrame, uncut: set[str], path: Path) -> None:
+def _check_participants(
+    arms: pd.Series, subjects: pd.DataFrame, uncut: set[str], path: Path
+) -> None:
     randomised = set(subjects.index[subjects["randomized"].to_numpy()].astype(str))
     listed = set(arms.index.astype(str))
     without = sorted(randomised - listed)
@@ -280,8 +284,7 @@ def render_dsmb_report(
     arms: pd.Series | None = None
     arm_order: tuple[str, ...] = ()
     randomization_sha256: str | None = None
-    if session == "closed":
-        assert randomization is not None  # checked above
+    if session == "closed" and randomization is not None:
         randomization_sha256 = hashlib.sha256(Path(randomization).read_bytes()).hexdigest()
         by_name = read_randomization_list(Path(randomization), protocol)
         probe = DsmbInputs(protocol, cut_data, cut)

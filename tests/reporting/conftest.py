@@ -44,9 +44,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def shared_dir(
-    factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
-) -> Path:
+def shared_dir(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
     """A directory built once per test run (by whichever worker comes first)."""
     root = factory.getbasetemp()
     if root.name.startswith("popen-gw"):

@@ -53,7 +53,8 @@ def test_open_sections_have_one_pooled_column_and_no_arm(study: Study) -> None:
             assert len(table.denominators) <= 1, table.title
             text = table.frame.to_csv()
             assert not any(name in text for name in names), table.title
-            assert "Arm A" not in text and "Arm B" not in text, table.title
+            assert "Arm A" not in text, table.title
+            assert "Arm B" not in text, table.title
 
 
 def test_safety_population_n_is_the_same_in_every_table(study: Study) -> None:
@@ -124,7 +125,8 @@ def test_section_without_its_forms_says_what_is_missing(study: Study) -> None:
     assert not sections["adverse-events"].tables
     assert sections["aesi-withdrawal"].missing == ("cows",)
     # The rest is still produced.
-    assert sections["aesi-liver"].tables and sections["baseline"].tables
+    assert sections["aesi-liver"].tables
+    assert sections["baseline"].tables
     assert not sections["aesi-liver"].missing
 
 
@@ -150,7 +152,8 @@ def test_efficacy_is_shown_only_when_prespecified_and_closed(study: Study) -> No
         interim_efficacy=True,
     )
     shown = {s.id: s for s in build_sections(prespecified)}["efficacy"]
-    assert shown.tables and "Arm A (N=" in shown.tables[0].frame.columns[1]
+    assert shown.tables
+    assert "Arm A (N=" in shown.tables[0].frame.columns[1]
     open_inputs = DsmbInputs(study.protocol, _tables(study), CUT, interim_efficacy=True)
     assert not {s.id: s for s in build_sections(open_inputs)}["efficacy"].tables
 

@@ -64,15 +64,23 @@ def rendered(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Rendered
     def build(out: Path) -> None:
         reports = {
             "open-with": render_dsmb_report(
-                study.protocol, study.snapshot, out / "open-with", session="open",
-                randomization=study.randomization, sap=SAP,
+                study.protocol,
+                study.snapshot,
+                out / "open-with",
+                session="open",
+                randomization=study.randomization,
+                sap=SAP,
             ),
             "open-without": render_dsmb_report(
                 study.protocol, study.snapshot, out / "open-without", session="open", sap=SAP
             ),
             "closed": render_dsmb_report(
-                study.protocol, study.snapshot, out / "closed", session="closed",
-                randomization=study.randomization, sap=SAP,
+                study.protocol,
+                study.snapshot,
+                out / "closed",
+                session="closed",
+                randomization=study.randomization,
+                sap=SAP,
             ),
         }
         for name, report in reports.items():
@@ -113,7 +121,8 @@ def test_open_report_is_the_same_with_or_without_the_randomisation_file(
 ) -> None:
     a, b = rendered.open_with, rendered.open_without
     assert a.html.name == b.html.name == f"dsmb-open-{CUTOFF}.html"
-    assert a.pdf is not None and b.pdf is not None
+    assert a.pdf is not None
+    assert b.pdf is not None
     assert a.html.read_bytes() == b.html.read_bytes()
     assert a.pdf.read_bytes() == b.pdf.read_bytes()
     assert a.randomization_sha256 is None
@@ -168,7 +177,8 @@ def test_title_page_names_snapshot_hash_plan_version_and_studyman_version(
     assert f"studyman version {__version__}" in flat
     assert "Prepared by Data Coordinating Centre" in flat
     reader = PdfReader(rendered.closed.pdf)
-    assert reader.metadata is not None and reader.metadata.author == "Data Coordinating Centre"
+    assert reader.metadata is not None
+    assert reader.metadata.author == "Data Coordinating Centre"
 
 
 def test_safety_population_n_agrees_across_the_rendered_tables(rendered: Rendered) -> None:
@@ -196,7 +206,8 @@ def test_closed_report_is_owner_only_coded_and_records_only_the_hash(
     assert digest in html
     randomisation = pd.read_csv(study.randomization, dtype=str)
     assert not any(number in html for number in randomisation["rand_number"])
-    assert "Arm A (N=" in html and "Arm B (N=" in html
+    assert "Arm A (N=" in html
+    assert "Arm B (N=" in html
     assert not any(arm.name in html for arm in study.protocol.arms.items)
 
 
@@ -215,9 +226,7 @@ def test_unmasked_closed_report_names_the_arms(study: Study, tmp_path: Path) -> 
     assert "Arm A (N=" not in html
 
 
-def test_closed_session_refuses_to_run_without_randomisation(
-    study: Study, tmp_path: Path
-) -> None:
+def test_closed_session_refuses_to_run_without_randomisation(study: Study, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="randomisation list"):
         render_dsmb_report(study.protocol, study.snapshot, tmp_path, session="closed")
     assert not list(tmp_path.iterdir())
@@ -241,7 +250,8 @@ def test_randomisation_list_not_matching_the_snapshot_names_the_participants(
             study.protocol, study.snapshot, tmp_path / "out", session="closed", randomization=path
         )
     message = str(caught.value)
-    assert dropped in message and "S04-9999" in message
+    assert dropped in message
+    assert "S04-9999" in message
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
@@ -283,13 +293,18 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
     with QueryLog(log_path) as log:
         log.sync(findings, checks_run={"DQ-X"}, at="2026-08-01T00:00:00Z")
     report = render_dsmb_report(
-        study.protocol, study.snapshot, tmp_path / "out", session="open", query_log=log_path,
+        study.protocol,
+        study.snapshot,
+        tmp_path / "out",
+        session="open",
+        query_log=log_path,
         pdf=False,
     )
     html = _html_text(report.html)
     assert "Open queries by site and age" in html
     # Opened on 2026-08-01: 60 days old at the cut-off, so in the 31-90 days band.
-    assert "3 queries open" in html and "3 of them for more than 30 days" in html
+    assert "3 queries open" in html
+    assert "3 of them for more than 30 days" in html
     table = html[html.index("Open queries by site and age") :]
     table = table[: table.index("</table>")]
     assert "<th>31-90 days</th>" in table
@@ -297,9 +312,7 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
     assert [site for site, _ in rows] == ["S01", "S03"]
 
 
-def test_report_without_some_forms_still_renders_and_says_so(
-    study: Study, tmp_path: Path
-) -> None:
+def test_report_without_some_forms_still_renders_and_says_so(study: Study, tmp_path: Path) -> None:
     import json
 
     copy = tmp_path / "snapshot"
@@ -316,21 +329,45 @@ def test_report_without_some_forms_still_renders_and_says_so(
     assert {"adverse-events", "aesi-liver", "sae"} <= set(report.incomplete)
     html = _html_text(report.html)
     assert "the snapshot has no &#39;adverse_events&#39; form" in html
-    assert "Baseline characteristics" in html and "COWS total by band" in html
+    assert "Baseline characteristics" in html
+    assert "COWS total by band" in html
 
 
 def test_cli_writes_the_open_report_and_refuses_a_closed_one_without_list(
     study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    main(["report", "dsmb", "--session", "open", "--snapshot", str(study.snapshot),
-          "--out", str(tmp_path), "--no-pdf"])
+    main(
+        [
+            "report",
+            "dsmb",
+            "--session",
+            "open",
+            "--snapshot",
+            str(study.snapshot),
+            "--out",
+            str(tmp_path),
+            "--no-pdf",
+        ]
+    )
     assert (tmp_path / f"dsmb-open-{CUTOFF}.html").is_file()
     with pytest.raises(SystemExit) as refused:
-        main(["report", "dsmb", "--session", "closed", "--snapshot", str(study.snapshot),
-              "--out", str(tmp_path / "closed")])
+        main(
+            [
+                "report",
+                "dsmb",
+                "--session",
+                "closed",
+                "--snapshot",
+                str(study.snapshot),
+                "--out",
+                str(tmp_path / "closed"),
+            ]
+        )
     assert refused.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "randomisation" in err[0]
+    assert len(err) == 1
+    assert err[0].startswith("error:")
+    assert "randomisation" in err[0]
 
 
 def _chromium() -> str | None:
@@ -340,12 +377,25 @@ def _chromium() -> str | None:
 def _screenshot(browser: str, page: Path, shot: Path, profile: Path) -> str:
     result = subprocess.run(
         [
-            browser, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-            f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri(),
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={shot}",
+            "--window-size=1200,1600",
+            page.as_uri(),
         ],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stderr
