@@ -42,7 +42,9 @@ from studyman.validation.records import (
     findings_from_mask,
     form_present,
     isin,
+    matches,
     text,
+    to_numbers,
 )
 
 __all__ = ["run_dictionary_checks", "valid_type_mask"]
@@ -83,10 +85,9 @@ def _is_temporal(validation: str) -> bool:
 
 
 def _to_float(values: ObjectArray, comma: bool = False) -> np.ndarray:
-    series = pd.Series(values, dtype=object)
     if comma:
-        series = series.str.replace(",", ".", regex=False)
-    return np.asarray(pd.to_numeric(series, errors="coerce"), dtype=np.float64)
+        values = np.asarray([value.replace(",", ".") for value in values], dtype=object)
+    return to_numbers(values)
 
 
 def valid_type_mask(values: ObjectArray, validation: str) -> BoolArray:
@@ -95,12 +96,12 @@ def valid_type_mask(values: ObjectArray, validation: str) -> BoolArray:
     nonblank = values != ""
     if pattern is None:
         return np.asarray(nonblank, dtype=bool)
-    series = pd.Series(values, dtype=object)
-    matches = np.array(series.str.fullmatch(pattern).fillna(False).to_numpy(dtype=bool))
-    if _is_temporal(validation):
-        parsed = pd.to_datetime(series.where(matches, None), format="ISO8601", errors="coerce")
-        matches &= parsed.notna().to_numpy()
-    return np.asarray(matches & nonblank, dtype=bool)
+    result = matches(values, pattern)
+    if _is_temporal(validation) and result.any():
+        candidates = pd.Series(values[result], dtype=object)
+        parsed = pd.to_datetime(candidates, format="ISO8601", errors="coerce")
+        result[np.flatnonzero(result)] = parsed.notna().to_numpy()
+    return np.asarray(result & nonblank, dtype=bool)
 
 
 def _decimals_of(values: ObjectArray) -> np.ndarray:
@@ -432,9 +433,12 @@ def _calc_findings(
     stored_numbers = _to_float(stored)
     stored_blank = stored == ""
     computed_blank = np.isnan(computed)
-    tolerance = 0.5 * np.power(10.0, -_decimals_of(stored)) + 1e-9
-    with np.errstate(invalid="ignore"):
-        differs = np.abs(computed - stored_numbers) > tolerance
+    both = ~stored_blank & ~computed_blank
+    differs = np.zeros(len(stored), dtype=bool)
+    if both.any():
+        tolerance = 0.5 * np.power(10.0, -_decimals_of(stored[both])) + 1e-9
+        with np.errstate(invalid="ignore"):
+            differs[both] = np.abs(computed[both] - stored_numbers[both]) > tolerance
     wrong = np.where(
         stored_blank | computed_blank,
         stored_blank != computed_blank,

@@ -104,7 +104,10 @@ def _supersede(findings: pd.DataFrame) -> pd.DataFrame:
 def _site_of(
     findings: pd.DataFrame, protocol: Any, records: pd.DataFrame, id_field: str
 ) -> pd.Series:
-    prefix = findings["record_id"].astype(str).str.split("-", n=1).str[0]
+    record_ids = findings["record_id"].astype(object)
+    unique = pd.unique(record_ids)
+    prefix_of = {rid: str(rid).split("-", 1)[0] for rid in unique}
+    prefix = record_ids.map(prefix_of).astype(object)
     known = {site.id for site in protocol.sites}
     by_dag = {site.dag: site.id for site in protocol.sites}
     if "redcap_data_access_group" in records.columns:

@@ -50,6 +50,8 @@ from typing import Any, Final, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from studyman.errors import ValidationError
 
@@ -179,6 +181,7 @@ _OPERATORS: Final = (
     "^",
     "!",
 )
+_NUMBER_PATTERN = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -553,12 +556,12 @@ def _format_numbers(numbers: FloatArray) -> ObjectArray:
 
 
 def _to_number(text: ObjectArray) -> FloatArray:
-    out = np.full(len(text), np.nan)
-    filled = text != ""
-    if filled.any():
-        cells = pd.Series(text[filled], dtype=object)
-        out[filled] = np.asarray(pd.to_numeric(cells, errors="coerce"), dtype=np.float64)
-    return out
+    if len(text) == 0:
+        return np.zeros(0, dtype=np.float64)
+    array = pa.array(text, type=pa.string(), from_pandas=True)
+    numeric = pc.match_substring_regex(array, _NUMBER_PATTERN)
+    cast = pc.cast(pc.if_else(numeric, array, pa.scalar(None, pa.string())), pa.float64())
+    return np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def _series_values(series: pd.Series) -> Values:

@@ -178,7 +178,9 @@ class StudyView:
 
     @cached_property
     def site(self) -> pd.Series:
-        return pd.Series(self.ids, dtype=object).str.split("-", n=1).str[0]
+        """Record ID -> site (the record ID's prefix), one entry per participant."""
+        unique = pd.unique(self.ids)
+        return pd.Series([rid.split("-", 1)[0] for rid in unique], index=unique, dtype=object)
 
 
 class _Emitter:
@@ -1364,8 +1366,7 @@ def _arm_checks(view: StudyView, out: _Emitter) -> None:
         return
     factors = protocol.randomization.stratification
     derived: dict[str, str] = {}
-    site = pd.Series(view.site.to_numpy(), index=view.ids)
-    site = site[~site.index.duplicated(keep="first")]
+    site = view.site
     parts: dict[str, pd.Series] = {}
     for factor in factors:
         if factor.source == "site":

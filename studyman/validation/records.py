@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from studyman.findings import FINDING_COLUMNS
 from studyman.validation.catalogue import CheckDefinition
@@ -27,10 +29,12 @@ __all__ = [
     "flat_records_from_tables",
     "form_present",
     "isin",
+    "matches",
     "normalise_records",
     "numbers",
     "text",
     "text_tables",
+    "to_numbers",
 ]
 
 EVENT = "redcap_event_name"
@@ -67,20 +71,41 @@ def isin(values: ObjectArray, options: object) -> BoolArray:
     return np.asarray(pd.Series(values, dtype=object).isin(set(choices)).to_numpy(), dtype=bool)
 
 
+_NUMBER_PATTERN = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+
+
+def matches(values: ObjectArray, pattern: str) -> BoolArray:
+    """Whether each text value fully matches the regular expression *pattern* (RE2 syntax).
+
+    Runs in Arrow's compute kernels rather than a Python loop; blanks never match.
+    """
+    if len(values) == 0:
+        return np.zeros(0, dtype=bool)
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    found = pc.match_substring_regex(array, f"^(?:{pattern})$")
+    return np.asarray(
+        np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool) & (values != ""), dtype=bool
+    )
+
+
+def to_numbers(values: ObjectArray) -> npt.NDArray[np.float64]:
+    """Text values as floats: NaN unless the whole value is a decimal number (``1.5``, ``-2``,
+    ``1e3``); surrounding blanks, commas, ``inf`` and ``nan`` are not numbers."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.float64)
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    numeric = pc.match_substring_regex(array, _NUMBER_PATTERN)
+    cast = pc.cast(pc.if_else(numeric, array, pa.scalar(None, pa.string())), pa.float64())
+    return np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 def numbers(frame: pd.DataFrame, column: str) -> npt.NDArray[np.float64]:
     """The column as floats (NaN when blank or not a number); cached per frame and column."""
     key = (id(frame), column)
     cached = _NUMBER_CACHE.get(key)
     if cached is not None and cached[0] is frame:
         return cached[1]
-    values = text(frame, column)
-    out = np.full(len(values), np.nan)
-    filled = values != ""
-    if filled.any():
-        out[filled] = np.asarray(
-            pd.to_numeric(pd.Series(values[filled], dtype=object), errors="coerce"),
-            dtype=np.float64,
-        )
+    out = to_numbers(text(frame, column))
     _NUMBER_CACHE[key] = (frame, out)
     return out
 
@@ -111,7 +136,7 @@ def text(frame: pd.DataFrame, column: str) -> ObjectArray:
     if frame.attrs.get(_TEXT_FLAG) and series.dtype == object:
         return np.asarray(series.to_numpy(), dtype=object)
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
-        return np.asarray(series.fillna("").to_numpy(dtype=object), dtype=object)
+        return np.asarray(series.to_numpy(dtype=object, na_value=""), dtype=object)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         formatted = series.dt.strftime("%Y-%m-%d")
         return np.asarray(formatted.fillna("").to_numpy(dtype=object), dtype=object)
