@@ -44,12 +44,14 @@ def simulate_trial(
     effect: float = 2.0,
     seed: int = 1,
     dropout: float = 0.05,
+    mar_slope: float = 0.15,
 ) -> pd.DataFrame:
     """One simulated two-arm trial with an unstructured covariance and MAR monotone dropout.
 
     The outcome is a change from baseline; the treatment effect grows linearly to ``effect`` at
     the last visit. After each visit a subject drops out with a probability that rises with the
-    outcome just observed (missing at random: it depends on observed data only).
+    outcome just observed, by ``mar_slope`` on the logit scale per unit (missing at random: it
+    depends on observed data only; 0 gives missing completely at random).
     """
     rng = np.random.default_rng(seed)
     visits = np.arange(1, n_visits + 1)
@@ -68,7 +70,7 @@ def simulate_trial(
     outcome = mean + rng.multivariate_normal(np.zeros(n_visits), covariance, n_subjects)
     observed = np.ones((n_subjects, n_visits), dtype=bool)
     for j in range(n_visits - 1):
-        logit = np.log(dropout / (1 - dropout)) + 0.15 * (outcome[:, j] - mean[:, j].mean())
+        logit = np.log(dropout / (1 - dropout)) + mar_slope * (outcome[:, j] - mean[:, j].mean())
         leave = observed[:, j] & (rng.random(n_subjects) < 1.0 / (1.0 + np.exp(-logit)))
         observed[leave, j + 1 :] = False
     rows = np.argwhere(observed)

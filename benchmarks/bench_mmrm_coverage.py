@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 from benchmarks.bench_mmrm import simulate_trial
@@ -28,12 +29,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--visits", type=int, default=6, help="post-baseline visits")
     parser.add_argument("--effect", type=float, default=2.0, help="true last-visit difference")
     parser.add_argument("--dropout", type=float, default=0.06, help="base dropout per visit")
+    parser.add_argument(
+        "--mar-slope", type=float, default=0.15, help="dropout logit per unit of outcome (0: MCAR)"
+    )
     parser.add_argument("--df-method", default="kenward-roger")
     parser.add_argument("--seed", type=int, default=20261125)
     args = parser.parse_args(argv)
 
     covered = 0
     failed = 0
+    estimates: list[float] = []
+    std_errors: list[float] = []
     completers = 0.0
     start = time.perf_counter()
     for trial in range(args.n):
@@ -43,6 +49,7 @@ def main(argv: list[str]) -> int:
             effect=args.effect,
             seed=args.seed + trial,
             dropout=args.dropout,
+            mar_slope=args.mar_slope,
         )
         completers += float((data["visit"] == args.visits).sum()) / args.subjects
         try:
@@ -59,6 +66,8 @@ def main(argv: list[str]) -> int:
             continue
         last = result.lsmeans_contrasts("arm").iloc[-1]
         covered += int(last["ci_lower"] <= args.effect <= last["ci_upper"])
+        estimates.append(float(last["estimate"]))
+        std_errors.append(float(last["std_error"]))
     elapsed = time.perf_counter() - start
     analysed = args.n - failed
     coverage = covered / analysed if analysed else float("nan")
@@ -69,6 +78,13 @@ def main(argv: list[str]) -> int:
         f"mean completion {completers / args.n:.1%}, df {args.df_method}"
     )
     print(f"coverage of the 95 % CI for the last-visit difference: {coverage:.2%}")
+    if len(estimates) > 1:
+        mean_estimate = statistics.fmean(estimates)
+        print(
+            f"mean estimate {mean_estimate:.4f} (true {args.effect}, Monte-Carlo SE "
+            f"{statistics.stdev(estimates) / math.sqrt(len(estimates)):.4f}); empirical SD "
+            f"{statistics.stdev(estimates):.4f}, mean model SE {statistics.fmean(std_errors):.4f}"
+        )
     print(f"acceptance band for {analysed} trials: {low:.2%} to {high:.2%}")
     print(f"time {elapsed:.1f} s ({elapsed / max(args.n, 1) * 1000:.0f} ms per trial)")
     inside = failed == 0 and low <= coverage <= high
