@@ -169,3 +169,11 @@ def test_arm_codes_are_a_deterministic_permutation(study: Study, digest: str) ->
 def test_arm_codes_vary_with_the_randomisation_file(study: Study) -> None:
     seen = {tuple(sorted(arm_codes(study.protocol, f"{i:064x}").items())) for i in range(16)}
     assert len(seen) == 2
+
+
+def test_reporting_exports_are_sorted_and_importable() -> None:
+    import studyman.reporting as reporting
+
+    assert reporting.__all__ == sorted(reporting.__all__)
+    for name in reporting.__all__:
+        assert hasattr(reporting, name), name
