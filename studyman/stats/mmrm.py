@@ -473,7 +473,9 @@ def _prepare(
     if missing_columns:
         raise AnalysisError(f"formula {formula!r} names columns not in the data: {missing_columns}")
 
-    frame = data.copy()
+    # only the columns the model uses (copying the whole frame costs time on wide data)
+    used = list(dict.fromkeys([lhs, subject, visit, *needed, *([group] if group else [])]))
+    frame = data.loc[:, used].copy()
     no_subject = frame.index[frame[subject].isna()]
     if len(no_subject):
         raise AnalysisError(
