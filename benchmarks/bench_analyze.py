@@ -6,8 +6,8 @@ Run: ``.venv/bin/python -m benchmarks analyze [--participants 300] [--imputation
 Generates the reference study (seeded), imports it into a snapshot, locks a copy of
 ``analysis/sap.yaml`` with the requested number of imputations, then times
 :func:`studyman.analysis.analyze.analyze` (ADaM derivation, every analysis, every output) with
-a serial executor (the baseline), a two-process pool and a two-worker local Dask cluster, and
-checks that all three wrote byte-identical files.
+a serial executor (the baseline), a two-process pool and a two-worker local Dask cluster (after
+one untimed warm-up each, taking turns), and checks that all three wrote byte-identical files.
 
 ``--bias R``: generates R studies (seeds 1..R) with a known true effect (−3 HAM-D points at
 week 12, MAR dropout), runs the primary MMRM of the plan on each and reports the mean estimate,
@@ -52,15 +52,6 @@ def _prepare(base: Path, participants: int, imputations: int) -> tuple[Path, Pat
     sap.write_text(text.replace("imputations: 100", f"imputations: {imputations}"), "utf-8")
     lock_sap(sap)
     return sap, snapshot, base / "randomization.csv"
-
-
-def _time(run: Callable[[], dict[str, str]], repeats: int) -> tuple[float, dict[str, str]]:
-    times, files = [], {}
-    for _ in range(repeats):
-        start = time.perf_counter()
-        files = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), files
 
 
 def _bias(replicates: int, participants: int, truth: float = -3.0) -> int:
@@ -140,21 +131,31 @@ def main(argv: list[str]) -> int:
 
             return run
 
-        results: dict[str, tuple[float, dict[str, str]]] = {}
-        results["1 process"] = _time(run_with(SerialExecutor(), "serial"), args.repeats)
         processes = ProcessExecutor(workers=2)
-        try:
-            results["2 processes"] = _time(run_with(processes, "processes"), args.repeats)
-        finally:
-            processes.close()
         with (
             LocalCluster(
                 n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
             Client(cluster) as client,
         ):
-            executor = DaskExecutor(client)
-            results["2-worker Dask"] = _time(run_with(executor, "dask"), args.repeats)
+            runs = {
+                "1 process": run_with(SerialExecutor(), "serial"),
+                "2 processes": run_with(processes, "processes"),
+                "2-worker Dask": run_with(DaskExecutor(client), "dask"),
+            }
+            # One untimed warm-up each (worker start-up, imports), then the three executors
+            # take turns, so that a change in the machine's load hits all of them alike.
+            for run in runs.values():
+                run()
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            files: dict[str, dict[str, str]] = {}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    start = time.perf_counter()
+                    files[name] = run()
+                    times[name].append(time.perf_counter() - start)
+            processes.close()
+        results = {name: (statistics.median(times[name]), files[name]) for name in runs}
     baseline, reference_files = results["1 process"]
     print(
         f"whole plan: {args.participants} participants, {args.imputations} imputations "

@@ -138,14 +138,26 @@ def _with_baseline(subjects: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return subjects, ""
 
 
-def _run_one(
-    analysis: Analysis, data: _Data, plan: AnalysisPlan, executor: Executor
-) -> AnalysisOutcome:
-    level = plan.confidence_level
-    experimental, reference = data.arms
+@dataclass(frozen=True)
+class _Prepared:
+    """One analysis with exactly the data it needs (small enough to send to a worker)."""
+
+    analysis: Analysis
+    level: float
+    arms: tuple[str, str]
+    frames: dict[str, pd.DataFrame]
+    visits: tuple[int, ...] = ()
+    imputations: int = 0
+    seed: int = 0
+    note: str = ""
+
+
+def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
+    """Select the rows and columns of *analysis* (in the main process)."""
+    level, arms = plan.confidence_level, data.arms
     if isinstance(analysis, MMRMAnalysis):
         frame, _, _ = data.efficacy(analysis, analysis.parameter)
-        return mmrm_analysis(analysis, frame, confidence_level=level)
+        return _Prepared(analysis, level, arms, frames={"frame": frame})
     if isinstance(analysis, ResponderLogisticAnalysis):
         frame, subjects, _ = data.efficacy(analysis, analysis.parameter)
         at_visit = frame[frame["AVISITN"] == analysis.visit].set_index("SUBJID")
@@ -154,31 +166,69 @@ def _run_one(
             PCHG=subjects["SUBJID"].map(at_visit["PCHG"]),
         )
         subjects, note = _with_baseline(subjects)
-        outcome = responder_logistic_analysis(analysis, subjects, confidence_level=level)
-        return _add_note(outcome, note)
+        return _Prepared(analysis, level, arms, frames={"subjects": subjects}, note=note)
     if isinstance(analysis, RandomSlopeAnalysis):
         frame, _, _ = data.efficacy(analysis, analysis.parameter)
-        return random_slope_analysis(
-            analysis, frame.dropna(subset=["BASE"]), confidence_level=level
-        )
+        return _Prepared(analysis, level, arms, frames={"frame": frame.dropna(subset=["BASE"])})
     if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
         frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
         subjects, note = _with_baseline(subjects)
-        common = {
-            "visits": visits,
-            "experimental": experimental,
-            "imputations": plan.imputations,
-            "seed": plan.seed,
-            "executor": executor,
-            "confidence_level": level,
-        }
-        if isinstance(analysis, MultipleImputationAnalysis):
-            outcome = multiple_imputation_analysis(analysis, frame, subjects, **common)  # type: ignore[arg-type]
-        else:
-            outcome = tipping_point_analysis(analysis, frame, subjects, **common)  # type: ignore[arg-type]
-        return _add_note(outcome, note)
+        return _Prepared(
+            analysis,
+            level,
+            arms,
+            frames={"frame": frame, "subjects": subjects},
+            visits=tuple(visits),
+            imputations=plan.imputations,
+            seed=plan.seed,
+            note=note,
+        )
     adae, safety = data.safety(analysis)
-    arms = (experimental, reference)
+    frames = {"adae": adae, "safety": safety}
+    if analysis.kind == "ae_glmm":
+        frames["visits"] = data.adam.visits
+    return _Prepared(analysis, level, arms, frames=frames)
+
+
+def _compute(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
+    """Run one prepared analysis (in a worker, or here for the imputation analyses)."""
+    analysis, level, frames = prepared.analysis, prepared.level, prepared.frames
+    experimental, _ = prepared.arms
+    if isinstance(analysis, MMRMAnalysis):
+        return mmrm_analysis(analysis, frames["frame"], confidence_level=level)
+    if isinstance(analysis, ResponderLogisticAnalysis):
+        outcome = responder_logistic_analysis(analysis, frames["subjects"], confidence_level=level)
+        return _add_note(outcome, prepared.note)
+    if isinstance(analysis, RandomSlopeAnalysis):
+        return random_slope_analysis(analysis, frames["frame"], confidence_level=level)
+    if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
+        frame, subjects = frames["frame"], frames["subjects"]
+        if isinstance(analysis, MultipleImputationAnalysis):
+            outcome = multiple_imputation_analysis(
+                analysis,
+                frame,
+                subjects,
+                visits=prepared.visits,
+                experimental=experimental,
+                imputations=prepared.imputations,
+                seed=prepared.seed,
+                executor=executor,
+                confidence_level=level,
+            )
+        else:
+            outcome = tipping_point_analysis(
+                analysis,
+                frame,
+                subjects,
+                visits=prepared.visits,
+                experimental=experimental,
+                imputations=prepared.imputations,
+                seed=prepared.seed,
+                executor=executor,
+                confidence_level=level,
+            )
+        return _add_note(outcome, prepared.note)
+    adae, safety, arms = frames["adae"], frames["safety"], prepared.arms
     if analysis.kind == "ae_incidence":
         return ae_incidence(analysis, adae, safety, arms=arms, confidence_level=level)
     if analysis.kind == "ae_highest_severity":
@@ -188,7 +238,7 @@ def _run_one(
     if analysis.kind == "ae_negative_binomial":
         return ae_negative_binomial(analysis, adae, safety, confidence_level=level)
     if analysis.kind == "ae_glmm":
-        return ae_glmm(analysis, adae, safety, data.adam.visits, confidence_level=level)
+        return ae_glmm(analysis, adae, safety, frames["visits"], confidence_level=level)
     return ae_time_to_first(analysis, adae, safety, arms=arms)
 
 
@@ -248,43 +298,47 @@ def run_plan(
     # then each imputation analysis spreads its chains over the workers. Every task is
     # deterministic, so the outcomes do not depend on the executor.
     imputing = (MultipleImputationAnalysis, TippingPointAnalysis)
-    jobs = [_Job(analysis, plan, adam) for analysis in plan.analyses]
-    single = [job for job in jobs if not isinstance(job.analysis, imputing)]
-    done = {outcome.id: outcome for outcome in runner.map(_execute, single)}
     data = _Data(plan, adam)
-    for job in jobs:
-        if isinstance(job.analysis, imputing):
-            done[job.analysis.id] = _guarded(job.analysis, data, plan, runner)
+    done: dict[str, AnalysisOutcome] = {}
+    prepared: list[_Prepared] = []
+    for analysis in plan.analyses:
+        try:
+            prepared.append(_prepare(analysis, data, plan))
+        except _EXPECTED as error:
+            done[analysis.id] = _failure(analysis, error)
+    single = [p for p in prepared if not isinstance(p.analysis, imputing)]
+    done.update((outcome.id, outcome) for outcome in runner.map(_execute, single))
+    for item in prepared:
+        if isinstance(item.analysis, imputing):
+            done[item.analysis.id] = _guarded(item, runner)
     return PlanRun(outcomes=tuple(done[a.id] for a in plan.analyses), blinded=False)
 
 
-@dataclass(frozen=True)
-class _Job:
-    analysis: Analysis
-    plan: AnalysisPlan
-    adam: AdamDatasets
+_EXPECTED = (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError)
 
 
-def _execute(job: _Job) -> AnalysisOutcome:
+def _failure(analysis: Analysis, error: Exception) -> AnalysisOutcome:
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="failed",
+        message=f"{type(error).__name__}: {error}",
+    )
+
+
+def _execute(prepared: _Prepared) -> AnalysisOutcome:
     """Run one analysis in a worker (imputations, if any, in that worker)."""
-    return _guarded(job.analysis, _Data(job.plan, job.adam), job.plan, SerialExecutor())
+    return _guarded(prepared, SerialExecutor())
 
 
-def _guarded(
-    analysis: Analysis, data: _Data, plan: AnalysisPlan, executor: Executor
-) -> AnalysisOutcome:
-    """Run *analysis*; an error of the data or the model becomes a failed outcome."""
+def _guarded(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
+    """Run *prepared*; an error of the data or the model becomes a failed outcome."""
     try:
-        return _run_one(analysis, data, plan, executor)
-    except (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError) as error:
-        return AnalysisOutcome(
-            id=analysis.id,
-            kind=analysis.kind,
-            role=analysis.role,
-            label=analysis.label,
-            status="failed",
-            message=f"{type(error).__name__}: {error}",
-        )
+        return _compute(prepared, executor)
+    except _EXPECTED as error:
+        return _failure(prepared.analysis, error)
 
 
 def blinded_review(plan: AnalysisPlan, adam: AdamDatasets) -> dict[str, pd.DataFrame]:

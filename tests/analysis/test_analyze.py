@@ -242,3 +242,19 @@ def test_rerun_into_the_same_directory_leaves_no_file_of_the_earlier_run(
     assert set(files) | {"manifest.json"} == {
         str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
     } - {"notes.txt"}
+
+
+def test_two_local_processes_write_the_same_files_as_one(
+    study: Study, analyzed: Analyzed, tmp_path: Path
+) -> None:
+    from studyman.analysis.executor import ProcessExecutor
+
+    executor = ProcessExecutor(workers=2)
+    try:
+        result = analyze(
+            study.sap, study.snapshot, tmp_path, randomization=study.randomization,
+            executor=executor,
+        )  # fmt: skip
+    finally:
+        executor.close()
+    assert result.files == analyzed.result.files
