@@ -1,7 +1,8 @@
 """Covariance structures, groups, ML, fallbacks and df methods of fit_mmrm.
 
 Reference values: nlme::gls (R 4.2.2, nlme 3.1.162) in reference/mmrm_nlme.json, produced by
-reference/mmrm_nlme.R on fev_data (R package mmrm, Apache-2.0).
+reference/mmrm_nlme.R, and lmerTest 3.1.3 / pbkrtest in reference/mmrm_lmertest.json, produced by
+reference/mmrm_lmertest.R, both on fev_data (R package mmrm, Apache-2.0).
 """
 
 from __future__ import annotations
@@ -286,3 +287,40 @@ def test_grouped_kenward_roger_equals_separate_kenward_roger_fits() -> None:
             assert ours["estimate"] == pytest.approx(row["estimate"], rel=1e-8)
             assert ours["std_error"] == pytest.approx(row["std_error"], rel=1e-6)
             assert ours["df"] == pytest.approx(row["df"], rel=1e-5)
+
+
+LMERTEST = json.loads((HERE / "reference" / "mmrm_lmertest.json").read_text())
+
+
+def test_compound_symmetry_satterthwaite_matches_lmertest(fits: dict[str, MMRMResult]) -> None:
+    """lmerTest on the equivalent random-intercept model (reference/mmrm_lmertest.R).
+
+    Satterthwaite df do not depend on the variance parametrisation, so they must agree exactly,
+    including the Type III F tests (eigen-decomposition method, SAS Type III hypotheses).
+    """
+    result = fits["compound-symmetry"]
+    assert result.deviance == pytest.approx(LMERTEST["deviance"], rel=1e-9)
+    table = result.coefficients
+    assert np.allclose(table["estimate"], LMERTEST["estimate"], rtol=1e-7, atol=1e-7)
+    assert np.allclose(table["std_error"], LMERTEST["std_error"], rtol=1e-6)
+    assert np.allclose(table["df"], LMERTEST["df"], rtol=1e-6)
+    tests = result.type3_tests()
+    assert list(tests["term"]) == LMERTEST["anova_terms"]
+    assert np.allclose(tests["num_df"], LMERTEST["anova_num_df"])
+    assert np.allclose(tests["den_df"], LMERTEST["anova_den_df"], rtol=1e-6)
+    assert np.allclose(tests["f_value"], LMERTEST["anova_f"], rtol=1e-6)
+
+
+def test_compound_symmetry_kenward_roger_close_to_pbkrtest() -> None:
+    """pbkrtest (through lmerTest) uses the expected information of lme4's parameters, SAS and
+    studyman the observed information: standard errors and F agree to 1e-4, df to 2 %."""
+    result = _fit("compound-symmetry", df_method="kenward-roger")
+    table = result.coefficients
+    assert np.allclose(table["std_error"], LMERTEST["kr_std_error"], rtol=1e-4)
+    assert np.allclose(table["df"], LMERTEST["kr_df"], rtol=2e-2)
+    tests = result.type3_tests()
+    assert np.allclose(tests["f_value"], LMERTEST["kr_anova_f"], rtol=1e-4)
+    assert np.allclose(tests["den_df"], LMERTEST["kr_anova_den_df"], rtol=2e-2)
+    # and Kenward-Roger is not Satterthwaite: the adjustment is visible
+    satterthwaite = _fit("compound-symmetry")
+    assert not np.allclose(table["std_error"], satterthwaite.coefficients["std_error"], rtol=1e-6)
