@@ -141,13 +141,9 @@ class _Inference:
         within = bool(np.any(involved & self.within_columns))
         return ell, self.within_df if within else self.between_df, f_value
 
-    def grid(self, variables: Sequence[str]) -> tuple[pd.DataFrame, FloatArray]:
-        """Reference grid over all model factors; covariates at their means."""
-        del variables
-        return self._grid
-
     @functools.cached_property
-    def _grid(self) -> tuple[pd.DataFrame, FloatArray]:
+    def grid(self) -> tuple[pd.DataFrame, FloatArray]:
+        """Reference grid over all model factors (covariates at their means) and its design."""
         names = list(self.factor_levels)
         combos = list(itertools.product(*(self.factor_levels[name] for name in names)))
         frame = pd.DataFrame(combos, columns=names)
@@ -262,8 +258,7 @@ class MMRMResult:
         This is SAS's Type III for the models MMRMs use (and emmeans' ``joint_tests``).
         """
         inf = self._inference
-        _, x_grid = inf.grid([])
-        frame, _ = inf.grid([])
+        frame, x_grid = inf.grid
         rows = []
         for term, variables in inf.term_variables.items():
             if not variables:
@@ -343,7 +338,7 @@ class MMRMResult:
     def _lsmean_vectors(self, factor: str) -> dict[tuple[Any, Any], FloatArray]:
         inf = self._inference
         levels = self._factor_levels(factor)
-        frame, x_grid = inf.grid([factor])
+        frame, x_grid = inf.grid
         out: dict[tuple[Any, Any], FloatArray] = {}
         for visit_level in inf.visit_levels:
             at_visit = np.asarray(frame[inf.visit] == visit_level)
