@@ -60,7 +60,7 @@ def shared_dir(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
 
 def _build_study(base: Path) -> None:
     protocol = load_protocol(PROTOCOL)
-    trial = generate_trial(protocol, n_participants=100, seed=7)
+    trial = generate_trial(protocol, n_participants=80, seed=7)
     trial.records.to_csv(base / "records.csv", index=False)
     trial.randomization.to_csv(base / "randomization.csv", index=False)
     import_snapshot(protocol, base / "records.csv", DICTIONARY, base / "snapshots", name="s1")

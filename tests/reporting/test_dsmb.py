@@ -7,7 +7,18 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from studyman.reporting.dsmb import TOTAL, DsmbInputs, build_sections, cut_tables
+from studyman.reporting.dsmb import (
+    TOTAL,
+    DsmbInputs,
+    Section,
+    adverse_events_section,
+    baseline_section,
+    build_sections,
+    cut_tables,
+    efficacy_section,
+    liver_section,
+    withdrawal_section,
+)
 from studyman.reporting.report import arm_codes, read_randomization_list
 from studyman.sources.snapshot import read_snapshot
 
@@ -36,6 +47,17 @@ def _closed_inputs(study: Study) -> DsmbInputs:
     )
 
 
+@pytest.fixture(scope="module")
+def open_sections(study: Study) -> dict[str, Section]:
+    inputs = DsmbInputs(study.protocol, _tables(study), CUT)
+    return {section.id: section for section in build_sections(inputs)}
+
+
+@pytest.fixture(scope="module")
+def closed_sections(study: Study) -> dict[str, Section]:
+    return {section.id: section for section in build_sections(_closed_inputs(study))}
+
+
 def _expected_safety(study: Study) -> set[str]:
     tables = read_snapshot(study.snapshot).tables
     enrolment = tables["enrollment"]
@@ -45,10 +67,11 @@ def _expected_safety(study: Study) -> set[str]:
     return randomised & treated
 
 
-def test_open_sections_have_one_pooled_column_and_no_arm(study: Study) -> None:
-    sections = build_sections(DsmbInputs(study.protocol, _tables(study), CUT))
+def test_open_sections_have_one_pooled_column_and_no_arm(
+    study: Study, open_sections: dict[str, Section]
+) -> None:
     names = [arm.name for arm in study.protocol.arms.items]
-    for section in sections:
+    for section in open_sections.values():
         for table in section.tables:
             assert len(table.denominators) <= 1, table.title
             text = table.frame.to_csv()
@@ -57,11 +80,13 @@ def test_open_sections_have_one_pooled_column_and_no_arm(study: Study) -> None:
             assert "Arm B" not in text, table.title
 
 
-def test_safety_population_n_is_the_same_in_every_table(study: Study) -> None:
+def test_safety_population_n_is_the_same_in_every_table(
+    study: Study, open_sections: dict[str, Section], closed_sections: dict[str, Section]
+) -> None:
     expected = len(_expected_safety(study))
-    for inputs in (DsmbInputs(study.protocol, _tables(study), CUT), _closed_inputs(study)):
+    for sections in (open_sections, closed_sections):
         seen = []
-        for section in build_sections(inputs):
+        for section in sections.values():
             for table in section.tables:
                 if table.population == "Safety population":
                     seen.append(dict(table.denominators)[TOTAL])
@@ -69,23 +94,24 @@ def test_safety_population_n_is_the_same_in_every_table(study: Study) -> None:
         assert set(seen) == {expected}
 
 
-def test_closed_arm_groups_partition_the_total(study: Study) -> None:
-    inputs = _closed_inputs(study)
-    for section in build_sections(inputs):
+def test_closed_arm_groups_partition_the_total(closed_sections: dict[str, Section]) -> None:
+    for section in closed_sections.values():
         for table in section.tables:
             if len(table.denominators) > 1:
                 counts = dict(table.denominators)
                 assert counts["Arm A"] + counts["Arm B"] == counts[TOTAL], table.title
 
 
-def test_any_adverse_event_counts_each_participant_once(study: Study) -> None:
+def test_any_adverse_event_counts_each_participant_once(
+    study: Study, open_sections: dict[str, Section]
+) -> None:
     tables = read_snapshot(study.snapshot).tables
     safety = _expected_safety(study)
     rand = tables["enrollment"].set_index("record_id")["rand_date"]
     ae = tables["adverse_events"]
     ae = ae[ae["record_id"].isin(safety)]
     ae = ae[ae["ae_start"] >= ae["record_id"].map(rand)]
-    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, _tables(study), CUT))}
+    sections = open_sections
     overview = sections["adverse-events"].tables[0].frame
     any_row = overview[overview["Participants with"] == "Any adverse event"].iloc[0, 1]
     assert any_row.startswith(f"{ae['record_id'].nunique()} (")
@@ -98,7 +124,9 @@ def test_any_adverse_event_counts_each_participant_once(study: Study) -> None:
     assert nausea.iloc[2] == str(len(raw))
 
 
-def test_hys_law_listing_matches_a_direct_screen_of_the_samples(study: Study) -> None:
+def test_hys_law_listing_matches_a_direct_screen_of_the_samples(
+    study: Study, open_sections: dict[str, Section]
+) -> None:
     tables = read_snapshot(study.snapshot).tables
     liver = tables["liver_tests"]
     liver = liver[liver["record_id"].isin(_expected_safety(study))]
@@ -108,7 +136,7 @@ def test_hys_law_listing_matches_a_direct_screen_of_the_samples(study: Study) ->
         & (liver["lab_bili"] > 2.4)
         & ~(liver["lab_alp"] > 240)
     ]
-    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, _tables(study), CUT))}
+    sections = open_sections
     listing = sections["aesi-liver"].tables[1].frame
     assert sorted(listing["Participant"]) == sorted(hit["record_id"].astype(str))
     assert len(listing) >= 1  # the generator plants Hy's-law-range cases
@@ -119,7 +147,11 @@ def test_section_without_its_forms_says_what_is_missing(study: Study) -> None:
     tables = _tables(study)
     del tables["adverse_events"]
     del tables["cows"]
-    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, tables, CUT))}
+    inputs = DsmbInputs(study.protocol, tables, CUT)
+    sections = {
+        builder(inputs).id: builder(inputs)
+        for builder in (adverse_events_section, withdrawal_section, liver_section, baseline_section)
+    }
     assert sections["adverse-events"].missing == ("adverse_events",)
     assert "adverse_events" in sections["adverse-events"].paragraphs[0]
     assert not sections["adverse-events"].tables
@@ -139,10 +171,11 @@ def test_cut_off_drops_later_randomisations_and_events(study: Study) -> None:
     assert 0 < int(inputs.subjects()["randomized"].sum()) < int(late.subjects()["randomized"].sum())
 
 
-def test_efficacy_is_shown_only_when_prespecified_and_closed(study: Study) -> None:
+def test_efficacy_is_shown_only_when_prespecified_and_closed(
+    study: Study, closed_sections: dict[str, Section]
+) -> None:
+    assert not closed_sections["efficacy"].tables
     closed = _closed_inputs(study)
-    sections = {s.id: s for s in build_sections(closed)}
-    assert not sections["efficacy"].tables
     prespecified = DsmbInputs(
         study.protocol,
         closed.tables,
@@ -151,11 +184,11 @@ def test_efficacy_is_shown_only_when_prespecified_and_closed(study: Study) -> No
         arm_order=closed.arm_order,
         interim_efficacy=True,
     )
-    shown = {s.id: s for s in build_sections(prespecified)}["efficacy"]
+    shown = efficacy_section(prespecified)
     assert shown.tables
     assert "Arm A (N=" in shown.tables[0].frame.columns[1]
     open_inputs = DsmbInputs(study.protocol, _tables(study), CUT, interim_efficacy=True)
-    assert not {s.id: s for s in build_sections(open_inputs)}["efficacy"].tables
+    assert not efficacy_section(open_inputs).tables
 
 
 @pytest.mark.parametrize("digest", ["0" * 64, "f" * 64])
