@@ -19,11 +19,14 @@ from pathlib import Path
 
 import redcap
 
+from studyman.analysis.analyze import analyze
 from studyman.errors import ProtocolError
 from studyman.protocol import Protocol, load_protocol
+from studyman.reporting.report import render_dsmb_report
 from studyman.sources.emulator import EmulatorServer
 from studyman.sources.pull import pull_snapshot
 from studyman.synthetic import generate_trial, write_trial
+from studyman.validation.run import validate_study
 
 __all__ = ["DemoResult", "default_protocol_path", "run_demo"]
 
@@ -66,7 +69,7 @@ def _write_project(protocol_dir: Path, target: Path) -> Path:
 def _load_records(url: str, token: str, records_csv: Path) -> int:
     import pandas as pd
 
-    project = redcap.Project(url, token)
+    project = redcap.Project(url, token)  # type: ignore[attr-defined]
     frame = pd.read_csv(records_csv, dtype=str, keep_default_na=False)
     loaded = 0
     for start in range(0, len(frame), IMPORT_CHUNK_ROWS):
@@ -81,7 +84,7 @@ def _load_records(url: str, token: str, records_csv: Path) -> int:
 def _write_exports(url: str, token: str, protocol: Protocol, export_dir: Path) -> dict[str, Path]:
     """Write the raw CSV record export and the data dictionary a coordinator downloads."""
     export_dir.mkdir(parents=True, exist_ok=True)
-    project = redcap.Project(url, token)
+    project = redcap.Project(url, token)  # type: ignore[attr-defined]
     records_path = export_dir / "records.csv"
     records_text = project.export_records(format_type="csv", export_data_access_groups=True)
     records_path.write_text(str(records_text), encoding="utf-8")
@@ -172,4 +175,39 @@ def run_demo(
             _write_exports(server.url, by_user["coordinator"], protocol, out_dir / "redcap-export")
         )
 
+    say("validating the blinded snapshot (edit checks, query log, deviations)")
+    validation = validate_study(protocol, blinded.path, out_dir / "validation")
+    notes.append(validation.describe())
+    outputs["data queries"] = out_dir / "validation" / "queries.csv"
+    outputs["query log"] = validation.query_log
+
+    say("running the locked analysis plan (unblinded)")
+    sap = _sap_path(protocol_dir)
+    analysis = analyze(sap, unblinded.path, unblinded_dir / "analysis", randomization=randomization)
+    outputs["analysis (unblinded)"] = analysis.out
+    failed = [outcome.id for outcome in analysis.run.outcomes if outcome.status == "failed"]
+    if failed:
+        notes.append("analyses that failed (see the report): " + ", ".join(sorted(failed)))
+
+    say("rendering the DSMB open report (pooled)")
+    open_report = render_dsmb_report(
+        protocol, blinded.path, out_dir / "dsmb", session="open", query_log=validation.query_log
+    )
+    outputs["DSMB open report"] = open_report.pdf or open_report.html
+    say("rendering the DSMB closed report (coded arms)")
+    closed_report = render_dsmb_report(
+        protocol,
+        unblinded.path,
+        unblinded_dir / "dsmb",
+        session="closed",
+        randomization=randomization,
+        query_log=validation.query_log,
+        sap=sap,
+    )
+    outputs["DSMB closed report"] = closed_report.pdf or closed_report.html
     return DemoResult(out_dir=out_dir, outputs=outputs, notes=notes)
+
+
+def _sap_path(protocol_dir: Path) -> Path:
+    """The analysis plan shipped with the embedded study (``analysis/sap.yaml``)."""
+    return protocol_dir.resolve().parent.parent / "analysis" / "sap.yaml"
