@@ -128,6 +128,16 @@ def test_open_report_is_the_same_with_or_without_the_randomisation_file(
     assert a.randomization_sha256 is None
 
 
+def test_html_is_self_contained(rendered: Rendered) -> None:
+    html = _html_text(rendered.closed.html)
+    sources = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
+    assert len(sources) == 5  # the five figures
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert "http" not in html
+    assert "<link" not in html
+    assert "@import" not in html
+
+
 def test_open_session_never_opens_the_randomisation_file(study: Study, tmp_path: Path) -> None:
     unreadable = tmp_path / "randomization.csv"
     unreadable.write_text("not,a,list\n", encoding="utf-8")
