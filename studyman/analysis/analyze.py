@@ -146,6 +146,15 @@ def analyze(
                 f"treatment arms {sorted(expected)}"
             )
     adam = derive_for_plan(loaded, tables, metadata, random_list)
+    unmatched: dict[str, list[str]] = {}
+    if random_list is not None:
+        randomised = set(adam.adsl.loc[adam.adsl["RANDFL"] == "Y", "SUBJID"].astype(str))
+        listed = set(random_list["record_id"].astype(str))
+        # Reported, not fatal: such participants have no arm and drop out of arm comparisons.
+        unmatched = {
+            "randomised_without_arm": sorted(randomised - listed),
+            "listed_not_randomised": sorted(listed - randomised),
+        }
     provenance: dict[str, Any] = {
         "snapshot": {"name": snapshot.name, "sha256": snapshot_sha256},
         "plan": {
@@ -163,6 +172,7 @@ def analyze(
         if randomization is None
         else hashlib.sha256(randomization.read_bytes()).hexdigest(),
         "blinded": randomization is None,
+        "randomization_mismatches": unmatched,
         "interim_dsmb_efficacy": loaded.plan.interim.dsmb_efficacy,
     }
     runner = executor if executor is not None else make_executor(workers, dask_address)

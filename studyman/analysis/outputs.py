@@ -371,6 +371,16 @@ def _report_html(
                 "interim efficacy for the DSMB prespecified",
                 str(provenance["interim_dsmb_efficacy"]),
             ),
+            (
+                "randomised without an arm in the list",
+                ", ".join(provenance["randomization_mismatches"].get("randomised_without_arm", []))
+                or "none",
+            ),
+            (
+                "in the list but not randomised in the snapshot",
+                ", ".join(provenance["randomization_mismatches"].get("listed_not_randomised", []))
+                or "none",
+            ),
         ],
         columns=["item", "value"],
     )
