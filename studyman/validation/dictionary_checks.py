@@ -444,13 +444,11 @@ def _calc_findings(
         stored_blank != computed_blank,
         differs | np.isnan(stored_numbers),
     )
-    expected = np.array(
-        ["blank" if np.isnan(value) else f"{value:g}" for value in computed], dtype=object
-    )
-    message = np.array(
-        [f"{label}: stored value differs from its formula (expected {e})" for e in expected],
-        dtype=object,
-    )
+    message = np.full(len(stored), "", dtype=object)
+    for index in np.flatnonzero(wrong):
+        value = computed[index]
+        expected = "blank" if np.isnan(value) else f"{value:g}"
+        message[index] = f"{label}: stored value differs from its formula (expected {expected})"
     return _check("DQ-H")(
         frame,
         np.asarray(wrong, dtype=bool),

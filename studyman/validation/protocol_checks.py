@@ -231,6 +231,7 @@ class _Emitter:
                     "source": "protocol",
                 },
                 columns=FINDING_COLUMNS,
+                dtype=object,
             )
         )
 
@@ -267,6 +268,7 @@ class _Emitter:
                     "source": "protocol",
                 },
                 columns=FINDING_COLUMNS,
+                dtype=object,
             )
         )
 
@@ -332,21 +334,27 @@ def _structure(view: StudyView, out: _Emitter) -> None:
     unique_ids = pd.unique(view.ids)
     bad: list[str] = []
     messages: list[str] = []
-    matches = pd.Series(unique_ids, dtype=object).str.fullmatch(pattern) if pattern else None
-    dags = None
+    matches = (
+        pd.Series(unique_ids, dtype=object).str.fullmatch(pattern).fillna(False).tolist()
+        if pattern
+        else None
+    )
+    dags: dict[str, str] | None = None
     if "redcap_data_access_group" in records.columns:
-        dag_values = pd.Series(text(records, "redcap_data_access_group"), index=view.ids)
-        dags = dag_values[dag_values != ""]
-        dags = dags[~dags.index.duplicated(keep="first")]
+        dag_values = text(records, "redcap_data_access_group")
+        dags = {}
+        for record_id, dag in zip(view.ids, dag_values, strict=True):
+            if dag and record_id not in dags:
+                dags[record_id] = dag
     for position, record_id in enumerate(unique_ids):
         prefix = record_id.split("-", 1)[0]
-        if matches is not None and not bool(matches.iloc[position]):
+        if matches is not None and not bool(matches[position]):
             bad.append(record_id)
             messages.append(f"Record ID {record_id!r} does not match the pattern {pattern}")
         elif prefix not in site_ids:
             bad.append(record_id)
             messages.append(f"Record ID {record_id!r} names no study site")
-        elif dags is not None and record_id in dags.index and dags[record_id] != dag_of[prefix]:
+        elif dags is not None and record_id in dags and dags[record_id] != dag_of[prefix]:
             bad.append(record_id)
             messages.append(
                 f"Record ID {record_id!r} is in data access group {dags[record_id]}, "

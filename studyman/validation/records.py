@@ -136,7 +136,12 @@ def text(frame: pd.DataFrame, column: str) -> ObjectArray:
     if frame.attrs.get(_TEXT_FLAG) and series.dtype == object:
         return np.asarray(series.to_numpy(), dtype=object)
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
-        return np.asarray(series.to_numpy(dtype=object, na_value=""), dtype=object)
+        try:
+            arrow = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return np.asarray(series.to_numpy(dtype=object, na_value=""), dtype=object)
+        filled = pc.fill_null(arrow, "")
+        return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=object)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         formatted = series.dt.strftime("%Y-%m-%d")
         return np.asarray(formatted.fillna("").to_numpy(dtype=object), dtype=object)
@@ -247,6 +252,7 @@ def findings_from_mask(
             "source": source,
         },
         columns=FINDING_COLUMNS,
+        dtype=object,
     )
 
 

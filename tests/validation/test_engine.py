@@ -34,7 +34,7 @@ def _study() -> tuple[Any, DataDictionary, frozenset[str]]:
 @cache
 def _trial(seed: int, plant: bool) -> Any:
     protocol, _, _ = _study()
-    return generate_trial(protocol, n_participants=80, seed=seed, plant_errors=plant)
+    return generate_trial(protocol, n_participants=60, seed=seed, plant_errors=plant)
 
 
 def _check(records: pd.DataFrame, randomization: pd.DataFrame | None = None) -> ValidationResult:
