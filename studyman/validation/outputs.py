@@ -158,7 +158,12 @@ def open_query_age(queries: pd.DataFrame) -> pd.DataFrame:
     table["median days open"] = open_queries.groupby("site")["days_open"].median()
     closed = queries[queries["status"] == "closed"]
     table["median days to resolution"] = closed.groupby("site")["days_open"].median()
-    return table.reset_index()
+    table = table.reset_index()
+    for column in ("median days open", "median days to resolution"):
+        table[column] = [
+            "" if pd.isna(value) else f"{value:g}" for value in table[column].astype(float)
+        ]
+    return table
 
 
 def _counts(queries: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -215,8 +220,19 @@ def _summary_html(
 def _write_xlsx_queries(path: Path, queries: pd.DataFrame) -> None:
     listing = queries.copy()
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
-        summary = _counts(listing, "site") if len(listing) else pd.DataFrame({"site": []})
-        summary.to_excel(writer, sheet_name="summary", index=False)
+        row = 0
+        if len(listing):
+            tables = [
+                _counts(listing, "site"),
+                _counts(listing, "severity"),
+                _counts(listing, "check_id"),
+                open_query_age(listing),
+            ]
+        else:
+            tables = [pd.DataFrame({"site": []})]
+        for table in tables:
+            table.to_excel(writer, sheet_name="summary", index=False, startrow=row)
+            row += len(table) + 2
         for site, rows in listing.groupby("site", sort=True):
             rows.to_excel(writer, sheet_name=str(site)[:31] or "unknown", index=False)
 
