@@ -2234,6 +2234,51 @@ SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
 )
 
 
+_HEADINGS: dict[str, tuple[str, str]] = {
+    "summary_section": ("summary", "Summary and protocol synopsis"),
+    "study_status_section": ("status", "Study status"),
+    "enrolment_section": ("enrolment", "Enrolment against target"),
+    "screen_failure_section": ("screen-failures", "Screen failures"),
+    "baseline_section": ("baseline", "Baseline characteristics"),
+    "retention_section": ("retention", "Retention and visit completion"),
+    "deviations_section": ("deviations", "Protocol deviations"),
+    "data_quality_section": ("data-quality", "Data quality and timeliness"),
+    "exposure_section": ("exposure", "Exposure and adherence"),
+    "adverse_events_section": ("adverse-events", "Adverse events"),
+    "serious_events_section": ("sae", "Serious adverse events and deaths"),
+    "discontinuation_section": ("discontinuations", "Discontinuations due to adverse events"),
+    "suicidality_section": ("aesi-suicidality", "AESI: suicidality (C-SSRS)"),
+    "withdrawal_section": ("aesi-withdrawal", "AESI: withdrawal (COWS)"),
+    "liver_section": ("aesi-liver", "AESI: liver injury and Hy's law"),
+    "conmeds_section": ("conmeds", "Concomitant medications of interest"),
+    "reporting_timeliness_section": ("timeliness", "SAE reporting timeliness"),
+    "efficacy_section": ("efficacy", "Efficacy"),
+}
+
+
 def build_sections(inputs: DsmbInputs) -> list[Section]:
-    """Every section of the report, in order."""
-    return [builder(inputs) for builder in SECTION_BUILDERS]
+    """Every section of the report, in order.
+
+    A section whose form lacks a field it needs (an older data dictionary, a renamed field)
+    says which field is missing; the other sections are still produced.
+    """
+    sections = []
+    for builder in SECTION_BUILDERS:
+        try:
+            sections.append(builder(inputs))
+        except KeyError as error:
+            section_id, title = _HEADINGS.get(
+                builder.__name__, (builder.__name__, builder.__name__)
+            )
+            sections.append(
+                Section(
+                    id=section_id,
+                    title=title,
+                    paragraphs=(
+                        f"This section could not be produced: the field {error} is missing "
+                        "from the snapshot.",
+                    ),
+                    missing=(str(error).strip("'"),),
+                )
+            )
+    return sections

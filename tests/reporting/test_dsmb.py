@@ -210,3 +210,20 @@ def test_reporting_exports_are_sorted_and_importable() -> None:
     assert reporting.__all__ == sorted(reporting.__all__)
     for name in reporting.__all__:
         assert hasattr(reporting, name), name
+
+
+def test_every_section_builder_has_its_heading(open_sections: dict[str, Section]) -> None:
+    from studyman.reporting.dsmb import _HEADINGS, SECTION_BUILDERS
+
+    assert [_HEADINGS[b.__name__][0] for b in SECTION_BUILDERS] == list(open_sections)
+
+
+def test_section_missing_a_field_says_so_and_the_rest_is_produced(study: Study) -> None:
+    tables = _tables(study)
+    tables["adverse_events"] = tables["adverse_events"].drop(columns=["ae_severity"])
+    sections = {s.id: s for s in build_sections(DsmbInputs(study.protocol, tables, CUT))}
+    broken = [s for s in sections.values() if "ae_severity" in " ".join(s.paragraphs)]
+    assert "adverse-events" in [s.id for s in broken]
+    assert all(s.missing == ("ae_severity",) for s in broken)
+    assert sections["aesi-liver"].tables
+    assert sections["baseline"].tables
