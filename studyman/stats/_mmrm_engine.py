@@ -12,6 +12,7 @@ pattern, ``M = X' V^-1 X``, ``Phi = M^-1``, ``Q_r = X' V^-1 dV/dphi_r V^-1 X`` (
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,64 @@ def build_patterns(
     return patterns
 
 
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Patterns of one covariance group with the same number of observed visits, stacked.
+
+    ``visits`` has shape ``(nb, mk)``; ``rows``/``cols`` index the ``(nb, mk, mk)`` sub-matrices
+    of the visit covariance; ``a3``, ``b2``, ``c`` are the patterns' sums stacked on axis 0.
+    """
+
+    group: int
+    visits: IntArray
+    n: FloatArray
+    a3: FloatArray
+    b2: FloatArray
+    c: FloatArray
+
+    @property
+    def rows(self) -> IntArray:
+        return self.visits[:, :, None]
+
+    @property
+    def cols(self) -> IntArray:
+        return self.visits[:, None, :]
+
+    @functools.cached_property
+    def a2(self) -> FloatArray:
+        nb, mk = self.visits.shape
+        return self.a3.reshape(nb, mk * mk, -1)
+
+    @functools.cached_property
+    def a_flat(self) -> FloatArray:
+        nb, mk = self.visits.shape
+        return self.a3.reshape(nb * mk * mk, -1)
+
+    @functools.cached_property
+    def b_flat(self) -> FloatArray:
+        nb, mk = self.visits.shape
+        return self.b2.reshape(nb * mk * mk, -1)
+
+
+def make_batches(patterns: list[Pattern]) -> list[Batch]:
+    """Stack patterns by (group, number of observed visits)."""
+    keys = sorted({(pat.group, pat.visits.size) for pat in patterns})
+    batches = []
+    for group, size in keys:
+        chosen = [pat for pat in patterns if pat.group == group and pat.visits.size == size]
+        batches.append(
+            Batch(
+                group,
+                np.stack([pat.visits for pat in chosen]),
+                np.array([float(pat.n) for pat in chosen]),
+                np.stack([pat.a3 for pat in chosen]),
+                np.stack([pat.b2 for pat in chosen]),
+                np.stack([pat.c for pat in chosen]),
+            )
+        )
+    return batches
+
+
 @dataclass(eq=False)
 class Evaluation:
     """The objective (-2 log-likelihood) and what was computed on the way."""
@@ -117,6 +176,10 @@ class Engine:
     p: int
     reml: bool
     _d_cache: list[FloatArray] | None = None
+    batches: list[Batch] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batches = make_batches(self.patterns)
 
     @property
     def q_group(self) -> int:
@@ -155,26 +218,33 @@ class Engine:
         return out
 
     def evaluate(self, phi: FloatArray, order: int = 0) -> Evaluation:
-        """-2 (restricted) log-likelihood at ``phi``, with gradient (order 1) and Hessian (2)."""
+        """-2 (restricted) log-likelihood at ``phi``, with gradient (order 1) and Hessian (2).
+
+        Patterns of the same group and size are processed together as one batch, so the work
+        in Python grows with the number of visits, not of patterns.
+        """
         p = self.p
         sigmas = self.sigmas(phi)
-        m_mat = np.zeros((p, p))
+        m_flat = np.zeros(p * p)
         c_vec = np.zeros(p)
         logdet_sum = 0.0
         w_list: list[FloatArray] = []
-        for pat in self.patterns:
-            sigma_k = sigmas[pat.group][np.ix_(pat.visits, pat.visits)]
+        for bt in self.batches:
+            nb, mk = bt.visits.shape
+            sigma_b = sigmas[bt.group][bt.rows, bt.cols]
             try:
-                chol = np.linalg.cholesky(sigma_k)
+                chol = np.linalg.cholesky(sigma_b)
             except np.linalg.LinAlgError as exc:
                 raise InfeasibleParametersError from exc
-            logdet_sum += pat.n * 2.0 * float(np.sum(np.log(np.diag(chol))))
+            log_diag = np.log(np.diagonal(chol, axis1=1, axis2=2))
+            logdet_sum += 2.0 * float(bt.n @ log_diag.sum(axis=1))
             chol_inv = np.linalg.inv(chol)
-            w = chol_inv.T @ chol_inv
+            w = chol_inv.transpose(0, 2, 1) @ chol_inv
             w_list.append(w)
-            w_flat = w.ravel()
-            m_mat += (w_flat @ pat.a2).reshape(p, p)
-            c_vec += w_flat @ pat.b2
+            w_flat = w.reshape(nb * mk * mk)
+            m_flat += w_flat @ bt.a_flat
+            c_vec += w_flat @ bt.b_flat
+        m_mat = m_flat.reshape(p, p)
         try:
             m_chol = np.linalg.cholesky(m_mat)
         except np.linalg.LinAlgError as exc:
@@ -185,18 +255,18 @@ class Engine:
         quad = 0.0
         k_list: list[FloatArray] = []
         e_list: list[FloatArray] = []
-        for pat, w in zip(self.patterns, w_list, strict=True):
-            mk = pat.visits.size
-            bd = (pat.b2 @ delta).reshape(mk, mk)
-            ad = pat.a3 @ delta
-            r_mat = pat.c - bd - bd.T + (ad @ delta).reshape(mk, mk)
+        for bt, w in zip(self.batches, w_list, strict=True):
+            nb, mk = bt.visits.shape
+            bd = (bt.b2 @ delta).reshape(nb, mk, mk)
+            ad = bt.a3 @ delta
+            r_mat = bt.c - bd - bd.transpose(0, 2, 1) + (ad @ delta).reshape(nb, mk, mk)
             quad += float(np.sum(w * r_mat))
             if order >= 1:
                 k_mat = r_mat
                 if self.reml:
-                    k_mat = r_mat + (pat.a2 @ phi_matrix.ravel()).reshape(mk, mk)
+                    k_mat = r_mat + (bt.a2 @ phi_matrix.ravel()).reshape(nb, mk, mk)
                 k_list.append(k_mat)
-                e_list.append(pat.b2 - ad)
+                e_list.append(bt.b2 - ad)
         if self.reml:
             constant = (self.n_obs - p) * _LOG_2PI
             logdet_m = 2.0 * float(np.sum(np.log(np.diag(m_chol))))
@@ -211,9 +281,9 @@ class Engine:
         m = self.n_visits
         slices = self.slices()
         g_full = [np.zeros((m, m)) for _ in range(self.n_groups)]
-        for pat, w, k_mat in zip(self.patterns, w_list, k_list, strict=True):
-            g_k = pat.n * w - w @ k_mat @ w
-            g_full[pat.group][np.ix_(pat.visits, pat.visits)] += g_k
+        for bt, w, k_mat in zip(self.batches, w_list, k_list, strict=True):
+            g_b = bt.n[:, None, None] * w - w @ k_mat @ w
+            np.add.at(g_full[bt.group], (bt.rows, bt.cols), g_b)
         d_list = self.first_derivatives(phi)
         gradient = np.concatenate(
             [np.einsum("rab,ab->r", d, g) for d, g in zip(d_list, g_full, strict=True)]
@@ -226,20 +296,22 @@ class Engine:
         hessian = np.zeros((q, q))
         q_mats = np.zeros((q, p * p))
         g_vecs = np.zeros((q, p))
-        for pat, w, k_mat, e_mat in zip(self.patterns, w_list, k_list, e_list, strict=True):
-            mk = pat.visits.size
-            sl = slices[pat.group]
-            dk = d_list[pat.group][:, pat.visits][:, :, pat.visits]
-            qg = dk.shape[0]
-            wd = w @ dk
-            wd_flat = wd.reshape(qg, mk * mk)
-            t1 = wd_flat @ wd.transpose(0, 2, 1).reshape(qg, mk * mk).T
-            wdwk = wd @ (w @ k_mat)
-            t2 = wd_flat @ wdwk.transpose(0, 2, 1).reshape(qg, mk * mk).T
-            hessian[sl, sl] += -pat.n * t1 + 2.0 * t2
-            wdw = (wd @ w).reshape(qg, mk * mk)
-            q_mats[sl] += wdw @ pat.a2
-            g_vecs[sl] += wdw @ e_mat
+        for bt, w, k_mat, e_mat in zip(self.batches, w_list, k_list, e_list, strict=True):
+            nb, mk = bt.visits.shape
+            sl = slices[bt.group]
+            wd = self._w_times_derivatives(w, d_list[bt.group], bt)
+            qg = wd.shape[1]
+            # trace products as one matrix product over (pattern, element) pairs
+            wd_cols = wd.transpose(1, 0, 2, 3).reshape(qg, nb * mk * mk)
+            wd_t_cols = wd.transpose(1, 0, 3, 2).reshape(qg, nb * mk * mk)
+            weighted = (wd * bt.n[:, None, None, None]).transpose(1, 0, 2, 3)
+            t1 = weighted.reshape(qg, nb * mk * mk) @ wd_t_cols.T
+            wdwk = wd @ (w @ k_mat)[:, None]
+            t2 = wd_cols @ wdwk.transpose(1, 0, 3, 2).reshape(qg, nb * mk * mk).T
+            hessian[sl, sl] += -t1 + 2.0 * t2
+            wdw = (wd @ w[:, None]).transpose(1, 0, 2, 3).reshape(qg, nb * mk * mk)
+            q_mats[sl] += wdw @ bt.a_flat
+            g_vecs[sl] += wdw @ e_mat.reshape(nb * mk * mk, p)
         q3 = q_mats.reshape(q, p, p)
         if self.reml:
             u = q3 @ phi_matrix
@@ -253,6 +325,12 @@ class Engine:
         result.q_mats = q3
         return result
 
+    @staticmethod
+    def _w_times_derivatives(w: FloatArray, d: FloatArray, bt: Batch) -> FloatArray:
+        """``W_k dSigma/dphi_r`` restricted to each pattern: shape ``(nb, q, mk, mk)``."""
+        dk = d[:, bt.rows, bt.cols].transpose(1, 0, 2, 3)
+        return np.asarray(w[:, None] @ dk, dtype=np.float64)
+
     def kenward_roger_sums(
         self, phi: FloatArray, evaluation: Evaluation, theta_cov: FloatArray, *, linear: bool
     ) -> FloatArray:
@@ -264,18 +342,18 @@ class Engine:
         d2_list = None if linear else self.second_derivatives(phi)
         sum_q = np.zeros(p * p)
         sum_r = np.zeros(p * p)
-        for pat, w in zip(self.patterns, evaluation.w_list, strict=True):
-            sl = slices[pat.group]
-            dk = d_list[pat.group][:, pat.visits][:, :, pat.visits]
-            wd = w @ dk
+        for bt, w in zip(self.batches, evaluation.w_list, strict=True):
+            nb, mk = bt.visits.shape
+            sl = slices[bt.group]
+            wd = self._w_times_derivatives(w, d_list[bt.group], bt)
             w_gg = theta_cov[sl, sl]
-            weighted = np.tensordot(w_gg, wd, axes=(1, 0))
-            s_mat = np.einsum("rab,rbc->ac", wd, weighted) @ w
-            sum_q += s_mat.ravel() @ pat.a2
+            weighted = np.einsum("rs,bsij->brij", w_gg, wd, optimize=True)
+            s_mat = np.einsum("brij,brjk->bik", wd, weighted, optimize=True) @ w
+            sum_q += s_mat.reshape(nb * mk * mk) @ bt.a_flat
             if d2_list is not None:
-                d2k = d2_list[pat.group][:, :, pat.visits][:, :, :, pat.visits]
-                t_mat = np.einsum("rs,rsab->ab", w_gg, d2k)
-                sum_r += (w @ t_mat @ w).ravel() @ pat.a2
+                d2k = d2_list[bt.group][:, :, bt.rows, bt.cols]
+                t_mat = np.einsum("rs,rsbij->bij", w_gg, d2k, optimize=True)
+                sum_r += (w @ t_mat @ w).reshape(nb * mk * mk) @ bt.a_flat
         q3 = evaluation.q_mats
         phi_m = evaluation.phi_matrix
         weighted_q = np.tensordot(theta_cov, q3, axes=(1, 0))
