@@ -671,6 +671,20 @@ def fit_mmrm(
     every structure. Satterthwaite follows SAS/lmerTest (eigen-decomposition for F tests).
     Between-within gives a contrast within-subject df ``N - n_subjects - p_within`` when it
     involves a column that varies within subject, else ``n_subjects - p_between``.
+
+    Validated against SAS PROC MIXED (fev_data, Satterthwaite; antidepressant trial, DDFM=KR;
+    see ``tests/stats/test_mmrm.py``), nlme::gls for the other structures and ML, and lmerTest
+    for Satterthwaite Type III F tests. SAS stops at a relative-Hessian criterion slightly before
+    the optimum, so its printed covariance, SEs and df can differ from ours by about 1e-4
+    relative.
+
+    Examples
+    --------
+    >>> data["SEX"] = pd.Categorical(data["SEX"], categories=["Male", "Female"])  # doctest: +SKIP
+    >>> result = fit_mmrm(  # doctest: +SKIP
+    ...     data, "FEV1 ~ ARMCD * AVISIT + RACE + SEX", subject="USUBJID", visit="AVISIT"
+    ... )
+    >>> result.lsmeans_contrasts("ARMCD")  # TRT - PBO at each visit  # doctest: +SKIP
     """
     method_key = method.lower()
     if method_key not in {"reml", "ml"}:
