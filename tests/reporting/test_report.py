@@ -139,18 +139,19 @@ def test_html_is_self_contained(rendered: Rendered) -> None:
 
 
 def test_open_session_never_opens_the_randomisation_file(study: Study, tmp_path: Path) -> None:
-    unreadable = tmp_path / "randomization.csv"
-    unreadable.write_text("not,a,list\n", encoding="utf-8")
-    os.chmod(unreadable, 0)
+    # A path that cannot be read: any attempt to open or hash it would raise.
+    absent = tmp_path / "no-such-randomization.csv"
     report = render_dsmb_report(
         study.protocol,
         study.snapshot,
         tmp_path / "out",
         session="open",
-        randomization=unreadable,
+        randomization=absent,
         pdf=False,
     )
     assert report.html.is_file()
+    assert report.randomization_sha256 is None
+    assert not absent.exists()
 
 
 def test_open_report_names_no_arm_in_html_or_pdf(study: Study, rendered: Rendered) -> None:
@@ -191,7 +192,9 @@ def test_title_page_names_snapshot_hash_plan_version_and_studyman_version(
     assert reader.metadata.author == "Data Coordinating Centre"
 
 
-def test_safety_population_n_agrees_across_the_rendered_tables(rendered: Rendered) -> None:
+def test_safety_population_n_agrees_across_the_rendered_tables(
+    study: Study, rendered: Rendered
+) -> None:
     for report in (rendered.open_with, rendered.closed):
         html = _html_text(report.html)
         found = re.findall(r"Denominators \(Safety population\):[^<]*?Total N = (\d+)", html)
@@ -200,6 +203,9 @@ def test_safety_population_n_agrees_across_the_rendered_tables(rendered: Rendere
         assert report.pdf is not None
         pdf_text = " ".join(_pdf_pages(report.pdf)).replace("\n", " ")
         assert f"Total (N={report.safety_population})" in pdf_text
+        assert f"the safety population holds {report.safety_population} participants" in pdf_text
+        randomised = pd.read_csv(study.randomization, dtype=str)["record_id"].nunique()
+        assert f"and {randomised} randomised" in pdf_text
     assert rendered.open_with.safety_population == rendered.closed.safety_population
 
 
