@@ -184,7 +184,9 @@ def _run_checks(
     cut = data_cut or protocol.reporting.data_cut or date.today()
     today = datetime(cut.year, cut.month, cut.day)
     unblinded = randomization is not None
-    frame = normalise_records(records, id_field)
+    # a blinded run drops the unblinded forms before anything else looks at the records
+    source_records = records if unblinded else blind_records(records, protocol, dictionary)
+    frame = normalise_records(source_records, id_field)
     arms = strata = None
     if randomization is not None:
         table = normalise_records(randomization, id_field)
@@ -198,8 +200,6 @@ def _run_checks(
             strata = pd.Series(text(table, stratum_field), index=text(table, id_field))
             strata = strata[strata != ""]
             strata = strata[~strata.index.duplicated(keep="first")]
-    else:
-        frame = blind_records(frame, protocol, dictionary)
     parts = [
         run_dictionary_checks(
             frame, dictionary, missing_codes=missing_codes, today=today, source=source

@@ -103,8 +103,13 @@ def custom_checks_for(
     return load_custom_checks(path, dictionary)
 
 
-def read_flat_records(source: Path, dictionary: DataDictionary) -> pd.DataFrame:
-    """Flat records from a snapshot directory, or from REDCap's flat CSV export (``.csv``)."""
+def read_flat_records(
+    source: Path, dictionary: DataDictionary, *, skip_tables: frozenset[str] = frozenset()
+) -> pd.DataFrame:
+    """Flat records from a snapshot directory, or from REDCap's flat CSV export (``.csv``).
+
+    *skip_tables* names snapshot tables left out (the unblinded forms in a blinded run).
+    """
     if source.is_file() and source.suffix.lower() == ".csv":
         try:
             frame = pd.read_csv(source, dtype=str, keep_default_na=False)
@@ -114,7 +119,8 @@ def read_flat_records(source: Path, dictionary: DataDictionary) -> pd.DataFrame:
     from studyman.sources.snapshot import read_snapshot
 
     snapshot = read_snapshot(source)
-    tables = text_tables(snapshot.tables, dictionary)
+    kept = {name: table for name, table in snapshot.tables.items() if name not in skip_tables}
+    tables = text_tables(kept, dictionary)
     return flat_records_from_tables(tables, dictionary.record_id_field)
 
 
@@ -155,7 +161,12 @@ def validate_study(
     """
     dictionary, codes = dictionary_for(protocol)
     custom = custom_checks_for(protocol, dictionary, checks_file)
-    records = read_flat_records(Path(source), dictionary)
+    blinded_forms = frozenset(protocol.blinding.unblinded_forms)
+    records = read_flat_records(
+        Path(source),
+        dictionary,
+        skip_tables=frozenset() if randomization is not None else blinded_forms,
+    )
     arms: pd.DataFrame | None
     if isinstance(randomization, Path):
         try:
