@@ -1612,7 +1612,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         title="Serious adverse events and deaths",
         paragraphs=(
             f"{len(serious)} serious adverse events in {serious[_KEY].nunique()} participants; "
-            f"{len(deaths)} deaths.",
+            f"{len(deaths)} death{'' if len(deaths) == 1 else 's'}.",
         ),
         tables=(
             ReportTable(
@@ -1650,7 +1650,7 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
         {
             "Participant": ids,
             "Disposition: adverse event": ["yes" if r in by_ds else "no" for r in ids],
-            "Date": [
+            "Disposition date": [
                 _fmt_date(subjects.loc[r, "ds_date"]) if r in subjects.index else "" for r in ids
             ],
             "Adverse event(s) with action 'withdrawn'": [withdrawn_pt.get(r, "") for r in ids],
@@ -2105,7 +2105,10 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
                     "On time": "–",
                     "Late": "–",
                     "No report date": "–",
-                    "Median hours": "expectedness / IRB reports are not recorded in REDCap",
+                    "Median hours": "–",
+                    "Note": "unanticipated problems are not recorded in the REDCap project"
+                    if clock.applies_to == "unanticipated_problem"
+                    else "expectedness is not recorded in the REDCap project",
                 }
             )
             continue
@@ -2123,6 +2126,9 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
                 "Late": str(late),
                 "No report date": str(undated),
                 "Median hours": _fmt_num(float(h.median()), 1) if h.notna().any() else "–",
+                "Note": "timed by the SAE report date"
+                if clock.applies_to == "suicide_death"
+                else "",
             }
         )
         for index in cases.index[((h > clock.limit_hours) | h.isna()).to_numpy()]:

@@ -17,6 +17,7 @@ from studyman.reporting.dsmb import (
     cut_tables,
     efficacy_section,
     liver_section,
+    reporting_timeliness_section,
     withdrawal_section,
 )
 from studyman.reporting.report import arm_codes, read_randomization_list
@@ -227,3 +228,20 @@ def test_section_missing_a_field_says_so_and_the_rest_is_produced(study: Study) 
     assert all(s.missing == ("ae_severity",) for s in broken)
     assert sections["aesi-liver"].tables
     assert sections["baseline"].tables
+
+
+def test_late_sae_report_is_counted_and_listed(study: Study) -> None:
+    tables = _tables(study)
+    ae = tables["adverse_events"].copy()
+    serious = ae.index[(ae["ae_serious"] == 1).to_numpy()]
+    late = serious[0]
+    ae.loc[late, "ae_report_dt"] = ae.loc[late, "ae_aware_dt"] + pd.Timedelta(hours=30)
+    tables["adverse_events"] = ae
+    section = reporting_timeliness_section(DsmbInputs(study.protocol, tables, CUT))
+    clocks = section.tables[0].frame.set_index("Clock")
+    sponsor = clocks.loc["SAE to the sponsor"]
+    assert int(sponsor["Late"]) == 1
+    assert int(sponsor["On time"]) + 1 == int(sponsor["Cases"])
+    listing = section.tables[1].frame
+    assert listing["Participant"].tolist() == [str(ae.loc[late, "record_id"])]
+    assert listing["Hours"].tolist() == ["30.0"]
