@@ -751,6 +751,13 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
 def _continuous_rows(
     name: str, values: pd.Series, groups: Sequence[tuple[str, pd.Index]], digits: int = 1
 ) -> list[list[str]]:
+    """n, mean (SD) and median (min, max) of *values* in each group.
+
+    Notes
+    -----
+    Observed values only (no imputation); the SD uses the n − 1 denominator, as SAS PROC MEANS
+    and R's ``sd`` do.
+    """
     rows = [[name, *["" for _ in groups]]]
     stats: list[list[str]] = [["  n"], ["  Mean (SD)"], ["  Median (min, max)"]]
     for _, ids in groups:
