@@ -1146,10 +1146,11 @@ def _conmeds(view: StudyView, out: _Emitter) -> None:
             strict=True,
         )
     )
-    continuing = np.array(
-        [(i, n) in before_names for i, n in zip(frame["id"], frame["name"], strict=True)],
-        dtype=bool,
-    )
+    continuing = np.zeros(len(records), dtype=bool)
+    ids_of_rows = view.ids
+    names_of_rows = name.to_numpy(dtype=object)
+    for index in np.flatnonzero(stable):
+        continuing[index] = (ids_of_rows[index], names_of_rows[index]) in before_names
     out.rows(
         "CM-NEW-AD",
         stable & started_after & ~continuing,
