@@ -287,15 +287,41 @@ def draw_edish(figure_data: FigureData, protocol: Protocol) -> bytes:
         figure, axes = plt.subplots(figsize=(6.0, 4.6))
         points = points.dropna(subset=["transaminase", "bilirubin"])
         points = points[(points["transaminase"] > 0) & (points["bilirubin"] > 0)]
-        for index, (group, part) in enumerate(points.groupby("group", sort=True)):
-            axes.scatter(
-                part["transaminase"],
-                part["bilirubin"],
-                s=14,
-                alpha=0.75,
-                color=_colour(index),
-                label=str(group),
-                edgecolors="none",
+        # One scatter in record order, so that no arm is drawn over the other.
+        points = points.sort_values("record_id")
+        groups = sorted(points["group"].unique())
+        colours = {group: _colour(index) for index, group in enumerate(groups)}
+        size, alpha = (14, 0.75) if len(points) < 500 else (5, 0.45)
+        axes.scatter(
+            points["transaminase"],
+            points["bilirubin"],
+            s=size,
+            alpha=alpha,
+            c=[colours[group] for group in points["group"]],
+            edgecolors="none",
+        )
+        for group in groups:
+            axes.scatter([], [], s=14, color=colours[group], label=str(group))
+        quadrant = points[
+            (points["transaminase"] > hy.transaminase_multiple)
+            & (points["bilirubin"] > hy.bilirubin_multiple)
+        ]
+        axes.scatter(
+            quadrant["transaminase"],
+            quadrant["bilirubin"],
+            s=70,
+            facecolors="none",
+            edgecolors="#aa2222",
+            linewidths=0.9,
+        )
+        for row in quadrant.itertuples(index=False):
+            axes.annotate(
+                str(row.record_id),
+                (float(str(row.transaminase)), float(str(row.bilirubin))),
+                xytext=(5, -9),
+                textcoords="offset points",
+                fontsize=6.5,
+                color="#aa2222",
             )
         axes.set_xscale("log")
         axes.set_yscale("log")
