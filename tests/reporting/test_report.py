@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import stat
 import subprocess
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -328,14 +330,42 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
     assert [site for site, _ in rows] == ["S01", "S03"]
 
 
-def test_report_without_some_forms_still_renders_and_says_so(study: Study, tmp_path: Path) -> None:
-    import json
-
-    copy = tmp_path / "snapshot"
-    shutil.copytree(study.snapshot, copy)
-    for path in copy.rglob("*"):
+def _writable_copy(snapshot: Path, target: Path) -> dict[str, Any]:
+    shutil.copytree(snapshot, target)
+    for path in target.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    manifest = json.loads((copy / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = json.loads((target / MANIFEST_NAME).read_text(encoding="utf-8"))
+    return manifest
+
+
+def test_open_session_never_reads_the_unblinded_forms_of_the_snapshot(
+    study: Study, tmp_path: Path
+) -> None:
+    copy = tmp_path / "snapshot"
+    manifest = _writable_copy(study.snapshot, copy)
+    for form in study.protocol.blinding.unblinded_forms:
+        # Not Parquet any more (the manifest is updated, so verification passes): reading the
+        # file would fail.
+        data = b"unblinded: must not be read"
+        (copy / "tables" / f"{form}.parquet").write_bytes(data)
+        manifest["files"][f"tables/{form}.parquet"] = hashlib.sha256(data).hexdigest()
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    report = render_dsmb_report(study.protocol, copy, tmp_path / "out", session="open", pdf=False)
+    assert "Adjunct dosing is recorded on an unblinded form" in _html_text(report.html)
+    with pytest.raises(Exception, match=r"(?i)parquet"):
+        render_dsmb_report(
+            study.protocol,
+            copy,
+            tmp_path / "closed",
+            session="closed",
+            randomization=study.randomization,
+            pdf=False,
+        )
+
+
+def test_report_without_some_forms_still_renders_and_says_so(study: Study, tmp_path: Path) -> None:
+    copy = tmp_path / "snapshot"
+    manifest = _writable_copy(study.snapshot, copy)
     for form in ("adverse_events", "liver_tests"):
         del manifest["tables"][form]
         del manifest["files"][f"tables/{form}.parquet"]
