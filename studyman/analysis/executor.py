@@ -10,8 +10,9 @@ whichever executor runs them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -22,6 +23,7 @@ __all__ = [
     "ProcessExecutor",
     "SerialExecutor",
     "make_executor",
+    "single_threaded_blas",
     "spawn_seeds",
 ]
 
@@ -41,6 +43,23 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release workers started by this executor."""
         ...
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the body with BLAS limited to one thread.
+
+    Notes
+    -----
+    A multi-threaded BLAS splits sums differently with the number of threads, which changes the
+    last bits of a result; Dask workers start with one BLAS thread, local processes inherit the
+    parent's. Every analysis task runs under this limit, so the bits do not depend on where it
+    ran (the work is parallel across tasks instead).
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def spawn_seeds(seed: int, count: int) -> list[np.random.SeedSequence]:

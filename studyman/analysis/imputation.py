@@ -52,7 +52,12 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats
 
-from studyman.analysis.executor import Executor, SerialExecutor, spawn_seeds
+from studyman.analysis.executor import (
+    Executor,
+    SerialExecutor,
+    single_threaded_blas,
+    spawn_seeds,
+)
 from studyman.errors import AnalysisError
 
 __all__ = [
@@ -417,6 +422,11 @@ def _run_chain(task: _Task) -> list[list[tuple[float, float, float]]]:
 
     ``burn_in`` iterations before the first imputation, ``thin`` between later ones.
     """
+    with single_threaded_blas():
+        return _chain_results(task)
+
+
+def _chain_results(task: _Task) -> list[list[tuple[float, float, float]]]:
     data = task.data
     rng = np.random.default_rng(task.seed)
     missing = np.isnan(data.outcome)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.analysis.adam import AdamDatasets
-from studyman.analysis.executor import Executor, SerialExecutor
+from studyman.analysis.executor import Executor, SerialExecutor, single_threaded_blas
 from studyman.analysis.models import (
     AnalysisOutcome,
     ae_exposure_adjusted,
@@ -336,7 +336,8 @@ def _execute(prepared: _Prepared) -> AnalysisOutcome:
 def _guarded(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
     """Run *prepared*; an error of the data or the model becomes a failed outcome."""
     try:
-        return _compute(prepared, executor)
+        with single_threaded_blas():
+            return _compute(prepared, executor)
     except _EXPECTED as error:
         return _failure(prepared.analysis, error)
 
