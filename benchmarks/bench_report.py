@@ -16,18 +16,22 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Literal, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "protocols" / "cbt-adjunct" / "protocol.yaml"
 DICTIONARY = ROOT / "protocols" / "cbt-adjunct" / "redcap" / "data_dictionary.csv"
 SAP = ROOT / "analysis" / "sap.yaml"
 TARGETS = {300: 30.0, 5000: 180.0}
+T = TypeVar("T")
 
 
-def _timed(work: object) -> tuple[float, float, object]:
+def _timed(work: Callable[[], T]) -> tuple[float, float, T]:
     wall, cpu = time.perf_counter(), time.process_time()
-    result = work()  # type: ignore[operator]
+    result = work()
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
@@ -49,9 +53,11 @@ def run(participants: int, seed: int, base: Path) -> int:
     baseline, _, _ = _timed(lambda: read_snapshot(snapshot))
     target = TARGETS.get(participants)
     status = 0
-    for session in ("open", "closed"):
+    sessions: tuple[Literal["open", "closed"], ...] = ("open", "closed")
+    for session in sessions:
         wall, cpu, report = _timed(
-            lambda session=session: render_dsmb_report(
+            partial(
+                render_dsmb_report,
                 protocol,
                 snapshot,
                 base / "out",
@@ -60,7 +66,7 @@ def run(participants: int, seed: int, base: Path) -> int:
                 sap=SAP,
             )
         )
-        pdf = getattr(report, "pdf", None)
+        pdf = report.pdf
         size = pdf.stat().st_size / 1e6 if pdf is not None else 0.0
         verdict = ""
         if target is not None:
