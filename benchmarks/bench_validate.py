@@ -44,6 +44,24 @@ def _range_pass(records: Any, dictionary: Any) -> int:
     return flagged
 
 
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def _child(records_path: str, randomization_path: str | None, queue: Any) -> None:
     import pandas as pd
 
@@ -57,6 +75,8 @@ def _child(records_path: str, randomization_path: str | None, queue: Any) -> Non
     records = pd.read_parquet(records_path)
     randomization = pd.read_parquet(randomization_path) if randomization_path else None
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux: reset the high-water mark so the peak below is that of the checks alone
+    reset = _reset_peak()
 
     wall, cpu = time.perf_counter(), time.process_time()
     flagged = _range_pass(records, dictionary)
@@ -77,6 +97,7 @@ def _child(records_path: str, randomization_path: str | None, queue: Any) -> Non
             "findings": len(result.findings),
             "rss_loaded_mb": rss_loaded / 1024,
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "checks_peak_mb": _peak_mb() if reset else None,
         }
     )
 
@@ -130,6 +151,8 @@ def main(argv: list[str]) -> int:
         f"peak resident memory of the checking process: {figures['rss_peak_mb']:.0f} "
         f"MB (after loading the records: {figures['rss_loaded_mb']:.0f} MB)"
     )
+    if figures["checks_peak_mb"] is not None:
+        print(f"peak resident memory while checking: {figures['checks_peak_mb']:.0f} MB")
     target = "met" if wall < 20 and figures["rss_peak_mb"] < 4096 else "NOT met"
     print(f"target (< 20 s, < 4 GB): {target}")
     return 0
