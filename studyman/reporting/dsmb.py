@@ -128,6 +128,9 @@ class DsmbInputs:
         The validation query log (``QueryLog.queries``) or None when none was supplied.
     interim_efficacy
         True when the analysis plan prespecifies an interim efficacy look for the DSMB.
+    snapshot_findings
+        The snapshot's import findings (values that did not cast, ...), without those of the
+        unblinded forms in an open session; None when not available.
     """
 
     protocol: Protocol
@@ -137,6 +140,7 @@ class DsmbInputs:
     arm_order: tuple[str, ...] = ()
     queries: pd.DataFrame | None = None
     interim_efficacy: bool = False
+    snapshot_findings: pd.DataFrame | None = None
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -1131,6 +1135,33 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                 ),
             )
         )
+    findings = inputs.snapshot_findings
+    if findings is not None:
+        if findings.empty:
+            paragraphs.append("The snapshot import raised no finding (every value cast).")
+        else:
+            counts = (
+                findings.assign(
+                    instrument=findings["instrument"].astype("string").fillna("").replace("", "–"),
+                    check_id=findings["check_id"].astype("string"),
+                )
+                .groupby(["instrument", "check_id"], sort=True)
+                .size()
+                .reset_index(name="findings")
+            )
+            tables.append(
+                ReportTable(
+                    "Snapshot import findings by form",
+                    pd.DataFrame(
+                        {
+                            "Form": counts["instrument"].astype(str),
+                            "Finding": counts["check_id"].astype(str),
+                            "Count": counts["findings"].astype(str),
+                        }
+                    ),
+                    note="Values the import could not read as their field type, and similar.",
+                )
+            )
     queries = inputs.queries
     if queries is None:
         paragraphs.append(

@@ -261,6 +261,9 @@ def render_dsmb_report(
     cut = cutoff or protocol.reporting.data_cut or date.today()
     unblinded = set(protocol.blinding.unblinded_forms)
     tables = _read_tables(snapshot, manifest, unblinded if session == "open" else set())
+    findings = pd.read_parquet(snapshot / "findings.parquet")
+    if session == "open" and "instrument" in findings.columns:
+        findings = findings[~findings["instrument"].astype("string").isin(unblinded).fillna(False)]
     plan_version = "not supplied"
     interim = False
     if sap is not None:
@@ -304,6 +307,9 @@ def render_dsmb_report(
         arm_order=arm_order,
         queries=queries,
         interim_efficacy=interim,
+        snapshot_findings=findings[["instrument", "check_id"]]
+        if {"instrument", "check_id"} <= set(findings.columns)
+        else None,
     )
     sections = build_sections(inputs)
     figures = [[draw_figure(spec, protocol) for spec in section.figures] for section in sections]

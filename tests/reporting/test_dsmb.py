@@ -15,6 +15,7 @@ from studyman.reporting.dsmb import (
     baseline_section,
     build_sections,
     cut_tables,
+    data_quality_section,
     efficacy_section,
     liver_section,
     reporting_timeliness_section,
@@ -245,3 +246,23 @@ def test_late_sae_report_is_counted_and_listed(study: Study) -> None:
     listing = section.tables[1].frame
     assert listing["Participant"].tolist() == [str(ae.loc[late, "record_id"])]
     assert listing["Hours"].tolist() == ["30.0"]
+
+
+def test_snapshot_import_findings_are_counted_by_form(study: Study) -> None:
+    findings = pd.DataFrame(
+        {
+            "instrument": ["vital_signs", "vital_signs", "phq9"],
+            "check_id": ["SRC-CAST", "SRC-CAST", "SRC-CAST"],
+        }
+    )
+    inputs = DsmbInputs(study.protocol, _tables(study), CUT, snapshot_findings=findings)
+    section = data_quality_section(inputs)
+    table = next(t for t in section.tables if t.title == "Snapshot import findings by form")
+    assert table.frame.values.tolist() == [
+        ["phq9", "SRC-CAST", "1"],
+        ["vital_signs", "SRC-CAST", "2"],
+    ]
+    clean = data_quality_section(
+        DsmbInputs(study.protocol, _tables(study), CUT, snapshot_findings=findings.iloc[:0])
+    )
+    assert "raised no finding" in " ".join(clean.paragraphs)
