@@ -45,6 +45,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
@@ -1089,9 +1090,7 @@ class LogicExpression:
         return self.evaluate(frame, context).truth()
 
 
-_CACHE: dict[str, LogicExpression] = {}
-
-
+@lru_cache(maxsize=8192)
 def compile_logic(expression: str) -> LogicExpression:
     """Parse *expression* once (cached) and return it as an evaluable :class:`LogicExpression`.
 
@@ -1100,8 +1099,4 @@ def compile_logic(expression: str) -> LogicExpression:
     ValidationError
         When the expression does not parse (message: the expression and the position).
     """
-    cached = _CACHE.get(expression)
-    if cached is None:
-        cached = LogicExpression(expression, parse_logic(expression))
-        _CACHE[expression] = cached
-    return cached
+    return LogicExpression(expression, parse_logic(expression))
