@@ -477,6 +477,27 @@ def summary_section(inputs: DsmbInputs) -> Section:
     )
 
 
+_PENDING = "Eligible, not randomised by the cut-off"
+_UNRECORDED = "Not recorded"
+
+
+def _not_randomised_reasons(protocol: Protocol, subjects: pd.DataFrame) -> pd.Series:
+    """Why each screened, not randomised participant was not randomised.
+
+    The recorded screen-failure reason; else, for a participant recorded eligible, "eligible,
+    not randomised by the cut-off" (still in screening or awaiting baseline); else "not
+    recorded".
+    """
+    reasons = {str(r.code): r.label for r in protocol.disposition.screen_fail_reasons}
+    labels = [
+        reasons[str(code)]
+        if pd.notna(code) and str(code) in reasons
+        else (_PENDING if str(eligible) == "1" else _UNRECORDED)
+        for code, eligible in zip(subjects["screen_fail_reason"], subjects["eligible"], strict=True)
+    ]
+    return pd.Series(labels, index=subjects.index, dtype="string")
+
+
 def study_status_section(inputs: DsmbInputs) -> Section:
     """CONSORT-style flow: assessed, excluded with reasons, randomised, ..., analysed."""
     protocol = inputs.protocol
@@ -485,13 +506,8 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     if len(missing) == len(needed):
         return _unavailable("status", "Study status", missing)
     subjects = inputs.subjects()
-    reasons = {str(r.code): r.label for r in protocol.disposition.screen_fail_reasons}
     not_randomised = subjects[~subjects["randomized"]]
-    excluded_reasons = (
-        not_randomised["screen_fail_reason"].map(lambda c: reasons.get(str(c), "Not recorded"))
-        if len(not_randomised)
-        else pd.Series([], dtype="string")
-    )
+    excluded_reasons = _not_randomised_reasons(protocol, not_randomised)
     excluded_counts = excluded_reasons.value_counts().sort_index()
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
@@ -715,10 +731,9 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
         return _unavailable("screen-failures", "Screen failures", missing)
     subjects = inputs.subjects()
     failures = subjects[~subjects["randomized"]]
-    reasons = {str(r.code): r.label for r in protocol.disposition.screen_fail_reasons}
-    labels = failures["screen_fail_reason"].map(lambda c: reasons.get(str(c), "Not recorded"))
+    labels = _not_randomised_reasons(protocol, failures)
     sites = [s.id for s in protocol.sites]
-    order = [r.label for r in protocol.disposition.screen_fail_reasons] + ["Not recorded"]
+    order = [r.label for r in protocol.disposition.screen_fail_reasons] + [_PENDING, _UNRECORDED]
     data: dict[str, list[str]] = {"Reason": [], **{s: [] for s in sites}, TOTAL: []}
     n_failed = len(failures)
     for reason in order:

@@ -19,6 +19,7 @@ from studyman.reporting.dsmb import (
     efficacy_section,
     liver_section,
     reporting_timeliness_section,
+    screen_failure_section,
     withdrawal_section,
 )
 from studyman.reporting.report import arm_codes, read_randomization_list
@@ -266,3 +267,20 @@ def test_snapshot_import_findings_are_counted_by_form(study: Study) -> None:
         DsmbInputs(study.protocol, _tables(study), CUT, snapshot_findings=findings.iloc[:0])
     )
     assert "raised no finding" in " ".join(clean.paragraphs)
+
+
+def test_eligible_participants_awaiting_randomisation_are_not_screen_failures(
+    study: Study,
+) -> None:
+    snapshot = read_snapshot(study.snapshot).tables
+    enrolment = snapshot["enrollment"]
+    eligibility = snapshot["eligibility"].set_index("record_id")["elig_date"]
+    # A cut-off between one participant's eligibility and randomisation dates.
+    gap = enrolment.assign(elig=enrolment["record_id"].map(eligibility))
+    gap = gap[(gap["rand_date"] - gap["elig"]).dt.days >= 2].iloc[5]
+    cutoff = (gap["rand_date"] - pd.Timedelta(days=1)).date()
+    tables = cut_tables(study.protocol, dict(snapshot), cutoff)
+    frame = screen_failure_section(DsmbInputs(study.protocol, tables, cutoff)).tables[0].frame
+    pending = frame[frame["Reason"] == "Eligible, not randomised by the cut-off"]
+    assert len(pending) == 1
+    assert int(pending.iloc[0][str(gap["record_id"])[:3]]) >= 1
