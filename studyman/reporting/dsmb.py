@@ -591,7 +591,7 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     )
     screen_rows = pd.DataFrame(
         {
-            "Stage": ["Assessed for eligibility", "Excluded (not randomised)"]
+            "Stage": ["Assessed for eligibility", "Not randomised (excluded or pending)"]
             + [f"  {reason}" for reason in excluded_counts.index]
             + ["Randomised"],
             "n": [str(len(subjects)), str(len(not_randomised))]

@@ -92,7 +92,7 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
         axes.axis("off")
         _box(axes, 0.5, 0.95, f"Assessed for eligibility (n={nodes['assessed']})")
         reasons = "\n".join(f"{k}: {v}" for k, v in nodes["excluded_reasons"].items())
-        excluded = f"Excluded (n={nodes['excluded']})" + (f"\n{reasons}" if reasons else "")
+        excluded = f"Not randomised (n={nodes['excluded']})" + (f"\n{reasons}" if reasons else "")
         _box(axes, 0.8, 0.83, excluded, width=0.36)
         _arrow(axes, 0.5, 0.935, 0.5, 0.735)
         axes.plot([0.5, 0.62], [0.83, 0.83], color="#333333", linewidth=0.8)
