@@ -53,6 +53,8 @@ def fits() -> dict[str, MMRMResult]:
 @pytest.mark.parametrize(
     "case",
     [
+        # UN at the exact REML optimum: SAS stops 6e-6 short of it (see test_mmrm.py)
+        "unstructured",
         "ar1",
         "heterogeneous-ar1",
         "compound-symmetry",

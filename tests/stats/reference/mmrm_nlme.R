@@ -43,6 +43,7 @@ cases <- list(
   "heterogeneous-compound-symmetry" = fit_case(corCompSymm(form = ~ VISN | USUBJID), het, "REML"),
   toeplitz = fit_case(corARMA(form = ~ VISN | USUBJID, p = 3), NULL, "REML"),
   "heterogeneous-toeplitz" = fit_case(corARMA(form = ~ VISN | USUBJID, p = 3), het, "REML"),
+  unstructured = fit_case(corSymm(form = ~ VISN | USUBJID), het, "REML"),
   unstructured_ml = fit_case(corSymm(form = ~ VISN | USUBJID), het, "ML"),
   ar1_ml = fit_case(corAR1(form = ~ VISN | USUBJID), NULL, "ML")
 )
