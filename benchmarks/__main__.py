@@ -1,4 +1,4 @@
-"""Run benchmarks: ``python -m benchmarks`` lists them, ``python -m benchmarks NAME [ARGS]`` runs one."""
+"""Run a benchmark: ``python -m benchmarks`` lists them; ``python -m benchmarks NAME`` runs one."""
 
 from __future__ import annotations
 

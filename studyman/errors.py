@@ -6,7 +6,7 @@
     ├── ProtocolError             a protocol, analysis plan or REDCap project file is malformed
     ├── SourceError               REDCap (or the emulator) could not be read as REDCap data
     ├── SnapshotError             a snapshot is missing, incomplete, altered or would be overwritten
-    ├── ValidationError           a check definition cannot be used (e.g. a custom rule that does not parse)
+    ├── ValidationError           a check definition is unusable (a custom rule that does not parse)
     └── AnalysisError             a model or analysis cannot be run on the data given
 
 Bad *data* is never an exception: it becomes a finding, a query or a row in a table.

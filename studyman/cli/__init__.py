@@ -72,5 +72,3 @@ def main(argv: list[str] | None = None) -> Any:
         if isinstance(error, click.exceptions.Abort):
             sys.exit(1)
         raise
-
-
