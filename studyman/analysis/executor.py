@@ -9,6 +9,8 @@ whichever executor runs them.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -81,7 +83,14 @@ class SerialExecutor:
 
 
 class ProcessExecutor:
-    """Local worker processes (default: one per core)."""
+    """Local worker processes (default: one per core).
+
+    Notes
+    -----
+    Workers are forked from a clean ``forkserver`` process that has already imported the
+    analysis modules, never from the caller: forking a process that runs other threads (the
+    demo's REDCap emulator, a Dask client) can deadlock the child.
+    """
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
@@ -93,7 +102,7 @@ class ProcessExecutor:
         if self.workers == 1 or len(tasks) <= 1:
             return [function(task) for task in tasks]
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
         chunk = max(1, len(tasks) // (self.workers * 4))
         return list(self._pool.map(function, tasks, chunksize=chunk))
 
@@ -102,6 +111,14 @@ class ProcessExecutor:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["studyman.analysis.run", "studyman.stats"])
+    return context
 
 
 class DaskExecutor:
