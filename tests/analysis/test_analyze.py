@@ -244,3 +244,26 @@ def test_rerun_into_the_same_directory_leaves_no_file_of_the_earlier_run(
     assert set(files) | {"manifest.json"} == {
         str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
     } - {"notes.txt"}
+
+
+def test_amendment_history_is_stamped_on_every_output(study: Study, tmp_path: Path) -> None:
+    sap = tmp_path / "sap.yaml"
+    sap.write_bytes(study.sap.read_bytes())
+    lock_sap(sap)
+    text = sap.read_text(encoding="utf-8")
+    text = text.replace('version: "1.0"', 'version: "1.1"', 1).replace(
+        "amendments: []",
+        'amendments:\n  - {version: "1.1", date: 2026-12-01, reason: "remission threshold 8"}',
+        1,
+    )
+    sap.write_text(text.replace("threshold: 7}", "threshold: 8}"), encoding="utf-8")
+    analyze(sap, study.snapshot, tmp_path / "out", executor=SerialExecutor())
+    out = tmp_path / "out"
+    stamp = "remission threshold 8"
+    assert stamp in (out / "results" / "summary.csv").read_text().split("analysis,")[0]
+    assert stamp in (out / "adam" / "adsl.csv").read_text().split("STUDYID")[0]
+    assert stamp in (out / "figures" / "mean_change.svg").read_text()
+    assert stamp in (out / "report.html").read_text()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["plan"]["version"] == "1.1"
+    assert provenance["plan"]["locked_version"] == "1.0"
