@@ -211,12 +211,31 @@ def responder_logistic_analysis(
     counts["percent"] = 100 * counts["responders"] / counts["n"]
     if data["RESPONDER"].nunique() < 2:
         raise AnalysisError("every participant has the same responder status; no odds ratio")
+    separated = counts[(counts["responders"] == 0) | (counts["responders"] == counts["n"])]
+    if len(separated):
+        arms = ", ".join(
+            f"{arm} ({responders:g} of {n:g})"
+            for arm, responders, n in zip(
+                separated["ARM"].astype(str),
+                separated["responders"].astype(float),
+                separated["n"].astype(float),
+                strict=True,
+            )
+        )
+        raise AnalysisError(
+            f"responders in arm(s) {arms}: the odds ratio is not estimable (separation)"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = smf.glm(formula, data=data, family=_binomial()).fit()
     arm_term = next(name for name in fit.params.index if name.startswith("ARM"))
     z = stats.norm.ppf(0.5 + confidence_level / 2)
     log_or, se = float(fit.params[arm_term]), float(fit.bse[arm_term])
+    if not (math.isfinite(se) and abs(log_or) + z * se < 700):
+        raise AnalysisError(
+            f"logistic fit diverged (log odds ratio {log_or:.3g}, SE {se:.3g}): "
+            "quasi-complete separation by a covariate"
+        )
     table = pd.DataFrame(
         {
             "term": fit.params.index,
