@@ -33,6 +33,7 @@ __all__ = [
     "AdamDatasets",
     "choice_labels",
     "derive_adam",
+    "lookup",
     "normalise_randomization",
     "visit_number",
 ]
@@ -142,6 +143,17 @@ def _flag(mask: pd.Series) -> pd.Series:
     return pd.Series(np.where(mask.fillna(False).to_numpy(bool), "Y", "N"), index=mask.index)
 
 
+def lookup(keys: pd.Series, values: pd.Series) -> pd.Series:
+    """``values`` looked up by each key (missing where absent), keeping the dtype of *values*.
+
+    ``Series.map`` with an empty datetime series fails in pandas; ``reindex`` does not.
+    """
+    unique = values[~values.index.duplicated(keep="first")]
+    found = unique.reindex(keys.to_numpy())
+    found.index = keys.index
+    return found
+
+
 def _by_record(frame: pd.DataFrame, column: str, how: str) -> pd.Series:
     valid = frame.dropna(subset=[column])
     if valid.empty:
@@ -202,7 +214,7 @@ def derive_adam(
     )
     enrolled = enrollment.drop_duplicates(_KEY).set_index(_KEY)
     adsl["RANDFL"] = _flag(adsl["SUBJID"].map(_yes(enrolled["randomized"])))
-    adsl["RANDDT"] = adsl["SUBJID"].map(enrolled["rand_date"])
+    adsl["RANDDT"] = lookup(adsl["SUBJID"], enrolled["rand_date"])
     adsl["STRATSEV"] = (
         adsl["SUBJID"]
         .map(_codes(enrolled["strat_severity"]))
@@ -219,8 +231,8 @@ def derive_adam(
     taken = dosing[_yes(dosing["dose_taken"])].rename(columns={"dose_date": "date"})
     treatment = pd.concat([attended[[_KEY, "date"]], taken[[_KEY, "date"]]], ignore_index=True)
     treatment["date"] = pd.to_datetime(treatment["date"], errors="coerce")
-    adsl["TRTSDT"] = adsl["SUBJID"].map(_by_record(treatment, "date", "min"))
-    adsl["TRTEDT"] = adsl["SUBJID"].map(_by_record(treatment, "date", "max"))
+    adsl["TRTSDT"] = lookup(adsl["SUBJID"], _by_record(treatment, "date", "min"))
+    adsl["TRTEDT"] = lookup(adsl["SUBJID"], _by_record(treatment, "date", "max"))
     dosed = set(taken[_KEY].astype(str))
     # As treated: the randomised arm; an experimental-arm participant who never took a dose
     # counts as treated with CBT alone when CBT sessions were attended (the adjunct arm's label
@@ -243,11 +255,11 @@ def derive_adam(
     adsl["DCSREAS"] = status.map(
         lambda v: status_labels.get(v, v) if isinstance(v, str) and v != "1" else pd.NA
     ).astype("string")
-    adsl["EOSDT"] = adsl["SUBJID"].map(final["ds_date"])
-    adsl["DTHDT"] = adsl["SUBJID"].map(final["death_date"])
+    adsl["EOSDT"] = lookup(adsl["SUBJID"], final["ds_date"])
+    adsl["DTHDT"] = lookup(adsl["SUBJID"], final["death_date"])
     visit_dates = visit.copy()
     visit_dates["visit_date"] = pd.to_datetime(visit_dates["visit_date"], errors="coerce")
-    last_visit = adsl["SUBJID"].map(_by_record(visit_dates, "visit_date", "max"))
+    last_visit = lookup(adsl["SUBJID"], _by_record(visit_dates, "visit_date", "max"))
     last_contact = pd.concat(
         [pd.to_datetime(adsl["EOSDT"]), pd.to_datetime(last_visit), adsl["TRTEDT"]], axis=1
     ).max(axis=1)

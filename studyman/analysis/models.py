@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from studyman.analysis.adam import lookup
 from studyman.analysis.executor import Executor
 from studyman.analysis.imputation import (
     PooledEstimate,
@@ -906,12 +907,14 @@ def ae_time_to_first(
     events = _subset(adae, analysis.subset)
     first = events.groupby("SUBJID")["ASTDT"].min()
     frame = safety[["SUBJID", "ARM", "TRTSDT", "EXPDAYS"]].copy()
-    onset = frame["SUBJID"].map(first)
-    frame["EVENT"] = onset.notna()
-    days = (pd.to_datetime(onset) - pd.to_datetime(frame["TRTSDT"])).dt.days + 1
-    frame["TIME"] = np.where(
-        frame["EVENT"], days, pd.to_numeric(frame["EXPDAYS"], errors="coerce")
-    ).astype(float)
+    onset = pd.to_datetime(lookup(frame["SUBJID"], first), errors="coerce")
+    start = pd.to_datetime(frame["TRTSDT"], errors="coerce")
+    days = ((onset - start) / pd.Timedelta(days=1)).to_numpy(dtype=float, na_value=np.nan) + 1
+    exposure = pd.to_numeric(frame["EXPDAYS"], errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+    frame["EVENT"] = onset.notna().to_numpy()
+    frame["TIME"] = np.where(frame["EVENT"], days, exposure)
     frame = frame.dropna(subset=["TIME"])
     curves = []
     medians = []

@@ -272,3 +272,25 @@ def test_amendment_history_is_stamped_on_every_output(study: Study, tmp_path: Pa
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["plan"]["version"] == "1.1"
     assert provenance["plan"]["locked_version"] == "1.0"
+
+
+def test_snapshot_without_adverse_events_fails_only_the_rate_models(study: Study) -> None:
+    from studyman.analysis.adam import choice_labels, normalise_randomization
+    from studyman.sources.snapshot import read_snapshot
+
+    loaded = load_sap(study.sap)
+    snapshot = read_snapshot(study.snapshot)
+    tables = {k: v for k, v in snapshot.tables.items() if k != "adverse_events"}
+    metadata = json.loads((study.snapshot / "redcap" / "metadata.json").read_text())
+    randomization = normalise_randomization(
+        pd.read_csv(study.randomization, dtype=str), choice_labels(metadata)["rand_arm"]
+    )
+    adam = derive_for_plan(loaded, tables, metadata, randomization)
+    safety = tuple(a for a in loaded.plan.analyses if a.kind.startswith("ae_"))
+    plan = loaded.plan.model_copy(update={"analyses": safety})
+    run = run_plan(plan, adam, blinded=False, executor=SerialExecutor())
+    failed = {o.id: o.message for o in run.outcomes if o.status == "failed"}
+    assert set(failed) == {"ae_eair", "ae_nb2", "ae_glmm"}
+    assert "no events" in failed["ae_nb2"]
+    incidence = next(o for o in run.outcomes if o.id == "ae_incidence")
+    assert incidence.tables["incidence"].iloc[0]["risk_difference"] == 0.0
