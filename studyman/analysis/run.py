@@ -130,10 +130,14 @@ class _Data:
         return adae, safety.reset_index(drop=True)
 
 
-def _with_baseline(subjects: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    missing = subjects["BASE"].isna()
+def _with_baseline(
+    subjects: pd.DataFrame, strata: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, str]:
+    """Participants with a baseline value and every stratum; a note counts those left out."""
+    missing = subjects[["BASE", *strata]].isna().any(axis=1)
     if missing.any():
-        note = f"{int(missing.sum())} participant(s) without a baseline value left out"
+        what = "a baseline value" + (" or a stratum" if strata else "")
+        note = f"{int(missing.sum())} participant(s) without {what} left out"
         return subjects[~missing].reset_index(drop=True), note
     return subjects, ""
 
@@ -165,14 +169,14 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
             AVAL=subjects["SUBJID"].map(at_visit["AVAL"]),
             PCHG=subjects["SUBJID"].map(at_visit["PCHG"]),
         )
-        subjects, note = _with_baseline(subjects)
+        subjects, note = _with_baseline(subjects, analysis.strata)
         return _Prepared(analysis, level, arms, frames={"subjects": subjects}, note=note)
     if isinstance(analysis, RandomSlopeAnalysis):
         frame, _, _ = data.efficacy(analysis, analysis.parameter)
         return _Prepared(analysis, level, arms, frames={"frame": frame.dropna(subset=["BASE"])})
     if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
         frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
-        subjects, note = _with_baseline(subjects)
+        subjects, note = _with_baseline(subjects, analysis.strata)
         return _Prepared(
             analysis,
             level,
