@@ -46,6 +46,7 @@ __all__ = [
     "RedcapProject",
     "RepeatingForm",
     "UserRights",
+    "checkbox_column",
     "field_choice_pairs",
     "load_redcap_project",
     "parse_choice_pairs",
@@ -262,10 +263,13 @@ def field_choice_pairs(field_type: str, choices_text: str) -> tuple[tuple[str, s
     return ()
 
 
-def _checkbox_suffix(code: str) -> str:
-    # REDCap lower-cases the code and turns anything but letters, digits and "_" into "_"
-    # (so code "-1" exports as field___1 ... REDCap spells it "field____1").
-    return re.sub(r"[^a-z0-9_]", "_", code.lower())
+def checkbox_column(field_name: str, code: str) -> str:
+    """REDCap's flat-export column of checkbox *field_name* for choice *code*.
+
+    REDCap lower-cases the (trimmed) code and replaces every character that is not a letter,
+    digit or underscore with ``_``: code ``-1`` of ``field`` exports as ``field____1``.
+    """
+    return f"{field_name}___{re.sub(r'[^a-z0-9_]', '_', code.strip().lower())}"
 
 
 class DictionaryField(BaseModel):
@@ -368,7 +372,7 @@ class DictionaryField(BaseModel):
         if self.field_type == "descriptive":
             return ()
         if self.field_type == "checkbox":
-            return tuple(f"{self.field_name}___{_checkbox_suffix(c)}" for c in self.choice_codes)
+            return tuple(checkbox_column(self.field_name, c) for c in self.choice_codes)
         return (self.field_name,)
 
     def as_row(self) -> dict[str, str]:

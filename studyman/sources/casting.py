@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from studyman.findings import Finding
+from studyman.protocol.redcap_project import checkbox_column
 
 __all__ = [
     "MISSING_SUFFIX",
@@ -230,11 +231,6 @@ def parse_missing_data_codes(setting: str | None) -> tuple[str, ...]:
     return parse_choice_codes(setting or "")
 
 
-def _checkbox_export_name(field: str, code: str) -> str:
-    # REDCap lower-cases the code and turns anything but letters, digits and '_' into '_'.
-    return f"{field}___{re.sub(r'[^a-z0-9_]', '_', code.lower())}"
-
-
 class ProjectDictionary:
     """The data dictionary of a project, indexed for typing and splitting the flat export.
 
@@ -305,7 +301,7 @@ class ProjectDictionary:
             if field.form != form or field.name == self.record_id_field:
                 continue
             if field.field_type == "checkbox":
-                columns.extend(_checkbox_export_name(field.name, code) for code in field.choices)
+                columns.extend(checkbox_column(field.name, code) for code in field.choices)
             else:
                 columns.append(field.name)
         columns.append(f"{form}_complete")

@@ -14,7 +14,7 @@ from functools import cached_property
 import pandas as pd
 
 from studyman.errors import ValidationError
-from studyman.validation.logic import checkbox_column
+from studyman.protocol.redcap_project import checkbox_column
 
 __all__ = ["DataDictionary", "DictionaryField", "dictionary_from_frame", "parse_choices"]
 

@@ -56,6 +56,9 @@ import pyarrow.compute as pc
 
 from studyman.errors import ValidationError
 
+# REDCap's checkbox export-name rule lives with the protocol layer's dictionary; re-exported here.
+from studyman.protocol.redcap_project import checkbox_column
+
 __all__ = [
     "Binary",
     "Call",
@@ -140,15 +143,6 @@ class Binary:
 
 
 Node: TypeAlias = NumberLiteral | StringLiteral | FieldRef | Call | Unary | Binary
-
-
-def checkbox_column(field_name: str, code: str) -> str:
-    """Return REDCap's export column for checkbox *field_name* and choice *code*.
-
-    REDCap lower-cases the code and replaces every character that is not a letter, digit or
-    underscore with ``_`` (``-1`` becomes ``field____1``).
-    """
-    return f"{field_name}___{re.sub(r'[^a-z0-9_]', '_', code.strip().lower())}"
 
 
 # --------------------------------------------------------------------------------------------
