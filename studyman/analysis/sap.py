@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -332,15 +332,28 @@ def plan_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _analysis_kinds() -> frozenset[str]:
+    kinds: set[str] = set()
+    for model in (
+        MMRMAnalysis,
+        ResponderLogisticAnalysis,
+        RandomSlopeAnalysis,
+        MultipleImputationAnalysis,
+        TippingPointAnalysis,
+        AEAnalysis,
+    ):
+        kinds.update(get_args(model.model_fields["kind"].annotation))
+    return frozenset(kinds)
+
+
 def _key_path(location: tuple[int | str, ...]) -> str:
+    kinds = _analysis_kinds()
     parts: list[str] = []
-    for item in location:
+    for index, item in enumerate(location):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in {"mmrm", "responder_logistic", "random_slope", "multiple_imputation"} or (
-            item.startswith(("tipping_point", "ae_"))
-        ):
-            continue  # the discriminator tag pydantic inserts into the location
+        elif item in kinds and index >= 1 and isinstance(location[index - 1], int):
+            continue  # the discriminator tag pydantic inserts after analyses[i]
         else:
             parts.append(("." if parts else "") + item)
     return "".join(parts)
