@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from studyman.findings import Finding
-from studyman.protocol.redcap_project import checkbox_column
+from studyman.protocol.redcap_project import checkbox_column, parse_choice_pairs
 
 __all__ = [
     "MISSING_SUFFIX",
@@ -217,13 +217,12 @@ class ColumnSpec:
 
 
 def parse_choice_codes(choices: str) -> tuple[str, ...]:
-    """Return the codes of a REDCap choice list ``"1, Yes | 0, No"`` (text before each comma)."""
-    codes: list[str] = []
-    for part in choices.split("|"):
-        code = part.split(",", 1)[0].strip()
-        if code:
-            codes.append(code)
-    return tuple(codes)
+    """Return the codes of a REDCap choice list ``"1, Yes | 0, No"`` (text before each comma).
+
+    The codes of :func:`studyman.protocol.redcap_project.parse_choice_pairs`, without blank
+    ones: a blank cell is missing, never a code.
+    """
+    return tuple(code for code, _ in parse_choice_pairs(choices) if code)
 
 
 def parse_missing_data_codes(setting: str | None) -> tuple[str, ...]:

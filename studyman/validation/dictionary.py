@@ -14,48 +14,17 @@ from functools import cached_property
 import pandas as pd
 
 from studyman.errors import ValidationError
-from studyman.protocol.redcap_project import checkbox_column
+from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, checkbox_column
+
+# REDCap's choice parsing is the protocol layer's; ``parse_choices`` is this module's name for it.
+from studyman.protocol.redcap_project import field_choice_pairs as parse_choices
 
 __all__ = ["DataDictionary", "DictionaryField", "dictionary_from_frame", "parse_choices"]
 
-RAW_HEADERS: tuple[str, ...] = (
-    "field_name",
-    "form_name",
-    "section_header",
-    "field_type",
-    "field_label",
-    "select_choices_or_calculations",
-    "field_note",
-    "text_validation_type_or_show_slider_number",
-    "text_validation_min",
-    "text_validation_max",
-    "identifier",
-    "branching_logic",
-    "required_field",
-    "custom_alignment",
-    "question_number",
-    "matrix_group_name",
-    "matrix_ranking",
-    "field_annotation",
-)
+#: REDCap's raw API dictionary columns, in order (the protocol layer's ``DICTIONARY_COLUMNS``).
+RAW_HEADERS: tuple[str, ...] = DICTIONARY_COLUMNS
 
 _CHOICE_TYPES = frozenset({"radio", "dropdown", "yesno", "truefalse", "checkbox"})
-
-
-def parse_choices(field_type: str, choices: str) -> tuple[tuple[str, str], ...]:
-    """Return ``(code, label)`` pairs of a multiple-choice "
-    "field (yes/no and true/false built in)."""
-    if field_type == "yesno":
-        return (("1", "Yes"), ("0", "No"))
-    if field_type == "truefalse":
-        return (("1", "True"), ("0", "False"))
-    pairs: list[tuple[str, str]] = []
-    for part in choices.split("|"):
-        if not part.strip():
-            continue
-        code, _, label = part.partition(",")
-        pairs.append((code.strip(), label.strip()))
-    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +130,7 @@ def dictionary_from_frame(
                 form=str(row["form_name"]).strip(),
                 field_type=field_type,
                 label=re.sub(r"<[^>]+>", "", str(row["field_label"])).strip(),
-                choices=parse_choices(field_type, choices_text)
-                if field_type in _CHOICE_TYPES
-                else (),
+                choices=parse_choices(field_type, choices_text),
                 calculation=choices_text.strip() if field_type == "calc" else "",
                 validation=str(row["text_validation_type_or_show_slider_number"]).strip().lower(),
                 minimum=str(row["text_validation_min"]).strip(),
