@@ -131,6 +131,13 @@ def mmrm_analysis(
     )
     contrasts = result.lsmeans_contrasts("ARM", level=confidence_level)
     lsmeans = result.lsmeans("ARM", level=confidence_level)
+    # CONSORT 2025 items 22a/26: analysed per arm, and with data at each visit.
+    observed = frame.dropna(subset=[analysis.response])
+    counts = observed.groupby(["ARM", "VISIT"], observed=False)["SUBJID"].nunique()
+    participants = counts.unstack("VISIT").reset_index()
+    participants.columns = ["arm", *(f"with_data_visit_{v}" for v in participants.columns[1:])]
+    analysed = observed.groupby("ARM", observed=False)["SUBJID"].nunique()
+    participants.insert(1, "analysed", participants["arm"].map(analysed).astype(int))
     coefficients = result.coefficients.reset_index()
     at_visit = contrasts[contrasts["visit"] == analysis.contrast_visit]
     if at_visit.empty:
@@ -151,6 +158,7 @@ def mmrm_analysis(
             "lsmeans": lsmeans,
             "coefficients": coefficients,
             "covariance": covariance.reset_index(names="visit"),
+            "participants": participants,
         },
         headline=Headline(
             measure=f"LS-mean difference in {analysis.parameter} {analysis.response} "

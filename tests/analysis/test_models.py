@@ -42,6 +42,10 @@ def test_primary_style_mmrm_reproduces_sas_on_antidepressant_data() -> None:
     )  # SAS KR standard errors, weeks 1, 2, 4, 6
     assert differences["df"].iloc[-1] == pytest.approx(150, abs=0.5)  # SAS df (rounded)
     assert outcome.details["deviance"] == pytest.approx(3494.20285008, rel=1e-6)  # SAS -2 RLL
+    participants = outcome.tables["participants"].set_index("arm")
+    assert participants.loc["PLACEBO", "analysed"] == 88
+    assert participants.loc["DRUG", "analysed"] == 84
+    assert participants["with_data_visit_7"].sum() == 129  # 128 complete + 1 intermittent
 
 
 def test_wilson_interval_matches_published_example() -> None:
