@@ -23,6 +23,8 @@ from typing import Any
 from studyman.findings import Finding, Severity
 from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import (
+    DATE_VALIDATIONS,
+    DATETIME_VALIDATIONS,
     DataDictionary,
     DictionaryField,
     Event,
@@ -33,8 +35,6 @@ from studyman.protocol.redcap_project import (
 
 __all__ = ["FieldExpectation", "check_conformance", "field_expectations"]
 
-_DATE = frozenset({"date_ymd", "date_mdy", "date_dmy"})
-_DATETIME = frozenset({"datetime_ymd", "datetime_mdy", "datetime_dmy", "datetime_seconds_ymd"})
 _CATEGORICAL = frozenset({"radio", "dropdown"})
 
 
@@ -80,8 +80,8 @@ def _codes(values: Iterable[int | float]) -> frozenset[str]:
 
 
 _YESNO = frozenset({"yesno"})
-_DATE_KINDS = frozenset(f"text:{validation}" for validation in _DATE)
-_DATETIME_KINDS = frozenset(f"text:{validation}" for validation in _DATETIME)
+_DATE_KINDS = frozenset(f"text:{validation}" for validation in DATE_VALIDATIONS)
+_DATETIME_KINDS = frozenset(f"text:{validation}" for validation in DATETIME_VALIDATIONS)
 _NUMERIC_KINDS = frozenset({"text:numeric", "calc", "radio", "dropdown", "yesno", "slider"})
 
 

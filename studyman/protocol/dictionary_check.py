@@ -22,57 +22,49 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from studyman.findings import Finding
-from studyman.protocol.redcap_project import DataDictionary, DictionaryField
+from studyman.protocol.redcap_project import (
+    DATE_VALIDATIONS,
+    DATETIME_VALIDATIONS,
+    NUMBER_VALIDATIONS,
+    DataDictionary,
+    DictionaryField,
+)
 
 __all__ = ["VALIDATION_TYPES", "check_dictionary"]
 
 #: Text validation types of REDCap (the built-in ones a dictionary may name).
-VALIDATION_TYPES = frozenset(
-    {
-        "date_ymd",
-        "date_mdy",
-        "date_dmy",
-        "datetime_ymd",
-        "datetime_mdy",
-        "datetime_dmy",
-        "datetime_seconds_ymd",
-        "datetime_seconds_mdy",
-        "datetime_seconds_dmy",
-        "time",
-        "time_mm_ss",
-        "time_hh_mm_ss",
-        "integer",
-        "number",
-        "number_1dp",
-        "number_2dp",
-        "number_3dp",
-        "number_4dp",
-        "number_comma_decimal",
-        "number_1dp_comma_decimal",
-        "number_2dp_comma_decimal",
-        "number_3dp_comma_decimal",
-        "number_4dp_comma_decimal",
-        "email",
-        "phone",
-        "phone_australia",
-        "postalcode_australia",
-        "postalcode_canada",
-        "postalcode_french",
-        "postalcode_germany",
-        "zipcode",
-        "alpha_only",
-        "mrn_10d",
-        "mrn_generic",
-        "ssn",
-        "vmrn",
-        "signature",
-        # legacy names still found in old dictionaries
-        "date",
-        "datetime",
-        "datetime_seconds",
-        "int",
-        "float",
-    }
+VALIDATION_TYPES = (
+    DATE_VALIDATIONS
+    | DATETIME_VALIDATIONS
+    | NUMBER_VALIDATIONS
+    | frozenset(
+        {
+            "time",
+            "time_mm_ss",
+            "time_hh_mm_ss",
+            "integer",
+            "email",
+            "phone",
+            "phone_australia",
+            "postalcode_australia",
+            "postalcode_canada",
+            "postalcode_french",
+            "postalcode_germany",
+            "zipcode",
+            "alpha_only",
+            "mrn_10d",
+            "mrn_generic",
+            "ssn",
+            "vmrn",
+            "signature",
+            # legacy names still found in old dictionaries
+            "date",
+            "datetime",
+            "datetime_seconds",
+            "int",
+            "float",
+        }
+    )
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -29,8 +29,11 @@ from pydantic import ValidationError as PydanticValidationError
 from studyman.errors import ProtocolError
 
 __all__ = [
+    "DATETIME_VALIDATIONS",
+    "DATE_VALIDATIONS",
     "DICTIONARY_COLUMNS",
     "HUMAN_DICTIONARY_HEADERS",
+    "NUMBER_VALIDATIONS",
     "USER_COLUMNS",
     "USER_RIGHT_COLUMNS",
     "Arm",
@@ -155,8 +158,11 @@ USER_COLUMNS: tuple[str, ...] = (
 )
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
-_DATE_VALIDATIONS = frozenset({"date_ymd", "date_mdy", "date_dmy"})
-_DATETIME_VALIDATIONS = frozenset(
+
+#: REDCap's text validation types of a date (REDCap exports every one as ``YYYY-MM-DD``).
+DATE_VALIDATIONS: frozenset[str] = frozenset({"date_ymd", "date_mdy", "date_dmy"})
+#: REDCap's text validation types of a date and time, with or without seconds.
+DATETIME_VALIDATIONS: frozenset[str] = frozenset(
     {
         "datetime_ymd",
         "datetime_mdy",
@@ -166,7 +172,8 @@ _DATETIME_VALIDATIONS = frozenset(
         "datetime_seconds_dmy",
     }
 )
-_NUMBER_VALIDATIONS = frozenset(
+#: REDCap's text validation types of a number (``integer`` apart), decimal point or comma.
+NUMBER_VALIDATIONS: frozenset[str] = frozenset(
     {
         "number",
         "number_1dp",
@@ -336,12 +343,12 @@ class DictionaryField(BaseModel):
     @property
     def is_date(self) -> bool:
         """True for a text field validated as a date (any display order)."""
-        return self.validation in _DATE_VALIDATIONS
+        return self.validation in DATE_VALIDATIONS
 
     @property
     def is_datetime(self) -> bool:
         """True for a text field validated as a date and time."""
-        return self.validation in _DATETIME_VALIDATIONS
+        return self.validation in DATETIME_VALIDATIONS
 
     @property
     def is_numeric(self) -> bool:
@@ -349,7 +356,7 @@ class DictionaryField(BaseModel):
         if self.field_type in ("calc", "slider", "yesno", "truefalse"):
             return True
         if self.field_type == "text":
-            return self.validation == "integer" or self.validation in _NUMBER_VALIDATIONS
+            return self.validation == "integer" or self.validation in NUMBER_VALIDATIONS
         if self.field_type in ("dropdown", "radio"):
             codes = self.choice_codes
             return bool(codes) and all(re.fullmatch(r"-?[0-9]+", code) for code in codes)

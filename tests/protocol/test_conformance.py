@@ -211,3 +211,23 @@ def test_blinded_coordinator_who_can_export_dosing_is_critical(study_copy: Path)
         ("conformance.unblinded_access", "critical", "coordinator", "dosing")
     ]
     assert "blinded user 'coordinator'" in findings[0].message
+
+
+def test_datetime_with_seconds_in_any_date_order_is_a_datetime_field(
+    reference_study: Path,
+) -> None:
+    # REDCap's datetime validations: ymd, mdy, dmy, each with or without seconds.
+    protocol = load_protocol(reference_study)
+    assert protocol.redcap is not None
+    metadata = protocol.redcap.dictionary.as_rows()
+    validations = {"ae_aware_dt": "datetime_seconds_dmy", "ae_report_dt": "datetime_seconds_mdy"}
+    for row in metadata:
+        if row["field_name"] in validations:
+            row["text_validation_type_or_show_slider_number"] = validations[row["field_name"]]
+    edited = {
+        row["field_name"]: row["text_validation_type_or_show_slider_number"]
+        for row in metadata
+        if row["field_name"] in validations
+    }
+    assert edited == validations
+    assert check_conformance(protocol, metadata) == []
