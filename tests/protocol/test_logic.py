@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from studyman.errors import ValidationError
-from studyman.validation.logic import EvaluationContext, compile_logic, parse_logic
+from studyman.protocol.logic import EvaluationContext, compile_logic, parse_logic
 
 PROJECTS = Path(__file__).parents[1] / "data" / "redcap-projects"
 
