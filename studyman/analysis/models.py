@@ -21,6 +21,9 @@ from scipy import stats
 from studyman.analysis.adam import lookup
 from studyman.analysis.executor import Executor
 from studyman.analysis.imputation import (
+    ImputationData,
+    ImputationMethod,
+    MIResult,
     PooledEstimate,
     prepare_imputation_data,
     run_multiple_imputation,
@@ -337,9 +340,23 @@ def random_slope_analysis(
     )
 
 
-def _imputation_input(
-    frame: pd.DataFrame, subjects: pd.DataFrame, strata: Sequence[str], visits: Sequence[int]
-) -> Any:
+def _impute(
+    analysis: MultipleImputationAnalysis | TippingPointAnalysis,
+    frame: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    method: ImputationMethod,
+    deltas: Sequence[float],
+    visits: Sequence[int],
+    experimental: str,
+    imputations: int,
+    seed: int,
+    executor: Executor,
+    confidence_level: float,
+) -> tuple[ImputationData, MIResult, str]:
+    """Impute CHG for every population member at every visit and pool the ANCOVA at the
+    analysis visit; also a note naming any stratum left out (single level)."""
+    strata, note = _usable_covariates(subjects, analysis.strata)
     # Every population member gets a row per visit (missing where not observed), so that
     # participants without post-baseline data are imputed too.
     grid = subjects[["SUBJID", "ARM", "BASE", *strata]].merge(
@@ -348,7 +365,38 @@ def _imputation_input(
     observed = frame[["SUBJID", "AVISITN", "CHG"]]
     long = grid.merge(observed, on=["SUBJID", "AVISITN"], how="left")
     long["ARM"] = long["ARM"].astype(str)
-    return long
+    data = prepare_imputation_data(
+        long,
+        subject="SUBJID",
+        visit="AVISITN",
+        outcome="CHG",
+        arm="ARM",
+        experimental=experimental,
+        baseline="BASE",
+        covariates=strata,
+        visits=visits,
+    )
+    result = run_multiple_imputation(
+        data,
+        method=method,
+        imputations=analysis.imputations or imputations,
+        seed=seed,
+        analysis_visit=analysis.visit,
+        deltas=deltas,
+        executor=executor,
+        confidence_level=confidence_level,
+    )
+    return data, result, note
+
+
+def _pooled_headline(measure: str, pooled: PooledEstimate) -> Headline:
+    return Headline(
+        measure=measure,
+        estimate=pooled.estimate,
+        ci_lower=pooled.ci_lower,
+        ci_upper=pooled.ci_upper,
+        p_value=pooled.p_value,
+    )
 
 
 def _pooled_row(pooled: PooledEstimate) -> dict[str, float]:
@@ -386,25 +434,16 @@ def multiple_imputation_analysis(
     See :mod:`studyman.analysis.imputation`. The seed of each MI analysis is the plan seed,
     so its imputations are reproducible on any executor.
     """
-    strata, note = _usable_covariates(subjects, analysis.strata)
-    long = _imputation_input(frame, subjects, strata, visits)
-    data = prepare_imputation_data(
-        long,
-        subject="SUBJID",
-        visit="AVISITN",
-        outcome="CHG",
-        arm="ARM",
-        experimental=experimental,
-        baseline="BASE",
-        covariates=strata,
-        visits=visits,
-    )
-    result = run_multiple_imputation(
-        data,
+    data, result, note = _impute(
+        analysis,
+        frame,
+        subjects,
         method=analysis.method,
-        imputations=analysis.imputations or imputations,
+        deltas=(0.0,),
+        visits=visits,
+        experimental=experimental,
+        imputations=imputations,
         seed=seed,
-        analysis_visit=analysis.visit,
         executor=executor,
         confidence_level=confidence_level,
     )
@@ -421,13 +460,10 @@ def multiple_imputation_analysis(
             "pooled": pd.DataFrame([{"visit": analysis.visit, **_pooled_row(pooled)}]),
             "per_imputation": result.per_imputation,
         },
-        headline=Headline(
-            measure=f"difference in {analysis.parameter} CHG at week {analysis.visit} "
+        headline=_pooled_headline(
+            f"difference in {analysis.parameter} CHG at week {analysis.visit} "
             f"(MI, {analysis.method.replace('_', ' ')})",
-            estimate=pooled.estimate,
-            ci_lower=pooled.ci_lower,
-            ci_upper=pooled.ci_upper,
-            p_value=pooled.p_value,
+            pooled,
         ),
         details={
             "method": analysis.method,
@@ -460,26 +496,16 @@ def tipping_point_analysis(
     The same imputations serve every delta (delta added to imputed experimental-arm values at
     the analysis visit), so the grid is monotone up to Monte-Carlo error only in the data.
     """
-    strata, note = _usable_covariates(subjects, analysis.strata)
-    long = _imputation_input(frame, subjects, strata, visits)
-    data = prepare_imputation_data(
-        long,
-        subject="SUBJID",
-        visit="AVISITN",
-        outcome="CHG",
-        arm="ARM",
-        experimental=experimental,
-        baseline="BASE",
-        covariates=strata,
-        visits=visits,
-    )
-    result = run_multiple_imputation(
-        data,
+    _, result, note = _impute(
+        analysis,
+        frame,
+        subjects,
         method="mar",
-        imputations=analysis.imputations or imputations,
-        seed=seed,
-        analysis_visit=analysis.visit,
         deltas=analysis.deltas,
+        visits=visits,
+        experimental=experimental,
+        imputations=imputations,
+        seed=seed,
         executor=executor,
         confidence_level=confidence_level,
     )
@@ -498,13 +524,7 @@ def tipping_point_analysis(
         status="ok",
         message=note,
         tables={"grid": grid},
-        headline=Headline(
-            measure=f"difference at delta {analysis.deltas[0]:g} (MI, MAR)",
-            estimate=first.estimate,
-            ci_lower=first.ci_lower,
-            ci_upper=first.ci_upper,
-            p_value=first.p_value,
-        ),
+        headline=_pooled_headline(f"difference at delta {analysis.deltas[0]:g} (MI, MAR)", first),
         details={
             "tipping_delta": tipping_delta,
             "alpha": alpha,

@@ -9,7 +9,7 @@ instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -250,17 +250,7 @@ def _add_note(outcome: AnalysisOutcome, note: str) -> AnalysisOutcome:
     if not note:
         return outcome
     message = "; ".join(part for part in (outcome.message, note) if part)
-    return AnalysisOutcome(
-        id=outcome.id,
-        kind=outcome.kind,
-        role=outcome.role,
-        label=outcome.label,
-        status=outcome.status,
-        message=message,
-        tables=outcome.tables,
-        headline=outcome.headline,
-        details=outcome.details,
-    )
+    return replace(outcome, message=message)
 
 
 def run_plan(
