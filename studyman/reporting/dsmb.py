@@ -262,6 +262,21 @@ def _denominators(groups: Sequence[tuple[str, pd.Index]]) -> tuple[tuple[str, in
     return tuple((label, len(ids)) for label, ids in groups)
 
 
+def _group_table(
+    title: str,
+    rows: Sequence[Sequence[str]],
+    first: str,
+    groups: Sequence[tuple[str, pd.Index]],
+    population: str,
+    note: str = "",
+) -> ReportTable:
+    """A table of *rows* with one column per group, headed with and stating each group's N."""
+    columns = [first, *[_header(label, len(ids)) for label, ids in groups]]
+    return ReportTable(
+        title, pd.DataFrame(rows, columns=columns), population, _denominators(groups), note
+    )
+
+
 def _missing(inputs: DsmbInputs, forms: Iterable[str]) -> tuple[str, ...]:
     return tuple(form for form in forms if inputs.table(form) is None)
 
@@ -871,19 +886,11 @@ def baseline_section(inputs: DsmbInputs) -> Section:
         series = base.drop_duplicates(_KEY).set_index(_KEY)[total_field]
         series.index = series.index.astype("string")
         rows += _continuous_rows(label, series, groups)
-    frame = pd.DataFrame(
-        rows, columns=["Characteristic", *[_header(label, len(ids)) for label, ids in groups]]
-    )
     return Section(
         id="baseline",
         title="Baseline characteristics",
         tables=(
-            ReportTable(
-                "Baseline characteristics",
-                frame,
-                population="Randomised",
-                denominators=_denominators(groups),
-            ),
+            _group_table("Baseline characteristics", rows, "Characteristic", groups, "Randomised"),
         ),
         missing=missing,
     )
@@ -1236,15 +1243,7 @@ def exposure_section(inputs: DsmbInputs) -> Section:
         ]
         rows.append(adherent)
         tables.append(
-            ReportTable(
-                "CBT sessions attended",
-                pd.DataFrame(
-                    rows,
-                    columns=["Exposure", *[_header(lbl, len(ids)) for lbl, ids in groups]],
-                ),
-                population="Safety population",
-                denominators=_denominators(groups),
-            )
+            _group_table("CBT sessions attended", rows, "Exposure", groups, "Safety population")
         )
     dosing = inputs.table("dosing")
     if not inputs.closed:
@@ -1269,15 +1268,7 @@ def exposure_section(inputs: DsmbInputs) -> Section:
             ]
         )
         tables.append(
-            ReportTable(
-                "Adjunct doses taken",
-                pd.DataFrame(
-                    rows,
-                    columns=["Exposure", *[_header(lbl, len(ids)) for lbl, ids in groups]],
-                ),
-                population="Safety population",
-                denominators=_denominators(groups),
-            )
+            _group_table("Adjunct doses taken", rows, "Exposure", groups, "Safety population")
         )
     return Section(
         id="exposure",
@@ -1317,6 +1308,20 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
     )
     frame[_KEY] = frame[_KEY].astype("string")
     return frame.reset_index(drop=True)
+
+
+def _adverse_events_or_unavailable(
+    inputs: DsmbInputs, section_id: str, title: str
+) -> pd.DataFrame | Section:
+    """:func:`_adverse_events`, or the section's "could not be produced" stub without the form."""
+    form = inputs.protocol.adverse_events.form
+    missing = _missing(inputs, (form,))
+    if missing:
+        return _unavailable(section_id, title, missing)
+    events = _adverse_events(inputs)
+    if events is None:
+        raise SnapshotError(f"the snapshot has no '{form}' form")
+    return events
 
 
 _SEVERITY = {1: "Mild", 2: "Moderate", 3: "Severe"}
@@ -1578,12 +1583,9 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     """Listings of serious adverse events and of deaths."""
     protocol = inputs.protocol
     ae_spec = protocol.adverse_events
-    missing = _missing(inputs, (ae_spec.form,))
-    if missing:
-        return _unavailable("sae", "Serious adverse events and deaths", missing)
-    events = _adverse_events(inputs)
-    if events is None:
-        raise SnapshotError(f"the snapshot has no '{ae_spec.form}' form")
+    events = _adverse_events_or_unavailable(inputs, "sae", "Serious adverse events and deaths")
+    if isinstance(events, Section):
+        return events
     serious = events[events["serious"]].sort_values([_KEY, ae_spec.start_field])
     criteria = {
         "1": "death",
@@ -1846,13 +1848,12 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
                 "Safety population",
                 _denominators(groups),
             ),
-            ReportTable(
+            _group_table(
                 "C-SSRS since last visit by visit",
-                pd.DataFrame(
-                    rows, columns=["Visit", *[_header(label, len(ids)) for label, ids in groups]]
-                ),
+                rows,
+                "Visit",
+                groups,
                 "Safety population",
-                _denominators(groups),
                 note="Cells: assessed: any ideation / ideation type 4–5 or any behaviour.",
             ),
         ),
@@ -1936,14 +1937,12 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
             "withdrawal AESI.",
         ),
         tables=(
-            ReportTable(
+            _group_table(
                 "COWS total by band",
-                pd.DataFrame(
-                    rows,
-                    columns=["Visit: band", *[_header(label, len(ids)) for label, ids in groups]],
-                ),
+                rows,
+                "Visit: band",
+                groups,
                 "Safety population",
-                _denominators(groups),
                 note="Percentages of participants assessed at the visit.",
             ),
             ReportTable(
@@ -2132,12 +2131,9 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
     """SAE reporting timeliness against the protocol's clocks (from site awareness)."""
     protocol = inputs.protocol
     ae_spec = protocol.adverse_events
-    missing = _missing(inputs, (ae_spec.form,))
-    if missing:
-        return _unavailable("timeliness", "SAE reporting timeliness", missing)
-    events = _adverse_events(inputs)
-    if events is None:
-        raise SnapshotError(f"the snapshot has no '{ae_spec.form}' form")
+    events = _adverse_events_or_unavailable(inputs, "timeliness", "SAE reporting timeliness")
+    if isinstance(events, Section):
+        return events
     aware = pd.to_datetime(events[ae_spec.awareness_field])
     sent = pd.to_datetime(events[ae_spec.report_field])
     hours = (sent - aware).dt.total_seconds() / 3600.0
@@ -2257,13 +2253,12 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
         id="efficacy",
         title="Efficacy (prespecified interim look)",
         tables=(
-            ReportTable(
+            _group_table(
                 f"{endpoint.name}: observed change from baseline",
-                pd.DataFrame(
-                    rows, columns=["Visit", *[_header(label, len(ids)) for label, ids in groups]]
-                ),
+                rows,
+                "Visit",
+                groups,
                 "Randomised",
-                _denominators(groups),
                 note="Cells: n: mean (SD). Descriptive; the prespecified model is run by "
                 "'studyman analyze'.",
             ),
