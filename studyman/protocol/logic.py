@@ -680,10 +680,11 @@ class _Evaluator:
         if "redcap_repeat_instrument" in records.columns:
             repeat = records["redcap_repeat_instrument"].astype(object)
             rows &= repeat.isna() | (repeat == "")
-        source = records.loc[rows, [id_field, name]].drop_duplicates(
+        # [event][record_id] reads the record ID itself (where the record has that event).
+        source = records.loc[rows, list(dict.fromkeys([id_field, name]))].drop_duplicates(
             subset=[id_field], keep="first"
         )
-        lookup = source.set_index(id_field)[name]
+        lookup = source.set_index(id_field, drop=False)[name]
         mapped = self.frame[id_field].map(lookup)
         return _series_values(pd.Series(mapped.to_numpy(dtype=object), dtype=object))
 

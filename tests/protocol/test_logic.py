@@ -241,6 +241,11 @@ def test_event_prefixed_reference_reads_that_event_of_the_same_record() -> None:
     assert result[:3] == [2.0, 2.0, 5.0]
 
 
+def test_event_prefixed_record_id_reads_the_record_id_where_the_record_has_that_event() -> None:
+    assert _truth("[week_1_arm_1][record_id] = '1'") == [True, True, False, False]
+    assert _truth("[week_1_arm_1][record_id] = ''") == [False, False, True, True]
+
+
 def test_field_absent_from_the_frame_is_blank() -> None:
     assert _truth("[nowhere] = ''") == [True, True, True, True]
 
