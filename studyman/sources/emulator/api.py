@@ -43,8 +43,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from studyman.errors import StudymanError
-from studyman.sources.emulator.filter_logic import compile_filter
+from studyman.errors import StudymanError, ValidationError
+from studyman.protocol.logic import compile_logic
 from studyman.sources.emulator.formats import (
     error_body,
     records_csv,
@@ -602,8 +602,8 @@ class Emulator:
         row_filter = None
         if filter_logic:
             try:
-                row_filter = compile_filter(filter_logic)
-            except ValueError as error:
+                row_filter = compile_logic(filter_logic)
+            except ValidationError as error:
                 raise _RefusedError(
                     400, f"The filterLogic parameter is not valid: {error}"
                 ) from None

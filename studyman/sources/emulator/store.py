@@ -14,6 +14,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import pandas as pd
+
+from studyman.protocol.logic import EvaluationContext, LogicExpression
 from studyman.sources.emulator.model import Field, Project, checkbox_code, parse_choices
 
 __all__ = ["Column", "ExportOptions", "RecordImportError", "RecordStore", "RowKey"]
@@ -66,7 +69,7 @@ class ExportOptions:
     date_begin: datetime | None = None
     date_end: datetime | None = None
     dag: str | None = None
-    row_filter: Callable[[Mapping[str, str]], bool] | None = None
+    row_filter: LogicExpression | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +316,12 @@ class RecordStore:
         out.sort(key=lambda item: self.event_arm.get(item[1][0], 0))
         return out
 
+    def _export_rows(self, options: ExportOptions) -> list[tuple[str, RowKey, dict[str, str]]]:
+        selected = self._selected_rows(options)
+        if options.row_filter is None:
+            return selected
+        return self._filtered(selected, options.row_filter)
+
     def _label(self, column: Column, value: str, checkbox_labels: bool = False) -> str:
         if value == "":
             return value
@@ -390,12 +399,8 @@ class RecordStore:
             plain = not (options.raw_labels or options.decimal or options.blank_gray_status)
             out: list[list[str | int]] = []
             defaults_cache: dict[tuple[str, str, bool], list[int]] = {}
-            for record, key, row in self._selected_rows(options):
+            for record, key, row in self._export_rows(options):
                 event, instrument, instance = key
-                if options.row_filter is not None and not options.row_filter(
-                    self._filter_view(record, key)
-                ):
-                    continue
                 values: list[str | int] = []
                 for name in identity:
                     if name == self.record_id_field:
@@ -448,32 +453,84 @@ class RecordStore:
                 out.append(values)
             return header, out
 
-    def _filter_view(self, record: str, key: RowKey) -> dict[str, str]:
-        # Values a filterLogic expression sees on a row: the row's own values, then the record's
-        # values on other rows of the same event (REDCap evaluates per event).
-        view: dict[str, str] = {}
-        for other_key, other in self._rows[record].items():
-            if other_key[0] == key[0]:
-                for name, value in other.items():
-                    view.setdefault(name, value)
-        view.update(self._rows[record].get(key, {}))
-        view[self.record_id_field] = record
-        for (event, instrument, _), other in self._rows[record].items():
-            if event and not instrument:
-                for name, value in other.items():
-                    view.setdefault(f"{event}|{name}", value)
-        return view
+    def _filtered(
+        self, selected: list[tuple[str, RowKey, dict[str, str]]], logic: LogicExpression
+    ) -> list[tuple[str, RowKey, dict[str, str]]]:
+        """The rows of *selected* on which the ``filterLogic`` *logic* holds.
+
+        The expression is evaluated once over a frame of the selected rows (one column per field
+        it reads), with the protocol layer's REDCap evaluator. ``[field]`` reads the row's own
+        value, else the record's first value on another row of the same event (REDCap evaluates
+        per event); ``[event][field]`` reads the record's row on that event. An unchecked
+        checkbox reads as ``"0"``, as in REDCap (the store keeps only non-blank values).
+        """
+        if not selected:
+            return selected
+        checkboxes = {c.name for c in self.columns if c.kind == "checkbox"}
+        keys = {self.record_id_field, "redcap_event_name"}
+        here = sorted({r.column for r in logic.fields if r.event is None} - keys)
+        elsewhere = sorted({r.column for r in logic.fields if r.event is not None} - keys)
+        records = list(dict.fromkeys(record for record, _, _ in selected))
+        merged: dict[tuple[str, str], dict[str, str]] = {}
+        if here:
+            for record in records:
+                rows = self._rows[record]
+                for key in sorted(rows, key=self._row_order):
+                    view = merged.setdefault((record, key[0]), {})
+                    for name in here:
+                        if name not in view and rows[key].get(name, ""):
+                            view[name] = rows[key][name]
+        columns: dict[str, list[str]] = {
+            self.record_id_field: [record for record, _, _ in selected],
+            "redcap_event_name": [key[0] for _, key, _ in selected],
+        }
+        for name in here:
+            default = "0" if name in checkboxes else ""
+            columns[name] = [
+                row.get(name, "") or merged[(record, key[0])].get(name, "") or default
+                for record, key, row in selected
+            ]
+        frame = pd.DataFrame(columns, dtype=object)
+        # The evaluator's flag for object columns that hold only Python strings.
+        frame.attrs["studyman.validation.text"] = True
+        other: pd.DataFrame | None = None
+        if elsewhere:
+            keyed = [
+                (record, key, self._rows[record][key])
+                for record in records
+                for key in sorted(self._rows[record], key=self._row_order)
+                if key[0] and not key[1]
+            ]
+            other_columns: dict[str, list[str]] = {
+                self.record_id_field: [record for record, _, _ in keyed],
+                "redcap_event_name": [key[0] for _, key, _ in keyed],
+            }
+            for name in elsewhere:
+                default = "0" if name in checkboxes else ""
+                other_columns[name] = [row.get(name, "") or default for _, _, row in keyed]
+            other = pd.DataFrame(other_columns, dtype=object)
+            other.attrs["studyman.validation.text"] = True
+        comma_fields = frozenset(
+            name
+            for name, f in self.fields.items()
+            if f.text_validation_type_or_show_slider_number == "number_comma_decimal"
+        )
+        context = EvaluationContext(
+            records=other,
+            record_id_field=self.record_id_field,
+            today=self._clock(),
+            missing_codes=frozenset(self.missing_codes),
+            comma_decimal_fields=comma_fields,
+        )
+        keep = logic.mask(frame, context)
+        return [item for item, kept in zip(selected, keep.tolist(), strict=True) if kept]
 
     def export_eav(self, options: ExportOptions) -> list[dict[str, str | int]]:
         """An EAV export: one row per non-blank value (checkboxes one row per checked code)."""
         with self._lock:
             out: list[dict[str, str | int]] = []
-            for record, key, row in self._selected_rows(options):
+            for record, key, row in self._export_rows(options):
                 event, instrument, instance = key
-                if options.row_filter is not None and not options.row_filter(
-                    self._filter_view(record, key)
-                ):
-                    continue
                 prefix: dict[str, str | int] = {"record": record}
                 if self.longitudinal:
                     prefix["redcap_event_name"] = (
