@@ -1737,6 +1737,20 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
     )
 
 
+def _safety_form(
+    inputs: DsmbInputs, form: str, section_id: str, title: str
+) -> tuple[pd.DataFrame, list[tuple[str, pd.Index]]] | Section:
+    """The rows of *form* for the safety population and that population's column groups;
+    or the section's "could not be produced" stub when the snapshot has no *form*."""
+    missing = _missing(inputs, (form,))
+    if missing:
+        return _unavailable(section_id, title, missing)
+    frame = _present(inputs, form)
+    safety = _safety(inputs)
+    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    return frame, _groups(inputs, safety)
+
+
 def _visit_labels(protocol: Protocol) -> dict[str, str]:
     return {v.event: v.label for v in protocol.visits}
 
@@ -1745,13 +1759,12 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
     """AESI suicidality: C-SSRS since last visit over time, PHQ-9 item 9, suicidality AEs."""
     protocol = inputs.protocol
     spec = protocol.cssrs
-    missing = _missing(inputs, (spec.since_last_form,))
-    if missing:
-        return _unavailable("aesi-suicidality", "AESI: suicidality (C-SSRS)", missing)
-    frame = _present(inputs, spec.since_last_form)
-    safety = _safety(inputs)
-    groups = _groups(inputs, safety)
-    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    found = _safety_form(
+        inputs, spec.since_last_form, "aesi-suicidality", "AESI: suicidality (C-SSRS)"
+    )
+    if isinstance(found, Section):
+        return found
+    frame, groups = found
     labels = _visit_labels(protocol)
     ideation = pd.Series(False, index=frame.index)
     for f in spec.gate_fields:
@@ -1879,15 +1892,12 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
     """AESI withdrawal: COWS totals by band at taper and follow-up."""
     protocol = inputs.protocol
     spec = protocol.withdrawal
-    missing = _missing(inputs, (spec.instrument,))
-    if missing:
-        return _unavailable("aesi-withdrawal", "AESI: withdrawal (COWS)", missing)
-    frame = _present(inputs, spec.instrument)
-    safety = _safety(inputs)
-    groups = _groups(inputs, safety)
+    found = _safety_form(inputs, spec.instrument, "aesi-withdrawal", "AESI: withdrawal (COWS)")
+    if isinstance(found, Section):
+        return found
+    frame, groups = found
     scoring = next((s for s in protocol.scoring if s.instrument == spec.instrument), None)
     bands = [(b.name, b.min, b.max) for b in scoring.bands] if scoring else []
-    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
     totals = pd.to_numeric(frame[spec.total_field], errors="coerce")
     labels = _visit_labels(protocol)
     rows: list[list[str]] = []
@@ -1964,15 +1974,12 @@ def liver_section(inputs: DsmbInputs) -> Section:
     """AESI liver injury: peak ALT/AST/bilirubin against ULN, eDISH plot, potential Hy's law."""
     protocol = inputs.protocol
     spec = protocol.liver
-    missing = _missing(inputs, (spec.form,))
-    if missing:
-        return _unavailable("aesi-liver", "AESI: liver injury and Hy's law", missing)
-    frame = _present(inputs, spec.form)
-    safety = _safety(inputs)
-    groups = _groups(inputs, safety)
+    found = _safety_form(inputs, spec.form, "aesi-liver", "AESI: liver injury and Hy's law")
+    if isinstance(found, Section):
+        return found
+    frame, groups = found
     tests = {t.id: t for t in spec.tests}
     hy = spec.hys_law
-    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
     post = frame[frame[_EVENT] != "screening_arm_1"].copy()
     ratios = pd.DataFrame({_KEY: post[_KEY].astype(str), "event": post[_EVENT].astype(str)})
     for test_id, test in tests.items():
@@ -2068,16 +2075,13 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
     """Concomitant medications of interest (interacting or prohibited classes)."""
     protocol = inputs.protocol
     spec = protocol.concomitant_medications
-    missing = _missing(inputs, (spec.form,))
-    if missing:
-        return _unavailable("conmeds", "Concomitant medications of interest", missing)
-    frame = _present(inputs, spec.form)
-    safety = _safety(inputs)
-    groups = _groups(inputs, safety)
+    found = _safety_form(inputs, spec.form, "conmeds", "Concomitant medications of interest")
+    if isinstance(found, Section):
+        return found
+    frame, groups = found
     subjects = inputs.subjects()
     rand = subjects["rand_date"]
     rand.index = rand.index.astype(str)
-    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
     start = pd.to_datetime(frame[spec.start_field])
     stop = pd.to_datetime(frame[spec.stop_field])
     rdate = frame[_KEY].astype(str).map(rand)
