@@ -45,6 +45,7 @@ from datetime import datetime
 
 from studyman.errors import StudymanError, ValidationError
 from studyman.protocol.logic import compile_logic
+from studyman.protocol.redcap_project import checkbox_column
 from studyman.sources.emulator.formats import (
     error_body,
     records_csv,
@@ -57,7 +58,6 @@ from studyman.sources.emulator.model import (
     USER_RIGHT_COLUMNS,
     Project,
     User,
-    checkbox_code,
 )
 from studyman.sources.emulator.store import Column, ExportOptions, RecordImportError, RecordStore
 
@@ -379,7 +379,7 @@ class Emulator:
                             {
                                 "original_field_name": f.field_name,
                                 "choice_value": code,
-                                "export_field_name": f"{f.field_name}___{checkbox_code(code)}",
+                                "export_field_name": checkbox_column(f.field_name, code),
                             }
                         )
                 elif f.field_type not in ("descriptive", "file"):
@@ -865,7 +865,7 @@ def _eav_to_flat(
         value = "" if row.get("value") is None else str(row.get("value"))
         field = store.fields.get(name)
         if field is not None and field.field_type == "checkbox":
-            target[f"{name}___{checkbox_code(value)}"] = "1"
+            target[checkbox_column(name, value)] = "1"
         elif name != store.record_id_field:
             target[name] = value
     return list(flat.values())

@@ -17,6 +17,7 @@ from studyman.protocol.redcap_project import (
     DICTIONARY_COLUMNS,
     USER_COLUMNS,
     USER_RIGHT_COLUMNS,
+    checkbox_column,
     field_choice_pairs,
 )
 from studyman.protocol.redcap_project import parse_choice_pairs as parse_choices
@@ -84,17 +85,12 @@ class Field:
         if self.field_type == "descriptive":
             return ()
         if self.field_type == "checkbox":
-            return tuple(f"{self.field_name}___{checkbox_code(code)}" for code, _ in self.choices)
+            return tuple(checkbox_column(self.field_name, code) for code, _ in self.choices)
         return (self.field_name,)
 
     def as_metadata(self) -> dict[str, object]:
         """The field as one row of REDCap's metadata export."""
         return {name: str(getattr(self, name)) for name in DICTIONARY_COLUMNS}
-
-
-def checkbox_code(code: str) -> str:
-    """A checkbox code as in an export column name (REDCap lower-cases it, ``-`` → ``_``)."""
-    return code.lower().replace("-", "_").replace(".", "_")
 
 
 @dataclass(frozen=True)

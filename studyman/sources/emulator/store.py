@@ -17,7 +17,8 @@ from datetime import datetime
 import pandas as pd
 
 from studyman.protocol.logic import EvaluationContext, LogicExpression
-from studyman.sources.emulator.model import Field, Project, checkbox_code, parse_choices
+from studyman.protocol.redcap_project import checkbox_column
+from studyman.sources.emulator.model import Field, Project, parse_choices
 
 __all__ = ["Column", "ExportOptions", "RecordImportError", "RecordStore", "RowKey"]
 
@@ -244,7 +245,7 @@ class RecordStore:
         if f.field_type == "checkbox":
             return [
                 Column(
-                    f"{f.field_name}___{checkbox_code(code)}",
+                    checkbox_column(f.field_name, code),
                     f.form_name,
                     "checkbox",
                     f.field_name,
