@@ -25,7 +25,7 @@ import itertools
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -170,6 +170,11 @@ def _write_atomic(target: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _first_ids(ids: Sequence[str]) -> str:
+    """The first 20 of *ids*, comma-separated, with " ..." when there are more."""
+    return ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else "")
+
+
 def _check_participants(
     arms: pd.Series, subjects: pd.DataFrame, uncut: set[str], path: Path
 ) -> None:
@@ -181,14 +186,11 @@ def _check_participants(
     if without:
         problems.append(
             f"{len(without)} randomised participant(s) of the snapshot are not in it: "
-            + ", ".join(without[:20])
-            + (" ..." if len(without) > 20 else "")
+            + _first_ids(without)
         )
     if unknown:
         problems.append(
-            f"{len(unknown)} participant(s) in it are not in the snapshot: "
-            + ", ".join(unknown[:20])
-            + (" ..." if len(unknown) > 20 else "")
+            f"{len(unknown)} participant(s) in it are not in the snapshot: " + _first_ids(unknown)
         )
     if problems:
         raise SourceError(
