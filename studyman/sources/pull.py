@@ -8,8 +8,9 @@
 3. the records, in batches of IDs (``batch_size``), ``concurrency`` batches at a time, as raw
    flat CSV; each batch is checked (see below) and retried with exponential back-off on 5xx,
    429, 408, time-outs, dropped connections and damaged bodies;
-4. casting and splitting (:mod:`studyman.sources.tidy`) and an atomic snapshot
-   (:mod:`studyman.sources.snapshot`).
+4. casting and splitting (:mod:`studyman.sources.tidy`; checked batches reach it in order, in
+   groups of at least ``_BUILDER_ROWS`` flat rows, since its cost per call is mostly fixed) and
+   an atomic snapshot (:mod:`studyman.sources.snapshot`).
 
 What is checked, because PyCap does not
 ---------------------------------------
@@ -82,6 +83,9 @@ TOKEN_ENV = "STUDYMAN_REDCAP_TOKEN"
 logger = logging.getLogger(__name__)
 _TOKEN_PATTERN = re.compile(r"[0-9A-Fa-f]{32}")
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Checked batches are handed to the tidy builder in groups of at least this many flat rows (a
+#: fixed bound on memory, whatever the batch size; a larger batch goes on its own).
+_BUILDER_ROWS = 10_000
 
 
 # -- token -----------------------------------------------------------------------------------
@@ -482,6 +486,8 @@ def pull_snapshot(
     next_index = 0
     done = 0
     seen: set[str] = set()
+    group: list[pa.Table] = []
+    group_rows = 0
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="studyman-pull")
     try:
         pending: dict[Future[pa.Table], int] = {}
@@ -495,7 +501,7 @@ def pull_snapshot(
                 index = pending.pop(future)
                 results[index] = future.result()
             # Hand batches to the builder in order, as soon as they are complete, so that memory
-            # holds only the batches in flight plus the typed tables.
+            # holds only the batches in flight, one group (below) and the typed tables.
             while next_index in results:
                 batch = results.pop(next_index)
                 ids = {str(x) for x in pc.unique(batch.column(record_id_field)).to_pylist()}
@@ -506,9 +512,16 @@ def pull_snapshot(
                         "back in an earlier batch too"
                     )
                 seen |= ids
-                builder.add_batch(batch)
+                # The builder's cost per call is mostly fixed (hundreds of pyarrow compute calls
+                # over the columns), so small batches go to it in groups of _BUILDER_ROWS rows.
+                group.append(batch)
+                group_rows += batch.num_rows
                 done += len(batches[next_index])
                 next_index += 1
+                if group_rows >= _BUILDER_ROWS or next_index == len(batches):
+                    builder.add_batch(group[0] if len(group) == 1 else pa.concat_tables(group))
+                    group = []
+                    group_rows = 0
                 report(PullProgress("records", done, total))
     except BaseException:
         stop.set()
