@@ -547,10 +547,11 @@ class Emulator:
             )
             # A survey form's timestamp comes with any of the form's fields.
             forms_touched = {c.form for c in columns}
+            chosen = {c.name for c in columns}
             columns = tuple(
                 c
                 for c in store.columns
-                if c in columns or (c.kind == "timestamp" and c.form in forms_touched)
+                if c.name in chosen or (c.kind == "timestamp" and c.form in forms_touched)
             )
             if not columns:
                 raise _RefusedError(

@@ -212,11 +212,18 @@ class RecordStore:
         self.missing_codes = dict(parse_choices(str(project.info.get("missing_data_codes", ""))))
         self.dag_names = {d.unique_group_name: d.data_access_group_name for d in project.dags}
         self._rows: dict[str, dict[RowKey, dict[str, str]]] = {}
+        # Record IDs in export order, kept until a record is added or deleted.
+        self._sorted_ids: list[str] | None = None
+        # Each record's row keys in export order, kept until the record gains or loses a row.
+        self._sorted_keys: dict[str, list[RowKey]] = {}
         self._dags: dict[str, str] = {}
         self._modified: dict[str, datetime] = {}
         self._next_instance_hint = 0
         if project.records:
             self.import_rows(project.records, overwrite=False, dag=None, validate=False)
+            # Order the records and their rows now, not in the first export's answer time.
+            for record in self.record_ids():
+                self._ordered_keys(record)
 
     # ------------------------------------------------------------------ layout
     def _build_columns(self) -> list[Column]:
@@ -271,14 +278,22 @@ class RecordStore:
         form_index = self.form_index.get(instrument, -1) if instrument else -1
         return (self.event_index.get(event, len(self.events)), form_index, instance)
 
+    def _ordered_keys(self, record: str) -> list[RowKey]:
+        """A record's row keys in export order (the caller holds the lock)."""
+        keys = self._sorted_keys.get(record)
+        if keys is None:
+            keys = self._sorted_keys[record] = sorted(self._rows[record], key=self._row_order)
+        return keys
+
     # ------------------------------------------------------------------ reading
     def record_ids(self, dag: str | None = None) -> list[str]:
         """Record IDs in export order (only a data access group's records when *dag* is set)."""
         with self._lock:
-            ids = sorted(self._rows, key=_record_sort_key)
+            if self._sorted_ids is None:
+                self._sorted_ids = sorted(self._rows, key=_record_sort_key)
             if dag is not None:
-                ids = [r for r in ids if self._dags.get(r, "") == dag]
-            return ids
+                return [r for r in self._sorted_ids if self._dags.get(r, "") == dag]
+            return list(self._sorted_ids)
 
     def has_record(self, record: str) -> bool:
         """Whether *record* exists."""
@@ -293,16 +308,27 @@ class RecordStore:
     def _selected_rows(self, options: ExportOptions) -> list[tuple[str, RowKey, dict[str, str]]]:
         forms_selected = {c.form for c in options.columns}
         out: list[tuple[str, RowKey, dict[str, str]]] = []
-        for record in self.record_ids(options.dag):
-            if options.records is not None and record not in options.records:
-                continue
+        if options.records is None:
+            wanted = self.record_ids(options.dag)
+        else:
+            # Only the requested records, looked up by ID (a batch of 100 need not walk them all).
+            wanted = sorted(
+                (
+                    r
+                    for r in options.records
+                    if r in self._rows
+                    and (options.dag is None or self._dags.get(r, "") == options.dag)
+                ),
+                key=_record_sort_key,
+            )
+        for record in wanted:
             modified = self._modified.get(record)
             if options.date_begin and modified and modified < options.date_begin:
                 continue
             if options.date_end and modified and modified > options.date_end:
                 continue
             rows = self._rows[record]
-            for key in sorted(rows, key=self._row_order):
+            for key in self._ordered_keys(record):
                 event, instrument, _ = key
                 if options.events is not None and event not in options.events:
                     continue
@@ -476,7 +502,7 @@ class RecordStore:
         if here:
             for record in records:
                 rows = self._rows[record]
-                for key in sorted(rows, key=self._row_order):
+                for key in self._ordered_keys(record):
                     view = merged.setdefault((record, key[0]), {})
                     for name in here:
                         if name not in view and rows[key].get(name, ""):
@@ -499,7 +525,7 @@ class RecordStore:
             keyed = [
                 (record, key, self._rows[record][key])
                 for record in records
-                for key in sorted(self._rows[record], key=self._row_order)
+                for key in self._ordered_keys(record)
                 if key[0] and not key[1]
             ]
             other_columns: dict[str, list[str]] = {
@@ -682,7 +708,11 @@ class RecordStore:
         now = self._clock()
         with self._lock:
             for record, key, values, group in prepared:
+                if record not in self._rows:
+                    self._sorted_ids = None
                 rows_of = self._rows.setdefault(record, {})
+                if key not in rows_of or (validate and key[1] and (key[0], "", 0) not in rows_of):
+                    self._sorted_keys.pop(record, None)
                 stored = rows_of.setdefault(key, {})
                 if validate and key[1]:
                     # REDCap keeps the record ID on the event's base row whenever a repeating
@@ -757,8 +787,10 @@ class RecordStore:
                 )
             partial = any(x is not None for x in (arm, event, instrument, instance))
             for r in dict.fromkeys(records):
+                self._sorted_keys.pop(r, None)
                 if not partial:
                     del self._rows[r]
+                    self._sorted_ids = None
                     self._dags.pop(r, None)
                     self._modified.pop(r, None)
                     continue
@@ -784,6 +816,7 @@ class RecordStore:
                 self._modified[r] = self._clock()
                 if not rows:
                     del self._rows[r]
+                    self._sorted_ids = None
                     self._dags.pop(r, None)
                     self._modified.pop(r, None)
             return len(set(records))
