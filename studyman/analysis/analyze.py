@@ -24,7 +24,8 @@ from studyman.analysis.outputs import write_outputs
 from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
 from studyman.analysis.sap import LoadedPlan, load_sap
-from studyman.errors import AnalysisError, SnapshotError
+from studyman.errors import AnalysisError, SnapshotError, SourceError
+from studyman.sources.randomization import read_randomization_list
 
 __all__ = ["AnalyzeResult", "analyze", "read_randomization"]
 
@@ -42,20 +43,22 @@ class AnalyzeResult:
 def read_randomization(path: Path, arm_labels: dict[str, str]) -> pd.DataFrame:
     """Read the randomisation list (CSV or Parquet) into ``record_id, TRT01P``.
 
+    The file is read by :func:`studyman.sources.randomization.read_randomization_list`; codes are
+    decoded with *arm_labels* by :func:`~studyman.analysis.adam.normalise_randomization`. A
+    participant with a blank arm is left out (and reported by :func:`analyze` as randomised
+    without an arm when the snapshot says randomised).
+
     Raises
     ------
     AnalysisError
-        The file is missing, unreadable or lacks the record-ID or arm column.
+        The file is missing or unreadable, lacks the record-ID or arm column, lists a
+        participant twice or holds an unknown arm.
     """
-    if not path.is_file():
-        raise AnalysisError(f"randomisation list {path} not found")
     try:
-        if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError) as error:
-        raise AnalysisError(f"randomisation list {path}: cannot read ({error})") from None
+        frame = read_randomization_list(path)
+    except SourceError as error:
+        raise AnalysisError(str(error)) from None
+    frame["rand_arm"] = frame["rand_arm"].replace("", pd.NA)
     try:
         return normalise_randomization(frame, arm_labels)
     except AnalysisError as error:

@@ -39,6 +39,7 @@ from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
 from studyman.reporting.figures import draw_figure
 from studyman.reporting.html import AUTHOR, ReportHeader, render_html
+from studyman.sources.randomization import read_randomization_list as read_list
 from studyman.sources.snapshot import MANIFEST_NAME, verify_snapshot
 
 __all__ = [
@@ -106,42 +107,31 @@ def arm_codes(protocol: Protocol, randomization_sha256: str) -> dict[str, str]:
 def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
     """Read a randomisation list (CSV or Parquet) as ``record_id`` → arm name.
 
-    The arm column is ``rand_arm`` (REDCap codes or arm names), ``arm`` or ``TRT01P``.
+    The file is read by :func:`studyman.sources.randomization.read_randomization_list` (record-ID
+    column ``record_id``, ``USUBJID`` or ``SUBJID``; arm column ``rand_arm`` with REDCap codes or
+    arm names, ``arm`` or ``TRT01P``); codes are then decoded with the protocol's arms.
 
     Raises
     ------
     SourceError
-        Missing file, no record-ID or arm column, an unknown arm, a participant listed twice.
+        Missing file, no record-ID or arm column, an unknown or blank arm, a participant listed
+        twice.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: randomisation file not found")
-    try:
-        if path.suffix.lower() == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError) as error:
-        raise SourceError(f"{path}: not a readable randomisation list ({error})") from None
-    arm_column = next((c for c in ("rand_arm", "arm", "TRT01P") if c in frame.columns), None)
-    if _KEY not in frame.columns or arm_column is None:
-        raise SourceError(
-            f"{path}: a randomisation list needs the columns record_id and rand_arm "
-            f"(found: {', '.join(map(str, frame.columns))})"
-        )
+    frame = read_list(path)
+    arm_column = frame.attrs.get("arm_column", "rand_arm")
     by_code = {str(arm.code): arm.name for arm in protocol.arms.items}
     names = set(by_code.values())
-    frame = frame[frame[_KEY].astype(str).str.strip() != ""]
-    values = frame[arm_column].astype(str).str.strip()
-    arms = values.map(lambda v: by_code.get(v, v))
+    arms = frame["rand_arm"].map(lambda v: by_code.get(v, v))
+    blank = frame.loc[arms == "", "record_id"].tolist()
+    if blank:
+        raise SourceError(f"{path}: column {arm_column}: no arm for {_first_ids(blank)}")
     unknown = sorted(set(arms) - names)
     if unknown:
         raise SourceError(f"{path}: column {arm_column}: unknown arm value(s) {', '.join(unknown)}")
-    ids = frame[_KEY].astype(str).str.strip()
-    duplicated = sorted(set(ids[ids.duplicated()]))
-    if duplicated:
-        raise SourceError(f"{path}: participant(s) listed twice: {', '.join(duplicated[:20])}")
-    return pd.Series(arms.to_numpy(), index=pd.Index(ids.to_numpy(), dtype="string"), name="arm")
+    return pd.Series(
+        arms.to_numpy(), index=pd.Index(frame["record_id"].to_numpy(), dtype="string"), name="arm"
+    )
 
 
 def _read_tables(
@@ -290,8 +280,9 @@ def render_dsmb_report(
     arm_order: tuple[str, ...] = ()
     randomization_sha256: str | None = None
     if session == "closed" and randomization is not None:
-        randomization_sha256 = hashlib.sha256(Path(randomization).read_bytes()).hexdigest()
+        # read and checked first, so a missing file is a SourceError naming it
         by_name = read_randomization_list(Path(randomization), protocol)
+        randomization_sha256 = hashlib.sha256(Path(randomization).read_bytes()).hexdigest()
         probe = DsmbInputs(protocol, cut_data, cut)
         _check_participants(by_name, probe.subjects(), uncut_ids, Path(randomization))
         labels = (

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.sources.randomization import read_randomization_list
 from studyman.validation.catalogue import CATALOGUE
 from studyman.validation.custom import CustomCheck, load_custom_checks
 from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
@@ -124,6 +125,21 @@ def read_flat_records(
     return flat_records_from_tables(tables, dictionary.record_id_field)
 
 
+def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.DataFrame:
+    """The randomisation list as the checks want it: record-ID field and arm field (raw codes).
+
+    Read by :func:`studyman.sources.randomization.read_randomization_list`; arm names are turned
+    into the protocol's codes (the checks compare codes), anything else is kept as written.
+    """
+    frame = read_randomization_list(path)
+    by_name = {arm.name: str(arm.code) for arm in protocol.arms.items}
+    frame["rand_arm"] = frame["rand_arm"].map(lambda value: by_name.get(value, value))
+    renamed = {"record_id": record_id_field, "rand_arm": str(protocol.arms.field)}
+    # another column already bearing a target name would be a second record-ID or arm column
+    clashing = [name for name in renamed.values() if name not in renamed and name in frame]
+    return frame.drop(columns=clashing).rename(columns=renamed)
+
+
 def validate_study(
     protocol: Any,
     source: Path,
@@ -150,14 +166,21 @@ def validate_study(
     query_log
         The SQLite query log (default ``out_dir/queries.sqlite``).
     randomization
-        Unblinded runs only: the randomisation list (CSV path or table with the record ID and
-        the arm field). Without it the run is blinded.
+        Unblinded runs only: the randomisation list (a CSV or Parquet path read by
+        :func:`studyman.sources.randomization.read_randomization_list`, arm codes or names, or a
+        table with the record-ID field and the arm field). Without it the run is blinded.
     checks_file
         Custom checks (default: ``checks.yaml`` beside the protocol, when present).
     data_cut
         Default: the protocol's ``reporting.data_cut``.
     who, at
         Recorded in the query history (``at``: UTC ISO time, default now).
+
+    Raises
+    ------
+    SourceError
+        The randomisation file is missing or unreadable, lacks the record-ID or arm column, or
+        lists a participant twice.
     """
     dictionary, codes = dictionary_for(protocol)
     custom = custom_checks_for(protocol, dictionary, checks_file)
@@ -169,12 +192,7 @@ def validate_study(
     )
     arms: pd.DataFrame | None
     if isinstance(randomization, Path):
-        try:
-            arms = pd.read_csv(randomization, dtype=str, keep_default_na=False)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise ValidationError(
-                f"{randomization}: cannot read the randomisation list ({error})"
-            ) from None
+        arms = _randomization_table(randomization, protocol, dictionary.record_id_field)
     else:
         arms = randomization
     result = run_checks(

@@ -1,0 +1,118 @@
+"""The unblinded randomisation list: one reader for every layer that needs the arms.
+
+The list is a CSV or Parquet file with one row per randomised participant: a record-ID column
+(``record_id``, or ``USUBJID`` / ``SUBJID`` in an ADaM-style list) and an arm column
+(``rand_arm`` as exported from REDCap, holding the raw codes or the arm names, or ``arm`` /
+``TRT01P``). Other columns (``rand_number``, ``rand_stratum``) are kept.
+
+:func:`read_randomization_list` checks the shape only; what an arm value means (a REDCap code or
+a name, and whether it is one of the protocol's arms) is decided by the caller, so codes and
+names are returned exactly as written in the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from studyman.errors import SourceError
+
+__all__ = [
+    "ARM_COLUMNS",
+    "RECORD_ID_COLUMNS",
+    "read_randomization_list",
+]
+
+#: Accepted names of the record-ID column, in order of preference; the chosen one is returned
+#: as ``record_id``.
+RECORD_ID_COLUMNS: tuple[str, ...] = ("record_id", "USUBJID", "SUBJID")
+#: Accepted names of the arm column, in order of preference; the chosen one is returned as
+#: ``rand_arm`` (its name in the file is kept in ``frame.attrs["arm_column"]``).
+ARM_COLUMNS: tuple[str, ...] = ("rand_arm", "arm", "TRT01P")
+
+_SHOWN = 20
+
+
+def read_randomization_list(path: Path) -> pd.DataFrame:
+    """Read a randomisation list (CSV or Parquet) as text, one row per participant.
+
+    Parameters
+    ----------
+    path
+        The list: ``.parquet`` is read as Parquet, anything else as CSV (UTF-8, a byte-order
+        mark allowed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``record_id`` and ``rand_arm`` first, then the file's other columns, every value
+        a string with surrounding blanks stripped (``""`` for a blank cell; an integral number in
+        a Parquet file as ``"1"``, not ``"1.0"``). Arm values are kept as given (REDCap codes or
+        arm names). ``attrs["arm_column"]`` and ``attrs["record_id_column"]`` name the columns
+        as they were in the file.
+
+    Raises
+    ------
+    SourceError
+        The file is missing or unreadable, it has no record-ID or no arm column (the message
+        names the file, the accepted columns and the columns found), or a participant is listed
+        more than once.
+
+    Notes
+    -----
+    Rows with a blank record ID are dropped: they are unused slots of a pre-generated allocation
+    sequence, not participants. A participant with a blank arm is kept (with ``""``); whether
+    that is acceptable is the caller's decision.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: randomisation list not found")
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: not a readable randomisation list ({error})") from None
+    frame.columns = pd.Index([str(column).strip() for column in frame.columns])
+    record_column = next((c for c in RECORD_ID_COLUMNS if c in frame.columns), None)
+    arm_column = next((c for c in ARM_COLUMNS if c in frame.columns), None)
+    if record_column is None or arm_column is None:
+        raise SourceError(
+            f"{path}: a randomisation list needs a record-ID column "
+            f"({' or '.join(RECORD_ID_COLUMNS)}) and an arm column ({' or '.join(ARM_COLUMNS)}); "
+            f"found: {', '.join(map(str, frame.columns))}"
+        )
+    others = [c for c in frame.columns if c not in (record_column, arm_column)]
+    text = pd.DataFrame(
+        {
+            "record_id": _text(frame[record_column]),
+            "rand_arm": _text(frame[arm_column]),
+            **{column: _text(frame[column]) for column in others},
+        }
+    )
+    text = text[text["record_id"] != ""].reset_index(drop=True)
+    ids = text["record_id"]
+    duplicated = ids[ids.duplicated()].unique().tolist()
+    if duplicated:
+        shown = ", ".join(duplicated[:_SHOWN]) + (" ..." if len(duplicated) > _SHOWN else "")
+        raise SourceError(
+            f"{path}: {len(duplicated)} participant(s) listed twice in column {record_column}: "
+            f"{shown}; a randomisation list has one row per participant"
+        )
+    text.attrs["record_id_column"] = record_column
+    text.attrs["arm_column"] = arm_column
+    return text
+
+
+def _text(series: pd.Series) -> list[str]:
+    """*series* as stripped strings, ``""`` for a missing value, integral numbers without ``.0``."""
+    if pd.api.types.is_float_dtype(series.dtype):
+        values = series.dropna()
+        if bool((values == values.round()).all()):
+            series = series.astype("Int64")
+    return [
+        "" if value is None or value is pd.NA or value != value else str(value).strip()
+        for value in series.to_numpy(dtype=object)
+    ]
