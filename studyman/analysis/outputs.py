@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.models import AnalysisOutcome
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
+from studyman.sources.snapshot import parquet_bytes
 
 __all__ = ["write_outputs"]
 
@@ -86,25 +85,7 @@ def _csv_bytes(frame: pd.DataFrame, provenance: Mapping[str, Any]) -> bytes:
 
 
 def _parquet_bytes(frame: pd.DataFrame, provenance: Mapping[str, Any]) -> bytes:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = dict(table.schema.metadata or {})
-    metadata[b"studyman.provenance"] = _json_bytes(provenance)
-    table = table.replace_schema_metadata(metadata)
-    buffer = io.BytesIO()
-    pq.write_table(
-        table,
-        buffer,
-        version="2.6",
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=True,
-        write_statistics=True,
-        row_group_size=1_000_000,
-        data_page_size=1 << 20,
-        data_page_version="1.0",
-        store_schema=True,
-    )
-    return buffer.getvalue()
+    return parquet_bytes(frame, schema_metadata={b"studyman.provenance": _json_bytes(provenance)})
 
 
 class _Writer:

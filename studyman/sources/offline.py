@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +44,12 @@ from studyman.findings import findings_frame
 from studyman.protocol import Protocol, read_data_dictionary
 from studyman.protocol.conformance import check_conformance
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
-from studyman.sources.snapshot import SnapshotResult, parquet_bytes, write_snapshot
+from studyman.sources.snapshot import (
+    SnapshotResult,
+    json_bytes,
+    parquet_bytes,
+    write_tidy_snapshot,
+)
 from studyman.sources.tidy import TidyBuilder, TidyTables
 
 __all__ = [
@@ -272,22 +276,11 @@ def import_snapshot(
     }
     conformance, conformance_count = conformance_file(protocol, metadata)
     manifest["conformance_findings"] = conformance_count
-    extra = {"redcap/metadata.json": _json_bytes(metadata), **conformance}
-    path = write_snapshot(
+    extra = {"redcap/metadata.json": json_bytes(metadata), **conformance}
+    return write_tidy_snapshot(
         Path(out_dir),
         name or default_snapshot_name("import"),
-        tables=tidy.tables,
-        findings=tidy.findings,
+        tidy,
         manifest=manifest,
         extra_files=extra,
     )
-    return SnapshotResult(
-        path=path,
-        table_rows={table: len(frame) for table, frame in tidy.tables.items()},
-        findings=len(tidy.findings),
-        records=len(tidy.record_ids),
-    )
-
-
-def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8")

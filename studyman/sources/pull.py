@@ -69,7 +69,7 @@ from studyman.sources.offline import (
     protocol_manifest,
     snapshot_manifest_tables,
 )
-from studyman.sources.snapshot import SnapshotResult, write_snapshot
+from studyman.sources.snapshot import SnapshotResult, json_bytes, write_tidy_snapshot
 from studyman.sources.tidy import TidyBuilder
 
 __all__ = [
@@ -562,9 +562,9 @@ def pull_snapshot(
         "longitudinal": longitudinal,
     }
     extra = {
-        "redcap/metadata.json": _json_bytes(metadata),
-        "redcap/project.json": _json_bytes({**project_info, "redcap_version": str(version)}),
-        "redcap/repeating_forms.json": _json_bytes(repeating or []),
+        "redcap/metadata.json": json_bytes(metadata),
+        "redcap/project.json": json_bytes({**project_info, "redcap_version": str(version)}),
+        "redcap/repeating_forms.json": json_bytes(repeating or []),
     }
     conformance, conformance_count = conformance_file(
         protocol,
@@ -576,22 +576,15 @@ def pull_snapshot(
     manifest["conformance_findings"] = conformance_count
     extra.update(conformance)
     if longitudinal:
-        extra["redcap/events.json"] = _json_bytes(events)
-        extra["redcap/arms.json"] = _json_bytes(arms)
-        extra["redcap/form_event_mapping.json"] = _json_bytes(mappings)
-    path = write_snapshot(
+        extra["redcap/events.json"] = json_bytes(events)
+        extra["redcap/arms.json"] = json_bytes(arms)
+        extra["redcap/form_event_mapping.json"] = json_bytes(mappings)
+    return write_tidy_snapshot(
         Path(out_dir),
         name or default_snapshot_name("pull"),
-        tables=tidy.tables,
-        findings=tidy.findings,
+        tidy,
         manifest=manifest,
         extra_files=extra,
-    )
-    return SnapshotResult(
-        path=path,
-        table_rows={table: len(frame) for table, frame in tidy.tables.items()},
-        findings=len(tidy.findings),
-        records=len(tidy.record_ids),
     )
 
 
@@ -621,7 +614,3 @@ def _public_url(url: str) -> str:
     """The URL without user information or query (never a secret in the manifest)."""
     match = re.match(r"^(\w+://)(?:[^@/]*@)?([^?#]*)", url)
     return "".join(match.groups()) if match else url.split("?", 1)[0]
-
-
-def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8")

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from studyman.errors import SnapshotError
+from studyman.sources.tidy import TidyTables
 
 __all__ = [
     "MANIFEST_NAME",
@@ -45,11 +46,13 @@ __all__ = [
     "Snapshot",
     "SnapshotResult",
     "SnapshotVerification",
+    "json_bytes",
     "list_snapshots",
     "parquet_bytes",
     "read_snapshot",
     "verify_snapshot",
     "write_snapshot",
+    "write_tidy_snapshot",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -57,8 +60,17 @@ SNAPSHOT_FORMAT = "studyman-snapshot/1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
+def parquet_bytes(
+    frame: pd.DataFrame, *, schema_metadata: Mapping[bytes, bytes] | None = None
+) -> bytes:
     """Return *frame* as Parquet bytes, identical for identical data.
+
+    Parameters
+    ----------
+    frame
+        The table (its index is not stored).
+    schema_metadata
+        Extra key-value pairs for the Parquet schema (e.g. provenance), merged over pandas'.
 
     Notes
     -----
@@ -67,6 +79,8 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     dtypes and the library versions, never on the time or the machine.
     """
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if schema_metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **schema_metadata})
     buffer = io.BytesIO()
     pq.write_table(
         table,
@@ -82,6 +96,11 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
         store_schema=True,
     )
     return buffer.getvalue()
+
+
+def json_bytes(value: Any) -> bytes:
+    """*value* as indented UTF-8 JSON with a final newline (the snapshot's JSON files)."""
+    return (json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
 def _sha256(data: bytes) -> str:
@@ -257,6 +276,32 @@ def write_snapshot(
         _remove_tree(temporary)
         raise
     return target
+
+
+def write_tidy_snapshot(
+    out_dir: Path,
+    name: str,
+    tidy: TidyTables,
+    *,
+    manifest: Mapping[str, Any],
+    extra_files: Mapping[str, bytes],
+) -> SnapshotResult:
+    """Write the typed tables of one export as a snapshot (:func:`write_snapshot`) and say what
+    it holds; the one ending of a pull and of an offline import."""
+    path = write_snapshot(
+        Path(out_dir),
+        name,
+        tables=tidy.tables,
+        findings=tidy.findings,
+        manifest=manifest,
+        extra_files=extra_files,
+    )
+    return SnapshotResult(
+        path=path,
+        table_rows={table: len(frame) for table, frame in tidy.tables.items()},
+        findings=len(tidy.findings),
+        records=len(tidy.record_ids),
+    )
 
 
 def _remove_tree(path: Path) -> None:
