@@ -693,3 +693,20 @@ def test_eav_import_round_trips_an_eav_export(start_emulator: Start) -> None:
     )
     assert answer.json() == {"count": 1}
     assert target.export_records(records=["100"]) == source.export_records(records=["100"])
+
+
+def test_filter_logic_reads_an_unchecked_box_as_zero(longitudinal_server: EmulatorServer) -> None:
+    api = redcap.Project(longitudinal_server.url, FULL_TOKEN)
+    every = api.export_records(fields=["study_id", "meds"])
+    unchecked = api.export_records(fields=["study_id", "meds"], filter_logic="[meds(1)] = '0'")
+    checked = api.export_records(fields=["study_id", "meds"], filter_logic="[meds(1)] = '1'")
+
+    def place(row: dict[str, str]) -> tuple[str, str]:
+        return row["study_id"], row["redcap_event_name"]
+
+    # REDCap stores only ticked boxes; in logic an unticked box is '0', never blank
+    assert {place(r) for r in every if r["meds___1"] == "0"} <= {place(r) for r in unchecked}
+    assert all(r["meds___1"] != "1" for r in unchecked)
+    assert {place(r) for r in checked} == {place(r) for r in every if r["meds___1"] == "1"}
+    # Unverified: rows of events where the form is not designated (exported blank) also read
+    # '0' here; a live REDCap was not available to pin that case.
