@@ -157,6 +157,7 @@ _ADJUNCT_TYPICAL = {
 }
 
 # Concomitant medications: name, class code, dose choices, unit, frequency code, indication.
+_Medication = tuple[str, str, tuple[float, ...], str, str, str]
 _ANTIDEPRESSANTS = (
     ("Sertraline", "1", (50.0, 100.0), "mg", "1", "Depression"),
     ("Escitalopram", "1", (10.0, 20.0), "mg", "1", "Depression"),
@@ -177,6 +178,17 @@ _OTHER_MEDS = (
     ("Salbutamol inhaler", "7", (100.0,), "microgram", "5", "Asthma"),
     ("Loperamide", "7", (2.0,), "mg", "5", "Diarrhoea"),
 )
+
+
+# One conmeds row: participant index, name, class, dose, unit, frequency, indication,
+# start day, stop day (-1 while ongoing).
+_ConmedRow = tuple[int, str, str, float, str, str, str, int, int]
+
+
+def _conmed_row(p: int, med: _Medication, dose: float, start: int, stop: int) -> _ConmedRow:
+    """A conmeds row for participant ``p`` taking ``med`` at ``dose`` from ``start`` to ``stop``."""
+    return (p, med[0], med[1], dose, med[3], med[4], med[5], start, stop)
+
 
 _SAFETY_ACTIONS = (
     "Risk assessment by the study psychiatrist; safety plan updated",
@@ -1219,9 +1231,7 @@ class _Builder:
     def conmeds(self) -> None:
         """Concomitant medications: stable antidepressants, stopped ones, and others."""
         rng = _rng(self.seed, "conmeds")
-        rows: list[
-            tuple[int, str, str, float, str, str, str, int, int]
-        ] = []  # p, name, class, dose, unit, freq, ind, start, stop(-1)
+        rows: list[_ConmedRow] = []
         for q in np.flatnonzero(self.randomized & self.visit_exists[:, 0]):
             p = int(q)
             base, scr, end = int(self.base[p]), int(self.scr[p]), int(self.end_day[p])
@@ -1229,68 +1239,20 @@ class _Builder:
                 med = _ANTIDEPRESSANTS[int(rng.integers(0, len(_ANTIDEPRESSANTS)))]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.4:  # stable dose for at least 8 weeks, continued
-                    rows.append(
-                        (
-                            p,
-                            med[0],
-                            med[1],
-                            dose,
-                            med[3],
-                            med[4],
-                            med[5],
-                            base - int(rng.integers(60, 1500)),
-                            -1,
-                        )
-                    )
+                    rows.append(_conmed_row(p, med, dose, base - int(rng.integers(60, 1500)), -1))
                 else:  # stopped before screening
                     stop = scr - int(rng.integers(30, 180))
-                    rows.append(
-                        (
-                            p,
-                            med[0],
-                            med[1],
-                            dose,
-                            med[3],
-                            med[4],
-                            med[5],
-                            stop - int(rng.integers(90, 1200)),
-                            stop,
-                        )
-                    )
+                    rows.append(_conmed_row(p, med, dose, stop - int(rng.integers(90, 1200)), stop))
             n_other = min(int(rng.poisson(0.8)), 3)
             for k in rng.choice(len(_OTHER_MEDS), size=n_other, replace=False):
                 med = _OTHER_MEDS[int(k)]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.5:
-                    rows.append(
-                        (
-                            p,
-                            med[0],
-                            med[1],
-                            dose,
-                            med[3],
-                            med[4],
-                            med[5],
-                            scr - int(rng.integers(30, 2000)),
-                            -1,
-                        )
-                    )
+                    rows.append(_conmed_row(p, med, dose, scr - int(rng.integers(30, 2000)), -1))
                 else:
                     start = base + int(rng.integers(0, max(1, end - base + 1)))
                     stop = start + int(rng.integers(1, 31))
-                    rows.append(
-                        (
-                            p,
-                            med[0],
-                            med[1],
-                            dose,
-                            med[3],
-                            med[4],
-                            med[5],
-                            start,
-                            stop if stop <= end else -1,
-                        )
-                    )
+                    rows.append(_conmed_row(p, med, dose, start, stop if stop <= end else -1))
         if not rows:
             return
         frame = pd.DataFrame(
