@@ -156,6 +156,16 @@ _ADJUNCT_TYPICAL = {
     "Drug-induced liver injury",
 }
 
+# Eligibility-form exclusion fields, in the order screen failures draw them.
+_EXCLUSION_FIELDS = (
+    "exc_bipolar",
+    "exc_psychosis",
+    "exc_substance",
+    "exc_liver",
+    "exc_suicide_risk",
+    "exc_pregnancy",
+)
+
 # Concomitant medications: name, class code, dose choices, unit, frequency code, indication.
 _Medication = tuple[str, str, tuple[float, ...], str, str, str]
 _ANTIDEPRESSANTS = (
@@ -406,17 +416,7 @@ class _Builder:
         self.severity = np.where(severe, 2, 1)
         self.screening_total = screening_total
         # Exclusion failures: which exclusion applies.
-        exclusions = np.array(
-            [
-                "exc_bipolar",
-                "exc_psychosis",
-                "exc_substance",
-                "exc_liver",
-                "exc_suicide_risk",
-                "exc_pregnancy",
-            ],
-            dtype=object,
-        )
+        exclusions = np.array(_EXCLUSION_FIELDS, dtype=object)
         which = rng.integers(0, len(exclusions), size=n)
         which = np.where((exclusions[which] == "exc_pregnancy") & (self.sex != "1"), 0, which)
         self.exclusion = np.where(self.sf_reason == 2, exclusions[which], "")
@@ -592,14 +592,7 @@ class _Builder:
             values["inc_diagnosis"] = np.where((reason == 5) & ~self.age_fail[elig_who], no, yes)
             values["inc_hamd"] = np.where(reason == 1, no, yes)
             values["inc_consent"] = np.where(reason == 3, no, yes)
-            for name in (
-                "exc_bipolar",
-                "exc_psychosis",
-                "exc_substance",
-                "exc_liver",
-                "exc_suicide_risk",
-                "exc_pregnancy",
-            ):
+            for name in _EXCLUSION_FIELDS:
                 values[name] = np.where(self.exclusion[elig_who] == name, yes, no)
             values["eligible"] = np.where(reason > 0, no, yes)
             values["screen_fail_reason"] = np.where(reason > 0, as_text(reason), "")
