@@ -92,6 +92,20 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     def add(field: str, key: str, form: str = "", **kwargs: Any) -> None:
         out.append(FieldExpectation(field=field, key=key, form=form, **kwargs))
 
+    def add_coded(
+        field: str, key: str, form: str, items: Iterable[tuple[int | float, str]]
+    ) -> None:
+        # a categorical field whose codes and labels both come from one protocol list
+        pairs = tuple(items)
+        add(
+            field,
+            key,
+            form,
+            kinds=_CATEGORICAL,
+            codes=_codes(code for code, _ in pairs),
+            labels=tuple((str(code), label) for code, label in pairs),
+        )
+
     first_form = protocol.visits[0].instruments[0] if protocol.visits else ""
     add(
         protocol.study.record_id_field,
@@ -101,13 +115,11 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     )
 
     arms = protocol.arms
-    add(
+    add_coded(
         arms.field,
         "arms.field",
         arms.form,
-        kinds=_CATEGORICAL,
-        codes=_codes(arm.code for arm in arms.items),
-        labels=tuple((str(arm.code), arm.name) for arm in arms.items),
+        ((arm.code, arm.name) for arm in arms.items),
     )
 
     randomization = protocol.randomization
@@ -137,13 +149,11 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     form = eligibility.form
     add(eligibility.date_field, "eligibility.date_field", form, kinds=_DATE_KINDS)
     add(eligibility.eligible_field, "eligibility.eligible_field", form, kinds=_YESNO)
-    add(
+    add_coded(
         eligibility.screen_fail_reason_field,
         "eligibility.screen_fail_reason_field",
         form,
-        kinds=_CATEGORICAL,
-        codes=_codes(reason.code for reason in protocol.disposition.screen_fail_reasons),
-        labels=tuple((str(r.code), r.label) for r in protocol.disposition.screen_fail_reasons),
+        ((reason.code, reason.label) for reason in protocol.disposition.screen_fail_reasons),
     )
     for i, criterion in enumerate(eligibility.criteria):
         add(criterion.field, f"eligibility.criteria[{i}].field", form, kinds=_YESNO)
@@ -156,13 +166,11 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
                 )
 
     disposition = protocol.disposition
-    add(
+    add_coded(
         disposition.status_field,
         "disposition.status_field",
         disposition.form,
-        kinds=_CATEGORICAL,
-        codes=_codes(code.code for code in disposition.codes),
-        labels=tuple((str(code.code), code.label) for code in disposition.codes),
+        ((code.code, code.label) for code in disposition.codes),
     )
     add(disposition.date_field, "disposition.date_field", disposition.form, kinds=_DATE_KINDS)
     add(
@@ -219,21 +227,17 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     ae = protocol.adverse_events
     f = ae.form
     add(ae.term_field, "adverse_events.term_field", f, kinds=frozenset({"text", "notes"}))
-    add(
+    add_coded(
         ae.pt_field,
         "adverse_events.pt_field",
         f,
-        kinds=_CATEGORICAL,
-        codes=_codes(term.code for term in ae.coding_list),
-        labels=tuple((str(term.code), term.pt) for term in ae.coding_list),
+        ((term.code, term.pt) for term in ae.coding_list),
     )
-    add(
+    add_coded(
         ae.soc_field,
         "adverse_events.soc_field",
         f,
-        kinds=_CATEGORICAL,
-        codes=_codes(soc.code for soc in ae.socs),
-        labels=tuple((str(soc.code), soc.name) for soc in ae.socs),
+        ((soc.code, soc.name) for soc in ae.socs),
     )
     add(ae.start_field, "adverse_events.start_field", f, kinds=_DATE_KINDS)
     add(ae.end_field, "adverse_events.end_field", f, kinds=_DATE_KINDS)
@@ -277,13 +281,11 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     cm = protocol.concomitant_medications
     f = cm.form
     add(cm.name_field, "concomitant_medications.name_field", f, kinds=frozenset({"text"}))
-    add(
+    add_coded(
         cm.class_field,
         "concomitant_medications.class_field",
         f,
-        kinds=_CATEGORICAL,
-        codes=_codes(c.code for c in cm.classes),
-        labels=tuple((str(c.code), c.name) for c in cm.classes),
+        ((c.code, c.name) for c in cm.classes),
     )
     add(cm.dose_field, "concomitant_medications.dose_field", f, kinds=frozenset({"text:numeric"}))
     add(
@@ -298,13 +300,11 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
     add(cm.ongoing_field, "concomitant_medications.ongoing_field", f, kinds=_YESNO)
 
     dv = protocol.deviations
-    add(
+    add_coded(
         dv.category_field,
         "deviations.category_field",
         dv.form,
-        kinds=_CATEGORICAL,
-        codes=_codes(c.code for c in dv.categories),
-        labels=tuple((str(c.code), c.name) for c in dv.categories),
+        ((c.code, c.name) for c in dv.categories),
     )
     add(dv.major_field, "deviations.major_field", dv.form, kinds=_YESNO)
     return tuple(out)
