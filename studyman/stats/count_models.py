@@ -8,13 +8,19 @@ rate ratios, as ``glmmTMB(family = nbinom2)`` does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import optimize, special
 
-from studyman.stats._secondary_frame import FloatArray, build_model_frame, coefficient_table
+from studyman.stats._secondary_frame import (
+    FloatArray,
+    ModelFrame,
+    build_model_frame,
+    coefficient_table,
+)
 
 __all__ = ["CountModelResult", "fit_negative_binomial", "fit_poisson"]
 
@@ -108,20 +114,17 @@ def fit_poisson(
     per-participant rate model.
     """
     frame = build_model_frame(data, formula, outcome_kind="count", offset=offset, exposure=exposure)
-    model = sm.GLM(frame.outcome, frame.design, family=sm.families.Poisson(), offset=frame.offset)
-    fit = model.fit(method="IRLS", tol=1e-12, maxiter=100)
+    fit = _poisson_irls(frame, tol=1e-12)
     converged = bool(fit.converged)
-    estimate = np.asarray(fit.params, dtype=float)
-    covariance = np.asarray(fit.cov_params(), dtype=float)
-    names = frame.term_names
     iterations = int(fit.fit_history["iteration"])
-    return CountModelResult(
-        coefficients=coefficient_table(names, estimate, covariance),
-        covariance=pd.DataFrame(covariance, index=list(names), columns=list(names)),
+    return _count_result(
+        frame,
+        np.asarray(fit.params, dtype=float),
+        np.asarray(fit.cov_params(), dtype=float),
         theta=None,
         theta_std_error=None,
         loglik=float(fit.llf),
-        aic=float(-2.0 * fit.llf + 2.0 * len(names)),
+        n_parameters=len(frame.term_names),
         converged=converged,
         message=(
             f"converged in {iterations} IRLS iterations"
@@ -129,6 +132,42 @@ def fit_poisson(
             else f"did not converge: IRLS stopped after {iterations} iterations"
         ),
         family="poisson",
+        iterations=iterations,
+    )
+
+
+def _poisson_irls(frame: ModelFrame, *, tol: float) -> Any:
+    """The statsmodels Poisson GLM (log link, offset) fitted to ``frame`` by IRLS."""
+    model = sm.GLM(frame.outcome, frame.design, family=sm.families.Poisson(), offset=frame.offset)
+    return model.fit(method="IRLS", tol=tol, maxiter=100)
+
+
+def _count_result(
+    frame: ModelFrame,
+    estimate: FloatArray,
+    covariance: FloatArray,
+    *,
+    theta: float | None,
+    theta_std_error: float | None,
+    loglik: float,
+    n_parameters: int,
+    converged: bool,
+    message: str,
+    family: str,
+    iterations: int,
+) -> CountModelResult:
+    """The result of a count model: coefficient table, labelled covariance, AIC and row counts."""
+    names = list(frame.term_names)
+    return CountModelResult(
+        coefficients=coefficient_table(frame.term_names, estimate, covariance),
+        covariance=pd.DataFrame(covariance, index=names, columns=names),
+        theta=theta,
+        theta_std_error=theta_std_error,
+        loglik=loglik,
+        aic=-2.0 * loglik + 2.0 * n_parameters,
+        converged=converged,
+        message=message,
+        family=family,
         n_observations=int(frame.outcome.size),
         n_dropped=frame.n_dropped,
         iterations=iterations,
@@ -164,11 +203,10 @@ class _NegativeBinomialLikelihood:
         )
         return -float(total) if np.isfinite(total) else float("inf")
 
-    def gradient(self, psi: FloatArray) -> FloatArray:
-        _, theta, mu = self._parts(psi)
+    def _score_theta(self, theta: float, mu: FloatArray) -> FloatArray:
+        """Each participant's derivative of log L with respect to ``theta``."""
         y = self.y
-        d_eta = theta * (y - mu) / (theta + mu)
-        d_theta = (
+        score: FloatArray = (
             special.digamma(y + theta)
             - special.digamma(theta)
             + np.log(theta)
@@ -176,6 +214,13 @@ class _NegativeBinomialLikelihood:
             - np.log(theta + mu)
             - (y + theta) / (theta + mu)
         )
+        return score
+
+    def gradient(self, psi: FloatArray) -> FloatArray:
+        _, theta, mu = self._parts(psi)
+        y = self.y
+        d_eta = theta * (y - mu) / (theta + mu)
+        d_theta = self._score_theta(theta, mu)
         gradient: FloatArray = -np.r_[self.design.T @ d_eta, theta * np.sum(d_theta)]
         return gradient
 
@@ -184,14 +229,7 @@ class _NegativeBinomialLikelihood:
         y = self.y
         design = self.design
         d2_eta = -(y + theta) * theta * mu / (theta + mu) ** 2
-        d_theta = (
-            special.digamma(y + theta)
-            - special.digamma(theta)
-            + np.log(theta)
-            + 1.0
-            - np.log(theta + mu)
-            - (y + theta) / (theta + mu)
-        )
+        d_theta = self._score_theta(theta, mu)
         d2_theta = (
             special.polygamma(1, y + theta)
             - special.polygamma(1, theta)
@@ -256,9 +294,7 @@ def fit_negative_binomial(
     ``theta`` is estimated from the same data.
     """
     frame = build_model_frame(data, formula, outcome_kind="count", offset=offset, exposure=exposure)
-    start_fit = sm.GLM(
-        frame.outcome, frame.design, family=sm.families.Poisson(), offset=frame.offset
-    ).fit(method="IRLS", tol=1e-10, maxiter=100)
+    start_fit = _poisson_irls(frame, tol=1e-10)
     likelihood = _NegativeBinomialLikelihood(frame.outcome, frame.design, frame.offset)
     start = np.r_[np.asarray(start_fit.params, dtype=float), 0.0]
     optimum = optimize.minimize(
@@ -297,19 +333,16 @@ def fit_negative_binomial(
             f"{'positive definite' if positive_definite else 'not positive definite'} "
             f"({optimum.message})"
         )
-    names = frame.term_names
-    value = likelihood.value(psi)
-    return CountModelResult(
-        coefficients=coefficient_table(names, psi[:n_fixed], covariance),
-        covariance=pd.DataFrame(covariance, index=list(names), columns=list(names)),
+    return _count_result(
+        frame,
+        psi[:n_fixed],
+        covariance,
         theta=theta,
         theta_std_error=float(theta * np.sqrt(inverse[-1, -1])),
-        loglik=-value,
-        aic=2.0 * value + 2.0 * (n_fixed + 1),
+        loglik=-likelihood.value(psi),
+        n_parameters=n_fixed + 1,
         converged=converged,
         message=message,
         family="negbin",
-        n_observations=int(frame.outcome.size),
-        n_dropped=frame.n_dropped,
         iterations=int(optimum.nit),
     )
