@@ -325,18 +325,24 @@ def _field_findings(
         in_range = _range_numeric(frame, field, numbers, typed, values, common, label)
         out.append(in_range)
         # values already out of range are not part of the outlier statistics
-        outside = np.zeros(len(values), dtype=bool)
-        low = pd.to_numeric(pd.Series([field.minimum]), errors="coerce").iloc[0]
-        high = pd.to_numeric(pd.Series([field.maximum]), errors="coerce").iloc[0]
-        with np.errstate(invalid="ignore"):
-            if not pd.isna(low):
-                outside |= numbers < float(low)
-            if not pd.isna(high):
-                outside |= numbers > float(high)
+        outside = _outside_numeric(field, numbers)
         out.append(_outliers(frame, numbers, typed & ~outside, values, common, label, field.name))
     elif _is_temporal(validation):
         out.append(_range_dates(frame, field, values, typed, common, label))
     return out
+
+
+def _outside_numeric(field: DictionaryField, numbers: np.ndarray) -> BoolArray:
+    """Numbers below the field's minimum or above its maximum (an unparseable limit is no limit)."""
+    low = pd.to_numeric(pd.Series([field.minimum]), errors="coerce").iloc[0]
+    high = pd.to_numeric(pd.Series([field.maximum]), errors="coerce").iloc[0]
+    outside = np.zeros(len(numbers), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if not pd.isna(low):
+            outside |= numbers < float(low)
+        if not pd.isna(high):
+            outside |= numbers > float(high)
+    return outside
 
 
 def _range_numeric(
@@ -348,14 +354,7 @@ def _range_numeric(
     common: dict[str, object],
     label: str,
 ) -> pd.DataFrame:
-    low = pd.to_numeric(pd.Series([field.minimum]), errors="coerce").iloc[0]
-    high = pd.to_numeric(pd.Series([field.maximum]), errors="coerce").iloc[0]
-    outside = np.zeros(len(numbers), dtype=bool)
-    with np.errstate(invalid="ignore"):
-        if not pd.isna(low):
-            outside |= numbers < float(low)
-        if not pd.isna(high):
-            outside |= numbers > float(high)
+    outside = _outside_numeric(field, numbers)
     limits = f"{field.minimum or '-inf'} to {field.maximum or 'inf'}"
     return _check("DQ-D")(
         frame,
