@@ -74,22 +74,21 @@ FEV_SAS = {
     "RACE[T.White]": (5.6436, 0.6656, 157),
     "SEX[T.Female]": (0.3262, 0.5319, 166),
 }
-FEV_SAS_DESIGN_ORDER = [
-    FEV_SAS[name]
-    for name in [
-        "Intercept",
-        "ARMCD[T.TRT]",
-        "AVISIT[T.VIS2]",
-        "AVISIT[T.VIS3]",
-        "AVISIT[T.VIS4]",
-        "RACE[T.Black or African American]",
-        "RACE[T.White]",
-        "SEX[T.Female]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS2]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS3]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS4]",
-    ]
+# Model-matrix column order (formulaic): main effects, then interactions
+FEV_TERMS = [
+    "Intercept",
+    "ARMCD[T.TRT]",
+    "AVISIT[T.VIS2]",
+    "AVISIT[T.VIS3]",
+    "AVISIT[T.VIS4]",
+    "RACE[T.Black or African American]",
+    "RACE[T.White]",
+    "SEX[T.Female]",
+    "ARMCD[T.TRT]:AVISIT[T.VIS2]",
+    "ARMCD[T.TRT]:AVISIT[T.VIS3]",
+    "ARMCD[T.TRT]:AVISIT[T.VIS4]",
 ]
+FEV_SAS_DESIGN_ORDER = [FEV_SAS[name] for name in FEV_TERMS]
 # R mmrm (Satterthwaite), unrounded df
 FEV_MMRM_DF = {
     "ARMCD[T.TRT]": 145.552,
@@ -115,19 +114,7 @@ def test_fev_deviance_matches_sas_restricted_likelihood(fev_satterthwaite: MMRMR
 
 def test_fev_estimates_and_standard_errors_match_sas(fev_satterthwaite: MMRMResult) -> None:
     table = fev_satterthwaite.coefficients
-    assert list(table.index) == [
-        "Intercept",
-        "ARMCD[T.TRT]",
-        "AVISIT[T.VIS2]",
-        "AVISIT[T.VIS3]",
-        "AVISIT[T.VIS4]",
-        "RACE[T.Black or African American]",
-        "RACE[T.White]",
-        "SEX[T.Female]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS2]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS3]",
-        "ARMCD[T.TRT]:AVISIT[T.VIS4]",
-    ]
+    assert list(table.index) == FEV_TERMS
     assert list(table.columns) == [
         "estimate",
         "std_error",
