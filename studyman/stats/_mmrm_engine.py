@@ -522,3 +522,46 @@ def t_summary(
     p_value = float(2.0 * special.stdtr(df, -abs(t_value)))
     quantile = float(special.stdtrit(df, 0.5 + level / 2.0))
     return t_value, p_value, estimate - quantile * std_error, estimate + quantile * std_error
+
+
+# --- empirical (sandwich) covariance ---------------------------------------------------------
+
+
+def empirical_meat(
+    sigmas: list[FloatArray],
+    x: FloatArray,
+    residuals: FloatArray,
+    subject_codes: IntArray,
+    visit_codes: IntArray,
+    subject_groups: IntArray,
+) -> FloatArray:
+    """The sandwich's meat ``sum_i X_i' W_i r_i r_i' W_i X_i`` (``W_i`` the inverse covariance).
+
+    Subjects are laid out on the full visit grid with zeros where a visit is missing, and every
+    missingness pattern's inverse covariance is embedded in a zero ``m x m`` matrix, so the score
+    contributions ``u_i = X_i' W_i r_i`` of all subjects are two vectorised products; the meat is
+    ``U' U``. Only the inversion loops, once per pattern size.
+    """
+    n_subjects = subject_groups.size
+    n_visits = sigmas[0].shape[0]
+    p = x.shape[1]
+    observed = np.zeros((n_subjects, n_visits), dtype=bool)
+    observed[subject_codes, visit_codes] = True
+    keys = np.column_stack([subject_groups, observed.astype(np.int64)])
+    unique_keys, pattern_of_subject = np.unique(keys, axis=0, return_inverse=True)
+    w_full = np.zeros((unique_keys.shape[0], n_visits, n_visits))
+    sizes = unique_keys[:, 1:].sum(axis=1)
+    for size in np.unique(sizes):
+        chosen = np.flatnonzero(sizes == size)
+        visits = np.array([np.flatnonzero(unique_keys[k, 1:]) for k in chosen], dtype=np.int64)
+        rows, cols = visits[:, :, None], visits[:, None, :]
+        stacked = np.stack([sigmas[int(unique_keys[k, 0])] for k in chosen])
+        sub = stacked[np.arange(chosen.size)[:, None, None], rows, cols]
+        w_full[chosen[:, None, None], rows, cols] = np.linalg.inv(sub)
+    x_wide = np.zeros((n_subjects, n_visits, p))
+    x_wide[subject_codes, visit_codes] = x
+    r_wide = np.zeros((n_subjects, n_visits))
+    r_wide[subject_codes, visit_codes] = residuals
+    weighted = np.einsum("sij,sj->si", w_full[pattern_of_subject.ravel()], r_wide)
+    scores = np.einsum("sip,si->sp", x_wide, weighted)
+    return np.asarray(scores.T @ scores, dtype=np.float64)

@@ -28,6 +28,7 @@ from studyman.stats._mmrm_engine import (
     Evaluation,
     InfeasibleParametersError,
     build_patterns,
+    empirical_meat,
     kenward_roger_f,
     newton_fit,
     satterthwaite_1d,
@@ -56,6 +57,9 @@ _DF_METHODS: dict[str, str] = {
     "betwithin": "between-within",
     "bw": "between-within",
 }
+_VCOV_METHODS = ("model", "empirical")
+# SAS PROC MIXED allows EMPIRICAL only with DDFM=BETWITHIN (its default then) or RESIDUAL
+_EMPIRICAL_DF_METHODS = ("between-within", "residual")
 _ESTIMATE_COLUMNS = ["estimate", "std_error", "df", "t_value", "p_value", "ci_lower", "ci_upper"]
 
 
@@ -80,6 +84,7 @@ class _Inference:
     beta: FloatArray
     phi_matrix: FloatArray
     phi_adjusted: FloatArray | None
+    phi_empirical: FloatArray | None
     q_mats: FloatArray
     theta_cov: FloatArray
     df_method: str
@@ -97,6 +102,8 @@ class _Inference:
     term_variables: Mapping[str, tuple[str, ...]]
 
     def covariance_for_tests(self) -> FloatArray:
+        if self.phi_empirical is not None:
+            return self.phi_empirical
         if self.phi_adjusted is not None:
             return self.phi_adjusted
         return self.phi_matrix
@@ -132,9 +139,8 @@ class _Inference:
             )
             return ell, df, f_value
         estimate = l_mat @ self.beta
-        f_value = float(
-            estimate @ np.linalg.solve(l_mat @ self.phi_matrix @ l_mat.T, estimate) / ell
-        )
+        cov = self.covariance_for_tests()
+        f_value = float(estimate @ np.linalg.solve(l_mat @ cov @ l_mat.T, estimate) / ell)
         if self.df_method == "residual":
             return ell, self.residual_df, f_value
         involved = np.any(np.abs(l_mat) > 1e-12, axis=0)
@@ -168,6 +174,10 @@ class MMRMResult:
         ``"reml"`` or ``"ml"``.
     df_method
         Degrees-of-freedom method used for every test.
+    vcov
+        Covariance of the fixed-effect estimates used for every standard error and test:
+        ``"model"`` (``(X' V^-1 X)^-1``, Kenward-Roger-adjusted with a Kenward-Roger df method) or
+        ``"empirical"`` (the sandwich estimator, SAS ``EMPIRICAL``).
     covariance_structure
         The structure actually used (the first of the requested one and the fallbacks that
         converged).
@@ -202,6 +212,7 @@ class MMRMResult:
     group: str | None
     method: str
     df_method: str
+    vcov: str
     covariance_structure: str
     fallback_reason: str | None
     coefficients: pd.DataFrame
@@ -222,6 +233,16 @@ class MMRMResult:
     def log_likelihood(self) -> float:
         """The (restricted) log-likelihood, ``-deviance / 2``."""
         return -0.5 * self.deviance
+
+    def coefficient_covariance(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effect estimates behind every SE and test (SAS COVB).
+
+        The empirical (sandwich) matrix when fitted with ``vcov="empirical"``, the
+        Kenward-Roger-adjusted one with a Kenward-Roger df method, else ``(X' V^-1 X)^-1``.
+        """
+        inf = self._inference
+        names = list(inf.column_names)
+        return pd.DataFrame(inf.covariance_for_tests().copy(), index=names, columns=names)
 
     def contrast(self, weights: Any, *, level: float = 0.95) -> pd.DataFrame:
         """Estimate linear combinations of the coefficients, one t test per row.
@@ -602,10 +623,11 @@ def fit_mmrm(
     visit: str,
     covariance: str = "unstructured",
     method: Literal["reml", "ml"] = "reml",
-    df_method: str = "kenward-roger",
+    df_method: str | None = None,
     group: str | None = None,
     fallbacks: Sequence[str] = (),
     max_iterations: int = 50,
+    vcov: str = "model",
 ) -> MMRMResult:
     """Fit a mixed model for repeated measures (generalised least squares, as SAS PROC MIXED).
 
@@ -632,8 +654,10 @@ def fit_mmrm(
     method
         ``reml`` (default) or ``ml``.
     df_method
-        ``kenward-roger`` (default), ``kenward-roger-linear``, ``satterthwaite``, ``residual``
-        or ``between-within``.
+        ``kenward-roger`` (the default with ``vcov="model"``), ``kenward-roger-linear``,
+        ``satterthwaite``, ``residual`` or ``between-within`` (the default with
+        ``vcov="empirical"``, as SAS). With ``vcov="empirical"`` only ``between-within`` and
+        ``residual`` are allowed, as in SAS.
     group
         Column whose levels get separate covariance matrices (SAS ``GROUP=``); constant within
         subject.
@@ -641,6 +665,12 @@ def fit_mmrm(
         Structures tried in order when the previous one does not converge.
     max_iterations
         Newton iterations allowed per structure.
+    vcov
+        Covariance of the fixed-effect estimates used for every standard error, t and F test,
+        least-squares mean and contrast: ``"model"`` (default; ``(X' V^-1 X)^-1``,
+        Kenward-Roger-adjusted with a Kenward-Roger df method) or ``"empirical"`` (the sandwich
+        estimator, SAS PROC MIXED's ``EMPIRICAL`` option; see Notes). Recorded as
+        ``MMRMResult.vcov``.
 
     Returns
     -------
@@ -651,7 +681,7 @@ def fit_mmrm(
     AnalysisError
         For unusable data (missing subject ids, a subject with the same visit twice, a visit with no
         observations, a non-numeric outcome, a rank-deficient design); the message names rows or
-        terms.
+        terms. Also for an unknown ``vcov`` or a ``df_method`` that does not go with it.
     MMRMConvergenceError
         When neither the structure nor any fallback converges.
 
@@ -672,6 +702,21 @@ def fit_mmrm(
     Between-within gives a contrast within-subject df ``N - n_subjects - p_within`` when it
     involves a column that varies within subject, else ``n_subjects - p_between``.
 
+    ``vcov="empirical"`` replaces the model-based covariance of the estimates by the classical
+    sandwich (Liang & Zeger 1986) ``Phi (sum_i X_i' V_i^-1 r_i r_i' V_i^-1 X_i) Phi`` with
+    ``Phi = (X' V^-1 X)^-1`` and ``r_i = y_i - X_i beta-hat``, without small-sample correction
+    (CR0), which is SAS's ``EMPIRICAL``. The estimates and the covariance parameters are
+    unchanged. It stays consistent when the covariance structure is misspecified (the mean model
+    being right and subjects independent), but with missing outcomes it is valid only when they
+    are missing completely at random (MCAR): its expectations are taken over the missingness,
+    which under MAR depends on the outcomes, and under MAR the GLS estimates themselves are
+    consistent only with a correct covariance structure (Kenward & Molenberghs 1998). With few
+    subjects it is anti-conservative (standard errors too small, no df correction), so prefer the
+    model-based covariance with Kenward-Roger df in small trials. The df come from
+    ``between-within`` (default, as SAS) or ``residual``; Satterthwaite and Kenward-Roger are
+    derived from the model-based covariance and are refused, as SAS does. Validated against SAS
+    PROC MIXED ``EMPIRICAL`` (fev_data; ``tests/stats/test_mmrm_empirical.py``).
+
     Validated against SAS PROC MIXED (fev_data, Satterthwaite; antidepressant trial, DDFM=KR;
     see ``tests/stats/test_mmrm.py``), nlme::gls for the other structures and ML, and lmerTest
     for Satterthwaite Type III F tests. SAS stops at a relative-Hessian criterion slightly before
@@ -689,10 +734,22 @@ def fit_mmrm(
     method_key = method.lower()
     if method_key not in {"reml", "ml"}:
         raise AnalysisError(f"method must be 'reml' or 'ml', got {method!r}")
+    vcov_key = str(vcov).lower()
+    if vcov_key not in _VCOV_METHODS:
+        raise AnalysisError(f"unknown vcov {vcov!r}; use 'model' or 'empirical'")
+    if df_method is None:
+        df_method = "between-within" if vcov_key == "empirical" else "kenward-roger"
     df_key = _DF_METHODS.get(df_method.lower().replace("_", "-").replace(" ", "-"))
     if df_key is None:
         raise AnalysisError(
             f"unknown df_method {df_method!r}; use one of {sorted(set(_DF_METHODS.values()))}"
+        )
+    if vcov_key == "empirical" and df_key not in _EMPIRICAL_DF_METHODS:
+        raise AnalysisError(
+            f"df_method {df_method!r} cannot be combined with vcov='empirical': its df are "
+            "derived from the model-based covariance; use df_method 'between-within' (the "
+            "default with the empirical covariance, as SAS DDFM=BW) or 'residual', or "
+            "vcov='model' for Kenward-Roger or Satterthwaite"
         )
     structures = [get_structure(covariance), *(get_structure(name) for name in fallbacks)]
 
@@ -789,6 +846,10 @@ def fit_mmrm(
         subject,
         visit,
         group,
+        vcov_key=vcov_key,
+        y=y,
+        visit_codes=visit_codes,
+        subject_groups=subject_groups,
     )
 
 
@@ -809,6 +870,11 @@ def _build_result(
     subject: str,
     visit: str,
     group: str | None,
+    *,
+    vcov_key: str,
+    y: FloatArray,
+    visit_codes: IntArray,
+    subject_groups: IntArray,
 ) -> MMRMResult:
     engine, evaluation, phi = fit.engine, fit.evaluation, fit.phi
     assert evaluation.hessian is not None
@@ -823,6 +889,13 @@ def _build_result(
             phi, evaluation, theta_cov, linear=df_key == "kenward-roger-linear"
         )
         phi_adjusted = phi_matrix + 2.0 * phi_matrix @ sums @ phi_matrix
+    phi_empirical = None
+    if vcov_key == "empirical":
+        meat = empirical_meat(
+            engine.sigmas(phi), x, y - x @ beta, subject_codes, visit_codes, subject_groups
+        )
+        sandwich = phi_matrix @ meat @ phi_matrix
+        phi_empirical = 0.5 * (sandwich + sandwich.T)
     n_obs, p = x.shape
 
     # between-within: which columns vary within subject
@@ -866,6 +939,7 @@ def _build_result(
         beta=beta,
         phi_matrix=phi_matrix,
         phi_adjusted=phi_adjusted,
+        phi_empirical=phi_empirical,
         q_mats=evaluation.q_mats,
         theta_cov=theta_cov,
         df_method=df_key,
@@ -921,6 +995,7 @@ def _build_result(
         group=group,
         method=method_key,
         df_method=df_key,
+        vcov=vcov_key,
         covariance_structure=structure.name,
         fallback_reason=reason,
         coefficients=coefficients,
