@@ -3,7 +3,8 @@
 ``fit_mmrm`` fits ``y = X beta + e`` with ``e`` independent between subjects and a visit-by-visit
 covariance within subject (unstructured by default), by REML or ML, and returns an
 :class:`MMRMResult` with Satterthwaite, Kenward-Roger, residual or between-within degrees of
-freedom, least-squares means, their differences, arbitrary contrasts and Type III F tests.
+freedom, least-squares means, their differences, arbitrary contrasts and Type III F tests, all
+from the model-based or the empirical (sandwich, SAS ``EMPIRICAL``) covariance of the estimates.
 """
 
 from __future__ import annotations
