@@ -624,7 +624,7 @@ def fit_mmrm(
     visit: str,
     covariance: str = "unstructured",
     method: Literal["reml", "ml"] = "reml",
-    df_method: str | None = None,
+    df_method: str = "kenward-roger",
     group: str | None = None,
     fallbacks: Sequence[str] = (),
     max_iterations: int = 50,
@@ -655,10 +655,10 @@ def fit_mmrm(
     method
         ``reml`` (default) or ``ml``.
     df_method
-        ``kenward-roger`` (the default with ``vcov="model"``), ``kenward-roger-linear``,
-        ``satterthwaite``, ``residual`` or ``between-within`` (the default with
-        ``vcov="empirical"``, as SAS). With ``vcov="empirical"`` only ``between-within`` and
-        ``residual`` are allowed, as in SAS.
+        ``kenward-roger`` (default), ``kenward-roger-linear``, ``satterthwaite``, ``residual`` or
+        ``between-within``. With ``vcov="empirical"`` give ``between-within`` (SAS's default
+        with EMPIRICAL) or ``residual``: the others derive their df from the model-based
+        covariance.
     group
         Column whose levels get separate covariance matrices (SAS ``GROUP=``); constant within
         subject.
@@ -738,8 +738,6 @@ def fit_mmrm(
     vcov_key = str(vcov).lower()
     if vcov_key not in _VCOV_METHODS:
         raise AnalysisError(f"unknown vcov {vcov!r}; use 'model' or 'empirical'")
-    if df_method is None:
-        df_method = "between-within" if vcov_key == "empirical" else "kenward-roger"
     df_key = _DF_METHODS.get(df_method.lower().replace("_", "-").replace(" ", "-"))
     if df_key is None:
         raise AnalysisError(
@@ -748,8 +746,8 @@ def fit_mmrm(
     if vcov_key == "empirical" and df_key not in _EMPIRICAL_DF_METHODS:
         raise AnalysisError(
             f"df_method {df_method!r} cannot be combined with vcov='empirical': its df are "
-            "derived from the model-based covariance; use df_method 'between-within' (the "
-            "default with the empirical covariance, as SAS DDFM=BW) or 'residual', or "
+            "derived from the model-based covariance; use df_method 'between-within' (SAS's "
+            "DDFM=BW, its default with EMPIRICAL) or 'residual', or "
             "vcov='model' for Kenward-Roger or Satterthwaite"
         )
     structures = [get_structure(covariance), *(get_structure(name) for name in fallbacks)]

@@ -66,6 +66,7 @@ def empirical_fits() -> dict[str, MMRMResult]:
             visit="AVISIT",
             covariance=entry["structure"],
             vcov="empirical",
+            df_method="between-within",
         )
         for sas_type, entry in SAS_FITS.items()
     }
@@ -229,6 +230,7 @@ def test_empirical_sandwich_equals_per_subject_sum_with_groups_and_missing_visit
         covariance="heterogeneous-ar1",
         group="ARMCD",
         vcov="empirical",
+        df_method="between-within",
     )
     used = data.dropna(subset=["FEV1"])
     design = formulaic.model_matrix("ARMCD * AVISIT + RACE + SEX", used)
@@ -274,6 +276,7 @@ def test_empirical_covariance_drives_contrasts_f_tests_and_lsmean_differences() 
         subject="USUBJID",
         visit="AVISIT",
         vcov="empirical",
+        df_method="between-within",
     )
     covariance = result.coefficient_covariance()
     names = list(covariance.index)
@@ -303,7 +306,13 @@ def test_empirical_covariance_drives_contrasts_f_tests_and_lsmean_differences() 
 def test_empirical_with_residual_df_keeps_the_sandwich() -> None:
     data = _fev()
     between = fit_mmrm(
-        data, "FEV1 ~ ARMCD", subject="USUBJID", visit="AVISIT", covariance="un", vcov="empirical"
+        data,
+        "FEV1 ~ ARMCD",
+        subject="USUBJID",
+        visit="AVISIT",
+        covariance="un",
+        vcov="empirical",
+        df_method="between-within",
     )
     residual = fit_mmrm(
         data,
