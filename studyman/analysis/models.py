@@ -130,6 +130,7 @@ def mmrm_analysis(
         covariance=analysis.covariance.replace("_", "-"),
         method=analysis.method,
         df_method=analysis.df_method,
+        vcov=analysis.vcov,
         fallbacks=tuple(name.replace("_", "-") for name in analysis.fallbacks),
     )
     contrasts = result.lsmeans_contrasts("ARM", level=confidence_level)
@@ -177,6 +178,7 @@ def mmrm_analysis(
             "fallback_reason": result.fallback_reason,
             "method": result.method,
             "df_method": result.df_method,
+            "vcov": result.vcov,
             "deviance": result.deviance,
             "n_subjects": result.n_subjects,
             "n_observations": result.n_observations,

@@ -146,7 +146,9 @@ class MMRMAnalysis(_AnalysisBase):
     Notes
     -----
     Fitted by :func:`studyman.stats.fit_mmrm`; when ``covariance`` does not converge the
-    ``fallbacks`` are tried in order and the result records the structure used.
+    ``fallbacks`` are tried in order and the result records the structure used. ``vcov:
+    empirical`` (SAS ``EMPIRICAL``, the sandwich) is the usual sensitivity analysis for a
+    misspecified covariance structure; it needs ``df_method`` ``between-within`` or ``residual``.
     """
 
     kind: Literal["mmrm"]
@@ -161,7 +163,17 @@ class MMRMAnalysis(_AnalysisBase):
     df_method: Literal["kenward-roger", "satterthwaite", "residual", "between-within"] = (
         "kenward-roger"
     )
+    vcov: Literal["model", "empirical"] = "model"
     contrast_visit: int
+
+    @model_validator(mode="after")
+    def _empirical_needs_design_df(self) -> MMRMAnalysis:
+        if self.vcov == "empirical" and self.df_method not in {"between-within", "residual"}:
+            raise ValueError(
+                f"vcov 'empirical' (the sandwich) goes with df_method 'between-within' or "
+                f"'residual', not {self.df_method!r}"
+            )
+        return self
 
 
 class ResponderRule(_Frozen):

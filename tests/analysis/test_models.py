@@ -9,6 +9,7 @@ import pytest
 
 from studyman.analysis.models import kaplan_meier, mmrm_analysis, newcombe_interval, wilson_interval
 from studyman.analysis.sap import MMRMAnalysis
+from studyman.stats import fit_mmrm
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reference" / "antidepressant.csv"
 
@@ -70,3 +71,45 @@ def test_kaplan_meier_steps_at_event_times_and_censors() -> None:
     assert curve["time"].tolist() == [1.0, 3.0]
     assert curve["survival"].tolist() == pytest.approx([0.8, 0.8 / 3])
     assert curve["at_risk"].tolist() == [5, 3]
+
+
+def test_mmrm_analysis_with_empirical_vcov_uses_the_sandwich() -> None:
+    long = pd.read_csv(DATA)
+    frame = pd.DataFrame(
+        {
+            "SUBJID": long["PATIENT"].astype(str),
+            "ARM": long["THERAPY"].astype(pd.CategoricalDtype(["PLACEBO", "DRUG"])),
+            "VISIT": long["VISIT"].astype(pd.CategoricalDtype([4, 5, 6, 7])),
+            "CHG": long["CHANGE"].astype(float),
+            "BASE": long["BASVAL"].astype(float),
+        }
+    )
+    common = {
+        "id": "robust", "kind": "mmrm", "role": "sensitivity", "label": "sandwich",
+        "population": "itt", "parameter": "HAMD17", "contrast_visit": 7,
+        "df_method": "between-within",
+    }  # fmt: skip
+    model = mmrm_analysis(MMRMAnalysis(**common), frame, confidence_level=0.95)
+    robust = mmrm_analysis(MMRMAnalysis(**common, vcov="empirical"), frame, confidence_level=0.95)
+    assert model.details["vcov"] == "model"
+    assert robust.details["vcov"] == "empirical"
+    fitted = fit_mmrm(
+        frame.dropna(subset=["CHG"]),
+        "CHG ~ ARM * VISIT + BASE * VISIT",
+        subject="SUBJID",
+        visit="VISIT",
+        df_method="between-within",
+        vcov="empirical",
+    )
+    expected = fitted.lsmeans_contrasts("ARM")
+    differences = robust.tables["lsmean_differences"]
+    assert differences["estimate"].tolist() == pytest.approx(expected["estimate"].tolist())
+    assert differences["std_error"].tolist() == pytest.approx(expected["std_error"].tolist())
+    # same estimates, different standard errors
+    assert robust.headline is not None
+    assert model.headline is not None
+    assert robust.headline.estimate == pytest.approx(model.headline.estimate, rel=1e-12)
+    assert (
+        robust.tables["lsmean_differences"]["std_error"].iloc[-1]
+        != model.tables["lsmean_differences"]["std_error"].iloc[-1]
+    )

@@ -104,3 +104,27 @@ def test_analysis_package_exports_are_sorted_and_importable() -> None:
     assert analysis.__all__ == sorted(analysis.__all__)
     for name in analysis.__all__:
         assert hasattr(analysis, name), name
+
+
+def test_empirical_vcov_with_kenward_roger_is_refused_with_its_key(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path,
+        "    df_method: kenward-roger\n",
+        "    df_method: kenward-roger\n    vcov: empirical\n",
+    )
+    with pytest.raises(ProtocolError, match="between-within") as caught:
+        load_sap(path)
+    assert caught.value.key is not None
+    assert caught.value.key.startswith("analyses[0]")
+
+
+def test_empirical_vcov_with_between_within_df_loads(tmp_path: Path) -> None:
+    path = _variant(
+        tmp_path,
+        "    df_method: kenward-roger\n",
+        "    df_method: between-within\n    vcov: empirical\n",
+    )
+    primary = load_sap(path).plan.analysis("primary_mmrm")
+    assert isinstance(primary, MMRMAnalysis)
+    assert primary.vcov == "empirical"
+    assert load_sap(SAP).plan.analysis("primary_mmrm").vcov == "model"  # type: ignore[union-attr]
