@@ -16,11 +16,12 @@ can leave its -2RLL up to ``|f| * criterion / 2`` (about 2e-5 here) above the op
 CS and TOEPH it stopped within 1e-8 of our optimum; for ARH(1), CSH, ANTE(1), TOEP and UN between
 7e-7 and 1.3e-5 above it, which moves its covariance parameters by up to 3e-3 of their standard
 errors, its estimates by up to 2e-3 of theirs and its KR standard errors and df by up to 1.2e-4
-and 4e-4 relative. For those the tests
-show where the gap comes from instead of widening the tolerance: our objective and Kenward-Roger
-computation evaluated at SAS's printed covariance parameters reproduce SAS's -2RLL, standard
-errors and df to within the rounding of those printed parameters. For TOEP (whose residual
-variance SAS profiles out) this needs SAS's own parametrisation of the information matrix, see
+and 4e-4 relative. For those the tests show where the gap comes from instead of only widening the
+tolerance: the distance between SAS's covariance parameters and ours matches the -2RLL gap, and
+our objective and Kenward-Roger computation evaluated at SAS's printed covariance parameters
+reproduce SAS's -2RLL, estimates, standard errors, df, LS means and F tests to within the
+rounding of those printed parameters. For TOEP (whose residual variance SAS profiles out) the df
+needs SAS's own parametrisation of the information matrix, see
 test_sas_toeplitz_information_is_that_of_its_profiled_parameters.
 """
 
