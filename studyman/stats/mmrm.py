@@ -719,10 +719,12 @@ def fit_mmrm(
     PROC MIXED ``EMPIRICAL`` (fev_data; ``tests/stats/test_mmrm_empirical.py``).
 
     Validated against SAS PROC MIXED (fev_data, Satterthwaite; antidepressant trial, DDFM=KR;
-    see ``tests/stats/test_mmrm.py``), nlme::gls for the other structures and ML, and lmerTest
-    for Satterthwaite Type III F tests. SAS stops at a relative-Hessian criterion slightly before
-    the optimum, so its printed covariance, SEs and df can differ from ours by about 1e-4
-    relative.
+    see ``tests/stats/test_mmrm.py``), SAS DDFM=KR and KR(LINEAR) for every other structure
+    (``tests/stats/test_mmrm_sas_structures.py``), nlme::gls for the other structures and ML,
+    and lmerTest for Satterthwaite Type III F tests. SAS stops at a relative-Hessian criterion
+    slightly before the optimum, so its printed covariance, SEs and df can differ from ours by
+    about 1e-4 relative; evaluated at SAS's printed covariance parameters, our formulas give
+    SAS's numbers.
 
     Examples
     --------
