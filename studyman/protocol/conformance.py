@@ -248,6 +248,10 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
         "adverse_events.serious_criteria_field",
         f,
         kinds=frozenset({"checkbox"}),
+        codes=_codes(ae.fatal_or_life_threatening_criteria)
+        if ae.fatal_or_life_threatening_criteria
+        else None,
+        codes_subset=True,
     )
     add(
         ae.related_field,
@@ -277,6 +281,18 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
         codes=_codes((0, *(aesi.code for aesi in ae.aesi))),
         labels=tuple((str(aesi.code), aesi.label) for aesi in ae.aesi),
     )
+    if ae.expected_field is not None:
+        add(ae.expected_field, "adverse_events.expected_field", f, kinds=_YESNO)
+    if ae.unanticipated_field is not None:
+        add(ae.unanticipated_field, "adverse_events.unanticipated_field", f, kinds=_YESNO)
+    for i, clock in enumerate(protocol.reporting_clocks):
+        if clock.report_field is not None:
+            add(
+                clock.report_field,
+                f"reporting_clocks[{i}].report_field",
+                f,
+                kinds=_DATETIME_KINDS,
+            )
 
     cm = protocol.concomitant_medications
     f = cm.form

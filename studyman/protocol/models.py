@@ -627,7 +627,15 @@ class AdverseEventOfSpecialInterest(_Frozen):
 
 
 class AdverseEvents(_Frozen):
-    """The adverse-event log, its fields, coding list and AESIs."""
+    """The adverse-event log, its fields, coding list and AESIs.
+
+    The optional ``expected_field`` (yesno: expected per the reference safety information) and
+    ``unanticipated_field`` (yesno: the investigator's unanticipated-problem judgement) let the
+    ``susar_*`` and ``unanticipated_problem`` reporting clocks be assessed; without them those
+    clocks are not assessable. ``fatal_or_life_threatening_criteria`` lists the codes of
+    ``serious_criteria_field`` (death, life-threatening) that make a SUSAR fatal or
+    life-threatening (see :class:`ReportingClock`).
+    """
 
     form: str
     event: str
@@ -644,7 +652,10 @@ class AdverseEvents(_Frozen):
     awareness_field: str
     report_field: str
     aesi_field: str
+    expected_field: str | None = None
+    unanticipated_field: str | None = None
     related_codes: tuple[int, ...] = Field(min_length=1)
+    fatal_or_life_threatening_criteria: tuple[int, ...] = ()
     fatal_outcome_code: int
     ongoing_outcome_codes: tuple[int, ...] = ()
     recovered_outcome_codes: tuple[int, ...] = ()
@@ -678,13 +689,46 @@ ClockCase = Literal[
 
 
 class ReportingClock(_Frozen):
-    """A reporting clock: which events, to whom, within how many hours of awareness."""
+    """A reporting clock: which events, to whom, within how many hours of awareness.
+
+    Attributes
+    ----------
+    id, label
+        Identifier (named in findings) and the label shown in reports.
+    applies_to
+        Which adverse events the clock applies to (codes as in :class:`AdverseEvents`):
+
+        ``serious``
+            ``serious_field`` is Yes.
+        ``susar_fatal_life_threatening``
+            A SUSAR: serious, suspected (``related_field`` in ``related_codes``: possible,
+            probable, definite) and unexpected (``expected_field`` is No) -- that is fatal or
+            life-threatening: a ``fatal_or_life_threatening_criteria`` box ticked (death,
+            life-threatening) or the outcome fatal (``fatal_outcome_code``).
+        ``susar_other``
+            Any other SUSAR (serious, suspected, unexpected, neither fatal nor life-threatening).
+        ``suicide_death``
+            Fatal outcome (``fatal_outcome_code``) and the AESI field coded as the AESI named
+            ``suicidality``, whatever the seriousness and relatedness recorded.
+        ``unanticipated_problem``
+            The investigator judged the event an unanticipated problem (``unanticipated_field``
+            is Yes; OHRP: unexpected, related or possibly related, greater risk).
+    recipient
+        Who receives the report (sponsor, regulator, DSMB, IRB).
+    limit_hours
+        Hours allowed from day 0 (the site's awareness date-time) to the report.
+    report_field
+        The date-time field holding when the report was sent. Optional: a ``serious`` clock
+        defaults to ``adverse_events.report_field``; any other clock without one is not
+        assessable.
+    """
 
     id: str
     label: str
     applies_to: ClockCase
     recipient: str
     limit_hours: int = Field(gt=0)
+    report_field: str | None = None
 
 
 class MedicationClass(_Frozen):

@@ -327,5 +327,8 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
             "data_cut": protocol.reporting.data_cut,
             "stratum_format": protocol.randomization.stratum_format,
             "severity_names": {str(lv.code): lv.name for lv in levels},
+            # Hours allowed by each expedited-reporting clock, by the events it applies to.
+            "clock_hours": {c.applies_to: float(c.limit_hours) for c in protocol.reporting_clocks},
+            "related_codes": tuple(str(c) for c in protocol.adverse_events.related_codes),
         },
     )

@@ -78,6 +78,7 @@ _STREAMS = {
     "screening_scales": 16,
     "screening_labs": 17,
     "hys_law": 18,
+    "ae_reporting": 19,
 }
 
 # HAM-D-17 item propensities (items 1..17, item 16 = 16A or 16B): core mood, work and insomnia
@@ -155,6 +156,10 @@ _ADJUNCT_TYPICAL = {
     "Drug withdrawal syndrome",
     "Drug-induced liver injury",
 }
+
+# Terms the reference safety information lists for the adjunct (expected): its typical effects
+# except drug-induced liver injury, which is not yet known, so a case is unexpected (a SUSAR).
+_RSI_EXPECTED = _ADJUNCT_TYPICAL - {"Drug-induced liver injury"}
 
 # Eligibility-form exclusion fields, in the order screen failures draw them.
 _EXCLUSION_FIELDS = (
@@ -288,6 +293,7 @@ class _Builder:
         treatment_effect: float,
         screen_failure_rate: float,
         hys_law_cases: int,
+        reporting_lapses: int = 0,
     ) -> None:
         self.design = design
         self.n_target = n_participants
@@ -297,6 +303,7 @@ class _Builder:
         self.effect = treatment_effect
         self.sf_rate = screen_failure_rate
         self.hys_law_cases = hys_law_cases
+        self.reporting_lapses = reporting_lapses
         self.blocks: list[FormBlock] = []
         self.visits = design.visits
         self.n_visits = len(design.visits)
@@ -1193,7 +1200,104 @@ class _Builder:
                 "ae_aesi": np.asarray([code_of[t].aesi for t in pt], dtype=object),
             }
         )
+        values.update(
+            self.expedited_reports(
+                pt=pt,
+                serious=serious,
+                related=related,
+                outcome=outcome,
+                grave_criteria=crit[:, 0] | crit[:, 1],
+                aesi=values["ae_aesi"],
+                aware_min=aware_min.astype(np.int64),
+            )
+        )
         self.add_repeating("adverse_events", p, values, instance)
+
+    def expedited_reports(
+        self,
+        *,
+        pt: ObjectArray,
+        serious: BoolArray,
+        related: IntArray,
+        outcome: IntArray,
+        grave_criteria: BoolArray,
+        aesi: ObjectArray,
+        aware_min: IntArray,
+    ) -> dict[str, ObjectArray]:
+        """Expectedness, the unanticipated-problem judgement and the expedited report dates.
+
+        Expected (serious events only) when the term is listed in the reference safety
+        information (:data:`_RSI_EXPECTED`: liver injury is not, so the Hy's-law-range cases are
+        SUSARs); a SUSAR is serious, related (possible, probable,
+        definite) and unexpected, and the investigator judges every SUSAR, and nothing else, an
+        unanticipated problem. Reports go out inside their clock (regulator for SUSARs, IRB for
+        unanticipated problems, DSMB for suicide deaths), or stay blank when that would fall after
+        the data cut; then ``reporting_lapses`` of them, whose deadline is well before the cut, are
+        made late (2-72 h over) or left blank (alternately). Drawn from their own stream, so the
+        rest of the trial does not change with them.
+        """
+        rng = _rng(self.seed, "ae_reporting")
+        m = len(pt)
+        extra = self.design.extra
+        hours = dict(extra.get("clock_hours", {}))
+        related_codes = [int(c) for c in extra.get("related_codes", ("3", "4", "5"))]
+        expected = np.asarray([str(t) in _RSI_EXPECTED for t in pt], dtype=bool)
+        susar: BoolArray = np.asarray(
+            serious & np.isin(related, related_codes) & ~expected, dtype=bool
+        )
+        grave = grave_criteria | (outcome == 5)
+        suicide_death: BoolArray = np.asarray(
+            (outcome == 5) & (np.asarray(aesi, dtype=object) == "1"), dtype=bool
+        )
+        regulator_hours: FloatArray = np.asarray(
+            np.where(
+                grave,
+                hours.get("susar_fatal_life_threatening", 168.0),
+                hours.get("susar_other", 360.0),
+            ),
+            dtype=np.float64,
+        )
+        cut_end = (self.cut + 1) * 1440
+        clocks: tuple[tuple[str, BoolArray, FloatArray, tuple[float, float]], ...] = (
+            (
+                "ae_reg_report_dt",
+                susar,
+                regulator_hours,
+                (24.0, 0.8),
+            ),
+            (
+                "ae_dsmb_report_dt",
+                suicide_death,
+                np.full(m, hours.get("suicide_death", 48.0)),
+                (2.0, 0.8),
+            ),
+            (
+                "ae_irb_report_dt",
+                susar,
+                np.full(m, hours.get("unanticipated_problem", 168.0)),
+                (24.0, 0.9),
+            ),
+        )
+        out: dict[str, ObjectArray] = {
+            "ae_expected": np.where(serious, np.where(expected, "1", "0"), "").astype(object),
+            "ae_unanticipated": np.where(susar, "1", "0").astype(object),
+        }
+        candidates: list[tuple[str, int, float]] = []
+        for name, due, limit, (low, share) in clocks:
+            draw = low + rng.random(m) * np.maximum(limit * share - low, 0.0)
+            sent = aware_min + np.round(draw * 60).astype(np.int64)
+            blank = ~due | (sent > cut_end)
+            out[name] = minutes_to_text(sent, missing=blank)
+            for i in np.flatnonzero(due & (aware_min + (limit + 72) * 60 <= cut_end)):
+                candidates.append((name, int(i), float(limit[i])))
+        for k, pick in enumerate(rng.permutation(len(candidates))[: self.reporting_lapses]):
+            name, row, limit_hours = candidates[int(pick)]
+            if k % 2 == 0:
+                late = int(aware_min[row]) + int((limit_hours + 2 + rng.integers(0, 71)) * 60)
+                out[name][row] = minutes_to_text(np.asarray([late], dtype=np.int64))[0]
+            else:
+                out[name][row] = ""
+        return out
 
     def add_repeating(
         self, form: str, p: IntArray, values: dict[str, ObjectArray], instance: IntArray
@@ -1461,6 +1565,7 @@ def generate_trial(
     screen_failure_rate: float = 0.2,
     hys_law_cases: int = 2,
     errors_per_type: int = 3,
+    reporting_lapses: int = 2,
 ) -> GeneratedTrial:
     """Simulate the study as REDCap flat records (seeded, deterministic).
 
@@ -1489,6 +1594,10 @@ def generate_trial(
         Adjunct-arm participants given a Hy's-law-range liver panel (with its serious AE).
     errors_per_type
         How many times each error type is planted.
+    reporting_lapses
+        Expedited reports (regulator, IRB, DSMB) made late or left missing although due, so that
+        the reporting-clock checks have something to find; ``0`` for a trial that satisfies
+        every clock.
 
     Returns
     -------
@@ -1506,7 +1615,8 @@ def generate_trial(
     data satisfy the protocol's edit checks by construction: visits inside their windows,
     totals equal to the item sums, HAM-D 16A xor 16B, C-SSRS skip logic, safety actions for
     ideation 4–5 or behaviour, SAE reports within the sponsor clock, nothing after the data cut
-    or after a participant's disposition.
+    or after a participant's disposition; expedited reports within their clocks except the
+    ``reporting_lapses`` (see ``_Builder.expedited_reports``).
     """
     design = protocol if isinstance(protocol, StudyDesign) else design_from_protocol(protocol)
     if dropout not in ("mar", "mnar"):
@@ -1533,6 +1643,7 @@ def generate_trial(
         treatment_effect=treatment_effect,
         screen_failure_rate=screen_failure_rate,
         hys_law_cases=hys_law_cases,
+        reporting_lapses=reporting_lapses,
     )
     records, randomization = builder.run()
     planted = pd.DataFrame(columns=PLANTED_ERROR_COLUMNS, dtype=str)
@@ -1552,6 +1663,7 @@ def generate_trial(
             "treatment_effect": treatment_effect,
             "screen_failure_rate": screen_failure_rate,
             "hys_law_cases": hys_law_cases,
+            "reporting_lapses": reporting_lapses,
             "errors_per_type": errors_per_type if plant_errors else 0,
         },
     )

@@ -14,7 +14,10 @@ Notes
   ``none``; ``round(mean of answered items x number of items)`` (halves away from zero) when it
   is ``prorate``; missing when more items are missing than ``max_missing_items`` allows. Items
   16A/16B count as one item (whichever is scored).
-* The SAE clock runs from the awareness date-time to the report date-time, in hours.
+* The SAE clock runs from the awareness date-time to the report date-time, in hours. The other
+  reporting clocks (SUSARs to the regulator, suicide deaths to the DSMB, unanticipated problems
+  to the IRB) follow :mod:`studyman.protocol.clocks`: a late report, or no report once the
+  deadline has passed at the data cut, is a finding named by the clock's id.
 * Dates that are not real dates are ignored by date-order checks (the dictionary check reports
   them), so one bad value never raises.
 """
@@ -31,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.findings import FINDING_COLUMNS
+from studyman.protocol.clocks import clock_applies, clock_report_field, clock_start, clock_status
 from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, isin, text
@@ -900,6 +904,98 @@ def _late_messages(hours: np.ndarray, limit: int) -> Callable[[np.ndarray], list
     return messages
 
 
+#: Check ids (late report, missing report) of each reporting-clock case. ``serious`` keeps the
+#: SAE clock's historical id; its missing report is ``AE-SAE-DATES``.
+CLOCK_CHECKS: dict[str, tuple[str, str | None]] = {
+    "serious": ("AE-SAE-LATE", None),
+    "susar_fatal_life_threatening": ("AE-CLOCK-SUSAR-FLT-LATE", "AE-CLOCK-SUSAR-FLT-MISSING"),
+    "susar_other": ("AE-CLOCK-SUSAR-LATE", "AE-CLOCK-SUSAR-MISSING"),
+    "suicide_death": ("AE-CLOCK-SUICIDE-DEATH-LATE", "AE-CLOCK-SUICIDE-DEATH-MISSING"),
+    "unanticipated_problem": ("AE-CLOCK-UP-LATE", "AE-CLOCK-UP-MISSING"),
+}
+
+
+def _reporting_clocks(
+    view: StudyView, out: _Emitter, rows: np.ndarray, serious: np.ndarray
+) -> None:
+    """One late-report and one missing-report check per reporting clock.
+
+    The ``serious`` clock (SAE to the sponsor) keeps its historical rule: hours from awareness
+    to the report above the smallest ``serious`` limit (a missing report or awareness date is
+    ``AE-SAE-DATES``). Every other clock follows :mod:`studyman.protocol.clocks`: day 0 is the
+    awareness date-time (onset for a non-serious event), read at the end of the data-cut day; a
+    report more than the limit after day 0 is late, no report when the deadline has passed is
+    missing. Clocks the protocol cannot assess (no expectedness, judgement or report field
+    mapped) are skipped. None of this reads the arm.
+    """
+    ae = view.protocol.adverse_events
+    records = view.records
+    sae_clocks = [c for c in view.protocol.reporting_clocks if c.applies_to == "serious"]
+    if sae_clocks:
+        limit = min(clock.limit_hours for clock in sae_clocks)
+        field = clock_report_field(sae_clocks[0], ae) or ae.report_field
+        hours = (
+            column_dates(records, field) - column_dates(records, ae.awareness_field)
+        ).dt.total_seconds() / 3600.0
+        out.rows(
+            "AE-SAE-LATE",
+            rows & serious & (hours > limit).fillna(False).to_numpy(dtype=bool),
+            instrument=ae.form,
+            field=field,
+            value=text(records, field),
+            message=_late_messages(hours.to_numpy(dtype=np.float64, na_value=np.nan), limit),
+        )
+    as_of = pd.Timestamp(view.inputs.data_cut) + pd.Timedelta(days=1)
+    start = clock_start(
+        column_dates(records, ae.awareness_field), column_dates(records, ae.start_field), serious
+    )
+
+    def codes(name: str) -> np.ndarray:
+        return text(records, name)
+
+    for clock in view.protocol.reporting_clocks:
+        late_id, missing_id = CLOCK_CHECKS[clock.applies_to]
+        field = clock_report_field(clock, ae)
+        applies = clock_applies(clock, ae, codes)
+        if clock.applies_to == "serious" or field is None or applies is None:
+            continue
+        clock_hours, status = clock_status(
+            start, column_dates(records, field), clock.limit_hours, as_of
+        )
+        due = rows & applies
+        deadline = (start + pd.to_timedelta(clock.limit_hours, unit="h")).dt.strftime(
+            "%Y-%m-%d %H:%M"
+        )
+        late_messages = [
+            f"{clock.id}: report to the {clock.recipient} sent {h:.1f} h after awareness, "
+            f"{h - clock.limit_hours:.1f} h over the {clock.limit_hours} h limit"
+            for h in clock_hours
+        ]
+        out.rows(
+            late_id,
+            due & (status == "late"),
+            instrument=ae.form,
+            field=field,
+            value=text(records, field),
+            message=np.asarray(late_messages, dtype=object),
+        )
+        if missing_id is None:
+            continue
+        missing_messages = [
+            f"{clock.id}: no report to the {clock.recipient} although due by {d} "
+            f"({clock.limit_hours} h after awareness)"
+            for d in deadline.fillna("")
+        ]
+        out.rows(
+            missing_id,
+            due & (status == "missing"),
+            instrument=ae.form,
+            field=field,
+            value=None,
+            message=np.asarray(missing_messages, dtype=object),
+        )
+
+
 def _cssrs(view: StudyView, out: _Emitter) -> None:
     cssrs = view.protocol.cssrs
     records = view.records
@@ -993,21 +1089,7 @@ def _adverse_events(view: StudyView, out: _Emitter) -> None:
         value=None,
         message="Serious adverse event without awareness or report date and time",
     )
-    clocks = [clock for clock in view.protocol.reporting_clocks if clock.applies_to == "serious"]
-    if clocks:
-        limit = min(clock.limit_hours for clock in clocks)
-        hours = (
-            column_dates(records, ae.report_field) - column_dates(records, ae.awareness_field)
-        ).dt.total_seconds() / 3600.0
-        late = rows & serious & (hours > limit).fillna(False).to_numpy(dtype=bool)
-        out.rows(
-            "AE-SAE-LATE",
-            late,
-            instrument=ae.form,
-            field=ae.report_field,
-            value=report_text,
-            message=_late_messages(hours.to_numpy(dtype=np.float64, na_value=np.nan), limit),
-        )
+    _reporting_clocks(view, out, rows, serious)
     severity = text(records, ae.severity_field)
     related = text(records, ae.related_field)
     missing = rows & ((severity == "") | (related == ""))

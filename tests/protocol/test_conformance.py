@@ -231,3 +231,40 @@ def test_datetime_with_seconds_in_any_date_order_is_a_datetime_field(
     }
     assert edited == validations
     assert check_conformance(protocol, metadata) == []
+
+
+def test_reporting_clock_mappings_are_checked_like_every_other_field(study_copy: Path) -> None:
+    redcap = study_copy / "redcap"
+    # expectedness as a radio, the regulator report as a date without time, the seriousness
+    # criteria without "life-threatening", the IRB report field gone
+    _edit_dictionary(
+        redcap, "ae_expected", field_type="radio", select_choices_or_calculations="1, Y | 0, N"
+    )
+    _edit_dictionary(
+        redcap, "ae_reg_report_dt", text_validation_type_or_show_slider_number="date_ymd"
+    )
+    _edit_dictionary(
+        redcap,
+        "ae_ser_crit",
+        select_choices_or_calculations="1, Death | 3, Hospitalisation or prolongation",
+    )
+    _drop_dictionary_field(redcap, "ae_irb_report_dt")
+    protocol = load_protocol(study_copy, with_redcap=False)
+    findings = check_conformance(protocol, read_data_dictionary(redcap / "data_dictionary.csv"))
+    found = _by_check(findings)
+
+    expected = found[("conformance.field_type", "ae_expected")]
+    assert (expected.severity, "adverse_events.expected_field" in expected.message) == (
+        "major",
+        True,
+    )
+    regulator = [f for f in findings if f.field == "ae_reg_report_dt"]
+    # two clocks (fatal/life-threatening and other SUSARs) name the regulator report field
+    assert {f.check_id for f in regulator} == {"conformance.field_type"}
+    assert any("reporting_clocks[1].report_field" in f.message for f in regulator)
+    assert any("reporting_clocks[2].report_field" in f.message for f in regulator)
+    criteria = found[("conformance.field_choices", "ae_ser_crit")]
+    assert "missing code(s) 2" in criteria.message
+    missing = found[("conformance.field_missing", "ae_irb_report_dt")]
+    assert missing.severity == "critical"
+    assert "reporting_clocks[4].report_field" in missing.message

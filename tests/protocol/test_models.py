@@ -98,3 +98,17 @@ def test_reporting_clocks_table(protocol: Protocol) -> None:
         "suicide_death_dsmb": 48,
         "unanticipated_problem_irb": 7 * 24,
     }
+
+
+def test_every_reporting_clock_names_its_report_field(protocol: Protocol) -> None:
+    fields = {clock.id: clock.report_field for clock in protocol.reporting_clocks}
+    assert fields == {
+        "sae_sponsor": "ae_report_dt",
+        "susar_fatal_life_threatening": "ae_reg_report_dt",
+        "susar_other": "ae_reg_report_dt",
+        "suicide_death_dsmb": "ae_dsmb_report_dt",
+        "unanticipated_problem_irb": "ae_irb_report_dt",
+    }
+    ae = protocol.adverse_events
+    assert (ae.expected_field, ae.unanticipated_field) == ("ae_expected", "ae_unanticipated")
+    assert ae.fatal_or_life_threatening_criteria == (1, 2)

@@ -245,8 +245,54 @@ def test_late_sae_report_is_counted_and_listed(study: Study) -> None:
     assert int(sponsor["Late"]) == 1
     assert int(sponsor["On time"]) + 1 == int(sponsor["Cases"])
     listing = section.tables[1].frame
+    listing = listing[listing["Clock"] == "SAE to the sponsor"]
     assert listing["Participant"].tolist() == [str(ae.loc[late, "record_id"])]
     assert listing["Hours"].tolist() == ["30.0"]
+    assert listing["Status"].tolist() == ["late"]
+
+
+def test_every_reporting_clock_is_assessed(study: Study) -> None:
+    tables = _tables(study)
+    before = reporting_timeliness_section(DsmbInputs(study.protocol, tables, CUT))
+    clocks = before.tables[0].frame.set_index("Clock")
+    assert "not assessable" not in set(clocks["Cases"])
+    counts = ["On time", "Late", "Missing (past due)", "Not yet due"]
+    for _, row in clocks.iterrows():
+        assert sum(int(row[c]) for c in counts) == int(row["Cases"])
+    # the generated trial's SUSARs (its Hy's-law-range liver injuries) reach the regulator and
+    # the IRB; it has no suicide death
+    assert int(clocks.loc["Other SUSAR to the regulator", "Cases"]) >= 1
+    assert int(clocks.loc["Unanticipated problem to the IRB", "Cases"]) >= 1
+    assert clocks.loc["Suicide death to the DSMB", "Cases"] == "0"
+
+    # three serious events become suicide deaths: reported after 30 h, never reported (due
+    # long ago), and known on the cut-off day (not yet due)
+    ae = tables["adverse_events"].copy()
+    rows = ae.index[((ae["ae_serious"] == 1) & (ae["ae_unanticipated"] == 0)).to_numpy()][:3]
+    ae.loc[rows, "ae_outcome"] = "5"
+    ae.loc[rows, "ae_aesi"] = "1"
+    aware = [pd.Timestamp("2026-03-01 08:00"), pd.Timestamp("2026-03-02 08:00")]
+    aware.append(pd.Timestamp("2026-09-30 12:00"))
+    ae.loc[rows, "ae_aware_dt"] = aware
+    ae.loc[rows, "ae_dsmb_report_dt"] = [aware[0] + pd.Timedelta(hours=30), pd.NaT, pd.NaT]
+    tables["adverse_events"] = ae
+    after = reporting_timeliness_section(DsmbInputs(study.protocol, tables, CUT))
+    dsmb = after.tables[0].frame.set_index("Clock").loc["Suicide death to the DSMB"]
+    assert [dsmb[c] for c in ["Cases", *counts]] == ["3", "1", "0", "1", "1"]
+    assert dsmb["Median hours"] == "30.0"
+    listing = after.tables[1].frame
+    listing = listing[listing["Clock"] == "Suicide death to the DSMB"]
+    assert listing["Status"].tolist() == ["missing"]
+    assert listing["Aware"].tolist() == ["2026-03-02 08:00"]
+
+
+def test_reporting_clocks_read_no_arm(study: Study) -> None:
+    open_table = reporting_timeliness_section(DsmbInputs(study.protocol, _tables(study), CUT))
+    closed_table = reporting_timeliness_section(_closed_inputs(study))
+    pd.testing.assert_frame_equal(open_table.tables[0].frame, closed_table.tables[0].frame)
+    text = open_table.tables[0].frame.to_string()
+    assert "Arm" not in text
+    assert "adjunct" not in text.lower()
 
 
 def test_snapshot_import_findings_are_counted_by_form(study: Study) -> None:

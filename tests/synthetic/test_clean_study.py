@@ -212,6 +212,47 @@ def test_adverse_events_are_internally_consistent(trial: GeneratedTrial) -> None
     assert (ae["ae_start"] >= ae["record_id"].map(rand)).all()
 
 
+def _expedited_lapses(ae: pd.DataFrame, cut: date) -> list[tuple[str, str]]:
+    """(record, field) of each SUSAR/IRB report later than its clock or missing past due."""
+    cut_end = datetime.combine(cut, datetime.min.time()) + timedelta(days=1)
+    lapses = []
+    for _, row in ae[ae["ae_unanticipated"] == "1"].iterrows():
+        aware = _dt(row["ae_aware_dt"])
+        grave = row["ae_ser_crit___1"] == "1" or row["ae_ser_crit___2"] == "1"
+        for field, hours in (
+            ("ae_reg_report_dt", 168 if grave else 360),
+            ("ae_irb_report_dt", 168),
+        ):
+            due = aware + timedelta(hours=hours)
+            sent = row[field]
+            if (sent and _dt(sent) > due) or (not sent and due < cut_end):
+                lapses.append((row["record_id"], field))
+    return lapses
+
+
+def test_expedited_reports_follow_their_clocks_but_for_the_planned_lapses(
+    trial: GeneratedTrial, protocol: Protocol
+) -> None:
+    ae = _log(trial, "adverse_events")
+    serious = ae["ae_serious"] == "1"
+    assert set(ae.loc[serious, "ae_expected"]) == {"0", "1"}
+    assert set(ae.loc[~serious, "ae_expected"]) == {""}
+    assert set(ae["ae_unanticipated"]) == {"0", "1"}
+    susar = serious & ae["ae_related"].isin(["3", "4", "5"]) & (ae["ae_expected"] == "0")
+    # a few SUSARs (at least the two Hy's-law-range liver injuries), each judged an
+    # unanticipated problem, and nothing else
+    assert susar.sum() >= 2
+    assert ((ae["ae_unanticipated"] == "1") == susar).all()
+    assert (ae.loc[~susar, ["ae_reg_report_dt", "ae_irb_report_dt"]] == "").all().all()
+    # the generator has no fatal suicidality event, so no report to the DSMB
+    assert not ((ae["ae_outcome"] == "5") & (ae["ae_aesi"] == "1")).any()
+    assert (ae["ae_dsmb_report_dt"] == "").all()
+    assert protocol.reporting.data_cut is not None
+    assert len(_expedited_lapses(ae, protocol.reporting.data_cut)) == 2
+    on_time = generate_trial(protocol, n_participants=300, seed=5, reporting_lapses=0)
+    assert _expedited_lapses(_log(on_time, "adverse_events"), protocol.reporting.data_cut) == []
+
+
 def test_one_death_with_its_fatal_serious_adverse_event(trial: GeneratedTrial) -> None:
     ds = _base(trial)
     deaths = ds[ds["ds_status"] == "5"]

@@ -25,7 +25,8 @@ def _study() -> tuple[Any, DataDictionary]:
 
 @cache
 def _clean() -> tuple[pd.DataFrame, pd.DataFrame]:
-    trial = generate_trial(_study()[0], n_participants=30, seed=5)
+    # reporting_lapses=0: every expedited report on time, so each test plants its own problem
+    trial = generate_trial(_study()[0], n_participants=30, seed=5, reporting_lapses=0)
     return trial.records, trial.randomization
 
 
@@ -174,6 +175,104 @@ def test_sae_clock_counts_hours_from_awareness() -> None:
     late = _at(_findings(records), "AE-SAE-LATE", record)
     assert list(late["field"]) == ["ae_report_dt"]
     assert "24.0 h" in late["message"].item()
+
+
+def _clock_findings(records: pd.DataFrame, *, unblinded: bool = False) -> pd.DataFrame:
+    findings = _findings(records, unblinded=unblinded)
+    return findings[findings["check_id"].str.startswith("AE-CLOCK-")]
+
+
+def _susar(records: pd.DataFrame) -> int:
+    # a generated SUSAR (serious, related, unexpected), also judged an unanticipated problem
+    logs = _logs(records, "adverse_events")
+    rows = logs.index[(logs["ae_unanticipated"] == "1") & (logs["ae_ser_crit___2"] == "0")]
+    assert len(rows) >= 1
+    return int(rows[0])
+
+
+def test_susar_and_unanticipated_problem_clocks_find_late_and_missing_reports() -> None:
+    records = _records()
+    row = _susar(records)
+    record = records.loc[row, "record_id"]
+    assert _clock_findings(records).empty  # generated on time
+    records.loc[row, "ae_aware_dt"] = "2025-09-01 08:00"
+    records.loc[row, "ae_reg_report_dt"] = "2025-09-16 08:00"  # exactly 360 h: on time
+    records.loc[row, "ae_irb_report_dt"] = ""  # due 2025-09-08 08:00, long before the cut
+    found = _clock_findings(records)
+    assert list(zip(found["check_id"], found["field"], strict=True)) == [
+        ("AE-CLOCK-UP-MISSING", "ae_irb_report_dt")
+    ]
+    assert found["message"].item().startswith("unanticipated_problem_irb: no report to the IRB")
+    assert "2025-09-08 08:00" in found["message"].item()
+    assert set(found["record_id"]) == {record}
+
+    records.loc[row, "ae_irb_report_dt"] = "2025-09-08 08:00"
+    records.loc[row, "ae_reg_report_dt"] = "2025-09-16 10:30"
+    found = _clock_findings(records)
+    assert list(found["check_id"]) == ["AE-CLOCK-SUSAR-LATE"]
+    assert found["message"].item() == (
+        "susar_other: report to the regulator sent 362.5 h after awareness, "
+        "2.5 h over the 360 h limit"
+    )
+    assert found["value"].item() == "2025-09-16 10:30"
+
+    # life-threatening: the same report is now against the 7-day clock
+    records.loc[row, "ae_ser_crit___2"] = "1"
+    found = _clock_findings(records)
+    assert list(found["check_id"]) == ["AE-CLOCK-SUSAR-FLT-LATE"]
+    assert found["message"].item().startswith("susar_fatal_life_threatening:")
+    assert "194.5 h over the 168 h limit" in found["message"].item()
+    records.loc[row, "ae_reg_report_dt"] = ""
+    assert list(_clock_findings(records)["check_id"]) == ["AE-CLOCK-SUSAR-FLT-MISSING"]
+
+    # expected per the reference safety information: not a SUSAR, no regulator clock
+    records.loc[row, "ae_expected"] = "1"
+    assert _clock_findings(records).empty
+
+
+def test_suicide_death_clock_runs_48_hours_to_the_dsmb() -> None:
+    records = _records()
+    logs = _logs(records, "adverse_events")
+    # a serious event that is not a SUSAR (so only the DSMB clock is new for it)
+    row = int(logs.index[(logs["ae_serious"] == "1") & (logs["ae_unanticipated"] == "0")][0])
+    record = records.loc[row, "record_id"]
+    records.loc[row, ["ae_outcome", "ae_aesi", "ae_ser_crit___1"]] = ["5", "1", "1"]
+    records.loc[row, "ae_aware_dt"] = "2025-09-01 08:00"
+    records.loc[row, "ae_dsmb_report_dt"] = ""
+    found = _clock_findings(records)
+    assert list(zip(found["check_id"], found["record_id"], strict=True)) == [
+        ("AE-CLOCK-SUICIDE-DEATH-MISSING", record)
+    ]
+    assert "due by 2025-09-03 08:00" in found["message"].item()
+    records.loc[row, "ae_dsmb_report_dt"] = "2025-09-03 08:00"
+    assert _clock_findings(records).empty
+    records.loc[row, "ae_dsmb_report_dt"] = "2025-09-03 09:00"
+    found = _clock_findings(records)
+    assert list(found["check_id"]) == ["AE-CLOCK-SUICIDE-DEATH-LATE"]
+    assert found["message"].item().startswith("suicide_death_dsmb: report to the DSMB sent 49.0 h")
+
+
+def test_a_report_not_yet_due_at_the_data_cut_is_not_a_finding() -> None:
+    records = _records()
+    row = _susar(records)
+    # data cut 2026-09-30: aware the day before, so the IRB deadline (168 h) is after the cut
+    records.loc[row, ["ae_start", "ae_aware_dt"]] = ["2026-09-29", "2026-09-29 10:00"]
+    records.loc[row, ["ae_reg_report_dt", "ae_irb_report_dt", "ae_report_dt"]] = [
+        "",
+        "",
+        "2026-09-29 12:00",
+    ]
+    assert _clock_findings(records).empty
+
+
+def test_clock_checks_give_the_same_findings_without_the_arm() -> None:
+    records = _records()
+    row = _susar(records)
+    records.loc[row, ["ae_reg_report_dt", "ae_irb_report_dt"]] = ["", ""]
+    blinded = _clock_findings(records)
+    unblinded = _clock_findings(records, unblinded=True)
+    assert sorted(blinded["check_id"]) == ["AE-CLOCK-SUSAR-MISSING", "AE-CLOCK-UP-MISSING"]
+    pd.testing.assert_frame_equal(blinded.reset_index(drop=True), unblinded.reset_index(drop=True))
 
 
 @pytest.mark.parametrize(
