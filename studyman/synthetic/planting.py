@@ -43,6 +43,7 @@ ERROR_TYPES = (
     "adverse_event_before_consent",
     "prohibited_medication",
     "total_with_missing_item",
+    "unreported_unanticipated_problem",
 )
 
 _COLUMNS = [
@@ -517,6 +518,28 @@ class _Planter:
                 "",
                 "total_with_missing_item",
                 "HAM-D-17 item 7 blank but the total is stored (no proration allowed)",
+            )
+
+    def unreported_unanticipated_problem(self, n: int) -> None:
+        # A non-serious AE (its IRB clock runs from onset) judged an unanticipated problem, with
+        # no IRB report although the protocol's deadline passed well before the data cut.
+        hours = dict(self.design.extra.get("clock_hours", {})).get("unanticipated_problem", 168.0)
+        latest = (self.cut - timedelta(hours=hours) - timedelta(days=2)).isoformat()
+        mask = (
+            self.at(form="adverse_events")
+            & (self.col("ae_serious") == "0")
+            & (self.col("ae_unanticipated") == "0")
+            & (self.col("ae_irb_report_dt") == "")
+            & (self.col("ae_start") != "")
+            & (self.col("ae_start") <= latest)
+        )
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "ae_unanticipated",
+                "1",
+                "unreported_unanticipated_problem",
+                f"unanticipated problem without an IRB report ({hours:.0f} h clock from onset)",
             )
 
     def _screening_dates(self) -> dict[str, str]:

@@ -301,8 +301,7 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
     _c(
         "AE-CLOCK-SUSAR-FLT-LATE",
         "critical",
-        "Fatal or life-threatening SUSAR reported to the regulator later than its clock "
-        "(message names the clock id)",
+        "Fatal or life-threatening SUSAR reported to the regulator later than its clock",
         "protocol: reporting_clocks susar_fatal_life_threatening",
         deviation="Safety reporting",
     ),

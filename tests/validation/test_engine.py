@@ -69,6 +69,7 @@ EXPECTED_CHECKS: dict[str, set[str]] = {
     "adverse_event_before_consent": {"AE-BEFORE-CONSENT"},
     "prohibited_medication": {"CM-PROHIBITED"},
     "total_with_missing_item": {"SCO-TOTAL-MISSING-ITEMS"},
+    "unreported_unanticipated_problem": {"AE-CLOCK-UP-MISSING"},
 }
 
 
