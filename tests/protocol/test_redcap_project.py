@@ -76,6 +76,44 @@ def test_reference_dictionary_types_and_choices(reference_study: Path) -> None:
     assert len(dictionary.field("ae_pt").choices) == 37
 
 
+def test_adverse_events_form_records_what_every_reporting_clock_needs(
+    reference_study: Path,
+) -> None:
+    dictionary = read_data_dictionary(reference_study / "redcap" / "data_dictionary.csv")
+    names = [f.field_name for f in dictionary.fields if f.form_name == "adverse_events"]
+    # the existing fields first, unchanged in order, then the five new ones
+    assert names[-6:] == [
+        "ae_aesi",
+        "ae_expected",
+        "ae_unanticipated",
+        "ae_reg_report_dt",
+        "ae_dsmb_report_dt",
+        "ae_irb_report_dt",
+    ]
+    expected = dictionary.field("ae_expected")
+    assert (expected.field_type, expected.branching_logic, expected.required_field) == (
+        "yesno",
+        "[ae_serious] = '1'",
+        "y",
+    )
+    judgement = dictionary.field("ae_unanticipated")
+    assert (judgement.field_type, judgement.branching_logic) == ("yesno", "")
+    for phrase in ("OHRP", "unexpected", "possibly related", "greater risk"):
+        assert phrase in judgement.field_annotation
+    for name, branching in (
+        ("ae_reg_report_dt", "[ae_serious] = '1'"),
+        ("ae_dsmb_report_dt", "[ae_serious] = '1'"),
+        ("ae_irb_report_dt", "[ae_unanticipated] = '1'"),
+    ):
+        field = dictionary.field(name)
+        assert (field.validation, field.branching_logic) == ("datetime_ymd", branching)
+    # unchanged: the sponsor report and its awareness date
+    assert dictionary.field("ae_report_dt").field_label == (
+        "Date and time the SAE report was sent to the sponsor"
+    )
+    assert dictionary.field("ae_ser_crit").choice_codes == ("1", "2", "3", "4", "5", "6")
+
+
 def test_choice_strings_parse_like_redcap() -> None:
     choices = parse_choices("1, Yes, definitely | 0, No |  | 9")
     assert [(c.code, c.label) for c in choices] == [
