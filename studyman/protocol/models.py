@@ -1168,6 +1168,19 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     # clocks
     for repeated in _duplicates(clock.id for clock in protocol.reporting_clocks):
         yield "reporting_clocks", f"clock id {repeated!r} repeats"
+    # Clock findings are named by case and report field: two clocks sharing both would raise
+    # the same query twice (the serious case keeps its one historical check, smallest limit).
+    for repeated in _duplicates(
+        f"{clock.applies_to}/{clock.report_field}"
+        for clock in protocol.reporting_clocks
+        if clock.applies_to != "serious"
+    ):
+        case, field = str(repeated).split("/", 1)
+        yield (
+            "reporting_clocks",
+            f"two clocks apply to {case!r} with the same report_field {field!r}: "
+            "give each its own report date field",
+        )
 
     # medications
     cm = protocol.concomitant_medications

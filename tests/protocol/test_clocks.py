@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from studyman.errors import ProtocolError
 from studyman.protocol import Protocol, load_protocol, parse_protocol
 from studyman.protocol.clocks import (
     clock_applies,
@@ -103,3 +104,23 @@ def test_a_protocol_without_the_new_mappings_keeps_the_sponsor_clock_only(
     assert all(reasons[k] is not None for k in reasons if k != "sae_sponsor")
     assert "report_field" in str(reasons["unanticipated_problem_irb"])
     assert clock_applies(old.reporting_clocks[1], ae, _codes) is None
+
+
+def test_two_clocks_for_one_case_need_their_own_report_fields(reference_study: Path) -> None:
+    text = (reference_study / "protocol.yaml").read_text(encoding="utf-8")
+    second_irb = (
+        "  - id: unanticipated_problem_sponsor\n"
+        "    label: Unanticipated problem to the sponsor\n"
+        "    applies_to: unanticipated_problem\n"
+        "    recipient: sponsor\n"
+        "    limit_hours: 72\n"
+        "    report_field: ae_irb_report_dt\n"
+    )
+    anchor = "    report_field: ae_irb_report_dt\n"
+    assert anchor in text
+    with pytest.raises(ProtocolError) as caught:
+        parse_protocol(text.replace(anchor, anchor + second_irb), file="protocol.yaml")
+    assert str(caught.value.key).startswith("reporting_clocks")
+    assert "'unanticipated_problem' with the same report_field 'ae_irb_report_dt'" in str(
+        caught.value
+    )
