@@ -11,9 +11,11 @@ import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
 
 from studyman.analysis.sap import Amendment, LoadedPlan, load_sap
 from studyman.errors import ProtocolError
+from studyman.protocol.text_files import TextEncodingError, decode_utf8
 
 __all__ = ["LockEntry", "LockFile", "PlanProvenance", "check_lock", "default_lock_path", "lock_sap"]
 
@@ -58,9 +60,36 @@ def default_lock_path(sap_path: str | Path) -> Path:
 
 def _read_lock(lock_path: Path) -> LockFile:
     try:
-        return LockFile.model_validate_json(lock_path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise ProtocolError(f"not a valid lock file: {error}", file=str(lock_path)) from None
+        data = lock_path.read_bytes()
+    except OSError as error:
+        raise ProtocolError(
+            f"cannot read the lock file ({error.strerror})", file=str(lock_path)
+        ) from None
+    try:
+        document = json.loads(decode_utf8(data))
+    except TextEncodingError as problem:
+        raise ProtocolError(f"not a valid lock file: {problem}", file=str(lock_path)) from None
+    except json.JSONDecodeError as error:
+        raise ProtocolError(
+            f"not a valid lock file: not JSON ({error.msg}, column {error.colno}); "
+            "restore it from version control",
+            file=str(lock_path),
+            key=f"line {error.lineno}",
+        ) from None
+    if not isinstance(document, dict):
+        raise ProtocolError(
+            "not a valid lock file: expected a JSON object with plan, version, sha256, history",
+            file=str(lock_path),
+        )
+    try:
+        return LockFile.model_validate(document)
+    except PydanticValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or None
+        problem = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ProtocolError(
+            f"not a valid lock file: {problem}", file=str(lock_path), key=key
+        ) from None
 
 
 def _write_lock(lock_path: Path, lock: LockFile) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from studyman.errors import ProtocolError
+from studyman.protocol.text_files import read_yaml
 
 __all__ = [
     "AEAnalysis",
@@ -393,18 +393,15 @@ def load_sap(path: str | Path) -> LoadedPlan:
     file = Path(path)
     if not file.is_file():
         raise ProtocolError("analysis plan file not found", file=str(file))
-    try:
-        raw: Any = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark is not None else None
-        raise ProtocolError(f"not valid YAML: {error}", file=str(file), key=line) from None
+    _, raw = read_yaml(file, what="analysis plan")
     if not isinstance(raw, dict):
         raise ProtocolError("expected a mapping at the top level", file=str(file))
     try:
         plan = AnalysisPlan.model_validate(raw)
     except PydanticValidationError as error:
-        first = error.errors()[0]
+        problems = error.errors()
+        # A misspelt key is both unknown and (its right spelling) missing: name the misspelling.
+        first = next((p for p in problems if p["type"] == "extra_forbidden"), problems[0])
         context = first.get("ctx", {}).get("error")
         if isinstance(context, _KeyedError):
             raise ProtocolError(context.message, file=str(file), key=context.key) from None

@@ -20,6 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 from studyman.errors import ProtocolError
 from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import load_redcap_project
+from studyman.protocol.text_files import TextEncodingError, decode_utf8, parse_yaml
 
 __all__ = ["PROTOCOL_FILE_NAME", "load_protocol", "parse_protocol", "protocol_sha256"]
 
@@ -70,13 +71,16 @@ def load_protocol(path: str | Path, *, with_redcap: bool = True) -> Protocol:
         malformed REDCap project file. One error: the first problem in file order.
     """
     file = _protocol_path(path)
-    data = file.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
+        data = file.read_bytes()
+    except OSError as error:
         raise ProtocolError(
-            f"not UTF-8 text (byte {error.start}): save the file as UTF-8", file=str(file)
+            f"cannot read the protocol file ({error.strerror})", file=str(file)
         ) from None
+    try:
+        text = decode_utf8(data)
+    except TextEncodingError as problem:
+        raise ProtocolError(str(problem), file=str(file)) from None
     protocol = parse_protocol(text, file=str(file))
     update: dict[str, Any] = {
         "source_file": str(file),
@@ -100,17 +104,7 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
 
     *file* is the name used in error messages.
     """
-    try:
-        root, content = _parse_yaml(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        problem = error.problem or error.context or "malformed YAML"
-        raise ProtocolError(f"YAML syntax error: {problem}", file=file, key=where) from None
-    except yaml.YAMLError as error:
-        raise ProtocolError(f"YAML error: {error}", file=file) from None
-    if root is not None:
-        _reject_duplicate_keys(root, file, "")
+    root, content = parse_yaml(text, file=file)
     if not isinstance(content, dict):
         raise ProtocolError(
             "expected a mapping of protocol sections (study, arms, visits, ...)",
@@ -148,33 +142,6 @@ def parse_protocol(text: str, *, file: str = "<protocol>") -> Protocol:
 
 
 # --------------------------------------------------------------------------- helpers
-
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc]
-    """Safe YAML loader that leaves dates as text.
-
-    PyYAML turns ``2025-02-30`` into an exception without a key path; as text, the date reaches
-    pydantic, whose error names the key.
-    """
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
-    """Compose the node tree (for lines and duplicate keys) and build the data from it, once."""
-    loader = _Loader(text)
-    try:
-        root = loader.get_single_node()
-        content = loader.construct_document(root) if root is not None else None
-    finally:
-        loader.dispose()
-    return root, content
 
 
 def _key_path(location: tuple[Any, ...]) -> str:
@@ -229,26 +196,6 @@ def _line_of(root: yaml.Node | None, location: tuple[Any, ...]) -> int | None:
         else:
             return line
     return line
-
-
-def _reject_duplicate_keys(node: yaml.Node, file: str, path: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            name = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            key = f"{path}.{name}" if path else name
-            if name in seen:
-                raise ProtocolError(
-                    f"key {name!r} repeats (first on line {seen[name]}): expected each key once",
-                    file=file,
-                    key=f"{key} (line {line})",
-                )
-            seen[name] = line
-            _reject_duplicate_keys(value_node, file, key)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _reject_duplicate_keys(item, file, f"{path}[{index}]")
 
 
 def _model_types(annotation: Any) -> list[type[BaseModel]]:

@@ -73,3 +73,36 @@ def test_recorded_amendment_is_accepted_and_kept_in_history(tmp_path: Path) -> N
     relocked = lock_sap(path)
     assert [entry.version for entry in relocked.history] == ["1.0", "1.1"]
     assert check_lock(load_sap(path)).locked_version == "1.1"
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "expected"),
+    [
+        ('{"plan": "sap.yaml", "version": "1.0", "sha', "line 1", "not JSON"),
+        ("[]", None, "expected a JSON object"),
+        (
+            '{"plan": "sap.yaml", "version": "1.0", "sha256": "ab", "history": [], "x": 1}',
+            "x",
+            "unknown key",
+        ),
+        ('{"plan": "sap.yaml", "version": "1.0", "history": []}', "sha256", "Field required"),
+    ],
+)
+def test_a_damaged_lock_file_is_one_line_naming_file_and_key(
+    tmp_path: Path, content: str, key: str | None, expected: str
+) -> None:
+    path = _copy(tmp_path)
+    lock_path = tmp_path / "sap.lock.json"
+    lock_path.write_text(content, encoding="utf-8")
+    with pytest.raises(ProtocolError, match=expected) as caught:
+        check_lock(load_sap(path))
+    assert caught.value.file == str(lock_path)
+    assert caught.value.key == key
+    assert "\n" not in str(caught.value)
+
+
+def test_a_lock_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    path = _copy(tmp_path)
+    (tmp_path / "sap.lock.json").mkdir()
+    with pytest.raises(ProtocolError, match=r"cannot read the lock file \(Is a directory\)"):
+        lock_sap(path)

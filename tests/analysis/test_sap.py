@@ -93,7 +93,7 @@ def test_remission_threshold_is_a_plan_parameter(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = _variant(tmp_path, "seed: 20261125", "seed: [20261125")
-    with pytest.raises(ProtocolError, match="not valid YAML") as caught:
+    with pytest.raises(ProtocolError, match="YAML syntax error") as caught:
         load_sap(path)
     assert str(caught.value.key).startswith("line ")
 
@@ -128,3 +128,50 @@ def test_empirical_vcov_with_between_within_df_loads(tmp_path: Path) -> None:
     assert isinstance(primary, MMRMAnalysis)
     assert primary.vcov == "empirical"
     assert load_sap(SAP).plan.analysis("primary_mmrm").vcov == "model"  # type: ignore[union-attr]
+
+
+def test_a_key_given_twice_is_refused_not_silently_overridden(tmp_path: Path) -> None:
+    path = _variant(tmp_path, 'version: "1.0"\n', 'version: "1.0"\nversion: "9.9"\n')
+    with pytest.raises(ProtocolError, match="key 'version' repeats") as caught:
+        load_sap(path)
+    assert caught.value.file == str(path)
+    assert caught.value.key is not None
+    assert caught.value.key.startswith("version (line ")
+
+
+def test_a_misspelt_key_is_named_as_unknown_not_as_the_missing_one(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "imputations: 100", "imputation: 100")
+    with pytest.raises(ProtocolError, match="unknown key") as caught:
+        load_sap(path)
+    assert caught.value.key == "imputation"
+
+
+def test_an_impossible_date_names_its_key(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "date: 2026-11-25", "date: 2026-02-30")
+    with pytest.raises(ProtocolError, match="valid date") as caught:
+        load_sap(path)
+    assert caught.value.key == "date"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "expected"),
+    [("latin-1", r"not UTF-8 text \(line \d+, byte 0xe9\)"), ("utf-16", "UTF-16 text")],
+)
+def test_a_plan_not_in_utf8_is_one_error_naming_the_file(
+    tmp_path: Path, encoding: str, expected: str
+) -> None:
+    path = tmp_path / "sap.yaml"
+    text = SAP.read_text(encoding="utf-8").replace("analysis plan", "plan d'analyse détaillé", 1)
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ProtocolError, match=expected) as caught:
+        load_sap(path)
+    assert caught.value.file == str(path)
+
+
+def test_a_tab_indented_plan_is_a_one_line_syntax_error_with_its_line(tmp_path: Path) -> None:
+    path = _variant(tmp_path, "  dsmb_efficacy: false", "\tdsmb_efficacy: false")
+    with pytest.raises(ProtocolError, match="YAML syntax error") as caught:
+        load_sap(path)
+    assert caught.value.key is not None
+    assert caught.value.key.startswith("line ")
+    assert "\n" not in str(caught.value)

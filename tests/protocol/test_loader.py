@@ -174,6 +174,13 @@ MALFORMED = [
         id="form-not-due-at-its-event",
     ),
     pytest.param(
+        "  short_title: CBT adjunct trial\n",
+        "  short_title: CBT adjunct trial\n  sponsor: &loop [*loop]\n",
+        "study.sponsor",
+        "an alias refers to the node that contains it",
+        id="recursive-alias",
+    ),
+    pytest.param(
         "    target_day: 56\n",
         "    target_day: 70\n",
         "visits[6].target_day",

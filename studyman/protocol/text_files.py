@@ -1,0 +1,167 @@
+"""Reading the text files a study is described in: UTF-8 decoding and strict YAML.
+
+One place for what every reader of a hand-edited file needs:
+
+* :func:`decode_utf8` turns bytes into text, accepting a UTF-8 byte-order mark and saying in one
+  line what is wrong otherwise (UTF-16 text, or the line and byte that are not UTF-8);
+* :func:`parse_yaml` / :func:`read_yaml` read YAML safely and strictly: one
+  :class:`~studyman.errors.ProtocolError` naming the file, the line and column and what was
+  expected for a syntax error, a key given twice in one mapping (YAML's own rule, which PyYAML
+  does not enforce: the last value would silently win) or a recursive alias; dates stay text so
+  that the model that reads them can name the key of an impossible date.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from studyman.errors import ProtocolError
+
+__all__ = ["TextEncodingError", "decode_utf8", "parse_yaml", "read_yaml"]
+
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+
+
+class TextEncodingError(ValueError):
+    """Bytes that are not UTF-8 text; the message says where and what to do (no file name)."""
+
+
+def decode_utf8(data: bytes) -> str:
+    """Decode *data* as UTF-8 (a leading byte-order mark is dropped).
+
+    Raises
+    ------
+    TextEncodingError
+        The text is UTF-16 (it starts with a UTF-16 byte-order mark), or a byte is not UTF-8;
+        the message names the line and the byte.
+    """
+    if data.startswith(_UTF16_MARKS):
+        raise TextEncodingError("UTF-16 text, not UTF-8: save the file as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        byte = data[error.start : error.start + 1].hex()
+        raise TextEncodingError(
+            f"not UTF-8 text (line {line}, byte 0x{byte}): save the file as UTF-8"
+        ) from None
+
+
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """Safe YAML loader that leaves dates as text.
+
+    PyYAML turns ``2025-02-30`` into an exception without a key path; as text, the date reaches
+    pydantic, whose error names the key.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_yaml(text: str, *, file: str) -> tuple[yaml.Node | None, Any]:
+    """Parse YAML *text*; return its node tree (for line numbers) and its data.
+
+    Parameters
+    ----------
+    text
+        The YAML document.
+    file
+        The name used in error messages.
+
+    Raises
+    ------
+    ProtocolError
+        A syntax error (key ``line L, column C``), a key repeated within one mapping (key path
+        and line), or an alias that contains itself.
+    """
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _reject_duplicate_keys(root, file, "", set())
+        content = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        problem = error.problem or error.context or "malformed YAML"
+        raise ProtocolError(f"YAML syntax error: {problem}", file=file, key=where) from None
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0] if str(error) else "malformed YAML"
+        raise ProtocolError(f"YAML error: {first}", file=file) from None
+    finally:
+        loader.dispose()
+    return root, content
+
+
+def read_yaml(path: str | Path, *, what: str) -> tuple[yaml.Node | None, Any]:
+    """Read and parse the YAML file at *path* (*what* it is, for the messages).
+
+    Raises
+    ------
+    ProtocolError
+        The file cannot be read (missing, a directory, no permission), is not UTF-8 text, or is
+        not valid YAML (see :func:`parse_yaml`).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise ProtocolError(f"cannot read the {what} ({error.strerror})", file=str(file)) from None
+    try:
+        text = decode_utf8(data)
+    except TextEncodingError as problem:
+        raise ProtocolError(str(problem), file=str(file)) from None
+    return parse_yaml(text, file=str(file))
+
+
+def _reject_duplicate_keys(node: yaml.Node, file: str, path: str, seen_nodes: set[int]) -> None:
+    if id(node) in seen_nodes:
+        if isinstance(node, yaml.CollectionNode) and _contains(node, node, set()):
+            line = node.start_mark.line + 1
+            raise ProtocolError(
+                "an alias refers to the node that contains it: expected a finite value",
+                file=file,
+                key=f"{path} (line {line})" if path else f"line {line}",
+            )
+        return  # an alias of a node already checked
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            key = f"{path}.{name}" if path else name
+            if name in keys:
+                raise ProtocolError(
+                    f"key {name!r} repeats (first on line {keys[name]}): expected each key once",
+                    file=file,
+                    key=f"{key} (line {line})",
+                )
+            keys[name] = line
+            _reject_duplicate_keys(value_node, file, key, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_duplicate_keys(item, file, f"{path}[{index}]", seen_nodes)
+
+
+def _contains(outer: yaml.Node, target: yaml.Node, visited: set[int]) -> bool:
+    """Whether *target* is reachable from the children of *outer* (an alias cycle)."""
+    if id(outer) in visited:
+        return False
+    visited.add(id(outer))
+    children: list[yaml.Node] = []
+    if isinstance(outer, yaml.MappingNode):
+        for key_node, value_node in outer.value:
+            children += [key_node, value_node]
+    elif isinstance(outer, yaml.SequenceNode):
+        children = list(outer.value)
+    return any(child is target or _contains(child, target, visited) for child in children)
