@@ -67,8 +67,8 @@ def _read_lock(lock_path: Path) -> LockFile:
         ) from None
     try:
         document = json.loads(decode_utf8(data))
-    except TextEncodingError as problem:
-        raise ProtocolError(f"not a valid lock file: {problem}", file=str(lock_path)) from None
+    except TextEncodingError as encoding:
+        raise ProtocolError(f"not a valid lock file: {encoding}", file=str(lock_path)) from None
     except json.JSONDecodeError as error:
         raise ProtocolError(
             f"not a valid lock file: not JSON ({error.msg}, column {error.colno}); "
