@@ -24,10 +24,10 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from studyman.errors import ValidationError
+from studyman.errors import ProtocolError, ValidationError
 from studyman.findings import FINDING_COLUMNS
+from studyman.protocol.text_files import read_yaml
 from studyman.validation.catalogue import CATALOGUE, CheckDefinition
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.logic import EvaluationContext, LogicExpression, compile_logic
@@ -123,11 +123,10 @@ def load_custom_checks(
     """Read custom checks from a YAML file (see the module docstring for its layout)."""
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ValidationError(f"{file}: cannot read custom checks ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise ValidationError(f"{file}: not valid YAML ({error})") from None
+        _, data = read_yaml(file, what="custom checks")
+    except ProtocolError as error:
+        # one line naming the file and the line/key (repeated key, syntax, encoding)
+        raise ValidationError(str(error)) from None
     if data is None:
         return ()
     if not isinstance(data, dict) or set(data) - {"checks"}:
