@@ -111,7 +111,21 @@ def read_token(
                 f"token file {path} is accessible to group or others (mode "
                 f"{stat.filemode(mode)}); make it private with: chmod 600 {path}"
             )
-        text = path.read_text(encoding="utf-8").strip()
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise SourceError(f"token file {path}: cannot read it ({error.strerror})") from None
+        try:
+            text = data.removeprefix(b"\xef\xbb\xbf").decode("ascii").strip()
+        except UnicodeDecodeError:
+            # Neither the bytes nor the decoding error (whose repr holds them) may surface.
+            text = None
+        del data
+        if text is None:
+            raise SourceError(
+                f"token file {path} is not plain ASCII text: expected the 32 hexadecimal "
+                "characters of the API token (saved as UTF-8 or ASCII, not UTF-16)"
+            )
         if not text:
             raise SourceError(f"token file {path} is empty")
         return SecretStr(text)

@@ -295,6 +295,38 @@ def test_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     assert read_token(token_file).get_secret_value() == TOKEN
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_token_file_not_in_ascii_is_refused_without_revealing_the_token(
+    tmp_path: Path, encoding: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(TOKEN.encode(encoding))
+    token_file.chmod(0o600)
+    with pytest.raises(SourceError, match="not plain ASCII text") as refused:
+        read_token(token_file)
+    # The chained decoding error would carry the file's bytes (the token) in its repr.
+    assert refused.value.__cause__ is None
+    assert refused.value.__context__ is None
+    for text in (str(refused.value), repr(refused.value)):
+        assert TOKEN not in text
+        assert TOKEN not in text.replace("\\x00", "")
+
+
+def test_token_file_saved_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
+    token_file.chmod(0o600)
+    assert read_token(token_file).get_secret_value() == TOKEN
+
+
+def test_token_file_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "token"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    with pytest.raises(SourceError, match=r"cannot read it \(Is a directory\)"):
+        read_token(folder)
+
+
 def test_missing_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     with pytest.raises(SourceError, match=TOKEN_ENV):
