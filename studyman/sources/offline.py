@@ -43,6 +43,7 @@ from studyman.errors import SourceError
 from studyman.findings import findings_frame
 from studyman.protocol import Protocol, read_data_dictionary
 from studyman.protocol.conformance import check_conformance
+from studyman.protocol.text_files import TextEncodingError, decode_utf8
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.snapshot import (
     SnapshotResult,
@@ -60,6 +61,7 @@ __all__ = [
     "parse_records_table",
     "protocol_manifest",
     "read_dictionary_csv",
+    "read_records_file",
     "snapshot_manifest_tables",
 ]
 
@@ -95,8 +97,12 @@ def parse_records_table(data: bytes | str, source: str) -> pa.Table:
     try:
         first_line = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
         names = next(csv.reader([first_line]))
-        if len(set(names)) != len(names):
-            raise SourceError(f"{source}: the CSV header repeats a column name")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise SourceError(
+                f"{source}: line 1: the CSV header repeats column(s) {', '.join(repeated)}; "
+                "expected each column once"
+            )
         table = pacsv.read_csv(
             io.BytesIO(raw),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
@@ -108,11 +114,39 @@ def parse_records_table(data: bytes | str, source: str) -> pa.Table:
             read_options=pacsv.ReadOptions(block_size=1 << 24),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration) as error:
-        detail = str(error).splitlines()[0][:200]
+        detail = _csv_problem(raw) or str(error).splitlines()[0][:200]
         raise SourceError(f"{source}: not a well-formed REDCap CSV export ({detail})") from None
     if table.column_names != names:
         raise SourceError(f"{source}: the CSV header has unreadable column names")
     return table.combine_chunks()
+
+
+def _csv_problem(raw: bytes) -> str | None:
+    """Where and how *raw* is not a well-formed CSV table (run only after a parse failed).
+
+    Names the line: text that is not UTF-8, or the first row whose cell count differs from the
+    header's (a damaged or truncated file). None when neither is found.
+    """
+    try:
+        text = decode_utf8(raw)
+    except TextEncodingError as problem:
+        return str(problem)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+        start = reader.line_num + 1
+        for row in reader:
+            if row and len(row) != len(header):
+                return (
+                    f"line {start}: {len(row)} cells for {len(header)} columns; "
+                    "the file is damaged or truncated"
+                )
+            start = reader.line_num + 1
+    except csv.Error as error:
+        return f"line {reader.line_num}: {error}; the file is damaged or truncated"
+    except StopIteration:
+        return None
+    return None
 
 
 def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
@@ -125,6 +159,29 @@ def parse_records_csv(data: bytes | str, source: str) -> pd.DataFrame:
         types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None
     )
     return frame
+
+
+def read_records_file(path: Path) -> bytes:
+    """The bytes of a raw CSV record export file, for :func:`parse_records_table`.
+
+    Raises
+    ------
+    SourceError
+        The file is missing, unreadable (a directory, no permission) or empty: even an export
+        of no records has its header line.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: records export not found") from None
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read the records export ({error.strerror})") from None
+    if not data.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise SourceError(
+            f"{path}: empty file: expected REDCap's raw CSV record export (at least its header "
+            "line)"
+        )
+    return data
 
 
 def read_dictionary_csv(path: Path) -> list[dict[str, str]]:
@@ -245,10 +302,7 @@ def import_snapshot(
     records_csv = Path(records_csv)
     dictionary_csv = Path(dictionary_csv)
     metadata = read_dictionary_csv(dictionary_csv)
-    try:
-        data = records_csv.read_bytes()
-    except FileNotFoundError:
-        raise SourceError(f"{records_csv}: records export not found") from None
+    data = read_records_file(records_csv)
     if isinstance(missing_data_codes, str):
         codes = parse_missing_data_codes(missing_data_codes)
     elif missing_data_codes is not None:

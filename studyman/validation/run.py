@@ -111,11 +111,13 @@ def read_flat_records(
 
     *skip_tables* names snapshot tables left out (the unblinded forms in a blinded run).
     """
-    if source.is_file() and source.suffix.lower() == ".csv":
-        try:
-            frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-        except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
-            raise ValidationError(f"{source}: cannot read the record export ({error})") from None
+    if source.suffix.lower() == ".csv" and not source.is_dir():
+        # The reader of offline import: a damaged, truncated, empty or non-UTF-8 export is an
+        # error naming the line (a silently short export would close the queries of the
+        # participants cut off).
+        from studyman.sources.offline import parse_records_csv, read_records_file
+
+        frame = parse_records_csv(read_records_file(source), str(source))
         return normalise_records(frame, dictionary.record_id_field)
     from studyman.sources.snapshot import read_snapshot
 

@@ -124,3 +124,51 @@ def test_missing_or_damaged_files_are_one_line_errors(
     assert "damaged.csv" in error
     assert len(error.splitlines()) == 1
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(b"", "empty file", id="empty"),
+        pytest.param(
+            RECORDS.encode() + b"S03-0003,screening_arm_1\n",
+            r"line 5: 2 cells for 10 columns; the file is damaged or truncated",
+            id="truncated-row",
+        ),
+        pytest.param(
+            RECORDS.encode() + b'S03-0003,screening_arm_1,,,s03,"2025-0',
+            r"line 5: unexpected end of data",
+            id="truncated-in-quotes",
+        ),
+        pytest.param(
+            RECORDS.replace("Головная боль", "Céphalée").encode("latin-1", errors="replace"),
+            r"not UTF-8 text \(line 4, byte 0xe9\)",
+            id="latin-1",
+        ),
+        pytest.param(RECORDS.encode("utf-16"), "UTF-16 text", id="utf-16"),
+        pytest.param(
+            RECORDS.replace("sex,ae_term", "sex,sex", 1).encode(),
+            r"line 1: the CSV header repeats column\(s\) sex",
+            id="repeated-column",
+        ),
+    ],
+)
+def test_a_damaged_records_export_is_refused_naming_file_and_line(
+    export: tuple[Path, Path], tmp_path: Path, content: bytes, expected: str
+) -> None:
+    _, dictionary = export
+    records = tmp_path / "bad.csv"
+    records.write_bytes(content)
+    with pytest.raises(SourceError, match=expected) as caught:
+        import_snapshot(None, records, dictionary, tmp_path / "snapshots")
+    assert str(caught.value).startswith(f"{records}: ")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "snapshots").exists() or not list((tmp_path / "snapshots").iterdir())
+
+
+def test_a_directory_given_as_records_export_is_a_clear_error(
+    export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, dictionary = export
+    with pytest.raises(SourceError, match=r"cannot read the records export \(Is a directory\)"):
+        import_snapshot(None, tmp_path, dictionary, tmp_path / "snapshots")
