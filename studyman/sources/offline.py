@@ -167,8 +167,8 @@ def read_records_file(path: Path) -> bytes:
     Raises
     ------
     SourceError
-        The file is missing, unreadable (a directory, no permission) or empty: even an export
-        of no records has its header line.
+        The file is missing or unreadable (a directory, no permission). An empty file is REDCap's
+        export of a project without records (it writes no header then), so it is accepted.
     """
     try:
         data = Path(path).read_bytes()
@@ -176,11 +176,6 @@ def read_records_file(path: Path) -> bytes:
         raise SourceError(f"{path}: records export not found") from None
     except OSError as error:
         raise SourceError(f"{path}: cannot read the records export ({error.strerror})") from None
-    if not data.strip(b"\xef\xbb\xbf \t\r\n"):
-        raise SourceError(
-            f"{path}: empty file: expected REDCap's raw CSV record export (at least its header "
-            "line)"
-        )
     return data
 
 

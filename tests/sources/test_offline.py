@@ -129,7 +129,6 @@ def test_missing_or_damaged_files_are_one_line_errors(
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param(b"", "empty file", id="empty"),
         pytest.param(
             RECORDS.encode() + b"S03-0003,screening_arm_1\n",
             r"line 5: 2 cells for 10 columns; the file is damaged or truncated",

@@ -31,7 +31,6 @@ def test_a_flat_export_is_read_as_text_records(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        pytest.param(b"", "empty file", id="empty"),
         pytest.param(
             (HEADER + ROWS + "S01-0003,screening_arm_1\n").encode(),
             r"line 4: 2 cells for 5 columns",
