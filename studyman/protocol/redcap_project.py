@@ -705,6 +705,10 @@ def _read_text(source: str | Path | IO[str] | IO[bytes]) -> tuple[str, str]:
         if isinstance(raw, str):
             return raw.lstrip("\ufeff"), name
         data = raw
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ProtocolError(
+            "UTF-16 text (Excel's 'Unicode Text'): save the file as CSV UTF-8", file=name
+        )
     try:
         return data.decode("utf-8-sig"), name
     except UnicodeDecodeError:
@@ -733,11 +737,13 @@ def read_data_dictionary(source: str | Path | IO[str] | IO[bytes]) -> DataDictio
         the line and the column.
     """
     text, name = _read_text(source)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
         raise ProtocolError("empty file: expected a REDCap data dictionary", file=name) from None
+    except csv.Error as error:
+        raise ProtocolError(f"not a CSV table ({error})", file=name, key="line 1") from None
     columns: list[str] = []
     for position, title in enumerate(header, start=1):
         column = _HEADER_TO_COLUMN.get(_normalise_header(title))
@@ -749,6 +755,13 @@ def read_data_dictionary(source: str | Path | IO[str] | IO[bytes]) -> DataDictio
                 file=name,
                 key=f"line 1, column {position}",
             )
+        if column in columns:
+            raise ProtocolError(
+                f"data dictionary column {column} repeats (columns {columns.index(column) + 1} "
+                f"and {position}): expected each column once",
+                file=name,
+                key=f"line 1, column {position}",
+            )
         columns.append(column)
     missing = [column for column in _REQUIRED_DICTIONARY_COLUMNS if column not in columns]
     if missing:
@@ -757,9 +770,10 @@ def read_data_dictionary(source: str | Path | IO[str] | IO[bytes]) -> DataDictio
         )
     fields: list[DictionaryField] = []
     seen: dict[str, int] = {}
-    for line_number, row in _numbered_rows(reader):
+    for line_number, row in _numbered_rows(reader, name):
         if not any(cell.strip() for cell in row):
             continue
+        _check_cell_count(row, len(columns), name, line_number)
         values = {column: (row[i] if i < len(row) else "") for i, column in enumerate(columns)}
         values = {
             key: value.strip() if key in _STRIPPED else value for key, value in values.items()
@@ -796,12 +810,34 @@ _STRIPPED = frozenset(
 )
 
 
-def _numbered_rows(reader: Any) -> Iterable[tuple[int, list[str]]]:
-    """Yield (line number where the row starts, row) from a csv reader."""
+def _numbered_rows(reader: Any, name: str) -> Iterable[tuple[int, list[str]]]:
+    """Yield (line number where the row starts, row) from a csv reader.
+
+    A quote left open at the end of the file (a truncated file) is a ProtocolError naming the
+    line where the row starts.
+    """
     start = reader.line_num + 1
-    for row in reader:
-        yield start, row
-        start = reader.line_num + 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise ProtocolError(
+            f"not a well-formed CSV row ({error}): the file is damaged or truncated",
+            file=name,
+            key=f"line {start}",
+        ) from None
+
+
+def _check_cell_count(row: Sequence[str], columns: int, name: str, line: int) -> None:
+    """A row with fewer cells than the header (or more, not blank) is damaged or truncated."""
+    if len(row) < columns or any(cell.strip() for cell in row[columns:]):
+        raise ProtocolError(
+            f"{len(row)} cells for {columns} columns: the file is damaged or truncated "
+            "(every row has one cell per header column)",
+            file=name,
+            key=f"line {line}",
+        )
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -839,13 +875,22 @@ def _expected_text(error: Mapping[str, Any]) -> str:
 
 def _read_table(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     text, name = _read_text(path)
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [column.strip() for column in next(reader)]
     except StopIteration:
         raise ProtocolError(
             f"empty file: expected a header with {', '.join(required)}", file=name
         ) from None
+    except csv.Error as error:
+        raise ProtocolError(f"not a CSV table ({error})", file=name, key="line 1") from None
+    repeated = sorted({column for column in header if column and header.count(column) > 1})
+    if repeated:
+        raise ProtocolError(
+            f"column(s) {', '.join(repeated)} repeat: expected each column once",
+            file=name,
+            key="line 1",
+        )
     missing = [column for column in required if column not in header]
     if missing:
         raise ProtocolError(
@@ -854,9 +899,10 @@ def _read_table(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str
             key="line 1",
         )
     rows = []
-    for line_number, row in _numbered_rows(reader):
+    for line_number, row in _numbered_rows(reader, name):
         if not any(cell.strip() for cell in row):
             continue
+        _check_cell_count(row, len(header), name, line_number)
         rows.append(
             (
                 line_number,

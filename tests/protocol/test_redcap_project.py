@@ -198,6 +198,72 @@ def test_dictionary_with_repeated_field_is_an_error(tmp_path: Path) -> None:
         read_data_dictionary(path)
 
 
+_HEADER = "field_name,form_name,section_header,field_type,field_label\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "key", "expected"),
+    [
+        pytest.param(
+            (_HEADER + "record_id,demo,,text,ID\nage,demo,,text\n").encode(),
+            "line 3",
+            "4 cells for 5 columns: the file is damaged or truncated",
+            id="short-row",
+        ),
+        pytest.param(
+            (_HEADER + 'record_id,demo,,text,ID\nage,demo,,text,"Age in\n').encode(),
+            "line 3",
+            "not a well-formed CSV row",
+            id="cut-inside-quotes",
+        ),
+        pytest.param(
+            (_HEADER + "record_id,demo,,text,ID,surplus\n").encode(),
+            "line 2",
+            "6 cells for 5 columns",
+            id="surplus-cell",
+        ),
+        pytest.param(
+            (_HEADER.rstrip("\n") + ",Field Label\nrecord_id,demo,,text,ID,ID\n").encode(),
+            "line 1, column 6",
+            "column field_label repeats (columns 5 and 6)",
+            id="repeated-column",
+        ),
+        pytest.param(
+            (_HEADER + "record_id,demo,,text,ID\n").encode("utf-16"),
+            None,
+            "UTF-16 text",
+            id="utf-16",
+        ),
+    ],
+)
+def test_damaged_dictionary_is_an_error_naming_file_and_line(
+    tmp_path: Path, content: bytes, key: str | None, expected: str
+) -> None:
+    path = tmp_path / "dictionary.csv"
+    path.write_bytes(content)
+    with pytest.raises(ProtocolError) as caught:
+        read_data_dictionary(path)
+    assert caught.value.file == str(path)
+    assert caught.value.key == key
+    assert expected in str(caught.value)
+
+
+def test_a_blank_surplus_cell_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "dictionary.csv"
+    path.write_text(_HEADER + "record_id,demo,,text,ID,\n", encoding="utf-8")
+    assert read_data_dictionary(path).record_id_field == "record_id"
+
+
+def test_a_truncated_project_table_names_file_and_line(study_copy: Path) -> None:
+    events = study_copy / "redcap" / "events.csv"
+    text = events.read_text(encoding="utf-8")
+    events.write_text(text[: text.rindex(",")], encoding="utf-8")
+    with pytest.raises(ProtocolError, match="the file is damaged or truncated") as caught:
+        load_redcap_project(study_copy / "redcap")
+    assert caught.value.file == str(events)
+    assert caught.value.key == f"line {text.rstrip().count(chr(10)) + 1}"
+
+
 def test_users_with_rights_on_unknown_forms_are_an_error(study_copy: Path) -> None:
     users = study_copy / "redcap" / "users.csv"
     users.write_text(
