@@ -12,11 +12,14 @@ names are returned exactly as written in the file.
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pandas as pd
 
 from studyman.errors import SourceError
+from studyman.protocol.text_files import TextEncodingError, decode_utf8
 
 __all__ = [
     "ARM_COLUMNS",
@@ -68,14 +71,21 @@ def read_randomization_list(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: randomisation list not found")
-    try:
-        if path.suffix.lower() == ".parquet":
+    if path.suffix.lower() == ".parquet":
+        try:
             frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, ValueError) as error:
-        raise SourceError(f"{path}: not a readable randomisation list ({error})") from None
+        except (OSError, ValueError) as error:
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SourceError(f"{path}: not a readable randomisation list ({detail})") from None
+    else:
+        frame = _read_csv(path)
     frame.columns = pd.Index([str(column).strip() for column in frame.columns])
+    repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if repeated:
+        raise SourceError(
+            f"{path}: column(s) {', '.join(repeated)} appear more than once; a randomisation "
+            "list has one record-ID and one arm column"
+        )
     record_column = next((c for c in RECORD_ID_COLUMNS if c in frame.columns), None)
     arm_column = next((c for c in ARM_COLUMNS if c in frame.columns), None)
     if record_column is None or arm_column is None:
@@ -104,6 +114,42 @@ def read_randomization_list(path: Path) -> pd.DataFrame:
     text.attrs["record_id_column"] = record_column
     text.attrs["arm_column"] = arm_column
     return text
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """The CSV list as text cells; damaged, truncated or non-UTF-8 files name their line."""
+    try:
+        text = decode_utf8(path.read_bytes())
+    except OSError as error:
+        raise SourceError(
+            f"{path}: cannot read the randomisation list ({error.strerror})"
+        ) from None
+    except TextEncodingError as problem:
+        raise SourceError(f"{path}: not a readable randomisation list: {problem}") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise SourceError(f"{path}: empty file: expected a header (record_id, rand_arm, ...)")
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    raise SourceError(
+                        f"{path}: line {start}: {len(row)} cells for {len(header)} columns; "
+                        "the file is damaged or truncated"
+                    )
+                rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise SourceError(
+            f"{path}: line {start}: not a well-formed CSV row ({error}); the file is damaged or "
+            "truncated"
+        ) from None
+    # repeated column names are kept: the caller names them
+    return pd.DataFrame(rows, columns=pd.Index([str(c) for c in header]), dtype=object)
 
 
 def _text(series: pd.Series) -> list[str]:

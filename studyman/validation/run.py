@@ -136,6 +136,15 @@ def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.
     frame = read_randomization_list(path)
     by_name = {arm.name: str(arm.code) for arm in protocol.arms.items}
     frame["rand_arm"] = frame["rand_arm"].map(lambda value: by_name.get(value, value))
+    codes = set(by_name.values())
+    unknown = sorted({value for value in frame["rand_arm"] if value and value not in codes})
+    if unknown:
+        column = frame.attrs.get("arm_column", "rand_arm")
+        shown = ", ".join(repr(value) for value in unknown[:10])
+        raise ValidationError(
+            f"{path}: column {column}: unknown arm value(s) {shown}; expected the protocol's arm "
+            f"codes ({', '.join(sorted(codes))}) or names ({', '.join(sorted(by_name))})"
+        )
     renamed = {"record_id": record_id_field, "rand_arm": str(protocol.arms.field)}
     # another column already bearing a target name would be a second record-ID or arm column
     clashing = [name for name in renamed.values() if name not in renamed and name in frame]

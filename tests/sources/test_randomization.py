@@ -92,3 +92,48 @@ def test_an_unreadable_parquet_file_is_a_source_error_naming_it(tmp_path: Path) 
     path.write_text("record_id,rand_arm\nS01-0001,1\n")
     with pytest.raises(SourceError, match=r"randomization\.parquet: not a readable"):
         read_randomization_list(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(b"", "empty file: expected a header", id="empty"),
+        pytest.param(
+            b"record_id,rand_arm,rand_arm\nS01-0001,1,2\n",
+            r"column\(s\) rand_arm appear more than once",
+            id="repeated-arm-column",
+        ),
+        pytest.param(
+            b"record_id,rand_arm\nS01-0001,1\nS01-0002,2,extra\n",
+            "line 3: 3 cells for 2 columns; the file is damaged or truncated",
+            id="surplus-cells",
+        ),
+        pytest.param(
+            b"record_id,rand_number,rand_arm\nS01-0001,S01S001,1\nS01-0002,S0\n",
+            "line 3: 2 cells for 3 columns",
+            id="truncated-row",
+        ),
+        pytest.param(
+            b'record_id,rand_arm\nS01-0001,1\nS01-0002,"CBT al',
+            r"line 3: not a well-formed CSV row",
+            id="cut-inside-quotes",
+        ),
+        pytest.param(
+            "record_id,rand_arm\nS01-0001,Société\n".encode("latin-1"),
+            r"not UTF-8 text \(line 2, byte 0xe9\)",
+            id="latin-1",
+        ),
+        pytest.param(
+            "record_id,rand_arm\nS01-0001,1\n".encode("utf-16"), "UTF-16 text", id="utf-16"
+        ),
+    ],
+)
+def test_a_damaged_csv_list_is_one_line_naming_file_and_line(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "randomization.csv"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=expected) as caught:
+        read_randomization_list(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from studyman.errors import SourceError
+from studyman.errors import SourceError, ValidationError
 from studyman.protocol.loader import load_protocol
-from studyman.validation.run import dictionary_for, read_flat_records
+from studyman.validation.run import dictionary_for, read_flat_records, validate_study
 
 PROTOCOL_DIR = Path(__file__).parents[2] / "protocols" / "cbt-adjunct"
 HEADER = "record_id,redcap_event_name,redcap_repeat_instrument,redcap_repeat_instance,age\n"
@@ -52,3 +52,21 @@ def test_a_damaged_flat_export_is_an_error_naming_the_line_not_fewer_records(
     with pytest.raises(SourceError, match=expected) as caught:
         _read(path)
     assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_an_unknown_arm_in_the_randomisation_list_is_refused_naming_file_and_value(
+    tmp_path: Path,
+) -> None:
+    records = tmp_path / "records.csv"
+    records.write_text(HEADER + ROWS, encoding="utf-8")
+    randomization = tmp_path / "randomization.csv"
+    randomization.write_text("record_id,rand_arm\nS01-0001,1\nS01-0002,7\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"column rand_arm: unknown arm value\(s\) '7'") as e:
+        validate_study(
+            load_protocol(PROTOCOL_DIR),
+            records,
+            tmp_path / "out",
+            randomization=randomization,
+        )
+    assert str(e.value).startswith(f"{randomization}: ")
+    assert not (tmp_path / "out").exists()
