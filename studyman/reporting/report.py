@@ -40,7 +40,12 @@ from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
 from studyman.reporting.figures import draw_figure
 from studyman.reporting.html import AUTHOR, ReportHeader, render_html
 from studyman.sources.randomization import read_randomization_list as read_list
-from studyman.sources.snapshot import MANIFEST_NAME, verify_snapshot
+from studyman.sources.snapshot import (
+    MANIFEST_NAME,
+    read_snapshot_file,
+    read_snapshot_tables,
+    verify_snapshot,
+)
 
 __all__ = [
     "DsmbReport",
@@ -137,15 +142,8 @@ def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
 def _read_tables(
     path: Path, manifest: Mapping[str, object], skip: set[str]
 ) -> dict[str, pd.DataFrame]:
-    tables: dict[str, pd.DataFrame] = {}
-    entries = manifest.get("tables", {})
-    if not isinstance(entries, Mapping):
-        raise SnapshotError(f"{path / MANIFEST_NAME}: 'tables' is not a table of files")
-    for name, entry in entries.items():
-        if name in skip:
-            continue
-        tables[str(name)] = pd.read_parquet(path / str(entry["file"]))
-    return tables
+    # the skipped (unblinded) tables are never opened
+    return read_snapshot_tables(path, manifest, skip)
 
 
 def _write_atomic(target: Path, data: bytes, mode: int) -> None:
@@ -253,7 +251,7 @@ def render_dsmb_report(
     cut = cutoff or protocol.reporting.data_cut or date.today()
     unblinded = set(protocol.blinding.unblinded_forms)
     tables = _read_tables(snapshot, manifest, unblinded if session == "open" else set())
-    findings = pd.read_parquet(snapshot / "findings.parquet")
+    findings = read_snapshot_file(snapshot, "findings.parquet")
     if session == "open" and "instrument" in findings.columns:
         findings = findings[~findings["instrument"].astype("string").isin(unblinded).fillna(False)]
     plan_version = "not supplied"

@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ __all__ = [
     "list_snapshots",
     "parquet_bytes",
     "read_snapshot",
+    "read_snapshot_file",
+    "read_snapshot_tables",
     "verify_snapshot",
     "write_snapshot",
     "write_tidy_snapshot",
@@ -361,12 +363,60 @@ def read_snapshot(path: Path, *, verify: bool = True) -> Snapshot:
         verification = verify_snapshot(path)
         if not verification.ok:
             raise SnapshotError(verification.describe())
-    tables = {
-        name: pd.read_parquet(path / entry["file"])
-        for name, entry in manifest.get("tables", {}).items()
-    }
-    findings = pd.read_parquet(path / "findings.parquet")
+    tables = read_snapshot_tables(path, manifest)
+    findings = read_snapshot_file(path, "findings.parquet")
     return Snapshot(path=path, manifest=manifest, tables=tables, findings=findings)
+
+
+def read_snapshot_tables(
+    path: Path, manifest: Mapping[str, Any], skip: Collection[str] = ()
+) -> dict[str, pd.DataFrame]:
+    """The instrument tables the manifest lists (those named in *skip* are not even opened).
+
+    Raises
+    ------
+    SnapshotError
+        The manifest's ``tables`` entry is malformed or names a file outside the snapshot, or a
+        table is not a readable Parquet file.
+    """
+    entries = manifest.get("tables", {})
+    where = Path(path) / MANIFEST_NAME
+    if not isinstance(entries, Mapping):
+        raise SnapshotError(f"{where}: 'tables' is not a table of files")
+    tables: dict[str, pd.DataFrame] = {}
+    for name, entry in entries.items():
+        if name in skip:
+            continue
+        relative = entry.get("file") if isinstance(entry, Mapping) else None
+        if not isinstance(relative, str) or not relative:
+            raise SnapshotError(f"{where}: tables.{name}: expected an entry with its 'file'")
+        tables[str(name)] = read_snapshot_file(Path(path), relative)
+    return tables
+
+
+def read_snapshot_file(path: Path, relative: str) -> pd.DataFrame:
+    """One Parquet file of the snapshot at *path*.
+
+    Raises
+    ------
+    SnapshotError
+        *relative* leaves the snapshot directory, or the file is missing or not readable Parquet
+        (damaged after its hash was recorded, or the manifest was edited).
+    """
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts:
+        raise SnapshotError(
+            f"{Path(path) / MANIFEST_NAME}: {relative!r} is outside the snapshot directory"
+        )
+    file = Path(path) / relative
+    try:
+        return pd.read_parquet(file)
+    except (OSError, ValueError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SnapshotError(
+            f"{file}: not a readable Parquet table ({detail}); the snapshot is damaged, take "
+            "a new one"
+        ) from None
 
 
 def list_snapshots(out_dir: Path) -> list[Path]:

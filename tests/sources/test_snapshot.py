@@ -126,3 +126,38 @@ def test_snapshot_show_lists_tables_and_integrity(
     shown = capsys.readouterr().out
     assert "visit: 2 rows, 3 columns" in shown
     assert "integrity: OK" in shown
+
+
+def _rehash(snapshot: Path, relative: str, data: bytes) -> None:
+    """Replace one file and record its new hash, as if it had been damaged before hashing."""
+    import hashlib
+
+    target = snapshot / relative
+    target.chmod(0o644)
+    target.write_bytes(data)
+    manifest_path = snapshot / "manifest.json"
+    manifest_path.chmod(0o644)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][relative] = hashlib.sha256(data).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_damaged_parquet_table_is_a_snapshot_error_naming_the_file(tmp_path: Path) -> None:
+    snapshot = _write(tmp_path)
+    relative = "tables/visit.parquet"
+    _rehash(snapshot, relative, (snapshot / relative).read_bytes()[:40])
+    with pytest.raises(SnapshotError, match="not a readable Parquet table") as caught:
+        read_snapshot(snapshot)
+    assert str(caught.value).startswith(f"{snapshot / relative}: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_manifest_table_outside_the_snapshot_is_refused(tmp_path: Path) -> None:
+    snapshot = _write(tmp_path)
+    manifest_path = snapshot / "manifest.json"
+    manifest_path.chmod(0o644)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["tables"]["visit"]["file"] = "../../elsewhere.parquet"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match="outside the snapshot directory"):
+        read_snapshot(snapshot)
