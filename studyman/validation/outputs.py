@@ -14,9 +14,12 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +27,8 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from studyman.errors import ValidationError
+from studyman.protocol.text_files import TextEncodingError, decode_utf8
 from studyman.validation.catalogue import CheckDefinition
 from studyman.validation.records import EVENT, REPEAT, text
 
@@ -274,13 +279,76 @@ def write_outputs(
 
 
 def read_listing(path: Path) -> pd.DataFrame:
-    """Read a coordinator's edited listing (``.xlsx``: every site sheet; ``.csv``)."""
+    """Read a coordinator's edited listing (``.xlsx``: every site sheet; ``.csv``).
+
+    A CSV is UTF-8 (a byte-order mark allowed) or, as Excel saves it on Windows, Windows-1252.
+
+    Raises
+    ------
+    ValidationError
+        The file cannot be read, is not a workbook / CSV table (damaged or truncated: the line is
+        named), is UTF-16 text, or has no sheet with a ``query_id`` column.
+    """
     if path.suffix.lower() == ".csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    sheets = pd.read_excel(path, sheet_name=None, dtype=str, engine="openpyxl")
+        return _read_listing_csv(path)
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, dtype=str, engine="openpyxl")
+    except OSError as error:
+        raise ValidationError(f"{path}: cannot read the listing ({error.strerror})") from None
+    except (ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValidationError(
+            f"{path}: not a readable Excel workbook ({detail}); save it again as .xlsx"
+        ) from None
     frames = [
         frame for name, frame in sheets.items() if name != "summary" and "query_id" in frame.columns
     ]
     if not frames:
-        return pd.DataFrame(columns=["query_id", "response", "response_note"])
+        raise ValidationError(
+            f"{path}: no sheet has a query_id column (sheets: {', '.join(map(str, sheets))}); "
+            "expected the listing written by studyman validate"
+        )
     return pd.concat(frames, ignore_index=True).fillna("")
+
+
+def _read_listing_csv(path: Path) -> pd.DataFrame:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValidationError(f"{path}: cannot read the listing ({error.strerror})") from None
+    try:
+        text = decode_utf8(data)
+    except TextEncodingError as problem:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ValidationError(f"{path}: {problem}") from None
+        text = data.decode("cp1252", errors="replace")  # "CSV (Comma delimited)" from Excel
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    rows: list[list[str]] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise ValidationError(f"{path}: empty file: expected a listing with query_id, response")
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    raise ValidationError(
+                        f"{path}: line {start}: {len(row)} cells for {len(header)} columns; the "
+                        "file is damaged or truncated"
+                    )
+                rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise ValidationError(
+            f"{path}: line {start}: not a well-formed CSV row ({error}); the file is damaged or "
+            "truncated"
+        ) from None
+    if "query_id" not in header:
+        raise ValidationError(
+            f"{path}: line 1: no query_id column (found {', '.join(header)}); expected the "
+            "listing written by studyman validate"
+        )
+    return pd.DataFrame(rows, columns=pd.Index(header), dtype=object)
