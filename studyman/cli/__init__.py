@@ -1,7 +1,8 @@
 """The ``studyman`` command: a thin layer over the package.
 
 Each area registers its commands from its own module (``register(app)``), so the command tree
-is assembled here in one place. A :class:`~studyman.errors.StudymanError` is printed as one line
+is assembled here in one place. A :class:`~studyman.errors.StudymanError`, or an ``OSError`` about
+a named file (an output directory that cannot be created, a full disk), is printed as one line
 with exit code 2; anything else is a bug and keeps its traceback.
 """
 
@@ -63,6 +64,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
+    except OSError as error:
+        if error.filename is None:
+            raise  # not about a file: a bug, keep the traceback
+        # An output that cannot be written (directory not writable, a file where a directory
+        # should be, disk full) or an input that cannot be read: one line naming the file.
+        names = [str(name) for name in (error.filename, error.filename2) if name is not None]
+        typer.echo(f"error: {' -> '.join(names)}: {error.strerror or error}", err=True)
+        sys.exit(2)
     except Exception as error:  # click's own usage errors
         import click
 
