@@ -25,7 +25,7 @@ from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.models import AnalysisOutcome
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
-from studyman.sources.snapshot import parquet_bytes
+from studyman.sources.snapshot import parquet_bytes, write_bytes_atomic
 
 __all__ = ["write_outputs"]
 
@@ -95,9 +95,7 @@ class _Writer:
         self.written: dict[str, str] = {}
 
     def bytes(self, relative: str, data: bytes) -> None:
-        path = self.out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_bytes_atomic(self.out / relative, data)
         self.written[relative] = hashlib.sha256(data).hexdigest()
 
     def csv(self, relative: str, frame: pd.DataFrame) -> None:
@@ -471,10 +469,11 @@ def write_outputs(
     ``figures/*.svg``; ``report.html``; ``manifest.json`` (sha256 of every other file).
     """
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "manifest.json").is_file():
-        # An earlier run wrote here: remove its files so that none is left over from it.
-        for stale in _earlier_outputs(out):
-            stale.unlink()
+    # An earlier run wrote here. Its manifest goes first, so that until the new one is written
+    # last the directory is visibly incomplete; each file is replaced atomically, and the
+    # earlier files this run does not write again are removed before the new manifest.
+    earlier = _earlier_outputs(out) if (out / "manifest.json").is_file() else []
+    (out / "manifest.json").unlink(missing_ok=True)
     writer = _Writer(out, provenance)
     writer.json("provenance.json", provenance)
     adam_frames = {"adsl": adam.adsl, "adqs": adam.adqs, "adae": adam.adae}
@@ -529,6 +528,12 @@ def write_outputs(
     for name, data in figures.items():
         writer.bytes(f"figures/{name}", data)
     writer.bytes("report.html", _report_html(plan, run, provenance, figures, summary))
+    for stale in earlier:
+        if (
+            stale.name != "manifest.json"
+            and stale.relative_to(out).as_posix() not in writer.written
+        ):
+            stale.unlink(missing_ok=True)
     writer.json(
         "manifest.json", {"provenance": provenance, "files": dict(sorted(writer.written.items()))}
     )

@@ -53,6 +53,7 @@ __all__ = [
     "read_snapshot_file",
     "read_snapshot_tables",
     "verify_snapshot",
+    "write_bytes_atomic",
     "write_snapshot",
     "write_tidy_snapshot",
 ]
@@ -103,6 +104,38 @@ def parquet_bytes(
 def json_bytes(value: Any) -> bytes:
     """*value* as indented UTF-8 JSON with a final newline (the snapshot's JSON files)."""
     return (json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write *data* to *path* through a temporary file in the same directory and a rename.
+
+    A reader sees the old file or the new one, never a part; an interrupted write leaves at most
+    a hidden ``.<name>.*`` temporary file, removed when the failure is an exception. The parent
+    directory is created when missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 → the usual mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _read_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+#: Read once at import (reading it means setting it, which other threads would see).
+_UMASK = _read_umask()
 
 
 def _sha256(data: bytes) -> str:

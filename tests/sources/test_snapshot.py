@@ -161,3 +161,26 @@ def test_a_manifest_table_outside_the_snapshot_is_refused(tmp_path: Path) -> Non
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SnapshotError, match="outside the snapshot directory"):
         read_snapshot(snapshot)
+
+
+def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(
+    tmp_path: Path,
+) -> None:
+    from studyman.sources.snapshot import write_bytes_atomic
+
+    target = tmp_path / "results" / "summary.json"
+    write_bytes_atomic(target, b"old\n")
+    assert target.read_bytes() == b"old\n"
+    with pytest.raises(TypeError):
+        write_bytes_atomic(target, "not bytes")  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old\n"
+    assert [path.name for path in target.parent.iterdir()] == ["summary.json"]
+    write_bytes_atomic(target, b"new\n")
+    assert target.read_bytes() == b"new\n"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
