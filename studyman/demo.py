@@ -25,6 +25,7 @@ from studyman.protocol import Protocol, load_protocol
 from studyman.reporting.report import render_dsmb_report
 from studyman.sources.emulator import EmulatorServer
 from studyman.sources.pull import pull_snapshot
+from studyman.sources.snapshot import write_bytes_atomic
 from studyman.synthetic import generate_trial, write_trial
 from studyman.validation.run import validate_study
 
@@ -87,12 +88,13 @@ def _write_exports(url: str, token: str, protocol: Protocol, export_dir: Path) -
     project = redcap.Project(url, token)  # type: ignore[attr-defined]
     records_path = export_dir / "records.csv"
     records_text = project.export_records(format_type="csv", export_data_access_groups=True)
-    records_path.write_text(str(records_text), encoding="utf-8")
+    write_bytes_atomic(records_path, str(records_text).encode("utf-8"))
     dictionary_path = export_dir / "data_dictionary.csv"
     if protocol.redcap is None:
         raise ProtocolError("the protocol has no REDCap project loaded", file=protocol.source_file)
-    dictionary_path.write_text(
-        protocol.redcap.dictionary.to_csv_text(human_headers=True), encoding="utf-8"
+    write_bytes_atomic(
+        dictionary_path,
+        protocol.redcap.dictionary.to_csv_text(human_headers=True).encode("utf-8"),
     )
     return {"records export": records_path, "data dictionary": dictionary_path}
 
