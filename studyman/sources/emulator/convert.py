@@ -8,6 +8,7 @@ from studyman.sources.emulator.formats import to_csv
 from studyman.sources.emulator.odm import read_odm_file
 from studyman.sources.emulator.project_dir import write_project_dir
 from studyman.sources.emulator.store import ExportOptions, RecordStore
+from studyman.sources.snapshot import write_bytes_atomic
 
 __all__ = ["convert_odm"]
 
@@ -25,5 +26,5 @@ def convert_odm(odm: Path, directory: Path) -> list[Path]:
     options = ExportOptions(columns=tuple(store.columns), export_dags=True, survey_fields=True)
     header, rows = store.export_flat(options)
     if rows:
-        (directory / "records.csv").write_text(to_csv(header, rows), encoding="utf-8")
+        write_bytes_atomic(directory / "records.csv", to_csv(header, rows).encode("utf-8"))
     return sorted(p for p in directory.iterdir() if p.is_file())

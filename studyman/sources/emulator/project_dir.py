@@ -29,6 +29,7 @@ from studyman.sources.emulator.model import (
     RepeatingSetting,
     User,
 )
+from studyman.sources.snapshot import write_bytes_atomic
 
 __all__ = [
     "HUMAN_DICTIONARY_HEADERS",
@@ -356,11 +357,12 @@ def load_project_dir(directory: Path) -> Project:
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+    write_bytes_atomic(path, handle.getvalue().encode("utf-8"))
 
 
 def _rights_text(rights: Mapping[str, int]) -> str:
@@ -383,8 +385,9 @@ def write_project_dir(project: Project, directory: Path, *, with_tokens: bool = 
     directory.mkdir(parents=True, exist_ok=True)
     info = dict(project.info)
     info["redcap_version"] = project.redcap_version
-    (directory / "project.json").write_text(
-        json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    write_bytes_atomic(
+        directory / "project.json",
+        (json.dumps(info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     )
     _write_csv(
         directory / "data_dictionary.csv",
