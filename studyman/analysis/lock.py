@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from studyman.analysis.sap import Amendment, LoadedPlan, load_sap
 from studyman.errors import ProtocolError
 from studyman.protocol.text_files import TextEncodingError, decode_utf8
+from studyman.sources.snapshot import write_bytes_atomic
 
 __all__ = ["LockEntry", "LockFile", "PlanProvenance", "check_lock", "default_lock_path", "lock_sap"]
 
@@ -94,9 +95,7 @@ def _read_lock(lock_path: Path) -> LockFile:
 
 def _write_lock(lock_path: Path, lock: LockFile) -> None:
     text = json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    temporary = lock_path.with_name(lock_path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(lock_path)
+    write_bytes_atomic(lock_path, text.encode("utf-8"))
 
 
 def _amendment_for(loaded: LoadedPlan) -> Amendment | None:

@@ -22,8 +22,8 @@ def test_an_output_path_that_cannot_be_created_is_one_line_naming_it(
         main(["sap", "lock", "--sap", str(sap), "--lock", str(blocker / "sap.lock.json")])
     assert exited.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"error: {blocker / 'sap.lock.json'}")
-    assert "Not a directory" in error
+    assert error.startswith(f"error: {blocker}")
+    assert "Not a directory" in error or "File exists" in error
     assert "Traceback" not in error
     assert error.count("\n") == 1
     assert set(tmp_path.iterdir()) == {sap, blocker}  # nothing half-written left behind
