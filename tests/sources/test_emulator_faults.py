@@ -143,6 +143,33 @@ def test_control_file_replaces_the_plan_when_it_changes(
     assert export(server).status_code == 200
 
 
+def test_a_control_file_wrong_from_the_start_is_refused_naming_it(tmp_path: Path) -> None:
+    control = tmp_path / "faults.json"
+    control.write_text(json.dumps({"error_rate": 2}))
+    with pytest.raises(StudymanError, match="sum to at most 1"):
+        FaultInjector(control_file=control)
+    control.write_text(json.dumps({"error_rat": 0.5}))
+    with pytest.raises(StudymanError, match=f"{control}: unknown key"):
+        FaultInjector(control_file=control)
+
+
+def test_a_control_file_edited_wrongly_keeps_the_plan_in_force(
+    start_emulator: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    control = tmp_path / "faults.json"
+    control.write_text(json.dumps({"schedule": ["502"]}))
+    server = start_emulator(
+        Path(__file__).resolve().parents[1] / "data" / "redcap-projects" / "simple" / "project.xml",
+        tokens={FULL_TOKEN: "a"},
+        control_file=control,
+    )
+    control.write_text(json.dumps({"schedule": ["502"], "error_rate": 2.0}))
+    assert export(server).status_code == 502  # the plan in force, not a crashed handler
+    assert export(server).status_code == 200
+    assert "fault plan not changed" in caplog.text
+    assert "sum to at most 1" in caplog.text
+
+
 def test_unknown_fault_names_and_keys_are_refused() -> None:
     with pytest.raises(StudymanError, match="unknown fault 'boom'"):
         FaultPlan(schedule=("boom",))

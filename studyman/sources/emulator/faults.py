@@ -20,6 +20,7 @@ JSON or CSV with a 200 status.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from dataclasses import dataclass, fields
@@ -28,6 +29,8 @@ from pathlib import Path
 from studyman.errors import StudymanError
 
 __all__ = ["FAULT_NAMES", "FaultInjector", "FaultPlan"]
+
+_logger = logging.getLogger(__name__)
 
 FAULT_NAMES = ("ok", "500", "500html", "502", "504", "429", "timeout", "truncate", "cut")
 
@@ -121,6 +124,9 @@ class FaultInjector:
         self._control_file = Path(control_file) if control_file else None
         self._control_mtime: tuple[int, int] | None = None
         self._set(plan or FaultPlan())
+        # A control file that is wrong from the start is the caller's error, raised here (so
+        # `emulator serve --faults F` refuses it in one line); later edits are checked in draw.
+        self._reload()
 
     def _set(self, plan: FaultPlan) -> None:
         self.plan = plan
@@ -147,7 +153,12 @@ class FaultInjector:
         if mtime == self._control_mtime:
             return
         self._control_mtime = mtime
-        text = self._control_file.read_text(encoding="utf-8").strip()
+        try:
+            text = self._control_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise StudymanError(
+                f"{self._control_file}: cannot read the fault plan ({error})"
+            ) from None
         if not text:
             self._set(FaultPlan())
             return
@@ -164,7 +175,11 @@ class FaultInjector:
     def draw(self, content: str) -> tuple[str, FaultPlan]:
         """The fault for one call with this ``content`` (``"ok"``: none) and the plan in force."""
         with self._lock:
-            self._reload()
+            try:
+                self._reload()
+            except StudymanError as error:
+                # An edited control file that is wrong: keep the plan in force, say why once.
+                _logger.warning("emulator: fault plan not changed: %s", error)
             plan = self.plan
             if plan.contents and content not in plan.contents:
                 return "ok", plan
