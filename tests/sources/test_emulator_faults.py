@@ -146,7 +146,7 @@ def test_control_file_replaces_the_plan_when_it_changes(
 def test_a_control_file_wrong_from_the_start_is_refused_naming_it(tmp_path: Path) -> None:
     control = tmp_path / "faults.json"
     control.write_text(json.dumps({"error_rate": 2}))
-    with pytest.raises(StudymanError, match="sum to at most 1"):
+    with pytest.raises(StudymanError, match=f"{control}: fault rates .* sum to at most 1"):
         FaultInjector(control_file=control)
     control.write_text(json.dumps({"error_rat": 0.5}))
     with pytest.raises(StudymanError, match=f"{control}: unknown key"):

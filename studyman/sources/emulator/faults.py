@@ -112,7 +112,7 @@ class FaultPlan:
                 cleaned[key] = tuple(str(v) for v in value)
         try:
             return cls(**cleaned)  # type: ignore[arg-type]
-        except TypeError as error:
+        except (TypeError, StudymanError) as error:
             raise StudymanError(f"{source}: {error}") from None
 
 
