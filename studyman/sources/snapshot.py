@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from studyman.errors import SnapshotError
+from studyman.protocol.text_files import TextEncodingError, decode_utf8
 from studyman.sources.tidy import TidyTables
 
 __all__ = [
@@ -348,8 +349,10 @@ def _load_manifest(path: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise SnapshotError(f"{path} is not a snapshot: it has no {MANIFEST_NAME}")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        manifest = json.loads(decode_utf8(manifest_path.read_bytes()))
+    except TextEncodingError as problem:
+        raise SnapshotError(f"{manifest_path}: {problem}") from None
+    except json.JSONDecodeError as error:
         raise SnapshotError(f"{manifest_path}: not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise SnapshotError(f"{manifest_path}: no 'files' table of hashes")

@@ -184,3 +184,13 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+def test_a_manifest_saved_as_utf16_is_named_as_such(tmp_path: Path) -> None:
+    snapshot = _write(tmp_path)
+    manifest_path = snapshot / "manifest.json"
+    manifest_path.chmod(0o644)
+    manifest_path.write_bytes(manifest_path.read_text().encode("utf-16"))
+    with pytest.raises(SnapshotError, match="UTF-16 text") as caught:
+        verify_snapshot(snapshot)
+    assert str(caught.value).startswith(f"{manifest_path}: ")
