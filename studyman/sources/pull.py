@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +60,7 @@ from redcap.project import Project as _PyCapProject
 from redcap.request import _ContentConfig, _RCRequest
 
 from studyman import __version__
-from studyman.errors import SourceError
+from studyman.errors import SnapshotError, SourceError
 from studyman.protocol import Protocol
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
@@ -397,6 +398,15 @@ def pull_snapshot(
         raise SourceError("the REDCap API token is not 32 hexadecimal characters")
     if not url.endswith("/api/"):
         raise SourceError(f"the REDCap API URL must end in /api/ (got {_public_url(url)})")
+    # Where the snapshot goes is checked before the pull, not after minutes of it.
+    out_dir = Path(out_dir)
+    if name is not None and (out_dir / name).exists():
+        raise SnapshotError(
+            f"snapshot {out_dir / name} exists already; snapshots are never overwritten"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out_dir):
+        pass  # an OSError naming out_dir when it cannot be written to
     policy = _Policy(retries=retries, backoff=backoff, max_backoff=max_backoff)
     report = progress or (lambda _: None)
     local = threading.local()

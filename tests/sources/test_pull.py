@@ -13,7 +13,7 @@ import pytest
 from redcap.project import Project as PyCapProject
 
 from studyman.cli import main
-from studyman.errors import SourceError
+from studyman.errors import SnapshotError, SourceError
 from studyman.protocol import load_protocol, read_data_dictionary
 from studyman.sources.emulator import EmulatorServer, FaultPlan
 from studyman.sources.offline import import_snapshot
@@ -325,6 +325,21 @@ def test_token_file_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None
     folder.chmod(0o700)
     with pytest.raises(SourceError, match=r"cannot read it \(Is a directory\)"):
         read_token(folder)
+
+
+def test_an_unwritable_snapshots_directory_fails_before_any_request(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    # Port 9 (discard) refuses: had a request been made first, this would be a SourceError.
+    with pytest.raises((FileExistsError, NotADirectoryError)) as caught:
+        pull_snapshot(None, "http://127.0.0.1:9/api/", TOKEN, blocker / "snapshots", retries=0)
+    assert str(blocker) in str(caught.value.filename)
+
+
+def test_an_existing_snapshot_name_is_refused_before_any_request(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(SnapshotError, match="exists already"):
+        pull_snapshot(None, "http://127.0.0.1:9/api/", TOKEN, tmp_path, name="taken", retries=0)
 
 
 def test_missing_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
