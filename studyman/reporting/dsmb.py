@@ -229,6 +229,11 @@ def cut_tables(
     return result
 
 
+def _per_record(keys: pd.Series, lookup: pd.Series) -> pd.Series:
+    """*lookup* (indexed by record ID) aligned to *keys*; also for no rows, unlike ``map``."""
+    return pd.Series(lookup.reindex(keys.astype(str).to_numpy()).to_numpy(), index=keys.index)
+
+
 def _codes(series: pd.Series) -> pd.Series:
     """REDCap codes as text without a trailing ``.0``."""
     text = series.astype("string").str.strip()
@@ -1300,7 +1305,7 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
     rand = safety["rand_date"]
     rand.index = rand.index.astype(str)
     start = pd.to_datetime(frame[ae_spec.start_field])
-    frame = frame[(start >= frame[_KEY].astype(str).map(rand)).fillna(True).to_numpy()].copy()
+    frame = frame[(start >= _per_record(frame[_KEY], rand)).fillna(True).to_numpy()].copy()
     pts = {str(t.code): t.pt for t in ae_spec.coding_list}
     socs = {str(s.code): s.name for s in ae_spec.socs}
     frame["PT"] = _codes(frame[ae_spec.pt_field]).map(lambda c: pts.get(str(c), "Uncoded"))
@@ -1477,7 +1482,8 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     pt_worst["_sev"] = pt_worst["severity"].map(
         lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""
     )
-    pt_worst["_cell"] = pt_worst["PT"] + "\x1f" + pt_worst["_sev"]
+    # astype: with no events, map keeps the numeric dtype and the text join below would fail
+    pt_worst["_cell"] = pt_worst["PT"].astype(str) + "\x1f" + pt_worst["_sev"].astype(str)
     cell_tally = _tally(pt_worst, "_cell", groups)
     pt_sev_rows: list[list[str]] = []
     for pt in _order_by_total(_tally(pt_worst, "PT", groups)):
@@ -2092,7 +2098,7 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
     rand.index = rand.index.astype(str)
     start = pd.to_datetime(frame[spec.start_field])
     stop = pd.to_datetime(frame[spec.stop_field])
-    rdate = frame[_KEY].astype(str).map(rand)
+    rdate = _per_record(frame[_KEY], rand)
     ongoing = (_codes(frame[spec.ongoing_field]) == "1").fillna(False)
     on_study = (ongoing | (stop >= rdate).fillna(False)).to_numpy()
     started_after = (start > rdate).fillna(False).to_numpy()

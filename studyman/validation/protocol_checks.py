@@ -128,6 +128,8 @@ class StudyView:
 
     def per_row(self, lookup: pd.Series) -> pd.Series:
         """The participant-level *lookup* aligned to every record row."""
+        if len(self.ids) == 0:  # pandas cannot map an empty object Series onto dates
+            return pd.Series([], dtype=lookup.dtype)
         return pd.Series(self.ids, dtype=object).map(lookup)
 
     @cached_property
