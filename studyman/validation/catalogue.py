@@ -477,6 +477,21 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         deviation="Study treatment administration",
     ),
     _c(
+        "ARM-LIST-MISSING",
+        "major",
+        "Randomised in the snapshot but without an arm in the randomisation list (the arm "
+        "checks could not run for this participant)",
+        "protocol: randomization.randomized_field; arms.field",
+        needs_arm=True,
+    ),
+    _c(
+        "ARM-LIST-UNKNOWN",
+        "major",
+        "In the randomisation list but not a record of the snapshot",
+        "protocol: arms.field",
+        needs_arm=True,
+    ),
+    _c(
         "ARM-STRATUM",
         "major",
         "Randomisation stratum differs from the stratum derived from site and baseline HAM-D",

@@ -1435,6 +1435,30 @@ def _arm_checks(view: StudyView, out: _Emitter) -> None:
     if arms is None:
         return
     protocol = view.protocol
+    listed = {str(record_id) for record_id in arms.index}
+    randomized = view.randomized
+    without_arm = sorted(
+        str(rid) for rid in randomized.index[randomized.to_numpy()] if str(rid) not in listed
+    )
+    out.participants(
+        "ARM-LIST-MISSING",
+        without_arm,
+        event=view.randomization_event,
+        instrument=protocol.arms.form,
+        field=protocol.arms.field,
+        messages="Randomised, but the randomisation list gives no arm for this participant",
+    )
+    in_snapshot = {str(rid) for rid in view.ids}
+    unknown = sorted(rid for rid in listed if rid not in in_snapshot)
+    out.participants(
+        "ARM-LIST-UNKNOWN",
+        unknown,
+        event=view.randomization_event,
+        instrument=protocol.arms.form,
+        field=protocol.arms.field,
+        values=[str(arms[rid]) for rid in unknown],
+        messages="Listed in the randomisation list, but not a record of the snapshot",
+    )
     no_adjunct = {str(arm.code) for arm in protocol.arms.items if not arm.receives_adjunct}
     dosing_forms = [
         form for form in protocol.blinding.unblinded_forms if form != protocol.arms.form

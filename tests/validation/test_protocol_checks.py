@@ -360,3 +360,27 @@ def test_low_cbt_adherence_is_a_review_finding() -> None:
     found = _at(_findings(records), "ADH-CBT", record)
     assert list(found["value"]) == [str(attended)]
     assert set(found["severity"]) == {"minor"}
+
+
+def test_randomisation_list_is_reconciled_with_the_snapshot_when_unblinded() -> None:
+    records = _records()
+    protocol, dictionary = _study()
+    full = _clean()[1]
+    assert (
+        run_checks(records, protocol, dictionary, randomization=full)
+        .findings["check_id"]
+        .str.startswith("ARM-LIST")
+        .sum()
+        == 0
+    )  # a clean trial reconciles
+    dropped = str(full["record_id"].iloc[0])
+    stranger = full.iloc[[1]].assign(record_id="S99-9999")
+    edited = pd.concat([full.iloc[1:], stranger], ignore_index=True)
+    found = run_checks(records, protocol, dictionary, randomization=edited).findings
+    missing = found[found["check_id"] == "ARM-LIST-MISSING"]
+    assert list(missing["record_id"]) == [dropped]
+    unknown = found[found["check_id"] == "ARM-LIST-UNKNOWN"]
+    assert list(unknown["record_id"]) == ["S99-9999"]
+    assert set(unknown["severity"]) == {"major"}
+    # a blinded run never reconciles (it has no list)
+    assert not _findings(records)["check_id"].str.startswith("ARM-LIST").any()
