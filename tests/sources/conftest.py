@@ -66,23 +66,3 @@ def simple_server(start_emulator: Callable[..., EmulatorServer]) -> EmulatorServ
 def longitudinal_server(start_emulator: Callable[..., EmulatorServer]) -> EmulatorServer:
     """The ``longitudinal`` fixture project (two arms) with a full-rights token."""
     return start_emulator(PROJECTS / "longitudinal" / "project.xml", tokens={FULL_TOKEN: "tester"})
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Count the REDCap fixture projects that passed every round-trip check (issue 7)."""
-    outcomes: dict[str, set[str]] = {}
-    for outcome in ("passed", "failed", "error", "skipped"):
-        for report in terminalreporter.stats.get(outcome, []):
-            nodeid = getattr(report, "nodeid", "")
-            if "test_conformance_projects.py" not in nodeid or "[" not in nodeid:
-                continue
-            if getattr(report, "when", "call") != "call" and outcome == "passed":
-                continue
-            project = nodeid.rsplit("[", 1)[1].rstrip("]")
-            outcomes.setdefault(project, set()).add(outcome)
-    if outcomes:
-        clean = sorted(p for p, seen in outcomes.items() if seen == {"passed"})
-        terminalreporter.write_line(
-            f"REDCap conformance: {len(clean)} of {len(outcomes)} fixture projects pass every "
-            "round-trip check (records, metadata, events/arms, labels, EAV)"
-        )
