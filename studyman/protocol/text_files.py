@@ -8,11 +8,15 @@ One place for what every reader of a hand-edited file needs:
   :class:`~studyman.errors.ProtocolError` naming the file, the line and column and what was
   expected for a syntax error, a key given twice in one mapping (YAML's own rule, which PyYAML
   does not enforce: the last value would silently win) or a recursive alias; dates stay text so
-  that the model that reads them can name the key of an impossible date.
+  that the model that reads them can name the key of an impossible date;
+* :func:`parse_csv_table` reads a small CSV table strictly, naming the line of a damaged or
+  truncated row.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,14 @@ import yaml
 
 from studyman.errors import ProtocolError
 
-__all__ = ["TextEncodingError", "decode_utf8", "parse_yaml", "read_yaml"]
+__all__ = [
+    "CsvTableError",
+    "TextEncodingError",
+    "decode_utf8",
+    "parse_csv_table",
+    "parse_yaml",
+    "read_yaml",
+]
 
 _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 
@@ -165,3 +176,52 @@ def _contains(outer: yaml.Node, target: yaml.Node, visited: set[int]) -> bool:
     elif isinstance(outer, yaml.SequenceNode):
         children = list(outer.value)
     return any(child is target or _contains(child, target, visited) for child in children)
+
+
+class CsvTableError(ValueError):
+    """A CSV text that is not a well-formed table; the message names the line (no file name)."""
+
+
+def parse_csv_table(text: str, *, expected: str) -> tuple[list[str], list[list[str]]]:
+    """The header and the rows of a CSV table, every row with one cell per header column.
+
+    Parameters
+    ----------
+    text
+        The decoded CSV text.
+    expected
+        What the header should hold, for the message about an empty file.
+
+    Returns
+    -------
+    tuple
+        The header cells and the non-blank rows (blank rows are skipped).
+
+    Raises
+    ------
+    CsvTableError
+        The text is empty, a row has more or fewer cells than the header, or a row is not
+        well-formed CSV (a quote left open: a truncated file); the message names the line.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise CsvTableError(f"empty file: expected a header ({expected})")
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                if len(row) != len(header):
+                    raise CsvTableError(
+                        f"line {start}: {len(row)} cells for {len(header)} columns; "
+                        "the file is damaged or truncated"
+                    )
+                rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise CsvTableError(
+            f"line {start}: not a well-formed CSV row ({error}); the file is damaged or truncated"
+        ) from None
+    return header, rows

@@ -12,14 +12,17 @@ names are returned exactly as written in the file.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import pandas as pd
 
 from studyman.errors import SourceError
-from studyman.protocol.text_files import TextEncodingError, decode_utf8
+from studyman.protocol.text_files import (
+    CsvTableError,
+    TextEncodingError,
+    decode_utf8,
+    parse_csv_table,
+)
 
 __all__ = [
     "ARM_COLUMNS",
@@ -126,28 +129,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
         ) from None
     except TextEncodingError as problem:
         raise SourceError(f"{path}: not a readable randomisation list: {problem}") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    rows: list[list[str]] = []
-    start = 1
     try:
-        header = next(reader, None)
-        if header is None:
-            raise SourceError(f"{path}: empty file: expected a header (record_id, rand_arm, ...)")
-        start = reader.line_num + 1
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                if len(row) != len(header):
-                    raise SourceError(
-                        f"{path}: line {start}: {len(row)} cells for {len(header)} columns; "
-                        "the file is damaged or truncated"
-                    )
-                rows.append(row)
-            start = reader.line_num + 1
-    except csv.Error as error:
-        raise SourceError(
-            f"{path}: line {start}: not a well-formed CSV row ({error}); the file is damaged or "
-            "truncated"
-        ) from None
+        header, rows = parse_csv_table(text, expected="record_id, rand_arm, ...")
+    except CsvTableError as problem:
+        raise SourceError(f"{path}: {problem}") from None
     # repeated column names are kept: the caller names them
     return pd.DataFrame(rows, columns=pd.Index([str(c) for c in header]), dtype=object)
 

@@ -14,9 +14,7 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import os
 import tempfile
 import zipfile
@@ -28,7 +26,12 @@ import numpy as np
 import pandas as pd
 
 from studyman.errors import ValidationError
-from studyman.protocol.text_files import TextEncodingError, decode_utf8
+from studyman.protocol.text_files import (
+    CsvTableError,
+    TextEncodingError,
+    decode_utf8,
+    parse_csv_table,
+)
 from studyman.validation.catalogue import CheckDefinition
 from studyman.validation.records import EVENT, REPEAT, text
 
@@ -324,28 +327,10 @@ def _read_listing_csv(path: Path) -> pd.DataFrame:
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise ValidationError(f"{path}: {problem}") from None
         text = data.decode("cp1252", errors="replace")  # "CSV (Comma delimited)" from Excel
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    start = 1
-    rows: list[list[str]] = []
     try:
-        header = next(reader, None)
-        if header is None:
-            raise ValidationError(f"{path}: empty file: expected a listing with query_id, response")
-        start = reader.line_num + 1
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                if len(row) != len(header):
-                    raise ValidationError(
-                        f"{path}: line {start}: {len(row)} cells for {len(header)} columns; the "
-                        "file is damaged or truncated"
-                    )
-                rows.append(row)
-            start = reader.line_num + 1
-    except csv.Error as error:
-        raise ValidationError(
-            f"{path}: line {start}: not a well-formed CSV row ({error}); the file is damaged or "
-            "truncated"
-        ) from None
+        header, rows = parse_csv_table(text, expected="a listing with query_id, response")
+    except CsvTableError as problem:
+        raise ValidationError(f"{path}: {problem}") from None
     if "query_id" not in header:
         raise ValidationError(
             f"{path}: line 1: no query_id column (found {', '.join(header)}); expected the "

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from studyman.errors import ProtocolError
-from studyman.protocol.text_files import TextEncodingError, decode_utf8, parse_yaml, read_yaml
+from studyman.protocol.text_files import (
+    CsvTableError,
+    TextEncodingError,
+    decode_utf8,
+    parse_csv_table,
+    parse_yaml,
+    read_yaml,
+)
 
 
 def test_utf8_with_and_without_byte_order_mark_decodes_to_the_same_text() -> None:
@@ -67,3 +74,15 @@ def test_read_yaml_names_the_file_of_latin1_text(tmp_path: Path) -> None:
     with pytest.raises(ProtocolError, match=r"not UTF-8 text \(line 1, byte 0xe9\)") as caught:
         read_yaml(path, what="plan")
     assert caught.value.file == str(path)
+
+
+def test_csv_table_keeps_rows_skips_blank_ones_and_names_a_damaged_line() -> None:
+    header, rows = parse_csv_table("id,arm\nS1,1\n\nS2,2\n", expected="id, arm")
+    assert header == ["id", "arm"]
+    assert rows == [["S1", "1"], ["S2", "2"]]
+    with pytest.raises(CsvTableError, match=r"^line 3: 1 cells for 2 columns"):
+        parse_csv_table("id,arm\nS1,1\nS2\n", expected="id, arm")
+    with pytest.raises(CsvTableError, match=r"^line 3: not a well-formed CSV row"):
+        parse_csv_table('id,arm\nS1,1\nS2,"2\n', expected="id, arm")
+    with pytest.raises(CsvTableError, match=r"^empty file: expected a header \(id, arm\)"):
+        parse_csv_table("", expected="id, arm")
