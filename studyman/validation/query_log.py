@@ -169,6 +169,18 @@ class QueryLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._connection = sqlite3.connect(self.path, isolation_level=None)
             self._connection.execute("PRAGMA foreign_keys = ON")
+            tables = {
+                str(row[0])
+                for row in self._connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            } - {"sqlite_sequence"}
+            if tables and not {"queries", "history"} <= tables:
+                self._connection.close()
+                raise ValidationError(
+                    f"{self.path}: not a studyman query log (it holds the tables "
+                    f"{', '.join(sorted(tables))}); give a new file or an existing query log"
+                )
             self._connection.executescript(_SCHEMA)
         except sqlite3.Error as error:
             raise ValidationError(f"{self.path}: cannot open the query log ({error})") from error

@@ -189,3 +189,18 @@ def test_import_applies_each_response_once_and_all_or_nothing(tmp_path: Path) ->
     assert statuses[ids[0]] == "answered"
     assert responses[ids[0]] == "data_missing"  # the failed import applied nothing
     assert statuses[ids[1]] == "open"
+
+
+def test_another_programs_database_is_refused_and_left_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE patients (id TEXT)")
+    with pytest.raises(ValidationError, match=r"not a studyman query log .*patients") as caught:
+        QueryLog(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    with sqlite3.connect(path) as connection:
+        names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master")]
+    assert names == ["patients"]
+    # an empty file and an existing log still open
+    QueryLog(tmp_path / "new.sqlite").close()
+    QueryLog(tmp_path / "new.sqlite").close()
