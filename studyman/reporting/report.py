@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -45,6 +43,7 @@ from studyman.sources.snapshot import (
     read_snapshot_file,
     read_snapshot_tables,
     verify_snapshot,
+    write_bytes_atomic,
 )
 
 __all__ = [
@@ -144,18 +143,6 @@ def _read_tables(
 ) -> dict[str, pd.DataFrame]:
     # the skipped (unblinded) tables are never opened
     return read_snapshot_tables(path, manifest, skip)
-
-
-def _write_atomic(target: Path, data: bytes, mode: int) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _first_ids(ids: Sequence[str]) -> str:
@@ -331,7 +318,7 @@ def render_dsmb_report(
     mode = 0o600 if session == "closed" else 0o644
     stem = f"dsmb-{session}-{cut.isoformat()}"
     html_path = out_dir / f"{stem}.html"
-    _write_atomic(html_path, html.encode("utf-8"), mode)
+    write_bytes_atomic(html_path, html.encode("utf-8"), mode=mode)
     pdf_path: Path | None = None
     if pdf:
         from studyman.reporting.pdf import html_to_pdf
@@ -344,7 +331,7 @@ def render_dsmb_report(
             created=cut,
         )
         pdf_path = out_dir / f"{stem}.pdf"
-        _write_atomic(pdf_path, data, mode)
+        write_bytes_atomic(pdf_path, data, mode=mode)
     subjects = inputs.subjects()
     return DsmbReport(
         html=html_path,

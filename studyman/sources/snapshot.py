@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,26 +107,38 @@ def json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write *data* to *path* through a temporary file in the same directory and a rename.
+def write_file_atomic(
+    path: Path, write: Callable[[Path], None], *, mode: int | None = None
+) -> None:
+    """Have *write* fill a temporary file in *path*'s directory, then rename it to *path*.
 
     A reader sees the old file or the new one, never a part; an interrupted write leaves at most
     a hidden ``.<name>.*`` temporary file, removed when the failure is an exception. The parent
-    directory is created when missing.
+    directory is created when missing. *mode* sets the file's permissions (``0o600`` for what only
+    its owner may read); by default the usual mode under the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
+        write(Path(temporary))
+        with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp's 0600 → the usual mode
+        os.chmod(temporary, (0o666 & ~_UMASK) if mode is None else mode)  # mkstemp made 0600
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write *data* to *path* atomically (see :func:`write_file_atomic`)."""
+
+    def write(temporary: Path) -> None:
+        temporary.write_bytes(data)
+
+    write_file_atomic(path, write, mode=mode)
 
 
 def _read_umask() -> int:

@@ -15,8 +15,6 @@ Files are written to a temporary name and renamed, so a reader never sees half a
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +30,7 @@ from studyman.protocol.text_files import (
     decode_utf8,
     parse_csv_table,
 )
+from studyman.sources.snapshot import write_file_atomic
 from studyman.validation.catalogue import CheckDefinition
 from studyman.validation.records import EVENT, REPEAT, text
 
@@ -59,15 +58,8 @@ _OPEN: Final = ("open", "answered", "reopened")
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # listings carry participant data: readable by their owner only
+    write_file_atomic(path, write, mode=0o600)
 
 
 def deviation_log(
