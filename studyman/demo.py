@@ -137,9 +137,13 @@ def run_demo(
 
     say("generating synthetic participants")
     trial = generate_trial(protocol, n_participants=n_participants, seed=seed)
+    # the generated trial holds the allocation too: both folders are for their owner only
+    (out_dir / "generated").mkdir(exist_ok=True)
+    (out_dir / "generated").chmod(0o700)
     generated = write_trial(trial, out_dir / "generated")
     unblinded_dir = out_dir / "unblinded"
     unblinded_dir.mkdir(exist_ok=True)
+    unblinded_dir.chmod(0o700)
     randomization = unblinded_dir / "randomization.csv"
     shutil.copyfile(generated["randomization"], randomization)
     outputs["randomization list (unblinded)"] = randomization

@@ -95,7 +95,9 @@ class _Writer:
         self.written: dict[str, str] = {}
 
     def bytes(self, relative: str, data: bytes) -> None:
-        write_bytes_atomic(self.out / relative, data)
+        # participant-level data, and the arms in an unblinded run: readable by the owner only,
+        # as the closed DSMB report
+        write_bytes_atomic(self.out / relative, data, mode=0o600)
         self.written[relative] = hashlib.sha256(data).hexdigest()
 
     def csv(self, relative: str, frame: pd.DataFrame) -> None:

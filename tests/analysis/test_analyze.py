@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import stat
 from pathlib import Path
 
 import pandas as pd
@@ -106,6 +107,8 @@ def test_analyze_writes_every_output_and_reruns_byte_identical(
         "figures/ae_dotplot.svg",
     ):
         assert (analyzed.out / relative).is_file(), relative
+        # participant-level (and here unblinded) data: owner-only, as the closed DSMB report
+        assert stat.S_IMODE((analyzed.out / relative).stat().st_mode) == 0o600, relative
     # The rerun goes through two local processes: same files whichever executor runs it.
     executor = ProcessExecutor(workers=2)
     try:
