@@ -235,6 +235,49 @@ class MMRMResult:
         """The (restricted) log-likelihood, ``-deviance / 2``."""
         return -0.5 * self.deviance
 
+    def __repr__(self) -> str:
+        return (
+            f"<MMRMResult {self.formula!r}: {self.covariance_structure}, "
+            f"{self.method.upper()}, {self.df_method} df, {self.vcov} covariance; "
+            f"{self.n_subjects} subjects, {self.n_observations} observations; "
+            f"-2 log L {self.deviance:.4f}>"
+        )
+
+    def summary(self) -> str:
+        """A plain-text report in the order of SAS PROC MIXED's listing.
+
+        Model information, fit statistics, covariance parameter estimates, the fixed-effect
+        solution and the Type III tests, each with the method that produced it.
+        """
+        likelihood = "-2 Res Log Likelihood" if self.method == "reml" else "-2 Log Likelihood"
+        lines = [
+            f"MMRM  {self.formula}",
+            f"Subject {self.subject}, visit {self.visit}"
+            + (f", a covariance matrix per {self.group}" if self.group else ""),
+            f"Covariance structure   {self.covariance_structure}"
+            + (f" (fallback: {self.fallback_reason})" if self.fallback_reason else ""),
+            f"Estimation             {self.method.upper()}, Newton-Raphson, "
+            f"{self.iterations} iterations, converged",
+            f"Degrees of freedom     {self.df_method}",
+            f"Fixed-effect SEs       {self.vcov}",
+            f"Subjects {self.n_subjects}, observations used {self.n_observations}, "
+            f"rows dropped (missing outcome or covariate) {self.n_dropped}",
+            "",
+            f"{likelihood:<24}{self.deviance:.4f}",
+            f"{'AIC':<24}{self.aic:.4f}",
+            f"{'BIC':<24}{self.bic:.4f}",
+            "",
+            "Covariance parameter estimates",
+            self.covariance_parameters.to_string(float_format=lambda v: f"{v:.6g}"),
+            "",
+            "Solution for fixed effects",
+            self.coefficients.to_string(float_format=lambda v: f"{v:.6g}"),
+            "",
+            "Type III tests of fixed effects",
+            self.type3_tests().to_string(index=False, float_format=lambda v: f"{v:.6g}"),
+        ]
+        return "\n".join(lines)
+
     def coefficient_covariance(self) -> pd.DataFrame:
         """Covariance matrix of the fixed-effect estimates behind every SE and test (SAS COVB).
 

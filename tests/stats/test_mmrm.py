@@ -393,3 +393,21 @@ def test_type3_test_of_a_covariate_is_its_slope_and_averages_interacting_slopes(
     assert tests.loc["FEV1_BL", "num_df"] == 1
     assert tests.loc["FEV1_BL", "f_value"] == pytest.approx(average_slope["t_value"] ** 2, rel=1e-8)
     assert tests.loc["FEV1_BL:AVISIT", "num_df"] == 3
+
+
+def test_summary_lists_fit_statistics_parameters_solution_and_type3(
+    fev_satterthwaite: MMRMResult,
+) -> None:
+    text = fev_satterthwaite.summary()
+    assert f"-2 Res Log Likelihood   {fev_satterthwaite.deviance:.4f}" in text
+    assert "Degrees of freedom     satterthwaite" in text
+    for name in fev_satterthwaite.covariance_parameters.index:
+        assert name in text
+    for term in fev_satterthwaite.coefficients.index:
+        assert term in text
+    for term in fev_satterthwaite.type3_tests()["term"]:
+        assert term in text
+    line = repr(fev_satterthwaite)
+    assert "\n" not in line
+    assert fev_satterthwaite.formula in line
+    assert f"{fev_satterthwaite.n_subjects} subjects" in line
