@@ -257,6 +257,11 @@ def render_dsmb_report(
 
         with QueryLog(query_log) as log:
             queries = log.queries(as_of=f"{cut.isoformat()}T23:59:59+00:00")
+        if session == "open":
+            from studyman.validation.run import blinded_queries
+
+            # the log may also hold an unblinded run's queries: none of them reach this session
+            queries = blinded_queries(queries, protocol)
     uncut_ids = {
         str(v) for frame in tables.values() if _KEY in frame.columns for v in frame[_KEY].dropna()
     }

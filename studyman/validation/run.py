@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.protocol.models import Protocol
 from studyman.sources.randomization import read_randomization_list
 from studyman.validation.catalogue import CATALOGUE
 from studyman.validation.custom import CustomCheck, load_custom_checks
@@ -31,6 +32,7 @@ from studyman.validation.records import (
 __all__ = [
     "QUERY_LOG_NAME",
     "ValidationRunReport",
+    "blinded_queries",
     "custom_checks_for",
     "dictionary_for",
     "read_flat_records",
@@ -151,6 +153,19 @@ def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.
     return frame.drop(columns=clashing).rename(columns=renamed)
 
 
+def blinded_queries(queries: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """The queries a blinded reader may see: none from a check that needs the arm, none on an
+    unblinded form.
+
+    A query log may be shared by blinded and unblinded runs; blinded listings and the DSMB open
+    report read it through this filter so that no allocation reaches them.
+    """
+    arm_checks = [check.check_id for check in CATALOGUE if check.needs_arm]
+    hidden = list(protocol.blinding.unblinded_forms)
+    keep = ~queries["check_id"].isin(arm_checks) & ~queries["instrument"].isin(hidden)
+    return queries[keep].reset_index(drop=True)
+
+
 def validate_study(
     protocol: Any,
     source: Path,
@@ -230,11 +245,7 @@ def validate_study(
         )
         queries = log.queries(as_of=stamp)
     if not result.unblinded:
-        # a log shared with unblinded runs must not leak arms into a blinded listing
-        arm_checks = {check.check_id for check in CATALOGUE if check.needs_arm}
-        queries = queries[
-            ~queries["check_id"].isin(list(arm_checks)) & ~queries["instrument"].isin(list(hidden))
-        ].reset_index(drop=True)
+        queries = blinded_queries(queries, protocol)
     deviations = deviation_log(result.findings, result.checks, records, protocol)
     files = write_outputs(
         out_dir,

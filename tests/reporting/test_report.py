@@ -330,6 +330,43 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
     assert [site for site, _ in rows] == ["S01", "S03"]
 
 
+def test_open_report_leaves_out_the_unblinded_runs_queries_of_a_shared_log(
+    study: Study, tmp_path: Path
+) -> None:
+    def finding(check: str, record: str, instrument: str) -> dict[str, str]:
+        return {
+            "check_id": check, "severity": "major", "message": "m", "record_id": record,
+            "event": "week_1_arm_1", "instrument": instrument, "instance": "", "field": "f",
+            "value": "1", "source": "", "site": record.split("-")[0],
+        }  # fmt: skip
+
+    dosing = next(
+        form for form in study.protocol.blinding.unblinded_forms if form != study.protocol.arms.form
+    )
+    findings = pd.DataFrame(
+        [
+            finding("DQ-X", "S01-0001", "vital_signs"),
+            finding("ARM-ADJUNCT-WRONG-ARM", "S01-0002", dosing),  # unblinded run: needs the arm
+            finding("DQ-Y", "S03-0001", dosing),  # unblinded run: on an unblinded form
+        ]
+    )
+    log_path = tmp_path / "queries.sqlite"
+    with QueryLog(log_path) as log:
+        log.sync(
+            findings, checks_run={"DQ-X", "DQ-Y", "ARM-ADJUNCT-WRONG-ARM"},
+            at="2026-08-01T00:00:00Z",
+        )  # fmt: skip
+    report = render_dsmb_report(
+        study.protocol, study.snapshot, tmp_path / "out", session="open", query_log=log_path,
+        pdf=False,
+    )  # fmt: skip
+    html = _html_text(report.html)
+    assert "1 queries open" in html
+    table = html[html.index("Open queries by site and age") :]
+    table = table[: table.index("</table>")]
+    assert [site for site, _ in re.findall(r"<tr><td>(S0\d)</td>(.*?)</tr>", table)] == ["S01"]
+
+
 def _writable_copy(snapshot: Path, target: Path) -> dict[str, Any]:
     shutil.copytree(snapshot, target)
     for path in target.rglob("*"):
