@@ -127,10 +127,11 @@ class StudyView:
         return pd.Series(_dates(series.to_numpy()).to_numpy(), index=series.index)
 
     def per_row(self, lookup: pd.Series) -> pd.Series:
-        """The participant-level *lookup* aligned to every record row."""
-        if len(self.ids) == 0:  # pandas cannot map an empty object Series onto dates
-            return pd.Series([], dtype=lookup.dtype)
-        return pd.Series(self.ids, dtype=object).map(lookup)
+        """The participant-level *lookup* aligned to every record row (``NaN``/``NaT`` if absent).
+
+        ``reindex`` rather than ``map``: pandas cannot map an empty object Series onto dates.
+        """
+        return pd.Series(lookup.reindex(self.ids).to_numpy())
 
     @cached_property
     def consent(self) -> pd.Series:
