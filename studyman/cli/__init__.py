@@ -73,23 +73,16 @@ def main(argv: list[str] | None = None) -> Any:
         typer.echo(f"error: {' -> '.join(names)}: {error.strerror or error}", err=True)
         sys.exit(2)
     except Exception as error:  # click's own usage errors
-        if isinstance(error, _usage_errors()):
+        if isinstance(error, _USAGE_ERRORS):
             error.show()  # type: ignore[attr-defined]
             sys.exit(error.exit_code)  # type: ignore[attr-defined]
-        if isinstance(error, _aborts()):
+        if isinstance(error, typer.Abort):
             sys.exit(1)
         raise
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    """Click's usage-error base class, and typer's vendored copy of it (typer >= 0.2x)."""
-    import click
-
-    vendored = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
-    return (click.ClickException, *vendored)
-
-
-def _aborts() -> tuple[type[BaseException], ...]:
-    import click
-
-    return (click.exceptions.Abort, typer.Abort)
+#: Click's usage-error base class as typer raises it: click's own, or the copy typer >= 0.2x
+#: bundles (typer.BadParameter derives from whichever typer uses).
+_USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
