@@ -52,6 +52,21 @@ class Pattern:
         return self.a3.reshape(size * size, -1)
 
 
+def missingness_patterns(
+    subject_codes: IntArray, visit_codes: IntArray, subject_groups: IntArray, n_visits: int
+) -> tuple[npt.NDArray[np.bool_], IntArray, IntArray]:
+    """Subjects' observed visits, the distinct (group, observed visits) keys, each subject's key.
+
+    Returns ``observed`` (subjects x visits), ``keys`` (one row per pattern: the group, then one
+    0/1 column per visit, in sorted order) and the pattern index of every subject.
+    """
+    observed = np.zeros((subject_groups.size, n_visits), dtype=bool)
+    observed[subject_codes, visit_codes] = True
+    keys = np.column_stack([subject_groups, observed.astype(np.int64)])
+    unique_keys, pattern_of_subject = np.unique(keys, axis=0, return_inverse=True)
+    return observed, unique_keys, pattern_of_subject.ravel()
+
+
 def build_patterns(
     x: FloatArray,
     y: FloatArray,
@@ -61,12 +76,9 @@ def build_patterns(
     n_visits: int,
 ) -> list[Pattern]:
     """Group subjects by (covariance group, observed visits) and form the per-pattern sums."""
-    n_subjects = subject_groups.size
-    observed = np.zeros((n_subjects, n_visits), dtype=bool)
-    observed[subject_codes, visit_codes] = True
-    keys = np.column_stack([subject_groups, observed.astype(np.int64)])
-    _, pattern_of_subject = np.unique(keys, axis=0, return_inverse=True)
-    pattern_of_subject = pattern_of_subject.ravel()
+    observed, _, pattern_of_subject = missingness_patterns(
+        subject_codes, visit_codes, subject_groups, n_visits
+    )
     order = np.lexsort((visit_codes, subject_codes, pattern_of_subject[subject_codes]))
     row_pattern = pattern_of_subject[subject_codes][order]
     bounds = np.flatnonzero(np.diff(row_pattern)) + 1
@@ -545,10 +557,9 @@ def empirical_meat(
     n_subjects = subject_groups.size
     n_visits = sigmas[0].shape[0]
     p = x.shape[1]
-    observed = np.zeros((n_subjects, n_visits), dtype=bool)
-    observed[subject_codes, visit_codes] = True
-    keys = np.column_stack([subject_groups, observed.astype(np.int64)])
-    unique_keys, pattern_of_subject = np.unique(keys, axis=0, return_inverse=True)
+    _, unique_keys, pattern_of_subject = missingness_patterns(
+        subject_codes, visit_codes, subject_groups, n_visits
+    )
     w_full = np.zeros((unique_keys.shape[0], n_visits, n_visits))
     sizes = unique_keys[:, 1:].sum(axis=1)
     for size in np.unique(sizes):
@@ -562,6 +573,6 @@ def empirical_meat(
     x_wide[subject_codes, visit_codes] = x
     r_wide = np.zeros((n_subjects, n_visits))
     r_wide[subject_codes, visit_codes] = residuals
-    weighted = np.einsum("sij,sj->si", w_full[pattern_of_subject.ravel()], r_wide)
+    weighted = np.einsum("sij,sj->si", w_full[pattern_of_subject], r_wide)
     scores = np.einsum("sip,si->sp", x_wide, weighted)
     return np.asarray(scores.T @ scores, dtype=np.float64)
