@@ -21,6 +21,7 @@ Notes
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "CLOCK_STATUSES",
     "ClockStatus",
     "clock_applies",
+    "clock_reading_time",
     "clock_report_field",
     "clock_start",
     "clock_status",
@@ -116,6 +118,11 @@ def clock_applies(
     else:
         chosen = susar & ~grave
     return chosen
+
+
+def clock_reading_time(data_cut: date) -> pd.Timestamp:
+    """When the clocks are read: the end of the data-cut day (midnight after it)."""
+    return pd.Timestamp(data_cut) + pd.Timedelta(days=1)
 
 
 def clock_start(aware: pd.Series, onset: pd.Series, serious: np.ndarray) -> pd.Series:

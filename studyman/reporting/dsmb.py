@@ -30,6 +30,7 @@ import pandas as pd
 from studyman.errors import SnapshotError
 from studyman.protocol.clocks import (
     clock_applies,
+    clock_reading_time,
     clock_report_field,
     clock_start,
     clock_status,
@@ -2163,7 +2164,7 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
     events = _adverse_events_or_unavailable(inputs, "timeliness", "SAE reporting timeliness")
     if isinstance(events, Section):
         return events
-    as_of = pd.Timestamp(inputs.cutoff) + pd.Timedelta(days=1)
+    as_of = clock_reading_time(inputs.cutoff)
     aware = pd.to_datetime(events[ae_spec.awareness_field])
     start = clock_start(
         aware,

@@ -34,7 +34,13 @@ import numpy as np
 import pandas as pd
 
 from studyman.findings import FINDING_COLUMNS
-from studyman.protocol.clocks import clock_applies, clock_report_field, clock_start, clock_status
+from studyman.protocol.clocks import (
+    clock_applies,
+    clock_reading_time,
+    clock_report_field,
+    clock_start,
+    clock_status,
+)
 from studyman.validation.catalogue import check_by_id
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.records import EVENT, INSTANCE, REPEAT, form_present, isin, text
@@ -948,7 +954,7 @@ def _reporting_clocks(
             value=text(records, field),
             message=_late_messages(hours.to_numpy(dtype=np.float64, na_value=np.nan), limit),
         )
-    as_of = pd.Timestamp(view.inputs.data_cut) + pd.Timedelta(days=1)
+    as_of = clock_reading_time(view.inputs.data_cut)
     start = clock_start(
         column_dates(records, ae.awareness_field), column_dates(records, ae.start_field), serious
     )
