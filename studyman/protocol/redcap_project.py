@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from studyman.errors import ProtocolError
+from studyman.protocol.text_files import TextEncodingError, decode_spreadsheet_csv
 
 __all__ = [
     "DATETIME_VALIDATIONS",
@@ -705,15 +706,10 @@ def _read_text(source: str | Path | IO[str] | IO[bytes]) -> tuple[str, str]:
         if isinstance(raw, str):
             return raw.lstrip("\ufeff"), name
         data = raw
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ProtocolError(
-            "UTF-16 text (Excel's 'Unicode Text'): save the file as CSV UTF-8", file=name
-        )
     try:
-        return data.decode("utf-8-sig"), name
-    except UnicodeDecodeError:
-        # A dictionary re-saved from Excel on Windows.
-        return data.decode("cp1252", errors="replace"), name
+        return decode_spreadsheet_csv(data), name
+    except TextEncodingError as problem:
+        raise ProtocolError(str(problem), file=name) from None
 
 
 def read_data_dictionary(source: str | Path | IO[str] | IO[bytes]) -> DataDictionary:

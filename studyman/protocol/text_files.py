@@ -27,6 +27,7 @@ from studyman.errors import ProtocolError
 __all__ = [
     "CsvTableError",
     "TextEncodingError",
+    "decode_spreadsheet_csv",
     "decode_utf8",
     "parse_csv_table",
     "parse_yaml",
@@ -59,6 +60,25 @@ def decode_utf8(data: bytes) -> str:
         raise TextEncodingError(
             f"not UTF-8 text (line {line}, byte 0x{byte}): save the file as UTF-8"
         ) from None
+
+
+def decode_spreadsheet_csv(data: bytes) -> str:
+    """Text of a CSV file a person may have re-saved from a spreadsheet.
+
+    UTF-8 (a byte-order mark is dropped), else Windows-1252: Excel's "CSV (Comma delimited)" on
+    Windows (bytes it cannot map become U+FFFD).
+
+    Raises
+    ------
+    TextEncodingError
+        The text is UTF-16 (Excel's "Unicode Text"), which no CSV reader here understands.
+    """
+    if data.startswith(_UTF16_MARKS):
+        raise TextEncodingError("UTF-16 text (Excel's 'Unicode Text'): save the file as CSV UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
 
 
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -27,7 +27,7 @@ from studyman.errors import ValidationError
 from studyman.protocol.text_files import (
     CsvTableError,
     TextEncodingError,
-    decode_utf8,
+    decode_spreadsheet_csv,
     parse_csv_table,
 )
 from studyman.sources.snapshot import write_file_atomic
@@ -314,11 +314,9 @@ def _read_listing_csv(path: Path) -> pd.DataFrame:
     except OSError as error:
         raise ValidationError(f"{path}: cannot read the listing ({error.strerror})") from None
     try:
-        text = decode_utf8(data)
+        text = decode_spreadsheet_csv(data)
     except TextEncodingError as problem:
-        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise ValidationError(f"{path}: {problem}") from None
-        text = data.decode("cp1252", errors="replace")  # "CSV (Comma delimited)" from Excel
+        raise ValidationError(f"{path}: {problem}") from None
     try:
         header, rows = parse_csv_table(text, expected="a listing with query_id, response")
     except CsvTableError as problem:

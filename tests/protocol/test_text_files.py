@@ -10,6 +10,7 @@ from studyman.errors import ProtocolError
 from studyman.protocol.text_files import (
     CsvTableError,
     TextEncodingError,
+    decode_spreadsheet_csv,
     decode_utf8,
     parse_csv_table,
     parse_yaml,
@@ -86,3 +87,11 @@ def test_csv_table_keeps_rows_skips_blank_ones_and_names_a_damaged_line() -> Non
         parse_csv_table('id,arm\nS1,1\nS2,"2\n', expected="id, arm")
     with pytest.raises(CsvTableError, match=r"^empty file: expected a header \(id, arm\)"):
         parse_csv_table("", expected="id, arm")
+
+
+def test_spreadsheet_csv_is_utf8_or_windows_1252_and_utf16_is_refused() -> None:
+    assert decode_spreadsheet_csv("a,é\n".encode()) == "a,é\n"
+    assert decode_spreadsheet_csv(b"\xef\xbb\xbfa,b\n") == "a,b\n"
+    assert decode_spreadsheet_csv("a,é €\n".encode("cp1252")) == "a,é €\n"  # Excel on Windows
+    with pytest.raises(TextEncodingError, match=r"UTF-16 text .*save the file as CSV UTF-8"):
+        decode_spreadsheet_csv("a,b\n".encode("utf-16"))
