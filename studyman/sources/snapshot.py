@@ -240,6 +240,7 @@ def write_snapshot(
     findings: pd.DataFrame,
     manifest: Mapping[str, Any],
     extra_files: Mapping[str, bytes] | None = None,
+    private: bool = False,
 ) -> Path:
     """Write a snapshot atomically as ``out_dir/name`` and return its path.
 
@@ -258,6 +259,9 @@ def write_snapshot(
         added here.
     extra_files
         Relative path → bytes, e.g. ``redcap/metadata.json``.
+    private
+        The snapshot reveals the allocation: its folders are 0700 and its files 0400 from their
+        creation (else 0755 and 0444).
 
     Raises
     ------
@@ -284,8 +288,15 @@ def write_snapshot(
         hashes: dict[str, str] = {}
         for relative, data in sorted(files.items()):
             path = temporary / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            if private:
+                # mkdtemp made *temporary* 0700; its folders and files are born private
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(data)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
             hashes[relative] = _sha256(data)
         document = {
             "format": SNAPSHOT_FORMAT,
@@ -302,13 +313,18 @@ def write_snapshot(
             "files": hashes,
         }
         text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-        (temporary / MANIFEST_NAME).write_text(text, encoding="utf-8")
-        # Read-only files say "do not edit"; directories stay writable so that a snapshots
-        # directory can still be cleaned up with ordinary tools.
-        for path in temporary.rglob("*"):
-            if path.is_file():
-                os.chmod(path, 0o444)
-        os.chmod(temporary, 0o755)
+        if private:
+            handle = os.open(temporary / MANIFEST_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(text.encode("utf-8"))
+        else:
+            (temporary / MANIFEST_NAME).write_text(text, encoding="utf-8")
+            # Read-only files say "do not edit"; directories stay writable so that a snapshots
+            # directory can still be cleaned up with ordinary tools.
+            for path in temporary.rglob("*"):
+                if path.is_file():
+                    os.chmod(path, 0o444)
+            os.chmod(temporary, 0o755)
         if target.exists():
             raise SnapshotError(
                 f"snapshot {target} appeared while writing; snapshots are never overwritten"
@@ -333,6 +349,7 @@ def write_tidy_snapshot(
     *,
     manifest: Mapping[str, Any],
     extra_files: Mapping[str, bytes],
+    private: bool = False,
 ) -> SnapshotResult:
     """Write the typed tables of one export as a snapshot (:func:`write_snapshot`) and say what
     it holds; the one ending of a pull and of an offline import."""
@@ -343,6 +360,7 @@ def write_tidy_snapshot(
         findings=tidy.findings,
         manifest=manifest,
         extra_files=extra_files,
+        private=private,
     )
     return SnapshotResult(
         path=path,
