@@ -603,12 +603,16 @@ def pull_snapshot(
         extra["redcap/events.json"] = json_bytes(events)
         extra["redcap/arms.json"] = json_bytes(arms)
         extra["redcap/form_event_mapping.json"] = json_bytes(mappings)
+    # The token could read a form that reveals the allocation (or, without a protocol, that
+    # cannot be ruled out): the snapshot is for its owner only, from its creation.
+    private = protocol is None or bool(set(tidy.tables) & set(protocol.blinding.unblinded_forms))
     return write_tidy_snapshot(
         Path(out_dir),
         name or default_snapshot_name("pull"),
         tidy,
         manifest=manifest,
         extra_files=extra,
+        private=private,
     )
 
 
