@@ -167,6 +167,10 @@ class QueryLog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                # an unblinded run's queries name participants and arms: the log is its owner's
+                # only from its creation (SQLite gives its journal files the log's mode)
+                self.path.touch(mode=0o600)
             self._connection = sqlite3.connect(self.path, isolation_level=None)
             self._connection.execute("PRAGMA foreign_keys = ON")
             tables = {
