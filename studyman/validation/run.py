@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.private_files import make_private_directory
 from studyman.protocol.models import Protocol
 from studyman.sources.randomization import read_randomization_list
 from studyman.validation.catalogue import CATALOGUE
@@ -233,6 +234,9 @@ def validate_study(
     )
     stamp = at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     log_path = query_log or out_dir / QUERY_LOG_NAME
+    if result.unblinded:
+        # the listings and the log name arms: the folder is its owner's only from its creation
+        make_private_directory(out_dir)
     hidden = () if result.unblinded else tuple(protocol.blinding.unblinded_forms)
     with QueryLog(log_path) as log:
         sync = log.sync(
