@@ -11,8 +11,10 @@ lower-case letters, digits and underscores starting with a letter; a form's fiel
 the record-ID field first; choices for categorical fields with unique codes (checkbox codes letters,
 digits and underscores only); a formula for every calc field; known validation types with ranges
 that parse; ``y`` or blank for identifier and required; no field named like a REDCap system column
-(``redcap_...``, ``<form>_complete``). Logic naming unknown fields is checked by
-:func:`studyman.protocol.conformance.check_conformance`.
+(``redcap_...``, ``<form>_complete``); branching logic and calculations that parse and nest at most
+:data:`~studyman.protocol.logic.MAX_LOGIC_DEPTH` levels
+(:func:`~studyman.protocol.logic.check_logic`, the check validation applies before it runs).
+Logic naming unknown fields is checked by :func:`studyman.protocol.conformance.check_conformance`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from studyman.findings import Finding
+from studyman.protocol.logic import check_logic
 from studyman.protocol.redcap_project import (
     DATE_VALIDATIONS,
     DATETIME_VALIDATIONS,
@@ -245,6 +248,7 @@ def _check_one(
             field.branching_logic,
             source,
         )
+    yield from _check_logic(field, source)
     if field.field_type == "text" and field.validation:
         validation = field.validation
         if validation not in VALIDATION_TYPES:
@@ -291,5 +295,26 @@ def _check_one(
                 field,
                 f"{name!r} {column} is {value!r}: expected 'y' or blank",
                 value,
+                source,
+            )
+
+
+def _check_logic(field: DictionaryField, source: str) -> Iterable[Finding]:
+    """Logic that validation could not evaluate (the same check it applies before running)."""
+    for column, text in (
+        ("branching logic", field.branching_logic),
+        ("formula", field.calculation if field.field_type == "calc" else ""),
+    ):
+        # unbalanced parentheses have their own finding above
+        if not text.strip() or text.count("(") != text.count(")"):
+            continue
+        problem = check_logic(text)
+        if problem is not None:
+            yield _finding(
+                "logic_invalid",
+                "major",
+                field,
+                f"the {column} of {field.field_name!r} cannot be evaluated: {problem}",
+                text,
                 source,
             )

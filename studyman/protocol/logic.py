@@ -64,6 +64,7 @@ from studyman.errors import ValidationError
 from studyman.protocol.redcap_project import checkbox_column
 
 __all__ = [
+    "MAX_LOGIC_DEPTH",
     "Binary",
     "Call",
     "EvaluationContext",
@@ -74,6 +75,7 @@ __all__ = [
     "StringLiteral",
     "Unary",
     "Values",
+    "check_logic",
     "checkbox_column",
     "compile_logic",
     "parse_logic",
@@ -185,9 +187,16 @@ _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+#: Logic longer than this is quoted by its start only in an error message (one readable line).
+_QUOTED_LENGTH: Final = 80
+
+
 def _fail(expression: str, position: int, message: str) -> ValidationError:
+    quoted = repr(expression)
+    if len(expression) > _QUOTED_LENGTH:
+        quoted = f"{expression[:_QUOTED_LENGTH]!r}... ({len(expression)} characters)"
     return ValidationError(
-        f"cannot parse REDCap logic {expression!r}: {message} at position {position + 1}"
+        f"cannot parse REDCap logic {quoted}: {message} at position {position + 1}"
     )
 
 
@@ -254,8 +263,25 @@ def _tokenize(expression: str) -> list[_Token]:
 
 
 # --------------------------------------------------------------------------------------------
-# Parser (recursive descent; precedence from loosest to tightest:
+# Parser (precedence climbing; precedence from loosest to tightest:
 # or, and, not, comparison, + -, * /, unary -, ^)
+
+#: How deeply REDCap logic may nest: parentheses, function calls, signs, ``not`` and the right
+#: operand of an operator each add a level; a chain of one operator (``[a] = '1' or [b] = '1' or
+#: ...``) does not. Deeper logic is refused with a one-line error (by :func:`parse_logic`, hence
+#: :func:`check_logic` for ``protocol check`` and validation alike) instead of exhausting
+#: Python's stack; no hand-written rule comes near it.
+MAX_LOGIC_DEPTH: Final = 100
+
+_LOOSEST: Final = 0
+_OR: Final = 1
+_AND: Final = 2
+_NOT: Final = 3
+_COMPARISON: Final = 4
+_ADDITIVE: Final = 5
+_MULTIPLICATIVE: Final = 6
+_UNARY: Final = 7
+_POWER: Final = 8
 
 _COMPARISONS: Final = {
     "=": "=",
@@ -312,6 +338,7 @@ class _Parser:
         self.expression = expression
         self.tokens = _tokenize(expression)
         self.index = 0
+        self.depth = -1  # the whole expression is level 0
 
     def peek(self) -> _Token:
         return self.tokens[self.index]
@@ -327,85 +354,77 @@ class _Parser:
     def parse(self) -> Node:
         if self.peek().kind == "end":
             raise _fail(self.expression, 0, "the expression is empty")
-        node = self.parse_or()
+        node = self.parse_expression(_LOOSEST)
         token = self.peek()
         if token.kind != "end":
             raise _fail(self.expression, token.position, f"unexpected {token.text!r}")
         return node
 
-    def parse_or(self) -> Node:
-        node = self.parse_and()
+    def infix(self, token: _Token) -> tuple[str, int] | None:
+        """The binary operator *token* starts and its precedence, or ``None``."""
+        if self.is_keyword(token, "or") or (token.kind == "op" and token.text == "||"):
+            return "or", _OR
+        if self.is_keyword(token, "and") or (token.kind == "op" and token.text == "&&"):
+            return "and", _AND
+        if token.kind != "op":
+            return None
+        if token.text in _COMPARISONS:
+            return _COMPARISONS[token.text], _COMPARISON
+        if token.text in ("+", "-"):
+            return token.text, _ADDITIVE
+        if token.text in ("*", "/"):
+            return token.text, _MULTIPLICATIVE
+        if token.text == "^":
+            return "^", _POWER
+        return None
+
+    def parse_expression(self, loosest: int) -> Node:
+        """An expression whose operators bind tighter than *loosest* (precedence climbing).
+
+        Each level of nesting (parentheses, a function's argument, a sign or ``not``, the right
+        operand of an operator) is one call here, so :data:`MAX_LOGIC_DEPTH` bounds both this
+        parser's recursion and the evaluator's; a chain of one operator (``a or b or c ...``) is
+        a loop, not nesting.
+        """
+        self.depth += 1
+        if self.depth > MAX_LOGIC_DEPTH:
+            raise _fail(
+                self.expression,
+                self.peek().position,
+                f"nested more than {MAX_LOGIC_DEPTH} levels deep (parentheses, function calls, "
+                "signs and operators); split it into calculated fields",
+            )
+        node = self.parse_prefix(loosest)
         while True:
             token = self.peek()
-            if self.is_keyword(token, "or") or (token.kind == "op" and token.text == "||"):
-                self.advance()
-                node = Binary("or", node, self.parse_and(), token.position)
-            else:
-                return node
-
-    def parse_and(self) -> Node:
-        node = self.parse_not()
-        while True:
-            token = self.peek()
-            if self.is_keyword(token, "and") or (token.kind == "op" and token.text == "&&"):
-                self.advance()
-                node = Binary("and", node, self.parse_not(), token.position)
-            else:
-                return node
-
-    def parse_not(self) -> Node:
-        token = self.peek()
-        if self.is_keyword(token, "not") or (token.kind == "op" and token.text == "!"):
+            operator = self.infix(token)
+            if operator is None or operator[1] <= loosest:
+                break
+            name, precedence = operator
             self.advance()
-            return Unary("not", self.parse_not(), token.position)
-        return self.parse_comparison()
-
-    def parse_comparison(self) -> Node:
-        node = self.parse_additive()
-        while True:
-            token = self.peek()
-            if token.kind == "op" and token.text in _COMPARISONS:
-                self.advance()
-                node = Binary(_COMPARISONS[token.text], node, self.parse_additive(), token.position)
+            if name == "^":
+                # right-associative; the exponent may carry its own sign (2^-1)
+                right = self.parse_expression(_UNARY)
             else:
-                return node
+                right = self.parse_expression(precedence)
+            node = Binary(name, node, right, token.position)
+        self.depth -= 1
+        return node
 
-    def parse_additive(self) -> Node:
-        node = self.parse_multiplicative()
-        while True:
-            token = self.peek()
-            if token.kind == "op" and token.text in ("+", "-"):
-                self.advance()
-                node = Binary(token.text, node, self.parse_multiplicative(), token.position)
-            else:
-                return node
-
-    def parse_multiplicative(self) -> Node:
-        node = self.parse_unary()
-        while True:
-            token = self.peek()
-            if token.kind == "op" and token.text in ("*", "/"):
-                self.advance()
-                node = Binary(token.text, node, self.parse_unary(), token.position)
-            else:
-                return node
-
-    def parse_unary(self) -> Node:
+    def parse_prefix(self, loosest: int) -> Node:
         token = self.peek()
+        # ``not`` applies to a whole comparison, so it may open only an and/or operand
+        if loosest < _NOT and (
+            self.is_keyword(token, "not") or (token.kind == "op" and token.text == "!")
+        ):
+            self.advance()
+            return Unary("not", self.parse_expression(_AND), token.position)
         if token.kind == "op" and token.text in ("-", "+"):
             self.advance()
             operator: Literal["-", "+"] = "-" if token.text == "-" else "+"
-            return Unary(operator, self.parse_unary(), token.position)
-        return self.parse_power()
-
-    def parse_power(self) -> Node:
-        base = self.parse_primary()
-        token = self.peek()
-        if token.kind == "op" and token.text == "^":
-            self.advance()
-            # right-associative; the exponent may carry its own sign (2^-1)
-            return Binary("^", base, self.parse_unary(), token.position)
-        return base
+            # a sign binds tighter than * and / but looser than ^ (-2^2 is -(2^2))
+            return Unary(operator, self.parse_expression(_UNARY), token.position)
+        return self.parse_primary()
 
     def parse_primary(self) -> Node:
         token = self.advance()
@@ -416,7 +435,7 @@ class _Parser:
         if token.kind == "ref":
             return self.parse_reference(token)
         if token.kind == "lparen":
-            node = self.parse_or()
+            node = self.parse_expression(_LOOSEST)
             closing = self.advance()
             if closing.kind != "rparen":
                 raise _fail(
@@ -437,7 +456,7 @@ class _Parser:
             args: list[Node] = []
             if self.peek().kind != "rparen":
                 while True:
-                    args.append(self.parse_or())
+                    args.append(self.parse_expression(_LOOSEST))
                     separator = self.advance()
                     if separator.kind == "rparen":
                         break
@@ -707,9 +726,20 @@ class _Evaluator:
         return self.call(node)
 
     def binary(self, node: Binary) -> Values:
-        operator = node.operator
-        left = self.evaluate(node.left)
-        right = self.evaluate(node.right)
+        # A chain of operators (a or b or c ..., a + b + c ...) nests to the left: walk it with a
+        # loop, so its length never reaches Python's recursion limit (only nesting counts,
+        # bounded by MAX_LOGIC_DEPTH when parsing).
+        spine: list[Binary] = []
+        current: Node = node
+        while isinstance(current, Binary):
+            spine.append(current)
+            current = current.left
+        value = self.evaluate(current)
+        for link in reversed(spine):
+            value = self.combine(link.operator, value, self.evaluate(link.right))
+        return value
+
+    def combine(self, operator: str, left: Values, right: Values) -> Values:
         if operator == "and":
             return _boolean(left.truth() & right.truth())
         if operator == "or":
@@ -1032,29 +1062,43 @@ _FUNCTIONS: Final[Mapping[str, _FunctionImpl]] = {
 
 
 def _walk(node: Node) -> list[Node]:
-    nodes: list[Node] = [node]
-    if isinstance(node, Unary):
-        nodes += _walk(node.operand)
-    elif isinstance(node, Binary):
-        nodes += _walk(node.left) + _walk(node.right)
-    elif isinstance(node, Call):
-        for arg in node.args:
-            nodes += _walk(arg)
+    """Every node of the tree in source order (a loop: a long chain is no deep recursion)."""
+    nodes: list[Node] = []
+    pending: list[Node] = [node]
+    while pending:
+        current = pending.pop()
+        nodes.append(current)
+        if isinstance(current, Unary):
+            pending.append(current.operand)
+        elif isinstance(current, Binary):
+            pending += [current.right, current.left]
+        elif isinstance(current, Call):
+            pending += reversed(current.args)
     return nodes
 
 
 _SMART_VARIABLES: Final = frozenset({"record-name", "record-id", "event-name"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class LogicExpression:
     """A parsed REDCap logic expression, ready to evaluate over frames of flat records.
 
-    Build it with :func:`compile_logic`.
+    Build it with :func:`compile_logic`. Two expressions are equal when their text is; the
+    tree is never compared, hashed or printed whole (a long chain would recurse too deeply).
     """
 
     source: str
     tree: Node
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogicExpression) and other.source == self.source
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    def __repr__(self) -> str:
+        return f"LogicExpression({self.source[:_QUOTED_LENGTH]!r})"
 
     @property
     def fields(self) -> tuple[FieldRef, ...]:
@@ -1100,3 +1144,28 @@ def compile_logic(expression: str) -> LogicExpression:
         When the expression does not parse (message: the expression and the position).
     """
     return LogicExpression(expression, parse_logic(expression))
+
+
+def check_logic(expression: str) -> str | None:
+    """Why REDCap logic cannot be evaluated, in one line, or ``None`` when it can.
+
+    The one check that ``protocol check`` (:func:`studyman.protocol.check_dictionary`) and
+    validation (:func:`studyman.validation.dictionary.dictionary_from_frame`) apply to a
+    dictionary's branching logic and calculations, so a dictionary one accepts the other runs:
+    the expression must parse and nest at most :data:`MAX_LOGIC_DEPTH` levels deep.
+
+    Parameters
+    ----------
+    expression
+        Branching logic, a calculation or a data-quality rule in REDCap's syntax.
+
+    Returns
+    -------
+    str or None
+        The problem (the expression's start and the position), or ``None``.
+    """
+    try:
+        compile_logic(expression)
+    except ValidationError as error:
+        return str(error)
+    return None

@@ -14,6 +14,7 @@ from functools import cached_property
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.protocol.logic import check_logic
 from studyman.protocol.redcap_project import DICTIONARY_COLUMNS, checkbox_column
 
 # REDCap's choice parsing is the protocol layer's; ``parse_choices`` is this module's name for it.
@@ -107,7 +108,9 @@ def dictionary_from_frame(
     Raises
     ------
     ValidationError
-        When the table lacks the dictionary's columns or has no field.
+        When the table lacks the dictionary's columns or has no field, or when a field's
+        branching logic or formula cannot be evaluated
+        (:func:`studyman.protocol.logic.check_logic`).
     """
     if frame.shape[1] < 12:
         raise ValidationError(
@@ -141,6 +144,11 @@ def dictionary_from_frame(
         )
     if not fields:
         raise ValidationError(f"{source}: the data dictionary lists no field")
+    for spec in fields:  # protocol check reports the same (dictionary.logic_invalid)
+        for column, logic in (("branching logic", spec.branching), ("formula", spec.calculation)):
+            problem = check_logic(logic) if logic else None
+            if problem is not None:
+                raise ValidationError(f"{source}: the {column} of {spec.name!r}: {problem}")
     return DataDictionary(tuple(fields))
 
 

@@ -57,3 +57,30 @@ def test_broken_dictionary_gives_one_finding_per_broken_rule(tmp_path: Path) -> 
         ("dictionary.form_split", "late"),
     ]
     assert all(f.severity == "major" for f in findings)
+
+
+def test_logic_validation_could_not_evaluate_is_a_major_finding(tmp_path: Path) -> None:
+    # the same check (studyman.protocol.logic.check_logic) validation applies before it runs
+    deep = "(" * 150 + "[age] > 1" + ")" * 150
+    path = tmp_path / "dictionary.csv"
+    path.write_text(
+        "field_name,form_name,section_header,field_type,field_label,"
+        "select_choices_or_calculations,field_note,text_validation_type_or_show_slider_number,"
+        "text_validation_min,text_validation_max,identifier,branching_logic,required_field\n"
+        "record_id,demo,,text,ID,,,,,,,,\n"
+        "age,demo,,text,Age,,,integer,,,,,\n"
+        f"deep,demo,,text,Deep,,,,,,,{deep},\n"
+        f'score,demo,,calc,Score,"sum({deep})",,,,,,,\n'
+        "typo,demo,,text,Typo,,,,,,,[age] >> 3,\n"
+        "chain,demo,,text,Chain,,,,,,," + " or ".join(["[age] = 1"] * 500) + ",\n",
+        encoding="utf-8",
+    )
+    findings = check_dictionary(read_data_dictionary(path))
+    assert [(f.check_id, f.field, f.severity) for f in findings] == [
+        ("dictionary.logic_invalid", "deep", "major"),
+        ("dictionary.logic_invalid", "score", "major"),
+        ("dictionary.logic_invalid", "typo", "major"),
+    ]
+    assert "nested more than 100 levels deep" in findings[0].message
+    assert "the formula of 'score'" in findings[1].message
+    assert "unexpected '>'" in findings[2].message

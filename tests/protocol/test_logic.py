@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import pandas as pd
 import pytest
 
 from studyman.errors import ValidationError
-from studyman.protocol.logic import EvaluationContext, compile_logic, parse_logic
+from studyman.protocol.logic import (
+    MAX_LOGIC_DEPTH,
+    EvaluationContext,
+    Values,
+    check_logic,
+    compile_logic,
+    parse_logic,
+)
 
 PROJECTS = Path(__file__).parents[1] / "data" / "redcap-projects"
 
@@ -314,3 +322,107 @@ def test_reference_study_calculations_match_the_generator_totals() -> None:
         np.testing.assert_array_equal(
             computed[rows], stored[rows].astype(float).to_numpy(), err_msg=name
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Nesting depth (issue 11 item 12): deep logic is one line of error, never a RecursionError
+
+
+def _nested(kind: str, depth: int) -> str:
+    """Logic whose nesting is *depth* levels of *kind* around ``[a]``."""
+    if kind == "parentheses":
+        return "(" * depth + "[a]" + ")" * depth + " + 1"
+    if kind == "if":
+        return "if([a] = 9, 0, " * depth + "[a]" + ")" * depth
+    if kind == "minus":
+        return "-" * depth + "[a]"
+    if kind == "not":
+        return "not " * depth + "[a]"
+    if kind == "power":
+        return "^".join(["1"] * (depth + 1))
+    if kind == "sum":
+        return "sum(" * depth + "[a]" + ")" * depth
+    raise AssertionError(kind)
+
+
+_KINDS = ["parentheses", "if", "minus", "not", "power", "sum"]
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+@pytest.mark.parametrize("depth", [MAX_LOGIC_DEPTH + 1, 150, 5_000])
+def test_logic_nested_too_deep_is_one_line_error(kind: str, depth: int) -> None:
+    text = _nested(kind, depth)
+    with pytest.raises(ValidationError) as raised:
+        compile_logic(text)
+    message = str(raised.value)
+    assert f"nested more than {MAX_LOGIC_DEPTH} levels deep" in message
+    assert "\n" not in message
+    assert len(message) < 400  # the expression is quoted by its start only
+    assert check_logic(text) == message
+
+
+def _at_stack_depth(frames: int, call: Callable[[], object]) -> object:
+    """Run *call* with *frames* more Python frames on the stack (a deep caller: CLI, pytest)."""
+    if frames == 0:
+        return call()
+    return _at_stack_depth(frames - 1, call)
+
+
+@pytest.mark.parametrize("kind", _KINDS)
+def test_logic_at_the_depth_limit_evaluates_from_a_deep_caller(kind: str) -> None:
+    # the deepest nesting accepted must also evaluate: parser and evaluator stay inside
+    # Python's recursion limit even when the caller already uses a few hundred frames
+    depth = MAX_LOGIC_DEPTH - 1 if kind == "if" else MAX_LOGIC_DEPTH  # if() nests its test too
+    text = _nested(kind, depth)
+    assert check_logic(text) is None
+    frame = pd.DataFrame({"a": ["1", "2", ""]})
+    compile_logic.cache_clear()
+    values = _at_stack_depth(300, lambda: compile_logic(text).evaluate(frame))
+    assert isinstance(values, Values)
+    expected = {
+        "parentheses": [2.0, 3.0, np.nan],
+        "if": [1.0, 2.0, np.nan],
+        "minus": [1.0, 2.0, np.nan],  # an even number of signs
+        "not": [1.0, 1.0, 0.0],  # an even number of nots
+        "power": [1.0, 1.0, 1.0],
+        "sum": [1.0, 2.0, np.nan],
+    }[kind]
+    np.testing.assert_array_equal(values.number, expected)
+
+
+def test_a_long_chain_of_one_operator_is_not_nesting() -> None:
+    # 'or' over many codes is common in real branching logic: a chain is a loop, whatever its
+    # length, in parsing, evaluation, field listing, hashing and printing
+    terms = 20_000
+    frame = pd.DataFrame({"a": ["1", "2", str(terms - 1), ""]})
+    either = compile_logic(" or ".join(f"[a] = '{code}'" for code in range(2, terms)))
+    np.testing.assert_array_equal(either.mask(frame), [False, True, True, False])
+    every = compile_logic(" and ".join(["[a] <> ''"] * terms))
+    np.testing.assert_array_equal(every.mask(frame), [True, True, True, False])
+    total = compile_logic(" + ".join(["[a]"] * terms) + " - " + " - ".join(["1"] * 3))
+    np.testing.assert_array_equal(total.evaluate(frame).number[:2], [terms - 3, 2 * terms - 3])
+    assert len(either.fields) == terms - 2
+    assert either == compile_logic(either.source)
+    assert hash(either) == hash(either.source)
+    assert len(repr(either)) < 120
+
+
+def test_precedence_is_unchanged_by_the_depth_limited_parser() -> None:
+    frame = pd.DataFrame({"a": ["2"]})
+    cases = {
+        "-[a]^2": -4.0,
+        "2^3^2": 512.0,
+        "2^-1": 0.5,
+        "-2*3 + 1": -5.0,
+        "not [a] = 3 and 1": 1.0,
+        "[a] = 2 = 1": 1.0,
+        "1 or 0 and 0": 1.0,
+        "not not [a]": 1.0,
+        "10 - 4 - 3": 3.0,
+        "12 / 3 / 2": 2.0,
+    }
+    for text, expected in cases.items():
+        assert compile_logic(text).evaluate(frame).number[0] == expected, text
+    for text in ("[a] = not 1", "1 + not 1", "-not 1"):
+        with pytest.raises(ValidationError, match="unexpected word 'not'"):
+            compile_logic(text)
