@@ -21,6 +21,7 @@ import redcap
 
 from studyman.analysis.analyze import analyze
 from studyman.errors import ProtocolError
+from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.protocol import Protocol, load_protocol
 from studyman.reporting.report import render_dsmb_report
 from studyman.sources.emulator import EmulatorServer
@@ -137,15 +138,12 @@ def run_demo(
 
     say("generating synthetic participants")
     trial = generate_trial(protocol, n_participants=n_participants, seed=seed)
-    # the generated trial holds the allocation too: both folders are for their owner only
-    (out_dir / "generated").mkdir(exist_ok=True)
-    (out_dir / "generated").chmod(0o700)
+    # the generated trial holds the allocation too: both folders are for their owner only,
+    # 0700 from their creation (write_trial makes generated/ and its files private)
     generated = write_trial(trial, out_dir / "generated")
-    unblinded_dir = out_dir / "unblinded"
-    unblinded_dir.mkdir(exist_ok=True)
-    unblinded_dir.chmod(0o700)
+    unblinded_dir = make_private_directory(out_dir / "unblinded")
     randomization = unblinded_dir / "randomization.csv"
-    shutil.copyfile(generated["randomization"], randomization)
+    write_private_bytes(randomization, generated["randomization"].read_bytes())
     outputs["randomization list (unblinded)"] = randomization
 
     say("writing the REDCap project")

@@ -25,7 +25,8 @@ from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.models import AnalysisOutcome
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
-from studyman.sources.snapshot import parquet_bytes, write_bytes_atomic
+from studyman.private_files import make_private_directory, write_private_bytes
+from studyman.sources.snapshot import parquet_bytes
 
 __all__ = ["write_outputs"]
 
@@ -96,8 +97,8 @@ class _Writer:
 
     def bytes(self, relative: str, data: bytes) -> None:
         # participant-level data, and the arms in an unblinded run: readable by the owner only,
-        # as the closed DSMB report
-        write_bytes_atomic(self.out / relative, data, mode=0o600)
+        # as the closed DSMB report, from the file's creation (and its folder's: 0700)
+        write_private_bytes(self.out / relative, data)
         self.written[relative] = hashlib.sha256(data).hexdigest()
 
     def csv(self, relative: str, frame: pd.DataFrame) -> None:
@@ -469,8 +470,10 @@ def write_outputs(
     ``results/summary.{csv,json}``, ``results/<analysis>.json`` and
     ``results/<analysis>__<table>.csv``; ``review/<table>.csv`` (blinded);
     ``figures/*.svg``; ``report.html``; ``manifest.json`` (sha256 of every other file).
+
+    Every file is 0600 and every folder this creates (*out* included) 0700, from creation.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    make_private_directory(out)
     # An earlier run wrote here. Its manifest goes first, so that until the new one is written
     # last the directory is visibly incomplete; each file is replaced atomically, and the
     # earlier files this run does not write again are removed before the new manifest.

@@ -1,4 +1,9 @@
-"""Writing a generated trial: REDCap's raw CSV export, the randomisation list, the ground truth."""
+"""Writing a generated trial: REDCap's raw CSV export, the randomisation list, the ground truth.
+
+All three files reveal the allocation (the records hold the randomisation form, the planted
+errors name arm-specific ones): they are written for their owner only, 0600 from their creation,
+in a folder created 0700 (:mod:`studyman.private_files`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.synthetic.generator import GeneratedTrial
 
 __all__ = ["redcap_csv_text", "write_trial"]
@@ -44,7 +50,8 @@ def write_trial(trial: GeneratedTrial, out_dir: str | Path) -> dict[str, Path]:
     trial
         The generated trial.
     out_dir
-        The directory (created when absent).
+        The directory (created 0700 when absent; an existing one is left as it is). Each file
+        is written atomically, 0600.
 
     Returns
     -------
@@ -52,8 +59,7 @@ def write_trial(trial: GeneratedTrial, out_dir: str | Path) -> dict[str, Path]:
         The path of each file written, by name (``records``, ``randomization``,
         ``planted_errors``).
     """
-    directory = Path(out_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_private_directory(Path(out_dir))
     paths = {
         "records": directory / "records.csv",
         "randomization": directory / "randomization.csv",
@@ -64,5 +70,5 @@ def write_trial(trial: GeneratedTrial, out_dir: str | Path) -> dict[str, Path]:
         ("randomization", trial.randomization),
         ("planted_errors", trial.planted_errors),
     ):
-        paths[name].write_bytes(redcap_csv_text(frame).encode("utf-8"))
+        write_private_bytes(paths[name], redcap_csv_text(frame).encode("utf-8"))
     return paths
