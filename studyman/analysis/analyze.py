@@ -25,6 +25,8 @@ from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
 from studyman.analysis.sap import LoadedPlan, load_sap
 from studyman.errors import AnalysisError, SnapshotError, SourceError
+from studyman.protocol import Protocol, load_protocol
+from studyman.protocol.reference import default_protocol_path
 from studyman.sources.randomization import read_randomization_list
 
 __all__ = ["AnalyzeResult", "analyze", "read_randomization"]
@@ -65,17 +67,25 @@ def read_randomization(path: Path, arm_labels: dict[str, str]) -> pd.DataFrame:
         raise AnalysisError(f"{path}: {error}") from None
 
 
-def _snapshot_tables(snapshot: Path) -> tuple[dict[str, pd.DataFrame], list[dict[str, str]], str]:
+def _snapshot_tables(
+    snapshot: Path, protocol: Protocol | None
+) -> tuple[dict[str, pd.DataFrame], list[dict[str, str]], str]:
+    """The snapshot's tables and metadata; with *protocol*, its blinded view (the gate)."""
+    from studyman.sources.blinding import blind_metadata_rows, read_blinded_snapshot
     from studyman.sources.snapshot import MANIFEST_NAME, read_snapshot
 
     manifest = snapshot / MANIFEST_NAME
     if not manifest.is_file():
         raise SnapshotError(f"{snapshot} is not a snapshot (no {MANIFEST_NAME})")
-    loaded = read_snapshot(snapshot)
+    loaded = (
+        read_snapshot(snapshot) if protocol is None else read_blinded_snapshot(snapshot, protocol)
+    )
     metadata_path = snapshot / "redcap" / "metadata.json"
     metadata = (
         json.loads(metadata_path.read_text(encoding="utf-8")) if metadata_path.is_file() else []
     )
+    if protocol is not None and metadata:
+        metadata = blind_metadata_rows(metadata, protocol)
     return dict(loaded.tables), metadata, hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
@@ -106,6 +116,7 @@ def analyze(
     out: Path,
     *,
     randomization: Path | None = None,
+    protocol: Protocol | Path | None = None,
     lock: Path | None = None,
     workers: int | None = None,
     dask_address: str | None = None,
@@ -122,7 +133,11 @@ def analyze(
     out
         Output directory (created; files of the same name are replaced).
     randomization
-        The unblinded randomisation list; without it the run is blinded.
+        The unblinded randomisation list; without it the run is blinded and reads the snapshot
+        only through the protocol's blinding gate (:mod:`studyman.sources.blinding`): an
+        unblinded snapshot's randomisation and dosing forms are never opened.
+    protocol
+        The study (a loaded protocol or its directory); default: the embedded reference study.
     workers, dask_address, executor
         Where imputations run: an executor, else a Dask scheduler address, else local processes.
 
@@ -137,7 +152,10 @@ def analyze(
     """
     loaded = load_sap(sap)
     plan_status = check_lock(loaded, lock)
-    tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot)
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol if protocol is not None else default_protocol_path())
+    blinded = randomization is None
+    tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot, protocol if blinded else None)
     arms = {code: label for code, label in choice_labels(metadata).get("rand_arm", {}).items()}
     random_list = None if randomization is None else read_randomization(randomization, arms)
     if random_list is not None:

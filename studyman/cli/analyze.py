@@ -52,6 +52,14 @@ def register(app: typer.Typer) -> None:
         lock_file: Annotated[
             Path | None, typer.Option("--lock", help="Lock file (default beside the plan).")
         ] = None,
+        protocol: Annotated[
+            Path | None,
+            typer.Option(
+                "--protocol",
+                help="The study (protocols/<study>); default: the embedded reference study. "
+                "Its blinding policy decides what a blinded run may read.",
+            ),
+        ] = None,
     ) -> None:
         """Run the prespecified analyses; write results (CSV, JSON), figures and a report."""
         from studyman.analysis.analyze import analyze
@@ -61,6 +69,7 @@ def register(app: typer.Typer) -> None:
             snapshot,
             out,
             randomization=randomization,
+            protocol=protocol,
             lock=lock_file,
             workers=workers,
             dask_address=dask,

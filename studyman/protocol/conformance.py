@@ -33,7 +33,13 @@ from studyman.protocol.redcap_project import (
     RepeatingForm,
 )
 
-__all__ = ["FieldExpectation", "check_conformance", "field_expectations"]
+__all__ = [
+    "ARM_SPECIFIC_WORDS",
+    "FieldExpectation",
+    "check_blinding_declared",
+    "check_conformance",
+    "field_expectations",
+]
 
 _CATEGORICAL = frozenset({"radio", "dropdown"})
 
@@ -523,6 +529,7 @@ def check_conformance(
         findings.extend(_check_field(expectation, dictionary.get(expectation.field), source))
 
     findings.extend(_check_totals(protocol, dictionary, source))
+    findings.extend(check_blinding_declared(protocol, dictionary, source))
     for visit in protocol.visits:
         date_field = dictionary.get(visit.date_field) if visit.date_field else None
         if date_field is not None and date_field.form_name not in visit.instruments:
@@ -562,6 +569,7 @@ def check_conformance(
         findings.extend(_check_repeating(protocol, repeating_models, source))
     if project is not None:
         findings.extend(_check_access(protocol, project))
+        findings.extend(_check_roles(protocol, project))
     return findings
 
 
@@ -699,6 +707,181 @@ def _check_repeating(
                 instrument=form,
                 source=source,
             )
+
+
+# Words that make a form or field look arm-specific; each such form or field must be declared in
+# the blinding policy, as revealing allocation or as arm-neutral.
+ARM_SPECIFIC_WORDS = re.compile(
+    r"unblind|\bdos(e|es|ed|ing)\b|\barms?\b|allocat|randomi[sz]|study drug|"
+    r"investigational product|placebo|\bkits?\b|dispens|adjunct",
+    re.IGNORECASE,
+)
+
+
+def _arm_words(protocol: Protocol) -> re.Pattern[str]:
+    """The generic words, plus each arm-name word that only some arms have (e.g. "adjunct")."""
+    words = [set(re.findall(r"[a-z]{4,}", arm.name.lower())) for arm in protocol.arms.items]
+    distinct = sorted(set().union(*words) - set.intersection(*words)) if words else []
+    if not distinct:
+        return ARM_SPECIFIC_WORDS
+    extra = "|".join(re.escape(word) for word in distinct)
+    return re.compile(f"{ARM_SPECIFIC_WORDS.pattern}|\\b(?:{extra})", re.IGNORECASE)
+
+
+def check_blinding_declared(
+    protocol: Protocol, dictionary: DataDictionary, source: str = "metadata"
+) -> Iterable[Finding]:
+    """Every form or field that looks arm-specific is declared in the blinding policy.
+
+    A form counts as declared when it is an unblinded form or arm-neutral; a field when its form
+    is, or the field is masked (whole or by codes) or arm-neutral. The policy's own names must
+    exist, and masked codes must be codes of their field.
+    """
+    policy = protocol.blinding
+    forms = set(dictionary.forms)
+    neutral = {item.name for item in policy.arm_neutral}
+    declared_forms = set(policy.unblinded_forms) | (neutral & forms)
+    declared_fields = set(policy.masked_field_names) | {m.field for m in policy.masked_codes}
+    declared_fields |= neutral
+    for name in sorted(neutral | set(policy.masked_field_names)):
+        if name not in forms and dictionary.get(name) is None:
+            yield Finding(
+                "conformance.blinding_unknown",
+                "major",
+                f"the blinding policy names {name!r}, which is neither a form nor a field",
+                value=name,
+                source=source,
+            )
+    for masked in policy.masked_codes:
+        spec = dictionary.get(masked.field)
+        if spec is None:
+            yield Finding(
+                "conformance.blinding_unknown",
+                "critical",
+                f"the blinding policy masks codes of {masked.field!r}, which is not a field",
+                field=masked.field,
+                source=source,
+            )
+            continue
+        unknown = [code for code in masked.code_texts if code not in spec.choice_codes]
+        if unknown:
+            yield Finding(
+                "conformance.blinding_codes",
+                "critical",
+                f"the blinding policy masks code(s) {', '.join(unknown)} of {masked.field!r}, "
+                f"which has codes {', '.join(spec.choice_codes) or 'none'}",
+                field=masked.field,
+                instrument=spec.form_name,
+                source=source,
+            )
+    words = _arm_words(protocol)
+    for form in dictionary.forms:
+        if form in declared_forms:
+            continue
+        instrument = next((i for i in protocol.instruments if i.name == form), None)
+        label = instrument.label if instrument is not None else ""
+        if words.search(f"{form.replace('_', ' ')} {label}"):
+            yield Finding(
+                "conformance.blinding_undeclared",
+                "critical",
+                f"form {form!r} looks arm-specific; declare it in blinding.unblinded_forms "
+                "(reveals allocation) or blinding.arm_neutral (with the reason)",
+                instrument=form,
+                source=source,
+            )
+    for spec in dictionary.fields:
+        if spec.form_name in declared_forms or spec.field_name in declared_fields:
+            continue
+        if spec.field_name == dictionary.record_id_field:
+            continue
+        text = " ".join(
+            (
+                spec.field_name.replace("_", " "),
+                spec.field_label,
+                spec.field_note,
+                spec.field_annotation,
+                "" if spec.field_type == "calc" else spec.select_choices_or_calculations,
+            )
+        )
+        if words.search(text):
+            yield Finding(
+                "conformance.blinding_undeclared",
+                "critical",
+                f"field {spec.field_name!r} ({spec.field_label!r}) looks arm-specific; declare "
+                "it in blinding.masked_fields or masked_codes (reveals allocation) or "
+                "blinding.arm_neutral (with the reason)",
+                field=spec.field_name,
+                instrument=spec.form_name,
+                source=source,
+            )
+
+
+def _check_roles(protocol: Protocol, project: RedcapProject) -> Iterable[Finding]:
+    """The REDCap rights of each role follow from the policy."""
+    policy = protocol.blinding
+    if not policy.roles:
+        return
+    source = project.directory
+    dictionary = project.dictionary
+    revealing_forms = set(policy.unblinded_forms)
+    masked_forms = {
+        spec.form_name
+        for name in (*policy.masked_field_names, *(m.field for m in policy.masked_codes))
+        if (spec := dictionary.get(name)) is not None
+    }
+    role_of = {user: role for role in policy.roles for user in role.redcap_users}
+    for user in project.users:
+        role = role_of.get(user.username)
+        if role is None:
+            yield Finding(
+                "conformance.blinding_role_missing",
+                "major",
+                f"REDCap user {user.username!r} has no role in the blinding policy "
+                "(blinding.roles): who is masked to what is undeclared",
+                value=user.username,
+                source=source,
+            )
+            continue
+        if role.access == "unblinded":
+            continue
+        if user.username in policy.unblinded_users:
+            yield Finding(
+                "conformance.blinding_role_access",
+                "critical",
+                f"user {user.username!r} is one of blinding.unblinded_users but has the "
+                f"{role.access} role {role.id!r}",
+                value=user.username,
+                source=source,
+            )
+        # the unblinded forms are checked for every blinded user by _check_access
+        closed = (masked_forms - revealing_forms) if role.access == "masked" else set()
+        for form in sorted(closed):
+            if user.can_view(form) or user.can_export(form):
+                yield Finding(
+                    "conformance.blinding_role_access",
+                    "critical",
+                    f"user {user.username!r} ({role.access} role {role.id!r}) can see form "
+                    f"{form!r}, which "
+                    + (
+                        "is unblinded"
+                        if form in revealing_forms
+                        else "holds fields or codes that reveal allocation"
+                    ),
+                    instrument=form,
+                    value=user.username,
+                    source=source,
+                )
+    users = {user.username for user in project.users}
+    for role in policy.roles:
+        for username in role.redcap_users:
+            if username not in users:
+                yield Finding(
+                    "conformance.blinding_role_user",
+                    "minor",
+                    f"user {username!r} of role {role.id!r} is not a REDCap user",
+                    value=username,
+                    source=source,
+                )
 
 
 def _check_access(protocol: Protocol, project: RedcapProject) -> Iterable[Finding]:

@@ -30,6 +30,7 @@ __all__ = [
     "Arm",
     "Arms",
     "Band",
+    "BlindingRole",
     "CodedTerm",
     "ConcomitantMedications",
     "Condition",
@@ -47,6 +48,8 @@ __all__ = [
     "Instrument",
     "Liver",
     "LiverTest",
+    "MaskedCodes",
+    "MaskedItem",
     "MedicationClass",
     "PrimaryEndpoint",
     "Protocol",
@@ -763,14 +766,81 @@ class ConcomitantMedications(_Frozen):
     prohibited_from_event: str
 
 
-class Blinding(_Frozen):
-    """Forms only unblinded users may see, and the REDCap users allowed to see them.
+class MaskedItem(_Frozen):
+    """A form or field that reveals allocation (or is declared arm-neutral), with the reason."""
 
+    name: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
+class MaskedCodes(_Frozen):
+    """Codes of a categorical field that reveal allocation, merged into one neutral code.
+
+    In the blinded view every code of *codes* becomes *masked_as* (one of them), labelled
+    *label*. The merged set must hold a code that every arm can have (e.g. ``None`` for an action
+    on the adjunct): a neutral value that only one arm can take would still reveal it.
+    """
+
+    field: str = Field(min_length=1)
+    codes: tuple[int | str, ...] = Field(min_length=2)
+    masked_as: int | str
+    label: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+    @property
+    def code_texts(self) -> tuple[str, ...]:
+        """The masked codes as REDCap raw code text."""
+        return tuple(str(code) for code in self.codes)
+
+
+class BlindingRole(_Frozen):
+    """Who is masked to what.
+
+    ``access``: ``unblinded`` (may see allocation and everything that reveals it), ``partial``
+    (knows individual allocation in practice, e.g. sites that deliver the adjunct, or sees the
+    masked codes in REDCap to query them, but may not open the unblinded forms), ``masked``
+    (must not be able to know allocation or reconstruct any comparison by arm: gets studyman's
+    blinded view only; its REDCap users may open neither the unblinded forms nor the forms that
+    hold masked fields or codes).
+    """
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str = Field(min_length=1)
+    access: Literal["unblinded", "partial", "masked"]
+    redcap_users: tuple[str, ...] = ()
+    outputs: str = ""
+
+
+class Blinding(_Frozen):
+    """The blinding policy: what reveals allocation, and who is masked to what.
+
+    ``unblinded_forms`` (whole forms: randomisation, dosing), ``masked_fields`` (whole fields
+    elsewhere) and ``masked_codes`` (codes of a field) reveal allocation; the blinded view
+    (:func:`studyman.sources.blinding.blinded_view`) drops the first two and merges the codes.
+    ``reasons`` gives the reason per unblinded form. ``arm_neutral`` names forms and fields that
+    look arm-specific (a label mentioning dose, randomisation or the adjunct) but are not.
     When ``unblinded_users`` is empty, only site (data access group) users are checked.
     """
 
     unblinded_forms: tuple[str, ...] = Field(min_length=1)
     unblinded_users: tuple[str, ...] = ()
+    reasons: dict[str, str] = Field(default_factory=dict)
+    masked_fields: tuple[MaskedItem, ...] = ()
+    masked_codes: tuple[MaskedCodes, ...] = ()
+    arm_neutral: tuple[MaskedItem, ...] = ()
+    roles: tuple[BlindingRole, ...] = ()
+
+    @property
+    def masked_field_names(self) -> tuple[str, ...]:
+        """Fields dropped whole from the blinded view."""
+        return tuple(item.name for item in self.masked_fields)
+
+    def masked_codes_of(self, field: str) -> MaskedCodes | None:
+        """The code masking of *field*, or None."""
+        for item in self.masked_codes:
+            if item.field == field:
+                return item
+        return None
 
 
 class DeviationCategory(_Frozen):
@@ -1195,8 +1265,40 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
     )
 
     # blinding and deviations
-    for j, form in enumerate(protocol.blinding.unblinded_forms):
+    blinding = protocol.blinding
+    for j, form in enumerate(blinding.unblinded_forms):
         yield from known_instrument(f"blinding.unblinded_forms[{j}]", form)
+    for form in blinding.reasons:
+        if form not in blinding.unblinded_forms:
+            yield f"blinding.reasons.{form}", f"{form!r} is not one of blinding.unblinded_forms"
+    for j, masked in enumerate(blinding.masked_codes):
+        where = f"blinding.masked_codes[{j}]"
+        texts = masked.code_texts
+        for repeated in _duplicates(texts):
+            yield f"{where}.codes", f"code {repeated} repeats"
+        if str(masked.masked_as) not in texts:
+            yield (
+                f"{where}.masked_as",
+                f"{masked.masked_as!r} is not one of the masked codes {', '.join(texts)}",
+            )
+        if masked.field in blinding.masked_field_names:
+            yield f"{where}.field", f"{masked.field!r} is already masked whole (masked_fields)"
+    for repeated in _duplicates(m.field for m in blinding.masked_codes):
+        yield "blinding.masked_codes", f"field {repeated!r} is masked twice"
+    for repeated in _duplicates(m.name for m in blinding.masked_fields):
+        yield "blinding.masked_fields", f"field {repeated!r} repeats"
+    revealing = {*blinding.unblinded_forms, *blinding.masked_field_names}
+    revealing |= {m.field for m in blinding.masked_codes}
+    for j, neutral in enumerate(blinding.arm_neutral):
+        if neutral.name in revealing:
+            yield (
+                f"blinding.arm_neutral[{j}]",
+                f"{neutral.name!r} is declared both arm-neutral and revealing allocation",
+            )
+    for repeated in _duplicates(role.id for role in blinding.roles):
+        yield "blinding.roles", f"role {repeated!r} repeats"
+    for repeated in _duplicates(user for role in blinding.roles for user in role.redcap_users):
+        yield "blinding.roles", f"REDCap user {repeated!r} has two roles"
     yield from known_instrument("deviations.form", protocol.deviations.form)
     for repeated in _duplicates(c.code for c in protocol.deviations.categories):
         yield "deviations.categories", f"category code {repeated} repeats"

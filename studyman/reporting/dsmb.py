@@ -19,6 +19,7 @@ An open session is computed with ``arms=None``: every table has one pooled ``Tot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -2355,16 +2356,55 @@ _HEADINGS: dict[str, tuple[str, str]] = {
 }
 
 
+def _participant_ids(inputs: DsmbInputs) -> frozenset[str]:
+    ids: set[str] = set()
+    for frame in inputs.tables.values():
+        if _KEY in frame.columns:
+            ids.update(str(value) for value in frame[_KEY].dropna())
+    return frozenset(ids)
+
+
+def withhold_listings(section: Section, participant_ids: frozenset[str]) -> Section:
+    """The open session's gate: *section* without any table that names a participant.
+
+    A per-participant listing (a ``Participant`` column, or any cell holding a record ID) of
+    events whose frequency may differ by arm lets a reader of the open session infer who is in
+    which arm; the open session gives pooled counts only, the closed report the listings.
+    """
+    kept: list[ReportTable] = []
+    withheld: list[str] = []
+    for table in section.tables:
+        frame = table.frame
+        names = "Participant" in frame.columns
+        if not names and participant_ids and not frame.empty:
+            cells = frame.astype("string").to_numpy().ravel()
+            names = any(str(cell) in participant_ids for cell in cells)
+        if names:
+            withheld.append(table.title)
+        else:
+            kept.append(table)
+    if not withheld:
+        return section
+    note = (
+        f"{'; '.join(withheld)}: in the closed report only. The open session gives pooled "
+        "counts; a listing of participants could let its readers infer allocation."
+    )
+    return dataclasses.replace(section, tables=tuple(kept), paragraphs=(*section.paragraphs, note))
+
+
 def build_sections(inputs: DsmbInputs) -> list[Section]:
     """Every section of the report, in order.
 
     A section whose form lacks a field it needs (an older data dictionary, a renamed field)
-    says which field is missing; the other sections are still produced.
+    says which field is missing; the other sections are still produced. In an open session
+    no table names a participant (:func:`withhold_listings`).
     """
     sections = []
+    ids = frozenset() if inputs.closed else _participant_ids(inputs)
     for builder in SECTION_BUILDERS:
         try:
-            sections.append(builder(inputs))
+            section = builder(inputs)
+            sections.append(section if inputs.closed else withhold_listings(section, ids))
         except KeyError as error:
             section_id, title = _HEADINGS.get(
                 builder.__name__, (builder.__name__, builder.__name__)

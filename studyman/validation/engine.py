@@ -18,13 +18,15 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from studyman.errors import ValidationError
 from studyman.findings import FINDING_COLUMNS
+from studyman.sources.blinding import blind_flat_records
 from studyman.validation.catalogue import CATALOGUE, CheckDefinition
 from studyman.validation.custom import CustomCheck, run_custom_checks
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.dictionary_checks import run_dictionary_checks
 from studyman.validation.protocol_checks import ProtocolCheckInput, run_protocol_checks
-from studyman.validation.records import REPEAT, clear_caches, isin, normalise_records, text
+from studyman.validation.records import clear_caches, normalise_records, text
 
 __all__ = ["RESULT_COLUMNS", "ValidationResult", "blind_records", "run_checks"]
 
@@ -68,20 +70,12 @@ class ValidationResult:
 
 
 def blind_records(records: pd.DataFrame, protocol: Any, dictionary: DataDictionary) -> pd.DataFrame:
-    """Drop the rows and columns of the protocol's unblinded forms."""
-    forms = set(protocol.blinding.unblinded_forms)
-    columns = [
-        column
-        for spec in dictionary.fields
-        if spec.form in forms
-        for column in spec.columns
-        if column in records.columns
-    ]
-    columns += [f"{form}_complete" for form in forms if f"{form}_complete" in records.columns]
-    kept = records.drop(columns=columns)
-    if REPEAT in kept.columns:
-        kept = kept.loc[~isin(text(kept, REPEAT), list(forms))]
-    return kept.reset_index(drop=True)
+    """The blinded view of flat records (the blinding gate,
+    :func:`studyman.sources.blinding.blind_flat_records`); idempotent."""
+    project = getattr(protocol, "redcap", None)
+    if project is None:
+        raise ValidationError("the protocol has no REDCap project loaded (redcap_project)")
+    return blind_flat_records(records, protocol, project.dictionary)
 
 
 def _supersede(findings: pd.DataFrame) -> pd.DataFrame:
