@@ -23,20 +23,38 @@ batches is an error. Whatever cannot be trusted is retried; when the retries run
 raises :class:`~studyman.errors.SourceError` and writes nothing (no snapshot directory, no
 manifest).
 
+Completeness: an answer cut at any byte is never taken for a whole one
+-----------------------------------------------------------------------
+A proxy or a dying server can hand over a cut body with a matching ``Content-Length``. Every
+answer is therefore one that a cut cannot leave whole-looking:
+
+* metadata, project information, events, arms, mappings, repeating forms and the record IDs are
+  asked for as JSON: a JSON array or object cut at any byte does not parse;
+* the version (plain text such as ``14.5.10``, which a cut can leave a valid ``14.5.1``) is asked
+  for twice, and both answers must agree;
+* a records batch is CSV (the export the offline import reads, and a fraction of JSON's size);
+  cut at a line end it still parses, losing the last rows of the last record in it. So each
+  batch also asks for one more record, the first of the next batch (its *sentinel*): the rows of
+  a record come together, so when the answer ends with the sentinel's rows, every record before
+  it is whole; the sentinel's rows are dropped (the next batch brings it whole). When there is no
+  next batch (or the server put the sentinel elsewhere), the record whose rows end the answer is
+  exported again on its own, as JSON, and must have the same rows.
+
 The token
 ---------
 The token is held in a :class:`pydantic.SecretStr` and given to PyCap only; it is never in a
 message, a log line, the manifest or a repr. Error texts from the network (which may quote the
-request) are never passed on: messages are rebuilt from the status and a scrubbed excerpt of the
-answer, and exceptions are raised ``from None``.
-
-Known limit: a body cut exactly at a line end with a matching ``Content-Length`` that still
-holds every requested record (only some rows of the last record missing) cannot be told from a
-complete answer by a client; REDCap and proxies do not produce it in practice.
+request) are never passed on: messages are rebuilt from the status and a short excerpt of the
+answer, which is dropped whole when the answer echoes the token in any form (another case, split
+by spaces or lines, URL- or HTML-encoded), and exceptions are raised ``from None``. The token is
+sent only to the origin (scheme, host, port) of the URL the user gave: a redirect to another
+origin is refused, not followed, since a 307/308 redirect would re-send the POST body, token and
+all.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -51,6 +69,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import unquote_plus, urljoin, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,6 +81,7 @@ from redcap.request import _ContentConfig, _RCRequest
 from studyman import __version__
 from studyman.errors import SnapshotError, SourceError
 from studyman.protocol import Protocol
+from studyman.sources.blinding import blind_export, is_blinded_export
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
     conformance_file,
@@ -156,31 +176,115 @@ class _RefusedError(Exception):
         self.status = status
 
 
-def _excerpt(body: str, limit: int = 200) -> str:
-    text = re.sub(r"<[^>]+>", " ", body)
-    text = " ".join(text.split())
+#: Characters of a server's answer quoted in a message, at most.
+_EXCERPT_LIMIT = 160
+#: An answer holding any run of this many consecutive token characters (in any case, spacing or
+#: encoding) is taken to echo the token; the chance that unrelated text does is negligible.
+_ECHO_WINDOW = 12
+_TOKEN_LIKE = re.compile(r"[0-9A-Fa-f]{20,}")
+_ECHOED = "[the answer quoted the API token; its text is not shown]"
+
+
+def _decodings(text: str) -> list[str]:
+    """*text* and what it reads as once URL- and HTML-decoded (a few rounds)."""
+    variants = [text]
+    current = text
+    for _ in range(3):
+        decoded = html.unescape(unquote_plus(current))
+        if decoded == current:
+            break
+        variants.append(decoded)
+        current = decoded
+    return variants
+
+
+def _echoes_token(text: str, token: str) -> bool:
+    """True when *text* holds the token or a long piece of it in any case, spacing or encoding."""
+    if not token or not text:
+        return False
+    secret = token.lower()
+    window = min(_ECHO_WINDOW, len(secret))
+    pieces = {secret[i : i + window] for i in range(len(secret) - window + 1)}
+    for variant in _decodings(text):
+        hex_only = re.sub(r"[^0-9a-f]", "", variant.lower())
+        if any(piece in hex_only for piece in pieces):
+            return True
+    return False
+
+
+def _excerpt(body: str, token: str = "", limit: int = _EXCERPT_LIMIT) -> str:
+    """A short, printable excerpt of a server's answer; nothing of it when it echoes the token.
+
+    Markup is dropped, white space collapsed, control characters replaced, token-like hex runs
+    masked, and the whole excerpt withheld when the *full* body quotes the token in any form.
+    """
+    if _echoes_token(body, token):
+        return _ECHOED
+    text = re.sub(r"<[^>]+>", " ", body[: 64 * 1024])
     try:
         document = json.loads(body)
         if isinstance(document, dict) and "error" in document:
             text = str(document["error"])
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         pass
+    text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
     if text.lower().startswith("error:"):
         text = text[6:].strip()
-    return text[:limit]
+    text = _TOKEN_LIKE.sub("***", text)
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of *url* (the port filled in for http and https)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port if port is not None else default
 
 
 class _CheckedSession(requests.Session):
-    """A session that refuses what PyCap would take as data: non-200, HTML, short bodies."""
+    """A session that refuses what PyCap would take as data (non-200, HTML, short bodies) and
+    never follows a redirect to another origin than *url*'s (it would re-send the token)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        super().__init__()
+        self._url = url
+        self._origin = _origin(url)
+        self._token = token
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is None or _origin(urljoin(resp.url, target)) != self._origin:
+            return None  # not followed: request() refuses the redirect in one line
+        return target
 
     def request(
         self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
     ) -> requests.Response:
-        response = super().request(method, url, *args, **kwargs)
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.TooManyRedirects:
+            raise _RefusedError("too many redirects; give REDCap's API URL itself", 310) from None
         response.encoding = "utf-8"  # REDCap answers UTF-8, whatever the Content-Type says
         status = response.status_code
+        if 300 <= status < 400 and response.headers.get("Location"):
+            target = urljoin(response.url, response.headers["Location"])
+            raise _RefusedError(
+                f"HTTP {status}: REDCap's address redirects to {_public_url(target)}, another "
+                f"host or port than {_public_url(self._url)}; the token is sent only to the "
+                "address given, so the redirect was not followed (if the new address is "
+                "REDCap's, pass it as the URL)",
+                status,
+            )
         if status != 200:
-            message = f"HTTP {status}: {_excerpt(response.text)}"
+            message = f"HTTP {status}: {_excerpt(response.text, self._token)}"
             if status in _RETRY_STATUSES:
                 retry_after = response.headers.get("Retry-After")
                 seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
@@ -193,7 +297,9 @@ class _CheckedSession(requests.Session):
         if "html" in content_type.lower() or (
             response.content.lstrip()[:1] == b"<" and (b"<html" in response.content[:512].lower())
         ):
-            raise _TransientError(f"an HTML page instead of data: {_excerpt(response.text)}")
+            raise _TransientError(
+                f"an HTML page instead of data: {_excerpt(response.text, self._token)}"
+            )
         return response
 
 
@@ -245,13 +351,17 @@ def _classify(error: BaseException, token: str) -> _TransientError | _RefusedErr
         return _TransientError("the connection failed or was closed mid-answer")
     if isinstance(error, requests.RequestException):
         # PyCap's RedcapError: REDCap's own error message (from a 200 answer in CSV/JSON).
-        text = _scrub(str(error.args[0]) if error.args else "", token)
-        return _RefusedError(f"REDCap refused the request: {_excerpt(text)}", 400)
+        text = str(error.args[0]) if error.args else ""
+        return _RefusedError(f"REDCap refused the request: {_excerpt(text, token)}", 400)
     return None
 
 
 def _scrub(text: str, token: str) -> str:
-    return text.replace(token, "***") if token else text
+    """*text* without the token: the last net under the excerpts (already sanitised)."""
+    if not token:
+        return text
+    text = re.sub(re.escape(token), "***", text, flags=re.IGNORECASE)
+    return _ECHOED if _echoes_token(text, token) else text
 
 
 def _call(
@@ -307,11 +417,16 @@ class PullProgress:
 def _check_batch(
     text: str,
     requested: Sequence[str],
+    sentinel: str | None,
     record_id_field: str,
     header: tuple[str, ...] | None,
     source: str,
-) -> pa.Table:
-    """Parse one batch's CSV and check it; raise _TransientError when it cannot be trusted."""
+) -> tuple[pa.Table, str | None]:
+    """Parse one batch's CSV and check it; raise _TransientError when it cannot be trusted.
+
+    Returns the batch's rows (the sentinel's dropped) and the record whose completeness is not
+    yet proven (None when the answer ends with the sentinel's rows: everything before is whole).
+    """
     if not text.endswith("\n"):
         raise _TransientError(f"{source}: the CSV does not end with a newline (truncated)")
     try:
@@ -323,8 +438,9 @@ def _check_batch(
         raise _TransientError(f"{source}: the CSV does not start with the record-ID field")
     if header is not None and columns != header:
         raise _TransientError(f"{source}: the columns differ from the first batch's")
-    returned = set(pc.unique(table.column(record_id_field)).to_pylist())
-    wanted = set(requested)
+    ids = table.column(record_id_field)
+    returned = set(pc.unique(ids).to_pylist())
+    wanted = set(requested) | ({sentinel} if sentinel is not None else set())
     if returned != wanted:
         missing = sorted(wanted - returned)
         extra = sorted(str(x) for x in returned - wanted)
@@ -332,7 +448,57 @@ def _check_batch(
             f"{source}: {len(missing)} requested record(s) missing ({missing[:3]}) and "
             f"{len(extra)} not requested ({extra[:3]})"
         )
-    return table
+    # A cut removes the end of the answer; it can make a record incomplete only if that record's
+    # rows come last, provided the rows of each record come together (REDCap's flat export).
+    rows = table.num_rows
+    runs = 1 + (
+        int(pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, rows - 1))).as_py() or 0)
+        if rows > 1
+        else 0
+    )
+    if runs != len(returned):
+        raise SourceError(
+            f"{source}: the rows of a record are not together in the answer, so a cut answer "
+            "could not be told from a whole one; REDCap lists each record's rows together"
+        )
+    last = str(ids[rows - 1].as_py())
+    if sentinel is None:
+        return table, last
+    kept = table.filter(pc.not_equal(ids, sentinel))
+    return kept, (None if last == sentinel else last)
+
+
+def _record_rows(table: pa.Table, record_id_field: str, record: str) -> list[tuple[str, ...]]:
+    """The identity (event, repeat instrument, instance) of each row of *record*, in order."""
+    keys = [
+        name
+        for name in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+        if name in table.column_names
+    ]
+    rows = table.filter(pc.equal(table.column(record_id_field), record))
+    columns = [rows.column(name).to_pylist() for name in keys]
+    return [tuple(str(value) for value in row) for row in zip(*columns, strict=True)] or [
+        () for _ in range(rows.num_rows)
+    ]
+
+
+def _json_record_rows(
+    answer: Any, table: pa.Table, record_id_field: str, record: str, source: str
+) -> list[tuple[str, ...]]:
+    """The same identities from a JSON export of *record* alone (the proof of completeness)."""
+    keys = [
+        name
+        for name in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
+        if name in table.column_names
+    ]
+    if not isinstance(answer, list) or not all(isinstance(row, dict) for row in answer):
+        raise _TransientError(f"{source}: the JSON export of record {record} is not a list")
+    found: list[tuple[str, ...]] = []
+    for row in answer:
+        if str(row.get(record_id_field, "")) != record:
+            raise _TransientError(f"{source}: the JSON export of record {record} holds another")
+        found.append(tuple("" if row.get(name) is None else str(row.get(name)) for name in keys))
+    return found
 
 
 def pull_snapshot(
@@ -416,7 +582,7 @@ def pull_snapshot(
     def project() -> _Project:
         current: _Project | None = getattr(local, "project", None)
         if current is None:
-            current = _Project(url, secret, _CheckedSession(), timeout)
+            current = _Project(url, secret, _CheckedSession(url, raw_token), timeout)
             if known_metadata:
                 current._metadata = known_metadata[0]  # PyCap reuses it for records exports
             local.project = current
@@ -453,20 +619,21 @@ def pull_snapshot(
         "repeating forms", lambda p: p.export_repeating_instruments_events(format_type="json")
     )
     info = call("project info", lambda p: p.export_project_info(format_type="json"))
-    version = call("version", lambda p: _checked_version(p.export_version()))
+    # A cut can leave a plain-text version valid (14.5.10 -> 14.5.1): two answers must agree.
+    version = call("version", lambda p: _checked_version(p.export_version(), p.export_version()))
     report(PullProgress("metadata", 1, 1))
     stages = {"metadata": time.monotonic() - started}
 
     dictionary = ProjectDictionary(metadata)
     record_id_field = dictionary.record_id_field
-    ids_frame = call(
+    # JSON: a cut at any byte (a line end included) leaves an answer that does not parse.
+    record_ids: list[str] = call(
         "record IDs",
         lambda p: _check_ids(
-            p.export_records(format_type="csv", fields=[record_id_field], event_name="unique"),
+            p.export_records(format_type="json", fields=[record_id_field], event_name="unique"),
             record_id_field,
         ),
     )
-    record_ids = [str(x) for x in pc.unique(ids_frame.column(record_id_field)).to_pylist()]
     total = len(record_ids)
     report(PullProgress("records", 0, total))
     stages["record_ids"] = time.monotonic() - started - sum(stages.values())
@@ -483,18 +650,31 @@ def pull_snapshot(
 
     def fetch(index: int, ids: list[str]) -> pa.Table:
         source = f"records batch {index + 1} of {len(batches)}"
+        # The first record of the next batch comes last in this answer (see module notes).
+        sentinel = batches[index + 1][0] if index + 1 < len(batches) else None
+        requested = ids if sentinel is None else [*ids, sentinel]
 
         def attempt() -> pa.Table:
             text = project().export_records(
                 format_type="csv",
-                records=ids,
+                records=requested,
                 event_name="unique",
                 export_data_access_groups=True,
                 export_survey_fields=surveys,
             )
             with header_lock:
                 expected = header[0] if header else None
-            table = _check_batch(text, ids, record_id_field, expected, source)
+            table, unproven = _check_batch(text, ids, sentinel, record_id_field, expected, source)
+            if unproven is not None:
+                answer = project().export_records(
+                    format_type="json", records=[unproven], event_name="unique"
+                )
+                alone = _json_record_rows(answer, table, record_id_field, unproven, source)
+                if alone != _record_rows(table, record_id_field, unproven):
+                    raise _TransientError(
+                        f"{source}: record {unproven} has other rows than in an export of it "
+                        "alone (the answer was cut?)"
+                    )
             with header_lock:
                 if not header:
                     header.append(tuple(table.column_names))
@@ -606,6 +786,11 @@ def pull_snapshot(
     # The token could read a form that reveals the allocation (or, without a protocol, that
     # cannot be ruled out): the snapshot is for its owner only, from its creation.
     private = protocol is None or bool(set(tidy.tables) & set(protocol.blinding.unblinded_forms))
+    if protocol is not None and is_blinded_export(tidy.tables, protocol):
+        # the blinding gate: a blinded token's snapshot holds only the blinded view
+        tidy, blinded_metadata = blind_export(tidy, metadata, protocol)
+        extra["redcap/metadata.json"] = json_bytes(blinded_metadata)
+        manifest["view"] = "blinded"
     return write_tidy_snapshot(
         Path(out_dir),
         name or default_snapshot_name("pull"),
@@ -616,26 +801,25 @@ def pull_snapshot(
     )
 
 
-def _checked_version(version: Any) -> Any:
-    if version is None:
+def _checked_version(version: Any, again: Any) -> Any:
+    if version is None or again is None:
         raise _TransientError("the version answer is not a version number (damaged?)")
+    if str(version) != str(again):
+        raise _TransientError("two answers give different versions (one was cut?)")
     return version
 
 
-def _check_ids(text: Any, record_id_field: str) -> pa.Table:
-    if not isinstance(text, str):
-        raise _TransientError("REDCap did not answer with CSV text")
-    if not text.strip():
-        return pa.table({record_id_field: pa.array([], type=pa.string())})
-    if not text.endswith("\n"):
-        raise _TransientError("the answer is truncated (no final newline)")
-    try:
-        frame = parse_records_table(text, "record IDs")
-    except SourceError as error:
-        raise _TransientError(str(error)) from None
-    if record_id_field not in frame.column_names:
-        raise _TransientError(f"the answer has no {record_id_field!r} column")
-    return frame
+def _check_ids(answer: Any, record_id_field: str) -> list[str]:
+    """The distinct record IDs of a JSON export of the record-ID field, in REDCap's order."""
+    if not isinstance(answer, list):
+        raise _TransientError("the record-ID export is not a JSON list")
+    ids: dict[str, None] = {}
+    for row in answer:
+        value = row.get(record_id_field) if isinstance(row, dict) else None
+        if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
+            raise _TransientError(f"the record-ID export has a row without {record_id_field!r}")
+        ids[str(value)] = None
+    return list(ids)
 
 
 def _public_url(url: str) -> str:

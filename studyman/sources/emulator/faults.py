@@ -14,7 +14,8 @@ HTML 500 page · ``502`` / ``504`` a proxy's HTML page · ``429`` REDCap's plain
 ``timeout`` the server hangs (``hang_seconds``) and closes without answering · ``truncate`` the
 ``Content-Length`` promises the whole body but half is sent before the connection closes · ``cut``
 the body is cut in half and the ``Content-Length`` matches, so the client receives broken
-JSON or CSV with a 200 status.
+JSON or CSV with a 200 status. ``cut_at`` moves the cut of ``truncate`` and ``cut`` to a chosen
+byte (for example a line end, where a cut CSV still parses).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class FaultPlan:
         Only calls with these ``content`` values are eligible (empty: every call).
     ban_after
         Every eligible call after this many gets ``429`` (REDCap's rate limit).
+    cut_at
+        Bytes of the body a ``truncate`` or ``cut`` fault keeps (at most all but the last one);
+        default: half the body.
     """
 
     seed: int = 0
@@ -72,8 +76,15 @@ class FaultPlan:
     schedule: tuple[str, ...] = ()
     contents: tuple[str, ...] = ()
     ban_after: int | None = None
+    cut_at: int | None = None
 
     def __post_init__(self) -> None:
+        if self.cut_at is not None and (
+            isinstance(self.cut_at, bool) or not isinstance(self.cut_at, int) or self.cut_at < 0
+        ):
+            raise StudymanError(
+                f"cut_at must be a non-negative whole number of bytes, not {self.cut_at!r}"
+            )
         for name in self.schedule:
             if name not in FAULT_NAMES:
                 raise StudymanError(
@@ -92,6 +103,12 @@ class FaultPlan:
         )
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise StudymanError("fault rates must be non-negative and sum to at most 1")
+
+    def kept_bytes(self, size: int) -> int:
+        """How many of a *size*-byte body a ``truncate`` or ``cut`` fault sends."""
+        if self.cut_at is None:
+            return size // 2
+        return max(0, min(self.cut_at, size - 1))
 
     @classmethod
     def from_mapping(cls, values: dict[str, object], source: str = "fault plan") -> FaultPlan:
