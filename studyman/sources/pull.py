@@ -215,11 +215,10 @@ def _echoes_token(text: str, token: str) -> bool:
 def _excerpt(body: str, token: str = "", limit: int = _EXCERPT_LIMIT) -> str:
     """A short, printable excerpt of a server's answer; nothing of it when it echoes the token.
 
-    Markup is dropped, white space collapsed, control characters replaced, token-like hex runs
-    masked, and the whole excerpt withheld when the *full* body quotes the token in any form.
+    Markup is dropped, white space collapsed, control characters replaced and token-like hex runs
+    masked; the whole excerpt is withheld when the *full* body, or the message decoded from it
+    (JSON escapes included), quotes the token in any form.
     """
-    if _echoes_token(body, token):
-        return _ECHOED
     text = re.sub(r"<[^>]+>", " ", body[: 64 * 1024])
     try:
         document = json.loads(body)
@@ -227,6 +226,8 @@ def _excerpt(body: str, token: str = "", limit: int = _EXCERPT_LIMIT) -> str:
             text = str(document["error"])
     except (ValueError, TypeError, RecursionError):
         pass
+    if _echoes_token(body, token) or _echoes_token(text, token):
+        return _ECHOED
     text = "".join(c if c.isprintable() else " " for c in text)
     text = " ".join(text.split())
     if text.lower().startswith("error:"):
@@ -351,8 +352,10 @@ def _classify(error: BaseException, token: str) -> _TransientError | _RefusedErr
         return _TransientError("the connection failed or was closed mid-answer")
     if isinstance(error, requests.RequestException):
         # PyCap's RedcapError: REDCap's own error message (from a 200 answer in CSV/JSON).
-        text = str(error.args[0]) if error.args else ""
-        return _RefusedError(f"REDCap refused the request: {_excerpt(text, token)}", 400)
+        content = error.args[0] if error.args else ""
+        if isinstance(content, dict) and "error" in content:
+            content = json.dumps(content, ensure_ascii=False)  # its message, not a Python repr
+        return _RefusedError(f"REDCap refused the request: {_excerpt(str(content), token)}", 400)
     return None
 
 
