@@ -1,27 +1,46 @@
-"""Request handling: REDCap's API calls over a :class:`RecordStore`, without any HTTP.
+"""Request handling: REDCap's API calls over a served project's state, without any HTTP.
 
 :class:`Emulator` takes the decoded POST fields of one call and returns an :class:`Answer`
 (status, content type, body). The HTTP server (:mod:`studyman.sources.emulator.server`) only
-decodes requests and writes answers, so every REDCap rule lives here.
+decodes requests and writes answers, so every REDCap rule lives here (records) and in
+:mod:`~studyman.sources.emulator.calls` (design, users, groups, files, PDF, surveys).
 
 Notes
 -----
-Decisions where REDCap's behaviour is not pinned down by ``redcap-api.md``:
+Rights (every call):
 
+* A token belongs to a user of its project. A token whose user is not (or no longer) in the
+  project is refused with REDCap's 403 ``You do not have permissions to use the API`` (fail
+  closed). ``tokens=`` passed to the emulator (``--token``) are the one exception: each names a
+  user that the emulator adds with full rights when the project does not list it.
 * A user whose ``forms_export`` right on a form is 0 (a blinded user and the randomisation or
   dosing form) never receives that form's fields. They are trimmed from a record export, as REDCap
   trims fields outside a user's export rights (PyCap names every field of the project in each
   export, so a blinded user's whole-project export must succeed without them). A call that asks
   only for such content (``forms=randomization``, ``fields=rand_arm``; the record-ID field aside)
   is refused as a whole with REDCap's 403 ``You do not have API Export privileges``, so that a
-  client asking for the blinded forms gets an error, not an empty data set. The metadata export
-  still lists every field, as REDCap's does. Export rights 2 (de-identified) and 3 (remove
-  identifiers) drop the form's identifier fields (``identifier = y``).
+  client asking for the blinded forms gets an error, not an empty data set. A ``filterLogic``
+  naming a field the caller may not export (or an identifier field of a form exported
+  de-identified) is refused the same way: the filter would reveal the field's values through
+  which records it keeps. The metadata export still lists every field, as REDCap's does. Export
+  rights 2 (de-identified) and 3 (remove identifiers) drop the form's identifier fields
+  (``identifier = y``).
+* A record import needs edit rights (data entry 1 or 3) on the form of every field it names, and
+  Create Records for a record that does not exist; a user in a data access group imports into
+  that group only.
+* Malformed requests (an unreadable number, logic or JSON nested too deeply, a document type
+  declaration in XML) are answered 400 with REDCap's error body; they never raise.
+
+Other choices where REDCap's behaviour is not pinned down:
+
 * ``eventName`` is ignored: like REDCap's raw export, events are unique names unless
   ``rawOrLabel=label``.
 * Imported values are validated against field types only with ``check_values=True`` (REDCap
   always refuses, for example, a date in the wrong format or an unknown choice code); by default
   the emulator keeps them so that the synthetic trial's planted data errors reach the checks.
+* A project created through the API from an ODM file keeps no values of calculated fields (REDCap
+  leaves them to its next recalculation): PyCap's own integration suite counts 30 EAV values for
+  its simple project, whose ODM holds 34, four of them calculations.
 
 Behaviour copied from the raw exports recorded from live REDCap 14 servers
 (``tests/data/redcap-projects``, checked by ``tests/sources/test_conformance_projects.py``):
@@ -33,97 +52,103 @@ fields were asked for are left out; an EAV export lists the record-ID field once
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 import secrets
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from studyman.errors import StudymanError, ValidationError
-from studyman.protocol.logic import compile_logic
+from studyman.protocol.logic import LogicExpression, compile_logic
 from studyman.protocol.redcap_project import checkbox_column
+from studyman.sources.emulator.answers import (
+    Answer,
+    RefusedError,
+    answer_one,
+    answer_rows,
+    check_known,
+    count_answer,
+    text_answer,
+)
+from studyman.sources.emulator.calls import HANDLERS, Call, Upload
 from studyman.sources.emulator.formats import (
+    ImportFormatError,
     error_body,
+    parse_import_rows,
     records_csv,
-    to_csv,
     to_json,
-    to_xml_records,
 )
 from studyman.sources.emulator.model import (
-    USER_COLUMNS,
-    USER_RIGHT_COLUMNS,
+    EMULATOR_REDCAP_VERSION,
+    Arm,
+    Event,
+    Field,
+    Instrument,
     Project,
     User,
 )
+from studyman.sources.emulator.project_dir import default_project_info
+from studyman.sources.emulator.state import (
+    FULL_RIGHTS,
+    LogEntry,
+    ProjectState,
+    full_rights_user,
+)
 from studyman.sources.emulator.store import Column, ExportOptions, RecordImportError, RecordStore
 
-__all__ = ["FULL_RIGHTS", "Answer", "Emulator", "LogEntry", "ProjectState"]
+__all__ = ["FULL_RIGHTS", "Answer", "Emulator", "LogEntry", "ProjectState", "parse_parameters"]
 
 _PROJECT_TOKEN = re.compile(r"^[0-9A-F]{32}$", re.IGNORECASE)
 _SUPER_TOKEN = re.compile(r"^[0-9A-F]{64}$", re.IGNORECASE)
-_ARRAY = re.compile(r"^(?P<name>[A-Za-z_]+)\[(?P<index>\d*)\]$")
-_LIST_PARAMETERS = ("records", "fields", "forms", "events", "arms", "dags")
-
-#: Rights of a full-rights API user (``--token``, or a token whose user is not in users.csv).
-FULL_RIGHTS: dict[str, int] = {name: 1 for name in USER_RIGHT_COLUMNS}
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One HTTP answer: status, content type and body."""
-
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
+_ARRAY = re.compile(r"^(?P<name>[A-Za-z_]+)\[(?P<index>\d{0,9})\]$")
+_LIST_PARAMETERS = ("records", "fields", "forms", "events", "arms", "dags", "users", "roles")
+#: A filterLogic longer than this, or nested deeper, is refused before it is parsed.
+_MAX_LOGIC_LENGTH = 100_000
+_MAX_LOGIC_NESTING = 100
 
 
-@dataclass(frozen=True)
-class LogEntry:
-    """One logged call (never the token)."""
-
-    time: datetime
-    username: str
-    action: str
-    details: str
-    record: str = ""
-    content: str = ""
-    status: int = 200
-
-    def as_export(self) -> dict[str, str]:
-        """The entry as REDCap's ``content=log`` row."""
-        return {
-            "timestamp": self.time.strftime("%Y-%m-%d %H:%M"),
-            "username": self.username,
-            "action": self.action,
-            "details": self.details,
-        }
-
-
-class _RefusedError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+#: The actions each content accepts (a call without ``action`` is an import when it has
+#: ``data`` and the content takes imports, else an export). REDCap contents the emulator does
+#: not implement are answered 400 naming them, never with another call's answer.
+def _actions() -> dict[str, frozenset[str]]:
+    exports = (
+        "record",
+        "metadata",
+        "project",
+        "version",
+        "exportFieldNames",
+        "instrument",
+        "generateNextRecordName",
+        "log",
+        "arm",
+        "event",
+        "formEventMapping",
+        "repeatingFormsEvents",
+    )
+    actions: dict[str, set[str]] = {content: {"export"} for content in exports}
+    actions["record"] |= {"import", "delete"}
+    for content, action in HANDLERS:
+        actions.setdefault(content, set()).add(action)
+    return {content: frozenset(names) for content, names in actions.items()}
 
 
-@dataclass
-class ProjectState:
-    """A served project: its model, record store, users and log."""
-
-    project: Project
-    store: RecordStore
-    log: list[LogEntry] = field(default_factory=list)
-
-    def user(self, username: str) -> User:
-        for user in self.project.users:
-            if user.username == username:
-                return user
-        return User(username=username, rights=FULL_RIGHTS)
+_ACTIONS = _actions()
+_NOT_IMPLEMENTED = frozenset(
+    {
+        "report",
+        "project_settings",
+        "project_xml",
+        "fieldValidation",
+        "attachment",
+        "appRightsCheck",
+        "tableau",
+        "mycap",
+    }
+)
+_MANAGE = "Manage/Design"
 
 
 def _flag(value: str | None) -> bool:
@@ -136,8 +161,8 @@ def _parse_time(value: str, name: str) -> datetime:
             return datetime.strptime(value.strip(), pattern)
         except ValueError:
             continue
-    raise _RefusedError(
-        400, f'The value of the parameter "{name}" is not a valid date/time ({value}).'
+    raise RefusedError(
+        400, f'The value of the parameter "{name}" is not a valid date/time ({value[:40]}).'
     )
 
 
@@ -147,8 +172,8 @@ def parse_parameters(
     """Split decoded POST pairs into scalar parameters and list parameters.
 
     Lists travel as indexed keys (``fields[0]=a``, PyCap), ``fields[]=a``, or a comma list
-    (``fields=a,b``, REDCapR); all three are accepted for records, fields, forms, events, arms
-    and dags.
+    (``fields=a,b``, REDCapR); all three are accepted for records, fields, forms, events, arms,
+    dags, users and roles.
     """
     scalars: dict[str, str] = {}
     indexed: dict[str, list[tuple[int, int, str]]] = {}
@@ -171,6 +196,17 @@ def parse_parameters(
     return scalars, lists
 
 
+def _resolve_action(content: str, scalars: Mapping[str, str]) -> str:
+    action = scalars.get("action", "").strip()
+    if action:
+        return action
+    if content == "record":
+        return "import" if "data" in scalars else "export"
+    if "data" in scalars and "import" in _ACTIONS.get(content, frozenset()):
+        return "import"
+    return "export"
+
+
 class Emulator:
     """REDCap's API for one or more projects, keyed by token.
 
@@ -180,10 +216,10 @@ class Emulator:
         The project served.
     tokens
         Extra ``token → username`` pairs (added to the project's own ``api_tokens.csv``); a
-        username absent from the project's users gets full rights.
+        username the project does not list is added as a full-rights user (a test convenience:
+        ``--token``). A token of ``api_tokens.csv`` whose user is not in the project is refused.
     super_tokens
-        Super API tokens (64 hex characters) allowed to create projects (``content=project``
-        with ``odm``).
+        Super API tokens (64 hex characters) allowed to create projects (``content=project``).
     clock
         "Now", injected for tests.
     odm_reader
@@ -192,6 +228,9 @@ class Emulator:
         Refuse imported values REDCap would refuse (invalid codes, dates not in ISO form,
         non-numbers), with REDCap's error lines. Off by default so that the synthetic trial's
         planted data errors can be loaded.
+    storage
+        The directory under which each project keeps its uploaded documents (``project-<id>/``);
+        by default a private temporary directory, removed by :meth:`close`.
     """
 
     def __init__(
@@ -203,17 +242,45 @@ class Emulator:
         clock: Callable[[], datetime] = datetime.now,
         odm_reader: Callable[[str], Project] | None = None,
         check_values: bool = False,
+        storage: Path | None = None,
     ) -> None:
         self._clock = clock
         self._check_values = check_values
         self._lock = threading.Lock()
         self._odm_reader = odm_reader
-        self.state = ProjectState(project, RecordStore(project, clock))
+        self._own_storage: tempfile.TemporaryDirectory[str] | None = None
+        self._storage = storage
+        #: The URL the server answers at (for survey links), set by the HTTP server.
+        self.base_url = "http://127.0.0.1/api/"
+        listed = {u.username for u in project.users}
+        extra = [
+            full_rights_user(name)
+            for name in dict.fromkeys((tokens or {}).values())
+            if name not in listed
+        ]
+        if extra:
+            project = replace(project, users=(*project.users, *extra))
+        self.state = ProjectState.create(project, self._project_storage(project), clock)
         self._tokens: dict[str, tuple[ProjectState, str]] = {}
         for token, username in {**project.tokens, **(tokens or {})}.items():
             self._tokens[token.upper()] = (self.state, username)
         self._super_tokens = {t.upper() for t in super_tokens}
         self.server_log: list[LogEntry] = []
+
+    def _project_storage(self, project: Project) -> Path:
+        if self._storage is None:
+            if self._own_storage is None:
+                self._own_storage = tempfile.TemporaryDirectory(prefix="redcap-emulator-")
+            root = Path(self._own_storage.name)
+        else:
+            root = self._storage
+        return root / f"project-{project.info.get('project_id', 1)}"
+
+    def close(self) -> None:
+        """Remove the private storage directory (uploaded documents), if the emulator made one."""
+        own, self._own_storage = self._own_storage, None
+        if own is not None:
+            own.cleanup()
 
     @property
     def store(self) -> RecordStore:
@@ -221,11 +288,19 @@ class Emulator:
         return self.state.store
 
     def add_token(self, token: str, username: str, state: ProjectState | None = None) -> None:
-        """Let *token* call as *username* (full rights unless the project lists the user)."""
+        """Let *token* call as *username* (added with full rights when the project lacks it)."""
         if not _PROJECT_TOKEN.match(token):
             raise StudymanError("an API token must be 32 hexadecimal characters")
+        target = state or self.state
+        with target.write_lock:
+            if target.user(username) is None:
+                target.redesign(
+                    replace(
+                        target.project, users=(*target.project.users, full_rights_user(username))
+                    )
+                )
         with self._lock:
-            self._tokens[token.upper()] = (state or self.state, username)
+            self._tokens[token.upper()] = (target, username)
 
     def projects(self) -> list[ProjectState]:
         """Every project served (the first, then those created through the API)."""
@@ -239,8 +314,10 @@ class Emulator:
             return seen
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, pairs: Sequence[tuple[str, str]]) -> Answer:
-        """Answer one API call given its decoded POST fields."""
+    def handle(
+        self, pairs: Sequence[tuple[str, str]], uploads: Mapping[str, Upload] | None = None
+    ) -> Answer:
+        """Answer one API call given its decoded POST fields (and multipart files)."""
         scalars, lists = parse_parameters(pairs)
         fmt = scalars.get("returnFormat") or scalars.get("format") or "xml"
         if fmt not in ("json", "csv", "xml"):
@@ -256,36 +333,24 @@ class Emulator:
             # A super token creates projects (content=project with data/odm); REDCap answers
             # the new project's token as plain text.
             if is_super and content == "project" and ("odm" in scalars or "data" in scalars):
-                answer = self._create_project(scalars)
-                self._log(None, username, "Create project (API)", content, "", 200)
-                return answer
-            if state is None:
-                raise _RefusedError(403, "You do not have permissions to use the API")
+                return self._create_project(scalars)
+            user = state.user(username) if state is not None else None
+            if state is None or user is None:
+                raise RefusedError(403, "You do not have permissions to use the API")
             answer, record_actions = self._dispatch(
-                state, state.user(username), content, scalars, lists, fmt
+                state, user, content, scalars, lists, fmt, uploads or {}
             )
-        except _RefusedError as refused:
-            body, content_type = error_body(refused.message, fmt)
-            self._log(
-                state,
-                username,
-                "API request refused",
-                content,
-                _details(scalars, lists, refused.message),
-                refused.status,
-            )
-            return Answer(refused.status, content_type, body.encode("utf-8"))
+        except RefusedError as refused:
+            return self._refusal(state, username, content, scalars, lists, fmt, refused)
         except RecordImportError as refusal:
-            body, content_type = error_body(refusal.message, fmt)
-            self._log(
-                state,
-                username,
-                "API request refused",
-                content,
-                _details(scalars, lists, refusal.message),
-                400,
+            as_refused = RefusedError(400, refusal.message)
+            return self._refusal(state, username, content, scalars, lists, fmt, as_refused)
+        except (RecursionError, OverflowError) as error:
+            # Input nested or sized beyond what the parsers take: REDCap's 400, never a crash.
+            unreadable = RefusedError(
+                400, f"The request could not be read ({type(error).__name__}): simplify it."
             )
-            return Answer(400, content_type, body.encode("utf-8"))
+            return self._refusal(state, username, content, scalars, lists, fmt, unreadable)
         if record_actions:
             for action, record in record_actions:
                 self._log(
@@ -301,12 +366,33 @@ class Emulator:
             self._log(
                 state,
                 username,
-                _action(content, scalars),
+                _action(content, _resolve_action(content, scalars)),
                 content,
                 _details(scalars, lists),
                 answer.status,
             )
         return answer
+
+    def _refusal(
+        self,
+        state: ProjectState | None,
+        username: str,
+        content: str,
+        scalars: dict[str, str],
+        lists: dict[str, list[str]],
+        fmt: str,
+        refused: RefusedError,
+    ) -> Answer:
+        body, content_type = error_body(refused.message, fmt)
+        self._log(
+            state,
+            username,
+            "API request refused",
+            content,
+            _details(scalars, lists, refused.message),
+            refused.status,
+        )
+        return Answer(refused.status, content_type, body.encode("utf-8"))
 
     def _log(
         self,
@@ -333,176 +419,201 @@ class Emulator:
         scalars: dict[str, str],
         lists: dict[str, list[str]],
         fmt: str,
+        uploads: Mapping[str, Upload],
     ) -> tuple[Answer, list[tuple[str, str]]]:
+        if content in _NOT_IMPLEMENTED:
+            raise RefusedError(400, f"The emulator does not implement content={content}.")
+        if content not in _ACTIONS:
+            raise RefusedError(400, 'The value of the parameter "content" is not valid')
+        action = _resolve_action(content, scalars)
+        if action not in _ACTIONS[content]:
+            raise RefusedError(
+                400,
+                f'The value of the parameter "action" ({action[:40]}) is not valid for '
+                f"content={content}.",
+            )
+        if content == "record" and action == "delete":
+            with state.write_lock:
+                return self._delete(state, user, scalars, lists, fmt)
+        if content == "record" and action == "import":
+            with state.write_lock:
+                return self._import(state, user, scalars, fmt)
+        handler = HANDLERS.get((content, action))
+        if handler is not None:
+            call = Call(state, user, content, action, scalars, lists, fmt, uploads, self.base_url)
+            return handler(call), []
+        # Every other call is an export.
+        if user.right("api_export") != 1:
+            raise RefusedError(403, "You do not have API Export privileges")
+        return self._export(state, user, content, scalars, lists, fmt), []
+
+    def _export(
+        self,
+        state: ProjectState,
+        user: User,
+        content: str,
+        scalars: dict[str, str],
+        lists: dict[str, list[str]],
+        fmt: str,
+    ) -> Answer:
         project = state.project
         store = state.store
-        action = scalars.get("action", "")
-        if content == "record" and action == "delete":
-            return self._delete(state, user, scalars, lists, fmt)
-        if content == "record" and (
-            action == "import" or ("data" in scalars and action != "export")
-        ):
-            return self._import(state, user, scalars, fmt)
-        if user.right("api_export") != 1:
-            raise _RefusedError(403, "You do not have API Export privileges")
         if content == "version":
-            return Answer(200, "text/plain; charset=utf-8", project.redcap_version.encode()), []
+            return text_answer(project.redcap_version)
         if content == "record":
-            return self._export_records(state, user, scalars, lists, fmt), []
+            return self._export_records(state, user, scalars, lists, fmt)
         rows: list[dict[str, object]]
         if content == "metadata":
             rows = [dict(f.as_metadata()) for f in project.fields]
             forms = lists.get("forms")
             fields = lists.get("fields")
             if fields:
-                _check_known("fields", fields, {f.field_name for f in project.fields})
+                check_known("fields", fields, {f.field_name for f in project.fields})
             if forms:
-                _check_known("forms", forms, set(store.forms))
+                check_known("forms", forms, set(store.forms))
             if fields or forms:
                 rows = [
                     r
                     for r in rows
                     if (fields and r["field_name"] in fields) or (forms and r["form_name"] in forms)
                 ]
-            return _answer(rows, fmt, list(rows[0]) if rows else []), []
+            return answer_rows(rows, fmt, list(rows[0]) if rows else [])
         if content == "project":
-            info = dict(project.info)
-            return _answer_one(info, fmt), []
+            return answer_one(dict(project.info), fmt)
         if content == "exportFieldNames":
-            wanted = scalars.get("field", "")
-            rows = []
-            last_of_form = {f.form_name: f.field_name for f in project.fields}
-            for f in project.fields:
-                if f.field_type == "checkbox":
-                    for code, _ in f.choices:
-                        rows.append(
-                            {
-                                "original_field_name": f.field_name,
-                                "choice_value": code,
-                                "export_field_name": checkbox_column(f.field_name, code),
-                            }
-                        )
-                elif f.field_type not in ("descriptive", "file"):
-                    rows.append(
-                        {
-                            "original_field_name": f.field_name,
-                            "choice_value": "",
-                            "export_field_name": f.field_name,
-                        }
-                    )
-                if last_of_form[f.form_name] == f.field_name:
-                    rows.append(
-                        {
-                            "original_field_name": f"{f.form_name}_complete",
-                            "choice_value": "",
-                            "export_field_name": f"{f.form_name}_complete",
-                        }
-                    )
-            if wanted:
-                rows = [r for r in rows if r["original_field_name"] == wanted]
-                if not rows:
-                    raise _RefusedError(
-                        400,
-                        'The following values in the parameter "field" are not valid: '
-                        f"'{wanted}'",
-                    )
-            return _answer(
-                rows, fmt, ["original_field_name", "choice_value", "export_field_name"]
-            ), []
+            return self._export_field_names(project, scalars, fmt)
         if content == "instrument":
             rows = [
                 {"instrument_name": i.instrument_name, "instrument_label": i.instrument_label}
                 for i in project.instruments
             ]
-            return _answer(rows, fmt, ["instrument_name", "instrument_label"]), []
+            return answer_rows(rows, fmt, ["instrument_name", "instrument_label"])
         if content in ("arm", "event", "formEventMapping"):
-            if not project.is_longitudinal:
-                what = {
-                    "arm": "arms",
-                    "event": "events",
-                    "formEventMapping": "form/event mappings",
-                }[content]
-                raise _RefusedError(400, f"You cannot export {what} for classic projects")
-            arms = lists.get("arms")
-            wanted_arms = {int(a) for a in arms if a.strip().isdigit()} if arms else None
-            if content == "arm":
-                rows = [
-                    {"arm_num": a.arm_num, "name": a.name}
-                    for a in project.arms
-                    if wanted_arms is None or a.arm_num in wanted_arms
-                ]
-                return _answer(rows, fmt, ["arm_num", "name"]), []
-            if content == "event":
-                rows = [
-                    {
-                        "event_name": e.event_name,
-                        "arm_num": e.arm_num,
-                        "unique_event_name": e.unique_event_name,
-                        "custom_event_label": e.custom_event_label,
-                        "event_id": e.event_id,
-                    }
-                    for e in project.events
-                    if wanted_arms is None or e.arm_num in wanted_arms
-                ]
-                return _answer(
-                    rows,
-                    fmt,
-                    [
-                        "event_name",
-                        "arm_num",
-                        "unique_event_name",
-                        "custom_event_label",
-                        "event_id",
-                    ],
-                ), []
-            rows = [
-                {"arm_num": arm, "unique_event_name": event, "form": form}
-                for arm, event, form in project.mappings
-                if wanted_arms is None or arm in wanted_arms
-            ]
-            return _answer(rows, fmt, ["arm_num", "unique_event_name", "form"]), []
+            return self._export_arms_events(project, content, lists, fmt)
         if content == "repeatingFormsEvents":
-            rows_r: list[dict[str, object]] = []
+            rows = []
             for setting in project.repeating:
                 row: dict[str, object] = {}
                 if project.is_longitudinal:
                     row["event_name"] = setting.event_name
                 row["form_name"] = setting.form_name
                 row["custom_form_label"] = setting.custom_form_label
-                rows_r.append(row)
+                rows.append(row)
             header = (["event_name"] if project.is_longitudinal else []) + [
                 "form_name",
                 "custom_form_label",
             ]
-            return _answer(rows_r, fmt, header), []
-        if content == "dag":
-            rows = [
-                {
-                    "data_access_group_name": d.data_access_group_name,
-                    "unique_group_name": d.unique_group_name,
-                    "data_access_group_id": d.data_access_group_id,
-                }
-                for d in project.dags
-            ]
-            return _answer(
-                rows, fmt, ["data_access_group_name", "unique_group_name", "data_access_group_id"]
-            ), []
-        if content == "user":
-            if user.right("user_rights") != 1:
-                raise _RefusedError(403, "You do not have permissions to use the API")
-            return _answer(
-                [_user_row(u, project, fmt) for u in project.users], fmt, list(USER_COLUMNS)
-            ), []
+            return answer_rows(rows, fmt, header)
         if content == "log":
             if user.right("logging") != 1:
-                raise _RefusedError(403, "You do not have permissions to use the API")
-            return self._export_log(state, scalars, fmt), []
+                raise RefusedError(403, "You do not have permissions to use the API")
+            return self._export_log(state, user, scalars, fmt)
         if content == "generateNextRecordName":
-            numbers = [int(r) for r in store.record_ids() if r.isdigit()]
-            return Answer(
-                200, "text/plain; charset=utf-8", str(max(numbers, default=0) + 1).encode()
-            ), []
-        raise _RefusedError(400, 'The value of the parameter "content" is not valid')
+            dag = user.data_access_group or None
+            if dag is None:
+                numbers = [int(r) for r in store.record_ids() if r.isdigit()]
+                return text_answer(str(max(numbers, default=0) + 1))
+            # REDCap names a group's new records "<group id>-<n>".
+            group_id = next(
+                (d.data_access_group_id for d in project.dags if d.unique_group_name == dag), 0
+            )
+            prefix = f"{group_id}-"
+            numbers = [
+                int(r[len(prefix) :])
+                for r in store.record_ids(dag)
+                if r.startswith(prefix) and r[len(prefix) :].isdigit()
+            ]
+            return text_answer(f"{prefix}{max(numbers, default=0) + 1}")
+        raise RefusedError(400, 'The value of the parameter "content" is not valid')
+
+    @staticmethod
+    def _export_field_names(project: Project, scalars: dict[str, str], fmt: str) -> Answer:
+        wanted = scalars.get("field", "")
+        rows: list[dict[str, object]] = []
+        last_of_form = {f.form_name: f.field_name for f in project.fields}
+        for f in project.fields:
+            if f.field_type == "checkbox":
+                for code, _ in f.choices:
+                    rows.append(
+                        {
+                            "original_field_name": f.field_name,
+                            "choice_value": code,
+                            "export_field_name": checkbox_column(f.field_name, code),
+                        }
+                    )
+            elif f.field_type not in ("descriptive", "file"):
+                rows.append(
+                    {
+                        "original_field_name": f.field_name,
+                        "choice_value": "",
+                        "export_field_name": f.field_name,
+                    }
+                )
+            if last_of_form[f.form_name] == f.field_name:
+                rows.append(
+                    {
+                        "original_field_name": f"{f.form_name}_complete",
+                        "choice_value": "",
+                        "export_field_name": f"{f.form_name}_complete",
+                    }
+                )
+        if wanted:
+            rows = [r for r in rows if r["original_field_name"] == wanted]
+            if not rows:
+                raise RefusedError(
+                    400,
+                    'The following values in the parameter "field" are not valid: '
+                    f"'{wanted[:60]}'",
+                )
+        return answer_rows(rows, fmt, ["original_field_name", "choice_value", "export_field_name"])
+
+    @staticmethod
+    def _export_arms_events(
+        project: Project, content: str, lists: dict[str, list[str]], fmt: str
+    ) -> Answer:
+        if not project.is_longitudinal:
+            what = {
+                "arm": "arms",
+                "event": "events",
+                "formEventMapping": "form/event mappings",
+            }[content]
+            raise RefusedError(400, f"You cannot export {what} for classic projects")
+        arms = lists.get("arms")
+        wanted_arms = (
+            {int(a) for a in arms if re.fullmatch(r"\d{1,9}", a.strip())} if arms else None
+        )
+        if content == "arm":
+            # REDCap lists an arm only once it has an event.
+            with_events = {e.arm_num for e in project.events}
+            rows: list[dict[str, object]] = [
+                {"arm_num": a.arm_num, "name": a.name}
+                for a in project.arms
+                if (wanted_arms is None or a.arm_num in wanted_arms) and a.arm_num in with_events
+            ]
+            return answer_rows(rows, fmt, ["arm_num", "name"])
+        if content == "event":
+            rows = [
+                {
+                    "event_name": e.event_name,
+                    "arm_num": e.arm_num,
+                    "unique_event_name": e.unique_event_name,
+                    "custom_event_label": e.custom_event_label,
+                    "event_id": e.event_id,
+                }
+                for e in project.events
+                if wanted_arms is None or e.arm_num in wanted_arms
+            ]
+            return answer_rows(
+                rows,
+                fmt,
+                ["event_name", "arm_num", "unique_event_name", "custom_event_label", "event_id"],
+            )
+        rows = [
+            {"arm_num": arm, "unique_event_name": event, "form": form}
+            for arm, event, form in project.mappings
+            if wanted_arms is None or arm in wanted_arms
+        ]
+        return answer_rows(rows, fmt, ["arm_num", "unique_event_name", "form"])
 
     # ------------------------------------------------------------------ records
     def _columns_for(
@@ -514,9 +625,9 @@ class Emulator:
         field_names = {f.field_name for f in state.project.fields}
         extra = {c.name for c in store.columns if c.kind in ("complete", "timestamp")}
         if fields:
-            _check_known("fields", fields, field_names | extra)
+            check_known("fields", fields, field_names | extra)
         if forms:
-            _check_known("forms", forms, set(store.forms))
+            check_known("forms", forms, set(store.forms))
         refused_forms = {form for form in store.forms if not user.can_export_form(form)}
         if fields or forms:
             wanted = set(fields or [])
@@ -539,7 +650,7 @@ class Emulator:
                 forms or []
             )
             if named_other and not allowed:
-                raise _RefusedError(403, "You do not have API Export privileges")
+                raise RefusedError(403, "You do not have API Export privileges")
             columns = tuple(
                 c
                 for c in store.columns
@@ -554,7 +665,7 @@ class Emulator:
                 if c.name in chosen or (c.kind == "timestamp" and c.form in forms_touched)
             )
             if not columns:
-                raise _RefusedError(
+                raise RefusedError(
                     400,
                     'The following values in the parameter "fields" are not valid: '
                     + ", ".join(f"'{n}'" for n in (fields or [])),
@@ -580,6 +691,46 @@ class Emulator:
         )
         return columns, include_identity
 
+    @staticmethod
+    def _row_filter(state: ProjectState, user: User, logic: str) -> LogicExpression | None:
+        """The compiled ``filterLogic`` (``None`` when blank), within the caller's rights.
+
+        A filter that names a field the caller may not export (or an identifier of a form they
+        export de-identified) is refused: which records it keeps would tell the field's values.
+        """
+        if not logic:
+            return None
+        if len(logic) > _MAX_LOGIC_LENGTH or _nesting(logic) > _MAX_LOGIC_NESTING:
+            raise RefusedError(
+                400,
+                f"The filterLogic parameter is not valid: longer than {_MAX_LOGIC_LENGTH} "
+                f"characters or nested deeper than {_MAX_LOGIC_NESTING} parentheses.",
+            )
+        try:
+            compiled = compile_logic(logic)
+            references = compiled.fields
+        except ValidationError as error:
+            raise RefusedError(400, f"The filterLogic parameter is not valid: {error}") from None
+        store = state.store
+        refused = []
+        for reference in references:
+            found = store.fields.get(reference.name)
+            if found is None:
+                continue  # an unknown name is blank in REDCap's logic: it reveals nothing
+            form = found.form_name
+            deidentified = user.forms_export.get(form, 1) in (2, 3)
+            if not user.can_export_form(form) or (
+                deidentified and found.identifier.strip().lower() == "y"
+            ):
+                refused.append(reference.name)
+        if refused:
+            raise RefusedError(
+                403,
+                "You do not have API Export privileges for the field(s) in filterLogic: "
+                + ", ".join(dict.fromkeys(refused)),
+            )
+        return compiled
+
     def _export_records(
         self,
         state: ProjectState,
@@ -595,19 +746,11 @@ class Emulator:
             if not store.longitudinal:
                 events = None
             else:
-                _check_known("events", events, set(store.events))
+                check_known("events", events, set(store.events))
         record_type = scalars.get("type", "flat")
         if record_type not in ("flat", "eav"):
-            raise _RefusedError(400, 'The value of the parameter "type" is not valid')
-        filter_logic = scalars.get("filterLogic", "").strip()
-        row_filter = None
-        if filter_logic:
-            try:
-                row_filter = compile_logic(filter_logic)
-            except ValidationError as error:
-                raise _RefusedError(
-                    400, f"The filterLogic parameter is not valid: {error}"
-                ) from None
+            raise RefusedError(400, 'The value of the parameter "type" is not valid')
+        row_filter = self._row_filter(state, user, scalars.get("filterLogic", "").strip())
         dag = user.data_access_group or None
         options = ExportOptions(
             columns=columns,
@@ -643,53 +786,33 @@ class Emulator:
             if fmt == "csv":
                 text = records_csv(header, [[row[h] for h in header] for row in rows])
                 return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
-            return _answer(rows, fmt, header, xml_root="records")
+            return answer_rows(rows, fmt, header, xml_root="records")
         if fmt == "csv":
             header, rows_flat = store.export_flat_rows(options)
             shown = _header_labels(store, header) if options.label_headers else header
             text = records_csv(shown, rows_flat)
             return Answer(200, "text/csv; charset=utf-8", text.encode("utf-8"))
         header, flat = store.export_flat(options)
-        return _answer(flat, fmt, header, xml_root="records")
+        return answer_rows(flat, fmt, header, xml_root="records")
 
     def _import(
         self, state: ProjectState, user: User, scalars: dict[str, str], fmt: str
     ) -> tuple[Answer, list[tuple[str, str]]]:
         if user.right("api_import") != 1:
-            raise _RefusedError(403, "You do not have API Import/Update privileges")
+            raise RefusedError(403, "You do not have API Import/Update privileges")
         data = scalars.get("data", "")
         data_format = scalars.get("format", "xml")
         record_type = scalars.get("type", "flat")
         if record_type not in ("flat", "eav"):
-            raise _RefusedError(400, 'The value of the parameter "type" is not valid')
-        rows: list[dict[str, object]]
-        if data_format == "json":
-            try:
-                parsed = json.loads(data)
-            except json.JSONDecodeError as error:
-                raise _RefusedError(
-                    400, f"The data being imported is not formatted correctly (JSON: {error.msg})."
-                ) from None
-            if isinstance(parsed, dict):
-                parsed = [parsed]
-            if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
-                raise _RefusedError(
-                    400,
-                    "The data being imported is not formatted correctly "
-                    "(expected a JSON list of objects).",
-                )
-            rows = parsed
-        elif data_format == "csv":
-            reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff"), newline=""))
-            rows = [dict(r) for r in reader]
-            if any(None in r for r in rows):
-                raise _RefusedError(
-                    400,
-                    "The data being imported is not formatted correctly "
-                    "(a CSV row has more cells than the header).",
-                )
-        else:
-            raise _RefusedError(400, f"The emulator imports json or csv data, not {data_format}.")
+            raise RefusedError(400, 'The value of the parameter "type" is not valid')
+        if data_format not in ("json", "csv", "xml"):
+            raise RefusedError(
+                400, f'The value of the parameter "format" ({data_format[:20]}) is not valid.'
+            )
+        try:
+            rows = parse_import_rows(data, data_format)
+        except ImportFormatError as error:
+            raise RefusedError(400, error.message) from None
         store = state.store
         if record_type == "eav":
             rows = _eav_to_flat(rows, store)
@@ -697,6 +820,7 @@ class Emulator:
         if date_format in ("DMY", "MDY"):
             rows = [_to_ymd(row, store, date_format) for row in rows]
         before = set(store.record_ids())
+        _check_import_rights(store, user, rows, before)
         renamed: dict[str, str] = {}
         if _flag(scalars.get("forceAutoNumber")):
             # REDCap gives each imported record ID the next free number (rows of one ID stay
@@ -719,31 +843,23 @@ class Emulator:
             ("Create record (API)" if r not in before else "Update record (API)", r) for r in ids
         ]
         return_content = scalars.get("returnContent", "count")
-        result: object
         if return_content in ("ids", "auto_ids"):
             if return_content == "auto_ids":
                 old_of = {new: old for old, new in renamed.items()}
                 ids = [f"{i},{old_of.get(i, i)}" for i in ids]
-            result = ids
             if fmt == "csv":
-                return Answer(
-                    200,
-                    "text/csv; charset=utf-8",
-                    ("id\n" + "".join(f"{i}\n" for i in ids)).encode(),
-                ), actions
-        else:
-            result = {"count": len(ids)}
-            if fmt == "csv":
-                return Answer(
-                    200, "text/csv; charset=utf-8", f"count\n{len(ids)}\n".encode()
-                ), actions
-        if fmt == "xml":
-            return Answer(
-                200,
-                "text/xml; charset=utf-8",
-                to_xml_records([{"count": len(ids)}], "ids").encode(),
-            ), actions
-        return Answer(200, "application/json; charset=utf-8", to_json(result).encode()), actions
+                body = "id\n" + "".join(f"{i}\n" for i in ids)
+                return Answer(200, "text/csv; charset=utf-8", body.encode()), actions
+            if fmt == "xml":
+                items = "".join(f"<id>{i}</id>" for i in ids)
+                body = f'<?xml version="1.0" encoding="UTF-8" ?><ids>{items}</ids>'
+                return Answer(200, "text/xml; charset=utf-8", body.encode()), actions
+            return Answer(200, "application/json; charset=utf-8", to_json(ids).encode()), actions
+        if fmt == "json":
+            body = to_json({"count": len(ids)})
+            return Answer(200, "application/json; charset=utf-8", body.encode()), actions
+        # REDCap: csv answers the bare count, xml <?xml …?><count>N</count>.
+        return count_answer(len(ids), fmt), actions
 
     def _delete(
         self,
@@ -754,20 +870,20 @@ class Emulator:
         fmt: str,
     ) -> tuple[Answer, list[tuple[str, str]]]:
         if user.right("api_import") != 1:
-            raise _RefusedError(403, "You do not have API Import/Update privileges")
+            raise RefusedError(403, "You do not have API Import/Update privileges")
         if user.right("record_delete") != 1:
-            raise _RefusedError(403, "You do not have Delete Record privileges")
+            raise RefusedError(403, "You do not have Delete Record privileges")
         records = lists.get("records") or []
         if not records:
-            raise _RefusedError(400, "You must specify the records parameter")
+            raise RefusedError(400, "You must specify the records parameter")
         arm = scalars.get("arm", "").strip()
         instance = scalars.get("repeat_instance", "").strip()
         event = scalars.get("event", "").strip() or None
         instrument = scalars.get("instrument", "").strip() or None
         if event is not None and event not in state.store.event_index:
-            raise _RefusedError(400, f"The event '{event}' is not valid.")
+            raise RefusedError(400, f"The event '{event}' is not valid.")
         if instrument is not None and instrument not in state.store.form_index:
-            raise _RefusedError(400, f"The instrument '{instrument}' is not valid.")
+            raise RefusedError(400, f"The instrument '{instrument}' is not valid.")
         count = state.store.delete(
             records,
             dag=user.data_access_group or None,
@@ -780,7 +896,9 @@ class Emulator:
             ("Delete record (API)", r) for r in records
         ]
 
-    def _export_log(self, state: ProjectState, scalars: dict[str, str], fmt: str) -> Answer:
+    def _export_log(
+        self, state: ProjectState, user: User, scalars: dict[str, str], fmt: str
+    ) -> Answer:
         with self._lock:
             entries = list(state.log)
         logtype = scalars.get("logtype", "")
@@ -794,8 +912,10 @@ class Emulator:
             "record_add": ("Create record",),
             "record_edit": ("Update record",),
             "record_delete": ("Delete record",),
-            "manage": ("Create project",),
+            "manage": (_MANAGE,),
         }
+        dag = user.data_access_group or None
+        group_of = {u.username: u.data_access_group for u in state.project.users}
         rows = []
         for entry in reversed(entries):
             if logtype and not entry.action.startswith(kinds.get(logtype, (logtype,))):
@@ -808,37 +928,73 @@ class Emulator:
                 continue
             if end and entry.time > end:
                 continue
+            if dag is not None and group_of.get(entry.username, "") != dag:
+                continue  # a group's user sees the group's users' entries only
             rows.append(entry.as_export())
-        return _answer(rows, fmt, ["timestamp", "username", "action", "details"])
+        return answer_rows(rows, fmt, ["timestamp", "username", "action", "details"])
 
     # ------------------------------------------------------------------ projects
     def _create_project(self, scalars: dict[str, str]) -> Answer:
-        if self._odm_reader is None or not scalars.get("odm", "").strip():
-            raise _RefusedError(400, "The emulator creates projects from an odm parameter only.")
-        try:
-            project = self._odm_reader(scalars["odm"])
-        except StudymanError as error:
-            raise _RefusedError(400, f"The ODM file could not be read: {error}") from None
+        """``content=project`` with a super token: a new project; answers its token."""
+        fmt = scalars.get("format", "xml")
         settings: dict[str, object] = {}
-        if scalars.get("data"):
+        if scalars.get("data", "").strip():
             try:
-                parsed = json.loads(scalars["data"])
-            except json.JSONDecodeError:
-                raise _RefusedError(
-                    400, "The data being imported is not formatted correctly."
-                ) from None
-            if isinstance(parsed, list) and parsed and isinstance(parsed[0], dict):
-                settings = parsed[0]
-        info = {**project.info, **{k: v for k, v in settings.items() if k in project.info}}
+                rows = parse_import_rows(scalars["data"], fmt if fmt in ("json", "csv") else "xml")
+            except ImportFormatError as error:
+                raise RefusedError(400, error.message) from None
+            if len(rows) != 1:
+                raise RefusedError(400, "The project settings must be one item.")
+            settings = rows[0]
+        title = str(settings.get("project_title", "")).strip()
+        purpose = str(settings.get("purpose", "")).strip()
+        if not title or purpose not in ("0", "1", "2", "3", "4"):
+            raise RefusedError(
+                400, "The project settings need a project_title and a purpose (0 to 4)."
+            )
+        if scalars.get("odm", "").strip():
+            if self._odm_reader is None:
+                raise RefusedError(400, "The emulator cannot read ODM here.")
+            try:
+                project = self._odm_reader(scalars["odm"])
+            except StudymanError as error:
+                raise RefusedError(400, f"The ODM file could not be read: {error}") from None
+            calculated = {f.field_name for f in project.fields if f.field_type == "calc"}
+            records = tuple(
+                {k: v for k, v in row.items() if k not in calculated} for row in project.records
+            )
+        else:
+            project = _blank_project(
+                title, longitudinal=_flag(str(settings.get("is_longitudinal", "")))
+            )
+            records = ()
+        info = dict(project.info)
+        for key, value in settings.items():
+            if key in info and key not in ("project_id", "is_longitudinal"):
+                current = info[key]
+                text = str(value).strip()
+                info[key] = int(text) if isinstance(current, int) and text.isdigit() else text
+        now = self._clock()
+        info["creation_time"] = now.strftime("%Y-%m-%d %H:%M:%S")
         with self._lock:
             info["project_id"] = 1 + len(
                 {id(s) for s, _ in self._tokens.values()} | {id(self.state)}
             )
-        project = replace(project, info=info, tokens={})
-        state = ProjectState(project, RecordStore(project, self._clock))
+        creator = full_rights_user("super_user")
+        project = replace(
+            project,
+            info=info,
+            tokens={},
+            users=(creator,),
+            records=records,
+            redcap_version=EMULATOR_REDCAP_VERSION,
+        )
+        state = ProjectState.create(project, self._project_storage(project), self._clock)
         token = secrets.token_hex(16).upper()
-        self.add_token(token, "super_user", state)
-        return Answer(200, "text/plain; charset=utf-8", token.encode())
+        with self._lock:
+            self._tokens[token] = (state, creator.username)
+        self._log(state, creator.username, _MANAGE, "project", "Create project (API)", 200)
+        return text_answer(token)
 
 
 def _eav_to_flat(
@@ -851,7 +1007,7 @@ def _eav_to_flat(
     flat: dict[tuple[str, ...], dict[str, object]] = {}
     for number, row in enumerate(rows, start=1):
         if "record" not in row or "field_name" not in row:
-            raise _RefusedError(
+            raise RefusedError(
                 400, f"EAV row {number} needs the columns record, field_name and value."
             )
         identity = {
@@ -893,36 +1049,6 @@ def _to_ymd(row: Mapping[str, object], store: RecordStore, order: str) -> dict[s
     return out
 
 
-def _check_known(name: str, values: Sequence[str], known: set[str]) -> None:
-    bad = [v for v in values if v not in known]
-    if bad:
-        raise _RefusedError(
-            400,
-            f'The following values in the parameter "{name}" are not valid: '
-            + ", ".join(f"'{b}'" for b in bad),
-        )
-
-
-def _answer(
-    rows: Sequence[Mapping[str, object]], fmt: str, header: Sequence[str], xml_root: str = "records"
-) -> Answer:
-    if fmt == "json":
-        return Answer(200, "application/json; charset=utf-8", to_json(list(rows)).encode("utf-8"))
-    if fmt == "csv":
-        return Answer(200, "text/csv; charset=utf-8", to_csv(header, rows).encode("utf-8"))
-    return Answer(200, "text/xml; charset=utf-8", to_xml_records(rows, xml_root).encode("utf-8"))
-
-
-def _answer_one(row: Mapping[str, object], fmt: str) -> Answer:
-    if fmt == "json":
-        return Answer(200, "application/json; charset=utf-8", to_json(dict(row)).encode("utf-8"))
-    if fmt == "csv":
-        return Answer(200, "text/csv; charset=utf-8", to_csv(list(row), [row]).encode("utf-8"))
-    return Answer(
-        200, "text/xml; charset=utf-8", to_xml_records([row], "project", "item").encode("utf-8")
-    )
-
-
 _TAG = re.compile(r"<[^>]+>")
 
 
@@ -954,37 +1080,79 @@ def _header_labels(store: RecordStore, header: Sequence[str]) -> list[str]:
     return labels
 
 
-def _user_row(user: User, project: Project, fmt: str) -> dict[str, object]:
-    row: dict[str, object] = {
-        "username": user.username,
-        "email": user.email,
-        "firstname": user.firstname,
-        "lastname": user.lastname,
-        "expiration": user.expiration,
-        "data_access_group": user.data_access_group,
-    }
-    for name in USER_RIGHT_COLUMNS:
-        row[name] = user.right(name)
-    forms = {
-        i.instrument_name: int(user.forms.get(i.instrument_name, 1)) for i in project.instruments
-    }
-    export = {
-        i.instrument_name: int(user.forms_export.get(i.instrument_name, 1))
-        for i in project.instruments
-    }
-    if fmt == "json":
-        row["forms"] = forms
-        row["forms_export"] = export
-    else:
-        row["forms"] = ",".join(f"{k}:{v}" for k, v in forms.items())
-        row["forms_export"] = ",".join(f"{k}:{v}" for k, v in export.items())
-    return row
-
-
-def _action(content: str, scalars: Mapping[str, str]) -> str:
+def _action(content: str, action: str) -> str:
     if content == "record":
         return "Data export (API)"
+    if action in ("import", "delete", "createFolder") or (content == "file" and action != "export"):
+        if content in ("file", "fileRepository"):
+            return f"Upload or delete document ({content}, API)"
+        return _MANAGE
     return f"Export {content or '(no content)'} (API)"
+
+
+def _nesting(text: str) -> int:
+    """The deepest parenthesis or bracket nesting of *text* (no parsing, no recursion)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _check_import_rights(
+    store: RecordStore, user: User, rows: Sequence[Mapping[str, object]], existing: set[str]
+) -> None:
+    """Refuse an import naming a field on a form the user cannot edit, or creating a record
+    without Create Records, or moving a record into another group (REDCap's 403s)."""
+    not_fields = {
+        store.record_id_field,
+        "redcap_event_name",
+        "redcap_repeat_instrument",
+        "redcap_repeat_instance",
+        "redcap_data_access_group",
+        "redcap_survey_identifier",
+    }
+    refused: dict[str, list[str]] = {}
+    for name in dict.fromkeys(str(k) for row in rows for k in row):
+        column = store.column_by_name.get(name)
+        if name in not_fields or column is None:
+            continue
+        if not user.can_edit_form(column.form):
+            refused.setdefault(column.form, []).append(name)
+    if refused:
+        forms = "; ".join(f"{form} ({', '.join(names[:10])})" for form, names in refused.items())
+        raise RefusedError(403, f"You do not have edit rights on the form(s): {forms}")
+    new = {str(row.get(store.record_id_field, "") or "").strip() for row in rows} - existing - {""}
+    if new and user.right("record_create") != 1:
+        raise RefusedError(403, "You do not have Create Records privileges")
+    dag = user.data_access_group
+    if dag:
+        moved = {str(row.get("redcap_data_access_group", "") or "") for row in rows} - {"", dag}
+        if moved:
+            raise RefusedError(
+                403, "A user in a Data Access Group cannot assign records to another group."
+            )
+
+
+def _blank_project(title: str, *, longitudinal: bool) -> Project:
+    """REDCap's new project without ODM: one instrument holding the record ID field."""
+    info = default_project_info(title, longitudinal=longitudinal, repeating=False)
+    form = "my_first_instrument"
+    fields = (Field("record_id", form, "text", "Record ID"),)
+    instruments = (Instrument(form, "My First Instrument"),)
+    if not longitudinal:
+        return Project(info=info, fields=fields, instruments=instruments)
+    return Project(
+        info=info,
+        fields=fields,
+        instruments=instruments,
+        arms=(Arm(1, "Arm 1"),),
+        events=(Event("Event 1", 1, "event_1_arm_1", "", 1),),
+        mappings=((1, "event_1_arm_1", form),),
+    )
 
 
 def _details(scalars: Mapping[str, str], lists: Mapping[str, list[str]], error: str = "") -> str:

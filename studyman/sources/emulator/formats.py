@@ -2,12 +2,78 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from xml.sax.saxutils import escape
 
-__all__ = ["csv_cell", "error_body", "to_csv", "to_json", "to_xml_records"]
+__all__ = [
+    "ImportFormatError",
+    "csv_cell",
+    "error_body",
+    "parse_import_rows",
+    "to_csv",
+    "to_json",
+    "to_xml_records",
+]
+
+
+class ImportFormatError(Exception):
+    """Imported ``data`` that cannot be read in its declared format (REDCap's message)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_NOT_FORMATTED = "The data being imported is not formatted correctly"
+
+
+def parse_import_rows(data: str, data_format: str) -> list[dict[str, object]]:
+    """The rows of an import's ``data`` in ``json``, ``csv`` or ``xml`` (REDCap's shapes).
+
+    JSON is a list of objects (one object is one row); CSV has a header row; XML is
+    ``<records><item><name>value</name>…</item>…</records>`` (any root). Nesting too deep for the
+    parser, a document type declaration and anything else unreadable raise
+    :class:`ImportFormatError`.
+    """
+    if data_format == "json":
+        try:
+            parsed = json.loads(data)
+        except RecursionError:
+            raise ImportFormatError(f"{_NOT_FORMATTED} (JSON nested too deeply).") from None
+        except json.JSONDecodeError as error:
+            raise ImportFormatError(f"{_NOT_FORMATTED} (JSON: {error.msg}).") from None
+        if isinstance(parsed, dict):
+            parsed = [parsed]
+        if not isinstance(parsed, list) or not all(isinstance(r, dict) for r in parsed):
+            raise ImportFormatError(f"{_NOT_FORMATTED} (expected a JSON list of objects).")
+        return parsed
+    if data_format == "csv":
+        try:
+            reader = csv.DictReader(io.StringIO(data.lstrip("\ufeff"), newline=""))
+            rows: list[dict[str, object]] = [dict(r) for r in reader]
+        except csv.Error as error:
+            raise ImportFormatError(f"{_NOT_FORMATTED} (CSV: {error}).") from None
+        if any(None in r for r in rows):
+            raise ImportFormatError(f"{_NOT_FORMATTED} (a CSV row has more cells than the header).")
+        return [{k: ("" if v is None else v) for k, v in r.items()} for r in rows]
+    if data_format == "xml":
+        if re.search(r"<!(DOCTYPE|ENTITY)", data, re.IGNORECASE):
+            raise ImportFormatError(f"{_NOT_FORMATTED} (XML with a document type declaration).")
+        try:
+            root = ET.fromstring(data.strip())
+        except (ET.ParseError, RecursionError) as error:
+            raise ImportFormatError(f"{_NOT_FORMATTED} (XML: {error}).") from None
+        items = list(root) if root.tag != "item" else [root]
+        return [{child.tag: (child.text or "").strip() for child in item} for item in items]
+    raise ImportFormatError(
+        f'The value of the parameter "format" ({data_format[:20]}) is not valid.'
+    )
+
 
 _QUOTE_WHEN = re.compile(r'[,"\n\r \t;]')
 

@@ -24,6 +24,7 @@ from studyman.protocol.redcap_project import parse_choice_pairs as parse_choices
 
 __all__ = [
     "DICTIONARY_COLUMNS",
+    "EMULATOR_REDCAP_VERSION",
     "USER_COLUMNS",
     "USER_RIGHT_COLUMNS",
     "Arm",
@@ -34,9 +35,14 @@ __all__ = [
     "Project",
     "RepeatingSetting",
     "User",
+    "UserRole",
     "parse_choices",
     "unique_event_name",
 ]
+
+
+#: The REDCap version the emulator answers as (``content=version``) for a project it created.
+EMULATOR_REDCAP_VERSION = "14.5.0"
 
 
 def unique_event_name(event_name: str, arm_num: int) -> str:
@@ -157,6 +163,7 @@ class User:
     rights: Mapping[str, int] = field(default_factory=dict)
     forms: Mapping[str, int] = field(default_factory=dict)
     forms_export: Mapping[str, int] = field(default_factory=dict)
+    role: str = ""
 
     def right(self, name: str) -> int:
         """An integer right such as ``api_export`` (0 when not given)."""
@@ -165,6 +172,28 @@ class User:
     def can_export_form(self, form: str) -> bool:
         """Whether the user's export right on *form* is anything but 0 (no access)."""
         return int(self.forms_export.get(form, 1)) != 0
+
+    def can_edit_form(self, form: str) -> bool:
+        """Whether the user may enter data on *form*.
+
+        REDCap's data entry rights: 0 no access, 2 read only, 1 view and edit, 3 edit survey
+        responses too; only 1 and 3 allow writing.
+        """
+        return int(self.forms.get(form, 1)) in (1, 3)
+
+
+@dataclass(frozen=True)
+class UserRole:
+    """A user role: its unique name (``U-573AEYRNR8``), label and rights (as :class:`User`'s).
+
+    A user assigned to a role (``User.role``) has the role's rights, not their own.
+    """
+
+    unique_role_name: str
+    role_label: str
+    rights: Mapping[str, int] = field(default_factory=dict)
+    forms: Mapping[str, int] = field(default_factory=dict)
+    forms_export: Mapping[str, int] = field(default_factory=dict)
 
 
 #: A flat stored row: export column name → value (raw codes, blanks omitted).
@@ -188,9 +217,10 @@ class Project:
     repeating: tuple[RepeatingSetting, ...] = ()
     dags: tuple[DataAccessGroup, ...] = ()
     users: tuple[User, ...] = ()
+    roles: tuple[UserRole, ...] = ()
     records: tuple[Mapping[str, str], ...] = ()
     tokens: Mapping[str, str] = field(default_factory=dict)
-    redcap_version: str = "14.5.0"
+    redcap_version: str = EMULATOR_REDCAP_VERSION
 
     @property
     def record_id_field(self) -> str:

@@ -13,8 +13,11 @@ Notes
 * ODM types map back to dictionary types: ``textarea`` → ``notes``, ``select`` → ``dropdown``;
   validation ``int`` → ``integer``, ``float`` → ``number``; soft ``RangeCheck`` GE/LE become the
   validation minimum and maximum.
-* REDCap's ODM holds user *roles*, not users: each role becomes a user named after the role, with
-  the role's rights. ``sql`` fields lose their query (the ODM does not carry it).
+* REDCap's ODM holds user *roles*, not users: each role is kept as a role, and (for a project
+  served straight from its file) also becomes a user named after the role and assigned to it, so
+  that a token can call with the role's rights. A project created through the API
+  (``content=project``) lists only its creator as a user. ``sql`` fields lose their query
+  (the ODM does not carry it).
 * Line breaks in values become ``\r\n``: REDCap keeps a line break typed into a form as
   ``\r\n`` (its raw CSV export shows two spaces for it) while its ODM writes ``\n`` alone.
 * A file field's value is the document's name (``redcap:DocName``), as REDCap 14's raw export
@@ -38,6 +41,7 @@ from studyman.sources.emulator.model import (
     Project,
     RepeatingSetting,
     User,
+    UserRole,
 )
 from studyman.sources.emulator.project_dir import default_project_info
 
@@ -247,6 +251,7 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
     repeating: list[RepeatingSetting] = []
     dags: list[DataAccessGroup] = []
     users: list[User] = []
+    roles: list[UserRole] = []
     info = default_project_info(
         title, longitudinal=longitudinal, repeating=False, surveys=bool(surveys)
     )
@@ -279,12 +284,24 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
                 value = role.get(attribute, "")
                 rights[column] = int(value) if value.strip().isdigit() else 0
             rights["data_export"] = 1 if role.get("data_export_instruments") else 0
-            users.append(
-                User(
-                    username=role.get("role_name", role.get("unique_role_name", "role")),
+            label = role.get("role_name", role.get("unique_role_name", "role"))
+            unique_role = role.get("unique_role_name", "") or f"U-{len(roles) + 1:010d}"
+            roles.append(
+                UserRole(
+                    unique_role_name=unique_role,
+                    role_label=label,
                     rights=rights,
                     forms=_rights_list(role.get("data_entry", "")),
                     forms_export=_rights_list(role.get("data_export_instruments", "")),
+                )
+            )
+            users.append(
+                User(
+                    username=label,
+                    rights=rights,
+                    forms=roles[-1].forms,
+                    forms_export=roles[-1].forms_export,
+                    role=unique_role,
                 )
             )
     info["has_repeating_instruments_or_events"] = int(bool(repeating))
@@ -370,6 +387,7 @@ def read_odm_text(text: str, source: str = "ODM") -> Project:
         repeating=tuple(repeating),
         dags=tuple(dags),
         users=tuple(users),
+        roles=tuple(roles),
         records=tuple(records),
         redcap_version=version,
     )

@@ -6,10 +6,14 @@ an answer is under control (a Content-Length that lies, a connection dropped mid
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from studyman.errors import SourceError
 from studyman.sources.emulator.api import Answer, Emulator, LogEntry
+from studyman.sources.emulator.calls import Upload
 from studyman.sources.emulator.faults import FaultInjector, FaultPlan
 from studyman.sources.emulator.formats import error_body
 from studyman.sources.emulator.loader import load_project
@@ -24,7 +29,14 @@ from studyman.sources.emulator.model import Project
 from studyman.sources.emulator.odm import read_odm_text
 from studyman.sources.emulator.store import RecordStore
 
-__all__ = ["EmulatorServer", "serve_project"]
+__all__ = ["MAX_BODY_BYTES", "EmulatorServer", "serve_project"]
+
+logger = logging.getLogger(__name__)
+
+#: The largest request body accepted (REDCap's default upload limit is of this order).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: The most form fields one request may carry.
+MAX_FIELDS = 100_000
 
 _PAGE = (
     "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
@@ -93,19 +105,67 @@ class _Handler(BaseHTTPRequestHandler):
         """As GET."""
         self._not_implemented()
 
+    def _refuse(self, message: str, fmt: str = "xml", status: int = 400) -> None:
+        body, ctype = error_body(message, fmt)
+        self._send(Answer(status, ctype, body.encode()), close=True)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or ``None`` after answering 400 for an unusable Content-Length."""
+        text = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").strip().lower() == "chunked":
+            self._refuse("The emulator does not accept chunked request bodies.")
+            return None
+        if text is None or not text.strip():
+            return b""
+        if not re.fullmatch(r"\s*[0-9]{1,12}\s*", text):
+            self._refuse("The Content-Length header is not a valid length.")
+            return None
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            self._refuse(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+            return None
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            self.close_connection = True  # the client stopped sending: nobody to answer
+            return None
+        return body
+
     def do_POST(self) -> None:
+        """Answer one API call; no input makes the handler raise (a bug answers 500)."""
+        try:
+            self._post()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # the last line of defence: never drop a client
+            self.server.owner.internal_errors += 1
+            logger.exception("the emulator failed on a request")
+            try:
+                self._refuse("The server encountered an error processing your request.", status=500)
+            except OSError:
+                self.close_connection = True
+
+    def _post(self) -> None:
         owner = self.server.owner
         if not self.path.split("?", 1)[0].rstrip("/").endswith("/api"):
             self._send(Answer(404, "text/plain; charset=utf-8", b"Not Found"), close=True)
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        content_type = self.headers.get("Content-Type", "")
-        if content_type.startswith("multipart/"):
-            body, ctype = error_body("The emulator does not accept file uploads.", "json")
-            self._send(Answer(400, ctype, body.encode()))
+        raw = self._read_body()
+        if raw is None:
             return
-        pairs = parse_qsl(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+        content_type = self.headers.get("Content-Type", "")
+        uploads: dict[str, Upload] = {}
+        if content_type.lower().startswith("multipart/"):
+            parsed = _parse_multipart(content_type, raw)
+            if parsed is None:
+                self._refuse("The multipart request body could not be read.")
+                return
+            pairs, uploads = parsed
+        else:
+            pairs = parse_qsl(
+                raw.decode("utf-8", errors="replace"),
+                keep_blank_values=True,
+                max_num_fields=MAX_FIELDS,
+            )
         scalars = dict(pairs)
         fmt = scalars.get("returnFormat") or scalars.get("format") or "xml"
         fault, plan = owner.faults.draw(scalars.get("content", ""))
@@ -131,13 +191,13 @@ class _Handler(BaseHTTPRequestHandler):
             page = _PAGE.format(status=status, reason=_REASONS[status])
             self._send(Answer(status, "text/html", page.encode()), close=True)
             return
-        answer = owner.emulator.handle(pairs)
+        answer = owner.emulator.handle(pairs, uploads)
         if fault == "cut" and len(answer.body) > 1:
             self._send(
                 Answer(
                     answer.status,
                     answer.content_type,
-                    answer.body[: plan.kept_bytes(len(answer.body))],
+                    answer.body[: len(answer.body) // 2],
                     answer.headers,
                 ),
                 close=True,
@@ -149,11 +209,41 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(answer.body)))
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(answer.body[: plan.kept_bytes(len(answer.body))])
+            self.wfile.write(answer.body[: len(answer.body) // 2])
             self.wfile.flush()
             self.close_connection = True
             return
         self._send(answer)
+
+
+def _parse_multipart(
+    content_type: str, body: bytes
+) -> tuple[list[tuple[str, str]], dict[str, Upload]] | None:
+    """The fields and files of a ``multipart/form-data`` body (``None`` when unreadable)."""
+    if "boundary=" not in content_type:
+        return None
+    head = f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\n\r\n".encode(
+        "latin-1", errors="replace"
+    )
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        return None
+    pairs: list[tuple[str, str]] = []
+    uploads: dict[str, Upload] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            uploads[name] = Upload(filename, part.get_content_type(), data)
+        else:
+            pairs.append((name, data.decode("utf-8", errors="replace")))
+        if len(pairs) > MAX_FIELDS:
+            return None
+    return pairs, uploads
 
 
 class EmulatorServer:
@@ -180,6 +270,9 @@ class EmulatorServer:
     check_values
         Refuse imported values REDCap would refuse (off by default: see
         :mod:`~studyman.sources.emulator.api`).
+    storage
+        Where uploaded documents are kept (one ``project-<id>/`` folder per project); by default
+        a private temporary directory removed by :meth:`stop`.
 
     Examples
     --------
@@ -200,9 +293,9 @@ class EmulatorServer:
         control_file: Path | str | None = None,
         clock: Callable[[], datetime] = datetime.now,
         check_values: bool = False,
+        storage: Path | str | None = None,
     ) -> None:
         model = project if isinstance(project, Project) else load_project(project)
-        self.project = model
         self.emulator = Emulator(
             model,
             tokens=tokens,
@@ -210,7 +303,10 @@ class EmulatorServer:
             clock=clock,
             odm_reader=read_odm_text,
             check_values=check_values,
+            storage=Path(storage) if storage is not None else None,
         )
+        #: Requests whose handling raised (answered 500): a bug, 0 in every test.
+        self.internal_errors = 0
         self.faults = FaultInjector(faults, Path(control_file) if control_file else None)
         self.stopping = threading.Event()
         self._host = host
@@ -223,6 +319,11 @@ class EmulatorServer:
         return (
             f"EmulatorServer({self.project!r}, {state}, url={self.url if self._server else None!r})"
         )
+
+    @property
+    def project(self) -> Project:
+        """The served project's current design (it changes with design imports)."""
+        return self.emulator.state.project
 
     @property
     def url(self) -> str:
@@ -270,6 +371,7 @@ class EmulatorServer:
         server.owner = self
         self.stopping.clear()
         self._server = server
+        self.emulator.base_url = self.url
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -280,7 +382,8 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving (hanging answers are released at once) and close the socket."""
+        """Stop serving (hanging answers are released at once), close the socket and remove the
+        private storage of uploaded documents."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -290,6 +393,7 @@ class EmulatorServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self.emulator.close()
 
     def wait(self) -> None:
         """Block until interrupted (for the command line)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import pandas as pd
@@ -225,6 +225,37 @@ class RecordStore:
             for record in self.record_ids():
                 self._ordered_keys(record)
 
+    def carried_over(self, project: Project) -> RecordStore:
+        """A store for *project* (this project with a changed design) holding the data that fits.
+
+        REDCap's cascades reach the data here: rows of deleted events, of forms no longer
+        repeating and values of deleted fields are gone; a record left without rows is gone; a
+        record whose data access group was deleted is in no group.
+        """
+        new = RecordStore(replace(project, records=()), self._clock)
+        with self._lock:
+            columns = set(new.column_by_name)
+            for record in self.record_ids():
+                kept: dict[RowKey, dict[str, str]] = {}
+                for key, row in self._rows[record].items():
+                    event, instrument, instance = key
+                    if event not in new.event_index:
+                        continue
+                    if instrument and (event, instrument) not in new.repeating_forms:
+                        continue
+                    if not instrument and instance and event not in new.repeating_events:
+                        continue
+                    kept[key] = {k: v for k, v in row.items() if k in columns}
+                if not kept:
+                    continue
+                new._rows[record] = kept
+                dag = self._dags.get(record, "")
+                if dag in new.dag_names:
+                    new._dags[record] = dag
+                if record in self._modified:
+                    new._modified[record] = self._modified[record]
+        return new
+
     # ------------------------------------------------------------------ layout
     def _build_columns(self) -> list[Column]:
         columns: list[Column] = []
@@ -299,6 +330,16 @@ class RecordStore:
         """Whether *record* exists."""
         with self._lock:
             return record in self._rows
+
+    def has_row(self, record: str, event: str) -> bool:
+        """Whether *record* has data (a row) on *event*."""
+        with self._lock:
+            return any(key[0] == event for key in self._rows.get(record, {}))
+
+    def value(self, record: str, event: str, name: str) -> str:
+        """A stored value of a record's non-repeating row on *event* ("" when blank)."""
+        with self._lock:
+            return self._rows.get(record, {}).get((event, "", 0), {}).get(name, "")
 
     def record_dag(self, record: str) -> str:
         """The unique name of a record's data access group ("" when none)."""
