@@ -704,7 +704,7 @@ class RecordStore:
             if raw_instance:
                 try:
                     instance = int(float(raw_instance))
-                except ValueError:
+                except (ValueError, OverflowError):
                     raise RecordImportError(
                         f"The value '{raw_instance}' in redcap_repeat_instance for record "
                         f"'{record}' is not an integer."
