@@ -38,6 +38,7 @@ from studyman.protocol.clocks import (
     clock_unassessable_reason,
 )
 from studyman.protocol.models import Protocol
+from studyman.sources.blinding import blind_dictionary
 
 __all__ = [
     "SECTION_BUILDERS",
@@ -256,6 +257,19 @@ def _fmt_num(value: float, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
+
+
+def _choice_labels(inputs: DsmbInputs, field_name: str) -> dict[str, str]:
+    """Code → label of *field_name* in the session's view of the dictionary (the open session's
+    is the blinded one, :func:`studyman.sources.blinding.blind_dictionary`); {} when unknown."""
+    project = inputs.protocol.redcap
+    if project is None:
+        return {}
+    dictionary = project.dictionary
+    if not inputs.closed:
+        dictionary = blind_dictionary(dictionary, inputs.protocol)
+    spec = dictionary.get(field_name)
+    return {choice.code: choice.label for choice in spec.choices} if spec is not None else {}
 
 
 def _groups(inputs: DsmbInputs, members: pd.Index) -> list[tuple[str, pd.Index]]:
@@ -1503,8 +1517,8 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
         *[f"{_header(label, n)} mild / moderate / severe" for label, n in sizes.items()],
     ]
 
-    # By relatedness.
-    related_labels = {
+    # By relatedness (the labels of the session's view: masked codes merged when open).
+    related_labels = _choice_labels(inputs, protocol.adverse_events.related_field) or {
         "1": "Not related",
         "2": "Unlikely",
         "3": "Possible",
@@ -1620,6 +1634,8 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         "6": "unknown",
     }
     related = {
+        code: label.lower() for code, label in _choice_labels(inputs, ae_spec.related_field).items()
+    } or {
         "1": "not related",
         "2": "unlikely",
         "3": "possible",

@@ -327,3 +327,12 @@ def blind_export(
         findings=blind_findings(tidy.findings, protocol),
     )
     return blinded, blind_metadata_rows(metadata, protocol) if metadata else []
+
+
+def blind_form_rows(
+    rows: Sequence[Mapping[str, Any]] | None, protocol: Protocol, key: str
+) -> list[dict[str, Any]]:
+    """Project-structure rows (repeating forms, form-event mappings) without the hidden forms:
+    the blinded view reads as if the project did not have them."""
+    hidden = hidden_forms(protocol)
+    return [dict(row) for row in rows or () if str(row.get(key, "")) not in hidden]
