@@ -59,6 +59,15 @@ def register(app: typer.Typer) -> None:
         who: Annotated[
             str, typer.Option("--who", help="Recorded in the query history.")
         ] = "studyman validate",
+        partial: Annotated[
+            bool,
+            typer.Option(
+                "--partial",
+                help="The input is knowingly incomplete (a site's export, a subset): run it; "
+                "queries outside it stay as they are. Without it, input covering less than the "
+                "log's last run is refused.",
+            ),
+        ] = False,
     ) -> None:
         """Run every edit check, update the query log and write the listings."""
         cut = None
@@ -76,6 +85,7 @@ def register(app: typer.Typer) -> None:
             checks_file=checks_file,
             data_cut=cut,
             who=who,
+            partial=partial,
         )
         typer.echo(report.describe())
 

@@ -42,6 +42,9 @@ class CheckDefinition:
         Runs only in an unblinded run (randomisation data given).
     deviation_category
         When set, a finding also enters the protocol deviation log with this DV category.
+    across_participants
+        Whether a participant's finding depends on other participants' data (a study-wide
+        statistic, a list reconciled with every record): a partial run does not apply it.
     """
 
     check_id: str
@@ -52,6 +55,7 @@ class CheckDefinition:
     review_only: bool = False
     needs_arm: bool = False
     deviation_category: str = ""
+    across_participants: bool = False
 
 
 def _c(
@@ -64,9 +68,18 @@ def _c(
     review_only: bool = False,
     needs_arm: bool = False,
     deviation: str = "",
+    across_participants: bool = False,
 ) -> CheckDefinition:
     return CheckDefinition(
-        check_id, severity, description, reference, kind, review_only, needs_arm, deviation
+        check_id,
+        severity,
+        description,
+        reference,
+        kind,
+        review_only,
+        needs_arm,
+        deviation,
+        across_participants,
     )
 
 
@@ -98,6 +111,7 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         f"{_DQ} E",
         kind="dictionary",
         review_only=True,
+        across_participants=True,
     ),
     _c(
         "DQ-F", "minor", "Value in a field hidden by branching logic", f"{_DQ} F", kind="dictionary"
@@ -490,6 +504,7 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         "In the randomisation list but not a record of the snapshot",
         "protocol: arms.field",
         needs_arm=True,
+        across_participants=True,
     ),
     _c(
         "ARM-STRATUM",

@@ -9,14 +9,22 @@
   deviations the sites recorded themselves;
 * ``summary.html`` — counts by site, check and severity and the age of open queries.
 
-Files are written to a temporary name and renamed, so a reader never sees half a file.
+One run's files are all-or-nothing: :class:`OutputBatch` writes them into a hidden directory
+beside them and moves them into place together only when every one was written; a failure puts
+the previous files back. Workbook cells hold sanitised text (a control character, which Excel
+cannot store, is shown as ``\\xNN``; text starting with ``=`` stays text, never a formula); the
+CSV files keep the raw values.
 """
 
 from __future__ import annotations
 
 import html
+import os
+import re
+import shutil
+import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,7 +44,9 @@ from studyman.validation.records import EVENT, REPEAT, text
 
 __all__ = [
     "DEVIATION_COLUMNS",
+    "OutputBatch",
     "deviation_log",
+    "excel_text",
     "open_query_age",
     "read_listing",
     "write_outputs",
@@ -57,9 +67,133 @@ DEVIATION_COLUMNS: Final = [
 _OPEN: Final = ("open", "answered", "reopened")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    # listings carry participant data: readable by their owner only
-    write_file_atomic(path, write, mode=0o600)
+_ILLEGAL_IN_XLSX: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def excel_text(value: str) -> str:
+    """*value* as a workbook cell can hold it: control characters Excel refuses become ``\\xNN``.
+
+    Tab, line feed and carriage return are kept (a cell may hold them).
+    """
+    return _ILLEGAL_IN_XLSX.sub(lambda match: f"\\x{ord(match.group()):02x}", value)
+
+
+class OutputBatch:
+    """The files of one run, written beside their targets and moved into place together.
+
+    Parameters
+    ----------
+    out_dir
+        Where the files go (created when the batch is installed, removed again on failure when
+        it was created for it).
+
+    Notes
+    -----
+    :meth:`write` fills a file in a hidden ``.validate-*.tmp`` directory inside *out_dir*;
+    :meth:`install` renames every file into place (a failed rename puts back what was already
+    moved); :meth:`undo` restores the previous files after an install (for a failure that comes
+    after it, such as the query log's commit); :meth:`discard` removes the hidden directory.
+    Listings carry participant data: files are owner-only (0600).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        self._staging: Path | None = None
+        self._created_out_dir = False
+        self._names: list[str] = []
+        self._installed: list[tuple[Path, Path | None]] = []
+        self._made_dirs: list[Path] = []
+
+    def _stage(self) -> Path:
+        if self._staging is None:
+            if not self.out_dir.exists():
+                try:
+                    self.out_dir.mkdir(parents=True)
+                except OSError as error:
+                    raise ValidationError(
+                        f"{self.out_dir}: cannot create the output directory ({error.strerror})"
+                    ) from None
+                self._created_out_dir = True
+            try:
+                self._staging = Path(
+                    tempfile.mkdtemp(prefix=".validate-", suffix=".tmp", dir=self.out_dir)
+                )
+            except OSError as error:
+                raise ValidationError(
+                    f"{self.out_dir}: cannot write there ({error.strerror}); nothing was written"
+                ) from None
+        return self._staging
+
+    def target(self, name: str) -> Path:
+        """The final path of file *name* (relative to the output directory)."""
+        return self.out_dir / name
+
+    def write(self, name: str, write: Callable[[Path], None]) -> Path:
+        """Have *write* fill file *name* (relative, may hold folders) in the hidden directory."""
+        staged = self._stage() / "new" / name
+        write_file_atomic(staged, write, mode=0o600)
+        self._names.append(name)
+        return self.target(name)
+
+    def install(self) -> list[Path]:
+        """Move every written file into place; all of them or (on an error) none.
+
+        Raises
+        ------
+        ValidationError
+            A file cannot be put in place (named); the previous files are back.
+        """
+        staging = self._stage()
+        for name in self._names:
+            target = self.target(name)
+            backup: Path | None = None
+            try:
+                self._make_parents(target.parent)
+                if os.path.lexists(target):
+                    backup = staging / "old" / name
+                    backup.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(target, backup, follow_symlinks=False)
+                os.replace(staging / "new" / name, target)
+            except OSError as error:
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+                self.undo()
+                raise ValidationError(
+                    f"{target}: cannot write ({error.strerror or error}); no output of this run "
+                    "was kept and the query log is unchanged"
+                ) from None
+            self._installed.append((target, backup))
+        return [self.target(name) for name in self._names]
+
+    def _make_parents(self, folder: Path) -> None:
+        missing: list[Path] = []
+        while not folder.exists() and folder != self.out_dir:
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            made.mkdir(mode=0o700)
+            self._made_dirs.append(made)
+
+    def undo(self) -> None:
+        """Put back the files the install replaced and remove those it added."""
+        for target, backup in reversed(self._installed):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        self._installed.clear()
+        for folder in reversed(self._made_dirs):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self._made_dirs.clear()
+
+    def discard(self, *, failed: bool = False) -> None:
+        """Remove the hidden directory (and, after a failure, an output directory made for it)."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+        if failed and self._created_out_dir and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
 
 
 def deviation_log(
@@ -186,16 +320,22 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 
 def _summary_html(
-    queries: pd.DataFrame, deviations: pd.DataFrame, title: str, as_of: str, unblinded: bool
+    queries: pd.DataFrame,
+    deviations: pd.DataFrame | None,
+    title: str,
+    as_of: str,
+    unblinded: bool,
 ) -> str:
-    sections = [
+    sections: list[tuple[str, pd.DataFrame | None]] = [
         ("Queries by site", _counts(queries, "site")),
         ("Queries by severity", _counts(queries, "severity")),
         ("Queries by check", _counts(queries, "check_id")),
         ("Age of open queries", open_query_age(queries)),
         (
             "Protocol deviations by category",
-            deviations.groupby("DVCAT").size().rename("deviations").reset_index(),
+            None
+            if deviations is None
+            else deviations.groupby("DVCAT").size().rename("deviations").reset_index(),
         ),
     ]
     blinding = "UNBLINDED run: arm-dependent checks included" if unblinded else "Blinded run"
@@ -208,68 +348,150 @@ def _summary_html(
         f"<h1>{html.escape(title)}</h1>",
         f"<p>As of {html.escape(as_of)}. {blinding}. "
         f"{int(queries['status'].isin(_OPEN).sum())} open of {len(queries)} queries; "
-        f"{len(deviations)} protocol deviations.</p>",
+        + (
+            f"{len(deviations)} protocol deviations.</p>"
+            if deviations is not None
+            else "partial run: the deviation log was not rewritten.</p>"
+        ),
     ]
     for heading, table in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(_html_table(table) if len(table) else "<p>None.</p>")
+        if table is None:
+            parts.append("<p>Not updated by this partial run.</p>")
+        else:
+            parts.append(_html_table(table) if len(table) else "<p>None.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
+def _cell(value: object) -> object:
+    """One frame value as a workbook cell: numbers stay numbers, text is sanitised."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if np.isnan(value) else float(value)
+    return excel_text(str(value))
+
+
+def _put_frame(sheet: Any, frame: pd.DataFrame, first_row: int = 1) -> int:
+    """Write *frame* (header and rows) from *first_row*; return the row after it."""
+    for column, name in enumerate(frame.columns, start=1):
+        sheet.cell(row=first_row, column=column, value=excel_text(str(name)))
+    for offset, values in enumerate(frame.itertuples(index=False), start=1):
+        for column, value in enumerate(values, start=1):
+            cell = sheet.cell(row=first_row + offset, column=column)
+            content = _cell(value)
+            cell.value = content
+            if isinstance(content, str) and content.startswith("="):
+                cell.data_type = "s"  # text a site typed, never a formula
+    return first_row + len(frame) + 1
+
+
+def _sheet_title(name: str, taken: Sequence[str]) -> str:
+    title = re.sub(r"[\[\]:*?/\\]", "_", excel_text(name))[:31] or "unknown"
+    return title if title not in taken else f"{title[:27]}-{len(taken)}"
+
+
 def _write_xlsx_queries(path: Path, queries: pd.DataFrame) -> None:
+    from openpyxl import Workbook
+
     listing = queries.copy()
-    with pd.ExcelWriter(path, engine="openpyxl") as writer:
-        row = 0
-        if len(listing):
-            tables = [
-                _counts(listing, "site"),
-                _counts(listing, "severity"),
-                _counts(listing, "check_id"),
-                open_query_age(listing),
-            ]
-        else:
-            tables = [pd.DataFrame({"site": []})]
-        for table in tables:
-            table.to_excel(writer, sheet_name="summary", index=False, startrow=row)
-            row += len(table) + 2
-        for site, rows in listing.groupby("site", sort=True):
-            rows.to_excel(writer, sheet_name=str(site)[:31] or "unknown", index=False)
+    book = Workbook()
+    summary = book.active
+    summary.title = "summary"
+    row = 1
+    if len(listing):
+        tables = [
+            _counts(listing, "site"),
+            _counts(listing, "severity"),
+            _counts(listing, "check_id"),
+            open_query_age(listing),
+        ]
+    else:
+        tables = [pd.DataFrame({"site": []})]
+    for table in tables:
+        row = _put_frame(summary, table, row) + 1
+    for site, rows in listing.groupby("site", sort=True):
+        sheet = book.create_sheet(_sheet_title(str(site), book.sheetnames))
+        _put_frame(sheet, rows)
+    book.save(path)
+
+
+def _write_xlsx_table(path: Path, frame: pd.DataFrame, title: str) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = title
+    _put_frame(sheet, frame)
+    book.save(path)
 
 
 def write_outputs(
     out_dir: Path,
     queries: pd.DataFrame,
-    deviations: pd.DataFrame,
+    deviations: pd.DataFrame | None,
+    *,
+    title: str,
+    as_of: str,
+    unblinded: bool,
+    batch: OutputBatch | None = None,
+) -> list[Path]:
+    """Write the listings, the deviation log and the HTML summary; return the paths written.
+
+    *deviations* ``None`` (a partial run) leaves the deviation log files as they are.
+
+    With *batch* the files are only written into it (the caller installs it, see
+    :class:`OutputBatch`); without, they are installed together before returning.
+    """
+    if batch is not None:
+        return _write_into(
+            batch, queries, deviations, title=title, as_of=as_of, unblinded=unblinded
+        )
+    own = OutputBatch(out_dir)
+    try:
+        written = _write_into(
+            own, queries, deviations, title=title, as_of=as_of, unblinded=unblinded
+        )
+        own.install()
+    except BaseException:
+        own.discard(failed=True)
+        raise
+    own.discard()
+    return written
+
+
+def _write_into(
+    files: OutputBatch,
+    queries: pd.DataFrame,
+    deviations: pd.DataFrame | None,
     *,
     title: str,
     as_of: str,
     unblinded: bool,
 ) -> list[Path]:
-    """Write the listings, the deviation log and the HTML summary; return the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-
-    def target(name: str) -> Path:
-        path = out_dir / name
-        written.append(path)
-        return path
-
-    _atomic(target("queries.csv"), lambda p: queries.to_csv(p, index=False, lineterminator="\n"))
-    _atomic(target("queries.xlsx"), lambda p: _write_xlsx_queries(p, queries))
-    _atomic(
-        target("deviations.csv"), lambda p: deviations.to_csv(p, index=False, lineterminator="\n")
-    )
-    _atomic(
-        target("deviations.xlsx"),
-        lambda p: deviations.to_excel(p, index=False, sheet_name="deviations", engine="openpyxl"),
-    )
+    written = [
+        files.write("queries.csv", lambda p: queries.to_csv(p, index=False, lineterminator="\n")),
+        files.write("queries.xlsx", lambda p: _write_xlsx_queries(p, queries)),
+    ]
+    if deviations is not None:
+        log = deviations
+        written.append(
+            files.write("deviations.csv", lambda p: log.to_csv(p, index=False, lineterminator="\n"))
+        )
+        written.append(
+            files.write("deviations.xlsx", lambda p: _write_xlsx_table(p, log, "deviations"))
+        )
     summary = _summary_html(queries, deviations, title, as_of, unblinded)
 
     def write_summary(path: Path) -> None:
         path.write_text(summary, encoding="utf-8")
 
-    _atomic(target("summary.html"), write_summary)
+    written.append(files.write("summary.html", write_summary))
     return written
 
 

@@ -16,15 +16,23 @@ field), never from the message or the value, so a re-run finds the same query ag
 Every change is a row in ``history`` with its time and who made it; rows are never updated in
 ``history`` and never deleted from either table (SQLite triggers refuse it). Each run or import
 is one transaction: it applies completely or not at all.
+
+A query closes as corrected only on evidence: the run's input (its :class:`Coverage`) holds the
+record, event, instance and field the query was raised on, and the check no longer fires there.
+Every run records its coverage; input covering less than the last complete run (fewer
+participants, fields, events or sites) is refused unless the run is declared partial, and a
+partial run leaves the queries outside its coverage as they are (a history row says so).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -36,6 +44,8 @@ from studyman.errors import ValidationError
 __all__ = [
     "QUERY_COLUMNS",
     "RESPONSES",
+    "Coverage",
+    "CoverageError",
     "QueryLog",
     "QueryStatus",
     "SyncResult",
@@ -117,6 +127,16 @@ CREATE TABLE IF NOT EXISTS runs (
     closed INTEGER NOT NULL,
     still_open INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_coverage (
+    run INTEGER PRIMARY KEY REFERENCES runs (run),
+    partial INTEGER NOT NULL,
+    records TEXT NOT NULL,
+    events TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    sites TEXT NOT NULL,
+    unchecked_forms TEXT NOT NULL,
+    kept INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS queries_never_deleted BEFORE DELETE ON queries
 BEGIN SELECT RAISE(ABORT, 'queries are never deleted'); END;
 CREATE TRIGGER IF NOT EXISTS history_never_deleted BEFORE DELETE ON history
@@ -144,14 +164,166 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class CoverageError(ValidationError):
+    """The input covers less than the query log's last complete run (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What one run's input held: the places where its queries may close.
+
+    Attributes
+    ----------
+    records
+        Record ids present in the input.
+    events
+        Unique event names with at least one row (empty for a classic project).
+    fields
+        ``(form, field)`` of every dictionary field the input has a column for.
+    sites
+        Sites (data access groups) of the records.
+    rows
+        ``(record, event, repeat instrument, instance)`` of every row; a query's own row must
+        be among them for it to close.
+    columns
+        Every column of the input (status fields, checkbox boxes, ...).
+    lacking
+        Data-dictionary fields the input has no column for. The checks read across fields
+        (a total from its items, a form's completeness from its required fields), so such an
+        input is evidence for no place: none of its queries may close.
+    """
+
+    records: frozenset[str]
+    events: frozenset[str]
+    fields: frozenset[tuple[str, str]]
+    sites: frozenset[str]
+    rows: frozenset[tuple[str, str, str, str]] = field(default=frozenset(), repr=False)
+    columns: frozenset[str] = field(default=frozenset(), repr=False)
+    lacking: frozenset[str] = frozenset()
+
+    def has_field(self, name: str) -> bool:
+        """Whether the input holds field (or column) *name*."""
+        return name in self.columns or any(name == field_name for _, field_name in self.fields)
+
+    @property
+    def forms(self) -> frozenset[str]:
+        """Forms with at least one field in the input."""
+        return frozenset(form for form, _ in self.fields)
+
+    def absent(self, record: str, event: str, instrument: str, instance: str, name: str) -> str:
+        """What of this place the input lacks ("" when the whole place is present).
+
+        The record must have a row at the event (for a repeating form or event, the row of that
+        instance), and the field must be a column of the input.
+        """
+        if self.lacking:
+            return f"the input lacks fields the checks read ({_some(sorted(self.lacking))})"
+        if record not in self.records:
+            return f"record {record} not in the input"
+        if event and event not in self.events:
+            return f"event {event} not in the input"
+        if instance:
+            if (record, event, instrument, instance) not in self.rows and (
+                record,
+                event,
+                "",
+                instance,
+            ) not in self.rows:
+                return f"{record} {event} {instrument} #{instance} not in the input"
+        elif event and not any(
+            (record, event, repeat, "") in self.rows for repeat in ("", instrument)
+        ):
+            return f"{record} has no row at {event} in the input"
+        if name and not self.has_field(name):
+            return f"field {name} not in the input"
+        return ""
+
+    def shortfall(self, reference: Coverage | None, *, ignore_forms: Iterable[str] = ()) -> str:
+        """What *reference* covered, or the data dictionary has, that this input lacks, in
+        words ("" when nothing).
+
+        Fields of *ignore_forms* (the forms a blinded run leaves out) are not compared.
+        """
+        parts = [] if reference is None else self._short_of(reference, set(ignore_forms))
+        named = {name for part in parts for name in re.findall(r"[\w-]+", part)}
+        lacking = sorted(self.lacking - named)
+        if lacking:
+            parts.append(f"{len(lacking)} fields of the data dictionary missing ({_some(lacking)})")
+        return "; ".join(parts)
+
+    def _short_of(self, reference: Coverage, ignored: set[str]) -> list[str]:
+        parts: list[str] = []
+        sites = sorted(reference.sites - self.sites)
+        if sites:
+            parts.append(
+                f"{len(sites)} of {len(reference.sites)} sites (DAGs) missing ({_some(sites)})"
+            )
+        records = sorted(reference.records - self.records)
+        if records:
+            parts.append(
+                f"{len(records)} of {len(reference.records)} participants missing "
+                f"({_some(records)})"
+            )
+        events = sorted(reference.events - self.events)
+        if events:
+            parts.append(f"{len(events)} events missing ({_some(events)})")
+        wanted = {(form, name) for form, name in reference.fields if form not in ignored}
+        lacking = wanted - self.fields
+        if lacking:
+            forms = sorted(
+                form
+                for form in {form for form, _ in lacking}
+                if not any(other == form for other, _ in self.fields)
+            )
+            names = sorted(name for form, name in lacking if form not in forms)
+            if forms:
+                parts.append(f"{len(forms)} forms missing ({_some(forms)})")
+            if names:
+                parts.append(f"{len(names)} fields missing ({_some(names)})")
+        return parts
+
+    def to_row(self) -> dict[str, str]:
+        """The coverage as JSON text columns (rows are not stored: they are per run)."""
+        fields: dict[str, list[str]] = {}
+        for form, name in sorted(self.fields):
+            fields.setdefault(form, []).append(name)
+        return {
+            "records": json.dumps(sorted(self.records)),
+            "events": json.dumps(sorted(self.events)),
+            "fields": json.dumps(fields, sort_keys=True),
+            "sites": json.dumps(sorted(self.sites)),
+        }
+
+    @classmethod
+    def from_row(cls, records: str, events: str, fields: str, sites: str) -> Coverage:
+        """The coverage stored by :meth:`to_row` (without rows)."""
+        by_form: dict[str, list[str]] = json.loads(fields)
+        return cls(
+            records=frozenset(json.loads(records)),
+            events=frozenset(json.loads(events)),
+            fields=frozenset((form, name) for form, names in by_form.items() for name in names),
+            sites=frozenset(json.loads(sites)),
+        )
+
+
+def _some(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What one validation run changed in the log."""
+    """What one validation run changed in the log.
+
+    ``kept`` holds the queries that no longer fired but stayed as they were because the run's
+    input did not hold their place (a partial run, or a row no longer exported).
+    """
 
     opened: tuple[str, ...]
     reopened: tuple[str, ...]
     closed: tuple[str, ...]
     still_open: tuple[str, ...]
+    kept: tuple[str, ...] = ()
 
 
 class QueryLog:
@@ -208,7 +380,14 @@ class QueryLog:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        connection.execute("COMMIT")
+        try:
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise ValidationError(
+                f"{self.path}: cannot commit to the query log ({error}); it is unchanged"
+            ) from None
 
     def _history(
         self,
@@ -231,11 +410,61 @@ class QueryLog:
         *,
         checks_run: Iterable[str],
         unchecked_instruments: Iterable[str] = (),
+        coverage: Coverage | None = None,
+        partial: bool = False,
         who: str = "studyman validate",
         at: str | None = None,
         source: str = "",
     ) -> SyncResult:
         """Record one validation run: open new queries, close resolved ones, re-open returns.
+
+        The same as :meth:`staged_sync` committed at once; see it for the parameters.
+        """
+        with self.staged_sync(
+            findings,
+            checks_run=checks_run,
+            unchecked_instruments=unchecked_instruments,
+            coverage=coverage,
+            partial=partial,
+            who=who,
+            at=at,
+            source=source,
+        ) as result:
+            pass
+        return result
+
+    def last_coverage(self) -> tuple[str, Coverage] | None:
+        """The time and coverage of the last complete (not partial) run, if any."""
+        return self._last_coverage(self._connection)
+
+    @staticmethod
+    def _last_coverage(connection: sqlite3.Connection) -> tuple[str, Coverage] | None:
+        row = connection.execute(
+            "SELECT runs.at, records, events, fields, sites FROM run_coverage "
+            "JOIN runs USING (run) WHERE partial = 0 ORDER BY run DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return str(row[0]), Coverage.from_row(*row[1:])
+
+    @contextmanager
+    def staged_sync(
+        self,
+        findings: pd.DataFrame,
+        *,
+        checks_run: Iterable[str],
+        unchecked_instruments: Iterable[str] = (),
+        coverage: Coverage | None = None,
+        partial: bool = False,
+        who: str = "studyman validate",
+        at: str | None = None,
+        source: str = "",
+    ) -> Iterator[SyncResult]:
+        """Apply one validation run in an open transaction, committed when the block ends.
+
+        Inside the ``with`` block :meth:`queries` already shows the run's changes; an exception
+        in the block rolls the whole run back, so a caller can write its listings first and
+        let the log change only when they all succeeded.
 
         Parameters
         ----------
@@ -248,10 +477,23 @@ class QueryLog:
         unchecked_instruments
             Instruments the run did not see (the unblinded forms in a blinded run): their
             queries neither close nor change.
+        coverage
+            What the run's input held. A query closes only when its record, event, instance and
+            field are in it; the coverage is recorded with the run. ``None`` (a caller that
+            passes findings alone, as the unit tests do) treats every place as covered and
+            records nothing to compare with.
+        partial
+            The input is knowingly incomplete: do not compare it with the last complete run.
         who, at
             Who ran it and when (UTC ISO time; now by default).
         source
-            What was validated (snapshot path), for the run table.
+            What was validated (snapshot path), for the run table and messages.
+
+        Raises
+        ------
+        CoverageError
+            When *coverage* lacks participants, sites, events or fields the last complete run
+            had and the run is not *partial* (nothing is changed).
 
         Notes
         -----
@@ -282,11 +524,27 @@ class QueryLog:
         closed: list[str] = []
         still: list[str] = []
         with self._transaction() as connection:
+            if coverage is not None and not partial:
+                last = self._last_coverage(connection)
+                missing = coverage.shortfall(
+                    None if last is None else last[1], ignore_forms=unchecked
+                )
+                if missing:
+                    than = (
+                        f"the query log's last complete run ({last[0]})"
+                        if last is not None
+                        else "a complete export"
+                    )
+                    raise CoverageError(
+                        f"{source or 'the input'}: covers less than {than}: {missing}; nothing "
+                        "was changed (validate the complete export, or run with --partial to "
+                        "close only the queries inside this input)"
+                    )
             existing = {
                 row[0]: row
                 for row in connection.execute(
-                    "SELECT query_id, status, close_reason, "
-                    "confirmed_value, value, check_id, instrument FROM queries"
+                    "SELECT query_id, status, close_reason, confirmed_value, value, check_id, "
+                    "instrument, record_id, event, instance, field FROM queries"
                 )
             }
             inserts: list[tuple[object, ...]] = []
@@ -377,7 +635,7 @@ class QueryLog:
             )
             for statement, parameters in updates:
                 connection.execute(statement, parameters)
-            to_close = [
+            candidates = [
                 qid
                 for qid, row in existing.items()
                 if qid not in found
@@ -385,6 +643,21 @@ class QueryLog:
                 and row[5] in ran
                 and row[6] not in unchecked
             ]
+            to_close: list[str] = []
+            kept: list[str] = []
+            for qid in candidates:
+                row = existing[qid]
+                lacking = (
+                    coverage.absent(row[7], row[8], row[6], row[9], row[10])
+                    if coverage is not None
+                    else ""
+                )
+                if not lacking:
+                    to_close.append(qid)
+                    continue
+                kept.append(qid)
+                action = "kept: outside the partial run" if partial else "kept: place not in input"
+                history.append((qid, stamp, who, action, row[1], row[1], None, None, lacking))
             connection.executemany(
                 "UPDATE queries SET status = 'closed', "
                 "closed_at = ?, close_reason = 'data_corrected' "
@@ -407,12 +680,30 @@ class QueryLog:
             )
             closed.extend(to_close)
             self._history(connection, history)
-            connection.execute(
+            run = connection.execute(
                 "INSERT INTO runs (at, who, source, opened, reopened, closed, still_open) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (stamp, who, source, len(opened), len(reopened), len(closed), len(still)),
+            ).lastrowid
+            if coverage is not None:
+                stored = coverage.to_row()
+                connection.execute(
+                    "INSERT INTO run_coverage (run, partial, records, events, fields, sites, "
+                    "unchecked_forms, kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run,
+                        int(partial),
+                        stored["records"],
+                        stored["events"],
+                        stored["fields"],
+                        stored["sites"],
+                        json.dumps(sorted(unchecked)),
+                        len(kept),
+                    ),
+                )
+            yield SyncResult(
+                tuple(opened), tuple(reopened), tuple(closed), tuple(still), tuple(kept)
             )
-        return SyncResult(tuple(opened), tuple(reopened), tuple(closed), tuple(still))
 
     # -------------------------------------------------------------------------- responses
 

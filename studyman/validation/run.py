@@ -17,16 +17,21 @@ import pandas as pd
 from studyman.errors import ValidationError
 from studyman.private_files import make_private_directory
 from studyman.protocol.models import Protocol
+from studyman.sources.blinding import blind_dictionary, blind_findings, blind_flat_records
 from studyman.sources.randomization import read_randomization_list
 from studyman.validation.catalogue import CATALOGUE
 from studyman.validation.custom import CustomCheck, load_custom_checks
 from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
 from studyman.validation.engine import run_checks
-from studyman.validation.outputs import deviation_log, write_outputs
-from studyman.validation.query_log import QueryLog, SyncResult
+from studyman.validation.outputs import OutputBatch, deviation_log, write_outputs
+from studyman.validation.query_log import Coverage, QueryLog, SyncResult
 from studyman.validation.records import (
+    EVENT,
+    INSTANCE,
+    REPEAT,
     flat_records_from_tables,
     normalise_records,
+    text,
     text_tables,
 )
 
@@ -36,6 +41,7 @@ __all__ = [
     "blinded_queries",
     "custom_checks_for",
     "dictionary_for",
+    "input_coverage",
     "read_flat_records",
     "validate_study",
 ]
@@ -56,7 +62,7 @@ class ValidationRunReport:
     open_queries
         Queries open, answered or re-opened after the run.
     deviations
-        Rows in the deviation log.
+        Rows in the deviation log (-1: a partial run, which does not rewrite it).
     query_log, out_dir
         Where the log and the listings are.
     files
@@ -79,17 +85,34 @@ class ValidationRunReport:
         return (
             f"{self.findings} findings; queries: {len(self.sync.opened)} new, "
             f"{len(self.sync.reopened)} re-opened, {len(self.sync.closed)} closed, "
-            f"{self.open_queries} open in {self.query_log}; {self.deviations} deviations; "
-            f"listings in {self.out_dir}"
+            f"{self.open_queries} open in {self.query_log}; "
+            + (
+                f"{len(self.sync.kept)} left as they were (their place is not in this input); "
+                if self.sync.kept
+                else ""
+            )
+            + (
+                f"{self.deviations} deviations; "
+                if self.deviations >= 0
+                else "partial run: deviation log not rewritten; "
+            )
+            + f"listings in {self.out_dir}"
         )
 
 
-def dictionary_for(protocol: Any) -> tuple[DataDictionary, frozenset[str]]:
-    """The protocol's data dictionary and missing-data codes (from its REDCap project)."""
+def dictionary_for(
+    protocol: Any, *, blinded: bool = False
+) -> tuple[DataDictionary, frozenset[str]]:
+    """The protocol's data dictionary and missing-data codes (from its REDCap project).
+
+    With *blinded*, the dictionary of the blinded view
+    (:func:`studyman.sources.blinding.blind_dictionary`): masked codes merged, hidden fields out.
+    """
     project = protocol.redcap
     if project is None:
         raise ValidationError("the protocol has no REDCap project loaded (redcap_project)")
-    dictionary = dictionary_from_frame(pd.DataFrame(project.dictionary.as_rows()))
+    source = blind_dictionary(project.dictionary, protocol) if blinded else project.dictionary
+    dictionary = dictionary_from_frame(pd.DataFrame(source.as_rows()))
     codes = frozenset(choice.code for choice in project.project.missing_codes)
     return dictionary, codes
 
@@ -114,6 +137,13 @@ def read_flat_records(
 
     *skip_tables* names snapshot tables left out (the unblinded forms in a blinded run).
     """
+    return _read_input(source, dictionary, skip_tables)[0]
+
+
+def _read_input(
+    source: Path, dictionary: DataDictionary, skip_tables: frozenset[str]
+) -> tuple[pd.DataFrame, frozenset[str]]:
+    """Flat records and the columns the input exported (a snapshot's empty tables count)."""
     if source.suffix.lower() == ".csv" and not source.is_dir():
         # The reader of offline import: a damaged, truncated, empty or non-UTF-8 export is an
         # error naming the line (a silently short export would close the queries of the
@@ -121,13 +151,76 @@ def read_flat_records(
         from studyman.sources.offline import parse_records_csv, read_records_file
 
         frame = parse_records_csv(read_records_file(source), str(source))
-        return normalise_records(frame, dictionary.record_id_field)
+        records = normalise_records(frame, dictionary.record_id_field)
+        return records, frozenset(map(str, frame.columns))
     from studyman.sources.snapshot import read_snapshot
 
     snapshot = read_snapshot(source)
     kept = {name: table for name, table in snapshot.tables.items() if name not in skip_tables}
     tables = text_tables(kept, dictionary)
-    return flat_records_from_tables(tables, dictionary.record_id_field)
+    columns = frozenset(str(column) for table in kept.values() for column in table.columns)
+    return flat_records_from_tables(tables, dictionary.record_id_field), columns
+
+
+def input_coverage(
+    records: pd.DataFrame,
+    columns: frozenset[str],
+    dictionary: DataDictionary,
+    protocol: Any,
+    *,
+    skip_forms: frozenset[str] = frozenset(),
+) -> Coverage:
+    """What an input holds: records, events, fields, sites and rows (see :class:`Coverage`).
+
+    A field counts when one of its columns was exported (a checkbox by any of its boxes); the
+    fields of *skip_forms* (the unblinded forms in a blinded run) never count. A record's site
+    is its data access group when exported, else its record-ID prefix.
+    """
+    id_field = dictionary.record_id_field
+    record_ids = text(records, id_field)
+    events = text(records, EVENT)
+    repeats = text(records, REPEAT)
+    instances = text(records, INSTANCE)
+    fields = frozenset(
+        (spec.form, spec.name)
+        for spec in dictionary.fields
+        if spec.holds_data
+        and spec.form not in skip_forms
+        and any(column in columns for column in spec.columns)
+    )
+    known = {site.id for site in protocol.sites}
+    by_dag = {site.dag: site.id for site in protocol.sites}
+    groups = (
+        text(records, "redcap_data_access_group")
+        if "redcap_data_access_group" in records.columns
+        else [""] * len(records)
+    )
+    sites = set()
+    for record_id, group in zip(record_ids, groups, strict=True):
+        if not record_id:
+            continue
+        site = by_dag.get(group) if group else None
+        prefix = record_id.split("-", 1)[0]
+        sites.add(site or (prefix if prefix in known else "unknown"))
+    return Coverage(
+        records=frozenset(record_id for record_id in record_ids if record_id),
+        events=frozenset(event for event in events if event),
+        fields=fields,
+        sites=frozenset(sites),
+        rows=frozenset(
+            (str(r), str(e), str(f), str(i))
+            for r, e, f, i in zip(record_ids, events, repeats, instances, strict=True)
+            if r
+        ),
+        columns=columns,
+        lacking=frozenset(
+            spec.name
+            for spec in dictionary.fields
+            if spec.holds_data
+            and spec.form not in skip_forms
+            and not any(column in columns for column in spec.columns)
+        ),
+    )
 
 
 def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.DataFrame:
@@ -162,9 +255,9 @@ def blinded_queries(queries: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     report read it through this filter so that no allocation reaches them.
     """
     arm_checks = [check.check_id for check in CATALOGUE if check.needs_arm]
-    hidden = list(protocol.blinding.unblinded_forms)
-    keep = ~queries["check_id"].isin(arm_checks) & ~queries["instrument"].isin(hidden)
-    return queries[keep].reset_index(drop=True)
+    keep = ~queries["check_id"].isin(arm_checks)
+    # the blinding gate: no query on a hidden form or masked field, masked codes merged
+    return blind_findings(queries[keep].reset_index(drop=True), protocol)
 
 
 def validate_study(
@@ -178,6 +271,7 @@ def validate_study(
     data_cut: date | None = None,
     who: str = "studyman validate",
     at: str | None = None,
+    partial: bool = False,
 ) -> ValidationRunReport:
     """Validate a snapshot (or flat CSV export) and write the listings into *out_dir*.
 
@@ -202,21 +296,37 @@ def validate_study(
         Default: the protocol's ``reporting.data_cut``.
     who, at
         Recorded in the query history (``at``: UTC ISO time, default now).
+    partial
+        The input is knowingly incomplete (a site's export, a subset): run it anyway; queries
+        whose place it does not hold stay as they are (a history row says so).
 
     Raises
     ------
     SourceError
         The randomisation file is missing or unreadable, lacks the record-ID or arm column, or
         lists a participant twice.
+    CoverageError
+        The input covers less than the query log's last complete run and *partial* is not set
+        (the message says what is missing; nothing is written or changed).
+    ValidationError
+        An output cannot be written: no output of the run is kept and the log is unchanged.
+
+    Notes
+    -----
+    One run is all-or-nothing: the listings are written into a hidden directory in *out_dir*,
+    moved into place together, and the query log's transaction commits last; a failure at any
+    point leaves the previous listings and the log as they were (a log created by the run is
+    removed again).
     """
-    dictionary, codes = dictionary_for(protocol)
+    blinded = randomization is None
+    dictionary, codes = dictionary_for(protocol, blinded=blinded)
     custom = custom_checks_for(protocol, dictionary, checks_file)
     blinded_forms = frozenset(protocol.blinding.unblinded_forms)
-    records = read_flat_records(
-        Path(source),
-        dictionary,
-        skip_tables=frozenset() if randomization is not None else blinded_forms,
-    )
+    skipped = frozenset() if randomization is not None else blinded_forms
+    records, columns = _read_input(Path(source), dictionary, skipped)
+    if blinded:
+        # the blinding gate: a blinded run sees the study only through its blinded view
+        records = blind_flat_records(records, protocol, protocol.redcap.dictionary)
     arms: pd.DataFrame | None
     if isinstance(randomization, Path):
         arms = _randomization_table(randomization, protocol, dictionary.record_id_field)
@@ -238,33 +348,80 @@ def validate_study(
         # the listings and the log name arms: the folder is its owner's only from its creation
         make_private_directory(out_dir)
     hidden = () if result.unblinded else tuple(protocol.blinding.unblinded_forms)
-    with QueryLog(log_path) as log:
-        sync = log.sync(
-            result.findings,
-            checks_run=result.checks_run,
-            unchecked_instruments=hidden,
-            who=who,
-            at=stamp,
-            source=str(source),
+    coverage = input_coverage(records, columns, dictionary, protocol, skip_forms=frozenset(hidden))
+    findings, checks_run = result.findings, result.checks_run
+    # A field the input has no column for reads as blank to the checks: what they say about it
+    # is about the export, not the data (the list-reading arm checks excepted).
+    arm_checks = {check.check_id for check in result.checks if check.needs_arm}
+    exported = [
+        check_id in arm_checks or not name or coverage.has_field(name)
+        for check_id, name in zip(
+            findings["check_id"].astype(str), findings["field"].astype(str), strict=True
         )
-        queries = log.queries(as_of=stamp)
-    if not result.unblinded:
-        queries = blinded_queries(queries, protocol)
-    deviations = deviation_log(result.findings, result.checks, records, protocol)
-    files = write_outputs(
-        out_dir,
-        queries,
-        deviations,
-        title=f"{protocol.study.id}: data queries and protocol deviations",
-        as_of=stamp,
-        unblinded=result.unblinded,
+    ]
+    findings = findings.loc[pd.Series(exported, index=findings.index, dtype=bool)]
+    findings = findings.reset_index(drop=True)
+    if coverage.lacking:
+        # the checks read across fields: no finding of such an input is evidence (without
+        # partial the log refuses it below, naming the fields)
+        findings = findings.iloc[0:0]
+    if partial:
+        # a study-wide statistic on a subset says nothing about the whole study: such checks
+        # neither open nor close queries in a partial run
+        across = {check.check_id for check in result.checks if check.across_participants}
+        findings = findings[~findings["check_id"].isin(list(across))].reset_index(drop=True)
+        checks_run = checks_run - across
+    # a partial run's deviations would be a part of the log presented as all of it
+    deviations = (
+        None if partial else deviation_log(result.findings, result.checks, records, protocol)
     )
+    new_log = not log_path.exists()
+    new_out_dir = not out_dir.exists()
+    batch = OutputBatch(out_dir)
+    try:
+        with (
+            QueryLog(log_path) as log,
+            log.staged_sync(
+                findings,
+                checks_run=checks_run,
+                unchecked_instruments=hidden,
+                coverage=coverage,
+                partial=partial,
+                who=who,
+                at=stamp,
+                source=str(source),
+            ) as sync,
+        ):
+            queries = log.queries(as_of=stamp)
+            if not result.unblinded:
+                queries = blinded_queries(queries, protocol)
+            files = write_outputs(
+                out_dir,
+                queries,
+                deviations,
+                title=f"{protocol.study.id}: data queries and protocol deviations",
+                as_of=stamp,
+                unblinded=result.unblinded,
+                batch=batch,
+            )
+            batch.install()
+            # the log committed as the block ended: the run is complete
+    except BaseException:
+        batch.undo()
+        if new_log:
+            for leftover in (log_path, log_path.with_name(log_path.name + "-journal")):
+                leftover.unlink(missing_ok=True)
+        batch.discard(failed=True)
+        if new_out_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    batch.discard()
     open_count = int(queries["status"].isin(["open", "answered", "reopened"]).sum())
     return ValidationRunReport(
-        findings=len(result.findings),
+        findings=len(findings),
         sync=sync,
         open_queries=open_count,
-        deviations=len(deviations),
+        deviations=-1 if deviations is None else len(deviations),
         query_log=log_path,
         out_dir=out_dir,
         files=tuple(files),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import openpyxl
+import pandas as pd
 import pytest
 
 from studyman.errors import SourceError, ValidationError
@@ -70,3 +73,97 @@ def test_an_unknown_arm_in_the_randomisation_list_is_refused_naming_file_and_val
         )
     assert str(e.value).startswith(f"{randomization}: ")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------- one run's outputs are all-or-nothing
+
+OUTPUTS = ("queries.csv", "queries.xlsx", "deviations.csv", "deviations.xlsx", "summary.html")
+BELL_AGE = "4\x071"  # a control character (BEL) in a value that raises a query
+
+
+@pytest.fixture(scope="module")
+def trial_records() -> pd.DataFrame:
+    """A small generated trial's complete flat export (every column of the dictionary)."""
+    from studyman.synthetic.generator import generate_trial
+
+    trial = generate_trial(load_protocol(PROTOCOL_DIR), n_participants=12, seed=5)
+    return trial.records
+
+
+def _export(records: pd.DataFrame, folder: Path, age: str, name: str = "records.csv") -> Path:
+    """*records* with the first participant's age at screening set to *age*, as a CSV export."""
+    changed = records.copy()
+    first = changed.index[changed["age"] != ""][0]
+    changed.loc[first, "age"] = age
+    path = folder / name
+    changed.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def _log_rows(path: Path) -> tuple[list[tuple[object, ...]], ...]:
+    with sqlite3.connect(path) as connection:
+        return tuple(
+            connection.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            for table in ("queries", "history", "runs")
+        )
+
+
+def test_a_control_character_in_a_queried_value_is_raw_in_the_csv_and_escaped_in_the_workbook(
+    tmp_path: Path, trial_records: pd.DataFrame
+) -> None:
+    out = tmp_path / "out"
+    validate_study(load_protocol(PROTOCOL_DIR), _export(trial_records, tmp_path, BELL_AGE), out)
+    listing = pd.read_csv(out / "queries.csv", dtype=str, keep_default_na=False)
+    assert BELL_AGE in set(listing["value"])
+    book = openpyxl.load_workbook(out / "queries.xlsx")
+    cells = [cell.value for cell in book["S01"]["J"]]  # the value column
+    assert "4\\x071" in cells
+    assert not any(isinstance(value, str) and "\x07" in value for value in cells)
+    assert not list(out.glob(".validate-*"))
+
+
+def test_text_starting_with_an_equals_sign_stays_text_in_the_workbook(
+    tmp_path: Path, trial_records: pd.DataFrame
+) -> None:
+    out = tmp_path / "out"
+    validate_study(load_protocol(PROTOCOL_DIR), _export(trial_records, tmp_path, "=1+1"), out)
+    sheet = openpyxl.load_workbook(out / "queries.xlsx")["S01"]
+    formula = [cell for cell in sheet["J"] if cell.value == "=1+1"]
+    assert formula
+    assert all(cell.data_type == "s" for cell in formula)
+
+
+def test_an_output_that_cannot_be_written_leaves_every_listing_and_the_log_unchanged(
+    tmp_path: Path, trial_records: pd.DataFrame
+) -> None:
+    protocol = load_protocol(PROTOCOL_DIR)
+    out = tmp_path / "out"
+    first = validate_study(protocol, _export(trial_records, tmp_path, "41"), out)
+    assert first.sync.opened
+    before = {name: (out / name).read_bytes() for name in OUTPUTS if name != "summary.html"}
+    log_before = _log_rows(out / "queries.sqlite")
+    # the last output's place is taken by a folder (a real failure, not a patched writer), and
+    # the data changed so that the run would open and close queries and hold a control character
+    (out / "summary.html").unlink()
+    (out / "summary.html").mkdir()
+    (out / "summary.html" / "keep").write_text("x", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"summary\.html: cannot write") as failed:
+        validate_study(protocol, _export(trial_records, tmp_path, BELL_AGE, "changed.csv"), out)
+    assert "\n" not in str(failed.value)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert _log_rows(out / "queries.sqlite") == log_before
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        [*before, "queries.sqlite", "summary.html"]
+    )
+
+
+def test_a_first_run_that_fails_leaves_no_query_log_behind(
+    tmp_path: Path, trial_records: pd.DataFrame
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "queries.xlsx").mkdir()
+    (out / "queries.xlsx" / "keep").write_text("x", encoding="utf-8")
+    with pytest.raises(ValidationError, match=r"queries\.xlsx: cannot write"):
+        validate_study(load_protocol(PROTOCOL_DIR), _export(trial_records, tmp_path, BELL_AGE), out)
+    assert sorted(path.name for path in out.iterdir()) == ["queries.xlsx"]
