@@ -242,7 +242,8 @@ def _new_unique_event_name(name: str, arm: int, taken: set[str]) -> str:
     if base not in taken:
         return base
     stem = base.removesuffix(f"_arm_{arm}")
-    for letter in string.ascii_lowercase:
+    # Unverified: the second event of a name gets "b", the third "c" (the first is "a").
+    for letter in string.ascii_lowercase[1:]:
         candidate = f"{stem[:17]}{letter}_arm_{arm}"
         if candidate not in taken:
             return candidate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -61,10 +62,10 @@ class ProjectState:
 
     @classmethod
     def create(
-        cls, project: Project, directory: Path, clock: object = datetime.now
+        cls, project: Project, directory: Path, clock: Callable[[], datetime] = datetime.now
     ) -> ProjectState:
         """A state for *project* whose documents live under *directory*."""
-        return cls(project, RecordStore(project, clock), FileStore(directory))  # type: ignore[arg-type]
+        return cls(project, RecordStore(project, clock), FileStore(directory))
 
     def redesign(self, project: Project) -> None:
         """Make *project* the design; the records that still fit it are carried over."""
