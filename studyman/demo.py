@@ -209,6 +209,8 @@ def run_demo(
         sap=sap,
     )
     outputs["DSMB closed report"] = closed_report.pdf or closed_report.html
+    if closed_report.arm_key is not None:
+        outputs["DSMB arm-code key (unblinded, secret)"] = closed_report.arm_key
     return DemoResult(out_dir=out_dir, outputs=outputs, notes=notes)
 
 

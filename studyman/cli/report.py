@@ -37,6 +37,15 @@ def register(app: typer.Typer) -> None:
         unmask: Annotated[
             bool, typer.Option("--unmask", help="Closed session: name the arms (not A/B).")
         ] = False,
+        arm_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--arm-key",
+                help="Closed session: the secret key that codes the arms (default: "
+                "dsmb-arm-key beside the randomisation list, created 0600 on first use; "
+                "keep it with the list, away from the DSMB).",
+            ),
+        ] = None,
         query_log: Annotated[
             Path | None, typer.Option("--query-log", help="The validation query log (SQLite).")
         ] = None,
@@ -80,6 +89,7 @@ def register(app: typer.Typer) -> None:
             randomization=randomization if session == "closed" else None,
             cutoff=cut,
             unmask=unmask,
+            arm_key=arm_key,
             query_log=query_log,
             sap=sap,
             pdf=not no_pdf,
@@ -88,6 +98,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  html: {result.html}")
         if result.pdf is not None:
             typer.echo(f"  pdf:  {result.pdf}")
+        if result.arm_key is not None:
+            made = "created, " if result.arm_key_created else ""
+            typer.echo(
+                f"  arm-code key: {result.arm_key} ({made}fingerprint {result.arm_key_fingerprint})"
+            )
         for section in result.incomplete:
             typer.echo(f"  section {section}: forms missing from the snapshot (see the report)")
 

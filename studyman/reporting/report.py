@@ -10,21 +10,30 @@ The blind:
   and never reads the snapshot's unblinded forms (``protocol.blinding.unblinded_forms``); every
   table is pooled, so its output is the same whether or not randomisation data exist.
 * A **closed** session refuses to run without the randomisation file, shows arms under coded
-  labels (``Arm A``, ``Arm B``) unless unmasked, records only the file's sha256, and writes its
-  files readable by the owner only (mode 0600).
+  labels (``Arm A``, ``Arm B``) unless unmasked, and writes its files, and the folder when it
+  creates it, for the owner only (0600 and 0700 from their creation).
 
-The coded labels are assigned by a permutation drawn from the sha256 of the randomisation file
-and a fixed salt: the same list always gives the same codes, the protocol's arm order does not
-reveal them, and the mapping is printed nowhere.
+The coded labels are a permutation drawn from a secret: HMAC-SHA256 of the study id under the
+**arm-code key**, 32 random bytes that the unblinded statistician keeps beside the randomisation
+list (``dsmb-arm-key``, created 0600 on first use, refused when the group or others can read
+it). The same key always gives the same codes; nothing in the report, the snapshot, the
+randomisation list or this source code decodes them without the key. The report prints no hash
+of the randomisation list (one would let anyone holding the list, or guessing it, recompute a
+code drawn from it); it prints the key's fingerprint, a hash of the key under a fixed prefix,
+which says which key coded the report and reveals nothing of the permutation.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
+import os
+import secrets
+import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -33,6 +42,11 @@ import pandas as pd
 
 from studyman import __version__
 from studyman.errors import SnapshotError, SourceError
+from studyman.private_files import (
+    PRIVATE_FILE_MODE,
+    create_private_file,
+    make_private_directory,
+)
 from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
 from studyman.reporting.figures import draw_figure
@@ -47,15 +61,22 @@ from studyman.sources.snapshot import (
 )
 
 __all__ = [
+    "ARM_KEY_NAME",
+    "ArmKey",
     "DsmbReport",
     "arm_codes",
+    "default_arm_key_path",
+    "read_arm_key",
     "read_randomization_list",
     "render_dsmb_report",
 ]
 
 Session = Literal["open", "closed"]
-_CODE_SALT = b"studyman-dsmb-arm-codes/1"
 _KEY = "record_id"
+#: The arm-code key's file name, in the randomisation list's folder unless named otherwise.
+ARM_KEY_NAME = "dsmb-arm-key"
+_ARM_KEY_BYTES = 32
+_FINGERPRINT_PREFIX = b"fingerprint"
 
 
 @dataclass(frozen=True)
@@ -72,8 +93,12 @@ class DsmbReport:
         The data cut-off.
     snapshot_sha256
         sha256 of the snapshot's manifest.
-    randomization_sha256
-        sha256 of the randomisation file (closed session), else None.
+    arm_key
+        The arm-code key file (closed session with coded arms), else None.
+    arm_key_fingerprint
+        Its fingerprint as printed in the report (:attr:`ArmKey.fingerprint`), else None.
+    arm_key_created
+        True when this report created the key (its first use).
     safety_population
         N of the safety population (pooled).
     sections
@@ -85,26 +110,131 @@ class DsmbReport:
     session: str
     cutoff: date
     snapshot_sha256: str
-    randomization_sha256: str | None
+    arm_key: Path | None
+    arm_key_fingerprint: str | None
+    arm_key_created: bool
     safety_population: int
     sections: tuple[str, ...]
     incomplete: tuple[str, ...]
 
 
-def arm_codes(protocol: Protocol, randomization_sha256: str) -> dict[str, str]:
-    """Arm name → coded label (``Arm A``...), a permutation chosen by the file's hash.
+@dataclass(frozen=True)
+class ArmKey:
+    """The arm-code key: the secret that draws the closed report's coded arm labels.
+
+    Attributes
+    ----------
+    path
+        The key file.
+    key
+        The 32 secret bytes (never in ``repr``).
+    created
+        True when :func:`read_arm_key` created the file.
+    """
+
+    path: Path
+    key: bytes = field(repr=False)
+    created: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        """The first 16 hexadecimal characters of sha256(``b"fingerprint"`` + key).
+
+        It tells which key coded a report (two reports with the same fingerprint use the same
+        codes) and, being a one-way hash of a 256-bit secret, reveals nothing of the codes.
+        """
+        return hashlib.sha256(_FINGERPRINT_PREFIX + self.key).hexdigest()[:16]
+
+
+def default_arm_key_path(randomization: Path) -> Path:
+    """``dsmb-arm-key`` in the folder of the randomisation list *randomization*."""
+    return Path(randomization).parent / ARM_KEY_NAME
+
+
+def read_arm_key(path: Path, *, create: bool = True) -> ArmKey:
+    """Read the arm-code key at *path*, creating it on first use.
+
+    A new key is 32 bytes from :mod:`secrets`, written as one line of 64 hexadecimal
+    characters to a file that is 0600 from its creation and never overwrites another.
+
+    Parameters
+    ----------
+    path
+        The key file.
+    create
+        Create the key when *path* does not exist (else that is an error).
+
+    Raises
+    ------
+    SourceError
+        The file can be read or entered by its group or others (anyone who can read it can
+        decode the closed report), is not one line of 64 hexadecimal characters, is not a
+        regular file, or cannot be read or created.
+    """
+    path = Path(path)
+    created = False
+    if create and not path.exists() and not path.is_symlink():
+        data = (secrets.token_bytes(_ARM_KEY_BYTES).hex() + "\n").encode("ascii")
+        try:
+            create_private_file(path, data)
+            created = True
+        except FileExistsError:
+            pass  # made by another report at the same moment: read it below
+        except OSError as error:
+            raise SourceError(
+                f"{path}: cannot create the DSMB arm-code key ({error.strerror})"
+            ) from None
+    # O_NONBLOCK: a FIFO put in the key's place must not hang the report
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        handle = os.open(path, flags)
+    except FileNotFoundError:
+        raise SourceError(
+            f"{path}: no DSMB arm-code key there (give the file that coded the earlier reports "
+            "with --arm-key)"
+        ) from None
+    except OSError as error:
+        raise SourceError(f"{path}: cannot read the DSMB arm-code key ({error.strerror})") from None
+    try:
+        # checked on the file opened, not on the name (which could be swapped in between)
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceError(f"{path}: the DSMB arm-code key is not a regular file")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SourceError(
+                f"{path}: the DSMB arm-code key is accessible to group or others (mode "
+                f"{stat.filemode(info.st_mode)}), who could decode the closed report's arm "
+                f"codes; make it private with: chmod 600 {path}"
+            )
+        content = os.read(handle, 4 * _ARM_KEY_BYTES)
+    finally:
+        os.close(handle)
+    text = content[:-1] if content.endswith(b"\n") else content
+    if len(text) != 2 * _ARM_KEY_BYTES or not all(c in b"0123456789abcdefABCDEF" for c in text):
+        raise SourceError(
+            f"{path}: not a DSMB arm-code key (expected one line of {2 * _ARM_KEY_BYTES} "
+            "hexadecimal characters, as studyman writes it); give the key that coded the "
+            "earlier reports (a new key changes the codes)"
+        )
+    return ArmKey(path, bytes.fromhex(text.decode("ascii")), created)
+
+
+def arm_codes(protocol: Protocol, key: bytes) -> dict[str, str]:
+    """Arm name → coded label (``Arm A``...), a permutation drawn with the secret *key*.
 
     Notes
     -----
     The codes are the protocol's ``closed_report_code`` values, assigned to the arms in the
-    order of permutation number ``int(sha256(salt + file hash)) mod k!``; the protocol's own
-    pairing (which is public) is therefore not the one used.
+    order of permutation number ``int(HMAC-SHA256(key, study id)) mod k!`` (the bias of the
+    modulo is below 2**-240 for any plausible number of arms). Without the key, every
+    permutation is equally likely: the protocol's own pairing (which is public), the
+    randomisation list and anything printed in the report say nothing about the one used.
     """
     names = [arm.name for arm in protocol.arms.items]
     codes = sorted(arm.closed_report_code for arm in protocol.arms.items)
     permutations = list(itertools.permutations(codes))
-    digest = hashlib.sha256(_CODE_SALT + randomization_sha256.encode("ascii")).hexdigest()
-    chosen = permutations[int(digest, 16) % len(permutations)]
+    digest = hmac.new(key, protocol.study.id.encode("utf-8"), hashlib.sha256).digest()
+    chosen = permutations[int.from_bytes(digest, "big") % len(permutations)]
     return {name: f"Arm {code}" for name, code in zip(names, chosen, strict=True)}
 
 
@@ -182,6 +312,7 @@ def render_dsmb_report(
     randomization: Path | None = None,
     cutoff: date | None = None,
     unmask: bool = False,
+    arm_key: Path | None = None,
     query_log: Path | None = None,
     sap: Path | None = None,
     pdf: bool = True,
@@ -195,7 +326,7 @@ def render_dsmb_report(
     snapshot
         A snapshot directory (verified against its manifest before use).
     out_dir
-        Output directory (created).
+        Output directory (created; 0700 from its creation in a closed session).
     session
         ``"open"`` (pooled; the randomisation file is never read) or ``"closed"`` (by arm).
     randomization
@@ -204,6 +335,9 @@ def render_dsmb_report(
         Data cut-off (default: the protocol's ``reporting.data_cut``).
     unmask
         Closed session only: name the arms instead of coding them.
+    arm_key
+        Closed session only: the arm-code key file (default ``dsmb-arm-key`` beside the
+        randomisation list; created on first use, see :func:`read_arm_key`).
     query_log
         The validation query log (SQLite) for open queries by site and age.
     sap
@@ -215,7 +349,8 @@ def render_dsmb_report(
     Raises
     ------
     SourceError
-        Closed session without a randomisation file, or one that does not match the snapshot.
+        Closed session without a randomisation file, or one that does not match the snapshot;
+        an arm-code key that others can read or that is malformed.
     SnapshotError
         The snapshot differs from its manifest.
     """
@@ -228,6 +363,8 @@ def render_dsmb_report(
         )
     if session == "open" and unmask:
         raise SourceError("--unmask applies to a closed session only")
+    if session == "open" and arm_key is not None:
+        raise SourceError("--arm-key applies to a closed session only")
     snapshot = Path(snapshot)
     verification = verify_snapshot(snapshot)
     if not verification.ok:
@@ -268,18 +405,17 @@ def render_dsmb_report(
     cut_data = cut_tables(protocol, tables, cut)
     arms: pd.Series | None = None
     arm_order: tuple[str, ...] = ()
-    randomization_sha256: str | None = None
+    key: ArmKey | None = None
     if session == "closed" and randomization is not None:
         # read and checked first, so a missing file is a SourceError naming it
         by_name = read_randomization_list(Path(randomization), protocol)
-        randomization_sha256 = hashlib.sha256(Path(randomization).read_bytes()).hexdigest()
         probe = DsmbInputs(protocol, cut_data, cut)
         _check_participants(by_name, probe.subjects(), uncut_ids, Path(randomization))
-        labels = (
-            {arm.name: arm.name for arm in protocol.arms.items}
-            if unmask
-            else arm_codes(protocol, randomization_sha256)
-        )
+        if unmask:
+            labels = {arm.name: arm.name for arm in protocol.arms.items}
+        else:
+            key = read_arm_key(arm_key or default_arm_key_path(Path(randomization)))
+            labels = arm_codes(protocol, key.key)
         arms = by_name.map(labels)
         arm_order = tuple(sorted(labels.values())) if not unmask else tuple(labels.values())
     inputs = DsmbInputs(
@@ -307,8 +443,10 @@ def render_dsmb_report(
         ("studyman version", __version__),
     ]
     if session == "closed":
-        provenance.append(("Randomisation file sha256", str(randomization_sha256)))
+        # no hash of the randomisation list: see the module's notes
         provenance.append(("Arm labels", "unmasked (arm names)" if unmask else "coded"))
+        if key is not None:
+            provenance.append(("Arm-code key fingerprint", key.fingerprint))
     header = ReportHeader(
         session=session,
         cutoff=cut.isoformat(),
@@ -319,8 +457,12 @@ def render_dsmb_report(
     )
     html = render_html(header, sections, figures)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mode = 0o600 if session == "closed" else 0o644
+    if session == "closed":
+        make_private_directory(out_dir)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    # a closed report's temporary file is born 0600 (write_file_atomic), never wider
+    mode = PRIVATE_FILE_MODE if session == "closed" else 0o644
     stem = f"dsmb-{session}-{cut.isoformat()}"
     html_path = out_dir / f"{stem}.html"
     write_bytes_atomic(html_path, html.encode("utf-8"), mode=mode)
@@ -344,7 +486,9 @@ def render_dsmb_report(
         session=session,
         cutoff=cut,
         snapshot_sha256=snapshot_sha256,
-        randomization_sha256=randomization_sha256,
+        arm_key=None if key is None else key.path,
+        arm_key_fingerprint=None if key is None else key.fingerprint,
+        arm_key_created=key is not None and key.created,
         safety_population=int(subjects["safety"].sum()),
         sections=tuple(section.id for section in sections),
         incomplete=tuple(section.id for section in sections if section.missing),

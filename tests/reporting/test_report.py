@@ -52,9 +52,13 @@ def _report(out: Path, session: str) -> DsmbReport:
         session=session,
         cutoff=date.fromisoformat(CUTOFF),
         snapshot_sha256=(out / "snapshot.sha256").read_text(),
-        randomization_sha256=None
-        if (out / "list.sha256").read_text() == "None"
-        else (out / "list.sha256").read_text(),
+        arm_key=None
+        if (out / "key.txt").read_text() == "None"
+        else Path((out / "key.txt").read_text()),
+        arm_key_fingerprint=None
+        if (out / "fingerprint.txt").read_text() == "None"
+        else (out / "fingerprint.txt").read_text(),
+        arm_key_created=False,
         safety_population=int((out / "safety.txt").read_text()),
         sections=(),
         incomplete=(),
@@ -88,7 +92,8 @@ def rendered(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Rendered
         for name, report in reports.items():
             (out / name / "safety.txt").write_text(str(report.safety_population))
             (out / name / "snapshot.sha256").write_text(report.snapshot_sha256)
-            (out / name / "list.sha256").write_text(str(report.randomization_sha256))
+            (out / name / "key.txt").write_text(str(report.arm_key))
+            (out / name / "fingerprint.txt").write_text(str(report.arm_key_fingerprint))
 
     out = shared_dir(tmp_path_factory, "dsmb-reports", build)
     return Rendered(
@@ -127,7 +132,7 @@ def test_open_report_is_the_same_with_or_without_the_randomisation_file(
     assert b.pdf is not None
     assert a.html.read_bytes() == b.html.read_bytes()
     assert a.pdf.read_bytes() == b.pdf.read_bytes()
-    assert a.randomization_sha256 is None
+    assert a.arm_key is None
 
 
 def test_html_is_self_contained(rendered: Rendered) -> None:
@@ -152,7 +157,7 @@ def test_open_session_never_opens_the_randomisation_file(study: Study, tmp_path:
         pdf=False,
     )
     assert report.html.is_file()
-    assert report.randomization_sha256 is None
+    assert report.arm_key is None
     assert not absent.exists()
 
 
@@ -211,17 +216,30 @@ def test_safety_population_n_agrees_across_the_rendered_tables(
     assert rendered.open_with.safety_population == rendered.closed.safety_population
 
 
-def test_closed_report_is_owner_only_coded_and_records_only_the_hash(
+def test_closed_report_is_owner_only_coded_and_prints_no_hash_of_the_list(
     study: Study, rendered: Rendered
 ) -> None:
     closed = rendered.closed
     assert closed.pdf is not None
     for path in (closed.html, closed.pdf):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(closed.html.parent.stat().st_mode) == 0o700
     html = _html_text(closed.html)
-    digest = hashlib.sha256(study.randomization.read_bytes()).hexdigest()
-    assert closed.randomization_sha256 == digest
-    assert digest in html
+    pdf_text = "".join(_pdf_pages(closed.pdf)).replace("\n", "").replace(" ", "")
+    data = study.randomization.read_bytes()
+    for digest in (hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()):
+        for form in (digest, digest.upper()):
+            assert form not in html
+            assert form not in pdf_text
+            assert form.encode("ascii") not in closed.pdf.read_bytes()
+    # the key that coded it is named by its fingerprint, the key itself is nowhere
+    assert closed.arm_key_fingerprint is not None
+    assert closed.arm_key_fingerprint in html
+    assert closed.arm_key_fingerprint in pdf_text
+    assert closed.arm_key is not None
+    key_hex = closed.arm_key.read_text(encoding="ascii").strip()
+    assert key_hex not in html
+    assert key_hex not in pdf_text
     randomisation = pd.read_csv(study.randomization, dtype=str)
     assert not any(number in html for number in randomisation["rand_number"])
     assert "Arm A (N=" in html
