@@ -282,3 +282,41 @@ def test_no_output_is_narrowed_by_chmod_after_its_creation(chain: Chain) -> None
         and not (Path(path).name.startswith(".") and mode in (0o600, 0o400))
     ]
     assert not touched
+
+
+def test_missing_parents_are_made_private_and_an_existing_folder_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    from studyman.private_files import make_private_directory, write_private_bytes
+
+    previous = os.umask(PERMISSIVE_UMASK)
+    try:
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o755)
+        write_private_bytes(shared / "a" / "b" / "list.csv", b"record_id,rand_arm\n")
+        make_private_directory(shared / "a" / "c")
+    finally:
+        os.umask(previous)
+    assert _modes(shared) == {
+        ".": 0o755,  # chosen by its owner before: left as it is
+        "a": 0o700,
+        "a/b": 0o700,
+        "a/b/list.csv": 0o600,
+        "a/c": 0o700,
+    }
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(NotADirectoryError):
+        make_private_directory(blocker / "out")
+
+
+def test_a_private_file_is_never_created_over_another(tmp_path: Path) -> None:
+    from studyman.private_files import create_private_file
+
+    target = tmp_path / "key"
+    create_private_file(target, b"first\n")
+    with pytest.raises(FileExistsError):
+        create_private_file(target, b"second\n")
+    assert target.read_bytes() == b"first\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]  # no temporary left
