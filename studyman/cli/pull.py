@@ -21,6 +21,7 @@ def _summary(result: SnapshotResult) -> None:
     tables = ", ".join(f"{name} {rows}" for name, rows in result.table_rows.items())
     typer.echo(f"records: {result.records}; rows per table: {tables}", err=True)
     typer.echo(f"findings: {result.findings}", err=True)
+    typer.echo(f"snapshot id: {result.snapshot_id}", err=True)
     typer.echo(str(result.path))
 
 

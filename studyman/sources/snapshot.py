@@ -4,6 +4,7 @@ Layout of a snapshot directory::
 
     <name>/
         manifest.json               what, when, from where, and the sha256 of every other file
+        snapshot-id.txt             the snapshot id: sha256 of the canonical manifest
         tables/<instrument>.parquet one typed table per instrument (see studyman.sources.tidy)
         findings.parquet            values that did not cast, unknown columns, ... (FINDING_COLUMNS)
         conformance.parquet         with a protocol: protocol against REDCap metadata (findings)
@@ -17,6 +18,17 @@ a snapshot (no directory of that name, no manifest). An existing snapshot is nev
 Parquet files are written deterministically (fixed compression, row-group and page settings,
 no time stamps inside the files), so the same tables always give the same bytes and hashes; the
 only time in a snapshot is ``created_at`` in the manifest. The manifest never holds an API token.
+
+Identity
+--------
+The manifest's hashes cover every other file; the **snapshot id** covers the manifest: the
+sha256 of its canonical JSON (keys sorted, no spaces, UTF-8; :func:`manifest_id`), written to
+``snapshot-id.txt`` beside it and read back with :func:`snapshot_id` (what analyses, validation
+runs and DSMB reports record as their input). :func:`verify_snapshot` recomputes it, so any edit
+of the manifest's content (a count, the table map, a date, a key removed or retyped) is detected;
+it also checks the manifest against itself, which holds even for someone who recomputes the id:
+every key studyman reads has its type, every table's file is hashed and every hashed table file is
+in the table map. Row and column counts are checked against each table when it is read.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +57,19 @@ from studyman.sources.tidy import TidyTables
 __all__ = [
     "MANIFEST_NAME",
     "SNAPSHOT_FORMAT",
+    "SNAPSHOT_ID_NAME",
     "Snapshot",
     "SnapshotResult",
     "SnapshotVerification",
     "json_bytes",
     "list_snapshots",
+    "manifest_id",
     "parquet_bytes",
+    "read_manifest",
     "read_snapshot",
     "read_snapshot_file",
     "read_snapshot_tables",
+    "snapshot_id",
     "verify_snapshot",
     "write_bytes_atomic",
     "write_snapshot",
@@ -60,7 +77,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-SNAPSHOT_FORMAT = "studyman-snapshot/1"
+SNAPSHOT_ID_NAME = "snapshot-id.txt"
+SNAPSHOT_FORMAT = "studyman-snapshot/2"
+_OLDER_FORMATS = ("studyman-snapshot/1",)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -177,12 +196,15 @@ class SnapshotResult:
         Number of findings.
     records
         Number of distinct records.
+    snapshot_id
+        The snapshot id (sha256 of the canonical manifest, see :func:`snapshot_id`).
     """
 
     path: Path
     table_rows: Mapping[str, int]
     findings: int
     records: int
+    snapshot_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,27 +221,46 @@ class SnapshotVerification:
         Files named in the manifest that are gone.
     extra
         Files present but not named in the manifest.
+    manifest
+        What is wrong with the manifest itself: edited since the snapshot id was taken (or no
+        id), a key of the wrong type, a table map that disagrees with the hashed files.
+    snapshot_id
+        The id recorded in ``snapshot-id.txt`` ("" when there is none).
     """
 
     path: Path
     changed: tuple[str, ...]
     missing: tuple[str, ...]
     extra: tuple[str, ...]
+    manifest: tuple[str, ...] = ()
+    snapshot_id: str = ""
 
     @property
     def ok(self) -> bool:
-        """True when every file is present and unchanged and nothing was added."""
-        return not (self.changed or self.missing or self.extra)
+        """True when the manifest is intact and every file is present, unchanged, none added."""
+        return not (self.changed or self.missing or self.extra or self.manifest)
+
+    def _problems(self) -> list[str]:
+        return (
+            [f"manifest: {problem}" for problem in self.manifest]
+            + [f"changed: {name}" for name in self.changed]
+            + [f"missing: {name}" for name in self.missing]
+            + [f"not in manifest: {name}" for name in self.extra]
+        )
 
     def describe(self) -> str:
         """One line per problem (or ``OK``)."""
         if self.ok:
-            return f"{self.path}: OK, every file matches the manifest"
+            return f"{self.path}: OK, every file matches the manifest and the snapshot id"
         lines = [f"{self.path}: differs from its manifest"]
-        lines += [f"  changed: {name}" for name in self.changed]
-        lines += [f"  missing: {name}" for name in self.missing]
-        lines += [f"  not in manifest: {name}" for name in self.extra]
+        lines += [f"  {problem}" for problem in self._problems()]
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The problems on one line (for an error message)."""
+        if self.ok:
+            return self.describe()
+        return f"{self.path}: differs from its manifest ({'; '.join(self._problems())})"
 
 
 @dataclass(frozen=True)
@@ -230,6 +271,7 @@ class Snapshot:
     manifest: Mapping[str, Any]
     tables: Mapping[str, pd.DataFrame]
     findings: pd.DataFrame
+    snapshot_id: str = ""
 
 
 def write_snapshot(
@@ -313,12 +355,18 @@ def write_snapshot(
             "files": hashes,
         }
         text = json.dumps(document, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+        # The id of what a reader will parse, not of the dict in memory (tuples become lists).
+        identity = manifest_id(json.loads(text)) + "\n"
         if private:
-            handle = os.open(temporary / MANIFEST_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(text.encode("utf-8"))
+            for file_name, content in ((MANIFEST_NAME, text), (SNAPSHOT_ID_NAME, identity)):
+                handle = os.open(
+                    temporary / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400
+                )
+                with os.fdopen(handle, "wb") as stream:
+                    stream.write(content.encode("utf-8"))
         else:
             (temporary / MANIFEST_NAME).write_text(text, encoding="utf-8")
+            (temporary / SNAPSHOT_ID_NAME).write_text(identity, encoding="ascii")
             # Read-only files say "do not edit"; directories stay writable so that a snapshots
             # directory can still be cleaned up with ordinary tools.
             for path in temporary.rglob("*"):
@@ -367,6 +415,7 @@ def write_tidy_snapshot(
         table_rows={table: len(frame) for table, frame in tidy.tables.items()},
         findings=len(tidy.findings),
         records=len(tidy.record_ids),
+        snapshot_id=snapshot_id(path),
     )
 
 
@@ -374,32 +423,250 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _load_manifest(path: Path) -> dict[str, Any]:
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise SnapshotError(f"{path} is not a snapshot: it has no {MANIFEST_NAME}")
+def manifest_id(manifest: Mapping[str, Any]) -> str:
+    """The snapshot id of *manifest*: the sha256 of its canonical JSON.
+
+    Canonical: keys sorted at every level, no white space, UTF-8 (``ensure_ascii=False``), so
+    the id depends on the manifest's content only, never on how the file is indented.
+    """
     try:
-        manifest = json.loads(decode_utf8(manifest_path.read_bytes()))
-    except TextEncodingError as problem:
-        raise SnapshotError(f"{manifest_path}: {problem}") from None
-    except json.JSONDecodeError as error:
-        raise SnapshotError(f"{manifest_path}: not valid JSON ({error})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise SnapshotError(f"{manifest_path}: no 'files' table of hashes")
-    return manifest
+        text = json.dumps(
+            manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as error:
+        raise SnapshotError(f"a manifest must be plain JSON data ({error})") from None
+    return _sha256(text.encode("utf-8"))
 
 
-def verify_snapshot(path: Path) -> SnapshotVerification:
-    """Re-hash every file of the snapshot at *path* and compare with its manifest.
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key {repeated[0]!r} appears more than once")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_manifest(path: Path, *, require_files: bool = True) -> dict[str, Any]:
+    """The manifest of the snapshot at *path*, parsed (not verified: see :func:`verify_snapshot`).
 
     Raises
     ------
     SnapshotError
-        When *path* has no readable manifest.
+        No manifest, not UTF-8 JSON, not an object, a key given twice, NaN or Infinity, or
+        (with *require_files*) no ``files`` table of hashes. One line, naming the file.
+    """
+    manifest_path = Path(path) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise SnapshotError(f"{path} is not a snapshot: it has no {MANIFEST_NAME}")
+    try:
+        manifest = json.loads(
+            decode_utf8(manifest_path.read_bytes()),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+        )
+    except TextEncodingError as problem:
+        raise SnapshotError(f"{manifest_path}: {problem}") from None
+    except json.JSONDecodeError as error:
+        raise SnapshotError(f"{manifest_path}: not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise SnapshotError(f"{manifest_path}: not a studyman manifest ({error})") from None
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{manifest_path}: expected a JSON object")
+    if require_files and not isinstance(manifest.get("files"), dict):
+        raise SnapshotError(f"{manifest_path}: no 'files' table of hashes")
+    return manifest
+
+
+_load_manifest = read_manifest  # the name studyman.sources.blinding imports
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest_problems(manifest: Mapping[str, Any]) -> list[str]:
+    """What is wrong with *manifest* on its own terms (types, table map against files)."""
+    problems: list[str] = []
+
+    def expect(key: str, ok: bool, expected: str, value: Any) -> None:
+        if not ok:
+            problems.append(f"{key}: expected {expected}, found {_shown(value)}")
+
+    missing = object()
+    fmt = manifest.get("format", missing)
+    if fmt in _OLDER_FORMATS:
+        problems.append(
+            f"format {fmt}: written by an older studyman, without a snapshot id; take a new "
+            "snapshot"
+        )
+    elif fmt is missing:
+        problems.append(f"format: missing (expected {SNAPSHOT_FORMAT!r})")
+    else:
+        expect("format", fmt == SNAPSHOT_FORMAT, repr(SNAPSHOT_FORMAT), fmt)
+    kind = manifest.get("kind", missing)
+    expect("kind", isinstance(kind, str) and bool(kind), "a non-empty text", kind)
+    if "created_at" in manifest:
+        created = manifest["created_at"]
+        try:
+            valid = isinstance(created, str) and bool(datetime.fromisoformat(created))
+        except ValueError:
+            valid = False
+        expect("created_at", valid, "an ISO 8601 time", created)
+    optional: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "studyman_version": (lambda v: isinstance(v, str), "a text"),
+        "records": (lambda v: v is None or _is_count(v), "a count"),
+        "record_id_field": (lambda v: v is None or isinstance(v, str), "a field name"),
+        "longitudinal": (lambda v: isinstance(v, bool), "true or false"),
+        "repeating": (lambda v: isinstance(v, bool), "true or false"),
+        "missing_data_codes": (
+            lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+            "a list of codes",
+        ),
+        "conformance_findings": (lambda v: v is None or _is_count(v), "a count"),
+        "protocol": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "source": (lambda v: isinstance(v, dict), "an object"),
+        "redcap": (lambda v: isinstance(v, dict), "an object"),
+    }
+    for key, (check, expected) in optional.items():
+        if key in manifest:
+            expect(key, check(manifest[key]), expected, manifest[key])
+    files = manifest.get("files", missing)
+    hashed: set[str] = set()
+    if not isinstance(files, dict):
+        problems.append(f"files: expected a table of sha256 hashes, found {_shown(files)}")
+    else:
+        for relative, digest in files.items():
+            parts = Path(relative).parts
+            if (
+                not relative
+                or Path(relative).is_absolute()
+                or ".." in parts
+                or relative in (MANIFEST_NAME, SNAPSHOT_ID_NAME)
+            ):
+                problems.append(f"files: {relative!r} is not a file of the snapshot")
+            elif not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+                problems.append(f"files.{relative}: expected a sha256, found {_shown(digest)}")
+            else:
+                hashed.add(relative)
+    tables = manifest.get("tables", missing)
+    mapped: set[str] = set()
+    if not isinstance(tables, dict):
+        problems.append(f"tables: expected a table map, found {_shown(tables)}")
+    else:
+        for name, entry in tables.items():
+            where = f"tables.{name}"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: expected an object, found {_shown(entry)}")
+                continue
+            expected_file = f"tables/{name}.parquet"
+            expect(
+                f"{where}.file",
+                entry.get("file") == expected_file,
+                expected_file,
+                entry.get("file"),
+            )
+            expect(f"{where}.rows", _is_count(entry.get("rows")), "a count", entry.get("rows"))
+            expect(
+                f"{where}.columns", _is_count(entry.get("columns")), "a count", entry.get("columns")
+            )
+            mapped.add(expected_file)
+            if isinstance(files, dict) and expected_file not in hashed:
+                problems.append(f"{where}: its file {expected_file} has no hash in 'files'")
+        for relative in sorted(hashed):
+            if relative.startswith("tables/") and relative not in mapped:
+                problems.append(f"files: {relative} is in no entry of 'tables'")
+    findings = manifest.get("findings", missing)
+    expect("findings", _is_count(findings), "a count", None if findings is missing else findings)
+    if isinstance(files, dict) and "findings.parquet" not in hashed:
+        problems.append("files: findings.parquet has no hash")
+    return problems
+
+
+def _recorded_id(path: Path) -> str:
+    """The id in ``snapshot-id.txt`` (SnapshotError, one line, when missing or malformed)."""
+    id_path = Path(path) / SNAPSHOT_ID_NAME
+    try:
+        text = id_path.read_bytes().decode("ascii").strip()
+    except FileNotFoundError:
+        raise SnapshotError(
+            f"{id_path} is missing: nothing vouches for the manifest (written by an older "
+            "studyman, or removed); take a new snapshot"
+        ) from None
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if not _HEX64.fullmatch(text):
+        raise SnapshotError(f"{id_path}: expected the 64 hexadecimal digits of a sha256")
+    return text
+
+
+def snapshot_id(path: Path) -> str:
+    """The id of the snapshot at *path*: the sha256 of its canonical manifest.
+
+    Checked against the manifest (so an edited manifest is refused), not against the other files:
+    :func:`read_snapshot` and :func:`verify_snapshot` re-hash those. Record it as the input of
+    anything derived from the snapshot.
+
+    Raises
+    ------
+    SnapshotError
+        No readable manifest, no ``snapshot-id.txt``, or a manifest edited since (one line).
     """
     path = Path(path)
-    manifest = _load_manifest(path)
-    expected: dict[str, str] = manifest["files"]
+    manifest = read_manifest(path, require_files=False)
+    recorded = _recorded_id(path)
+    if manifest_id(manifest) != recorded:
+        raise SnapshotError(
+            f"{path / MANIFEST_NAME} was edited: its content no longer matches the snapshot id "
+            f"in {SNAPSHOT_ID_NAME}; take a new snapshot"
+        )
+    return recorded
+
+
+def verify_snapshot(path: Path) -> SnapshotVerification:
+    """Re-hash every file of the snapshot at *path* and check its manifest against its id.
+
+    Raises
+    ------
+    SnapshotError
+        When *path* has no manifest that parses as a JSON object.
+    """
+    path = Path(path)
+    manifest = read_manifest(path, require_files=False)
+    problems = _manifest_problems(manifest)
+    recorded = ""
+    try:
+        recorded = _recorded_id(path)
+    except SnapshotError as error:
+        problems.insert(0, str(error))
+    else:
+        if manifest_id(manifest) != recorded:
+            problems.insert(
+                0,
+                f"{MANIFEST_NAME} was edited: its content no longer matches the snapshot id "
+                f"{recorded[:12]}... in {SNAPSHOT_ID_NAME}",
+            )
+    files = manifest.get("files")
+    expected: dict[str, str] = (
+        {
+            str(k): v
+            for k, v in files.items()
+            if isinstance(v, str)
+            and not Path(str(k)).is_absolute()
+            and ".." not in Path(str(k)).parts
+        }
+        if isinstance(files, dict)
+        else {}
+    )
     changed: list[str] = []
     missing: list[str] = []
     for relative, digest in sorted(expected.items()):
@@ -409,10 +676,13 @@ def verify_snapshot(path: Path) -> SnapshotVerification:
         elif _file_sha256(file) != digest:
             changed.append(relative)
     present = {item.relative_to(path).as_posix() for item in path.rglob("*") if item.is_file()} - {
-        MANIFEST_NAME
+        MANIFEST_NAME,
+        SNAPSHOT_ID_NAME,
     }
-    extra = sorted(present - set(expected))
-    return SnapshotVerification(path, tuple(changed), tuple(missing), tuple(extra))
+    extra = sorted(present - set(expected)) if isinstance(files, dict) else []
+    return SnapshotVerification(
+        path, tuple(changed), tuple(missing), tuple(extra), tuple(problems), recorded
+    )
 
 
 def read_snapshot(path: Path, *, verify: bool = True) -> Snapshot:
@@ -424,14 +694,22 @@ def read_snapshot(path: Path, *, verify: bool = True) -> Snapshot:
         When the snapshot has no manifest, or (with ``verify``) differs from it.
     """
     path = Path(path)
-    manifest = _load_manifest(path)
+    manifest = read_manifest(path)
     if verify:
         verification = verify_snapshot(path)
         if not verification.ok:
-            raise SnapshotError(verification.describe())
+            raise SnapshotError(verification.summary())
     tables = read_snapshot_tables(path, manifest)
     findings = read_snapshot_file(path, "findings.parquet")
-    return Snapshot(path=path, manifest=manifest, tables=tables, findings=findings)
+    count = manifest.get("findings")
+    if _is_count(count) and count != len(findings):
+        raise SnapshotError(
+            f"{path / 'findings.parquet'}: {len(findings)} findings, the manifest says {count}"
+        )
+    identity = manifest_id(manifest) if verify else ""
+    return Snapshot(
+        path=path, manifest=manifest, tables=tables, findings=findings, snapshot_id=identity
+    )
 
 
 def read_snapshot_tables(
@@ -456,7 +734,18 @@ def read_snapshot_tables(
         relative = entry.get("file") if isinstance(entry, Mapping) else None
         if not isinstance(relative, str) or not relative:
             raise SnapshotError(f"{where}: tables.{name}: expected an entry with its 'file'")
-        tables[str(name)] = read_snapshot_file(Path(path), relative)
+        frame = read_snapshot_file(Path(path), relative)
+        # The counts in the manifest are a second check of the table map (see module notes).
+        for what, count, found in (
+            ("rows", entry.get("rows"), len(frame)),
+            ("columns", entry.get("columns"), len(frame.columns)),
+        ):
+            if _is_count(count) and count != found:
+                raise SnapshotError(
+                    f"{Path(path) / relative}: {found} {what}, the manifest says {count} "
+                    f"(tables.{name}.{what}); the snapshot is damaged, take a new one"
+                )
+        tables[str(name)] = frame
     return tables
 
 

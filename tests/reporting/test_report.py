@@ -28,7 +28,7 @@ from studyman import __version__
 from studyman.cli import main
 from studyman.errors import SourceError
 from studyman.reporting.report import DsmbReport, render_dsmb_report
-from studyman.sources.snapshot import MANIFEST_NAME
+from studyman.sources.snapshot import MANIFEST_NAME, SNAPSHOT_ID_NAME, manifest_id
 from studyman.validation.query_log import QueryLog
 
 from .conftest import SAP, Study, shared_dir
@@ -405,6 +405,7 @@ def test_open_session_never_reads_the_unblinded_forms_of_the_snapshot(
         (copy / "tables" / f"{form}.parquet").write_bytes(data)
         manifest["files"][f"tables/{form}.parquet"] = hashlib.sha256(data).hexdigest()
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    (copy / SNAPSHOT_ID_NAME).write_text(manifest_id(manifest) + "\n")  # sealed again
     report = render_dsmb_report(study.protocol, copy, tmp_path / "out", session="open", pdf=False)
     assert "Adjunct dosing is recorded on an unblinded form" in _html_text(report.html)
     with pytest.raises(Exception, match=r"(?i)parquet"):
@@ -426,6 +427,7 @@ def test_report_without_some_forms_still_renders_and_says_so(study: Study, tmp_p
         del manifest["files"][f"tables/{form}.parquet"]
         (copy / "tables" / f"{form}.parquet").unlink()
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    (copy / SNAPSHOT_ID_NAME).write_text(manifest_id(manifest) + "\n")  # sealed again
     report = render_dsmb_report(study.protocol, copy, tmp_path / "out", session="open", pdf=False)
     assert {"adverse-events", "aesi-liver", "sae"} <= set(report.incomplete)
     html = _html_text(report.html)

@@ -12,7 +12,9 @@ import pytest
 from studyman.cli import main
 from studyman.errors import SnapshotError
 from studyman.sources.snapshot import (
+    SNAPSHOT_ID_NAME,
     list_snapshots,
+    manifest_id,
     parquet_bytes,
     read_snapshot,
     verify_snapshot,
@@ -129,7 +131,8 @@ def test_snapshot_show_lists_tables_and_integrity(
 
 
 def _rehash(snapshot: Path, relative: str, data: bytes) -> None:
-    """Replace one file and record its new hash, as if it had been damaged before hashing."""
+    """Replace one file, record its new hash and seal the manifest again, as if the file had
+    been damaged before hashing."""
     import hashlib
 
     target = snapshot / relative
@@ -140,6 +143,9 @@ def _rehash(snapshot: Path, relative: str, data: bytes) -> None:
     manifest = json.loads(manifest_path.read_text())
     manifest["files"][relative] = hashlib.sha256(data).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
+    id_path = snapshot / SNAPSHOT_ID_NAME
+    id_path.chmod(0o644)
+    id_path.write_text(manifest_id(manifest) + "\n")
 
 
 def test_a_damaged_parquet_table_is_a_snapshot_error_naming_the_file(tmp_path: Path) -> None:
@@ -159,8 +165,13 @@ def test_a_manifest_table_outside_the_snapshot_is_refused(tmp_path: Path) -> Non
     manifest = json.loads(manifest_path.read_text())
     manifest["tables"]["visit"]["file"] = "../../elsewhere.parquet"
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(SnapshotError, match="outside the snapshot directory"):
+    id_path = snapshot / SNAPSHOT_ID_NAME
+    id_path.chmod(0o644)
+    id_path.write_text(manifest_id(manifest) + "\n")  # even with the id taken again
+    with pytest.raises(SnapshotError, match=r"tables\.visit\.file: expected tables/visit\.parquet"):
         read_snapshot(snapshot)
+    with pytest.raises(SnapshotError, match="outside the snapshot directory"):
+        read_snapshot(snapshot, verify=False)
 
 
 def test_an_atomic_write_that_fails_keeps_the_old_file_and_leaves_no_temporary(
