@@ -242,7 +242,7 @@ def test_rerun_into_the_same_directory_leaves_no_file_of_the_earlier_run(
     from studyman.analysis.analyze import _snapshot_tables
     from studyman.analysis.outputs import write_outputs
 
-    tables, metadata, _ = _snapshot_tables(study.snapshot)
+    tables, metadata, _ = _snapshot_tables(study.snapshot, None)
     adam = derive_for_plan(sap, tables, metadata, None)
     run = run_plan(mmrm_only, adam, blinded=False, executor=SerialExecutor())
     provenance = json.loads((tmp_path / "provenance.json").read_text())

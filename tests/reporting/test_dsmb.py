@@ -128,7 +128,7 @@ def test_any_adverse_event_counts_each_participant_once(
 
 
 def test_hys_law_listing_matches_a_direct_screen_of_the_samples(
-    study: Study, open_sections: dict[str, Section]
+    study: Study, open_sections: dict[str, Section], closed_sections: dict[str, Section]
 ) -> None:
     tables = read_snapshot(study.snapshot).tables
     liver = tables["liver_tests"]
@@ -139,11 +139,30 @@ def test_hys_law_listing_matches_a_direct_screen_of_the_samples(
         & (liver["lab_bili"] > 2.4)
         & ~(liver["lab_alp"] > 240)
     ]
-    sections = open_sections
-    listing = sections["aesi-liver"].tables[1].frame
+    listing = closed_sections["aesi-liver"].tables[1].frame
     assert sorted(listing["Participant"]) == sorted(hit["record_id"].astype(str))
     assert len(listing) >= 1  # the generator plants Hy's-law-range cases
-    assert sections["aesi-liver"].figures[0].kind == "edish"
+    # the open session names no participant: pooled counts and the eDISH plot only
+    opened = open_sections["aesi-liver"]
+    assert all("Participant" not in table.frame.columns for table in opened.tables)
+    assert any("in the closed report only" in text for text in opened.paragraphs)
+    assert opened.figures[0].kind == "edish"
+
+
+def test_open_session_withholds_every_participant_listing(
+    open_sections: dict[str, Section], closed_sections: dict[str, Section]
+) -> None:
+    closed_listings = {
+        table.title
+        for section in closed_sections.values()
+        for table in section.tables
+        if "Participant" in table.frame.columns
+    }
+    assert len(closed_listings) >= 4  # SAEs, deaths, AE discontinuations, Hy's law, ...
+    for section in open_sections.values():
+        for table in section.tables:
+            assert "Participant" not in table.frame.columns, table.title
+            assert table.title not in closed_listings
 
 
 def test_section_without_its_forms_says_what_is_missing(study: Study) -> None:
