@@ -11,19 +11,23 @@ API tokens are made afresh for each run, held in memory only and never written a
 
 from __future__ import annotations
 
+import io
 import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import redcap
 
 from studyman.analysis.analyze import analyze
 from studyman.errors import ProtocolError
 from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.protocol import Protocol, load_protocol
+from studyman.protocol.reference import default_protocol_path
 from studyman.reporting.report import render_dsmb_report
+from studyman.sources.blinding import blind_dictionary, blind_flat_records
 from studyman.sources.emulator import EmulatorServer
 from studyman.sources.pull import pull_snapshot
 from studyman.sources.snapshot import write_bytes_atomic
@@ -34,18 +38,6 @@ __all__ = ["DemoResult", "default_protocol_path", "run_demo"]
 
 #: Rows sent per import call when loading the generated records through the API.
 IMPORT_CHUNK_ROWS = 2_000
-
-
-def default_protocol_path() -> Path:
-    """Return the embedded reference study (``protocols/cbt-adjunct`` beside the package)."""
-    path = Path(__file__).resolve().parent.parent / "protocols" / "cbt-adjunct"
-    if not (path / "protocol.yaml").is_file():
-        raise ProtocolError(
-            "the embedded reference study is missing; run from a clone of the repository "
-            "or pass --protocol",
-            file=str(path / "protocol.yaml"),
-        )
-    return path
 
 
 @dataclass(frozen=True)
@@ -84,19 +76,22 @@ def _load_records(url: str, token: str, records_csv: Path) -> int:
 
 
 def _write_exports(url: str, token: str, protocol: Protocol, export_dir: Path) -> dict[str, Path]:
-    """Write the raw CSV record export and the data dictionary a coordinator downloads."""
+    """Write the coordinator's CSV record export and data dictionary, in REDCap's formats,
+    through the blinding gate (masked codes merged), for the study's blinded users."""
     export_dir.mkdir(parents=True, exist_ok=True)
+    if protocol.redcap is None:
+        raise ProtocolError("the protocol has no REDCap project loaded", file=protocol.source_file)
     project = redcap.Project(url, token)  # type: ignore[attr-defined]
     records_path = export_dir / "records.csv"
     records_text = project.export_records(format_type="csv", export_data_access_groups=True)
-    write_bytes_atomic(records_path, str(records_text).encode("utf-8"))
-    dictionary_path = export_dir / "data_dictionary.csv"
-    if protocol.redcap is None:
-        raise ProtocolError("the protocol has no REDCap project loaded", file=protocol.source_file)
-    write_bytes_atomic(
-        dictionary_path,
-        protocol.redcap.dictionary.to_csv_text(human_headers=True).encode("utf-8"),
+    records = pd.read_csv(
+        io.StringIO(str(records_text)), dtype=str, keep_default_na=False, na_filter=False
     )
+    blinded = blind_flat_records(records, protocol, protocol.redcap.dictionary)
+    write_bytes_atomic(records_path, blinded.to_csv(index=False).encode("utf-8"))
+    dictionary_path = export_dir / "data_dictionary.csv"
+    dictionary = blind_dictionary(protocol.redcap.dictionary, protocol)
+    write_bytes_atomic(dictionary_path, dictionary.to_csv_text(human_headers=True).encode("utf-8"))
     return {"records export": records_path, "data dictionary": dictionary_path}
 
 

@@ -51,6 +51,7 @@ from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
 from studyman.reporting.figures import draw_figure
 from studyman.reporting.html import AUTHOR, ReportHeader, render_html
+from studyman.sources.blinding import blind_findings, blind_tables
 from studyman.sources.randomization import read_randomization_list as read_list
 from studyman.sources.snapshot import (
     MANIFEST_NAME,
@@ -376,8 +377,10 @@ def render_dsmb_report(
     unblinded = set(protocol.blinding.unblinded_forms)
     tables = _read_tables(snapshot, manifest, unblinded if session == "open" else set())
     findings = read_snapshot_file(snapshot, "findings.parquet")
-    if session == "open" and "instrument" in findings.columns:
-        findings = findings[~findings["instrument"].astype("string").isin(unblinded).fillna(False)]
+    if session == "open":
+        # the blinding gate: the open session reads only the blinded view
+        tables = blind_tables(tables, protocol)
+        findings = blind_findings(findings, protocol)
     plan_version = "not supplied"
     interim = False
     if sap is not None:

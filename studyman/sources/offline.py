@@ -44,6 +44,7 @@ from studyman.findings import findings_frame
 from studyman.protocol import Protocol, read_data_dictionary
 from studyman.protocol.conformance import check_conformance
 from studyman.protocol.text_files import TextEncodingError, decode_utf8
+from studyman.sources.blinding import blind_export, is_blinded_export
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.snapshot import (
     SnapshotResult,
@@ -326,6 +327,11 @@ def import_snapshot(
     conformance, conformance_count = conformance_file(protocol, metadata)
     manifest["conformance_findings"] = conformance_count
     extra = {"redcap/metadata.json": json_bytes(metadata), **conformance}
+    if protocol is not None and is_blinded_export(tidy.tables, protocol):
+        # the blinding gate: a blinded export's snapshot holds only the blinded view
+        tidy, blinded_metadata = blind_export(tidy, metadata, protocol)
+        extra["redcap/metadata.json"] = json_bytes(blinded_metadata)
+        manifest["view"] = "blinded"
     return write_tidy_snapshot(
         Path(out_dir),
         name or default_snapshot_name("import"),

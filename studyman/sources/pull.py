@@ -81,7 +81,7 @@ from redcap.request import _ContentConfig, _RCRequest
 from studyman import __version__
 from studyman.errors import SnapshotError, SourceError
 from studyman.protocol import Protocol
-from studyman.sources.blinding import blind_export, is_blinded_export
+from studyman.sources.blinding import blind_export, blind_form_rows, is_blinded_export
 from studyman.sources.casting import ProjectDictionary, parse_missing_data_codes
 from studyman.sources.offline import (
     conformance_file,
@@ -793,6 +793,13 @@ def pull_snapshot(
         # the blinding gate: a blinded token's snapshot holds only the blinded view
         tidy, blinded_metadata = blind_export(tidy, metadata, protocol)
         extra["redcap/metadata.json"] = json_bytes(blinded_metadata)
+        extra["redcap/repeating_forms.json"] = json_bytes(
+            blind_form_rows(repeating, protocol, "form_name")
+        )
+        if longitudinal:
+            extra["redcap/form_event_mapping.json"] = json_bytes(
+                blind_form_rows(mappings, protocol, "form")
+            )
         manifest["view"] = "blinded"
     return write_tidy_snapshot(
         Path(out_dir),
