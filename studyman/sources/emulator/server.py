@@ -82,6 +82,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(answer.body)
 
     def _not_implemented(self) -> None:
+        # Read a body the client sent, so that closing does not reset the connection under it.
+        text = (self.headers.get("Content-Length") or "").strip()
+        if re.fullmatch(r"[0-9]{1,12}", text) and int(text) <= MAX_BODY_BYTES:
+            self.rfile.read(int(text))
         body = b"The requested method is not implemented."
         self._send(Answer(501, "text/plain; charset=utf-8", body))
 
@@ -126,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
-            self.close_connection = True  # the client stopped sending: nobody to answer
+            self._refuse(f"The request body ended after {len(body)} of {length} bytes.")
             return None
         return body
 
