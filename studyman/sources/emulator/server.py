@@ -201,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
                 Answer(
                     answer.status,
                     answer.content_type,
-                    answer.body[: len(answer.body) // 2],
+                    answer.body[: plan.kept_bytes(len(answer.body))],
                     answer.headers,
                 ),
                 close=True,
@@ -213,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(answer.body)))
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(answer.body[: len(answer.body) // 2])
+            self.wfile.write(answer.body[: plan.kept_bytes(len(answer.body))])
             self.wfile.flush()
             self.close_connection = True
             return
