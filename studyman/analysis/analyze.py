@@ -28,6 +28,7 @@ from studyman.errors import AnalysisError, SnapshotError, SourceError
 from studyman.protocol import Protocol, load_protocol
 from studyman.protocol.reference import default_protocol_path
 from studyman.sources.randomization import read_randomization_list
+from studyman.sources.snapshot import snapshot_id
 
 __all__ = ["AnalyzeResult", "analyze", "read_randomization"]
 
@@ -177,7 +178,11 @@ def analyze(
             "listed_not_randomised": sorted(listed - randomised),
         }
     provenance: dict[str, Any] = {
-        "snapshot": {"name": snapshot.name, "sha256": snapshot_sha256},
+        "snapshot": {
+            "name": snapshot.name,
+            "id": snapshot_id(snapshot),
+            "sha256": snapshot_sha256,
+        },
         "plan": {
             "file": Path(loaded.path).name,
             "version": plan_status.version,

@@ -57,6 +57,7 @@ from studyman.sources.snapshot import (
     MANIFEST_NAME,
     read_snapshot_file,
     read_snapshot_tables,
+    snapshot_id,
     verify_snapshot,
     write_bytes_atomic,
 )
@@ -440,7 +441,7 @@ def render_dsmb_report(
         ("Data cut-off", cut.isoformat()),
         ("Prepared by", AUTHOR),
         ("Snapshot", f"{snapshot.name} (created {manifest.get('created_at', 'unknown')})"),
-        ("Snapshot sha256", snapshot_sha256),
+        ("Snapshot id", snapshot_id(snapshot)),
         ("Protocol", f"{protocol.study.id} version {protocol.study.version}"),
         ("Analysis plan version", plan_version),
         ("studyman version", __version__),

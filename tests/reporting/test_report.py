@@ -28,7 +28,7 @@ from studyman import __version__
 from studyman.cli import main
 from studyman.errors import SourceError
 from studyman.reporting.report import DsmbReport, render_dsmb_report
-from studyman.sources.snapshot import MANIFEST_NAME, SNAPSHOT_ID_NAME, manifest_id
+from studyman.sources.snapshot import MANIFEST_NAME, SNAPSHOT_ID_NAME, manifest_id, snapshot_id
 from studyman.validation.query_log import QueryLog
 
 from .conftest import SAP, Study, shared_dir
@@ -183,14 +183,14 @@ def test_every_pdf_page_carries_session_cutoff_and_page_x_of_y(rendered: Rendere
             assert f"Page {number} of {len(pages)}" in text, number
 
 
-def test_title_page_names_snapshot_hash_plan_version_and_studyman_version(
+def test_title_page_names_snapshot_id_plan_version_and_studyman_version(
     study: Study, rendered: Rendered
 ) -> None:
     assert rendered.closed.pdf is not None
     first = _pdf_pages(rendered.closed.pdf)[0]
-    manifest_hash = hashlib.sha256((study.snapshot / MANIFEST_NAME).read_bytes()).hexdigest()
     flat = first.replace("\n", " ")
-    assert manifest_hash in flat.replace(" ", "")
+    # the snapshot's identity (sha256 of its canonical manifest), as the analysis records it
+    assert snapshot_id(study.snapshot) in flat.replace(" ", "")
     assert "Analysis plan version 1.0" in flat
     assert f"studyman version {__version__}" in flat
     assert "Prepared by Data Coordinating Centre" in flat
