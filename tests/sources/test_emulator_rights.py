@@ -182,6 +182,23 @@ def test_a_new_record_needs_create_rights(server: EmulatorServer) -> None:
     assert post(server, token=NO_CREATE_TOKEN, content="record", format="json", data=update).ok
 
 
+def test_force_auto_number_cannot_create_records_without_create_rights(
+    server: EmulatorServer,
+) -> None:
+    before = server.store.record_ids()
+    data = json.dumps([{"record_id": before[0], "name_first": "Cloned"}])
+    answer = post(
+        server,
+        token=NO_CREATE_TOKEN,
+        content="record",
+        format="json",
+        data=data,
+        forceAutoNumber="true",
+    )
+    assert answer.status_code == 403
+    assert server.store.record_ids() == before
+
+
 # ---------------------------------------------------------------- data access groups
 def test_a_group_token_stays_in_its_group_for_every_call(server: EmulatorServer) -> None:
     outside = next(r for r in server.store.record_ids() if server.store.record_dag(r) != "dag_1")

@@ -820,7 +820,6 @@ class Emulator:
         if date_format in ("DMY", "MDY"):
             rows = [_to_ymd(row, store, date_format) for row in rows]
         before = set(store.record_ids())
-        _check_import_rights(store, user, rows, before)
         renamed: dict[str, str] = {}
         if _flag(scalars.get("forceAutoNumber")):
             # REDCap gives each imported record ID the next free number (rows of one ID stay
@@ -833,6 +832,8 @@ class Emulator:
                     renamed[old_id] = str(next_id)
                     next_id += 1
                 row[store.record_id_field] = renamed[old_id]
+        # Checked on the IDs as they will be written (forceAutoNumber makes every record new).
+        _check_import_rights(store, user, rows, before)
         ids = store.import_rows(
             rows,
             overwrite=scalars.get("overwriteBehavior", "normal") == "overwrite",
