@@ -89,15 +89,12 @@ def _mask_series(values: pd.Series, masked: MaskedCodes) -> pd.Series:
     hit = text.isin(codes).fillna(False).to_numpy(dtype=bool)
     if not hit.any():
         return values
-    result = values.copy()
+    replacement: object = target
     if pd.api.types.is_numeric_dtype(values.dtype):
-        result[hit] = type(values.dtype).type(target) if hasattr(values.dtype, "type") else target
-        result = result.astype(values.dtype)
-    else:
-        result = result.astype(object)
-        result[hit] = target
-        result = result.astype(values.dtype)
-    return result
+        replacement = float(target) if "." in target else int(target)
+    result = values.astype(object)
+    result[hit] = replacement
+    return result.astype(values.dtype)
 
 
 def _mask_frame(frame: pd.DataFrame, policy: Blinding) -> pd.DataFrame:
