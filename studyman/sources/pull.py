@@ -38,7 +38,9 @@ answer is therefore one that a cut cannot leave whole-looking:
   a record come together, so when the answer ends with the sentinel's rows, every record before
   it is whole; the sentinel's rows are dropped (the next batch brings it whole). When there is no
   next batch (or the server put the sentinel elsewhere), the record whose rows end the answer is
-  exported again on its own, as JSON, and must have the same rows.
+  exported again on its own, as JSON, and must have the same rows. A record whose rows are apart
+  (a record in two arms, which REDCap lists arm by arm: the record-ID export shows it, or the
+  answer does) breaks the sentinel's argument, so a batch holding one is checked whole that way.
 
 The token
 ---------
@@ -63,7 +65,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -424,11 +426,16 @@ def _check_batch(
     record_id_field: str,
     header: tuple[str, ...] | None,
     source: str,
-) -> tuple[pa.Table, str | None]:
+    apart: bool = False,
+) -> tuple[pa.Table, list[str]]:
     """Parse one batch's CSV and check it; raise _TransientError when it cannot be trusted.
 
-    Returns the batch's rows (the sentinel's dropped) and the record whose completeness is not
-    yet proven (None when the answer ends with the sentinel's rows: everything before is whole).
+    Returns the batch's rows (the sentinel's dropped) and the records whose completeness is not
+    yet proven: none when the answer ends with the sentinel's rows and each record's rows come
+    together (a cut can then only have shortened the sentinel), else the record whose rows end
+    the answer, or every record when a record's rows are apart (*apart*: so in the record-ID
+    export; or so in this answer): a record in two arms, listed arm by arm, whose later rows a
+    cut could remove while leaving the answer ending with the sentinel.
     """
     if not text.endswith("\n"):
         raise _TransientError(f"{source}: the CSV does not end with a newline (truncated)")
@@ -451,56 +458,46 @@ def _check_batch(
             f"{source}: {len(missing)} requested record(s) missing ({missing[:3]}) and "
             f"{len(extra)} not requested ({extra[:3]})"
         )
-    # A cut removes the end of the answer; it can make a record incomplete only if that record's
-    # rows come last, provided the rows of each record come together (REDCap's flat export).
     rows = table.num_rows
     runs = 1 + (
         int(pc.sum(pc.not_equal(ids.slice(1), ids.slice(0, rows - 1))).as_py() or 0)
         if rows > 1
         else 0
     )
-    if runs != len(returned):
-        raise SourceError(
-            f"{source}: the rows of a record are not together in the answer, so a cut answer "
-            "could not be told from a whole one; REDCap lists each record's rows together"
-        )
+    kept = table if sentinel is None else table.filter(pc.not_equal(ids, sentinel))
+    if apart or runs != len(returned):
+        return kept, list(dict.fromkeys(requested))
     last = str(ids[rows - 1].as_py())
-    if sentinel is None:
-        return table, last
-    kept = table.filter(pc.not_equal(ids, sentinel))
-    return kept, (None if last == sentinel else last)
+    return kept, ([] if last == sentinel else [last])
 
 
-def _record_rows(table: pa.Table, record_id_field: str, record: str) -> list[tuple[str, ...]]:
-    """The identity (event, repeat instrument, instance) of each row of *record*, in order."""
-    keys = [
-        name
-        for name in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
-        if name in table.column_names
-    ]
-    rows = table.filter(pc.equal(table.column(record_id_field), record))
-    columns = [rows.column(name).to_pylist() for name in keys]
-    return [tuple(str(value) for value in row) for row in zip(*columns, strict=True)] or [
-        () for _ in range(rows.num_rows)
-    ]
+_ROW_KEYS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
 
 
-def _json_record_rows(
-    answer: Any, table: pa.Table, record_id_field: str, record: str, source: str
+def _row_identities(
+    table: pa.Table, record_id_field: str, records: Collection[str]
 ) -> list[tuple[str, ...]]:
-    """The same identities from a JSON export of *record* alone (the proof of completeness)."""
-    keys = [
-        name
-        for name in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
-        if name in table.column_names
-    ]
+    """(record, event, repeat instrument, instance) of each row of *records*, in order."""
+    names = [record_id_field, *(name for name in _ROW_KEYS if name in table.column_names)]
+    rows = table.filter(pc.is_in(table.column(record_id_field), pa.array(list(records))))
+    columns = [rows.column(name).to_pylist() for name in names]
+    return [tuple(str(value) for value in row) for row in zip(*columns, strict=True)]
+
+
+def _json_row_identities(
+    answer: Any, table: pa.Table, record_id_field: str, records: Collection[str], source: str
+) -> list[tuple[str, ...]]:
+    """The same identities from a JSON export of *records* (the proof of completeness)."""
+    names = [record_id_field, *(name for name in _ROW_KEYS if name in table.column_names)]
     if not isinstance(answer, list) or not all(isinstance(row, dict) for row in answer):
-        raise _TransientError(f"{source}: the JSON export of record {record} is not a list")
+        raise _TransientError(f"{source}: the JSON export to check the batch is not a list")
+    wanted = set(records)
     found: list[tuple[str, ...]] = []
     for row in answer:
-        if str(row.get(record_id_field, "")) != record:
-            raise _TransientError(f"{source}: the JSON export of record {record} holds another")
-        found.append(tuple("" if row.get(name) is None else str(row.get(name)) for name in keys))
+        identity = tuple("" if row.get(name) is None else str(row.get(name)) for name in names)
+        if identity[0] not in wanted:
+            raise _TransientError(f"{source}: the JSON export to check the batch holds another")
+        found.append(identity)
     return found
 
 
@@ -630,7 +627,7 @@ def pull_snapshot(
     dictionary = ProjectDictionary(metadata)
     record_id_field = dictionary.record_id_field
     # JSON: a cut at any byte (a line end included) leaves an answer that does not parse.
-    record_ids: list[str] = call(
+    record_ids, apart = call(
         "record IDs",
         lambda p: _check_ids(
             p.export_records(format_type="json", fields=[record_id_field], event_name="unique"),
@@ -656,6 +653,7 @@ def pull_snapshot(
         # The first record of the next batch comes last in this answer (see module notes).
         sentinel = batches[index + 1][0] if index + 1 < len(batches) else None
         requested = ids if sentinel is None else [*ids, sentinel]
+        split = not apart.isdisjoint(requested)
 
         def attempt() -> pa.Table:
             text = project().export_records(
@@ -667,16 +665,20 @@ def pull_snapshot(
             )
             with header_lock:
                 expected = header[0] if header else None
-            table, unproven = _check_batch(text, ids, sentinel, record_id_field, expected, source)
-            if unproven is not None:
+            table, unproven = _check_batch(
+                text, ids, sentinel, record_id_field, expected, source, split
+            )
+            if unproven:
+                # The same records as JSON, which a cut cannot leave whole: the same rows?
                 answer = project().export_records(
-                    format_type="json", records=[unproven], event_name="unique"
+                    format_type="json", records=unproven, event_name="unique"
                 )
-                alone = _json_record_rows(answer, table, record_id_field, unproven, source)
-                if alone != _record_rows(table, record_id_field, unproven):
+                proof = _json_row_identities(answer, table, record_id_field, unproven, source)
+                if proof != _row_identities(table, record_id_field, unproven):
+                    shown = ", ".join(unproven[:3]) + (" ..." if len(unproven) > 3 else "")
                     raise _TransientError(
-                        f"{source}: record {unproven} has other rows than in an export of it "
-                        "alone (the answer was cut?)"
+                        f"{source}: record(s) {shown} came with other rows than in a JSON "
+                        "export of them (the answer was cut?)"
                     )
             with header_lock:
                 if not header:
@@ -819,17 +821,24 @@ def _checked_version(version: Any, again: Any) -> Any:
     return version
 
 
-def _check_ids(answer: Any, record_id_field: str) -> list[str]:
-    """The distinct record IDs of a JSON export of the record-ID field, in REDCap's order."""
+def _check_ids(answer: Any, record_id_field: str) -> tuple[list[str], set[str]]:
+    """The distinct record IDs of a JSON export of the record-ID field, in REDCap's order, and
+    those whose rows are apart in it (a record in two arms, listed arm by arm)."""
     if not isinstance(answer, list):
         raise _TransientError("the record-ID export is not a JSON list")
     ids: dict[str, None] = {}
+    apart: set[str] = set()
+    previous = None
     for row in answer:
         value = row.get(record_id_field) if isinstance(row, dict) else None
         if not isinstance(value, str | int) or isinstance(value, bool) or str(value) == "":
             raise _TransientError(f"the record-ID export has a row without {record_id_field!r}")
-        ids[str(value)] = None
-    return list(ids)
+        record = str(value)
+        if record in ids and record != previous:
+            apart.add(record)
+        ids[record] = None
+        previous = record
+    return list(ids), apart
 
 
 def _public_url(url: str) -> str:

@@ -7,6 +7,7 @@ with the same snapshot as a clean pull, or fails with one line and leaves no sna
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -17,7 +18,8 @@ import redcap
 import requests
 
 from studyman.errors import SourceError
-from studyman.sources.emulator import EmulatorServer, FaultPlan
+from studyman.sources.emulator import EmulatorServer, FaultPlan, User, load_project
+from studyman.sources.emulator.api import FULL_RIGHTS
 from studyman.sources.pull import pull_snapshot
 from studyman.sources.snapshot import verify_snapshot
 
@@ -224,7 +226,7 @@ def test_any_other_answer_cut_at_any_byte_is_retried(
     expected = json.loads((clean / "manifest.json").read_text())
     assert expected["redcap"]["version"] == "14.7.3"  # the emulator's (a cut could leave 14.7)
     # 0: an empty body; 10**9: all but the last byte (kept_bytes caps it); the rest arbitrary.
-    for cut in (0, 1, 2, 5, 17, 100, 10**9):
+    for cut in (0, 5, 10**9):
         server.set_faults(FaultPlan(contents=(content,), schedule=("cut",), cut_at=cut))
         pulled = _pull(server, tmp_path / f"cut-{cut}", "pull")
         # Every file (tables and REDCap's answers) and the manifest's REDCap entry as clean.
@@ -236,3 +238,38 @@ def test_any_other_answer_cut_at_any_byte_is_retried(
             _pull(server, tmp_path / f"fail-{cut}", "pull", retries=0)
         assert "\n" not in str(failed.value)
         assert list((tmp_path / f"fail-{cut}").iterdir()) == []
+
+
+def test_a_record_in_two_arms_is_checked_whole_so_no_line_end_cut_loses_its_later_rows(
+    start_emulator: Start, tmp_path: Path
+) -> None:
+    # REDCap lists a multi-arm project arm by arm: record 100's arm-2 row comes after record
+    # 220's rows, so a cut there leaves an answer that ends with the sentinel (220) and looks
+    # whole; the record-ID export shows 100 apart, and its batch is checked against JSON.
+    loaded = load_project(PROJECTS / "longitudinal" / "project.xml")
+    two_arms = dataclasses.replace(
+        loaded, users=(User("importer", rights=FULL_RIGHTS),), tokens={TOKEN: "importer"}
+    )
+    server = start_emulator(two_arms)
+    redcap.Project(server.url, TOKEN).import_records(
+        [{"study_id": "100", "redcap_event_name": "enrollment_arm_2", "first_name": "Two"}]
+    )
+    clean = _pull(server, tmp_path / "clean", "clean")
+    assert json.loads((clean / "manifest.json").read_text())["records"] == 3
+    body = _batch_bodies(server, batch_size=1)[0]  # record 100, sentinel 220
+    order = [line.split(b",")[0] for line in body.split(b"\n")[1:-1]]
+    last_of_100 = len(order) - 1 - order[::-1].index(b"100")
+    assert order.index(b"220") < last_of_100  # 100's rows are apart
+    refused = 0
+    for cut in _line_ends(body)[1:]:
+        kept_rows = body[:cut].count(b"\n") - 1
+        server.set_faults(FaultPlan(contents=("record",), schedule=("ok", "cut"), cut_at=cut))
+        out = tmp_path / f"cut-{cut}"
+        if kept_rows <= last_of_100:  # a row of record 100 is cut off
+            with pytest.raises(SourceError, match=r"^records batch 1 of 3: gave up"):
+                _pull(server, out, "pull", retries=0)
+            assert list(out.iterdir()) == []
+            refused += 1
+        else:  # only rows of the sentinel: nothing of the batch is lost
+            assert _hashes(_pull(server, out, "pull", retries=0)) == _hashes(clean)
+    assert refused >= 2
