@@ -68,6 +68,8 @@ def server(start_emulator: Start) -> EmulatorServer:
         "[sex] = '1' and ([comments] = 'x' or [height] >= 0)",
         "sum([height], 0) > 1",
         "(((([height])))) > 1",
+        "[health_complete] = '2'",
+        "[mugshot] <> ''",
     ],
 )
 def test_filter_logic_on_a_form_without_export_rights_is_refused(

@@ -715,13 +715,16 @@ class Emulator:
         refused = []
         for reference in references:
             found = store.fields.get(reference.name)
-            if found is None:
+            column = store.column_by_name.get(reference.name)
+            if found is not None:
+                form = found.form_name
+                identifier = found.identifier.strip().lower() == "y"
+            elif column is not None:  # <form>_complete, <form>_timestamp
+                form, identifier = column.form, False
+            else:
                 continue  # an unknown name is blank in REDCap's logic: it reveals nothing
-            form = found.form_name
             deidentified = user.forms_export.get(form, 1) in (2, 3)
-            if not user.can_export_form(form) or (
-                deidentified and found.identifier.strip().lower() == "y"
-            ):
+            if not user.can_export_form(form) or (deidentified and identifier):
                 refused.append(reference.name)
         if refused:
             raise RefusedError(

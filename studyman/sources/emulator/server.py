@@ -320,9 +320,10 @@ class EmulatorServer:
 
     def __repr__(self) -> str:
         state = "running" if self._server else "stopped"
-        return (
-            f"EmulatorServer({self.project!r}, {state}, url={self.url if self._server else None!r})"
-        )
+        title = self.project.info.get("project_title", "")
+        records = len(self.store.record_ids())
+        url = self.url if self._server else None
+        return f"EmulatorServer({title!r}, records={records}, {state}, url={url!r})"
 
     @property
     def project(self) -> Project:
