@@ -359,9 +359,7 @@ def write_snapshot(
         identity = manifest_id(json.loads(text)) + "\n"
         if private:
             for file_name, content in ((MANIFEST_NAME, text), (SNAPSHOT_ID_NAME, identity)):
-                handle = os.open(
-                    temporary / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400
-                )
+                handle = os.open(temporary / file_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
                 with os.fdopen(handle, "wb") as stream:
                     stream.write(content.encode("utf-8"))
         else:
