@@ -58,7 +58,14 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to *app*."""
     group = typer.Typer(help="A REDCap API emulator for tests and the demo.", no_args_is_help=True)
 
-    @group.command("serve")
+    @group.command(
+        "serve",
+        help="Serve PROJECT at http://HOST:PORT/api/ until interrupted.\n\n"
+        "Tokens: --token and --super-token put the token on the command line, where any user "
+        "of the machine can read it (ps, /proc): they are for tests. --token-file and "
+        "--super-token-file read tokens from files only their owner can read (a file readable "
+        "by its group or by others is refused).",
+    )
     def serve(
         project: Annotated[
             Path, typer.Argument(help="A REDCap project directory or an ODM XML file.")
@@ -102,6 +109,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="A JSON fault-plan control file, re-read when it changes."),
         ] = None,
+        storage: Annotated[
+            Path | None,
+            typer.Option(
+                help="Keep uploaded documents (file fields, File Repository) here, one "
+                "project-<id>/ folder per project (default: a private temporary folder removed "
+                "when the emulator stops)."
+            ),
+        ] = None,
     ) -> None:
         """Serve PROJECT at http://HOST:PORT/api/ until interrupted.
 
@@ -132,6 +147,7 @@ def register(app: typer.Typer) -> None:
             tokens=tokens,
             super_tokens=supers,
             control_file=faults,
+            storage=storage,
         )
         server.start()
         title = server.project.info.get("project_title", "")

@@ -42,7 +42,6 @@ from studyman.sources.emulator.store import ExportOptions
 __all__ = ["HANDLERS", "Call", "Upload", "user_row"]
 
 _ROLE_COLUMNS = ("unique_role_name", "role_label", *USER_RIGHT_COLUMNS, "forms", "forms_export")
-_MAX_UPLOAD = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
