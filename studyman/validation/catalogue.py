@@ -10,14 +10,26 @@ Custom checks from a study's ``checks.yaml`` join the catalogue at run time
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Final, Literal
 
 import pandas as pd
 
-__all__ = ["CATALOGUE", "CheckDefinition", "CheckSeverity", "catalogue_frame", "check_by_id"]
+__all__ = [
+    "CATALOGUE",
+    "MEDICAL_REVIEW",
+    "REVIEW_SIGNALS",
+    "CheckDefinition",
+    "CheckSeverity",
+    "FindingKind",
+    "catalogue_frame",
+    "check_by_id",
+    "finding_kind",
+    "needs_medical_review",
+]
 
 CheckSeverity = Literal["critical", "major", "minor"]
+FindingKind = Literal["site_query", "review_signal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,13 @@ class CheckDefinition:
     across_participants
         Whether a participant's finding depends on other participants' data (a study-wide
         statistic, a list reconciled with every record): a partial run does not apply it.
+    finding_kind
+        ``site_query`` (a site must answer it: it goes into the site's workbook) or
+        ``review_signal`` (outliers, large changes, statistical monitoring: the central team
+        looks; ``review-signals.csv``/``.xlsx``, never a site's workbook).
+    medical_review
+        A safety check (liver, suicidality, SAE clocks, deaths): a site response makes its
+        queries ``answered``, only a medical review closes them (as every ``critical`` one).
     """
 
     check_id: str
@@ -56,6 +75,8 @@ class CheckDefinition:
     needs_arm: bool = False
     deviation_category: str = ""
     across_participants: bool = False
+    finding_kind: FindingKind = "site_query"
+    medical_review: bool = False
 
 
 def _c(
@@ -85,7 +106,7 @@ def _c(
 
 _DQ = "REDCap Data Quality rule"
 
-CATALOGUE: tuple[CheckDefinition, ...] = (
+_ENTRIES: tuple[CheckDefinition, ...] = (
     # --- REDCap Data Quality rules (dictionary-driven)
     _c(
         "DQ-B",
@@ -516,6 +537,46 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
     ),
 )
 
+#: Central review signals: statistical flags the data manager or monitor looks at; sites do not.
+REVIEW_SIGNALS: Final = frozenset({"DQ-E", "DQ-I", "SCO-CHANGE", "ADH-CBT"})
+
+#: Safety checks reviewed by the medical monitor (besides every ``critical`` check): liver,
+#: suicidality, withdrawal, serious adverse events and their reporting clocks, deaths.
+MEDICAL_REVIEW: Final = frozenset(
+    {
+        "LIV-HYS",
+        "LIV-ALT",
+        "CSR-SAFETY",
+        "SCO-PHQ9-CSSRS",
+        "COWS-AESI",
+        "AE-SERIOUS-CRITERION",
+        "AE-SAE-LATE",
+        "AE-SAE-DATES",
+        "AE-FATAL-NO-DEATH",
+        "DS-DEATH-DATE",
+        *(entry.check_id for entry in _ENTRIES if entry.check_id.startswith("AE-CLOCK-")),
+    }
+)
+
+CATALOGUE: tuple[CheckDefinition, ...] = tuple(
+    replace(
+        entry,
+        finding_kind="review_signal" if entry.check_id in REVIEW_SIGNALS else "site_query",
+        medical_review=entry.check_id in MEDICAL_REVIEW,
+    )
+    for entry in _ENTRIES
+)
+
+
+def needs_medical_review(check_id: str, severity: str) -> bool:
+    """Whether a query of this check and severity is closed only by a medical review."""
+    return severity == "critical" or check_id in MEDICAL_REVIEW
+
+
+def finding_kind(check_id: str) -> FindingKind:
+    """``review_signal`` for the central review checks, else ``site_query`` (custom checks)."""
+    return "review_signal" if check_id in REVIEW_SIGNALS else "site_query"
+
 
 def check_by_id(check_id: str, extra: Iterable[CheckDefinition] = ()) -> CheckDefinition | None:
     """Return the catalogue entry *check_id* (built-in or among *extra*), or ``None``."""
@@ -534,6 +595,8 @@ def catalogue_frame(extra: Iterable[CheckDefinition] = ()) -> pd.DataFrame:
             "kind": check.kind,
             "review_only": check.review_only,
             "needs_arm": check.needs_arm,
+            "finding_kind": check.finding_kind,
+            "medical_review": check.medical_review or check.severity == "critical",
             "deviation_category": check.deviation_category,
             "description": check.description,
             "reference": check.reference,

@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from studyman.protocol.text_files import (
 )
 from studyman.sources.snapshot import write_file_atomic
 from studyman.validation.catalogue import CheckDefinition
+
+if TYPE_CHECKING:
+    from studyman.validation.workbooks import ListingContext
 from studyman.validation.records import EVENT, REPEAT, text
 
 __all__ = [
@@ -396,31 +399,6 @@ def _sheet_title(name: str, taken: Sequence[str]) -> str:
     return title if title not in taken else f"{title[:27]}-{len(taken)}"
 
 
-def _write_xlsx_queries(path: Path, queries: pd.DataFrame) -> None:
-    from openpyxl import Workbook
-
-    listing = queries.copy()
-    book = Workbook()
-    summary = book.active
-    summary.title = "summary"
-    row = 1
-    if len(listing):
-        tables = [
-            _counts(listing, "site"),
-            _counts(listing, "severity"),
-            _counts(listing, "check_id"),
-            open_query_age(listing),
-        ]
-    else:
-        tables = [pd.DataFrame({"site": []})]
-    for table in tables:
-        row = _put_frame(summary, table, row) + 1
-    for site, rows in listing.groupby("site", sort=True):
-        sheet = book.create_sheet(_sheet_title(str(site), book.sheetnames))
-        _put_frame(sheet, rows)
-    book.save(path)
-
-
 def _write_xlsx_table(path: Path, frame: pd.DataFrame, title: str) -> None:
     from openpyxl import Workbook
 
@@ -440,23 +418,46 @@ def write_outputs(
     as_of: str,
     unblinded: bool,
     batch: OutputBatch | None = None,
+    context: ListingContext | None = None,
+    site_queries: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write the listings, the deviation log and the HTML summary; return the paths written.
+    """Write the listings, workbooks, the deviation log and the HTML summary; return the paths.
 
-    *deviations* ``None`` (a partial run) leaves the deviation log files as they are.
-
-    With *batch* the files are only written into it (the caller installs it, see
-    :class:`OutputBatch`); without, they are installed together before returning.
+    Parameters
+    ----------
+    out_dir
+        The output directory.
+    queries
+        Every query the run's reader may see (``queries.csv``; the coordinator's workbook and
+        ``review-signals.*`` split it by kind).
+    deviations
+        The deviation log; ``None`` (a partial run) leaves its files as they are.
+    title, as_of, unblinded
+        For the summary and the workbooks' Instructions.
+    batch
+        Write into this batch only (the caller installs it, see :class:`OutputBatch`); without,
+        the files are installed together before returning.
+    context
+        Labels, dates, study and sites for the workbooks (see
+        :class:`~studyman.validation.workbooks.ListingContext`).
+    site_queries
+        The queries sites may see (default *queries*): each site's open site queries go to
+        ``sites/<site>/queries-<site>-<as-of>.xlsx``.
     """
+    from studyman.validation.workbooks import ListingContext
+
+    arguments: dict[str, Any] = {
+        "title": title,
+        "as_of": as_of,
+        "unblinded": unblinded,
+        "context": context or ListingContext(sites=tuple(sorted(set(queries["site"])))),
+        "site_queries": queries if site_queries is None else site_queries,
+    }
     if batch is not None:
-        return _write_into(
-            batch, queries, deviations, title=title, as_of=as_of, unblinded=unblinded
-        )
+        return _write_into(batch, queries, deviations, **arguments)
     own = OutputBatch(out_dir)
     try:
-        written = _write_into(
-            own, queries, deviations, title=title, as_of=as_of, unblinded=unblinded
-        )
+        written = _write_into(own, queries, deviations, **arguments)
         own.install()
     except BaseException:
         own.discard(failed=True)
@@ -473,11 +474,62 @@ def _write_into(
     title: str,
     as_of: str,
     unblinded: bool,
+    context: ListingContext,
+    site_queries: pd.DataFrame,
 ) -> list[Path]:
+    from studyman.validation.workbooks import listing_frame, write_listing_workbook
+
+    signals = queries[queries["kind"] == "review_signal"]
+    site_rows = queries[queries["kind"] != "review_signal"]
+    summary_tables = (
+        [
+            _counts(site_rows, "site"),
+            _counts(site_rows, "severity"),
+            _counts(site_rows, "check_id"),
+            open_query_age(site_rows),
+        ]
+        if len(site_rows)
+        else [pd.DataFrame({"site": []})]
+    )
+    by_site = [
+        (str(site), listing_frame(rows, context))
+        for site, rows in site_rows.groupby("site", sort=True)
+    ]
     written = [
         files.write("queries.csv", lambda p: queries.to_csv(p, index=False, lineterminator="\n")),
-        files.write("queries.xlsx", lambda p: _write_xlsx_queries(p, queries)),
+        files.write(
+            "queries.xlsx",
+            lambda p: write_listing_workbook(
+                p, by_site, context=context, as_of=as_of, summary=summary_tables
+            ),
+        ),
+        files.write(
+            "review-signals.csv", lambda p: signals.to_csv(p, index=False, lineterminator="\n")
+        ),
+        files.write(
+            "review-signals.xlsx",
+            lambda p: write_listing_workbook(
+                p,
+                [("review signals", listing_frame(signals, context))],
+                context=context,
+                as_of=as_of,
+                editable=False,
+            ),
+        ),
     ]
+    day = as_of[:10]
+    shown = site_queries[
+        (site_queries["kind"] != "review_signal") & site_queries["status"].isin(_OPEN)
+    ]
+    for site in context.sites:
+        listing = listing_frame(shown[shown["site"] == site], context)
+
+        def write_site(path: Path, site: str = site, listing: pd.DataFrame = listing) -> None:
+            write_listing_workbook(
+                path, [("Queries", listing)], context=context, as_of=day, site=site
+            )
+
+        written.append(files.write(f"sites/{site}/queries-{site}-{day}.xlsx", write_site))
     if deviations is not None:
         log = deviations
         written.append(
@@ -496,9 +548,11 @@ def _write_into(
 
 
 def read_listing(path: Path) -> pd.DataFrame:
-    """Read a coordinator's edited listing (``.xlsx``: every site sheet; ``.csv``).
+    """Read a coordinator's edited listing or a site's returned workbook (``.xlsx``: every
+    sheet with a ``query_id`` column; ``.csv``).
 
     A CSV is UTF-8 (a byte-order mark allowed) or, as Excel saves it on Windows, Windows-1252.
+    ``attrs["site"]`` holds the site a site's workbook was written for ("" otherwise).
 
     Raises
     ------
@@ -527,7 +581,19 @@ def read_listing(path: Path) -> pd.DataFrame:
             f"{path}: no sheet has a query_id column (sheets: {', '.join(map(str, sheets))}); "
             "expected the listing written by studyman validate"
         )
-    return pd.concat(frames, ignore_index=True).fillna("")
+    table = pd.concat(frames, ignore_index=True).fillna("")
+    table.attrs["site"] = _declared_site(sheets.get("Instructions"))
+    return table
+
+
+def _declared_site(instructions: pd.DataFrame | None) -> str:
+    """The site a site's workbook names on its Instructions sheet ("" for none)."""
+    if instructions is None or instructions.shape[1] < 2:
+        return ""
+    for key, value in zip(instructions.iloc[:, 0], instructions.iloc[:, 1], strict=True):
+        if key == "Site" and isinstance(value, str) and value and value != "all sites":
+            return value
+    return ""
 
 
 def _read_listing_csv(path: Path) -> pd.DataFrame:

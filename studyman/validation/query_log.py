@@ -11,7 +11,12 @@ field), never from the message or the value, so a re-run finds the same query ag
     resolved: the data were corrected (closed automatically by the next run) or the site
     confirmed the value correct;
 ``reopened``
-    the problem came back after closing (same id).
+    the problem came back after closing (same id), or a review sent it back to the site.
+
+Queries that need medical review (every ``critical`` check and the safety checks, see
+:func:`~studyman.validation.catalogue.needs_medical_review`) never close on a site response or
+on corrected data: they become ``answered`` and only :meth:`QueryLog.review` closes (accepted)
+or re-opens (rejected) them, with the reviewer's name in the history.
 
 Every change is a row in ``history`` with its time and who made it; rows are never updated in
 ``history`` and never deleted from either table (SQLite triggers refuse it). Each run or import
@@ -40,8 +45,10 @@ from typing import Final, Literal
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.validation.catalogue import finding_kind, needs_medical_review
 
 __all__ = [
+    "DECISIONS",
     "QUERY_COLUMNS",
     "RESPONSES",
     "Coverage",
@@ -80,6 +87,7 @@ QUERY_COLUMNS: Final = [
     "response",
     "response_note",
     "days_open",
+    "kind",
 ]
 
 _SCHEMA = """
@@ -146,6 +154,11 @@ BEGIN SELECT RAISE(ABORT, 'query history is never changed'); END;
 """
 
 _KEY_FIELDS: Final = ("check_id", "record_id", "event", "instrument", "instance", "field")
+#: close reasons that keep a query closed while its value is unchanged
+_CONFIRMED: Final = ("confirmed_correct", "medical_review")
+#: the mark of a medical-review query whose data no longer raise it (status ``answered``)
+_AWAITING_REVIEW: Final = "awaiting_review"
+DECISIONS: Final = ("accepted", "rejected")
 
 
 def query_id(
@@ -316,7 +329,9 @@ class SyncResult:
     """What one validation run changed in the log.
 
     ``kept`` holds the queries that no longer fired but stayed as they were because the run's
-    input did not hold their place (a partial run, or a row no longer exported).
+    input did not hold their place (a partial run, or a row no longer exported);
+    ``awaiting_review`` the medical-review queries that no longer fired and now wait for the
+    review that alone closes them.
     """
 
     opened: tuple[str, ...]
@@ -324,6 +339,7 @@ class SyncResult:
     closed: tuple[str, ...]
     still_open: tuple[str, ...]
     kept: tuple[str, ...] = ()
+    awaiting_review: tuple[str, ...] = ()
 
 
 class QueryLog:
@@ -544,7 +560,7 @@ class QueryLog:
                 row[0]: row
                 for row in connection.execute(
                     "SELECT query_id, status, close_reason, confirmed_value, value, check_id, "
-                    "instrument, record_id, event, instance, field FROM queries"
+                    "instrument, record_id, event, instance, field, severity FROM queries"
                 )
             }
             inserts: list[tuple[object, ...]] = []
@@ -590,7 +606,7 @@ class QueryLog:
                     previous[4],
                 )
                 if status == "closed":
-                    if reason == "confirmed_correct" and confirmed_value == value:
+                    if reason in _CONFIRMED and confirmed_value == value:
                         continue
                     updates.append(
                         (
@@ -617,6 +633,19 @@ class QueryLog:
                     reopened.append(qid)
                     continue
                 still.append(qid)
+                if reason == _AWAITING_REVIEW:
+                    # corrected, awaiting review, and now the problem is back
+                    updates.append(
+                        (
+                            "UPDATE queries SET status = 'reopened', close_reason = NULL, "
+                            "value = ?, message = ? WHERE query_id = ?",
+                            (value, row.message, qid),
+                        )
+                    )
+                    history.append(
+                        (qid, stamp, who, "reopened", status, "reopened", value, None, row.message)
+                    )
+                    continue
                 if old_value != value:
                     updates.append(
                         (
@@ -645,8 +674,35 @@ class QueryLog:
             ]
             to_close: list[str] = []
             kept: list[str] = []
+            awaiting: list[str] = []
             for qid in candidates:
                 row = existing[qid]
+                if needs_medical_review(row[5], row[11]) and not (
+                    coverage is not None
+                    and coverage.absent(row[7], row[8], row[6], row[9], row[10])
+                ):
+                    # the data no longer raise it, but only a medical review closes it
+                    if row[2] != _AWAITING_REVIEW:
+                        connection.execute(
+                            "UPDATE queries SET status = 'answered', close_reason = ? "
+                            "WHERE query_id = ?",
+                            (_AWAITING_REVIEW, qid),
+                        )
+                        history.append(
+                            (
+                                qid,
+                                stamp,
+                                who,
+                                "data corrected: awaiting medical review",
+                                row[1],
+                                "answered",
+                                None,
+                                None,
+                                None,
+                            )
+                        )
+                        awaiting.append(qid)
+                    continue
                 lacking = (
                     coverage.absent(row[7], row[8], row[6], row[9], row[10])
                     if coverage is not None
@@ -702,7 +758,12 @@ class QueryLog:
                     ),
                 )
             yield SyncResult(
-                tuple(opened), tuple(reopened), tuple(closed), tuple(still), tuple(kept)
+                tuple(opened),
+                tuple(reopened),
+                tuple(closed),
+                tuple(still),
+                tuple(kept),
+                tuple(awaiting),
             )
 
     # -------------------------------------------------------------------------- responses
@@ -719,7 +780,9 @@ class QueryLog:
         """Record a site response to query *qid* and return its new status.
 
         ``confirmed_correct`` closes the query (it stays closed while the value is unchanged);
-        any other response makes it ``answered`` until the next run sees the data corrected.
+        any other response makes it ``answered`` until the next run sees the data corrected. A
+        query that needs medical review (every ``critical`` one and the safety checks) becomes
+        ``answered`` whatever the response: only :meth:`review` closes it.
 
         Raises
         ------
@@ -746,13 +809,13 @@ class QueryLog:
         stamp: str,
     ) -> QueryStatus:
         row = connection.execute(
-            "SELECT status, value FROM queries WHERE query_id = ?", (qid,)
+            "SELECT status, value, check_id, severity FROM queries WHERE query_id = ?", (qid,)
         ).fetchone()
         if row is None:
             raise ValidationError(f"query {qid}: no such query in {self.path}")
-        status_before, value = row
+        status_before, value, check_id, severity = row
         new_status: QueryStatus
-        if response == "confirmed_correct":
+        if response == "confirmed_correct" and not needs_medical_review(check_id, severity):
             new_status = "closed"
             connection.execute(
                 "UPDATE queries SET status = 'closed', closed_at "
@@ -784,8 +847,85 @@ class QueryLog:
         )
         return new_status
 
+    def review(
+        self,
+        qid: str,
+        decision: str,
+        *,
+        reviewer: str,
+        note: str = "",
+        at: str | None = None,
+    ) -> QueryStatus:
+        """Record a medical (or central) review of query *qid*; return its new status.
+
+        ``accepted`` closes the query (it stays closed while its value is unchanged; a changed
+        value that still raises it re-opens it); ``rejected`` re-opens it for the site. The
+        history row names the reviewer and holds the note.
+
+        Raises
+        ------
+        ValidationError
+            For an unknown query or decision, a blank reviewer, or accepting a closed query.
+        """
+        if decision not in DECISIONS:
+            raise ValidationError(
+                f"query {qid}: unknown decision {decision!r}; expected one of "
+                f"{', '.join(DECISIONS)}"
+            )
+        if not reviewer.strip():
+            raise ValidationError(f"query {qid}: a review needs the reviewer's name (--reviewer)")
+        stamp = at or _now()
+        with self._transaction() as connection:
+            row = connection.execute(
+                "SELECT status, value FROM queries WHERE query_id = ?", (qid,)
+            ).fetchone()
+            if row is None:
+                raise ValidationError(f"query {qid}: no such query in {self.path}")
+            status_before, value = row
+            new_status: QueryStatus
+            if decision == "accepted":
+                if status_before == "closed":
+                    raise ValidationError(f"query {qid}: already closed; nothing to accept")
+                new_status = "closed"
+                connection.execute(
+                    "UPDATE queries SET status = 'closed', closed_at = ?, "
+                    "close_reason = 'medical_review', confirmed_value = ? WHERE query_id = ?",
+                    (stamp, value, qid),
+                )
+            else:
+                new_status = "reopened"
+                connection.execute(
+                    "UPDATE queries SET status = 'reopened', closed_at = NULL, "
+                    "close_reason = NULL, "
+                    "opened_at = CASE WHEN status = 'closed' THEN ? ELSE opened_at END "
+                    "WHERE query_id = ?",
+                    (stamp, qid),
+                )
+            self._history(
+                connection,
+                [
+                    (
+                        qid,
+                        stamp,
+                        reviewer.strip(),
+                        f"review: {decision}",
+                        status_before,
+                        new_status,
+                        value,
+                        None,
+                        note,
+                    )
+                ],
+            )
+        return new_status
+
     def import_responses(
-        self, table: pd.DataFrame, *, who: str = "coordinator", at: str | None = None
+        self,
+        table: pd.DataFrame,
+        *,
+        who: str = "coordinator",
+        at: str | None = None,
+        site: str = "",
     ) -> int:
         """Apply the responses in a coordinator's edited listing; return how many changed.
 
@@ -794,11 +934,14 @@ class QueryLog:
         holds, are skipped, so importing the same sheet twice changes nothing. The whole import
         is one transaction.
 
+        With *site* (a site's workbook), every row must be a query of that site.
+
         Raises
         ------
         ValidationError
-            When a column is missing, an id is unknown or a response is not one of
-            :data:`RESPONSES` (nothing is applied then).
+            When a column is missing, an id is unknown, a response is not one of
+            :data:`RESPONSES`, or a row belongs to another site than *site* (nothing is applied
+            then).
         """
         if "query_id" not in table.columns or "response" not in table.columns:
             raise ValidationError(
@@ -815,6 +958,7 @@ class QueryLog:
                     "SELECT query_id, response, response_note FROM queries"
                 )
             }
+            site_of = dict(connection.execute("SELECT query_id, site FROM queries").fetchall())
             for position, row in enumerate(table.to_dict("records"), start=2):
                 qid = _cell(row.get("query_id"))
                 response = _cell(row.get("response"))
@@ -828,6 +972,12 @@ class QueryLog:
                     )
                 if qid not in current:
                     raise ValidationError(f"imported listing, row {position}: no such query {qid}")
+                if site and site_of[qid] != site:
+                    raise ValidationError(
+                        f"imported listing, row {position}: query {qid} is site "
+                        f"{site_of[qid]}'s, not a query of this workbook's site {site}; nothing "
+                        "was imported"
+                    )
                 if current[qid] == (response, note):
                     continue
                 self._respond(connection, qid, response, note, who, stamp)
@@ -837,7 +987,11 @@ class QueryLog:
     # ------------------------------------------------------------------------------ reading
 
     def queries(self, *, as_of: str | None = None) -> pd.DataFrame:
-        """Every query with its current status and age in days (:data:`QUERY_COLUMNS`)."""
+        """Every query with its current status, age in days and kind (:data:`QUERY_COLUMNS`).
+
+        ``kind`` is ``site_query`` or ``review_signal`` (see
+        :func:`~studyman.validation.catalogue.finding_kind`).
+        """
         frame = pd.read_sql_query(
             "SELECT query_id, check_id, severity, site, record_id, event, instrument, instance, "
             "field, value, message, status, opened_at, first_opened_at, closed_at, response, "
@@ -853,6 +1007,7 @@ class QueryLog:
         frame["days_open"] = [int(delta.days) for delta in (until - opened)]
         for column in ("closed_at", "response", "response_note"):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), "")
+        frame["kind"] = [finding_kind(str(check)) for check in frame["check_id"]]
         return frame[QUERY_COLUMNS]
 
     def history(self, qid: str | None = None) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from studyman.validation.records import (
     text,
     text_tables,
 )
+from studyman.validation.workbooks import ListingContext
 
 __all__ = [
     "QUERY_LOG_NAME",
@@ -42,6 +43,7 @@ __all__ = [
     "custom_checks_for",
     "dictionary_for",
     "input_coverage",
+    "listing_context",
     "read_flat_records",
     "validate_study",
 ]
@@ -223,6 +225,62 @@ def input_coverage(
     )
 
 
+def listing_context(
+    protocol: Any, dictionary: DataDictionary, records: pd.DataFrame
+) -> ListingContext:
+    """Labels (visit, form, field), visit dates, sites and contact for the query workbooks.
+
+    A row's visit date is its ``visit_date`` when filled, else its first filled date field in
+    dictionary order (a repeating form's instance: the first date of that form, such as an
+    adverse event's onset).
+    """
+    project = protocol.redcap
+    event_labels = {
+        event.unique_event_name: event.custom_event_label or event.event_name
+        for event in (project.events if project is not None else ())
+    }
+    form_labels = {
+        instrument.instrument_name: instrument.instrument_label
+        for instrument in (project.instruments if project is not None else ())
+    }
+    id_field = dictionary.record_id_field
+    date_fields = [
+        spec
+        for spec in dictionary.fields
+        if spec.validation.startswith(("date", "datetime")) and spec.name in records.columns
+    ]
+    ids, events = text(records, id_field), text(records, EVENT)
+    repeats, instances = text(records, REPEAT), text(records, INSTANCE)
+    visit = text(records, "visit_date") if "visit_date" in records.columns else None
+    found: dict[tuple[str, ...], str] = {}
+    columns = {spec.name: text(records, spec.name) for spec in date_fields}
+    for position in range(len(records)):
+        repeat = str(repeats[position])
+        day = str(visit[position]) if visit is not None and not repeat else ""
+        for spec in date_fields:
+            if day:
+                break
+            if repeat and spec.form != repeat:
+                continue
+            day = str(columns[spec.name][position])
+        if not day:
+            continue
+        key: tuple[str, ...] = (str(ids[position]), str(events[position]))
+        if repeat:
+            key = (*key, repeat, str(instances[position]))
+        found.setdefault(key, day[:10])
+    study = protocol.study
+    return ListingContext(
+        event_labels=event_labels,
+        form_labels=form_labels,
+        field_labels={spec.name: spec.label for spec in dictionary.fields},
+        visit_dates=found,
+        study=f"{study.id}: {study.title}",
+        contact=f"the data manager of the coordinating centre ({study.sponsor})",
+        sites=tuple(site.id for site in protocol.sites),
+    )
+
+
 def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.DataFrame:
     """The randomisation list as the checks want it: record-ID field and arm field (raw codes).
 
@@ -399,6 +457,9 @@ def validate_study(
                 out_dir,
                 queries,
                 deviations,
+                context=listing_context(protocol, dictionary, records),
+                # a site's workbook never holds an arm-derived query, even when unblinded
+                site_queries=blinded_queries(queries, protocol),
                 title=f"{protocol.study.id}: data queries and protocol deviations",
                 as_of=stamp,
                 unblinded=result.unblinded,

@@ -73,8 +73,8 @@ def test_validate_writes_listings_and_a_rerun_changes_no_query(
     assert set(QUERY_COLUMNS) <= set(first.columns)
     assert (out / "queries.sqlite").is_file()
     sheets = openpyxl.load_workbook(out / "queries.xlsx", read_only=True).sheetnames
-    assert sheets[0] == "summary"
-    assert set(sheets[1:]) == set(first["site"])
+    assert (sheets[0], sheets[-1]) == ("summary", "Instructions")
+    assert set(sheets[1:-1]) == set(first.loc[first["kind"] == "site_query", "site"])
     deviations = pd.read_csv(out / "deviations.csv", dtype=str, keep_default_na=False)
     assert {"USUBJID", "DVTERM", "DVCAT", "DVSTDTC", "check_id"} <= set(deviations.columns)
     assert "Visit out of window" in set(deviations["DVCAT"])
@@ -117,7 +117,10 @@ def test_responses_by_command_and_by_edited_spreadsheet(
     _validate(_export(tmp_path), out)
     log = out / "queries.sqlite"
     listing = pd.read_csv(out / "queries.csv", dtype=str, keep_default_na=False)
-    first_id = listing["query_id"].iloc[0]
+    # a query a site response may close: not critical, not a safety check
+    first_id = listing.loc[
+        (listing["severity"] == "major") & listing["check_id"].str.startswith("DQ-"), "query_id"
+    ].iloc[0]
     main(
         [
             "queries",
@@ -142,7 +145,7 @@ def test_responses_by_command_and_by_edited_spreadsheet(
         row = 3
         chosen = sheet.cell(row=row, column=header.index("query_id") + 1).value
     sheet.cell(row=row, column=header.index("response") + 1).value = "data_missing"
-    sheet.cell(row=row, column=header.index("response_note") + 1).value = "chart at archive"
+    sheet.cell(row=row, column=header.index("note") + 1).value = "chart at archive"
     edited = tmp_path / "edited.xlsx"
     book.save(edited)
     main(["queries", "import", str(edited), "--query-log", str(log)])
@@ -233,3 +236,66 @@ def test_a_blinded_run_on_a_shared_log_neither_shows_nor_closes_unblinded_querie
     ]
     assert len(arm) > 0
     assert set(arm["status"]) == {"open"}  # the blinded run in between closed none of them
+
+
+def test_queries_list_filters_and_sorts_and_show_prints_the_whole_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    _validate(_export(tmp_path), out)
+    log = str(out / "queries.sqlite")
+    listing = pd.read_csv(out / "queries.csv", dtype=str, keep_default_na=False)
+    capsys.readouterr()
+    main(["queries", "list", "--query-log", log, "--site", "S02", "--kind", "site"])
+    shown = capsys.readouterr().out
+    expected = listing[(listing["site"] == "S02") & (listing["kind"] == "site_query")]
+    assert f"{len(expected)} queries" in shown
+    assert all(qid in shown for qid in expected["query_id"])
+    assert not any(qid in shown for qid in listing.loc[listing["site"] != "S02", "query_id"])
+    first_critical = shown.find(" critical ")
+    assert first_critical >= 0
+    assert shown.rfind(" critical ") < shown.find(" minor ") or " minor " not in shown
+
+    main(["queries", "list", "--query-log", log, "--severity", "critical", "--kind", "review"])
+    assert "0 queries" in capsys.readouterr().out  # no critical review signal
+
+    hys = listing.loc[listing["check_id"] == "LIV-HYS", "query_id"].iloc[0]
+    main(["queries", "respond", hys, "--response", "confirmed_correct", "--query-log", log])
+    assert "status answered" in capsys.readouterr().out
+    main(
+        [
+            "queries", "review", hys, "--decision", "accepted", "--reviewer", "Dr Monitor",
+            "--note", "not drug-induced", "--query-log", log,
+        ]
+    )  # fmt: skip
+    assert f"{hys}: review accepted by Dr Monitor, status closed" in capsys.readouterr().out
+    main(["queries", "show", hys, "--query-log", log])
+    shown = capsys.readouterr().out
+    for text in ("LIV-HYS", "opened", "response: confirmed_correct", "review: accepted",
+                 "Dr Monitor", "not drug-induced", "answered -> closed"):  # fmt: skip
+        assert text in shown
+
+
+def test_queries_commands_refuse_bad_options_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    _validate(_export(tmp_path), out)
+    log = str(out / "queries.sqlite")
+    capsys.readouterr()
+    for argv, message in (
+        (["queries", "list", "--query-log", log, "--status", "done"], "--status done: expected"),
+        (["queries", "list", "--query-log", log, "--kind", "all"], "--kind all: expected"),
+        (["queries", "show", "Q-NOPE", "--query-log", log], "query Q-NOPE: no such query"),
+        (["queries", "list", "--query-log", str(tmp_path / "none.sqlite")], "no query log there"),
+        (
+            ["queries", "review", "Q-NOPE", "--decision", "maybe", "--reviewer", "x",
+             "--query-log", log],
+            "unknown decision 'maybe'",
+        ),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(argv)
+        error = capsys.readouterr().err.strip()
+        assert message in error
+        assert "\n" not in error

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from studyman.errors import ValidationError
-from studyman.validation.query_log import QueryLog, query_id
+from studyman.validation.query_log import Coverage, CoverageError, QueryLog, query_id
 
 
 def _finding(check: str, record: str, field: str, value: str, message: str = "m") -> dict[str, str]:
@@ -204,3 +204,163 @@ def test_another_programs_database_is_refused_and_left_unchanged(tmp_path: Path)
     # an empty file and an existing log still open
     QueryLog(tmp_path / "new.sqlite").close()
     QueryLog(tmp_path / "new.sqlite").close()
+
+
+# ----------------------------------------------------------------------------- medical review
+
+
+def _hys(value: str = "ALT 250") -> dict[str, str]:
+    return {
+        **_finding("LIV-HYS", "S01-0003", "lab_alt", value),
+        "severity": "critical",
+        "instrument": "liver_tests",
+    }
+
+
+def test_a_critical_query_is_not_closed_by_a_site_response_and_is_closed_by_a_review(
+    tmp_path: Path,
+) -> None:
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-01T00:00:00Z")
+        (qid,) = _status(log)
+        assert log.respond(qid, "confirmed_correct", "labs are right", who="site S01") == "answered"
+        assert _status(log)[qid] == "answered"
+        # a re-run with the finding unchanged keeps it waiting for the review
+        log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-02T00:00:00Z")
+        assert _status(log)[qid] == "answered"
+        status = log.review(
+            qid,
+            "accepted",
+            reviewer="Dr Medical Monitor",
+            note="assessed",
+            at="2026-01-03T00:00:00Z",
+        )
+        assert status == "closed"
+        # accepted: stays closed while the value is unchanged
+        again = log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-04T00:00:00Z")
+        assert again.reopened == ()
+        history = log.history(qid)
+    last = history.iloc[-1]
+    assert (last["who"], last["action"], last["status_after"], last["note"]) == (
+        "Dr Medical Monitor",
+        "review: accepted",
+        "closed",
+        "assessed",
+    )
+    assert last["at"] == "2026-01-03T00:00:00Z"
+
+
+def test_corrected_data_leave_a_safety_query_awaiting_review_and_a_return_reopens_it(
+    tmp_path: Path,
+) -> None:
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-01T00:00:00Z")
+        (qid,) = _status(log)
+        corrected = log.sync(_frame(), checks_run={"LIV-HYS"}, at="2026-01-02T00:00:00Z")
+        assert corrected.closed == ()
+        assert corrected.awaiting_review == (qid,)
+        assert _status(log)[qid] == "answered"
+        still = log.sync(_frame(), checks_run={"LIV-HYS"}, at="2026-01-03T00:00:00Z")
+        assert still.awaiting_review == ()  # recorded once
+        back = log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-04T00:00:00Z")
+        assert back.opened == ()
+        assert _status(log)[qid] == "reopened"
+        actions = list(log.history(qid)["action"])
+    assert actions == ["opened", "data corrected: awaiting medical review", "reopened"]
+
+
+def test_a_rejected_review_sends_the_query_back_to_the_site(tmp_path: Path) -> None:
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(_hys()), checks_run={"LIV-HYS"}, at="2026-01-01T00:00:00Z")
+        (qid,) = _status(log)
+        log.respond(qid, "other", "not an injury")
+        assert log.review(qid, "rejected", reviewer="Dr M", note="need ALP") == "reopened"
+        assert log.review(qid, "accepted", reviewer="Dr M") == "closed"
+        assert log.review(qid, "rejected", reviewer="Dr M", note="new labs") == "reopened"
+        with pytest.raises(ValidationError, match="unknown decision 'ok'"):
+            log.review(qid, "ok", reviewer="Dr M")
+        with pytest.raises(ValidationError, match="reviewer"):
+            log.review(qid, "accepted", reviewer="  ")
+        with pytest.raises(ValidationError, match="Q-NOPE: no such query"):
+            log.review("Q-NOPE", "accepted", reviewer="Dr M")
+        log.review(qid, "accepted", reviewer="Dr M")
+        with pytest.raises(ValidationError, match="already closed"):
+            log.review(qid, "accepted", reviewer="Dr M")
+
+
+def test_an_imported_confirmation_of_a_critical_query_only_answers_it(tmp_path: Path) -> None:
+    minor = _finding("DQ-D", "S01-0001", "vs_sbp", "300")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(minor, _hys()), checks_run={"DQ-D", "LIV-HYS"}, at="2026-01-01T00:00:00Z")
+        ids = dict(zip(log.queries()["check_id"], log.queries()["query_id"], strict=True))
+        sheet = pd.DataFrame(
+            {"query_id": list(ids.values()), "response": ["confirmed_correct"] * 2}
+        )
+        assert log.import_responses(sheet) == 2
+        statuses = _status(log)
+    assert statuses[ids["DQ-D"]] == "closed"
+    assert statuses[ids["LIV-HYS"]] == "answered"
+
+
+# ------------------------------------------------------------------------------------ coverage
+
+
+def _coverage(records: set[str], fields: set[str], **extra: object) -> Coverage:
+    rows = frozenset((record, "week_1_arm_1", "", "") for record in records)
+    return Coverage(
+        records=frozenset(records),
+        events=frozenset({"week_1_arm_1"}),
+        fields=frozenset(("vital_signs", name) for name in fields),
+        sites=frozenset(record.split("-")[0] for record in records),
+        rows=rows,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_a_query_closes_only_where_the_input_holds_its_place(tmp_path: Path) -> None:
+    a = _finding("DQ-D", "S01-0001", "vs_sbp", "300")
+    b = _finding("DQ-D", "S02-0001", "vs_sbp", "300")
+    c = _finding("DQ-G", "S01-0001", "vs_dbp", "9")
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(
+            _frame(a, b, c),
+            checks_run=RAN,
+            coverage=_coverage({"S01-0001", "S02-0001"}, {"vs_sbp", "vs_dbp"}),
+            at="2026-01-01T00:00:00Z",
+        )
+        ids = {(q.record_id, q.field): q.query_id for q in log.queries().itertuples()}
+        # S02-0001 and the field vs_dbp are not in this partial input: only a can close
+        result = log.sync(
+            _frame(),
+            checks_run=RAN,
+            coverage=_coverage({"S01-0001"}, {"vs_sbp"}),
+            partial=True,
+            at="2026-01-02T00:00:00Z",
+        )
+        notes = dict(zip(log.history()["query_id"], log.history()["note"], strict=False))
+    assert result.closed == (ids[("S01-0001", "vs_sbp")],)
+    assert set(result.kept) == {ids[("S02-0001", "vs_sbp")], ids[("S01-0001", "vs_dbp")]}
+    assert notes[ids[("S02-0001", "vs_sbp")]] == "record S02-0001 not in the input"
+    assert notes[ids[("S01-0001", "vs_dbp")]] == "field vs_dbp not in the input"
+
+
+def test_less_coverage_than_the_last_complete_run_is_refused_unless_partial(
+    tmp_path: Path,
+) -> None:
+    full = _coverage({"S01-0001", "S02-0001"}, {"vs_sbp", "vs_dbp"})
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(), checks_run=RAN, coverage=full, at="2026-01-01T00:00:00Z")
+        less = _coverage({"S01-0001"}, {"vs_sbp"})
+        with pytest.raises(CoverageError) as refused:
+            log.sync(_frame(), checks_run=RAN, coverage=less, source="cut.csv")
+        # a partial run is not the reference for the next one
+        log.sync(_frame(), checks_run=RAN, coverage=less, partial=True)
+        with pytest.raises(CoverageError):
+            log.sync(_frame(), checks_run=RAN, coverage=less)
+        log.sync(_frame(), checks_run=RAN, coverage=full)
+    assert str(refused.value) == (
+        "cut.csv: covers less than the query log's last complete run (2026-01-01T00:00:00Z): "
+        "1 of 2 sites (DAGs) missing (S02); 1 of 2 participants missing (S02-0001); "
+        "1 fields missing (vs_dbp); nothing was changed (validate the complete export, or run "
+        "with --partial to close only the queries inside this input)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pandas as pd
@@ -77,7 +78,6 @@ def test_an_unknown_arm_in_the_randomisation_list_is_refused_naming_file_and_val
 
 # ------------------------------------------------------- one run's outputs are all-or-nothing
 
-OUTPUTS = ("queries.csv", "queries.xlsx", "deviations.csv", "deviations.xlsx", "summary.html")
 BELL_AGE = "4\x071"  # a control character (BEL) in a value that raises a query
 
 
@@ -100,6 +100,11 @@ def _export(records: pd.DataFrame, folder: Path, age: str, name: str = "records.
     return path
 
 
+def _column(sheet: Any, name: str) -> list[Any]:
+    header = [cell.value for cell in sheet[1]]
+    return [row[header.index(name)] for row in sheet.iter_rows(min_row=2)]
+
+
 def _log_rows(path: Path) -> tuple[list[tuple[object, ...]], ...]:
     with sqlite3.connect(path) as connection:
         return tuple(
@@ -116,7 +121,7 @@ def test_a_control_character_in_a_queried_value_is_raw_in_the_csv_and_escaped_in
     listing = pd.read_csv(out / "queries.csv", dtype=str, keep_default_na=False)
     assert BELL_AGE in set(listing["value"])
     book = openpyxl.load_workbook(out / "queries.xlsx")
-    cells = [cell.value for cell in book["S01"]["J"]]  # the value column
+    cells = [cell.value for cell in _column(book["S01"], "value")]
     assert "4\\x071" in cells
     assert not any(isinstance(value, str) and "\x07" in value for value in cells)
     assert not list(out.glob(".validate-*"))
@@ -128,9 +133,18 @@ def test_text_starting_with_an_equals_sign_stays_text_in_the_workbook(
     out = tmp_path / "out"
     validate_study(load_protocol(PROTOCOL_DIR), _export(trial_records, tmp_path, "=1+1"), out)
     sheet = openpyxl.load_workbook(out / "queries.xlsx")["S01"]
-    formula = [cell for cell in sheet["J"] if cell.value == "=1+1"]
+    formula = [cell for cell in _column(sheet, "value") if cell.value == "=1+1"]
     assert formula
     assert all(cell.data_type == "s" for cell in formula)
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    """Every file under *out* (but the query log) with its content."""
+    return {
+        str(path.relative_to(out)): path.read_bytes()
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.name != "queries.sqlite"
+    }
 
 
 def test_an_output_that_cannot_be_written_leaves_every_listing_and_the_log_unchanged(
@@ -138,23 +152,30 @@ def test_an_output_that_cannot_be_written_leaves_every_listing_and_the_log_uncha
 ) -> None:
     protocol = load_protocol(PROTOCOL_DIR)
     out = tmp_path / "out"
-    first = validate_study(protocol, _export(trial_records, tmp_path, "41"), out)
+    first = validate_study(
+        protocol, _export(trial_records, tmp_path, "41"), out, at="2026-10-01T00:00:00Z"
+    )
     assert first.sync.opened
-    before = {name: (out / name).read_bytes() for name in OUTPUTS if name != "summary.html"}
-    log_before = _log_rows(out / "queries.sqlite")
     # the last output's place is taken by a folder (a real failure, not a patched writer), and
-    # the data changed so that the run would open and close queries and hold a control character
+    # the data changed so that the run would open queries and hold a control character; a new
+    # as-of date would add new site workbooks
     (out / "summary.html").unlink()
     (out / "summary.html").mkdir()
     (out / "summary.html" / "keep").write_text("x", encoding="utf-8")
+    before = _files(out)
+    assert "sites/S01/queries-S01-2026-10-01.xlsx" in before
+    log_before = _log_rows(out / "queries.sqlite")
     with pytest.raises(ValidationError, match=r"summary\.html: cannot write") as failed:
-        validate_study(protocol, _export(trial_records, tmp_path, BELL_AGE, "changed.csv"), out)
+        validate_study(
+            protocol,
+            _export(trial_records, tmp_path, BELL_AGE, "changed.csv"),
+            out,
+            at="2026-10-08T00:00:00Z",
+        )
     assert "\n" not in str(failed.value)
-    assert {name: (out / name).read_bytes() for name in before} == before
+    assert _files(out) == before  # nothing replaced, nothing added (no 2026-10-08 workbook)
     assert _log_rows(out / "queries.sqlite") == log_before
-    assert sorted(path.name for path in out.iterdir()) == sorted(
-        [*before, "queries.sqlite", "summary.html"]
-    )
+    assert not list(out.glob(".validate-*"))
 
 
 def test_a_first_run_that_fails_leaves_no_query_log_behind(
