@@ -44,6 +44,7 @@ __all__ = [
     "Eligibility",
     "Endpoints",
     "Enrolment",
+    "ExposureLog",
     "HysLaw",
     "Instrument",
     "Liver",
@@ -205,11 +206,13 @@ class Site(_Frozen):
 
 
 class Enrolment(_Frozen):
-    """Overall enrolment target and period."""
+    """Overall enrolment target and period, and the screening form's date fields."""
 
     target: int = Field(ge=1)
     start: date
     end: date
+    screening_date_field: str = "scr_date"
+    consent_date_field: str = "consent_date"
 
 
 class Instrument(_Frozen):
@@ -260,9 +263,27 @@ class Visit(_Frozen):
         return self.target_day is not None
 
 
-class Treatment(_Frozen):
-    """Treatment period facts."""
+class ExposureLog(_Frozen):
+    """A repeating log of study treatment given: one row per session or dose."""
 
+    form: str
+    date_field: str
+    given_field: str  # yes/no: the session attended, the dose taken
+
+
+class Treatment(_Frozen):
+    """Treatment period facts and the logs that record exposure.
+
+    ``sessions`` (given to every arm, e.g. CBT) and ``doses`` (the adjunct, on an unblinded form;
+    None when the study has none) date the first and last study treatment.
+    """
+
+    sessions: ExposureLog = ExposureLog(
+        form="cbt_sessions", date_field="cbt_date", given_field="cbt_attended"
+    )
+    doses: ExposureLog | None = ExposureLog(
+        form="dosing", date_field="dose_date", given_field="dose_taken"
+    )
     weeks: int = Field(ge=1)
     end_of_treatment_event: str
     follow_up_event: str
@@ -348,6 +369,7 @@ class DispositionCode(_Frozen):
     label: str
     completed: bool = False
     death: bool = False
+    adverse_event: bool = False
 
 
 class ScreenFailReason(_Frozen):
@@ -844,10 +866,12 @@ class Blinding(_Frozen):
 
 
 class DeviationCategory(_Frozen):
-    """A protocol-deviation category code."""
+    """A protocol-deviation category code; ``major`` when every deviation of it is major
+    (whatever the site recorded in the deviation's own major field)."""
 
     code: int
     name: str
+    major: bool = False
 
 
 class Deviations(_Frozen):
