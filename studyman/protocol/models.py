@@ -684,7 +684,9 @@ class AdverseEvents(_Frozen):
     fatal_outcome_code: int
     ongoing_outcome_codes: tuple[int, ...] = ()
     recovered_outcome_codes: tuple[int, ...] = ()
-    treatment_emergent_from: Literal["first_dose", "randomization"]
+    # Superseded: the analysis plan declares the one rule (safety.treatment_emergent_from);
+    # kept so that older protocol files still load.
+    treatment_emergent_from: Literal["first_dose", "randomization"] | None = None
     socs: tuple[SystemOrganClass, ...] = Field(min_length=1)
     coding_list: tuple[CodedTerm, ...] = Field(min_length=1)
     aesi: tuple[AdverseEventOfSpecialInterest, ...] = ()
