@@ -128,7 +128,8 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
     _c(
         "DQ-E",
         "minor",
-        "Numeric value beyond 2 SD of the field's mean (review)",
+        "Numeric value far from the visit's median (robust z over 3.5, site against the rest) "
+        "(review)",
         f"{_DQ} E",
         kind="dictionary",
         review_only=True,

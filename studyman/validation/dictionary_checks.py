@@ -10,10 +10,20 @@ Notes
 * Type (C) follows REDCap's validation patterns; ``number_Ndp`` requires exactly N decimals, as
   REDCap's own regular expressions do; an impossible date (``2025-02-30``) is a type error.
 * Range (D) is checked only on values of the right type; date limits compare ISO dates.
-* Outliers (E) are values more than 2 sample standard deviations from the field's mean over all
-  rows (at least 3 values, SD > 0), on integer and number fields only, with values outside the
-  validation range left out of the mean and SD (rule D reports them): a review signal. As the mean
-  and SD move with the data, correcting one value can raise or settle outlier queries elsewhere.
+* Outliers (E), a central review signal, use robust statistics instead of REDCap's "2 SD from
+  the mean" (which flags about 5 % of any field by construction): per event (visit) and per site
+  against the rest, a value's distance from the median of the other sites' values at that
+  visit, in units of their scaled median absolute deviation (1.4826 MAD, a standard deviation for
+  normal data; 1.2533 times the mean absolute deviation when the MAD is 0), is its modified
+  z-score; beyond 3.5 it is flagged (Iglewicz and Hoaglin, 1993), so a clean field raises about
+  0.05 % of its values, and a site whose values are shifted against the others stands out. The
+  reference is every site's values when the other sites have fewer than 10, and nothing is
+  flagged at a visit with fewer than 10 values. Sites are the data access groups (one group
+  without them). A field whose values are all positive (laboratory values, weights) is compared
+  on the log scale, as such measurements spread multiplicatively. Integer and number fields at
+  visits only (not repeating logs, whose values, such as doses of different medicines, are not
+  comparable); values outside the validation range are left out (rule D reports them). The
+  message gives the distance and the median.
 * A calculated field (H) agrees when stored and recomputed values are both blank, or differ by no
   more than half a unit in the stored value's last decimal place; formulas that use ``"today"``
   are skipped (their value depends on the day REDCap saved the form).
@@ -174,8 +184,10 @@ def run_dictionary_checks(
 
 
 def _needed_columns(records: pd.DataFrame, dictionary: DataDictionary, form: str) -> list[str]:
-    """Key columns, the form's columns and every column its logic refers to."""
+    """Key columns, the data access group (rule E compares sites), the form's columns and every
+    column its logic refers to."""
     wanted = [dictionary.record_id_field, EVENT, REPEAT, INSTANCE, f"{form}_complete"]
+    wanted.append("redcap_data_access_group")
     for spec in dictionary.form_fields(form):
         wanted.extend(spec.columns)
         for logic in (spec.branching, spec.calculation):
@@ -389,6 +401,20 @@ def _range_dates(
     )
 
 
+#: modified z-score beyond which rule E flags a value (Iglewicz and Hoaglin, 1993)
+_ROBUST_LIMIT: Final = 3.5
+#: fewest values at a visit (and in another-sites reference) for the robust statistics
+_ROBUST_MIN: Final = 10
+
+
+def _robust_scale(reference: np.ndarray, center: float) -> float:
+    deviations = np.abs(reference - center)
+    scale = 1.4826 * float(np.median(deviations))
+    if scale == 0:
+        scale = 1.2533 * float(np.mean(deviations))
+    return scale
+
+
 def _outliers(
     frame: pd.DataFrame,
     numbers: np.ndarray,
@@ -398,21 +424,49 @@ def _outliers(
     label: str,
     name: str,
 ) -> pd.DataFrame:
-    present = typed & ~np.isnan(numbers)
+    # visits only: a repeating log (medications, sessions) mixes what is not comparable
+    present = typed & ~np.isnan(numbers) & (text(frame, REPEAT) == "")
     flagged = np.zeros(len(numbers), dtype=bool)
-    if present.sum() >= 3:
-        sample = numbers[present]
-        mean = float(sample.mean())
-        spread = float(sample.std(ddof=1))
-        if spread > 0:
-            with np.errstate(invalid="ignore"):
-                flagged = present & (np.abs(numbers - mean) > 2 * spread)
+    message = np.full(len(numbers), "", dtype=object)
+    # positive measurements (laboratory values, weights) spread multiplicatively: on the log scale
+    positive = bool(present.any()) and bool((numbers[present] > 0).all())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.log(numbers) if positive else numbers
+    if present.sum() >= _ROBUST_MIN:
+        events = text(frame, EVENT)
+        groups = (
+            text(frame, "redcap_data_access_group")
+            if "redcap_data_access_group" in frame.columns
+            else np.full(len(frame), "", dtype=object)
+        )
+        for event in pd.unique(events[present]):
+            at = present & (events == event)
+            if at.sum() < _ROBUST_MIN:
+                continue
+            for group in pd.unique(groups[at]):
+                own = at & (groups == group)
+                rest = at & (groups != group)
+                reference = scaled[rest] if rest.sum() >= _ROBUST_MIN else scaled[at]
+                center = float(np.median(reference))
+                scale = _robust_scale(reference, center)
+                if scale == 0:
+                    continue
+                score = (scaled - center) / scale
+                median = float(np.exp(center)) if positive else center
+                hits = own & (np.abs(np.nan_to_num(score)) > _ROBUST_LIMIT)
+                flagged |= hits
+                for index in np.flatnonzero(hits):
+                    side = "above" if score[index] > 0 else "below"
+                    message[index] = (
+                        f"{label}: {abs(score[index]):.1f} robust SD {side} the median "
+                        f"{median:.4g} at this visit{' (log scale)' if positive else ''} (review)"
+                    )
     return _check("DQ-E")(
         frame,
         flagged,
         field=name,
         value=values,
-        message=f"{label}: more than 2 SD from the mean (review)",
+        message=message,
         **common,
     )
 

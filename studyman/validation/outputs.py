@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -322,26 +322,54 @@ def _html_table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _by_check(queries: pd.DataFrame, titles: Mapping[str, str]) -> pd.DataFrame:
+    """Counts by check, each check explained in words."""
+    table = _counts(queries, "check_id")
+    table.insert(1, "what it checks", [titles.get(str(c), "") for c in table["check_id"]])
+    return table
+
+
 def _summary_html(
     queries: pd.DataFrame,
     deviations: pd.DataFrame | None,
     title: str,
     as_of: str,
     unblinded: bool,
+    titles: Mapping[str, str] | None = None,
 ) -> str:
-    sections: list[tuple[str, pd.DataFrame | None]] = [
-        ("Queries by site", _counts(queries, "site")),
-        ("Queries by severity", _counts(queries, "severity")),
-        ("Queries by check", _counts(queries, "check_id")),
-        ("Age of open queries", open_query_age(queries)),
+    """The HTML summary: site queries (by site and age, severity, check) and review signals
+    apart, each check id explained by its catalogue title."""
+    titles = titles or {}
+    kinds = queries["kind"] if "kind" in queries.columns else pd.Series("site_query", queries.index)
+    site_rows = queries[kinds != "review_signal"]
+    signals = queries[kinds == "review_signal"]
+    sections: list[tuple[str, str, pd.DataFrame | None]] = [
+        (
+            "Open site queries by site and age",
+            "Queries the sites must answer, by how long they have been open.",
+            open_query_age(site_rows),
+        ),
+        ("Site queries by site", "", _counts(site_rows, "site")),
+        ("Site queries by severity", "", _counts(site_rows, "severity")),
+        ("Site queries by check", "", _by_check(site_rows, titles)),
+        (
+            "Review signals by check",
+            "Statistical signals for the central team (data manager, monitor): outliers, large "
+            "changes, adherence. They are not sent to sites (review-signals.xlsx).",
+            _by_check(signals, titles),
+        ),
+        ("Review signals by site", "", _counts(signals, "site")),
         (
             "Protocol deviations by category",
+            "",
             None
             if deviations is None
             else deviations.groupby("DVCAT").size().rename("deviations").reset_index(),
         ),
     ]
     blinding = "UNBLINDED run: arm-dependent checks included" if unblinded else "Blinded run"
+    open_sites = int(site_rows["status"].isin(_OPEN).sum())
+    open_signals = int(signals["status"].isin(_OPEN).sum())
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -350,15 +378,18 @@ def _summary_html(
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>As of {html.escape(as_of)}. {blinding}. "
-        f"{int(queries['status'].isin(_OPEN).sum())} open of {len(queries)} queries; "
+        f"{open_sites} open site queries (of {len(site_rows)}); "
+        f"{open_signals} open review signals (of {len(signals)}); "
         + (
             f"{len(deviations)} protocol deviations.</p>"
             if deviations is not None
             else "partial run: the deviation log was not rewritten.</p>"
         ),
     ]
-    for heading, table in sections:
+    for heading, explanation, table in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if explanation:
+            parts.append(f"<p>{html.escape(explanation)}</p>")
         if table is None:
             parts.append("<p>Not updated by this partial run.</p>")
         else:
@@ -538,7 +569,7 @@ def _write_into(
         written.append(
             files.write("deviations.xlsx", lambda p: _write_xlsx_table(p, log, "deviations"))
         )
-    summary = _summary_html(queries, deviations, title, as_of, unblinded)
+    summary = _summary_html(queries, deviations, title, as_of, unblinded, context.check_titles)
 
     def write_summary(path: Path) -> None:
         path.write_text(summary, encoding="utf-8")

@@ -19,7 +19,7 @@ from studyman.private_files import make_private_directory
 from studyman.protocol.models import Protocol
 from studyman.sources.blinding import blind_dictionary, blind_findings, blind_flat_records
 from studyman.sources.randomization import read_randomization_list
-from studyman.validation.catalogue import CATALOGUE
+from studyman.validation.catalogue import CATALOGUE, CheckDefinition
 from studyman.validation.custom import CustomCheck, load_custom_checks
 from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
 from studyman.validation.engine import run_checks
@@ -226,7 +226,10 @@ def input_coverage(
 
 
 def listing_context(
-    protocol: Any, dictionary: DataDictionary, records: pd.DataFrame
+    protocol: Any,
+    dictionary: DataDictionary,
+    records: pd.DataFrame,
+    checks: tuple[CheckDefinition, ...] = CATALOGUE,
 ) -> ListingContext:
     """Labels (visit, form, field), visit dates, sites and contact for the query workbooks.
 
@@ -278,6 +281,7 @@ def listing_context(
         study=f"{study.id}: {study.title}",
         contact=f"the data manager of the coordinating centre ({study.sponsor})",
         sites=tuple(site.id for site in protocol.sites),
+        check_titles={check.check_id: check.description for check in (*CATALOGUE, *checks)},
     )
 
 
@@ -457,7 +461,7 @@ def validate_study(
                 out_dir,
                 queries,
                 deviations,
-                context=listing_context(protocol, dictionary, records),
+                context=listing_context(protocol, dictionary, records, result.checks),
                 # a site's workbook never holds an arm-derived query, even when unblinded
                 site_queries=blinded_queries(queries, protocol),
                 title=f"{protocol.study.id}: data queries and protocol deviations",

@@ -86,6 +86,8 @@ class ListingContext:
         The study's id and title, and whom a site contacts about its queries.
     sites
         The study's sites: each gets its workbook (an empty one says there is nothing to answer).
+    check_titles
+        Check id to what it checks, in words (the catalogue's description).
     """
 
     event_labels: Mapping[str, str] = field(default_factory=dict)
@@ -95,6 +97,7 @@ class ListingContext:
     study: str = ""
     contact: str = "the coordinating centre's data manager"
     sites: tuple[str, ...] = ()
+    check_titles: Mapping[str, str] = field(default_factory=dict)
 
 
 def listing_frame(queries: pd.DataFrame, context: ListingContext) -> pd.DataFrame:

@@ -147,7 +147,7 @@ def test_stored_calculation_disagreeing_with_its_formula() -> None:
     assert "expected 14" in wrong["message"].item()
 
 
-def test_outliers_are_review_findings_beyond_two_sd() -> None:
+def test_outliers_are_review_findings_far_from_the_visit_median() -> None:
     rows = [
         {
             "record_id": f"S01-{i:04d}",
@@ -161,6 +161,54 @@ def test_outliers_are_review_findings_beyond_two_sd() -> None:
     outliers = findings[findings["check_id"] == "DQ-E"]
     assert list(outliers["record_id"]) == ["S01-0099"]
     assert set(outliers["severity"]) == {"minor"}
+    # how far out, in robust SD from the median of the visit (values 70-72: log MAD ~0.014)
+    assert "robust SD above the median 71 at this visit" in outliers["message"].item()
+
+
+def _heart_rates(shift: dict[str, float], seed: int = 3) -> list[dict[str, str]]:
+    """Baseline heart rates of 4 sites x 40 participants, normal(72, 8), *shift* per DAG."""
+    generator = np.random.default_rng(seed)
+    return [
+        {
+            "record_id": f"S0{site}-{i:04d}",
+            "redcap_event_name": "baseline_arm_1",
+            "redcap_data_access_group": f"s0{site}",
+            "vs_hr": str(round(generator.normal(72, 8) + shift.get(f"s0{site}", 0.0))),
+        }
+        for site in range(1, 5)
+        for i in range(1, 41)
+    ]
+
+
+def test_robust_outliers_flag_few_values_of_a_clean_field() -> None:
+    # REDCap's 2 SD rule flags ~5 % of normal data (8 of 160 here); the robust rule ~0.05 %
+    findings = _check(_heart_rates({}))
+    assert len(findings[findings["check_id"] == "DQ-E"]) <= 1
+
+
+def test_robust_outliers_find_a_site_whose_values_are_shifted_against_the_others() -> None:
+    findings = _check(_heart_rates({"s03": 45.0}))
+    outliers = findings[findings["check_id"] == "DQ-E"]
+    flagged = set(outliers["record_id"].str[:3])
+    assert flagged == {"S03"}
+    assert len(outliers) >= 30  # nearly every S03 value, against the other sites' median
+    # the same values without sites (no DAG column) are one group: the shift is the group's
+    unsited = [{k: v for k, v in row.items() if k != "redcap_data_access_group"}
+               for row in _heart_rates({"s03": 45.0})]  # fmt: skip
+    assert len(_check(unsited).query("check_id == 'DQ-E'")) < len(outliers)
+
+
+def test_robust_outliers_ignore_repeating_logs_and_small_visits() -> None:
+    rows = [
+        {"record_id": f"S01-{i:04d}", "redcap_event_name": "logs_arm_1",
+         "redcap_repeat_instrument": "conmeds", "redcap_repeat_instance": "1",
+         "cm_dose": "5000" if i == 1 else "20"}
+        for i in range(1, 40)
+    ] + [
+        {"record_id": f"S01-{i:04d}", "redcap_event_name": "week_1_arm_1", "vs_hr": v}
+        for i, v in enumerate(["70", "71", "72", "140"], start=1)
+    ]  # fmt: skip
+    assert "DQ-E" not in set(_check(rows)["check_id"])
 
 
 def test_custom_check_fires_where_its_logic_is_true() -> None:

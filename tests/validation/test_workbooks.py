@@ -179,3 +179,21 @@ def test_the_import_refuses_another_sites_workbook(
     assert f"query {other['query_id']} is site S02's" in capsys.readouterr().err
     with QueryLog(log) as opened:
         assert opened.history().equals(before)
+
+
+def test_the_summary_explains_each_check_and_counts_review_signals_apart(validated: Path) -> None:
+    page = (validated / "summary.html").read_text(encoding="utf-8")
+    queries = pd.read_csv(validated / "queries.csv", dtype=str, keep_default_na=False)
+    sites = queries[queries["kind"] == "site_query"]
+    signals = queries[queries["kind"] == "review_signal"]
+    assert f"{len(sites)} open site queries (of {len(sites)})" in page
+    assert f"{len(signals)} open review signals (of {len(signals)})" in page
+    site_part = page[page.index("Site queries by check") : page.index("Review signals by check")]
+    signal_part = page[page.index("Review signals by check") : page.index("Review signals by site")]
+    assert "Potential Hy&#x27;s law case" in site_part  # LIV-HYS in words
+    assert "DQ-E" not in site_part
+    assert "DQ-E" in signal_part
+    assert "far from the visit&#x27;s median" in signal_part
+    age = page[page.index("Open site queries by site and age") : page.index("Site queries by site")]
+    assert "0-7 days" in age
+    assert all(f"<td>{site}</td>" in age for site in set(sites["site"]))
