@@ -488,16 +488,27 @@ def tipping_point_analysis(
     seed: int,
     executor: Executor,
     confidence_level: float,
-    alpha: float = 0.05,
+    alpha: float,
+    sidedness: Literal["one_sided", "two_sided"] = "two_sided",
+    benefit: Literal["lower", "higher"] | None = None,
 ) -> AnalysisOutcome:
     """Delta-adjusted MAR imputation over the plan's grid; the tipping point is the first delta
-    at which the difference is no longer significant at *alpha*.
+    at which the difference is no longer significant at the plan's declared *alpha*.
+
+    Parameters
+    ----------
+    alpha, sidedness, benefit
+        The plan's significance level and sidedness (``multiplicity``, else two-sided at
+        ``1 - confidence_level``) and the favourable direction of the primary estimand. One-sided,
+        "significant" means significant in the direction of benefit.
 
     Notes
     -----
     The same imputations serve every delta (delta added to imputed experimental-arm values at
     the analysis visit), so the grid is monotone up to Monte-Carlo error only in the data.
     """
+    from studyman.analysis.multiplicity import directional_p_value, is_significant
+
     _, result, note = _impute(
         analysis,
         frame,
@@ -514,10 +525,19 @@ def tipping_point_analysis(
     grid = pd.DataFrame(
         [{"delta": delta, **_pooled_row(pooled)} for delta, pooled in result.pooled.items()]
     )
-    significant = grid["p_value"] < alpha
+    headlines = [_pooled_headline("", pooled) for pooled in result.pooled.values()]
+    if sidedness == "one_sided" and benefit is not None:
+        grid["p_value_one_sided"] = [
+            directional_p_value(h, "one_sided", benefit) for h in headlines
+        ]
+    significant = pd.Series(
+        [is_significant(h, alpha, sidedness, benefit) for h in headlines], index=grid.index
+    )
+    grid["significant"] = significant
     tipping = grid.loc[~significant, "delta"]
     tipping_delta = float(tipping.iloc[0]) if bool(significant.iloc[0]) and len(tipping) else None
     first = result.pooled[analysis.deltas[0]]
+    level = f"{alpha:g} {sidedness.replace('_', '-')}"
     return AnalysisOutcome(
         id=analysis.id,
         kind=analysis.kind,
@@ -530,12 +550,14 @@ def tipping_point_analysis(
         details={
             "tipping_delta": tipping_delta,
             "alpha": alpha,
+            "sidedness": sidedness,
+            "benefit": benefit,
             "interpretation": (
-                "not significant at delta 0: no tipping point"
+                f"not significant at delta 0 (alpha {level}): no tipping point"
                 if not bool(significant.iloc[0])
-                else "significant over the whole grid"
+                else f"significant at alpha {level} over the whole grid"
                 if tipping_delta is None
-                else f"significance lost at delta {tipping_delta:g}"
+                else f"significance at alpha {level} lost at delta {tipping_delta:g}"
             ),
         },
     )

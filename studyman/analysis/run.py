@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from studyman.analysis.models import (
     responder_logistic_analysis,
     tipping_point_analysis,
 )
+from studyman.analysis.multiplicity import MULTIPLICITY_ID, multiplicity_outcome
 from studyman.analysis.populations import population_members
 from studyman.analysis.sap import (
     AEAnalysis,
@@ -154,6 +156,9 @@ class _Prepared:
     imputations: int = 0
     seed: int = 0
     note: str = ""
+    alpha: float = 0.05
+    sidedness: Literal["one_sided", "two_sided"] = "two_sided"
+    benefit: Literal["lower", "higher"] | None = None
 
 
 def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
@@ -177,6 +182,7 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
     if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
         frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
         subjects, note = _with_baseline(subjects, analysis.strata)
+        alpha, sidedness = plan.significance_level()
         return _Prepared(
             analysis,
             level,
@@ -186,6 +192,9 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
             imputations=plan.imputations,
             seed=plan.seed,
             note=note,
+            alpha=alpha,
+            sidedness=sidedness,
+            benefit=plan.benefit_of(analysis.id),
         )
     adae, safety = data.safety(analysis)
     frames = {"adae": adae, "safety": safety}
@@ -230,6 +239,9 @@ def _compute(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
                 seed=prepared.seed,
                 executor=executor,
                 confidence_level=level,
+                alpha=prepared.alpha,
+                sidedness=prepared.sidedness,
+                benefit=prepared.benefit,
             )
         return _add_note(outcome, prepared.note)
     adae, safety, arms = frames["adae"], frames["safety"], prepared.arms
@@ -287,6 +299,17 @@ def run_plan(
             )
             for analysis in plan.analyses
         )
+        if plan.multiplicity is not None:
+            refused += (
+                AnalysisOutcome(
+                    id=MULTIPLICITY_ID,
+                    kind="multiplicity",
+                    role="confirmatory",
+                    label="Familywise error control over the confirmatory family",
+                    status="refused",
+                    message="tests arm comparisons; needs the randomisation list (--randomization)",
+                ),
+            )
         return PlanRun(outcomes=refused, blinded=True, review=blinded_review(plan, adam))
     # Two phases, both on the executor: the analyses without imputation run as one task each;
     # then each imputation analysis spreads its chains over the workers. Every task is
@@ -305,7 +328,11 @@ def run_plan(
     for item in prepared:
         if isinstance(item.analysis, imputing):
             done[item.analysis.id] = _guarded(item, runner)
-    return PlanRun(outcomes=tuple(done[a.id] for a in plan.analyses), blinded=False)
+    outcomes = [done[a.id] for a in plan.analyses]
+    adjusted = multiplicity_outcome(plan, done)
+    if adjusted is not None:
+        outcomes.append(adjusted)
+    return PlanRun(outcomes=tuple(outcomes), blinded=False)
 
 
 _EXPECTED = (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -17,6 +18,12 @@ from pydantic import ValidationError as PydanticValidationError
 
 from studyman.errors import ProtocolError
 from studyman.protocol.text_files import read_yaml
+from studyman.stats.multiplicity import (
+    TestingGraph,
+    fixed_sequence_graph,
+    graph_problems,
+    holm_graph,
+)
 
 __all__ = [
     "AEAnalysis",
@@ -25,11 +32,13 @@ __all__ = [
     "AnalysisPlan",
     "Criterion",
     "Estimand",
+    "Hypothesis",
     "IntercurrentEvent",
     "Interim",
     "LoadedPlan",
     "MMRMAnalysis",
     "MultipleImputationAnalysis",
+    "Multiplicity",
     "Population",
     "RandomSlopeAnalysis",
     "ResponderLogisticAnalysis",
@@ -245,6 +254,81 @@ class AEAnalysis(_AnalysisBase):
     fallback: Literal["poisson"] | None = None
 
 
+class Hypothesis(_Frozen):
+    """A null hypothesis of the confirmatory family: no difference in one analysis's headline.
+
+    ``benefit`` is the direction of the headline that favours the experimental arm (``lower``
+    for a change in a depression score, ``higher`` for an odds ratio of response); a one-sided
+    test rejects only in that direction.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    analysis: str
+    benefit: Literal["lower", "higher"]
+    label: str = ""
+
+
+#: Analysis kinds whose headline carries the p-value of a comparison of arms.
+TESTABLE_KINDS = frozenset({"mmrm", "responder_logistic", "random_slope", "multiple_imputation"})
+
+
+class Multiplicity(_Frozen):
+    """Familywise error control over the primary and key secondary hypotheses.
+
+    Notes
+    -----
+    ``procedure: graphical`` declares the initial ``weights`` and the ``transitions`` matrix
+    (Bretz et al. 2009), rows and columns in the order of ``hypotheses``; ``fixed_sequence`` and
+    ``holm`` are the special cases and take no weights or transitions. ``alpha`` is the
+    familywise level in the declared ``sidedness``; it must agree with the plan's
+    ``confidence_level`` (``1 - level`` two-sided, ``(1 - level) / 2`` one-sided), so that every
+    interval and every test of the plan speaks of the same error rate.
+    """
+
+    alpha: float = Field(gt=0, lt=0.5)
+    sidedness: Literal["one_sided", "two_sided"]
+    procedure: Literal["graphical", "fixed_sequence", "holm"]
+    hypotheses: tuple[Hypothesis, ...] = Field(min_length=1)
+    weights: tuple[float, ...] | None = None
+    transitions: tuple[tuple[float, ...], ...] | None = None
+    rationale: str = ""
+
+    @model_validator(mode="after")
+    def _graph_is_valid(self) -> Multiplicity:
+        names = [h.id for h in self.hypotheses]
+        if len(set(names)) != len(names):
+            raise _KeyedError("multiplicity.hypotheses", "hypothesis ids must be unique")
+        if self.procedure == "graphical":
+            if self.weights is None or self.transitions is None:
+                raise _KeyedError(
+                    "multiplicity", "procedure 'graphical' needs 'weights' and 'transitions'"
+                )
+            problems = graph_problems(names, self.weights, self.transitions)
+            if problems:
+                first = problems[0]
+                entry = re.match(r"(weights|transitions)(\[\d+\])*", first)
+                key = "multiplicity" + (f".{entry.group(0)}" if entry else "")
+                raise _KeyedError(key, first)
+        elif self.weights is not None or self.transitions is not None:
+            raise _KeyedError(
+                "multiplicity",
+                f"procedure {self.procedure!r} fixes its own graph; remove 'weights' and "
+                "'transitions' (or use procedure 'graphical')",
+            )
+        return self
+
+    def graph(self) -> TestingGraph:
+        """The testing graph of the declared procedure."""
+        names = [h.id for h in self.hypotheses]
+        if self.procedure == "holm":
+            return holm_graph(names)
+        if self.procedure == "fixed_sequence":
+            return fixed_sequence_graph(names)
+        assert self.weights is not None
+        assert self.transitions is not None
+        return TestingGraph(names=tuple(names), weights=self.weights, transitions=self.transitions)
+
+
 Analysis = Annotated[
     MMRMAnalysis
     | ResponderLogisticAnalysis
@@ -254,6 +338,17 @@ Analysis = Annotated[
     | AEAnalysis,
     Field(discriminator="kind"),
 ]
+
+
+class SafetyRules(_Frozen):
+    """Safety definitions every output uses (the facts layer, :mod:`studyman.facts`).
+
+    ``treatment_emergent_from``: an adverse event is treatment-emergent when it starts on or
+    after the day of randomisation (``randomisation``; evaluable in every view, blinded or not)
+    or of the first study treatment (``first_treatment``).
+    """
+
+    treatment_emergent_from: Literal["randomisation", "first_treatment"] = "randomisation"
 
 
 class AnalysisPlan(_Frozen):
@@ -271,8 +366,10 @@ class AnalysisPlan(_Frozen):
     treatment: Treatment
     visits: dict[Literal["hamd17", "phq9", "gad7"], tuple[int, ...]]
     populations: dict[str, Population]
+    safety: SafetyRules = SafetyRules()
     estimands: tuple[Estimand, ...]
     analyses: tuple[Analysis, ...] = Field(min_length=1)
+    multiplicity: Multiplicity | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AnalysisPlan:
@@ -307,10 +404,58 @@ class AnalysisPlan(_Frozen):
                     raise _KeyedError(
                         where, f"visit {visit} is not an analysis visit of {parameter} {visits}"
                     )
+        if self.multiplicity is not None:
+            self._check_multiplicity(self.multiplicity)
         versions = [amendment.version for amendment in self.amendments]
         if len(set(versions)) != len(versions):
             raise ValueError("amendments: each version may be recorded once")
         return self
+
+    def _check_multiplicity(self, multiplicity: Multiplicity) -> None:
+        for index, hypothesis in enumerate(multiplicity.hypotheses):
+            where = f"multiplicity.hypotheses[{index}].analysis"
+            found = next((a for a in self.analyses if a.id == hypothesis.analysis), None)
+            if found is None:
+                raise _KeyedError(where, f"unknown analysis {hypothesis.analysis!r}")
+            if found.kind not in TESTABLE_KINDS:
+                raise _KeyedError(
+                    where,
+                    f"analysis {found.id!r} ({found.kind}) has no test of arms to adjust; "
+                    f"expected one of {', '.join(sorted(TESTABLE_KINDS))}",
+                )
+        two_sided = round(1 - self.confidence_level, 12)
+        expected = two_sided if multiplicity.sidedness == "two_sided" else two_sided / 2
+        if abs(multiplicity.alpha - expected) > 1e-9:
+            raise _KeyedError(
+                "multiplicity.alpha",
+                f"alpha {multiplicity.alpha:g} ({multiplicity.sidedness.replace('_', '-')}) "
+                f"does not match confidence_level {self.confidence_level:g}; expected "
+                f"{expected:g}",
+            )
+
+    def significance_level(self) -> tuple[float, Literal["one_sided", "two_sided"]]:
+        """The declared significance level and sidedness (from ``multiplicity``; without it,
+        two-sided at ``1 - confidence_level``)."""
+        if self.multiplicity is not None:
+            return self.multiplicity.alpha, self.multiplicity.sidedness
+        return round(1 - self.confidence_level, 12), "two_sided"
+
+    def benefit_of(self, analysis_id: str) -> Literal["lower", "higher"] | None:
+        """The favourable direction declared for *analysis_id* (or its estimand's main
+        analysis) in the multiplicity section; None when none is declared."""
+        if self.multiplicity is None:
+            return None
+        candidates = [analysis_id]
+        analysis = next((a for a in self.analyses if a.id == analysis_id), None)
+        if analysis is not None and analysis.estimand is not None:
+            estimand = next((e for e in self.estimands if e.id == analysis.estimand), None)
+            if estimand is not None:
+                candidates.append(estimand.main_analysis)
+        for candidate in candidates:
+            for hypothesis in self.multiplicity.hypotheses:
+                if hypothesis.analysis == candidate:
+                    return hypothesis.benefit
+        return None
 
     def analysis(self, analysis_id: str) -> Analysis:
         """Return the analysis called *analysis_id*."""

@@ -99,6 +99,9 @@ def test_analyze_writes_every_output_and_reruns_byte_identical(
         "results/primary_mmrm.json",
         "results/primary_mmrm__lsmean_differences.csv",
         "results/tipping_point__grid.csv",
+        "results/multiplicity.json",
+        "results/multiplicity__hypotheses.csv",
+        "results/multiplicity__graph.csv",
         "adam/adsl.parquet",
         "adam/adqs.csv",
         "adam/adae.csv",
@@ -120,6 +123,32 @@ def test_analyze_writes_every_output_and_reruns_byte_identical(
         executor.close()
     assert again.files == analyzed.result.files
     assert _files(tmp_path) == _files(analyzed.out)
+
+
+def test_multiplicity_decisions_and_the_graph_are_in_results_and_report(
+    analyzed: Analyzed,
+) -> None:
+    hypotheses = pd.read_csv(
+        analyzed.out / "results" / "multiplicity__hypotheses.csv", comment="#"
+    ).set_index("hypothesis")
+    assert list(hypotheses.index) == ["H1", "H2", "H3", "H4", "H5"]
+    assert set(hypotheses["decision"]) <= {"rejected", "not rejected"}
+    assert (hypotheses["adjusted_p_value"] >= hypotheses["p_value"]).all()
+    assert ((hypotheses["adjusted_p_value"] <= 0.025) == hypotheses["rejected"]).all()
+    primary = next(o for o in analyzed.result.run.outcomes if o.id == "primary_mmrm")
+    assert primary.headline is not None
+    assert primary.headline.p_value is not None
+    one_sided = (
+        primary.headline.p_value / 2
+        if primary.headline.estimate < 0
+        else 1 - (primary.headline.p_value / 2)
+    )
+    assert hypotheses.loc["H1", "p_value"] == pytest.approx(one_sided)
+    tipping = next(o for o in analyzed.result.run.outcomes if o.id == "tipping_point")
+    assert (tipping.details["alpha"], tipping.details["sidedness"]) == (0.025, "one_sided")
+    report = (analyzed.out / "report.html").read_text(encoding="utf-8")
+    assert "multiplicity: Familywise error control over 5 hypotheses" in report
+    assert "<h4>graph</h4>" in report
 
 
 def test_every_output_carries_the_provenance(study: Study, analyzed: Analyzed) -> None:
