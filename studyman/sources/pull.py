@@ -790,7 +790,7 @@ def pull_snapshot(
         extra["redcap/form_event_mapping.json"] = json_bytes(mappings)
     # The token could read a form that reveals the allocation (or, without a protocol, that
     # cannot be ruled out): the snapshot is for its owner only, from its creation.
-    private = protocol is None or bool(set(tidy.tables) & set(protocol.blinding.unblinded_forms))
+    private = not is_blinded_export(tidy.tables, protocol)
     if protocol is not None and is_blinded_export(tidy.tables, protocol):
         # the blinding gate: a blinded token's snapshot holds only the blinded view
         tidy, blinded_metadata = blind_export(tidy, metadata, protocol)
