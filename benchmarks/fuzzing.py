@@ -242,6 +242,8 @@ _ODD_TEXT = [
     "~",
     "=cmd|' /C calc'!A0",
     "<script>alert(1)</script>",
+    "[/x]",
+    "[bold]",
     "é" * 3,
     "\U0001f600",
     "a" * 5000,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from studyman.errors import ProtocolError
 from studyman.findings import Finding
@@ -72,9 +73,11 @@ def check(
 
 
 def _console() -> Console:
-    console = Console()
+    # No markup: field names, logic ("[age] > 1") and labels print as written, and a "[/x]" in
+    # a study file cannot break the output.
+    console = Console(markup=False)
     # Piped to a file or a CI log: wide enough that check ids and field names stay on one line.
-    return console if console.is_terminal else Console(width=160)
+    return console if console.is_terminal else Console(width=160, markup=False)
 
 
 def _findings_table(findings: list[Finding]) -> Table:
@@ -83,7 +86,7 @@ def _findings_table(findings: list[Finding]) -> Table:
         table.add_column(column, overflow="fold")
     for finding in findings:
         table.add_row(
-            f"[{_SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]",
+            Text(finding.severity, style=_SEVERITY_STYLE[finding.severity]),
             finding.check_id,
             finding.instrument,
             finding.event,

@@ -65,3 +65,17 @@ def test_show_summarises_arms_sites_and_schedule(
     out = capsys.readouterr().out
     for text in ("CBT + adjunct", "S04", "week_12_arm_1", "Hy's law", "-28..-1"):
         assert text in out
+
+
+def test_check_prints_markup_like_text_in_a_dictionary_as_written(
+    reference_study: Path, study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # found by the fuzzer: "[/x]" in a dictionary cell crashed the findings table (rich markup)
+    dictionary = study_copy / "redcap" / "data_dictionary.csv"
+    text = dictionary.read_text(encoding="utf-8")
+    assert ",integer,16,90," in text
+    dictionary.write_text(text.replace(",integer,16,90,", ",[/x],16,90,", 1), encoding="utf-8")
+    code = _run(["protocol", "check", str(reference_study), "--dictionary", str(dictionary)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "'[/x]'" in out
