@@ -19,8 +19,9 @@ Notes
   0.05 % of its values, and a site whose values are shifted against the others stands out. The
   reference is every site's values when the other sites have fewer than 10, and nothing is
   flagged at a visit with fewer than 10 values. Sites are the data access groups (one group
-  without them). A field whose values are all positive (laboratory values, weights) is compared
-  on the log scale, as such measurements spread multiplicatively. Integer and number fields at
+  without them). A decimal ``number`` field whose values are all positive (laboratory values,
+  weights: measurements that spread multiplicatively) is compared on the log scale; integers
+  (ages, counts, rates, scores) on their own scale. Integer and number fields at
   visits only (not repeating logs, whose values, such as doses of different medicines, are not
   comparable); values outside the validation range are left out (rule D reports them). The
   message gives the distance and the median.
@@ -338,7 +339,18 @@ def _field_findings(
         out.append(in_range)
         # values already out of range are not part of the outlier statistics
         outside = _outside_numeric(field, numbers)
-        out.append(_outliers(frame, numbers, typed & ~outside, values, common, label, field.name))
+        out.append(
+            _outliers(
+                frame,
+                numbers,
+                typed & ~outside,
+                values,
+                common,
+                label,
+                field.name,
+                measured=validation.startswith("number"),
+            )
+        )
     elif _is_temporal(validation):
         out.append(_range_dates(frame, field, values, typed, common, label))
     return out
@@ -423,13 +435,14 @@ def _outliers(
     common: dict[str, object],
     label: str,
     name: str,
+    measured: bool = False,
 ) -> pd.DataFrame:
     # visits only: a repeating log (medications, sessions) mixes what is not comparable
     present = typed & ~np.isnan(numbers) & (text(frame, REPEAT) == "")
     flagged = np.zeros(len(numbers), dtype=bool)
     message = np.full(len(numbers), "", dtype=object)
-    # positive measurements (laboratory values, weights) spread multiplicatively: on the log scale
-    positive = bool(present.any()) and bool((numbers[present] > 0).all())
+    # positive decimal measurements (laboratory values, weights) spread multiplicatively
+    positive = measured and bool(present.any()) and bool((numbers[present] > 0).all())
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = np.log(numbers) if positive else numbers
     if present.sum() >= _ROBUST_MIN:
