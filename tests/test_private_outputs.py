@@ -320,3 +320,29 @@ def test_a_private_file_is_never_created_over_another(tmp_path: Path) -> None:
     assert target.read_bytes() == b"first\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]  # no temporary left
+
+
+def test_import_of_an_unblinded_export_is_a_private_snapshot(chain: Chain, tmp_path: Path) -> None:
+    # the generator's records hold the randomisation and dosing forms, as an admin's export does
+    dictionary = tmp_path / "dictionary.csv"
+    shutil.copyfile(PROTOCOL / "redcap" / "data_dictionary.csv", dictionary)
+    previous = os.umask(PERMISSIVE_UMASK)
+    try:
+        _run(
+            [
+                "import",
+                "--protocol",
+                PROTOCOL,
+                "--records",
+                chain.generated / "records.csv",
+                "--dictionary",
+                dictionary,
+                "--out",
+                tmp_path / "snapshots",
+            ]
+        )
+    finally:
+        os.umask(previous)
+    (snapshot,) = (tmp_path / "snapshots").iterdir()
+    modes = _assert_private(snapshot, file_mode=0o400)
+    assert "tables/randomization.parquet" in modes

@@ -327,6 +327,9 @@ def import_snapshot(
     conformance, conformance_count = conformance_file(protocol, metadata)
     manifest["conformance_findings"] = conformance_count
     extra = {"redcap/metadata.json": json_bytes(metadata), **conformance}
+    # An export holding a form that reveals the allocation (or, without a protocol, one that
+    # cannot be ruled out) makes a snapshot for its owner only, from its creation.
+    private = not is_blinded_export(tidy.tables, protocol)
     if protocol is not None and is_blinded_export(tidy.tables, protocol):
         # the blinding gate: a blinded export's snapshot holds only the blinded view
         tidy, blinded_metadata = blind_export(tidy, metadata, protocol)
@@ -338,4 +341,5 @@ def import_snapshot(
         tidy,
         manifest=manifest,
         extra_files=extra,
+        private=private,
     )
