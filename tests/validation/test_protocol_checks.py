@@ -384,3 +384,24 @@ def test_randomisation_list_is_reconciled_with_the_snapshot_when_unblinded() -> 
     assert set(unknown["severity"]) == {"major"}
     # a blinded run never reconciles (it has no list)
     assert not _findings(records)["check_id"].str.startswith("ARM-LIST").any()
+
+
+def test_the_module_that_holds_a_check_is_found_from_its_id() -> None:
+    from studyman.validation import protocol_checks
+    from studyman.validation.catalogue import CATALOGUE
+    from studyman.validation.protocol_checks import module_of
+
+    package = Path(protocol_checks.__file__).parent
+    sources = {
+        path.stem: path.read_text(encoding="utf-8")
+        for path in package.glob("*.py")
+        if path.stem not in ("__init__", "view")
+    }
+    checks = [check.check_id for check in CATALOGUE if check.kind == "protocol"]
+    found = 0
+    for check_id in checks:
+        assert module_of(check_id) in sources, check_id
+        holders = {name for name, source in sources.items() if f'"{check_id}"' in source}
+        assert holders in ({module_of(check_id)}, set()), check_id
+        found += bool(holders)
+    assert found > 50
