@@ -204,6 +204,10 @@ class Coverage:
         Data-dictionary fields the input has no column for. The checks read across fields
         (a total from its items, a form's completeness from its required fields), so such an
         input is evidence for no place: none of its queries may close.
+    expected
+        ``(form, field)`` of every data field of the dictionary this run reads (a blinded run:
+        its blinded view). Only these are compared with an earlier run's fields, so a blinded
+        run after an unblinded one is not short of the fields it may not see.
     """
 
     records: frozenset[str]
@@ -213,6 +217,7 @@ class Coverage:
     rows: frozenset[tuple[str, str, str, str]] = field(default=frozenset(), repr=False)
     columns: frozenset[str] = field(default=frozenset(), repr=False)
     lacking: frozenset[str] = frozenset()
+    expected: frozenset[tuple[str, str]] = field(default=frozenset(), repr=False)
 
     def has_field(self, name: str) -> bool:
         """Whether the input holds field (or column) *name*."""
@@ -280,7 +285,11 @@ class Coverage:
         events = sorted(reference.events - self.events)
         if events:
             parts.append(f"{len(events)} events missing ({_some(events)})")
-        wanted = {(form, name) for form, name in reference.fields if form not in ignored}
+        wanted = {
+            (form, name)
+            for form, name in reference.fields
+            if form not in ignored and (not self.expected or (form, name) in self.expected)
+        }
         lacking = wanted - self.fields
         if lacking:
             forms = sorted(

@@ -183,12 +183,15 @@ def input_coverage(
     events = text(records, EVENT)
     repeats = text(records, REPEAT)
     instances = text(records, INSTANCE)
+    expected = frozenset(
+        (spec.form, spec.name)
+        for spec in dictionary.fields
+        if spec.holds_data and spec.form not in skip_forms
+    )
     fields = frozenset(
         (spec.form, spec.name)
         for spec in dictionary.fields
-        if spec.holds_data
-        and spec.form not in skip_forms
-        and any(column in columns for column in spec.columns)
+        if (spec.form, spec.name) in expected and any(column in columns for column in spec.columns)
     )
     known = {site.id for site in protocol.sites}
     by_dag = {site.dag: site.id for site in protocol.sites}
@@ -215,13 +218,8 @@ def input_coverage(
             if r
         ),
         columns=columns,
-        lacking=frozenset(
-            spec.name
-            for spec in dictionary.fields
-            if spec.holds_data
-            and spec.form not in skip_forms
-            and not any(column in columns for column in spec.columns)
-        ),
+        lacking=frozenset(name for form, name in expected - fields),
+        expected=expected,
     )
 
 

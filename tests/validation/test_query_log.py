@@ -364,3 +364,17 @@ def test_less_coverage_than_the_last_complete_run_is_refused_unless_partial(
         "1 fields missing (vs_dbp); nothing was changed (validate the complete export, or run "
         "with --partial to close only the queries inside this input)"
     )
+
+
+def test_a_field_outside_the_runs_view_is_not_demanded_of_it(tmp_path: Path) -> None:
+    # an unblinded run saw a field the blinded view leaves out (a masked field): the blinded run
+    # after it is not short of it, but is short of a field its own view has
+    full = _coverage({"S01-0001"}, {"vs_sbp", "vs_dbp"})
+    view = frozenset({("vital_signs", "vs_sbp")})
+    blinded = _coverage({"S01-0001"}, {"vs_sbp"}, expected=view)
+    with QueryLog(tmp_path / "q.sqlite") as log:
+        log.sync(_frame(), checks_run=RAN, coverage=full, at="2026-01-01T00:00:00Z")
+        log.sync(_frame(), checks_run=RAN, coverage=blinded, at="2026-01-02T00:00:00Z")
+        narrower = _coverage({"S01-0001"}, set(), expected=view, lacking=frozenset({"vs_sbp"}))
+        with pytest.raises(CoverageError, match=r"1 forms missing \(vital_signs\)"):
+            log.sync(_frame(), checks_run=RAN, coverage=narrower)
