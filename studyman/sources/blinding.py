@@ -259,7 +259,7 @@ def read_blinded_snapshot(path: Path, protocol: Protocol, *, verify: bool = True
     if verify:
         verification = verify_snapshot(path)
         if not verification.ok:
-            raise SnapshotError(verification.describe())
+            raise SnapshotError(verification.summary())
     tables = read_snapshot_tables(path, manifest, skip=hidden_forms(protocol))
     findings = read_snapshot_file(path, "findings.parquet")
     return blinded_view(

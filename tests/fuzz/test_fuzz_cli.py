@@ -120,3 +120,25 @@ def test_deep_logic_nests_past_the_limit() -> None:
     refused = [text for text in texts if check_logic(text) is not None]
     assert refused
     assert all("nested more than" in str(check_logic(text)) for text in refused)
+
+
+def test_a_snapshot_that_differs_is_one_line_for_every_reader(
+    workspace: object, tmp_path: Path
+) -> None:
+    # found by the fuzzer: analyze (blinded view) and the DSMB report printed the multi-line
+    # verification listing as their error
+    ws = fuzzing.copy_workspace(workspace, tmp_path / "copy")
+    snapshot = ws.path(ws.snapshot)
+    (snapshot / "tables" / "extra.parquet").write_bytes(b"not a table")
+    (snapshot / "findings.parquet").write_bytes(b"changed")
+    out = tmp_path / "out"
+    for argv in (
+        fuzzing._analyze(ws, out, randomized=False),
+        fuzzing._report(ws, out),
+        fuzzing._validate(ws, out),
+    ):
+        outcome = fuzzing.run_command(argv)
+        assert outcome.code == 2, argv
+        assert outcome.failure == "", outcome.failure
+        assert "differs from its manifest" in outcome.error
+        assert "extra.parquet" in outcome.error
