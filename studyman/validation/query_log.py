@@ -399,7 +399,13 @@ class QueryLog:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise ValidationError(
+                f"{self.path}: the query log cannot be written ({error}); is another run or "
+                "import using it? Nothing was changed"
+            ) from None
         try:
             yield connection
         except BaseException:

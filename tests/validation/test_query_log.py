@@ -378,3 +378,24 @@ def test_a_field_outside_the_runs_view_is_not_demanded_of_it(tmp_path: Path) -> 
         narrower = _coverage({"S01-0001"}, set(), expected=view, lacking=frozenset({"vs_sbp"}))
         with pytest.raises(CoverageError, match=r"1 forms missing \(vital_signs\)"):
             log.sync(_frame(), checks_run=RAN, coverage=narrower)
+
+
+def test_a_log_held_by_another_run_is_a_one_line_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "q.sqlite"
+    with QueryLog(path) as log:
+        log.sync(_frame(_finding("DQ-D", "S01-0001", "vs_sbp", "300")), checks_run=RAN)
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of its run
+    try:
+        with QueryLog(path) as log:
+            log._connection.execute("PRAGMA busy_timeout = 0")
+            with pytest.raises(ValidationError, match=r"another run or import") as busy:
+                log.sync(_frame(), checks_run=RAN)
+            assert str(busy.value).startswith(f"{path}: ")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with QueryLog(path) as log:
+        assert set(_status(log).values()) == {"open"}
