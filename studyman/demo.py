@@ -22,6 +22,7 @@ import pandas as pd
 import redcap
 
 from studyman.analysis.analyze import analyze
+from studyman.analysis.lock import default_lock_path
 from studyman.errors import ProtocolError
 from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.protocol import Protocol, load_protocol
@@ -182,7 +183,13 @@ def run_demo(
 
     say("running the locked analysis plan (unblinded)")
     sap = _sap_path(protocol_dir)
-    analysis = analyze(sap, unblinded.path, unblinded_dir / "analysis", randomization=randomization)
+    # The lock records when the allocation is first read (studyman.analysis.lock): the demo's
+    # unblinding goes into its own copy of the lock, never into the shipped one.
+    lock = unblinded_dir / "sap.lock.json"
+    write_private_bytes(lock, default_lock_path(sap).read_bytes())
+    analysis = analyze(
+        sap, unblinded.path, unblinded_dir / "analysis", randomization=randomization, lock=lock
+    )
     outputs["analysis (unblinded)"] = analysis.out
     failed = [outcome.id for outcome in analysis.run.outcomes if outcome.status == "failed"]
     if failed:

@@ -19,7 +19,7 @@ import pandas as pd
 from studyman import __version__
 from studyman.analysis.adam import AdamDatasets, choice_labels, derive_adam, normalise_randomization
 from studyman.analysis.executor import Executor, make_executor
-from studyman.analysis.lock import check_lock
+from studyman.analysis.lock import check_lock, record_unblinding
 from studyman.analysis.outputs import write_outputs
 from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
@@ -122,6 +122,7 @@ def analyze(
     workers: int | None = None,
     dask_address: str | None = None,
     executor: Executor | None = None,
+    post_unblinding_amendment: str | None = None,
 ) -> AnalyzeResult:
     """Run the locked plan on a snapshot and write every output under *out*.
 
@@ -141,6 +142,9 @@ def analyze(
         The study (a loaded protocol or its directory); default: the embedded reference study.
     workers, dask_address, executor
         Where imputations run: an executor, else a Dask scheduler address, else local processes.
+    post_unblinding_amendment
+        The reason for running a plan amended after the allocation was first read (see
+        :func:`~studyman.analysis.lock.check_lock`); stated in the provenance and the report.
 
     Raises
     ------
@@ -152,13 +156,16 @@ def analyze(
         The randomisation list cannot be used, or no participant table exists.
     """
     loaded = load_sap(sap)
-    plan_status = check_lock(loaded, lock)
+    plan_status = check_lock(loaded, lock, post_unblinding_amendment=post_unblinding_amendment)
     if not isinstance(protocol, Protocol):
         protocol = load_protocol(protocol if protocol is not None else default_protocol_path())
     blinded = randomization is None
     tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot, protocol if blinded else None)
     arms = {code: label for code, label in choice_labels(metadata).get("rand_arm", {}).items()}
     random_list = None if randomization is None else read_randomization(randomization, arms)
+    unblinding = plan_status.unblinding
+    if random_list is not None:  # the lock records the first time allocation is read
+        unblinding = record_unblinding(loaded, snapshot_id(snapshot), lock)
     if random_list is not None:
         expected = {loaded.plan.treatment.experimental, loaded.plan.treatment.reference}
         unknown = sorted(set(random_list["TRT01P"].dropna()) - expected)
@@ -190,6 +197,10 @@ def analyze(
             "locked_version": plan_status.locked_version,
             "locked_sha256": plan_status.locked_sha256,
             "amendments": [a.model_dump(mode="json") for a in plan_status.amendments],
+            "unblinding": None if unblinding is None else unblinding.model_dump(mode="json"),
+            "post_unblinding_amendment": None
+            if plan_status.post_unblinding_amendment is None
+            else plan_status.post_unblinding_amendment.model_dump(mode="json"),
         },
         "studyman_version": __version__,
         "seed": loaded.plan.seed,

@@ -3,10 +3,20 @@
 A locked plan may change only through an amendment: a new ``version`` with an entry under
 ``amendments`` (version, date, reason). :func:`check_lock` is what ``studyman analyze`` calls
 before it runs anything.
+
+The lock also knows unblinding: the first time ``analyze`` reads the allocation (the
+randomisation list), :func:`record_unblinding` writes into the lock which snapshot was analysed,
+when (UTC), and which plan versions were locked then. From that moment an amendment is
+*post-unblinding* when its version was not yet locked at unblinding (whatever date it claims:
+a backdated amendment is caught too) or when it is dated after the day of unblinding.
+:func:`check_lock` refuses such a plan unless the caller gives a reason
+(``--post-unblinding-amendment``), and the reason then travels in the provenance of every
+output and at the top of the report.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -18,7 +28,18 @@ from studyman.errors import ProtocolError
 from studyman.protocol.text_files import TextEncodingError, decode_utf8
 from studyman.sources.snapshot import write_bytes_atomic
 
-__all__ = ["LockEntry", "LockFile", "PlanProvenance", "check_lock", "default_lock_path", "lock_sap"]
+__all__ = [
+    "LockEntry",
+    "LockFile",
+    "PlanProvenance",
+    "PostUnblindingAmendment",
+    "UnblindingRecord",
+    "check_lock",
+    "default_lock_path",
+    "lock_sap",
+    "post_unblinding_amendments",
+    "record_unblinding",
+]
 
 
 class LockEntry(BaseModel):
@@ -30,8 +51,22 @@ class LockEntry(BaseModel):
     sha256: str
 
 
+class UnblindingRecord(BaseModel):
+    """When the allocation was first read by ``analyze``, on which snapshot, under which plan."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    snapshot_id: str
+    read_at: dt.datetime
+    plan_version: str
+    plan_sha256: str
+    #: Plan versions in the lock history at that moment (with ``plan_version``: the plan as it
+    #: stood before anyone saw the allocation).
+    locked_versions: tuple[str, ...]
+
+
 class LockFile(BaseModel):
-    """The content of ``sap.lock.json``: the current lock and every earlier one."""
+    """The content of ``sap.lock.json``: the current lock, every earlier one, and unblinding."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,6 +74,16 @@ class LockFile(BaseModel):
     version: str
     sha256: str
     history: tuple[LockEntry, ...]
+    unblinding: UnblindingRecord | None = None
+
+
+class PostUnblindingAmendment(BaseModel):
+    """Amendments made after unblinding that a user chose to run, and the reason given."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str
+    amendments: tuple[Amendment, ...]
 
 
 class PlanProvenance(BaseModel):
@@ -51,6 +96,8 @@ class PlanProvenance(BaseModel):
     locked_version: str
     locked_sha256: str
     amendments: tuple[Amendment, ...]
+    unblinding: UnblindingRecord | None = None
+    post_unblinding_amendment: PostUnblindingAmendment | None = None
 
 
 def default_lock_path(sap_path: str | Path) -> Path:
@@ -94,7 +141,8 @@ def _read_lock(lock_path: Path) -> LockFile:
 
 
 def _write_lock(lock_path: Path, lock: LockFile) -> None:
-    text = json.dumps(lock.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(lock.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True)
+    text += "\n"
     write_bytes_atomic(lock_path, text.encode("utf-8"))
 
 
@@ -147,6 +195,7 @@ def lock_sap(sap_path: str | Path, lock_path: str | Path | None = None) -> LockF
         version=entry.version,
         sha256=entry.sha256,
         history=(*current.history, entry),
+        unblinding=current.unblinding,
     )
     _write_lock(target, lock)
     return lock
@@ -172,13 +221,53 @@ def _require_amendment(loaded: LoadedPlan, lock: LockFile) -> Amendment:
     return amendment
 
 
-def check_lock(loaded: LoadedPlan, lock_path: str | Path | None = None) -> PlanProvenance:
+def post_unblinding_amendments(
+    loaded: LoadedPlan, unblinding: UnblindingRecord | None
+) -> tuple[Amendment, ...]:
+    """The plan's amendments made after the allocation was first read (none before unblinding).
+
+    Notes
+    -----
+    An amendment is post-unblinding when its version was neither locked nor the analysed
+    version at unblinding (so a backdated amendment is caught by its version), or when its date
+    is after the day of unblinding. The day of unblinding itself counts as before: a date cannot
+    order events within a day, and the plan analysed that day is in ``plan_version``.
+    """
+    if unblinding is None:
+        return ()
+    before = {*unblinding.locked_versions, unblinding.plan_version}
+    day = unblinding.read_at.date()
+    return tuple(
+        amendment
+        for amendment in loaded.plan.amendments
+        if amendment.version not in before or amendment.date > day
+    )
+
+
+def check_lock(
+    loaded: LoadedPlan,
+    lock_path: str | Path | None = None,
+    *,
+    post_unblinding_amendment: str | None = None,
+) -> PlanProvenance:
     """Check that *loaded* is the locked plan or a recorded amendment of it.
+
+    Parameters
+    ----------
+    loaded
+        The plan to run.
+    lock_path
+        The lock; default ``sap.lock.json`` beside the plan.
+    post_unblinding_amendment
+        The reason for running a plan amended after unblinding (``analyze
+        --post-unblinding-amendment``); required exactly when such an amendment exists.
 
     Raises
     ------
     ProtocolError
-        No lock exists, or the plan changed without an amendment.
+        No lock exists, the plan changed without an amendment, an amendment was made after the
+        allocation was first read and no reason is given, or a reason is given with no such
+        amendment to justify.
     """
     target = Path(lock_path) if lock_path is not None else default_lock_path(loaded.path)
     if not target.exists():
@@ -190,10 +279,89 @@ def check_lock(loaded: LoadedPlan, lock_path: str | Path | None = None) -> PlanP
     lock = _read_lock(target)
     if lock.sha256 != loaded.sha256:
         _require_amendment(loaded, lock)
+    late = post_unblinding_amendments(loaded, lock.unblinding)
+    reason = (post_unblinding_amendment or "").strip()
+    if post_unblinding_amendment is not None and not reason:
+        raise ProtocolError(
+            "--post-unblinding-amendment needs a reason (a non-blank text)", file=loaded.path
+        )
+    post: PostUnblindingAmendment | None = None
+    if late:
+        unblinding = lock.unblinding
+        assert unblinding is not None  # late amendments exist only after unblinding
+        if not reason:
+            listed = ", ".join(f"version {a.version} dated {a.date.isoformat()}" for a in late)
+            raise ProtocolError(
+                f"the plan was amended after unblinding ({listed}): allocation was first read "
+                f"by analyze at {unblinding.read_at.isoformat()} on snapshot "
+                f"{unblinding.snapshot_id[:12]}… under plan version {unblinding.plan_version}; "
+                'to run it anyway give --post-unblinding-amendment "reason" (stated in the '
+                "report and the provenance of every output)",
+                file=loaded.path,
+                key="amendments",
+            )
+        post = PostUnblindingAmendment(reason=reason, amendments=late)
+    elif reason:
+        raise ProtocolError(
+            "--post-unblinding-amendment was given but no amendment of the plan is after "
+            "unblinding"
+            + (
+                ""
+                if lock.unblinding is not None
+                else " (the allocation has not been read by analyze yet)"
+            )
+            + "; run without it",
+            file=loaded.path,
+            key="amendments",
+        )
     return PlanProvenance(
         version=loaded.plan.version,
         sha256=loaded.sha256,
         locked_version=lock.version,
         locked_sha256=lock.sha256,
         amendments=loaded.plan.amendments,
+        unblinding=lock.unblinding,
+        post_unblinding_amendment=post,
     )
+
+
+def record_unblinding(
+    loaded: LoadedPlan,
+    snapshot: str,
+    lock_path: str | Path | None = None,
+    *,
+    now: dt.datetime | None = None,
+) -> UnblindingRecord:
+    """Record in the lock that ``analyze`` is about to read the allocation (first time only).
+
+    Parameters
+    ----------
+    loaded
+        The plan being run (already passed :func:`check_lock`).
+    snapshot
+        The snapshot id (:func:`studyman.sources.snapshot.snapshot_id`) being analysed.
+    lock_path
+        The lock; default beside the plan.
+    now
+        The time to record (UTC); default the current time, to the second.
+
+    Returns
+    -------
+    UnblindingRecord
+        The record now in the lock: the existing one when the allocation was read before
+        (it is never moved), else the new one, written atomically.
+    """
+    target = Path(lock_path) if lock_path is not None else default_lock_path(loaded.path)
+    lock = _read_lock(target)
+    if lock.unblinding is not None:
+        return lock.unblinding
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    record = UnblindingRecord(
+        snapshot_id=snapshot,
+        read_at=moment,
+        plan_version=loaded.plan.version,
+        plan_sha256=loaded.sha256,
+        locked_versions=tuple(entry.version for entry in lock.history),
+    )
+    _write_lock(target, lock.model_copy(update={"unblinding": record}))
+    return record

@@ -23,6 +23,7 @@ import pandas as pd
 
 from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.models import AnalysisOutcome
+from studyman.analysis.report_notes import notices_html, plan_text_html
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
 from studyman.private_files import make_private_directory, write_private_bytes
@@ -75,6 +76,9 @@ def _stamp_lines(provenance: Mapping[str, Any]) -> str:
         f"# amendments {json.dumps(_plain(plan['amendments']), sort_keys=True)}",
         f"# seed {provenance['seed']}",
     ]
+    late = plan.get("post_unblinding_amendment")
+    if late:  # studyman.analysis.lock: a plan amended after unblinding, run for a stated reason
+        lines.append(f"# PLAN AMENDED AFTER UNBLINDING, run for the reason: {late['reason']}")
     return "\n".join(lines) + "\n"
 
 
@@ -338,6 +342,7 @@ def _report_html(
             "given: every analysis that compares arms was refused. The tables below pool all "
             "participants.</p>"
         )
+    parts.append(notices_html(run, provenance))
     amendments = plan_info["amendments"] or []
     provenance_rows = pd.DataFrame(
         [
@@ -390,6 +395,7 @@ def _report_html(
         ]
     )
     parts.append("<h2>Estimands (ICH E9(R1))</h2>" + _table_html(estimands))
+    parts.append(plan_text_html(plan))
     parts.append("<h2>Summary of analyses</h2>" + _table_html(summary, limit=100))
     problems = [o for o in run.outcomes if o.status != "ok"]
     if problems and not run.blinded:

@@ -55,6 +55,8 @@ class PlanRun:
     outcomes: tuple[AnalysisOutcome, ...]
     blinded: bool
     review: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    #: What the plan names but could not be run as written (one line each, analysis id first).
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed(self) -> tuple[AnalysisOutcome, ...]:

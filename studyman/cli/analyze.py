@@ -60,6 +60,15 @@ def register(app: typer.Typer) -> None:
                 "Its blinding policy decides what a blinded run may read.",
             ),
         ] = None,
+        post_unblinding_amendment: Annotated[
+            str | None,
+            typer.Option(
+                "--post-unblinding-amendment",
+                metavar="REASON",
+                help="Run a plan amended after the allocation was first read, for this reason "
+                "(refused without it; stated at the top of the report and in the provenance).",
+            ),
+        ] = None,
     ) -> None:
         """Run the prespecified analyses; write results (CSV, JSON), figures and a report."""
         from studyman.analysis.analyze import analyze
@@ -73,7 +82,18 @@ def register(app: typer.Typer) -> None:
             lock=lock_file,
             workers=workers,
             dask_address=dask,
+            post_unblinding_amendment=post_unblinding_amendment,
         )
+        late = result.provenance["plan"].get("post_unblinding_amendment")
+        if late:
+            versions = ", ".join(f"{a['version']} ({a['date']})" for a in late["amendments"])
+            typer.echo(
+                f"WARNING: plan amended after unblinding (version {versions}); run for the "
+                f"reason given: {late['reason']}",
+                err=True,
+            )
+        for warning in result.run.warnings:
+            typer.echo(f"WARNING: {warning}", err=True)
         for outcome in result.run.outcomes:
             line = f"{outcome.status:8} {outcome.id}"
             if outcome.headline is not None:

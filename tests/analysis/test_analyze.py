@@ -326,3 +326,62 @@ def test_snapshot_without_adverse_events_fails_only_the_rate_models(study: Study
     assert "no events" in failed["ae_nb2"]
     incidence = next(o for o in run.outcomes if o.id == "ae_incidence")
     assert incidence.tables["incidence"].iloc[0]["risk_difference"] == 0.0
+
+
+def test_a_plan_amended_after_unblinding_runs_only_with_the_flag_and_says_so(
+    study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    from studyman.cli import main
+
+    sap = tmp_path / "sap.yaml"
+    sap.write_bytes(study.sap.read_bytes())
+    lock_sap(sap)
+    # the statistician reads the allocation under version 1.0 ...
+    analyze(
+        sap, study.snapshot, tmp_path / "v10", randomization=study.randomization,
+        executor=SerialExecutor(),
+    )  # fmt: skip
+    unblinding = json.loads((tmp_path / "sap.lock.json").read_text())["unblinding"]
+    assert unblinding["plan_version"] == "1.0"
+    first = json.loads((tmp_path / "v10" / "provenance.json").read_text())["plan"]
+    assert first["unblinding"] == unblinding
+    assert first["post_unblinding_amendment"] is None
+    # ... then amends the primary model and even re-locks it (the attack of issue 14)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    text = sap.read_text(encoding="utf-8").replace('version: "1.0"', 'version: "1.1"', 1)
+    text = text.replace(
+        "amendments: []",
+        f'amendments:\n  - {{version: "1.1", date: {today}, reason: "drop site from the MMRM"}}',
+        1,
+    ).replace("    strata: [STRATSEV, SITEID]\n", "    strata: [STRATSEV]\n", 1)
+    sap.write_text(text, encoding="utf-8")
+    lock_sap(sap)
+    with pytest.raises(ProtocolError, match="amended after unblinding"):
+        analyze(sap, study.snapshot, tmp_path / "v11", randomization=study.randomization)
+    assert not (tmp_path / "v11").exists()
+    command = [
+        "analyze", "--sap", str(sap), "--snapshot", str(study.snapshot),
+        "--randomization", str(study.randomization), "--workers", "1",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        main([*command, "--out", str(tmp_path / "cli-refused")])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "--post-unblinding-amendment" in error
+    assert error.count("\n") == 1
+    assert not (tmp_path / "cli-refused").exists()
+    reason = "regulator asked for the model without site"
+    main([*command, "--out", str(tmp_path / "v11"), "--post-unblinding-amendment", reason])
+    assert "WARNING: plan amended after unblinding (version 1.1" in capsys.readouterr().err
+    provenance = json.loads((tmp_path / "v11" / "provenance.json").read_text())["plan"]
+    assert provenance["post_unblinding_amendment"]["reason"] == reason
+    assert provenance["unblinding"] == unblinding  # the moment of unblinding never moves
+    report = (tmp_path / "v11" / "report.html").read_text(encoding="utf-8")
+    banner = report.index("PLAN AMENDED AFTER UNBLINDING")
+    assert banner < report.index("<h2>Provenance</h2>")
+    assert reason in report[banner:]
+    assert (
+        reason in (tmp_path / "v11" / "results" / "summary.csv").read_text().split("analysis,")[0]
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from studyman.analysis.lock import check_lock, lock_sap
+from studyman.analysis.lock import check_lock, lock_sap, record_unblinding
 from studyman.analysis.sap import load_sap
 from studyman.errors import ProtocolError
 
@@ -106,3 +107,86 @@ def test_a_lock_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "sap.lock.json").mkdir()
     with pytest.raises(ProtocolError, match=r"cannot read the lock file \(Is a directory\)"):
         lock_sap(path)
+
+
+# --- unblinding -------------------------------------------------------------------------------
+
+UNBLINDED_AT = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
+
+
+def test_first_unblinding_is_recorded_once_with_snapshot_time_and_locked_versions(
+    tmp_path: Path,
+) -> None:
+    path = _copy(tmp_path)
+    lock_sap(path)
+    record = record_unblinding(load_sap(path), "a" * 64, now=UNBLINDED_AT)
+    written = json.loads((tmp_path / "sap.lock.json").read_text())["unblinding"]
+    assert written["snapshot_id"] == "a" * 64
+    assert written["read_at"].startswith("2026-12-02T09:30:00")
+    assert written["locked_versions"] == ["1.0"]
+    # a later read never moves the moment of unblinding
+    later = record_unblinding(load_sap(path), "b" * 64, now=UNBLINDED_AT + dt.timedelta(days=3))
+    assert later == record
+    assert check_lock(load_sap(path)).unblinding == record
+
+
+def test_relocking_an_amendment_keeps_the_unblinding_record(tmp_path: Path) -> None:
+    path = _copy(tmp_path)
+    lock_sap(path)
+    record_unblinding(load_sap(path), "a" * 64, now=UNBLINDED_AT)
+    _amend(path, "1.1", '  - {version: "1.1", date: 2026-12-05, reason: "late change"}')
+    relocked = lock_sap(path)
+    assert relocked.unblinding is not None
+    assert relocked.unblinding.read_at == UNBLINDED_AT
+    # relocking does not launder it: 1.1 was not locked when the allocation was read
+    with pytest.raises(ProtocolError, match="amended after unblinding"):
+        check_lock(load_sap(path))
+
+
+@pytest.mark.parametrize(
+    ("date", "why"),
+    [("2026-12-05", "dated after unblinding"), ("2026-11-30", "backdated, but new after it")],
+)
+def test_an_amendment_after_unblinding_is_refused_without_a_reason(
+    tmp_path: Path, date: str, why: str
+) -> None:
+    path = _copy(tmp_path)
+    lock_sap(path)
+    record_unblinding(load_sap(path), "c" * 64, now=UNBLINDED_AT)
+    _amend(path, "1.1", f'  - {{version: "1.1", date: {date}, reason: "{why}"}}')
+    with pytest.raises(ProtocolError, match="amended after unblinding") as caught:
+        check_lock(load_sap(path))
+    assert caught.value.key == "amendments"
+    assert "cccccccccccc" in str(caught.value)
+    assert "--post-unblinding-amendment" in str(caught.value)
+    status = check_lock(load_sap(path), post_unblinding_amendment="DSMB asked for it")
+    assert status.post_unblinding_amendment is not None
+    assert status.post_unblinding_amendment.reason == "DSMB asked for it"
+    assert [a.version for a in status.post_unblinding_amendment.amendments] == ["1.1"]
+
+
+def test_an_amendment_made_before_unblinding_needs_no_reason_and_a_reason_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = _copy(tmp_path)
+    lock_sap(path)
+    _amend(path, "1.1", '  - {version: "1.1", date: 2026-12-01, reason: "before"}')
+    lock_sap(path)
+    record_unblinding(load_sap(path), "d" * 64, now=UNBLINDED_AT)
+    status = check_lock(load_sap(path))
+    assert status.post_unblinding_amendment is None
+    with pytest.raises(ProtocolError, match="no amendment of the plan is after unblinding"):
+        check_lock(load_sap(path), post_unblinding_amendment="just in case")
+    with pytest.raises(ProtocolError, match="needs a reason"):
+        check_lock(load_sap(path), post_unblinding_amendment="   ")
+
+
+def test_a_lock_without_unblinding_keeps_its_old_format(tmp_path: Path) -> None:
+    path = _copy(tmp_path)
+    lock_sap(path)
+    assert set(json.loads((tmp_path / "sap.lock.json").read_text())) == {
+        "plan",
+        "version",
+        "sha256",
+        "history",
+    }
