@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 OPEN_STATUSES = ("open", "answered", "reopened")
+_KIND_NAMES = {"site_query": "site", "review_signal": "review"}
 
 HEADLINE_KEYS = (
     "screened",
@@ -251,10 +252,12 @@ class StudyFacts:
             column = f"population_{name}"
             if column in subjects.columns:
                 put(f"{name}_population", subjects[column])
-        teae = self.adverse_events[self.adverse_events["teae"]]
+        # astype: without any adverse event the flag columns are empty object columns, which
+        # pandas would read as column labels, not as a mask
+        teae = self.adverse_events[self.adverse_events["teae"].astype(bool)]
         put("teae_participants", subjects.index.isin(teae["record_id"]))
         values["teae_events"] = len(teae)
-        serious = teae[teae["serious"]]
+        serious = teae[teae["serious"].astype(bool)]
         put("serious_ae_participants", subjects.index.isin(serious["record_id"]))
         put("deaths", subjects["death"])
         put("discontinued_treatment", subjects["discontinued_treatment"])
@@ -395,7 +398,12 @@ def _queries(queries: pd.DataFrame | None, as_of: datetime) -> pd.DataFrame:
     if queries is None or queries.empty:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame({"query_id": queries["query_id"].astype(str)})
-    frame["kind"] = queries["kind"].astype(str).to_numpy() if "kind" in queries.columns else "site"
+    # the query log says site_query / review_signal (studyman.validation.catalogue.finding_kind)
+    frame["kind"] = (
+        queries["kind"].astype(str).replace(_KIND_NAMES).to_numpy()
+        if "kind" in queries.columns
+        else "site"
+    )
     frame["status"] = queries["status"].astype(str).to_numpy()
     frame["open"] = frame["status"].isin(OPEN_STATUSES).to_numpy()
     opened_column = "first_opened_at" if "first_opened_at" in queries.columns else "opened_at"

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from studyman.errors import SourceError
+
+
+def parse_as_of(text: str) -> datetime:
+    """``--as-of``: an ISO date (the end of that day, UTC) or date and time (UTC when no offset
+    is given).
+
+    Raises
+    ------
+    SourceError
+        *text* is neither.
+    """
+    try:
+        if len(text.strip()) == 10:
+            return datetime.combine(date.fromisoformat(text.strip()), time(23, 59, 59), UTC)
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SourceError(
+            f"--as-of {text!r} is not a date (YYYY-MM-DD) or a date and time "
+            "(YYYY-MM-DDTHH:MM[:SS][+HH:MM])"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def register(app: typer.Typer) -> None:
@@ -62,8 +83,18 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         no_pdf: Annotated[bool, typer.Option("--no-pdf", help="Write the HTML only.")] = False,
+        as_of: Annotated[
+            str | None,
+            typer.Option(
+                "--as-of",
+                help="The time query ages count to, for a reproducible report: YYYY-MM-DD (end "
+                "of that day, UTC) or YYYY-MM-DDTHH:MM[:SS][+HH:MM] (default: now). Never the "
+                "data cut-off.",
+            ),
+        ] = None,
     ) -> None:
-        """Write DIR/dsmb-<session>-<cutoff>.html and .pdf."""
+        """Write DIR/dsmb-<session>-<cutoff>.html, .pdf and .json (every table as data) and
+        DIR/facts.json."""
         from studyman.protocol.loader import load_protocol
         from studyman.reporting.report import render_dsmb_report
 
@@ -80,6 +111,7 @@ def register(app: typer.Typer) -> None:
             cut = date.fromisoformat(cutoff) if cutoff else None
         except ValueError:
             raise SourceError(f"--cutoff {cutoff!r} is not a date (YYYY-MM-DD)") from None
+        moment = parse_as_of(as_of) if as_of is not None else None
         protocol = load_protocol(protocol_path)
         result = render_dsmb_report(
             protocol,
@@ -93,11 +125,16 @@ def register(app: typer.Typer) -> None:
             query_log=query_log,
             sap=sap,
             pdf=not no_pdf,
+            as_of=moment,
         )
         typer.echo(f"{session} session, data cut-off {result.cutoff.isoformat()}")
         typer.echo(f"  html: {result.html}")
         if result.pdf is not None:
             typer.echo(f"  pdf:  {result.pdf}")
+        if result.data is not None:
+            typer.echo(f"  tables as data: {result.data}")
+        if result.facts is not None:
+            typer.echo(f"  facts: {result.facts}")
         if result.arm_key is not None:
             made = "created, " if result.arm_key_created else ""
             typer.echo(

@@ -5,14 +5,14 @@ tables cut at the data cut-off, and, in a closed session only, each participant'
 returns a :class:`Section`: display tables whose cells are text, the data of its figures, and the
 forms it needed but did not find. Nothing here reads a file, draws or renders.
 
-Populations (one definition each, used by every table that names them):
-
-* **Screened**: a record with a ``participant`` or ``eligibility`` form screened on or before the
-  cut-off.
-* **Randomised**: ``randomized = 1`` with a randomisation date on or before the cut-off.
-* **Safety population**: randomised and attended at least one CBT session (every arm receives
-  CBT, so the blinded CBT log identifies treated participants in both sessions; the unblinded
-  dosing log is never needed for it).
+Every study fact a table states (screened, randomised, treated, the populations, which adverse
+events are treatment-emergent, serious adverse events, deaths, discontinuations of the study and
+of treatment and those due to an adverse event, deviations and their major/minor class, query
+status and age) comes from one derivation, :func:`studyman.facts.derive_facts`, computed once
+per report (:meth:`DsmbInputs.facts`) with the analysis plan's rules; no section derives them
+again, so that a number has one value in every table, in ``facts.json`` and in the other outputs
+of the same snapshot and cut-off. The definitions are printed in the report's "Definitions"
+section in the words of :func:`studyman.facts.rule_texts`.
 
 An open session is computed with ``arms=None``: every table has one pooled ``Total`` column.
 """
@@ -23,12 +23,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from studyman.errors import SnapshotError
+from studyman.facts import DEFAULT_RULES, FactRules, StudyFacts, derive_facts, rule_texts
 from studyman.protocol.clocks import (
     clock_applies,
     clock_reading_time,
@@ -49,7 +51,10 @@ __all__ = [
     "Section",
     "build_sections",
     "cut_tables",
+    "report_data",
     "subjects_table",
+    "table_id",
+    "table_ids",
 ]
 
 TOTAL = "Total"
@@ -142,6 +147,14 @@ class DsmbInputs:
     snapshot_findings
         The snapshot's import findings (values that did not cast, ...), without those of the
         unblinded forms in an open session; None when not available.
+    as_of
+        The time query ages count to (default: when the facts are first derived); never the
+        data cut-off, since queries are raised after it.
+    rules
+        The analysis plan's rules (:func:`studyman.facts.rules_from_plan`), else
+        :data:`studyman.facts.DEFAULT_RULES` (the report then says no plan was supplied).
+    snapshot_id
+        The snapshot's id, recorded with the facts.
     """
 
     protocol: Protocol
@@ -152,7 +165,10 @@ class DsmbInputs:
     queries: pd.DataFrame | None = None
     interim_efficacy: bool = False
     snapshot_findings: pd.DataFrame | None = None
-    _cache: dict[str, pd.DataFrame] = field(default_factory=dict, compare=False, repr=False)
+    as_of: datetime | None = None
+    rules: FactRules = DEFAULT_RULES
+    snapshot_id: str = ""
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def closed(self) -> bool:
@@ -163,11 +179,31 @@ class DsmbInputs:
         """The snapshot table of instrument *name*, or None when the snapshot lacks it."""
         return self.tables.get(name)
 
+    def facts(self) -> StudyFacts:
+        """The study's facts in this session's view (:func:`studyman.facts.derive_facts`),
+        derived once: the open session's from the blinded tables, the closed session's from all
+        tables with the arms under their displayed labels."""
+        if "facts" not in self._cache:
+            self._cache["facts"] = derive_facts(
+                self.protocol,
+                self.tables,
+                cutoff=self.cutoff,
+                rules=self.rules,
+                arms=self.arms,
+                arm_order=self.arm_order,
+                queries=self.queries,
+                as_of=self.as_of,
+                snapshot_id=self.snapshot_id,
+            )
+        facts: StudyFacts = self._cache["facts"]
+        return facts
+
     def subjects(self) -> pd.DataFrame:
         """The per-participant table (:func:`subjects_table`), computed once."""
         if "subjects" not in self._cache:
             self._cache["subjects"] = subjects_table(self)
-        return self._cache["subjects"]
+        subjects: pd.DataFrame = self._cache["subjects"]
+        return subjects
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -355,76 +391,56 @@ def _count_table(
 
 
 def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
-    """One row per screened participant (index ``record_id``).
+    """One row per screened participant (index ``record_id``), read from the facts.
 
-    Columns: ``site``, ``scr_date``, ``consent_date``, ``eligible``, ``screen_fail_reason``,
-    ``randomized``, ``rand_date``, ``cbt_attended``, ``safety``, ``ds_status``, ``ds_date``,
-    ``death_date``.
+    Columns: ``site``, ``scr_date``, ``consent_date``, ``eligible`` (bool),
+    ``screen_fail_reason`` (the recorded code), ``randomized``, ``rand_date``, ``cbt_attended``
+    (sessions attended), ``doses`` (doses taken, in the closed session's view), ``treated``,
+    ``safety``, ``ds_status``, ``ds_label``, ``ds_date``, ``completed``, ``discontinued_study``,
+    ``discontinued_treatment``, ``discontinued_due_to_ae``, ``death``, ``death_date``,
+    ``major_deviation``. Every column but ``screen_fail_reason`` is a fact of
+    :class:`studyman.facts.StudyFacts` under the name the sections use.
     """
-    protocol = inputs.protocol
-    ids: set[str] = set()
-    for form in ("participant", protocol.eligibility.form, "enrollment"):
-        frame = inputs.table(form)
-        if frame is not None:
-            ids.update(frame[_KEY].dropna().astype(str))
-    index = pd.Index(sorted(ids), name=_KEY, dtype="string")
+    facts = inputs.facts().subjects
+    index = pd.Index(facts.index.astype(str), name=_KEY, dtype="string")
     subjects = pd.DataFrame(index=index)
-    subjects["site"] = _site_of(pd.Series(index, index=index))
-    participant = inputs.table("participant")
-    if participant is not None:
-        first = participant.drop_duplicates(_KEY).set_index(_KEY)
-        for column in ("scr_date", "consent_date"):
-            if column in first.columns:
-                subjects[column] = pd.to_datetime(first[column]).reindex(index)
-    for column in ("scr_date", "consent_date"):
-        if column not in subjects.columns:
-            subjects[column] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
-    eligibility = inputs.table(protocol.eligibility.form)
-    if eligibility is not None:
+    subjects["site"] = pd.Series(facts["site"].to_numpy(), index=index, dtype="string")
+    renamed = {
+        "scr_date": "screening_date",
+        "consent_date": "consent_date",
+        "eligible": "eligible",
+        "randomized": "randomised",
+        "rand_date": "rand_date",
+        "cbt_attended": "sessions",
+        "doses": "doses",
+        "treated": "treated",
+        "ds_status": "ds_status",
+        "ds_label": "ds_label",
+        "ds_date": "ds_date",
+        "completed": "completed",
+        "discontinued_study": "discontinued_study",
+        "discontinued_treatment": "discontinued_treatment",
+        "discontinued_due_to_ae": "discontinued_due_to_ae",
+        "death": "death",
+        "death_date": "death_date",
+        "major_deviation": "major_deviation",
+    }
+    for column, source in renamed.items():
+        subjects[column] = facts[source].to_numpy()
+    safety_rule = inputs.rules.population("safety")
+    subjects["safety"] = (
+        facts[f"population_{safety_rule.name}"].to_numpy(bool)
+        if safety_rule is not None
+        else (facts["randomised"] & facts["treated"]).to_numpy(bool)
+    )
+    eligibility = inputs.table(inputs.protocol.eligibility.form)
+    reason = inputs.protocol.eligibility.screen_fail_reason_field
+    if eligibility is not None and reason in eligibility.columns:
         first = eligibility.drop_duplicates(_KEY).set_index(_KEY)
-        subjects["eligible"] = _codes(first[protocol.eligibility.eligible_field]).reindex(index)
-        reason = protocol.eligibility.screen_fail_reason_field
-        subjects["screen_fail_reason"] = (
-            _codes(first[reason]).reindex(index) if reason in first.columns else pd.NA
-        )
+        first.index = first.index.astype(str)
+        subjects["screen_fail_reason"] = _codes(first[reason]).reindex(index.astype(str)).to_numpy()
     else:
-        subjects["eligible"] = pd.Series(pd.NA, index=index, dtype="string")
         subjects["screen_fail_reason"] = pd.Series(pd.NA, index=index, dtype="string")
-    enrollment = inputs.table("enrollment")
-    rand_field = protocol.randomization.date_field
-    if enrollment is not None:
-        first = enrollment.drop_duplicates(_KEY).set_index(_KEY)
-        flag = _codes(first[protocol.randomization.randomized_field]).reindex(index) == "1"
-        rand_date = pd.to_datetime(first[rand_field]).reindex(index)
-        subjects["randomized"] = (flag.fillna(False) & rand_date.notna()).astype(bool)
-        subjects["rand_date"] = rand_date.where(subjects["randomized"])
-    else:
-        subjects["randomized"] = False
-        subjects["rand_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
-    sessions = inputs.table("cbt_sessions")
-    if sessions is not None:
-        attended = sessions[_codes(sessions["cbt_attended"]) == "1"]
-        subjects["cbt_attended"] = (
-            attended.groupby(_KEY).size().reindex(index).fillna(0).astype(int)
-        )
-    else:
-        subjects["cbt_attended"] = 0
-    subjects["safety"] = subjects["randomized"] & (subjects["cbt_attended"] > 0)
-    disposition = inputs.table(protocol.disposition.form)
-    dsp = protocol.disposition
-    if disposition is not None:
-        first = disposition.drop_duplicates(_KEY).set_index(_KEY)
-        subjects["ds_status"] = _codes(first[dsp.status_field]).reindex(index)
-        subjects["ds_date"] = pd.to_datetime(first[dsp.date_field]).reindex(index)
-        subjects["death_date"] = (
-            pd.to_datetime(first[dsp.death_date_field]).reindex(index)
-            if dsp.death_date_field in first.columns
-            else pd.NaT
-        )
-    else:
-        subjects["ds_status"] = pd.Series(pd.NA, index=index, dtype="string")
-        subjects["ds_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
-        subjects["death_date"] = pd.Series(pd.NaT, index=index, dtype="datetime64[us]")
     return subjects
 
 
@@ -503,8 +519,9 @@ def summary_section(inputs: DsmbInputs) -> Section:
             ],
         }
     )
-    safety = int(subjects["safety"].sum())
-    screened = len(subjects)
+    headline = inputs.facts().headline()
+    safety = int(headline["safety_population"])
+    screened = int(headline["screened"])
     paragraphs = (
         f"At the data cut-off ({inputs.cutoff.isoformat()}) {screened} participants had been "
         f"screened and {randomised} randomised "
@@ -517,7 +534,87 @@ def summary_section(inputs: DsmbInputs) -> Section:
         id="summary",
         title="Summary and protocol synopsis",
         paragraphs=paragraphs,
-        tables=(ReportTable("Protocol synopsis", synopsis),),
+        tables=(ReportTable("Protocol synopsis", synopsis), facts_table(inputs)),
+    )
+
+
+#: Row labels of the study-facts table by ``facts.json`` key (:data:`studyman.facts.HEADLINE_KEYS`).
+FACT_LABELS: dict[str, str] = {
+    "screened": "Screened",
+    "eligible": "Eligible",
+    "randomised": "Randomised",
+    "treated": "Randomised and treated",
+    "safety_population": "Safety population",
+    "itt_population": "Intention-to-treat population",
+    "mitt_population": "Modified intention-to-treat population",
+    "pp_population": "Per-protocol population",
+    "teae_participants": "Participants with a treatment-emergent adverse event",
+    "teae_events": "Treatment-emergent adverse events (events)",
+    "serious_ae_participants": "Participants with a serious treatment-emergent adverse event",
+    "deaths": "Deaths",
+    "discontinued_treatment": "Discontinued study treatment",
+    "discontinued_study": "Discontinued the study",
+    "discontinued_due_to_ae": "Discontinued the study due to an adverse event",
+    "deviations": "Protocol deviations (events)",
+    "major_deviations": "Major protocol deviations (events)",
+    "participants_with_major_deviation": "Participants with a major protocol deviation",
+    "site_queries_open": "Site queries open",
+    "review_signals_open": "Review signals open",
+    "median_days_open": "Median days open (site queries)",
+}
+
+
+def facts_table(inputs: DsmbInputs) -> ReportTable:
+    """The headline facts (``facts.json``'s ``facts``) as a table: one row per key, a column
+    per arm in a closed session (where the facts have per-arm values), then the total."""
+    headline = inputs.facts().headline()
+    arms = inputs.arm_order if inputs.closed else ()
+    rows: list[list[str]] = []
+    for key, label in FACT_LABELS.items():
+        if key not in headline:
+            continue
+        value = headline[key]
+        by_arm = headline.get(f"{key}_by_arm", {}) if arms else {}
+        cells = [str(by_arm[arm]) if arm in by_arm else "–" for arm in arms]
+        total = f"{value:g}" if isinstance(value, float) else str(value)
+        rows.append([label, key, *cells, total])
+    return ReportTable(
+        "Study facts at the data cut-off",
+        pd.DataFrame(rows, columns=["Fact", "Key", *arms, TOTAL]),
+        note="Derived once from the snapshot at the data cut-off; every table of this report "
+        "and facts.json state the same values (query ages count to "
+        f"{_as_of_text(inputs)}). Definitions: see 'Definitions'."
+        + (" –: no per-arm value." if arms else ""),
+    )
+
+
+def _as_of_text(inputs: DsmbInputs) -> str:
+    return inputs.facts().as_of.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def definitions_section(inputs: DsmbInputs) -> Section:
+    """The definitions every study fact follows, in the words of :func:`rule_texts` (the
+    analysis report states them in the same words)."""
+    rules = inputs.rules
+    if rules.source == DEFAULT_RULES.source:
+        origin = (
+            "No analysis plan was supplied (--sap): these are studyman's default definitions "
+            "(those of the reference analysis plan)."
+        )
+    else:
+        origin = f"As the analysis plan declares them ({rules.source})."
+    frame = pd.DataFrame(rule_texts(rules), columns=["Term", "Definition"])
+    return Section(
+        id="definitions",
+        title="Definitions",
+        paragraphs=(
+            origin,
+            "Screened: every participant with a record. Randomised: the randomised field is yes "
+            "and the randomisation date is recorded, on or before the data cut-off. Query age: "
+            "days from the query's first opening to the report's as-of time "
+            f"({_as_of_text(inputs)}), never to the data cut-off, and never negative.",
+        ),
+        tables=(ReportTable("Definitions", frame),),
     )
 
 
@@ -536,7 +633,7 @@ def _not_randomised_reasons(protocol: Protocol, subjects: pd.DataFrame) -> pd.Se
     labels = [
         reasons[str(code)]
         if pd.notna(code) and str(code) in reasons
-        else (_PENDING if str(eligible) == "1" else _UNRECORDED)
+        else (_PENDING if bool(eligible) else _UNRECORDED)
         for code, eligible in zip(subjects["screen_fail_reason"], subjects["eligible"], strict=True)
     ]
     return pd.Series(labels, index=subjects.index, dtype="string")
@@ -555,18 +652,14 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     excluded_counts = excluded_reasons.value_counts().sort_index()
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
-    hamd = inputs.table("hamd17")
-    analysed_ids: set[str] = set()
-    if hamd is not None:
-        post = hamd[
-            ~hamd[_EVENT].isin(["screening_arm_1", protocol.endpoints.primary.baseline_event])
-        ]
-        total_field = protocol.endpoints.primary.field
-        if total_field in post.columns:
-            analysed_ids = set(post.loc[post[total_field].notna(), _KEY].astype(str))
-    codes = _status_codes(protocol)
+    facts = inputs.facts().subjects
+    mitt = inputs.rules.population("mitt")
+    analysed_ids = (
+        set(facts.index[facts[f"population_{mitt.name}"].to_numpy(bool)].astype(str))
+        if mitt is not None
+        else set()
+    )
     lost_code = _status_code_named(protocol, "lost_to_follow_up")
-    subjects["ds_status"]
     flow: list[dict[str, object]] = []
     nodes: dict[str, object] = {
         "assessed": len(subjects),
@@ -578,48 +671,45 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     for label, ids in groups:
         sub = subjects.loc[ids]
         received = int(sub["safety"].sum())
-        lost = int((sub["ds_status"] == lost_code).sum()) if lost_code else 0
-        discontinued = sub[
-            sub["ds_status"].notna()
-            & ~sub["ds_status"].map(lambda c: codes.get(str(c), ("", False, False))[1]).astype(bool)
-            & (sub["ds_status"] != lost_code)
-        ]
-        disc_reasons = (
-            discontinued["ds_status"]
-            .map(lambda c: codes.get(str(c), (f"code {c}", False, False))[0])
-            .value_counts()
-            .sort_index()
+        left = sub["discontinued_study"].to_numpy(bool)
+        is_lost = (
+            (sub["ds_status"] == lost_code).fillna(False).to_numpy(bool)
+            if lost_code
+            else np.zeros(len(sub), dtype=bool)
         )
-        completed = int(
-            sub["ds_status"]
-            .map(lambda c: codes.get(str(c), ("", False, False))[1])
-            .fillna(False)
-            .astype(bool)
-            .sum()
-        )
-        ongoing = int(sub["ds_status"].isna().sum())
-        analysed = len(set(ids.astype(str)) & analysed_ids)
+        lost = int((left & is_lost).sum())
+        discontinued = sub[left & ~is_lost]
+        reason_of = sub["ds_label"].astype("string").fillna("Not recorded").astype(str)
+        every_reason = reason_of[left].value_counts().sort_index()
+        disc_reasons = reason_of[left & ~is_lost].value_counts().sort_index()
         node = {
             "label": label,
             "allocated": len(ids),
             "received": received,
             "lost": lost,
             "discontinued": len(discontinued),
+            "discontinued_study": int(left.sum()),
+            "discontinued_treatment": int(sub["discontinued_treatment"].sum()),
+            "discontinued_due_to_ae": int(sub["discontinued_due_to_ae"].sum()),
             "discontinued_reasons": {str(k): int(v) for k, v in disc_reasons.items()},
-            "completed": completed,
-            "ongoing": ongoing,
-            "analysed": analysed,
+            "every_reason": {str(k): int(v) for k, v in every_reason.items()},
+            "completed": int(sub["completed"].sum()),
+            "ongoing": int(sub["ds_status"].isna().sum()),
+            "analysed": len(set(ids.astype(str)) & analysed_ids),
         }
         arm_nodes.append(node)
         flow.append(node)
     rows = [
         ("Allocated", "allocated"),
         ("Received allocated intervention (safety population)", "received"),
-        ("Lost to follow-up", "lost"),
-        ("Discontinued (other reasons)", "discontinued"),
+        ("Discontinued the study (any reason)", "discontinued_study"),
+        ("  Lost to follow-up", "lost"),
+        ("  Other reasons", "discontinued"),
+        ("Discontinued study treatment", "discontinued_treatment"),
+        ("Discontinued the study due to an adverse event", "discontinued_due_to_ae"),
         ("Completed the study", "completed"),
         ("Ongoing at the cut-off", "ongoing"),
-        ("Analysed (post-baseline HAM-D-17)", "analysed"),
+        ("Analysed (modified intention-to-treat population)", "analysed"),
     ]
     data: dict[str, list[str]] = {"Stage": [label for label, _ in rows]}
     for node in arm_nodes:
@@ -645,15 +735,16 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     )
     disc_rows: dict[str, list[str]] = {}
     all_reasons = sorted(
-        {r for node in arm_nodes for r in dict(node["discontinued_reasons"])}  # type: ignore[call-overload]
+        {r for node in arm_nodes for r in dict(node["every_reason"])}  # type: ignore[call-overload]
     )
     if all_reasons:
-        disc_rows["Reason"] = all_reasons
+        disc_rows["Reason"] = [*all_reasons, "All reasons"]
         for node in arm_nodes:
             n = int(str(node["allocated"]))
-            reasons_of = dict(node["discontinued_reasons"])  # type: ignore[call-overload]
+            reasons_of = dict(node["every_reason"])  # type: ignore[call-overload]
             disc_rows[_header(str(node["label"]), n)] = [
-                _pct(int(reasons_of.get(r, 0)), n) for r in all_reasons
+                *[_pct(int(reasons_of.get(r, 0)), n) for r in all_reasons],
+                _pct(int(str(node["discontinued_study"])), n),
             ]
     tables = [
         ReportTable(
@@ -957,11 +1048,7 @@ def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
             elif value == "0":
                 missed_keys.add(pair)
     cutoff = pd.Timestamp(inputs.cutoff)
-    codes = _status_codes(protocol)
-    left = randomised["ds_status"].notna() & ~randomised["ds_status"].map(
-        lambda c: codes.get(str(c), ("", False, False))[1]
-    ).fillna(False).astype(bool)
-    left_date = randomised["ds_date"].where(left)
+    left_date = randomised["ds_date"].where(randomised["discontinued_study"].astype(bool))
     records = []
     rand_dates = randomised["rand_date"]
     for event, label, start, end in _scheduled_visits(protocol):
@@ -1007,21 +1094,13 @@ def retention_section(inputs: DsmbInputs) -> Section:
                 f"{done}/{due} ({100.0 * done / due:.1f}%)" if due else "0/0"
             )
     subjects = inputs.subjects().loc[randomised]
-    codes = _status_codes(inputs.protocol)
-    completed = (
-        subjects["ds_status"]
-        .map(lambda c: codes.get(str(c), ("", False, False))[1])
-        .fillna(False)
-        .astype(bool)
-    )
+    completed = subjects["completed"].astype(bool)
     active = subjects["ds_status"].isna()
+    left = subjects["discontinued_study"].astype(bool)
     retained_rows = [
         ("Completed the study", lambda ids: int(completed.reindex(ids).sum())),
         ("Still in follow-up at the cut-off", lambda ids: int(active.reindex(ids).sum())),
-        (
-            "Left the study early",
-            lambda ids: int((~completed.reindex(ids) & ~active.reindex(ids)).sum()),
-        ),
+        ("Discontinued the study", lambda ids: int(left.reindex(ids).sum())),
     ]
     return Section(
         id="retention",
@@ -1052,39 +1131,60 @@ def deviations_section(inputs: DsmbInputs) -> Section:
     missing = _missing(inputs, (form,))
     if missing:
         return _unavailable("deviations", "Protocol deviations", missing)
-    frame = _present(inputs, form)
+    deviations = inputs.facts().deviations.reset_index(drop=True)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
-    frame = frame[frame[_KEY].isin(randomised.astype(str))]
-    category = _codes(frame[protocol.deviations.category_field])
-    major = _codes(frame[protocol.deviations.major_field]) == "1"
+    record = deviations["record_id"].astype(str)
+    category = deviations["category"].astype("string")
+    major = deviations["major"].astype(bool)
     names = {str(c.code): c.name for c in protocol.deviations.categories}
+    majors = {str(c.code) for c in protocol.deviations.categories if c.major}
     rows: list[list[str]] = []
     columns = ["Category"]
     for label, ids in groups:
         columns += [f"{_header(label, len(ids))} participants", "events (major)"]
-    for code, name in [*names.items(), (None, "All categories")]:
-        mask = (category == code) if code is not None else pd.Series(True, index=frame.index)
+    known = category.isin(list(names)).fillna(False)
+    categories = [*names.items()]
+    if (~known).any():
+        categories.append(("\x00", "Not recorded or unknown"))
+    for code, name in [*categories, (None, "All categories")]:
+        if code is None:
+            mask = pd.Series(True, index=deviations.index)
+        elif code == "\x00":
+            mask = ~known
+        else:
+            mask = (category == code).fillna(False)
         if code is not None and not mask.any():
             continue
-        row = [name]
-        for _label, ids in groups:
-            sub = frame[mask & frame[_KEY].isin(ids.astype(str))]
-            participants = sub[_KEY].nunique()
+        row = [name + (" (major by protocol)" if code in majors else "")]
+        for label, ids in groups:
+            # the total counts every recorded deviation (the facts' count), an arm its members'
+            chosen = mask if label == TOTAL else mask & record.isin(ids.astype(str))
+            sub = deviations[chosen.to_numpy(bool)]
+            participants = sub["record_id"].nunique()
             row += [_pct(participants, len(ids)), f"{len(sub)} ({int(major[sub.index].sum())})"]
         rows.append(row)
+    outside = int((~record.isin(randomised.astype(str))).sum())
     sites = [s.id for s in protocol.sites]
-    site_of = _site_of(frame[_KEY])
+    site_of = record.map(inputs.subjects()["site"].astype(str).to_dict()).fillna(_site_of(record))
     by_site = pd.DataFrame(
         {
-            "Site": sites,
-            "Deviations": [str(int((site_of == s).sum())) for s in sites],
-            "Major": [str(int(((site_of == s) & major).sum())) for s in sites],
-            "Participants": [
-                str(frame.loc[(site_of == s).to_numpy(), _KEY].nunique()) for s in sites
-            ],
+            "Site": [*sites, "All sites"],
+            "Deviations": [str(int((site_of == s).sum())) for s in sites] + [str(len(record))],
+            "Major": [str(int(((site_of == s) & major).sum())) for s in sites]
+            + [str(int(major.sum()))],
+            "Participants": [str(record[(site_of == s).to_numpy()].nunique()) for s in sites]
+            + [str(record.nunique())],
         }
     )
+    note = (
+        "Major: the category is declared major in the protocol, or the site recorded the "
+        "deviation as major."
+    )
+    if outside:
+        note += (
+            f" {outside} deviation(s) of participants not randomised are counted in the total only."
+        )
     return Section(
         id="deviations",
         title="Protocol deviations",
@@ -1094,6 +1194,7 @@ def deviations_section(inputs: DsmbInputs) -> Section:
                 pd.DataFrame(rows, columns=columns),
                 population="Randomised",
                 denominators=_denominators(groups),
+                note=note,
             ),
             ReportTable("Protocol deviations by site", by_site),
         ),
@@ -1219,27 +1320,18 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
             "No validation query log was supplied (--query-log): open queries are not shown."
         )
     else:
-        from studyman.validation.outputs import open_query_age
-
-        age = open_query_age(queries)
-        if age.empty:
-            paragraphs.append("The query log holds no open query.")
-        else:
-            age = age.copy()
-            age.columns = [str(c) for c in age.columns]
-            age = age.rename(columns={"site": "Site"})
-            for column in age.columns:
-                age[column] = age[column].map(
-                    lambda v: f"{v:g}" if isinstance(v, float) else str(v)
+        paragraph, age = _query_age(inputs, queries)
+        paragraphs.append(paragraph)
+        if age is not None:
+            tables.append(
+                ReportTable(
+                    "Open site queries by site and age",
+                    age,
+                    note="Open: open, answered or reopened. Age: whole days from the first "
+                    f"opening to {_as_of_text(inputs)} (the report's as-of time, not the data "
+                    "cut-off). Days to resolution: from opening to closing, closed queries.",
                 )
-            alert = protocol.reporting.query_age_days_alert
-            open_mask = queries["status"].isin(["open", "answered", "reopened"])
-            old = int((open_mask & (queries["days_open"].astype(int) > alert)).sum())
-            paragraphs.append(
-                f"{int(open_mask.sum())} queries open (open, answered or reopened), {old} of them "
-                f"for more than {alert} days."
             )
-            tables.append(ReportTable("Open queries by site and age", age))
     return Section(
         id="data-quality",
         title="Data quality and timeliness",
@@ -1247,6 +1339,63 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
         tables=tuple(tables),
         missing=missing,
     )
+
+
+_AGE_BANDS = ((0, 7, "0-7 days"), (8, 30, "8-30 days"), (31, 90, "31-90 days"))
+
+
+def _query_age(inputs: DsmbInputs, queries: pd.DataFrame) -> tuple[str, pd.DataFrame | None]:
+    """The open-queries paragraph and the site queries' age table, from the facts.
+
+    Status, kind and age are the facts' (:attr:`studyman.facts.StudyFacts.queries`: ages to
+    the as-of time, never negative); the site comes from the query log, row for row.
+    """
+    facts = inputs.facts()
+    frame = facts.queries.reset_index(drop=True)
+    if len(frame) != len(queries) or (
+        len(frame)
+        and not (frame["query_id"].to_numpy() == queries["query_id"].astype(str).to_numpy()).all()
+    ):
+        raise SnapshotError("the facts' queries do not follow the query log row for row")
+    headline = facts.headline()
+    site_open = int(headline.get("site_queries_open", 0))
+    review_open = int(headline.get("review_signals_open", 0))
+    frame["site"] = queries["site"].astype("string").fillna("").astype(str).to_numpy()
+    site_rows = frame[frame["kind"] == "site"]
+    open_rows = site_rows[site_rows["open"].astype(bool)]
+    alert = inputs.protocol.reporting.query_age_days_alert
+    old = int((open_rows["days_open"] > alert).sum())
+    paragraph = (
+        f"{site_open} site queries open (open, answered or reopened), {old} of them for more "
+        f"than {alert} days; {review_open} review signals open. Ages count to "
+        f"{_as_of_text(inputs)}."
+    )
+    if open_rows.empty and site_rows.empty:
+        return paragraph, None
+    # days to resolution: the log's own span from opening to closing (no as-of involved)
+    closed_days = pd.to_numeric(queries["days_open"], errors="coerce").clip(lower=0)
+    closed = (queries["status"].astype(str) == "closed").to_numpy() & (
+        frame["kind"] == "site"
+    ).to_numpy()
+    resolution = pd.Series(closed_days.to_numpy()[closed], index=frame["site"].to_numpy()[closed])
+    sites = sorted(set(open_rows["site"]) | set(resolution.index))
+    rows = []
+    for site in [*sites, None]:
+        part = open_rows if site is None else open_rows[open_rows["site"] == site]
+        done = resolution if site is None else resolution[resolution.index == site]
+        days = part["days_open"].astype(float)
+        row = {"Site": "All sites" if site is None else (site or "–")}
+        for low, high, label in _AGE_BANDS:
+            row[label] = str(int(((days >= low) & (days <= high)).sum()))
+        row["over 90 days"] = str(int((days > 90).sum()))
+        row["open"] = str(len(part))
+        median = float(np.median(days.to_numpy())) if len(part) else None
+        row["median days open"] = "" if median is None else f"{median:g}"
+        row["median days to resolution"] = (
+            f"{float(np.median(done.to_numpy(dtype=float))):g}" if len(done) else ""
+        )
+        rows.append(row)
+    return paragraph, pd.DataFrame(rows)
 
 
 def exposure_section(inputs: DsmbInputs) -> Section:
@@ -1283,9 +1432,7 @@ def exposure_section(inputs: DsmbInputs) -> Section:
     elif dosing is None:
         paragraphs.append("The snapshot has no 'dosing' form: adjunct doses are not shown.")
     else:
-        taken = dosing[_codes(dosing["dose_taken"]) == "1"]
-        doses = taken.groupby(_KEY).size()
-        doses.index = doses.index.astype("string")
+        doses = inputs.subjects()["doses"].astype(int)
         rows = _continuous_rows("Adjunct doses taken", doses.reindex(safety).fillna(0), groups)
         rows.append(
             [
@@ -1309,29 +1456,34 @@ def exposure_section(inputs: DsmbInputs) -> Section:
 
 
 def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
-    """Adverse events of the safety population starting on or after randomisation."""
+    """The treatment-emergent adverse events (the facts' ``teae`` rows), with display columns.
+
+    Treatment emergence, seriousness and a fatal outcome are the facts'
+    (:attr:`studyman.facts.StudyFacts.adverse_events`, one row per row of the form, in order).
+    """
     protocol = inputs.protocol
     ae_spec = protocol.adverse_events
     frame = inputs.table(ae_spec.form)
     if frame is None:
         return None
-    subjects = inputs.subjects()
-    safety = subjects[subjects["safety"]]
-    frame = frame[frame[_KEY].astype(str).isin(safety.index.astype(str))].copy()
-    rand = safety["rand_date"]
-    rand.index = rand.index.astype(str)
-    start = pd.to_datetime(frame[ae_spec.start_field])
-    frame = frame[(start >= _per_record(frame[_KEY], rand)).fillna(True).to_numpy()].copy()
+    facts = inputs.facts().adverse_events.reset_index(drop=True)
+    if len(facts) != len(frame) or (
+        len(frame)
+        and not (facts["record_id"].to_numpy() == frame[_KEY].astype(str).to_numpy()).all()
+    ):
+        raise SnapshotError("the facts' adverse events do not follow the form row for row")
+    teae = facts["teae"].to_numpy(bool)
+    frame = frame.loc[teae].copy()
     pts = {str(t.code): t.pt for t in ae_spec.coding_list}
     socs = {str(s.code): s.name for s in ae_spec.socs}
     frame["PT"] = _codes(frame[ae_spec.pt_field]).map(lambda c: pts.get(str(c), "Uncoded"))
     frame["SOC"] = _codes(frame[ae_spec.soc_field]).map(lambda c: socs.get(str(c), "Uncoded"))
     frame["severity"] = pd.to_numeric(_codes(frame[ae_spec.severity_field]), errors="coerce")
-    frame["serious"] = _codes(frame[ae_spec.serious_field]) == "1"
+    frame["serious"] = facts.loc[teae, "serious"].to_numpy(bool)
     frame["related"] = _codes(frame[ae_spec.related_field]).isin(
         [str(c) for c in ae_spec.related_codes]
     )
-    frame["fatal"] = _codes(frame[ae_spec.outcome_field]) == str(ae_spec.fatal_outcome_code)
+    frame["fatal"] = facts.loc[teae, "fatal"].to_numpy(bool)
     frame["withdrawn"] = (
         _codes(frame["ae_action"]) == "4" if "ae_action" in frame.columns else False
     )
@@ -1354,6 +1506,10 @@ def _adverse_events_or_unavailable(
 
 
 _SEVERITY = {1: "Mild", 2: "Moderate", 3: "Severe"}
+
+
+def _teae_rule_text(inputs: DsmbInputs) -> str:
+    return dict(rule_texts(inputs.rules))["Treatment-emergent adverse event"]
 
 
 def _with_group(inputs: DsmbInputs, frame: pd.DataFrame) -> pd.DataFrame:
@@ -1399,8 +1555,8 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     -----
     Incidence counts a participant once per term (at the highest severity for the severity
     table); event counts count every event; the denominator is the safety population of each
-    column. Adverse events counted start on or after randomisation (the open session cannot use
-    the unblinded dosing log, so both sessions use the same rule).
+    column. Adverse events counted are the treatment-emergent ones of the facts (one rule,
+    declared in the analysis plan, the same in both sessions).
     """
     protocol = inputs.protocol
     form = protocol.adverse_events.form
@@ -1426,26 +1582,29 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
                 row.append(str(count))
         return row
 
-    # Overview.
+    # Overview. Deaths and discontinuations are the facts' (one definition each), among the
+    # safety population of each column; the withdrawal of study treatment recorded on an AE is
+    # not shown here (its code is masked in the open session's view).
     subjects = inputs.subjects()
-    fatal_any = events.groupby(_KEY)["fatal"].any()
-    fatal_any.index = fatal_any.index.astype("string")
-    died = subjects["death_date"].notna() | fatal_any.reindex(subjects.index).fillna(False).astype(
-        bool
-    )
-    died_ids = set(subjects.index[died.to_numpy()].astype(str))
+    died_ids = set(subjects.index[subjects["death"].to_numpy(bool)].astype(str))
     flags = {
         "Any adverse event": pd.Series(True, index=events.index),
         "Any related adverse event": events["related"],
         "Any severe adverse event": events["severity"] == 3,
         "Any serious adverse event": events["serious"],
-        "Adverse event leading to withdrawal": events["withdrawn"],
         "Adverse event with fatal outcome": events["fatal"],
     }
     overview_rows: list[list[str]] = []
     for label, mask in flags.items():
         tally = _tally(events[mask.fillna(False).to_numpy()].assign(_row=label), "_row", groups)
         overview_rows.append([label, *cells(tally, label, False)])
+    left_for_ae = set(subjects.index[subjects["discontinued_due_to_ae"].to_numpy(bool)].astype(str))
+    overview_rows.append(
+        [
+            "Discontinued the study due to an adverse event",
+            *[_pct(len(left_for_ae & set(ids.astype(str))), len(ids)) for _, ids in groups],
+        ]
+    )
     overview_rows.append(
         [
             "Death (any cause)",
@@ -1558,9 +1717,10 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
         id="adverse-events",
         title="Adverse events",
         paragraphs=(
-            "Adverse events starting on or after randomisation in the safety population, coded "
-            "with the study coding list. Incidence counts a participant once per term; event "
-            "counts count every event.",
+            "Treatment-emergent adverse events (see 'Definitions': "
+            + _teae_rule_text(inputs)
+            + "), coded with the study coding list. Incidence counts a participant once per "
+            "term; event counts count every event.",
         ),
         tables=(
             ReportTable("Overview of adverse events", overview, population, denominators),
@@ -1672,8 +1832,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     if inputs.closed:
         listing.insert(1, "Arm", _arm_column(inputs, serious[_KEY]))
     subjects = inputs.subjects()
-    death_code = next((str(c.code) for c in protocol.disposition.codes if c.death), None)
-    deaths = subjects[subjects["death_date"].notna() | (subjects["ds_status"] == death_code)]
+    deaths = subjects[subjects["death"].to_numpy(bool)]
     fatal_pt = events[events["fatal"]].groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s))))
     disposition = inputs.table(protocol.disposition.form)
     cause: dict[str, str] = {}
@@ -1694,14 +1853,36 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     if inputs.closed:
         death_listing.insert(1, "Arm", _arm_column(inputs, pd.Series(deaths.index)))
     safety = _safety(inputs)
+    groups = _groups(inputs, _randomised(inputs))
+    serious_ids = set(serious[_KEY].astype(str))
+    death_ids = set(deaths.index.astype(str))
+    counts = _count_table(
+        [
+            (
+                "Participants with a serious treatment-emergent adverse event",
+                lambda ids: len(serious_ids & set(ids.astype(str))),
+            ),
+            ("Deaths (any cause)", lambda ids: len(death_ids & set(ids.astype(str)))),
+        ],
+        groups,
+        first="Participants",
+    )
     return Section(
         id="sae",
         title="Serious adverse events and deaths",
         paragraphs=(
-            f"{len(serious)} serious adverse events in {serious[_KEY].nunique()} participants; "
+            f"{len(serious)} serious treatment-emergent adverse events in "
+            f"{serious[_KEY].nunique()} participants; "
             f"{len(deaths)} death{'' if len(deaths) == 1 else 's'}.",
         ),
         tables=(
+            ReportTable(
+                "Serious adverse events and deaths",
+                counts,
+                "Randomised",
+                _denominators(groups),
+                note="Deaths: a date of death or the disposition 'death' recorded.",
+            ),
             ReportTable(
                 "Listing of serious adverse events",
                 listing.reset_index(drop=True),
@@ -1714,53 +1895,73 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
 
 
 def discontinuation_section(inputs: DsmbInputs) -> Section:
-    """Discontinuations due to adverse events (disposition reason or AE action 'withdrawn')."""
+    """Discontinuations of the study and of study treatment, and those due to adverse events.
+
+    Notes
+    -----
+    One definition each, the facts' (:mod:`studyman.facts`): *due to an adverse event* means the
+    disposition is the protocol's adverse-event reason. An adverse event whose action withdrew
+    study treatment, without that disposition, is a disagreement in the data for validation to
+    query; it is shown in the closed listing's last column, never counted here.
+    """
     protocol = inputs.protocol
     missing = _missing(inputs, (protocol.disposition.form, protocol.adverse_events.form))
     if len(missing) == 2:
         return _unavailable("discontinuations", "Discontinuations due to adverse events", missing)
     subjects = inputs.subjects()
-    ae_code = _status_code_named(protocol, "adverse_event")
     events = _adverse_events(inputs)
-    by_ds = set(
-        subjects.index[(subjects["ds_status"] == ae_code).fillna(False).to_numpy()].astype(str)
-    )
+    due_to_ae = subjects[subjects["discontinued_due_to_ae"].to_numpy(bool)]
     withdrawn_pt: dict[str, str] = {}
-    if events is not None:
+    if events is not None and inputs.closed:
+        # the action codes are masked in the open session's view: read them in the closed one
         w = events[events["withdrawn"]]
         withdrawn_pt = {
             str(k): str(v)
             for k, v in w.groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).items()
         }
-    ids = sorted(by_ds | set(withdrawn_pt))
+    ids = sorted(due_to_ae.index.astype(str))
     listing = pd.DataFrame(
         {
             "Participant": ids,
-            "Disposition: adverse event": ["yes" if r in by_ds else "no" for r in ids],
-            "Disposition date": [
-                _fmt_date(subjects.loc[r, "ds_date"]) if r in subjects.index else "" for r in ids
+            "Disposition date": [_fmt_date(subjects.loc[r, "ds_date"]) for r in ids],
+            "Discontinued study treatment": [
+                "yes" if bool(subjects.loc[r, "discontinued_treatment"]) else "no" for r in ids
             ],
             "Adverse event(s) with action 'withdrawn'": [withdrawn_pt.get(r, "") for r in ids],
         }
     )
     if inputs.closed:
         listing.insert(1, "Arm", _arm_column(inputs, pd.Series(ids, dtype="string")))
-    safety = _safety(inputs)
-    groups = _groups(inputs, safety)
-    ids_set = set(ids)
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+
+    def flagged(column: str) -> Callable[[pd.Index], int]:
+        chosen = set(subjects.index[subjects[column].to_numpy(bool)].astype(str))
+        return lambda g: len(chosen & set(g.astype(str)))
+
     summary = _count_table(
-        [("Discontinued because of an adverse event", lambda g: len(ids_set & set(g.astype(str))))],
+        [
+            ("Discontinued the study (any reason)", flagged("discontinued_study")),
+            ("Discontinued study treatment", flagged("discontinued_treatment")),
+            ("Discontinued the study due to an adverse event", flagged("discontinued_due_to_ae")),
+        ],
         groups,
         first="Participants",
     )
     return Section(
         id="discontinuations",
         title="Discontinuations due to adverse events",
+        paragraphs=(
+            "Discontinued due to an adverse event: "
+            + dict(rule_texts(inputs.rules))["Discontinuation due to an adverse event"]
+            + ". Discontinued study treatment: discontinued the study before the end of the "
+            f"{protocol.treatment.weeks}-week treatment period.",
+        ),
         tables=(
             ReportTable(
-                "Discontinuations due to adverse events",
+                "Discontinuations",
                 summary,
-                "Safety population",
+                "Randomised",
                 _denominators(groups),
             ),
             ReportTable("Listing of discontinuations due to adverse events", listing),
@@ -2330,6 +2531,7 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
 
 SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
     summary_section,
+    definitions_section,
     study_status_section,
     enrolment_section,
     screen_failure_section,
@@ -2352,6 +2554,7 @@ SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
 
 _HEADINGS: dict[str, tuple[str, str]] = {
     "summary_section": ("summary", "Summary and protocol synopsis"),
+    "definitions_section": ("definitions", "Definitions"),
     "study_status_section": ("status", "Study status"),
     "enrolment_section": ("enrolment", "Enrolment against target"),
     "screen_failure_section": ("screen-failures", "Screen failures"),
@@ -2437,3 +2640,68 @@ def build_sections(inputs: DsmbInputs) -> list[Section]:
                 )
             )
     return sections
+
+
+def _slug(text: str) -> str:
+    words = "".join(c.lower() if c.isalnum() else " " for c in text).split()
+    return "-".join(words) or "table"
+
+
+def table_id(section: Section, table: ReportTable) -> str:
+    """A table's stable id: its section's id and the slug of its title (``adverse-events.
+    overview-of-adverse-events``); the same in the HTML (anchor) and the report's JSON."""
+    return f"{section.id}.{_slug(table.title)}"
+
+
+def table_ids(sections: Sequence[Section]) -> list[list[str]]:
+    """:func:`table_id` of every table, section by section, made unique by a ``-2``, ``-3``
+    suffix when two tables of a section share a title."""
+    seen: dict[str, int] = {}
+    result: list[list[str]] = []
+    for section in sections:
+        ids = []
+        for table in section.tables:
+            identifier = table_id(section, table)
+            seen[identifier] = seen.get(identifier, 0) + 1
+            ids.append(identifier if seen[identifier] == 1 else f"{identifier}-{seen[identifier]}")
+        result.append(ids)
+    return result
+
+
+def _footnote(table: ReportTable) -> str:
+    parts = []
+    if table.denominators:
+        parts.append(
+            f"Denominators ({table.population or 'participants'}): "
+            + "; ".join(f"{label} N = {n}" for label, n in table.denominators)
+            + "."
+        )
+    if table.note:
+        parts.append(table.note)
+    return " ".join(parts)
+
+
+def report_data(sections: Sequence[Section], facts: StudyFacts) -> dict[str, Any]:
+    """The report as data: ``{"facts": headline, "tables": [{"id", "title", "columns", "rows",
+    "footnote"}]}``, every table as shown (cells as text), in report order.
+
+    The open session's sections are already pooled and its facts blinded, so nothing in it is
+    per arm.
+    """
+    tables: list[dict[str, Any]] = []
+    for section, identifiers in zip(sections, table_ids(sections), strict=True):
+        for table, identifier in zip(section.tables, identifiers, strict=True):
+            frame = table.frame
+            tables.append(
+                {
+                    "id": identifier,
+                    "title": table.title,
+                    "columns": [str(column) for column in frame.columns],
+                    "rows": [
+                        ["" if value is None else str(value) for value in row]
+                        for row in frame.itertuples(index=False, name=None)
+                    ],
+                    "footnote": _footnote(table),
+                }
+            )
+    return {"facts": facts.headline(), "tables": tables}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from studyman.reporting.dsmb import ReportTable, Section
+from studyman.reporting.dsmb import ReportTable, Section, table_ids
 
 __all__ = ["AUTHOR", "ReportHeader", "render_html"]
 
@@ -69,7 +69,7 @@ def _cell(text: str, first: bool) -> dict[str, str]:
     return {"text": stripped, "cls": cls}
 
 
-def _table(table: ReportTable, number: int) -> dict[str, object]:
+def _table(table: ReportTable, number: int, identifier: str) -> dict[str, object]:
     frame = table.frame
     rows = [
         [_cell("" if value is None else str(value), i == 0) for i, value in enumerate(row)]
@@ -77,6 +77,7 @@ def _table(table: ReportTable, number: int) -> dict[str, object]:
     ]
     denominators = "; ".join(f"{label} N = {n}" for label, n in table.denominators)
     return {
+        "id": identifier,
         "number": number,
         "title": table.title,
         "columns": [str(c) for c in frame.columns],
@@ -105,11 +106,12 @@ def render_html(
     table_number = 0
     figure_number = 0
     context_sections = []
-    for section, pngs in zip(sections, figures, strict=True):
+    identifiers = table_ids(sections)
+    for section, pngs, ids in zip(sections, figures, identifiers, strict=True):
         tables = []
-        for table in section.tables:
+        for table, identifier in zip(section.tables, ids, strict=True):
             table_number += 1
-            tables.append(_table(table, table_number))
+            tables.append(_table(table, table_number, identifier))
         section_figures = []
         for spec, png in zip(section.figures, pngs, strict=True):
             figure_number += 1

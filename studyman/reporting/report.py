@@ -34,7 +34,7 @@ import secrets
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -42,13 +42,14 @@ import pandas as pd
 
 from studyman import __version__
 from studyman.errors import SnapshotError, SourceError
+from studyman.facts import DEFAULT_RULES, FactRules, rules_from_plan, write_facts_json
 from studyman.private_files import (
     PRIVATE_FILE_MODE,
     create_private_file,
     make_private_directory,
 )
 from studyman.protocol.models import Protocol
-from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables
+from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables, report_data
 from studyman.reporting.figures import draw_figure
 from studyman.reporting.html import AUTHOR, ReportHeader, render_html
 from studyman.sources.blinding import blind_findings, blind_tables
@@ -105,6 +106,12 @@ class DsmbReport:
         N of the safety population (pooled).
     sections
         Section ids in order; ``incomplete`` lists those that lacked forms.
+    facts
+        ``facts.json`` beside the report (:func:`studyman.facts.write_facts_json`).
+    data
+        ``dsmb-<session>-<cutoff>.json``: the headline facts and every table as data.
+    as_of
+        The time query ages count to.
     """
 
     html: Path
@@ -118,6 +125,9 @@ class DsmbReport:
     safety_population: int
     sections: tuple[str, ...]
     incomplete: tuple[str, ...]
+    facts: Path | None = None
+    data: Path | None = None
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +315,33 @@ def _check_participants(
         )
 
 
+FACTS_NAME = "facts.json"
+
+
+def _check_facts_folder(out_dir: Path, output: str) -> None:
+    """Refuse a folder whose ``facts.json`` belongs to another output (the other session...):
+    a folder carries the facts of one output, and a closed session's must never replace or
+    sit as an open one's."""
+    path = out_dir / FACTS_NAME
+    if not path.exists():
+        return
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")).get("output")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found != output:
+        raise SourceError(
+            f"{path}: holds the facts of {found or 'something else'}, not of {output}; give "
+            "each DSMB session (and each output) a folder of its own"
+        )
+
+
+def _as_utc(moment: datetime | None) -> datetime:
+    if moment is None:
+        return datetime.now(UTC).replace(microsecond=0)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def render_dsmb_report(
     protocol: Protocol,
     snapshot: Path,
@@ -318,8 +355,9 @@ def render_dsmb_report(
     query_log: Path | None = None,
     sap: Path | None = None,
     pdf: bool = True,
+    as_of: datetime | None = None,
 ) -> DsmbReport:
-    """Write ``out_dir/dsmb-<session>-<cutoff>.html`` and ``.pdf``.
+    """Write ``out_dir/dsmb-<session>-<cutoff>.html``, ``.pdf``, ``.json`` and ``facts.json``.
 
     Parameters
     ----------
@@ -343,16 +381,28 @@ def render_dsmb_report(
     query_log
         The validation query log (SQLite) for open queries by site and age.
     sap
-        The analysis plan: its version goes on the title page, and its ``interim`` block
-        decides whether efficacy is shown (closed session only).
+        The analysis plan: its version goes on the title page, its populations and TEAE rule
+        define the facts (:func:`studyman.facts.rules_from_plan`; without a plan the default
+        rules, and the report says so), and its ``interim`` block decides whether efficacy is
+        shown (closed session only).
     pdf
         Also render the PDF.
+    as_of
+        The time query ages count to (default: now; naive times are UTC). Never the data
+        cut-off: queries are raised after it.
+
+    Notes
+    -----
+    Beside the HTML and PDF the report writes ``facts.json`` (output ``dsmb-<session>``) and
+    ``dsmb-<session>-<cutoff>.json`` (``{"facts": ..., "tables": [...]}``); in a closed session
+    both are 0600 like the rest. The open session's are blinded and pooled: no per-arm value.
 
     Raises
     ------
     SourceError
         Closed session without a randomisation file, or one that does not match the snapshot;
-        an arm-code key that others can read or that is malformed.
+        an arm-code key that others can read or that is malformed; an output folder whose
+        ``facts.json`` belongs to another output.
     SnapshotError
         The snapshot differs from its manifest.
     """
@@ -367,10 +417,13 @@ def render_dsmb_report(
         raise SourceError("--unmask applies to a closed session only")
     if session == "open" and arm_key is not None:
         raise SourceError("--arm-key applies to a closed session only")
+    out_dir = Path(out_dir)
+    _check_facts_folder(out_dir, f"dsmb-{session}")
+    moment = _as_utc(as_of)
     snapshot = Path(snapshot)
     verification = verify_snapshot(snapshot)
     if not verification.ok:
-        raise SnapshotError(verification.describe())
+        raise SnapshotError(verification.summary())
     manifest_bytes = (snapshot / MANIFEST_NAME).read_bytes()
     manifest = json.loads(manifest_bytes)
     snapshot_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
@@ -384,12 +437,14 @@ def render_dsmb_report(
         findings = blind_findings(findings, protocol)
     plan_version = "not supplied"
     interim = False
+    rules: FactRules = DEFAULT_RULES
     if sap is not None:
         from studyman.analysis.sap import load_sap
 
         loaded = load_sap(sap)
         plan_version = f"{loaded.plan.version} ({Path(sap).name})"
         interim = bool(loaded.plan.interim.dsmb_efficacy)
+        rules = rules_from_plan(loaded.plan, f"analysis plan version {plan_version}")
     queries = None
     if query_log is not None:
         if not Path(query_log).is_file():
@@ -397,7 +452,7 @@ def render_dsmb_report(
         from studyman.validation.query_log import QueryLog
 
         with QueryLog(query_log) as log:
-            queries = log.queries(as_of=f"{cut.isoformat()}T23:59:59+00:00")
+            queries = log.queries(as_of=moment.isoformat())
         if session == "open":
             from studyman.validation.run import blinded_queries
 
@@ -413,7 +468,7 @@ def render_dsmb_report(
     if session == "closed" and randomization is not None:
         # read and checked first, so a missing file is a SourceError naming it
         by_name = read_randomization_list(Path(randomization), protocol)
-        probe = DsmbInputs(protocol, cut_data, cut)
+        probe = DsmbInputs(protocol, cut_data, cut, rules=rules, as_of=moment)
         _check_participants(by_name, probe.subjects(), uncut_ids, Path(randomization))
         if unmask:
             labels = {arm.name: arm.name for arm in protocol.arms.items}
@@ -433,15 +488,19 @@ def render_dsmb_report(
         snapshot_findings=findings[["instrument", "check_id"]]
         if {"instrument", "check_id"} <= set(findings.columns)
         else None,
+        as_of=moment,
+        rules=rules,
+        snapshot_id=snapshot_id(snapshot),
     )
     sections = build_sections(inputs)
     figures = [[draw_figure(spec, protocol) for spec in section.figures] for section in sections]
     provenance: list[tuple[str, str]] = [
         ("Session", session.upper()),
         ("Data cut-off", cut.isoformat()),
+        ("Query ages as of", moment.strftime("%Y-%m-%d %H:%M UTC")),
         ("Prepared by", AUTHOR),
         ("Snapshot", f"{snapshot.name} (created {manifest.get('created_at', 'unknown')})"),
-        ("Snapshot id", snapshot_id(snapshot)),
+        ("Snapshot id", inputs.snapshot_id),
         ("Protocol", f"{protocol.study.id} version {protocol.study.version}"),
         ("Analysis plan version", plan_version),
         ("studyman version", __version__),
@@ -460,7 +519,6 @@ def render_dsmb_report(
         studyman_version=__version__,
     )
     html = render_html(header, sections, figures)
-    out_dir = Path(out_dir)
     if session == "closed":
         make_private_directory(out_dir)
     else:
@@ -483,7 +541,11 @@ def render_dsmb_report(
         )
         pdf_path = out_dir / f"{stem}.pdf"
         write_bytes_atomic(pdf_path, data, mode=mode)
-    subjects = inputs.subjects()
+    facts = inputs.facts()
+    data_path = out_dir / f"{stem}.json"
+    data_text = json.dumps(report_data(sections, facts), indent=2, ensure_ascii=False) + "\n"
+    write_bytes_atomic(data_path, data_text.encode("utf-8"), mode=mode)
+    facts_path = write_facts_json(out_dir / FACTS_NAME, facts, output=f"dsmb-{session}", mode=mode)
     return DsmbReport(
         html=html_path,
         pdf=pdf_path,
@@ -493,7 +555,10 @@ def render_dsmb_report(
         arm_key=None if key is None else key.path,
         arm_key_fingerprint=None if key is None else key.fingerprint,
         arm_key_created=key is not None and key.created,
-        safety_population=int(subjects["safety"].sum()),
+        safety_population=int(facts.headline()["safety_population"]),
         sections=tuple(section.id for section in sections),
         incomplete=tuple(section.id for section in sections if section.missing),
+        facts=facts_path,
+        data=data_path,
+        as_of=moment,
     )

@@ -15,7 +15,7 @@ import re
 import shutil
 import stat
 import subprocess
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from studyman.validation.query_log import QueryLog
 from .conftest import SAP, Study, shared_dir
 
 CUTOFF = "2026-09-30"
+# a fixed as-of time: the query ages (and so the report) do not depend on when the test runs
+AS_OF = datetime(2026, 10, 20, 12, 0, tzinfo=UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,9 @@ def _report(out: Path, session: str) -> DsmbReport:
         safety_population=int((out / "safety.txt").read_text()),
         sections=(),
         incomplete=(),
+        facts=out / "facts.json",
+        data=out / f"{stem}.json",
+        as_of=AS_OF,
     )
 
 
@@ -76,9 +81,15 @@ def rendered(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Rendered
                 session="open",
                 randomization=study.randomization,
                 sap=SAP,
+                as_of=AS_OF,
             ),
             "open-without": render_dsmb_report(
-                study.protocol, study.snapshot, out / "open-without", session="open", sap=SAP
+                study.protocol,
+                study.snapshot,
+                out / "open-without",
+                session="open",
+                sap=SAP,
+                as_of=AS_OF,
             ),
             "closed": render_dsmb_report(
                 study.protocol,
@@ -87,6 +98,7 @@ def rendered(study: Study, tmp_path_factory: pytest.TempPathFactory) -> Rendered
                 session="closed",
                 randomization=study.randomization,
                 sap=SAP,
+                as_of=AS_OF,
             ),
         }
         for name, report in reports.items():
@@ -132,6 +144,12 @@ def test_open_report_is_the_same_with_or_without_the_randomisation_file(
     assert b.pdf is not None
     assert a.html.read_bytes() == b.html.read_bytes()
     assert a.pdf.read_bytes() == b.pdf.read_bytes()
+    assert a.data is not None
+    assert b.data is not None
+    assert a.data.read_bytes() == b.data.read_bytes()
+    assert a.facts is not None
+    assert b.facts is not None
+    assert a.facts.read_bytes() == b.facts.read_bytes()
     assert a.arm_key is None
 
 
@@ -213,7 +231,13 @@ def test_safety_population_n_agrees_across_the_rendered_tables(
         assert f"the safety population holds {report.safety_population} participants" in pdf_text
         randomised = pd.read_csv(study.randomization, dtype=str)["record_id"].nunique()
         assert f"and {randomised} randomised" in pdf_text
-    assert rendered.open_with.safety_population == rendered.closed.safety_population
+    # treated is view-dependent (studyman.facts): the closed view also sees doses taken
+    # without any CBT session, the blinded one cannot
+    assert rendered.open_with.safety_population <= rendered.closed.safety_population
+    for report in (rendered.open_with, rendered.closed):
+        assert report.facts is not None
+        facts = json.loads(report.facts.read_text(encoding="utf-8"))["facts"]
+        assert facts["safety_population"] == report.safety_population
 
 
 def test_closed_report_is_owner_only_coded_and_prints_no_hash_of_the_list(
@@ -335,17 +359,19 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
         session="open",
         query_log=log_path,
         pdf=False,
+        as_of=datetime(2026, 9, 30, 23, 59, 59, tzinfo=UTC),
     )
     html = _html_text(report.html)
-    assert "Open queries by site and age" in html
-    # Opened on 2026-08-01: 60 days old at the cut-off, so in the 31-90 days band.
-    assert "3 queries open" in html
+    assert "Open site queries by site and age" in html
+    # Opened on 2026-08-01: 60 days old on the as-of day, so in the 31-90 days band.
+    assert "3 site queries open" in html
     assert "3 of them for more than 30 days" in html
-    table = html[html.index("Open queries by site and age") :]
+    table = html[html.index("Open site queries by site and age") :]
     table = table[: table.index("</table>")]
     assert "<th>31-90 days</th>" in table
     rows = re.findall(r"<tr><td>(S0\d)</td>(.*?)</tr>", table)
     assert [site for site, _ in rows] == ["S01", "S03"]
+    assert "<tr><td>All sites</td><td>0</td><td>0</td><td>3</td><td>0</td><td>3</td>" in table
 
 
 def test_open_report_leaves_out_the_unblinded_runs_queries_of_a_shared_log(
@@ -379,8 +405,8 @@ def test_open_report_leaves_out_the_unblinded_runs_queries_of_a_shared_log(
         pdf=False,
     )  # fmt: skip
     html = _html_text(report.html)
-    assert "1 queries open" in html
-    table = html[html.index("Open queries by site and age") :]
+    assert "1 site queries open" in html
+    table = html[html.index("Open site queries by site and age") :]
     table = table[: table.index("</table>")]
     assert [site for site, _ in re.findall(r"<tr><td>(S0\d)</td>(.*?)</tr>", table)] == ["S01"]
 
