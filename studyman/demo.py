@@ -197,7 +197,12 @@ def run_demo(
 
     say("rendering the DSMB open report (pooled)")
     open_report = render_dsmb_report(
-        protocol, blinded.path, out_dir / "dsmb", session="open", query_log=validation.query_log
+        protocol,
+        blinded.path,
+        out_dir / "dsmb",
+        session="open",
+        query_log=validation.query_log,
+        sap=sap,
     )
     outputs["DSMB open report"] = open_report.pdf or open_report.html
     say("rendering the DSMB closed report (coded arms)")
