@@ -80,8 +80,9 @@ def test_validate_writes_listings_and_a_rerun_changes_no_query(
     assert "Visit out of window" in set(deviations["DVCAT"])
     assert (out / "deviations.xlsx").is_file()
     summary = (out / "summary.html").read_text(encoding="utf-8")
-    assert "Queries by site" in summary
-    assert "Age of open queries" in summary
+    assert "Site queries by site" in summary
+    assert "Open site queries by site and age" in summary
+    assert "Review signals by check" in summary
     assert "Blinded run" in summary
     capsys.readouterr()
 
