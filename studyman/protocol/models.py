@@ -659,7 +659,9 @@ class AdverseEvents(_Frozen):
     ``susar_*`` and ``unanticipated_problem`` reporting clocks be assessed; without them those
     clocks are not assessable. ``fatal_or_life_threatening_criteria`` lists the codes of
     ``serious_criteria_field`` (death, life-threatening) that make a SUSAR fatal or
-    life-threatening (see :class:`ReportingClock`).
+    life-threatening (see :class:`ReportingClock`). The optional ``action_field`` and
+    ``treatment_withdrawn_action_code`` (the action taken with study treatment, and its code for
+    "withdrawn") let the disposition be reconciled with the adverse events.
     """
 
     form: str
@@ -682,6 +684,8 @@ class AdverseEvents(_Frozen):
     related_codes: tuple[int, ...] = Field(min_length=1)
     fatal_or_life_threatening_criteria: tuple[int, ...] = ()
     fatal_outcome_code: int
+    action_field: str | None = None
+    treatment_withdrawn_action_code: int | None = None
     ongoing_outcome_codes: tuple[int, ...] = ()
     recovered_outcome_codes: tuple[int, ...] = ()
     # Superseded: the analysis plan declares the one rule (safety.treatment_emergent_from);

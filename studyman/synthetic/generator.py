@@ -79,6 +79,7 @@ _STREAMS = {
     "screening_labs": 17,
     "hys_law": 18,
     "ae_reporting": 19,
+    "major_deviations": 20,
 }
 
 # HAM-D-17 item propensities (items 1..17, item 16 = 16A or 16B): core mood, work and insomnia
@@ -994,6 +995,8 @@ class _Builder:
         chosen = 0
         candidates = np.flatnonzero(self.randomized & self.adjunct & ~self.death)
         for p in rng.permutation(candidates):
+            if self.has_disposition[p] and self.ds_status[p] in (2, 3, 6, 7):
+                continue  # the adjunct is withdrawn: leaving early, it would be for this event
             if chosen >= self.hys_law_cases:
                 break
             usable = [j for j in liver_visits if self.visit_exists[p, j] and self.last_visit[p] > j]
@@ -1138,6 +1141,11 @@ class _Builder:
             rng.choice([1, 3, 4], size=m, p=[0.3, 0.3, 0.4]),
             np.where(adj & (severity == 2) & (rng.random(m) < 0.1), 2, 1),
         )
+        # A participant who leaves the study early for another reason than an adverse event did
+        # not have the adjunct withdrawn for one (the disposition would say so): a severe event
+        # interrupts it instead. Drawn as before, so the random stream is unchanged.
+        left_otherwise = np.isin(self.ds_status[p], (2, 3, 6, 7))
+        action = np.where((action == 4) & left_otherwise, 3, action)
         action = column("action", action.astype(np.float64)).astype(np.int64)
         duration = 1 + np.minimum(rng.geometric(0.12, size=m), 60)
         duration = column("duration", duration.astype(np.float64)).astype(np.int64)
@@ -1473,6 +1481,24 @@ class _Builder:
             cat, term, major = terms[int(rng.integers(0, len(terms)))]
             rows.append(
                 (int(p), int(self.base[p]) + int(rng.integers(0, span + 1)), cat, term, major)
+            )
+        # Major deviations, of categories the protocol declares major (recorded as major): the
+        # per-protocol population excludes these participants. A stream of their own, so the
+        # deviations above stay as they were.
+        major_rng = _rng(self.seed, "major_deviations")
+        major_terms = (
+            ("7", "Randomised before the baseline HAM-D-17 was confirmed", "1"),
+            ("2", "Consent obtained on a superseded consent form version", "1"),
+            ("1", "Enrolled with a screening HAM-D-17 rated outside its window", "1"),
+        )
+        who = np.flatnonzero(
+            self.randomized & self.visit_exists[:, 0] & (major_rng.random(self.n) < 0.04)
+        )
+        for p in who:
+            span = int(self.end_day[p] - self.base[p])
+            cat, term, major = major_terms[int(major_rng.integers(0, len(major_terms)))]
+            rows.append(
+                (int(p), int(self.base[p]) + int(major_rng.integers(0, span + 1)), cat, term, major)
             )
         if not rows:
             return

@@ -44,6 +44,12 @@ ERROR_TYPES = (
     "prohibited_medication",
     "total_with_missing_item",
     "unreported_unanticipated_problem",
+    "ae_disposition_without_withdrawal",
+    "withdrawal_without_ae_disposition",
+    "death_without_fatal_ae",
+    "fatal_without_death_date",
+    "treatment_before_randomisation",
+    "major_deviation_recorded_minor",
 )
 
 _COLUMNS = [
@@ -540,6 +546,114 @@ class _Planter:
                 "1",
                 "unreported_unanticipated_problem",
                 f"unanticipated problem without an IRB report ({hours:.0f} h clock from onset)",
+            )
+
+    # -- disagreements between two records of one fact (studyman.validation.reconciliation) ----
+    def _adjunct_participants(self) -> set[str]:
+        if "rand_arm" not in self.df or not self.design.arms:
+            return set()
+        return set(self.col(self.rid)[self.col("rand_arm") == self.design.arms[0]])
+
+    def _with_fatal_ae(self) -> set[str]:
+        fatal = self.at(form="adverse_events") & (self.col("ae_outcome") == "5")
+        return set(self.col(self.rid)[fatal])
+
+    def ae_disposition_without_withdrawal(self, n: int) -> None:
+        withdrawn = self.at(form="adverse_events") & (self.col("ae_action") == "4")
+        candidates = self._adjunct_participants() - set(self.col(self.rid)[withdrawn])
+        mask = self.col("ds_status").isin(["2", "3", "6", "7"])
+        mask &= self.col(self.rid).isin(candidates)
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "ds_status",
+                "4",
+                "ae_disposition_without_withdrawal",
+                "disposition reason adverse event, but no adverse event withdrew the adjunct",
+            )
+
+    def withdrawal_without_ae_disposition(self, n: int) -> None:
+        other = self.col("ds_status").isin(["2", "3", "6", "7"])
+        candidates = self._adjunct_participants() & set(self.col(self.rid)[other])
+        mask = self.at(form="adverse_events") & self.col(self.rid).isin(candidates)
+        mask &= self.col("ae_action") != "4"
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "ae_action",
+                "4",
+                "withdrawal_without_ae_disposition",
+                "adjunct withdrawn for this adverse event; the disposition gives another reason",
+            )
+
+    def death_without_fatal_ae(self, n: int) -> None:
+        mask = self.col("ds_status").isin(["2", "3", "6", "7"]) & (self.col("ds_date") != "")
+        mask &= ~self.col(self.rid).isin(self._with_fatal_ae())
+        for row in self.pick(mask, n):
+            # the death is recorded whole (reason and date), only its adverse event is missing
+            self.df.at[row, "death_date"] = str(self.df.at[row, "ds_date"])
+            self.set(
+                row,
+                "ds_status",
+                "5",
+                "death_without_fatal_ae",
+                "death in the disposition form (with its date) but no adverse event is fatal",
+            )
+
+    def fatal_without_death_date(self, n: int) -> None:
+        ended = self.at(form="adverse_events") & (self.col("ae_end") != "")
+        ended &= self.col("ae_outcome") != "5"
+        first_ended = {
+            str(record): int(row)
+            for row, record in zip(
+                self.df.index[ended][::-1], self.col(self.rid)[ended][::-1], strict=True
+            )
+        }
+        mask = self.col("ds_status").isin(["1", "2", "3", "4", "6", "7"])
+        mask &= self.col(self.rid).isin(set(first_ended) - self._with_fatal_ae())
+        for row in self.pick(mask, n):
+            event_row = first_ended[str(self.df.at[row, self.rid])]
+            # a fatal adverse event and a death in the disposition, without the date of death
+            self.df.at[event_row, "ae_outcome"] = "5"
+            instance = self.df.at[event_row, "redcap_repeat_instance"]
+            self.set(
+                row,
+                "ds_status",
+                "5",
+                "fatal_without_death_date",
+                f"death with a fatal adverse event (instance {instance}) but no date of death",
+            )
+
+    def treatment_before_randomisation(self, n: int) -> None:
+        baseline = self.design.visits[0].event
+        mask = self.at(form="cbt_sessions") & (self.col("cbt_attended") == "1")
+        mask &= self.col("redcap_repeat_instance") == "1"
+        for row in self.pick(mask, n):
+            record = str(self.df.at[row, self.rid])
+            randomised = self.base_value(record, baseline, "rand_date")
+            if not randomised:
+                continue
+            before = date.fromisoformat(randomised) - timedelta(
+                days=1 + int(self.rng.integers(0, 5))
+            )
+            self.set(
+                row,
+                "cbt_date",
+                before.isoformat(),
+                "treatment_before_randomisation",
+                f"first CBT session dated before randomisation ({randomised})",
+            )
+
+    def major_deviation_recorded_minor(self, n: int) -> None:
+        # the generator records its deviations of protocol-declared major categories as major
+        mask = self.at(form="deviations") & (self.col("dv_major") == "1")
+        for row in self.pick(mask, n):
+            self.set(
+                row,
+                "dv_major",
+                "0",
+                "major_deviation_recorded_minor",
+                "deviation of a category the protocol declares major recorded as not major",
             )
 
     def _screening_dates(self) -> dict[str, str]:

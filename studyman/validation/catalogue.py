@@ -47,7 +47,8 @@ class CheckDefinition:
     reference
         Where the rule comes from (REDCap Data Quality rule, protocol section, dictionary).
     kind
-        ``dictionary`` (from the data dictionary), ``protocol`` or ``custom``.
+        ``dictionary`` (from the data dictionary), ``protocol``, ``custom`` or
+        ``reconciliation`` (:mod:`studyman.validation.reconciliation`).
     review_only
         A statistical signal to review (outlier, large change), not necessarily an error.
     needs_arm
@@ -70,7 +71,7 @@ class CheckDefinition:
     severity: CheckSeverity
     description: str
     reference: str
-    kind: Literal["dictionary", "protocol", "custom"] = "protocol"
+    kind: Literal["dictionary", "protocol", "custom", "reconciliation"] = "protocol"
     review_only: bool = False
     needs_arm: bool = False
     deviation_category: str = ""
@@ -85,7 +86,7 @@ def _c(
     description: str,
     reference: str,
     *,
-    kind: Literal["dictionary", "protocol", "custom"] = "protocol",
+    kind: Literal["dictionary", "protocol", "custom", "reconciliation"] = "protocol",
     review_only: bool = False,
     needs_arm: bool = False,
     deviation: str = "",
@@ -502,6 +503,51 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
         "CBT sessions attended below the protocol's adherence threshold (review)",
         "protocol: treatment.adherence_threshold",
         review_only=True,
+    ),
+    # --- reconciliation: a fact recorded twice agrees (studyman.validation.reconciliation)
+    _c(
+        "REC-DS-AE-NO-WITHDRAWAL",
+        "major",
+        "Disposition reason adverse event, but no adverse event withdrew study treatment",
+        "protocol: disposition.codes[adverse_event]; adverse_events.action_field",
+        kind="reconciliation",
+        needs_arm=True,
+    ),
+    _c(
+        "REC-WITHDRAWAL-NO-DS-AE",
+        "major",
+        "Adverse event withdrew study treatment, but the disposition reason is not adverse event",
+        "protocol: adverse_events.treatment_withdrawn_action_code; disposition.codes",
+        kind="reconciliation",
+        needs_arm=True,
+    ),
+    _c(
+        "REC-DEATH-NO-FATAL-AE",
+        "critical",
+        "Death in the disposition form without an adverse event of fatal outcome",
+        "protocol: disposition.codes[death]; adverse_events.fatal_outcome_code",
+        kind="reconciliation",
+    ),
+    _c(
+        "REC-FATAL-NO-DEATH-DATE",
+        "critical",
+        "Adverse event of fatal outcome without a date of death",
+        "protocol: adverse_events.fatal_outcome_code; disposition.death_date_field",
+        kind="reconciliation",
+    ),
+    _c(
+        "REC-TREATMENT-BEFORE-RAND",
+        "major",
+        "Study treatment (a session attended or a dose taken) before randomisation",
+        "protocol: treatment.sessions, treatment.doses; randomization.date_field",
+        kind="reconciliation",
+    ),
+    _c(
+        "REC-DV-MAJOR-NOT-RECORDED",
+        "major",
+        "Deviation of a category the protocol declares major not recorded as major",
+        "protocol: deviations.categories[major]",
+        kind="reconciliation",
     ),
     # --- checks that need the arm (unblinded runs only)
     _c(

@@ -26,6 +26,7 @@ from studyman.validation.custom import CustomCheck, run_custom_checks
 from studyman.validation.dictionary import DataDictionary
 from studyman.validation.dictionary_checks import run_dictionary_checks
 from studyman.validation.protocol_checks import ProtocolCheckInput, run_protocol_checks
+from studyman.validation.reconciliation import run_reconciliation_checks
 from studyman.validation.records import clear_caches, normalise_records, text
 
 __all__ = ["RESULT_COLUMNS", "ValidationResult", "blind_records", "run_checks"]
@@ -43,6 +44,7 @@ _SUPERSEDES: Final[dict[str, tuple[str, ...]]] = {
     "AE-MISSING": ("DQ-B",),
     "CM-INCOMPLETE": ("DQ-B",),
     "DS-DEATH-DATE": ("DQ-B",),
+    "REC-FATAL-NO-DEATH-DATE": ("DS-DEATH-DATE", "DQ-B"),
 }
 _PLACE: Final = ["record_id", "event", "instrument", "instance", "field"]
 
@@ -194,16 +196,15 @@ def _run_checks(
             strata = pd.Series(text(table, stratum_field), index=text(table, id_field))
             strata = strata[strata != ""]
             strata = strata[~strata.index.duplicated(keep="first")]
+    inputs = ProtocolCheckInput(
+        protocol=protocol, dictionary=dictionary, data_cut=cut, arms=arms, strata=strata
+    )
     parts = [
         run_dictionary_checks(
             frame, dictionary, missing_codes=missing_codes, today=today, source=source
         ),
-        run_protocol_checks(
-            frame,
-            ProtocolCheckInput(
-                protocol=protocol, dictionary=dictionary, data_cut=cut, arms=arms, strata=strata
-            ),
-        ),
+        run_protocol_checks(frame, inputs),
+        run_reconciliation_checks(frame, inputs),
         run_custom_checks(
             frame, custom_checks, dictionary, today=today, missing_codes=missing_codes
         ),

@@ -371,3 +371,56 @@ def test_dosing_only_in_the_adjunct_arm_and_cbt_sessions_numbered(trial: Generat
         assert sessions == list(range(1, len(sessions) + 1))
     attended = cbt.groupby("record_id")["cbt_attended"].apply(lambda s: (s == "1").mean())
     assert (attended >= 0.8).all()
+
+
+def test_disposition_and_adverse_event_actions_agree(
+    trial: GeneratedTrial, protocol: Protocol
+) -> None:
+    # the adjunct is withdrawn for an AE exactly when an adjunct-arm participant leaves for one
+    # (or completes without it, as the Hy's-law cases do); nobody leaves for another reason
+    # after an AE withdrew it
+    status = _by_record(trial, "end_of_study_arm_1", "ds_status")
+    arms = dict(zip(trial.randomization["record_id"], trial.randomization["rand_arm"], strict=True))
+    adjunct = {str(a.code) for a in protocol.arms.items if a.receives_adjunct}
+    ae = _log(trial, "adverse_events")
+    withdrawn = set(ae.loc[ae["ae_action"] == "4", "record_id"])
+    for_ae = {r for r, s in status.items() if s == "4" and arms.get(r) in adjunct}
+    assert for_ae, "the trial has adjunct-arm withdrawals for an adverse event"
+    assert for_ae <= withdrawn
+    assert not {r for r in withdrawn if status.get(r) in {"2", "3", "6", "7"}}
+
+
+def test_deaths_have_a_fatal_event_and_a_date(trial: GeneratedTrial) -> None:
+    status = _by_record(trial, "end_of_study_arm_1", "ds_status")
+    death_date = _by_record(trial, "end_of_study_arm_1", "death_date")
+    ae = _log(trial, "adverse_events")
+    fatal = set(ae.loc[ae["ae_outcome"] == "5", "record_id"])
+    dead = {r for r, s in status.items() if s == "5"} | set(death_date)
+    assert dead, "the generator makes one death"
+    assert dead == fatal
+    assert set(death_date) == dead
+
+
+def test_study_treatment_starts_on_or_after_randomisation(trial: GeneratedTrial) -> None:
+    rand = _by_record(trial, "baseline_arm_1", "rand_date")
+    for form, date_field, given in (
+        ("cbt_sessions", "cbt_date", "cbt_attended"),
+        ("dosing", "dose_date", "dose_taken"),
+    ):
+        rows = _log(trial, form)
+        rows = rows[rows[given] == "1"]
+        assert len(rows) > 100
+        early = [r for r, d in zip(rows["record_id"], rows[date_field], strict=True) if d < rand[r]]
+        assert early == []
+
+
+def test_some_deviations_are_major_and_every_declared_major_one_is_recorded_major(
+    trial: GeneratedTrial, protocol: Protocol
+) -> None:
+    major = {str(c.code) for c in protocol.deviations.categories if c.major}
+    deviations = _log(trial, "deviations")
+    declared = deviations[deviations["dv_category"].isin(major)]
+    # about 4 % of randomised participants: the per-protocol population is smaller than mITT
+    assert 5 <= declared["record_id"].nunique() <= 25
+    assert set(declared["dv_major"]) == {"1"}
+    assert set(deviations.loc[~deviations["dv_category"].isin(major), "dv_major"]) == {"0"}
