@@ -202,8 +202,12 @@ def responder_logistic_analysis(
     -----
     Composite strategy: a participant without a value at the visit is a non-responder.
     Response is ``PCHG ≤ −threshold`` (``percent_reduction``) or ``AVAL ≤ threshold``
-    (``at_most``). Maximum likelihood (statsmodels GLM, binomial, logit); Wald CI of the odds
-    ratio experimental vs reference.
+    (``at_most``). Maximum likelihood (statsmodels GLM, binomial, logit) with a Wald CI of the
+    odds ratio experimental vs reference; when the plan declares ``sparse_data`` and an arm has
+    fewer responders (or non-responders) than its ``min_events``, Firth's penalised likelihood
+    with a profile penalised-likelihood CI and a penalised likelihood-ratio p-value instead
+    (:func:`studyman.stats.firth.fit_firth_logistic`; Heinze & Schemper 2002), which stays finite
+    under separation.
     """
     import statsmodels.formula.api as smf
 
@@ -225,6 +229,10 @@ def responder_logistic_analysis(
     counts["percent"] = 100 * counts["responders"] / counts["n"]
     if data["RESPONDER"].nunique() < 2:
         raise AnalysisError("every participant has the same responder status; no odds ratio")
+    fewest = int(min(counts["responders"].min(), (counts["n"] - counts["responders"]).min()))
+    sparse = analysis.sparse_data
+    if sparse is not None and fewest < sparse.min_events:
+        return _firth_responder(analysis, data, formula, counts, fewest, note, confidence_level)
     separated = counts[(counts["responders"] == 0) | (counts["responders"] == counts["n"])]
     if len(separated):
         arms = ", ".join(
@@ -275,7 +283,67 @@ def responder_logistic_analysis(
             p_value=float(fit.pvalues[arm_term]),
             null_value=1.0,
         ),
-        details={"formula": formula, "n": len(data)},
+        details={
+            "formula": formula,
+            "n": len(data),
+            "method": "maximum likelihood, Wald CI",
+            "fewest_events_in_an_arm": fewest,
+        },
+    )
+
+
+def _firth_responder(
+    analysis: ResponderLogisticAnalysis,
+    data: pd.DataFrame,
+    formula: str,
+    counts: pd.DataFrame,
+    fewest: int,
+    note: str,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """The responder analysis by Firth's penalised likelihood (sparse data)."""
+    import patsy  # type: ignore[import-untyped]
+
+    from studyman.stats.firth import fit_firth_logistic
+
+    assert analysis.sparse_data is not None  # the caller checked
+    _, design = patsy.dmatrices(formula, data, return_type="dataframe")
+    try:
+        fit = fit_firth_logistic(design, data["RESPONDER"], confidence_level=confidence_level)
+    except (ValueError, np.linalg.LinAlgError) as error:
+        raise AnalysisError(f"Firth logistic regression failed: {error}") from None
+    table = fit.coefficients.reset_index()
+    arm_term = next(str(t) for t in table["term"] if str(t).startswith("ARM"))
+    row = fit.coefficients.loc[arm_term]
+    threshold = analysis.sparse_data.min_events
+    why = (
+        f"Firth penalised likelihood with profile-likelihood CI: fewest responders or "
+        f"non-responders in an arm {fewest} < {threshold} (plan: sparse_data)"
+    )
+    return AnalysisOutcome(
+        id=analysis.id,
+        kind=analysis.kind,
+        role=analysis.role,
+        label=analysis.label,
+        status="ok",
+        message="; ".join(n for n in (why, note) if n),
+        tables={"responders": counts, "coefficients": table},
+        headline=Headline(
+            measure=f"odds ratio at week {analysis.visit} (Firth)",
+            estimate=math.exp(float(row["estimate"])),
+            ci_lower=math.exp(float(row["ci_lower"])),
+            ci_upper=math.exp(float(row["ci_upper"])),
+            p_value=float(row["p_value"]),
+            null_value=1.0,
+        ),
+        details={
+            "formula": formula,
+            "n": len(data),
+            "method": "Firth penalised likelihood, profile penalised-likelihood CI, "
+            "penalised likelihood-ratio p-value",
+            "fewest_events_in_an_arm": fewest,
+            "sparse_threshold": threshold,
+        },
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "RandomSlopeAnalysis",
     "ResponderLogisticAnalysis",
     "ResponderRule",
+    "SparseData",
     "TippingPointAnalysis",
     "Treatment",
     "load_sap",
@@ -192,6 +193,19 @@ class ResponderRule(_Frozen):
     threshold: float
 
 
+class SparseData(_Frozen):
+    """What a responder analysis does when events are few.
+
+    ``firth``: Firth's penalised likelihood with profile penalised-likelihood CIs and a penalised
+    likelihood-ratio test (:func:`studyman.stats.firth.fit_firth_logistic`) whenever an arm has
+    fewer than ``min_events`` responders or fewer than ``min_events`` non-responders; otherwise
+    maximum likelihood with Wald CIs.
+    """
+
+    method: Literal["firth"] = "firth"
+    min_events: int = Field(ge=1)
+
+
 class ResponderLogisticAnalysis(_AnalysisBase):
     """Logistic regression of a responder variable at one visit (missing = non-responder)."""
 
@@ -201,6 +215,7 @@ class ResponderLogisticAnalysis(_AnalysisBase):
     rule: ResponderRule
     baseline: Literal["BASE"] | None = "BASE"
     strata: tuple[Covariate, ...] = ()
+    sparse_data: SparseData | None = None
 
 
 class RandomSlopeAnalysis(_AnalysisBase):

@@ -84,13 +84,13 @@ def test_analyze_writes_every_output_and_reruns_byte_identical(
     study: Study, analyzed: Analyzed, tmp_path: Path
 ) -> None:
     statuses = {o.id: o.status for o in analyzed.result.run.outcomes}
-    # In this small study nobody in CBT alone reaches remission: that analysis alone fails,
-    # saying why, and every other analysis of the plan has its result.
-    assert statuses.pop("remission_logistic") == "failed"
     assert set(statuses.values()) == {"ok"}
+    # In this small study nobody in CBT alone reaches remission: the plan's sparse-data rule
+    # (fewer than 10 events in an arm) fits Firth's model, and says so.
     summary = pd.read_csv(analyzed.out / "results" / "summary.csv", comment="#")
-    failed = summary.set_index("analysis").loc["remission_logistic"]
-    assert "not estimable (separation)" in failed["message"]
+    remission = summary.set_index("analysis").loc["remission_logistic"]
+    assert "Firth penalised likelihood with profile-likelihood CI" in remission["message"]
+    assert "(Firth)" in remission["measure"]
     for relative in (
         "report.html",
         "manifest.json",
@@ -373,7 +373,8 @@ def test_a_plan_amended_after_unblinding_runs_only_with_the_flag_and_says_so(
     assert error.count("\n") == 1
     assert not (tmp_path / "cli-refused").exists()
     reason = "regulator asked for the model without site"
-    main([*command, "--out", str(tmp_path / "v11"), "--post-unblinding-amendment", reason])
+    code = main([*command, "--out", str(tmp_path / "v11"), "--post-unblinding-amendment", reason])
+    assert code in (None, 0)
     assert "WARNING: plan amended after unblinding (version 1.1" in capsys.readouterr().err
     provenance = json.loads((tmp_path / "v11" / "provenance.json").read_text())["plan"]
     assert provenance["post_unblinding_amendment"]["reason"] == reason

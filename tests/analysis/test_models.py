@@ -7,8 +7,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from studyman.analysis.models import kaplan_meier, mmrm_analysis, newcombe_interval, wilson_interval
-from studyman.analysis.sap import MMRMAnalysis
+from studyman.analysis.models import (
+    kaplan_meier,
+    mmrm_analysis,
+    newcombe_interval,
+    responder_logistic_analysis,
+    wilson_interval,
+)
+from studyman.analysis.sap import MMRMAnalysis, ResponderLogisticAnalysis
 from studyman.stats import fit_mmrm
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reference" / "antidepressant.csv"
@@ -113,3 +119,77 @@ def test_mmrm_analysis_with_empirical_vcov_uses_the_sandwich() -> None:
         robust.tables["lsmean_differences"]["std_error"].iloc[-1]
         != model.tables["lsmean_differences"]["std_error"].iloc[-1]
     )
+
+
+FIRTH = Path(__file__).resolve().parents[1] / "stats" / "reference"
+
+
+def _remission_subjects(name: str) -> pd.DataFrame:
+    data = pd.read_csv(FIRTH / f"firth_{name}.csv")
+    arm_type = pd.CategoricalDtype(["CBT alone", "CBT + adjunct"])
+    return pd.DataFrame(
+        {
+            "SUBJID": [f"P{i:03d}" for i in range(len(data))],
+            "ARM": data["ARM"].astype(arm_type),
+            "BASE": data["BASE"].astype(float),
+            "STRATSEV": data["STRATSEV"].astype("string"),
+            # remission: HAM-D-17 at most 7; non-remitters well above it, some never assessed
+            "AVAL": [3.0 if r else (float("nan") if i % 9 == 0 else 15.0)
+                     for i, r in enumerate(data["RESPONDER"])],
+            "PCHG": float("nan"),
+        }
+    )  # fmt: skip
+
+
+def _remission(sparse: dict[str, object] | None) -> ResponderLogisticAnalysis:
+    return ResponderLogisticAnalysis.model_validate(
+        {
+            "id": "remission_logistic", "kind": "responder_logistic", "role": "secondary",
+            "label": "remission", "population": "mitt", "parameter": "HAMD17", "visit": 12,
+            "rule": {"kind": "at_most", "threshold": 7}, "strata": ["STRATSEV"],
+            "sparse_data": sparse,
+        }
+    )  # fmt: skip
+
+
+def test_sparse_remission_uses_firth_with_profile_interval_matching_r() -> None:
+    import json
+    import math
+
+    reference = json.loads((FIRTH / "firth_logistic.json").read_text())["cases"][0]
+    assert reference["name"] == "separated"
+    arm = reference["coefficients"]["ARMCBT + adjunct"]
+    outcome = responder_logistic_analysis(
+        _remission({"method": "firth", "min_events": 10}),
+        _remission_subjects("separated"),
+        confidence_level=0.95,
+    )
+    assert outcome.status == "ok"
+    assert outcome.headline is not None
+    # R: tests/stats/reference/firth_logistic.R (base-R Firth = brglm2 AS_mean; profile_ci)
+    assert outcome.headline.estimate == pytest.approx(math.exp(arm["estimate"]), rel=1e-6)
+    assert outcome.headline.ci_lower == pytest.approx(math.exp(arm["ci_lower"]), rel=1e-6)
+    assert outcome.headline.ci_upper == pytest.approx(math.exp(arm["ci_upper"]), rel=1e-6)
+    assert outcome.headline.p_value == pytest.approx(arm["p_value"], rel=1e-6)
+    assert "Firth" in outcome.message
+    assert "0 < 10" in outcome.message
+    assert outcome.details["fewest_events_in_an_arm"] == 0
+
+
+def test_without_a_sparse_data_rule_separation_is_still_an_error_not_a_silent_switch() -> None:
+    from studyman.errors import AnalysisError
+
+    with pytest.raises(AnalysisError, match="separation"):
+        responder_logistic_analysis(
+            _remission(None), _remission_subjects("separated"), confidence_level=0.95
+        )
+
+
+def test_enough_events_keep_maximum_likelihood() -> None:
+    outcome = responder_logistic_analysis(
+        _remission({"method": "firth", "min_events": 2}),
+        _remission_subjects("sparse"),
+        confidence_level=0.95,
+    )
+    assert outcome.details["method"] == "maximum likelihood, Wald CI"
+    assert "Firth" not in outcome.message
