@@ -314,7 +314,7 @@ def _firth_responder(
         raise AnalysisError(f"Firth logistic regression failed: {error}") from None
     table = fit.coefficients.reset_index()
     arm_term = next(str(t) for t in table["term"] if str(t).startswith("ARM"))
-    row = fit.coefficients.loc[arm_term]
+    row = {c: float(fit.coefficients.at[arm_term, c]) for c in fit.coefficients.columns}
     threshold = analysis.sparse_data.min_events
     why = (
         f"Firth penalised likelihood with profile-likelihood CI: fewest responders or "
@@ -330,10 +330,10 @@ def _firth_responder(
         tables={"responders": counts, "coefficients": table},
         headline=Headline(
             measure=f"odds ratio at week {analysis.visit} (Firth)",
-            estimate=math.exp(float(row["estimate"])),
-            ci_lower=math.exp(float(row["ci_lower"])),
-            ci_upper=math.exp(float(row["ci_upper"])),
-            p_value=float(row["p_value"]),
+            estimate=math.exp(row["estimate"]),
+            ci_lower=math.exp(row["ci_lower"]),
+            ci_upper=math.exp(row["ci_upper"]),
+            p_value=row["p_value"],
             null_value=1.0,
         ),
         details={
