@@ -314,7 +314,8 @@ def _firth_responder(
         raise AnalysisError(f"Firth logistic regression failed: {error}") from None
     table = fit.coefficients.reset_index()
     arm_term = next(str(t) for t in table["term"] if str(t).startswith("ARM"))
-    row = {c: float(fit.coefficients.at[arm_term, c]) for c in fit.coefficients.columns}
+    values = fit.coefficients.loc[arm_term].to_numpy(dtype=float)
+    row = dict(zip(fit.coefficients.columns, (float(v) for v in values), strict=True))
     threshold = analysis.sparse_data.min_events
     why = (
         f"Firth penalised likelihood with profile-likelihood CI: fewest responders or "
