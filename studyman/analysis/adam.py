@@ -11,9 +11,12 @@ Derivation rules (reference study, ``docs/design.md``):
 * ``ABLFL`` = ``Y`` on the baseline-event record; ``BASE`` its ``AVAL``; ``CHG = AVAL − BASE``
   and ``PCHG = 100 · CHG / BASE`` after baseline.
 * ``ANL01FL`` = ``Y`` on post-baseline records with a value at an analysis visit of the plan.
-* ``TRTSDT``/``TRTEDT``: first/last attended CBT session or adjunct dose taken.
-* ``TRTEMFL`` = ``Y`` when the adverse event starts on or after ``TRTSDT``.
-* Population flags come from :mod:`studyman.analysis.populations`.
+* From the study's facts (:func:`studyman.facts.derive_facts`, derived once for every output):
+  ``RANDFL``/``RANDDT`` (randomised: the randomised field is yes and the date recorded),
+  ``TRTSDT``/``TRTEDT`` (first/last study treatment: a session attended or a dose taken, doses
+  only where the view holds the dosing log), ``TRTEMFL`` (treatment-emergent by the plan's one
+  rule), ``EOSSTT``/``DCSREAS``/``EOSDT``/``DTHDT`` (the disposition) and the population flags
+  (:mod:`studyman.analysis.populations`).
 * Without a randomisation list ``TRT01P``/``TRT01A`` stay empty (blinded data).
 """
 
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.errors import AnalysisError
+from studyman.facts import StudyFacts
 
 __all__ = [
     "PARAMETERS",
@@ -169,6 +173,7 @@ def derive_adam(
     choices: Mapping[str, Mapping[str, str]],
     randomization: pd.DataFrame | None,
     analysis_visits: Mapping[str, Sequence[int]],
+    facts: StudyFacts,
 ) -> AdamDatasets:
     """Derive ADSL, ADQS and ADAE (and a visit-date table) from instrument tables.
 
@@ -184,6 +189,9 @@ def derive_adam(
         ``record_id, TRT01P`` (:func:`normalise_randomization`) or None when blinded.
     analysis_visits
         PARAMCD (lower case) → analysis visits, for ``ANL01FL``.
+    facts
+        The study's facts from the same tables (randomisation, exposure, treatment-emergence,
+        disposition); read, never derived again here.
 
     Returns
     -------
@@ -194,8 +202,6 @@ def derive_adam(
     if participant[_KEY].isna().all():
         raise AnalysisError("snapshot has no 'participant' table rows; cannot derive ADSL")
     enrollment = _table(tables, "enrollment", [_KEY, "randomized", "rand_date", "strat_severity"])
-    disposition = _table(tables, "disposition", [_KEY, "ds_status", "ds_date", "death_date"])
-    cbt = _table(tables, "cbt_sessions", [_KEY, "cbt_date", "cbt_attended"])
     dosing = _table(tables, "dosing", [_KEY, "dose_date", "dose_taken"])
     visit = _table(tables, "visit", [_KEY, _EVENT, "visit_date", "visit_done"])
 
@@ -213,8 +219,9 @@ def derive_adam(
         .map(lambda v: sex_labels.get(v, v) if isinstance(v, str) else pd.NA)
     )
     enrolled = enrollment.drop_duplicates(_KEY).set_index(_KEY)
-    adsl["RANDFL"] = _flag(adsl["SUBJID"].map(_yes(enrolled["randomized"])))
-    adsl["RANDDT"] = lookup(adsl["SUBJID"], enrolled["rand_date"])
+    subjects = facts.subjects.set_axis(facts.subjects.index.astype(str))
+    adsl["RANDFL"] = _flag(adsl["SUBJID"].map(subjects["randomised"]))
+    adsl["RANDDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["rand_date"]))
     adsl["STRATSEV"] = (
         adsl["SUBJID"]
         .map(_codes(enrolled["strat_severity"]))
@@ -227,12 +234,9 @@ def derive_adam(
     else:
         adsl["TRT01P"] = pd.Series(pd.NA, index=adsl.index, dtype="string")
 
-    attended = cbt[_yes(cbt["cbt_attended"])].rename(columns={"cbt_date": "date"})
-    taken = dosing[_yes(dosing["dose_taken"])].rename(columns={"dose_date": "date"})
-    treatment = pd.concat([attended[[_KEY, "date"]], taken[[_KEY, "date"]]], ignore_index=True)
-    treatment["date"] = pd.to_datetime(treatment["date"], errors="coerce")
-    adsl["TRTSDT"] = lookup(adsl["SUBJID"], _by_record(treatment, "date", "min"))
-    adsl["TRTEDT"] = lookup(adsl["SUBJID"], _by_record(treatment, "date", "max"))
+    taken = dosing[_yes(dosing["dose_taken"])]
+    adsl["TRTSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["first_treatment"]))
+    adsl["TRTEDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["last_treatment"]))
     dosed = set(taken[_KEY].astype(str))
     # As treated: the randomised arm; an experimental-arm participant who never took a dose
     # counts as treated with CBT alone when CBT sessions were attended (the adjunct arm's label
@@ -246,17 +250,14 @@ def derive_adam(
             adsl.loc[undosed.fillna(False), "TRT01A"] = other_arms[0]
     adsl.loc[adsl["TRTSDT"].isna(), "TRT01A"] = pd.NA
 
-    final = disposition.drop_duplicates(_KEY).set_index(_KEY)
-    status = adsl["SUBJID"].map(_codes(final["ds_status"]))
-    status_labels = choices.get("ds_status", {})
-    adsl["EOSSTT"] = status.map(
-        lambda v: ("COMPLETED" if v == "1" else "DISCONTINUED") if isinstance(v, str) else "ONGOING"
+    completed = adsl["SUBJID"].map(subjects["completed"]).fillna(False).astype(bool)
+    label = adsl["SUBJID"].map(subjects["ds_label"]).astype("string")
+    adsl["EOSSTT"] = np.where(
+        completed, "COMPLETED", np.where(label.notna().to_numpy(bool), "DISCONTINUED", "ONGOING")
     )
-    adsl["DCSREAS"] = status.map(
-        lambda v: status_labels.get(v, v) if isinstance(v, str) and v != "1" else pd.NA
-    ).astype("string")
-    adsl["EOSDT"] = lookup(adsl["SUBJID"], final["ds_date"])
-    adsl["DTHDT"] = lookup(adsl["SUBJID"], final["death_date"])
+    adsl["DCSREAS"] = label.where(~completed).astype("string")
+    adsl["EOSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["ds_date"]))
+    adsl["DTHDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["death_date"]))
     visit_dates = visit.copy()
     visit_dates["visit_date"] = pd.to_datetime(visit_dates["visit_date"], errors="coerce")
     last_visit = lookup(adsl["SUBJID"], _by_record(visit_dates, "visit_date", "max"))
@@ -278,8 +279,14 @@ def derive_adam(
     visits = visits.sort_values(["SUBJID", "AVISITN"]).reset_index(drop=True)
 
     adqs = _derive_adqs(tables, adsl, visits, analysis_visits)
-    adae = _derive_adae(tables, adsl, choices)
+    adae = _derive_adae(tables, adsl, choices, facts)
     return AdamDatasets(adsl=adsl, adqs=adqs, adae=adae, visits=visits)
+
+
+def _instance_key(value: object) -> str:
+    """A repeat instance as text (``2``), whatever its dtype (``2.0``, ``"2"``)."""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return "" if pd.isna(number) else str(int(number))
 
 
 def _visit_label(number: int) -> str:
@@ -343,6 +350,7 @@ def _derive_adae(
     tables: Mapping[str, pd.DataFrame],
     adsl: pd.DataFrame,
     choices: Mapping[str, Mapping[str, str]],
+    facts: StudyFacts,
 ) -> pd.DataFrame:
     fields = [
         _KEY, "redcap_repeat_instance", "ae_term", "ae_pt", "ae_soc", "ae_start", "ae_end",
@@ -380,8 +388,18 @@ def _derive_adae(
     )
     keys = adsl[["STUDYID", "USUBJID", "SUBJID", "SITEID", "TRT01A", "TRTSDT", "RANDDT"]]
     adae = keys.merge(adae, on="SUBJID", how="inner")
-    started = adae["ASTDT"].notna() & adae["TRTSDT"].notna()
-    adae["TRTEMFL"] = np.where(started & (adae["ASTDT"] >= adae["TRTSDT"]), "Y", "")
+    # treatment-emergence is a fact (the plan's one rule), matched by record and instance
+    events = facts.adverse_events
+    emergent = {
+        (str(record), _instance_key(instance))
+        for record, instance in zip(
+            events.loc[events["teae"].astype(bool), "record_id"],
+            events.loc[events["teae"].astype(bool), "instance"],
+            strict=True,
+        )
+    }
+    place = zip(adae["SUBJID"].astype(str), adae["AESEQ"].map(_instance_key), strict=True)
+    adae["TRTEMFL"] = np.where([key in emergent for key in place], "Y", "")
     adae["ASTDY"] = (adae["ASTDT"] - pd.to_datetime(adae["RANDDT"])).dt.days
     adae = adae.drop(columns=["TRTSDT", "RANDDT"])
     return adae.sort_values(["USUBJID", "AESEQ"]).reset_index(drop=True)

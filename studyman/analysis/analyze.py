@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,13 @@ from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
 from studyman.analysis.sap import LoadedPlan, load_sap
 from studyman.errors import AnalysisError, SnapshotError, SourceError
+from studyman.facts import StudyFacts, derive_facts, rules_from_plan
 from studyman.protocol import Protocol, load_protocol
 from studyman.protocol.reference import default_protocol_path
 from studyman.sources.randomization import read_randomization_list
 from studyman.sources.snapshot import snapshot_id
 
-__all__ = ["AnalyzeResult", "analyze", "read_randomization"]
+__all__ = ["AnalyzeResult", "analyze", "plan_facts", "read_randomization"]
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,51 @@ def _snapshot_tables(
     return dict(loaded.tables), metadata, hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
+def plan_facts(
+    loaded: LoadedPlan,
+    protocol: Protocol,
+    tables: dict[str, pd.DataFrame],
+    randomization: pd.DataFrame | None,
+    *,
+    snapshot: str = "",
+) -> StudyFacts:
+    """The study's facts for an analysis run: the plan's rules, in the run's view.
+
+    Blinded (*randomization* None): *tables* are the blinded view; unblinded: the arms are the
+    list's ``TRT01P``. The cut-off is the protocol's data cut-off; ``as_of`` is that day (the
+    analysis reads no query log, and its outputs depend on nothing but their inputs).
+    """
+    cutoff = protocol.reporting.data_cut or date.today()
+    arms = None
+    if randomization is not None:
+        arms = randomization.set_index("record_id")["TRT01P"]
+    plan = loaded.plan
+    return derive_facts(
+        protocol,
+        tables,
+        cutoff=cutoff,
+        rules=rules_from_plan(plan),
+        arms=arms,
+        arm_order=(plan.treatment.experimental, plan.treatment.reference),
+        as_of=datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),
+        snapshot_id=snapshot,
+    )
+
+
 def derive_for_plan(
     loaded: LoadedPlan,
     tables: dict[str, pd.DataFrame],
     metadata: list[dict[str, str]],
     randomization: pd.DataFrame | None,
+    facts: StudyFacts | None = None,
 ) -> AdamDatasets:
-    """ADaM data sets with the plan's population flags."""
+    """ADaM data sets with the plan's population flags, from the study's facts.
+
+    Without *facts* they are derived here (:func:`plan_facts`, the reference study's protocol).
+    """
     plan = loaded.plan
+    if facts is None:
+        facts = plan_facts(loaded, load_protocol(default_protocol_path()), tables, randomization)
     choices = choice_labels(metadata)
     adam = derive_adam(
         tables,
@@ -105,9 +144,9 @@ def derive_for_plan(
         choices=choices,
         randomization=randomization,
         analysis_visits={str(k): v for k, v in plan.visits.items()},
+        facts=facts,
     )
-    deviations = tables.get("deviations", pd.DataFrame())
-    adsl = flag_populations(adam.adsl, adam.adqs, deviations, plan.populations)
+    adsl = flag_populations(adam.adsl, facts, plan.populations)
     return dataclasses.replace(adam, adsl=adsl)
 
 
@@ -174,7 +213,8 @@ def analyze(
                 f"{randomization}: arm(s) {', '.join(unknown)} are not the plan's "
                 f"treatment arms {sorted(expected)}"
             )
-    adam = derive_for_plan(loaded, tables, metadata, random_list)
+    facts = plan_facts(loaded, protocol, tables, random_list, snapshot=snapshot_id(snapshot))
+    adam = derive_for_plan(loaded, tables, metadata, random_list, facts)
     unmatched: dict[str, list[str]] = {}
     if random_list is not None:
         randomised = set(adam.adsl.loc[adam.adsl["RANDFL"] == "Y", "SUBJID"].astype(str))
@@ -218,5 +258,7 @@ def analyze(
     finally:
         if executor is None:
             runner.close()
-    files = write_outputs(out, plan=loaded.plan, run=run, adam=adam, provenance=provenance)
+    files = write_outputs(
+        out, plan=loaded.plan, run=run, adam=adam, provenance=provenance, facts=facts
+    )
     return AnalyzeResult(run=run, out=out, files=files, provenance=provenance)

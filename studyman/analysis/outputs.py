@@ -26,6 +26,7 @@ from studyman.analysis.models import AnalysisOutcome
 from studyman.analysis.report_notes import notices_html, plan_text_html
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
+from studyman.facts import StudyFacts, facts_document, rule_texts
 from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.sources.snapshot import parquet_bytes
 
@@ -324,6 +325,7 @@ def _report_html(
     provenance: Mapping[str, Any],
     figures: Mapping[str, bytes],
     summary: pd.DataFrame,
+    facts: StudyFacts | None = None,
 ) -> bytes:
     plan_info = provenance["plan"]
     parts = [
@@ -395,6 +397,12 @@ def _report_html(
         ]
     )
     parts.append("<h2>Estimands (ICH E9(R1))</h2>" + _table_html(estimands))
+    if facts is not None:
+        # the same words as every report of the study (studyman.facts.rule_texts)
+        parts.append(
+            "<h2 id='definitions'>Definitions</h2>"
+            + _table_html(pd.DataFrame(rule_texts(facts.rules), columns=["term", "definition"]))
+        )
     parts.append(plan_text_html(plan))
     parts.append("<h2>Summary of analyses</h2>" + _table_html(summary, limit=100))
     problems = [o for o in run.outcomes if o.status != "ok"]
@@ -469,13 +477,16 @@ def write_outputs(
     run: PlanRun,
     adam: AdamDatasets,
     provenance: Mapping[str, Any],
+    facts: StudyFacts | None = None,
 ) -> dict[str, str]:
     """Write every output of a plan run under *out*; return relative path → sha256.
 
     Layout: ``provenance.json``; ``adam/{adsl,adqs,adae}.{parquet,csv}``;
     ``results/summary.{csv,json}``, ``results/<analysis>.json`` and
     ``results/<analysis>__<table>.csv``; ``review/<table>.csv`` (blinded);
-    ``figures/*.svg``; ``report.html``; ``manifest.json`` (sha256 of every other file).
+    ``figures/*.svg``; ``report.html``; ``facts.json`` (the study's headline facts,
+    :func:`studyman.facts.facts_document`, output ``analysis``, when *facts* are given);
+    ``manifest.json`` (sha256 of every other file).
 
     Every file is 0600 and every folder this creates (*out* included) 0700, from creation.
     """
@@ -538,7 +549,11 @@ def write_outputs(
         )
     for name, data in figures.items():
         writer.bytes(f"figures/{name}", data)
-    writer.bytes("report.html", _report_html(plan, run, provenance, figures, summary))
+    writer.bytes("report.html", _report_html(plan, run, provenance, figures, summary, facts))
+    if facts is not None:
+        document = facts_document(facts, output="analysis")
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        writer.bytes("facts.json", text.encode("utf-8"))
     for stale in earlier:
         if (
             stale.name != "manifest.json"

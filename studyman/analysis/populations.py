@@ -1,4 +1,9 @@
-"""Analysis populations evaluated on the data, as ADSL flags (ITTFL, MITTFL, PPROTFL, SAFFL)."""
+"""Analysis populations as ADSL flags (ITTFL, MITTFL, PPROTFL, SAFFL), read from the facts.
+
+Who belongs to a population is a study fact (:func:`studyman.facts.derive_facts`, with the rules
+the plan declares: :func:`studyman.facts.rules_from_plan`), derived once for the analysis, the
+DSMB report and validation alike; this module only writes it as the plan's ADSL flags.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +12,40 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from studyman.analysis.sap import Criterion, Population
+from studyman.analysis.sap import Population
+from studyman.errors import AnalysisError
+from studyman.facts import StudyFacts
 
 __all__ = ["flag_populations", "population_members"]
 
 
-def _meets(
-    criterion: Criterion, adsl: pd.DataFrame, adqs: pd.DataFrame, deviations: pd.DataFrame
-) -> pd.Series:
-    subjects = adsl["SUBJID"]
-    if criterion.kind == "randomized":
-        return adsl["RANDFL"] == "Y"
-    if criterion.kind == "treated":
-        return adsl["TRTSDT"].notna()
-    if criterion.kind == "post_baseline":
-        rows = adqs[
-            (adqs["PARAMCD"] == criterion.parameter) & (adqs["AVISITN"] > 0) & adqs["AVAL"].notna()
-        ]
-        return subjects.isin(set(rows["SUBJID"].astype(str)))
-    # no_major_deviation
-    if deviations.empty or "dv_major" not in deviations.columns:
-        return pd.Series(True, index=adsl.index)
-    major = pd.to_numeric(deviations["dv_major"], errors="coerce").fillna(0) == 1
-    return ~subjects.isin(set(deviations.loc[major, "record_id"].astype(str)))
-
-
 def flag_populations(
-    adsl: pd.DataFrame,
-    adqs: pd.DataFrame,
-    deviations: pd.DataFrame,
-    populations: Mapping[str, Population],
+    adsl: pd.DataFrame, facts: StudyFacts, populations: Mapping[str, Population]
 ) -> pd.DataFrame:
     """Return *adsl* with one ``Y``/``N`` flag column per population of the plan.
 
     Notes
     -----
-    Each population is the intersection of its criteria (see
-    :class:`~studyman.analysis.sap.Criterion`); a participant lacking the data a criterion needs
-    does not meet it.
+    A population's members are the facts' ``population_<name>`` column (the intersection of the
+    plan's criteria, :class:`~studyman.analysis.sap.Criterion`); a participant lacking the data a
+    criterion needs does not meet it.
+
+    Raises
+    ------
+    AnalysisError
+        The facts were derived with rules that lack one of the plan's populations.
     """
     flagged = adsl.copy()
-    for population in populations.values():
-        mask = pd.Series(True, index=adsl.index)
-        for criterion in population.criteria:
-            mask &= _meets(criterion, adsl, adqs, deviations).fillna(False).astype(bool)
-        flagged[population.flag] = np.where(mask, "Y", "N")
+    subjects = facts.subjects.set_axis(facts.subjects.index.astype(str))
+    for name, population in populations.items():
+        column = f"population_{name}"
+        if column not in subjects.columns:
+            raise AnalysisError(
+                f"the study facts have no population {name!r} (rules: {facts.rules.source}); "
+                "derive them with studyman.facts.rules_from_plan(plan)"
+            )
+        member = adsl["SUBJID"].astype(str).map(subjects[column]).fillna(False).astype(bool)
+        flagged[population.flag] = np.where(member.to_numpy(bool), "Y", "N")
     return flagged
 
 

@@ -549,14 +549,14 @@ class _Planter:
             )
 
     # -- disagreements between two records of one fact (studyman.validation.reconciliation) ----
-    def _adjunct_participants(self) -> set[str]:
+    def _adjunct_participants(self) -> frozenset[str]:
         if "rand_arm" not in self.df or not self.design.arms:
-            return set()
-        return set(self.col(self.rid)[self.col("rand_arm") == self.design.arms[0]])
+            return frozenset()
+        return frozenset(self.col(self.rid)[self.col("rand_arm") == self.design.arms[0]])
 
-    def _with_fatal_ae(self) -> set[str]:
+    def _with_fatal_ae(self) -> frozenset[str]:
         fatal = self.at(form="adverse_events") & (self.col("ae_outcome") == "5")
-        return set(self.col(self.rid)[fatal])
+        return frozenset(self.col(self.rid)[fatal])
 
     def ae_disposition_without_withdrawal(self, n: int) -> None:
         withdrawn = self.at(form="adverse_events") & (self.col("ae_action") == "4")
@@ -615,7 +615,7 @@ class _Planter:
             event_row = first_ended[str(self.df.at[row, self.rid])]
             # a fatal adverse event and a death in the disposition, without the date of death
             self.df.at[event_row, "ae_outcome"] = "5"
-            instance = self.df.at[event_row, "redcap_repeat_instance"]
+            instance = str(self.df.at[event_row, "redcap_repeat_instance"])
             self.set(
                 row,
                 "ds_status",

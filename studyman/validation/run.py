@@ -15,10 +15,12 @@ from typing import Any
 import pandas as pd
 
 from studyman.errors import ValidationError
+from studyman.facts import StudyFacts, derive_facts, write_facts_json
 from studyman.private_files import make_private_directory
 from studyman.protocol.models import Protocol
 from studyman.sources.blinding import blind_dictionary, blind_findings, blind_flat_records
 from studyman.sources.randomization import read_randomization_list
+from studyman.sources.snapshot import snapshot_id
 from studyman.validation.catalogue import CATALOGUE, CheckDefinition
 from studyman.validation.custom import CustomCheck, load_custom_checks
 from studyman.validation.dictionary import DataDictionary, dictionary_from_frame
@@ -320,6 +322,46 @@ def blinded_queries(queries: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     return blind_findings(queries[keep].reset_index(drop=True), protocol)
 
 
+def _facts(
+    protocol: Any,
+    records: pd.DataFrame,
+    arms: pd.DataFrame | None,
+    queries: pd.DataFrame,
+    *,
+    source: Path,
+    data_cut: date | None,
+    as_of: str,
+) -> StudyFacts:
+    """The study's facts for ``facts.json``: from the records the checks read (the blinded view
+    unless arms are given), with the log's queries aged to the run's stamp."""
+    from studyman.sources.casting import ProjectDictionary
+    from studyman.sources.tidy import TidyBuilder
+
+    project = protocol.redcap
+    builder = TidyBuilder(
+        ProjectDictionary(project.dictionary.as_rows()),
+        [choice.code for choice in project.project.missing_codes],
+    )
+    builder.add_batch(records)
+    arm_series = None
+    if arms is not None:
+        id_field = protocol.study.record_id_field
+        names = {str(arm.code): arm.name for arm in protocol.arms.items}
+        table = normalise_records(arms, id_field)
+        codes = pd.Series(text(table, protocol.arms.field), index=text(table, id_field))
+        arm_series = codes[codes != ""].map(lambda code: names.get(code, code))
+    return derive_facts(
+        protocol,
+        builder.finish().tables,
+        cutoff=data_cut or protocol.reporting.data_cut or date.today(),
+        arms=arm_series,
+        arm_order=tuple(arm.name for arm in protocol.arms.items),
+        queries=queries,
+        as_of=datetime.fromisoformat(as_of.replace("Z", "+00:00")),
+        snapshot_id=snapshot_id(source) if source.is_dir() else "",
+    )
+
+
 def validate_study(
     protocol: Any,
     source: Path,
@@ -455,6 +497,20 @@ def validate_study(
             queries = log.queries(as_of=stamp)
             if not result.unblinded:
                 queries = blinded_queries(queries, protocol)
+            facts = _facts(
+                protocol,
+                records,
+                arms,
+                queries,
+                source=Path(source),
+                data_cut=data_cut,
+                as_of=stamp,
+            )
+
+            def write_facts(path: Path) -> None:
+                write_facts_json(path, facts, output="validation", mode=0o600)
+
+            batch.write("facts.json", write_facts)
             files = write_outputs(
                 out_dir,
                 queries,

@@ -179,3 +179,52 @@ def test_the_reconciliation_checks_are_site_queries_in_the_catalogue() -> None:
     assert {c.check_id for c in CATALOGUE if c.kind == "reconciliation"} == set(
         RECONCILIATION_CHECK_IDS
     )
+
+
+def test_validate_writes_the_facts_blinded_or_by_arm_with_queries_aged_to_the_run(
+    tmp_path: Path,
+) -> None:
+    import json
+    import stat
+
+    from studyman.synthetic.writer import write_trial
+    from studyman.validation.query_log import QueryLog
+    from studyman.validation.run import validate_study
+
+    protocol, _, _ = _study()
+    trial = _clean(7)
+    written = write_trial(trial, tmp_path / "trial")
+    stamp = "2026-10-05T00:00:00Z"  # after the cut-off, as queries are
+    blinded = validate_study(protocol, written["records"], tmp_path / "blinded", at=stamp)
+    document = json.loads((tmp_path / "blinded" / "facts.json").read_text(encoding="utf-8"))
+    assert (document["output"], document["view"]) == ("validation", "blinded")
+    assert document["as_of"] == "2026-10-05T00:00:00+00:00"
+    assert document["cutoff"] == "2026-09-30"
+    facts = document["facts"]
+    assert not [key for key in facts if key.endswith("_by_arm")]
+    with QueryLog(blinded.query_log) as log:
+        queries = log.queries(as_of=stamp)
+    open_queries = queries[queries["status"].isin(["open", "answered", "reopened"])]
+    assert facts["site_queries_open"] == int((open_queries["kind"] == "site_query").sum()) > 0
+    assert facts["median_days_open"] == 0.0  # every query was opened by this run
+    assert facts["randomised"] == 200
+    assert facts["pp_population"] < facts["mitt_population"] <= facts["itt_population"]
+    mode = (tmp_path / "blinded" / "facts.json").stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+    validate_study(
+        protocol,
+        written["records"],
+        tmp_path / "unblinded",
+        randomization=written["randomization"],
+        at=stamp,
+    )
+    unblinded = json.loads((tmp_path / "unblinded" / "facts.json").read_text(encoding="utf-8"))
+    assert unblinded["view"] == "unblinded"
+    by_arm = unblinded["facts"]
+    names = [arm.name for arm in protocol.arms.items]
+    for key in ("randomised", "mitt_population", "pp_population", "discontinued_due_to_ae"):
+        assert list(by_arm[f"{key}_by_arm"]) == names
+        assert sum(by_arm[f"{key}_by_arm"].values()) == by_arm[key]
+        # a fact both views see has one value
+        assert by_arm[key] == facts[key]
