@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 system-deps:
 	@bash scripts/install-debian-packages
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

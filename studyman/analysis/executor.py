@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -113,12 +114,51 @@ class ProcessExecutor:
             self._pool = None
 
 
+_FORKSERVER_START = threading.Lock()
+
+
 def _context() -> multiprocessing.context.BaseContext:
+    """The start method of local workers: a forkserver started safely, else spawn.
+
+    Notes
+    -----
+    Spawned workers (``spawn``, and children of the forkserver) take the parent's ``sys.path``,
+    so they import the ``studyman`` the parent imported. The forkserver itself does not: it is
+    ``python -c ...``, whose ``sys.path`` begins with the current folder, and it imports the
+    analysis modules before anything else (Python 3.11 ignores the parent's path there). Run
+    from a folder that holds a ``studyman/`` checkout, it imported that one, and every worker
+    died with it (``BrokenProcessPool``). It is started here with ``PYTHONSAFEPATH=1``, which
+    keeps the current folder off its ``sys.path``.
+    """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["studyman.analysis.run", "studyman.stats"])
+    _start_forkserver()
     return context
+
+
+def _start_forkserver() -> None:
+    """Start this process's forkserver (once) with the current folder off its ``sys.path``.
+
+    Notes
+    -----
+    The forkserver inherits ``os.environ`` as it is when it starts, and nothing else lets a
+    caller pass it an interpreter option, so ``PYTHONSAFEPATH`` is set for the instant of its
+    start and restored at once. A forkserver that is already running is left as it is.
+    """
+    from multiprocessing import forkserver
+
+    with _FORKSERVER_START:
+        previous = os.environ.get("PYTHONSAFEPATH")
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            forkserver.ensure_running()
+        finally:
+            if previous is None:
+                del os.environ["PYTHONSAFEPATH"]
+            else:
+                os.environ["PYTHONSAFEPATH"] = previous
 
 
 class DaskExecutor:
