@@ -26,7 +26,7 @@ from studyman.analysis.lock import default_lock_path
 from studyman.errors import ProtocolError
 from studyman.private_files import make_private_directory, write_private_bytes
 from studyman.protocol import Protocol, load_protocol
-from studyman.protocol.reference import default_protocol_path
+from studyman.protocol.reference import default_plan_path, default_protocol_path
 from studyman.reporting.report import render_dsmb_report
 from studyman.sources.blinding import blind_dictionary, blind_flat_records
 from studyman.sources.emulator import EmulatorServer
@@ -222,5 +222,11 @@ def run_demo(
 
 
 def _sap_path(protocol_dir: Path) -> Path:
-    """The analysis plan shipped with the embedded study (``analysis/sap.yaml``)."""
-    return protocol_dir.resolve().parent.parent / "analysis" / "sap.yaml"
+    """The study's analysis plan: the embedded study's own, wherever it is installed.
+
+    Another study's plan is ``<root>/analysis/sap.yaml`` for a study in ``<root>/protocols/``.
+    """
+    study = (protocol_dir if protocol_dir.is_dir() else protocol_dir.parent).resolve()
+    if study == default_protocol_path().resolve():
+        return default_plan_path()
+    return study.parent.parent / "analysis" / "sap.yaml"
