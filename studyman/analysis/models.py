@@ -85,14 +85,26 @@ class AnalysisOutcome:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     headline: Headline | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Where the analysis could not be run as the plan wrote it (a covariate with one level
+    #: left out, a planned visit without data); each becomes a warning of the run.
+    deviations: tuple[str, ...] = ()
 
 
 def _usable_covariates(frame: pd.DataFrame, covariates: Sequence[str]) -> tuple[list[str], str]:
     """Covariates with at least two levels in *frame*; a note naming any left out."""
     kept = [c for c in covariates if frame[c].nunique(dropna=True) >= 2]
     dropped = [c for c in covariates if c not in kept]
-    note = f"covariate(s) with a single level left out: {', '.join(dropped)}" if dropped else ""
+    note = (
+        f"covariate(s) {', '.join(dropped)} named by the plan have a single level in the data "
+        "and were left out of the model"
+        if dropped
+        else ""
+    )
     return kept, note
+
+
+def _as_deviations(note: str) -> tuple[str, ...]:
+    return (note,) if note else ()
 
 
 def mmrm_analysis(
@@ -157,6 +169,7 @@ def mmrm_analysis(
         label=analysis.label,
         status="ok",
         message=note,
+        deviations=_as_deviations(note),
         tables={
             "lsmean_differences": contrasts,
             "lsmeans": lsmeans,
@@ -274,6 +287,7 @@ def responder_logistic_analysis(
         label=analysis.label,
         status="ok",
         message="; ".join(n for n in notes if n),
+        deviations=_as_deviations(note),
         tables={"responders": counts, "coefficients": table},
         headline=Headline(
             measure=f"odds ratio at week {analysis.visit}",
@@ -328,6 +342,7 @@ def _firth_responder(
         label=analysis.label,
         status="ok",
         message="; ".join(n for n in (why, note) if n),
+        deviations=_as_deviations(note),
         tables={"responders": counts, "coefficients": table},
         headline=Headline(
             measure=f"odds ratio at week {analysis.visit} (Firth)",
@@ -387,6 +402,7 @@ def random_slope_analysis(
         label=analysis.label,
         status="ok" if fit.converged else "failed",
         message="; ".join(n for n in notes if n),
+        deviations=_as_deviations(note),
         tables={
             "coefficients": coefficients.reset_index(names="term"),
             "random_effects_covariance": fit.random_effects_covariance.reset_index(names="effect"),
@@ -527,6 +543,7 @@ def multiple_imputation_analysis(
         label=analysis.label,
         status="ok",
         message=note,
+        deviations=_as_deviations(note),
         tables={
             "pooled": pd.DataFrame([{"visit": analysis.visit, **_pooled_row(pooled)}]),
             "per_imputation": result.per_imputation,
@@ -614,6 +631,7 @@ def tipping_point_analysis(
         label=analysis.label,
         status="ok",
         message=note,
+        deviations=_as_deviations(note),
         tables={"grid": grid},
         headline=_pooled_headline(f"difference at delta {analysis.deltas[0]:g} (MI, MAR)", first),
         details={

@@ -45,7 +45,7 @@ from studyman.analysis.sap import (
 )
 from studyman.errors import AnalysisError, StudymanError
 
-__all__ = ["PlanRun", "blinded_review", "run_plan"]
+__all__ = ["PlanNotRunnableError", "PlanRun", "blinded_review", "run_plan"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,24 @@ class PlanRun:
         return tuple(o for o in self.outcomes if o.status == "failed")
 
 
+class PlanNotRunnableError(AnalysisError):
+    """Something the plan names is not in the data (an empty population, an arm nobody is in)."""
+
+
+def _missing_visits(analysis: Analysis, plan: AnalysisPlan, visits: list[int]) -> tuple[str, ...]:
+    """A deviation naming the planned analysis visits without any data (left out of the fit)."""
+    parameter = str(getattr(analysis, "parameter", ""))
+    planned = list(plan.visits.get(parameter.lower(), ()))  # type: ignore[call-overload]
+    empty = [v for v in planned if v not in visits]
+    if not empty:
+        return ()
+    weeks = ", ".join(str(v) for v in empty)
+    return (
+        f"planned {parameter} analysis visit(s) week {weeks} have no data in population "
+        f"{analysis.population!r}; the analysis runs without them",
+    )
+
+
 class _Data:
     """Frames of one plan run, built on demand."""
 
@@ -79,7 +97,7 @@ class _Data:
         chosen = population_members(self.adam.adsl, population)
         adsl = self.adam.adsl[self.adam.adsl["SUBJID"].isin(chosen)]
         if adsl.empty:
-            raise AnalysisError(f"population {population_id!r} ({population.label}) is empty")
+            raise PlanNotRunnableError(f"population {population_id!r} ({population.label}) is empty")
         return adsl
 
     def efficacy(
@@ -90,10 +108,14 @@ class _Data:
         arm_variable = self.plan.treatment.variable
         adsl = adsl[adsl[arm_variable].isin(self.arms)]
         if adsl.empty:
-            raise AnalysisError(f"no participant of population {analysis.population!r} has an arm")
+            raise PlanNotRunnableError(
+                f"no participant of population {analysis.population!r} has an arm"
+            )
         for arm in self.arms:
             if not (adsl[arm_variable] == arm).any():
-                raise AnalysisError(f"population {analysis.population!r} has nobody in arm {arm!r}")
+                raise PlanNotRunnableError(
+                    f"population {analysis.population!r} has nobody in arm {arm!r}"
+                )
         adqs = self.adam.adqs
         adqs = adqs[(adqs["PARAMCD"] == parameter) & adqs["SUBJID"].isin(set(adsl["SUBJID"]))]
         planned = list(self.plan.visits[parameter.lower()])  # type: ignore[index]
@@ -161,14 +183,16 @@ class _Prepared:
     alpha: float = 0.05
     sidedness: Literal["one_sided", "two_sided"] = "two_sided"
     benefit: Literal["lower", "higher"] | None = None
+    deviations: tuple[str, ...] = ()
 
 
 def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
     """Select the rows and columns of *analysis* (in the main process)."""
     level, arms = plan.confidence_level, data.arms
     if isinstance(analysis, MMRMAnalysis):
-        frame, _, _ = data.efficacy(analysis, analysis.parameter)
-        return _Prepared(analysis, level, arms, frames={"frame": frame})
+        frame, _, visits = data.efficacy(analysis, analysis.parameter)
+        deviations = _missing_visits(analysis, plan, visits)
+        return _Prepared(analysis, level, arms, frames={"frame": frame}, deviations=deviations)
     if isinstance(analysis, ResponderLogisticAnalysis):
         frame, subjects, _ = data.efficacy(analysis, analysis.parameter)
         at_visit = frame[frame["AVISITN"] == analysis.visit].set_index("SUBJID")
@@ -179,8 +203,14 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
         subjects, note = _with_baseline(subjects, analysis.strata)
         return _Prepared(analysis, level, arms, frames={"subjects": subjects}, note=note)
     if isinstance(analysis, RandomSlopeAnalysis):
-        frame, _, _ = data.efficacy(analysis, analysis.parameter)
-        return _Prepared(analysis, level, arms, frames={"frame": frame.dropna(subset=["BASE"])})
+        frame, _, visits = data.efficacy(analysis, analysis.parameter)
+        return _Prepared(
+            analysis,
+            level,
+            arms,
+            frames={"frame": frame.dropna(subset=["BASE"])},
+            deviations=_missing_visits(analysis, plan, visits),
+        )
     if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
         frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
         subjects, note = _with_baseline(subjects, analysis.strata)
@@ -197,6 +227,7 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
             alpha=alpha,
             sidedness=sidedness,
             benefit=plan.benefit_of(analysis.id),
+            deviations=_missing_visits(analysis, plan, visits),
         )
     adae, safety = data.safety(analysis)
     frames = {"adae": adae, "safety": safety}
@@ -320,21 +351,40 @@ def run_plan(
     data = _Data(plan, adam)
     done: dict[str, AnalysisOutcome] = {}
     prepared: list[_Prepared] = []
+    warnings: list[str] = []
     for analysis in plan.analyses:
         try:
             prepared.append(_prepare(analysis, data, plan))
         except _EXPECTED as error:
             done[analysis.id] = _failure(analysis, error)
+            if isinstance(error, PlanNotRunnableError):
+                warnings.append(f"{analysis.id}: not run: {error}")
     single = [p for p in prepared if not isinstance(p.analysis, imputing)]
     done.update((outcome.id, outcome) for outcome in runner.map(_execute, single))
     for item in prepared:
         if isinstance(item.analysis, imputing):
             done[item.analysis.id] = _guarded(item, runner)
+    for item in prepared:
+        outcome = done[item.analysis.id]
+        deviations = (*item.deviations, *outcome.deviations)
+        if not deviations:
+            continue
+        outcome = replace(outcome, deviations=deviations)
+        if item.analysis.essential and outcome.status == "ok":
+            outcome = replace(
+                outcome,
+                status="failed",
+                message="essential analysis cannot be run as the plan wrote it: "
+                + "; ".join(deviations),
+                headline=None,
+            )
+        done[item.analysis.id] = outcome
+        warnings.extend(f"{item.analysis.id}: {deviation}" for deviation in deviations)
     outcomes = [done[a.id] for a in plan.analyses]
     adjusted = multiplicity_outcome(plan, done)
     if adjusted is not None:
         outcomes.append(adjusted)
-    return PlanRun(outcomes=tuple(outcomes), blinded=False)
+    return PlanRun(outcomes=tuple(outcomes), blinded=False, warnings=tuple(warnings))
 
 
 _EXPECTED = (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError)

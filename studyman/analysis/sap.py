@@ -148,6 +148,11 @@ class _AnalysisBase(_Frozen):
     label: str
     population: str
     estimand: str | None = None
+    #: Essential: when the analysis cannot be run exactly as written (a planned visit without
+    #: data, a covariate with a single level, an empty population) it fails and ``analyze``
+    #: exits non-zero; otherwise it runs as far as it can and the change is a warning on the
+    #: command line and at the top of the report.
+    essential: bool = False
 
 
 class MMRMAnalysis(_AnalysisBase):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -386,3 +387,82 @@ def test_a_plan_amended_after_unblinding_runs_only_with_the_flag_and_says_so(
     assert (
         reason in (tmp_path / "v11" / "results" / "summary.csv").read_text().split("analysis,")[0]
     )
+
+
+def _adam_and_plan(study: Study) -> tuple[Any, Any]:
+    from studyman.analysis.adam import choice_labels, normalise_randomization
+    from studyman.sources.snapshot import read_snapshot
+
+    loaded = load_sap(study.sap)
+    snapshot = read_snapshot(study.snapshot)
+    metadata = json.loads((study.snapshot / "redcap" / "metadata.json").read_text())
+    randomization = normalise_randomization(
+        pd.read_csv(study.randomization, dtype=str), choice_labels(metadata)["rand_arm"]
+    )
+    adam = derive_for_plan(loaded, dict(snapshot.tables), metadata, randomization)
+    keep = {"primary_mmrm", "phq9_mmrm", "response_logistic", "pp_mmrm"}
+    plan = loaded.plan.model_copy(
+        update={"analyses": tuple(a for a in loaded.plan.analyses if a.id in keep)}
+    )
+    return adam, plan
+
+
+def test_a_single_level_covariate_warns_and_fails_the_essential_primary(study: Study) -> None:
+    adam, plan = _adam_and_plan(study)
+    adam = dataclasses.replace(adam, adsl=adam.adsl.assign(STRATSEV="severe"))
+    run = run_plan(plan, adam, blinded=False, executor=SerialExecutor())
+    outcomes = {o.id: o for o in run.outcomes}
+    # the plan marks the primary essential: it fails rather than quietly drop a stratum
+    assert outcomes["primary_mmrm"].status == "failed"
+    assert "essential analysis cannot be run as the plan wrote it" in (
+        outcomes["primary_mmrm"].message
+    )
+    assert outcomes["primary_mmrm"].headline is None
+    # the others run without it, and say so as warnings of the run
+    assert outcomes["phq9_mmrm"].status == "ok"
+    assert outcomes["response_logistic"].status == "ok"
+    assert any(w.startswith("phq9_mmrm: covariate(s) STRATSEV") for w in run.warnings)
+    assert any(w.startswith("response_logistic: covariate(s) STRATSEV") for w in run.warnings)
+    assert any(w.startswith("primary_mmrm: covariate(s) STRATSEV") for w in run.warnings)
+
+
+def test_an_empty_population_is_a_warning_naming_it(study: Study) -> None:
+    adam, plan = _adam_and_plan(study)
+    adam = dataclasses.replace(adam, adsl=adam.adsl.assign(PPROTFL="N"))
+    run = run_plan(plan, adam, blinded=False, executor=SerialExecutor())
+    pp = next(o for o in run.outcomes if o.id == "pp_mmrm")
+    assert pp.status == "failed"
+    assert "pp_mmrm: not run: population 'pp'" in "\n".join(run.warnings)
+    assert next(o for o in run.outcomes if o.id == "primary_mmrm").status == "ok"
+
+
+def test_a_planned_visit_without_data_warns_on_the_command_line_and_atop_the_report(
+    study: Study, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from studyman.cli import main
+
+    sap = tmp_path / "sap.yaml"
+    text = study.sap.read_text(encoding="utf-8")
+    # week 10 is no visit of the schedule: nobody has data there
+    text = text.replace("  hamd17: [1, 2, 4, 6, 8, 12]", "  hamd17: [1, 2, 4, 6, 8, 10, 12]", 1)
+    sap.write_text(text, encoding="utf-8")
+    lock_sap(sap)
+    code = main(
+        [
+            "analyze", "--sap", str(sap), "--snapshot", str(study.snapshot),
+            "--randomization", str(study.randomization), "--workers", "1",
+            "--out", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    assert code == 1  # the essential primary analysis could not run as written
+    error = capsys.readouterr().err
+    assert "WARNING: primary_mmrm: planned HAMD17 analysis visit(s) week 10 have no data" in error
+    assert "WARNING: mi_mar: planned HAMD17 analysis visit(s) week 10" in error
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    banner = report.index("THE PLAN COULD NOT BE RUN EXACTLY AS WRITTEN")
+    assert banner < report.index("<h2>Provenance</h2>")
+    assert "hamd_slope: planned HAMD17 analysis visit(s) week 10" in report[banner:]
+    summary = pd.read_csv(tmp_path / "out" / "results" / "summary.csv", comment="#")
+    statuses = summary.set_index("analysis")["status"]
+    assert statuses["primary_mmrm"] == "failed"
+    assert statuses["phq9_mmrm"] == "ok"
