@@ -60,7 +60,7 @@ def run(participants: int, seed: int, base: Path) -> int:
                 render_dsmb_report,
                 protocol,
                 snapshot,
-                base / "out",
+                base / "out" / session,  # each session's folder carries its own facts.json
                 session=session,
                 randomization=base / "randomization.csv",
                 sap=SAP,

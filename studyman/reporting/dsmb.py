@@ -30,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from studyman.errors import SnapshotError
-from studyman.facts import DEFAULT_RULES, FactRules, StudyFacts, derive_facts, rule_texts
+from studyman.facts import (
+    DEFAULT_RULES,
+    FactRules,
+    StudyFacts,
+    cut_tables,
+    derive_facts,
+    rule_texts,
+)
 from studyman.protocol.clocks import (
     clock_applies,
     clock_reading_time,
@@ -209,68 +216,27 @@ class DsmbInputs:
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _date_columns(protocol: Protocol) -> dict[str, str]:
-    """Instrument → the date column that places its rows in time."""
-    columns = {
-        "participant": "scr_date",
-        "eligibility": protocol.eligibility.date_field,
-        "enrollment": protocol.randomization.date_field,
-        "visit": "visit_date",
-        protocol.adverse_events.form: protocol.adverse_events.start_field,
-        protocol.concomitant_medications.form: protocol.concomitant_medications.start_field,
-        "cbt_sessions": "cbt_date",
-        "dosing": "dose_date",
-        protocol.deviations.form: "dv_date",
-        protocol.disposition.form: protocol.disposition.date_field,
-        protocol.liver.form: protocol.liver.date_field,
-        "cows": "cows_date",
-    }
-    return columns
-
-
-def cut_tables(
-    protocol: Protocol, tables: Mapping[str, pd.DataFrame], cutoff: date
-) -> dict[str, pd.DataFrame]:
-    """Drop rows dated after *cutoff*.
-
-    Notes
-    -----
-    A form with a date column of its own is cut on it; a visit form without one (HAM-D, C-SSRS,
-    ...) is cut on the date of the visit it belongs to (``visit_date``, or the screening date at
-    screening). Rows without any date are kept: they cannot be placed after the cut-off.
-    """
-    limit = pd.Timestamp(cutoff)
-    dates = _date_columns(protocol)
-    visit_dates: pd.Series | None = None
-    visit = tables.get("visit")
-    parts: list[pd.Series] = []
-    if visit is not None and "visit_date" in visit.columns:
-        parts.append(visit.set_index([_KEY, _EVENT])["visit_date"])
-    participant = tables.get("participant")
-    if participant is not None and "scr_date" in participant.columns:
-        parts.append(participant.set_index([_KEY, _EVENT])["scr_date"])
-    if parts:
-        visit_dates = pd.concat(parts)
-        visit_dates = visit_dates[~visit_dates.index.duplicated()]
-    result: dict[str, pd.DataFrame] = {}
-    for name, frame in tables.items():
-        column = dates.get(name)
-        if column is not None and column in frame.columns:
-            when = pd.to_datetime(frame[column])
-        elif visit_dates is not None and _EVENT in frame.columns:
-            keys = pd.MultiIndex.from_arrays([frame[_KEY], frame[_EVENT]])
-            when = pd.Series(visit_dates.reindex(keys).to_numpy(), index=frame.index)
-        else:
-            result[name] = frame
-            continue
-        keep = ~(when > limit).fillna(False).astype(bool)
-        result[name] = frame.loc[keep.to_numpy()].reset_index(drop=True)
-    return result
-
-
 def _per_record(keys: pd.Series, lookup: pd.Series) -> pd.Series:
     """*lookup* (indexed by record ID) aligned to *keys*; also for no rows, unlike ``map``."""
     return pd.Series(lookup.reindex(keys.astype(str).to_numpy()).to_numpy(), index=keys.index)
+
+
+def _member(keys: pd.Series | pd.Index, ids: Iterable[object]) -> np.ndarray:
+    """Whether each of *keys* is one of *ids*, compared as text.
+
+    A hash lookup in Python: pandas' ``isin`` on Arrow-backed strings builds one Arrow scalar
+    per wanted value on every call, which made the by-group tables of a 5,000-participant
+    report slow.
+    """
+    wanted = {str(value) for value in ids}
+    values = np.asarray(keys, dtype=object)
+    return np.fromiter((str(value) in wanted for value in values), dtype=bool, count=len(values))
+
+
+def _texts(values: pd.Series | pd.Index) -> list[str]:
+    """*values* as a list of Python strings, converted at once (iterating an Arrow-backed
+    column converts one value per step, far slower)."""
+    return [str(value) for value in np.asarray(values, dtype=object)]
 
 
 def _codes(series: pd.Series) -> pd.Series:
@@ -1025,6 +991,14 @@ def _scheduled_visits(protocol: Protocol) -> list[tuple[str, str, int, int]]:
 
 
 def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
+    """:func:`_derive_visit_status`, computed once per report (two sections read it)."""
+    if "visit_status" not in inputs._cache:
+        inputs._cache["visit_status"] = _derive_visit_status(inputs)
+    status: pd.DataFrame = inputs._cache["visit_status"]
+    return status
+
+
+def _derive_visit_status(inputs: DsmbInputs) -> pd.DataFrame:
     """One row per randomised participant and scheduled visit: due, done, missed, overdue.
 
     Notes
@@ -1041,8 +1015,8 @@ def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
     missed_keys: set[tuple[str, str]] = set()
     if visit is not None:
         flag = _codes(visit["visit_done"])
-        pairs = list(zip(visit[_KEY].astype(str), visit[_EVENT].astype(str), strict=True))
-        for pair, value in zip(pairs, flag, strict=True):
+        pairs = list(zip(_texts(visit[_KEY]), _texts(visit[_EVENT]), strict=True))
+        for pair, value in zip(pairs, _texts(flag), strict=True):
             if value == "1":
                 done_keys.add(pair)
             elif value == "0":
@@ -1055,7 +1029,7 @@ def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
         window_end = rand_dates + pd.to_timedelta(end, unit="D")
         window_start = rand_dates + pd.to_timedelta(start, unit="D")
         due = (window_end < cutoff) & ~(left_date < window_start).fillna(False)
-        for record_id, is_due in zip(randomised.index.astype(str), due, strict=True):
+        for record_id, is_due in zip(_texts(randomised.index), due.to_numpy(bool), strict=True):
             key = (record_id, event)
             records.append(
                 (
@@ -1087,7 +1061,7 @@ def retention_section(inputs: DsmbInputs) -> Section:
     for keys, part in status.groupby(["event", "label"], sort=False):
         data["Visit"].append(str(keys[1]))
         for group_label, ids in groups:
-            sub = part[part[_KEY].isin(ids.astype(str)) & part["due"]]
+            sub = part[_member(part[_KEY], ids) & part["due"].to_numpy(bool)]
             due = len(sub)
             done = int(sub["done"].sum())
             data[_header(group_label, len(ids))].append(
@@ -1159,12 +1133,12 @@ def deviations_section(inputs: DsmbInputs) -> Section:
         row = [name + (" (major by protocol)" if code in majors else "")]
         for label, ids in groups:
             # the total counts every recorded deviation (the facts' count), an arm its members'
-            chosen = mask if label == TOTAL else mask & record.isin(ids.astype(str))
+            chosen = mask if label == TOTAL else mask & _member(record, ids)
             sub = deviations[chosen.to_numpy(bool)]
             participants = sub["record_id"].nunique()
             row += [_pct(participants, len(ids)), f"{len(sub)} ({int(major[sub.index].sum())})"]
         rows.append(row)
-    outside = int((~record.isin(randomised.astype(str))).sum())
+    outside = int((~_member(record, randomised)).sum())
     sites = [s.id for s in protocol.sites]
     site_of = record.map(inputs.subjects()["site"].astype(str).to_dict()).fillna(_site_of(record))
     by_site = pd.DataFrame(
@@ -1226,12 +1200,10 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                     continue
                 if form not in present_keys:
                     present_keys[form] = set(
-                        zip(table[_KEY].astype(str), table[_EVENT].astype(str), strict=True)
+                        zip(_texts(table[_KEY]), _texts(table[_EVENT]), strict=True)
                     )
                 present = present_keys[form]
-                absent = sum(
-                    (rid, visit.event) not in present for rid in visits_done[_KEY].astype(str)
-                )
+                absent = sum((rid, visit.event) not in present for rid in _texts(visits_done[_KEY]))
                 rows.append(
                     (
                         visit.label,
@@ -1260,6 +1232,7 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
         sites = [s.id for s in protocol.sites]
         site_of = _site_of(overdue[_KEY])
         due_site = _site_of(status.loc[status["due"], _KEY])
+        every_site = _site_of(status[_KEY])
         tables.append(
             ReportTable(
                 "Overdue visits by site (window closed, no visit form)",
@@ -1271,15 +1244,7 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                         "Overdue": [str(int((site_of == s).sum())) for s in sites]
                         + [str(len(overdue))],
                         "Missed (recorded)": [
-                            str(
-                                int(
-                                    (
-                                        (_site_of(status[_KEY]) == s)
-                                        & status["missed"]
-                                        & status["due"]
-                                    ).sum()
-                                )
-                            )
+                            str(int(((every_site == s) & status["missed"] & status["due"]).sum()))
                             for s in sites
                         ]
                         + [str(int((status["missed"] & status["due"]).sum()))],
@@ -1980,7 +1945,7 @@ def _safety_form(
         return _unavailable(section_id, title, missing)
     frame = _present(inputs, form)
     safety = _safety(inputs)
-    frame = frame[frame[_KEY].astype(str).isin(safety.astype(str))]
+    frame = frame[_member(frame[_KEY], safety)]
     return frame, _groups(inputs, safety)
 
 
@@ -2020,14 +1985,15 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             "behaviour": behaviour,
         }
     )
-    order = [v.event for v in protocol.visits if v.event in set(flags["event"])]
+    present = set(flags["event"].unique().tolist())
+    order = [v.event for v in protocol.visits if v.event in present]
     rows: list[list[str]] = []
     curve_rows = []
     for event in order:
         at = flags[flags["event"] == event]
         row = [labels.get(event, event)]
         for label, ids in groups:
-            sub = at[at[_KEY].isin(ids.astype(str))]
+            sub = at[_member(at[_KEY], ids)]
             n = len(sub)
             ide = int(sub["ideation"].sum())
             ser = int((sub["serious_ideation"] | sub["behaviour"]).sum())
@@ -2141,7 +2107,7 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
         for name, _low, _high in bands:
             row = [f"{labels.get(event, event)}: {name}"]
             for label, ids in groups:
-                in_group = at[_KEY].astype(str).isin(ids.astype(str)).to_numpy()
+                in_group = _member(at[_KEY], ids)
                 values = at_totals[in_group].dropna()
                 count = int(sum(_band_of(float(v), bands) == name for v in values))
                 row.append(_pct(count, len(values)))
@@ -2156,7 +2122,7 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
             rows.append(row)
         row = [f"{labels.get(event, event)}: assessed"]
         for _, ids in groups:
-            in_group = at[_KEY].astype(str).isin(ids.astype(str)).to_numpy()
+            in_group = _member(at[_KEY], ids)
             row.append(str(int(at_totals[in_group].notna().sum())))
         rows.append(row)
     high = frame.loc[(totals >= spec.aesi_threshold).fillna(False).to_numpy()]
@@ -2263,7 +2229,7 @@ def liver_section(inputs: DsmbInputs) -> Section:
         ("Potential Hy's law case", lambda ids: len(hy_ids & set(ids.astype(str)))),
         (
             "With a post-baseline liver test",
-            lambda ids: int(peaks.index.isin(ids.astype(str)).sum()),
+            lambda ids: int(_member(peaks.index, ids).sum()),
         ),
     ]
     count_rows = [r for r in rows if r is not None]
