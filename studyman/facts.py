@@ -53,6 +53,7 @@ __all__ = [
     "FactRules",
     "PopulationRule",
     "StudyFacts",
+    "cut_tables",
     "derive_facts",
     "facts_document",
     "rule_texts",
@@ -140,7 +141,7 @@ DEFAULT_RULES = FactRules(
             "PPROTFL",
             (("randomized", None), ("post_baseline", "HAMD17"), ("no_major_deviation", None)),
         ),
-        PopulationRule("safety", "Safety", "SAFFL", (("randomized", None), ("treated", None))),
+        PopulationRule("safety", "Safety", "SAFFL", (("treated", None),)),
     ),
 )
 """The rules when no analysis plan is supplied (the reference plan's)."""
@@ -291,6 +292,85 @@ class StudyFacts:
         return ordered
 
 
+# ----------------------------------------------------------------------------- the cut
+
+
+def _form_dates(protocol: Protocol) -> dict[str, str]:
+    """Form → the date field that places its rows in time.
+
+    Declared by the protocol where it names one (eligibility, randomisation, adverse events,
+    medications, exposure logs, disposition, liver tests); otherwise the form's first date field
+    in the data dictionary; visit forms without one go by their visit's date.
+    """
+    declared: dict[str, str] = {}
+
+    def declare(field_name: str | None) -> None:
+        if field_name and protocol.redcap is not None:
+            spec = protocol.redcap.dictionary.get(field_name)
+            if spec is not None:
+                declared.setdefault(spec.form_name, field_name)
+
+    declare(protocol.enrolment.screening_date_field)
+    declare(protocol.eligibility.date_field)
+    declare(protocol.randomization.date_field)
+    declare(protocol.adverse_events.start_field)
+    declare(protocol.concomitant_medications.start_field)
+    declare(protocol.treatment.sessions.date_field)
+    if protocol.treatment.doses is not None:
+        declare(protocol.treatment.doses.date_field)
+    declare(protocol.disposition.date_field)
+    declare(protocol.liver.date_field)
+    for visit in protocol.visits:
+        declare(visit.date_field)
+    if protocol.redcap is not None:
+        for spec in protocol.redcap.dictionary.fields:
+            if spec.is_date and not spec.is_datetime:
+                declared.setdefault(spec.form_name, spec.field_name)
+    return declared
+
+
+def cut_tables(
+    protocol: Protocol, tables: Mapping[str, pd.DataFrame], cutoff: date
+) -> dict[str, pd.DataFrame]:
+    """The tables as of *cutoff*: rows dated after it dropped (one cut for every output).
+
+    Notes
+    -----
+    A form with a date field of its own is cut on it (:func:`_form_dates`); a visit form without
+    one (HAM-D, C-SSRS, ...) is cut on the date of the visit it belongs to (the visit's date
+    field, or the screening date at screening). Rows without any date are kept: they cannot be
+    placed after the cut-off. Cutting twice changes nothing.
+    """
+    key = protocol.study.record_id_field
+    event = "redcap_event_name"
+    limit = pd.Timestamp(cutoff)
+    dates = _form_dates(protocol)
+    parts: list[pd.Series] = []
+    for field_name in {v.date_field for v in protocol.visits if v.date_field}:
+        form = next((f for f, d in dates.items() if d == field_name), None)
+        frame = tables.get(form) if form else None
+        if frame is not None and field_name in frame.columns and event in frame.columns:
+            parts.append(frame.set_index([key, event])[field_name])
+    visit_dates = pd.concat(parts) if parts else None
+    if visit_dates is not None:
+        visit_dates = pd.to_datetime(visit_dates, errors="coerce")
+        visit_dates = visit_dates[~visit_dates.index.duplicated()]
+    result: dict[str, pd.DataFrame] = {}
+    for name, frame in tables.items():
+        column = dates.get(name)
+        if column is not None and column in frame.columns:
+            when = pd.to_datetime(frame[column], errors="coerce")
+        elif visit_dates is not None and event in frame.columns and key in frame.columns:
+            keys = pd.MultiIndex.from_arrays([frame[key], frame[event]])
+            when = pd.Series(visit_dates.reindex(keys).to_numpy(), index=frame.index)
+        else:
+            result[name] = frame
+            continue
+        keep = ~(when > limit).fillna(False).astype(bool)
+        result[name] = frame.loc[keep.to_numpy()].reset_index(drop=True)
+    return result
+
+
 # ----------------------------------------------------------------------------- derivation
 
 
@@ -439,7 +519,7 @@ def derive_facts(
         Instrument → typed table, in the view the reader may see (the blinded view unless
         *arms* is given).
     cutoff
-        The data cut-off (recorded; the caller cuts the tables when it must).
+        The data cut-off: rows dated after it are left out (:func:`cut_tables`).
     rules
         The plan's rules (:func:`rules_from_plan`), else :data:`DEFAULT_RULES`.
     arms
@@ -452,6 +532,7 @@ def derive_facts(
         The snapshot's id, recorded in ``facts.json``.
     """
     key = protocol.study.record_id_field
+    tables = cut_tables(protocol, tables, cutoff)
     ids: set[str] = set()
     for frame in tables.values():
         if key in frame.columns:
