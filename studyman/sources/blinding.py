@@ -251,6 +251,7 @@ def read_blinded_snapshot(path: Path, protocol: Protocol, *, verify: bool = True
         _load_manifest,
         read_snapshot_file,
         read_snapshot_tables,
+        snapshot_id,
         verify_snapshot,
     )
 
@@ -262,8 +263,16 @@ def read_blinded_snapshot(path: Path, protocol: Protocol, *, verify: bool = True
             raise SnapshotError(verification.summary())
     tables = read_snapshot_tables(path, manifest, skip=hidden_forms(protocol))
     findings = read_snapshot_file(path, "findings.parquet")
+    identity = snapshot_id(path) if verify else ""
     return blinded_view(
-        Snapshot(path=path, manifest=manifest, tables=tables, findings=findings), protocol
+        Snapshot(
+            path=path,
+            manifest=manifest,
+            tables=tables,
+            findings=findings,
+            snapshot_id=identity,
+        ),
+        protocol,
     )
 
 

@@ -232,3 +232,23 @@ def test_the_reference_study_declares_its_blinding_completely(protocol: Protocol
     findings = check_conformance(protocol, protocol.redcap)
     assert [f for f in findings if f.check_id.startswith("conformance.blinding")] == []
     assert {role.access for role in protocol.blinding.roles} == {"unblinded", "partial", "masked"}
+
+
+def test_a_blinded_read_keeps_the_snapshot_id_and_never_opens_hidden_tables(
+    protocol: Protocol, records: pd.DataFrame, tmp_path: Path
+) -> None:
+    from studyman.sources.blinding import read_blinded_snapshot
+    from studyman.sources.offline import import_snapshot
+    from studyman.sources.snapshot import snapshot_id
+
+    assert protocol.redcap is not None
+    records_csv = tmp_path / "records.csv"
+    records.to_csv(records_csv, index=False)
+    dictionary = tmp_path / "dictionary.csv"
+    dictionary.write_text(protocol.redcap.dictionary.to_csv_text(), encoding="utf-8")
+    path = import_snapshot(protocol, records_csv, dictionary, tmp_path / "snapshots").path
+    view = read_blinded_snapshot(path, protocol)
+    assert view.snapshot_id == snapshot_id(path)
+    assert view.manifest["view"] == "blinded"
+    assert not set(view.tables) & set(protocol.blinding.unblinded_forms)
+    assert allocation_leaks(view.tables, protocol, protocol.redcap.dictionary) == []
