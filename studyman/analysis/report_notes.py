@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from studyman.analysis.run import PlanRun
-from studyman.analysis.sap import AnalysisPlan
+from studyman.analysis.sap import AnalysisPlan, MMRMAnalysis
 
 __all__ = ["notices_html", "plan_text_html"]
 
@@ -49,26 +49,21 @@ def notices_html(run: PlanRun, provenance: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _definitions(items: list[tuple[str, str]]) -> str:
+    rows = "".join(
+        f"<dt>{html.escape(term)}</dt><dd>{html.escape(text)}</dd>" for term, text in items if text
+    )
+    return f"<dl>{rows}</dl>"
+
+
 def plan_text_html(plan: AnalysisPlan) -> str:
-    """The estimands in the plan's words (ICH E9(R1)), strategies, missing data and imputation."""
+    """The plan's own words: estimands (ICH E9(R1)) with intercurrent events and missing data,
+    the imputation model, how the MMRMs make inference (which Kenward-Roger), and the
+    multiplicity strategy."""
     parts = ["<h2>Estimands, intercurrent events and missing data (plan text)</h2>"]
     for estimand in plan.estimands:
-        parts.append(f"<h3>{html.escape(estimand.id)}: {html.escape(estimand.label)}</h3><dl>")
-        for term, text in (
-            ("Treatment", estimand.treatment),
-            (
-                "Population",
-                f"{estimand.population}: {plan.populations[estimand.population].label}"
-                if estimand.population in plan.populations
-                else estimand.population,
-            ),
-            ("Variable", estimand.variable),
-            ("Population-level summary", estimand.summary),
-            ("Main analysis", estimand.main_analysis),
-            ("Sensitivity analyses", ", ".join(estimand.sensitivity_analyses)),
-        ):
-            if text:
-                parts.append(f"<dt>{term}</dt><dd>{html.escape(text)}</dd>")
+        population = plan.populations.get(estimand.population)
+        parts.append(f"<h3>{html.escape(estimand.id)}: {html.escape(estimand.label)}</h3>")
         events = "".join(
             f"<li><strong>{html.escape(event.event)}</strong>: "
             f"{html.escape(event.strategy.replace('_', ' '))} strategy"
@@ -76,12 +71,69 @@ def plan_text_html(plan: AnalysisPlan) -> str:
             + "</li>"
             for event in estimand.intercurrent_events
         )
-        parts.append(f"<dt>Intercurrent events</dt><dd><ul>{events}</ul></dd>")
-        for term, text in (
-            ("Missing data", getattr(estimand, "missing_data", "")),
-            ("Rationale", getattr(estimand, "rationale", "")),
-        ):
-            if text:
-                parts.append(f"<dt>{term}</dt><dd>{html.escape(text)}</dd>")
-        parts.append("</dl>")
+        parts.append(
+            _definitions(
+                [
+                    ("Treatment", estimand.treatment),
+                    (
+                        "Population",
+                        f"{estimand.population}: {population.label}"
+                        if population
+                        else estimand.population,
+                    ),
+                    ("Variable", estimand.variable),
+                    ("Population-level summary", estimand.summary),
+                    ("Main analysis", estimand.main_analysis),
+                    ("Sensitivity analyses", ", ".join(estimand.sensitivity_analyses)),
+                ]
+            ).removesuffix("</dl>")
+            + f"<dt>Intercurrent events</dt><dd><ul>{events}</ul></dd>"
+            + _definitions(
+                [("Missing data", estimand.missing_data), ("Rationale", estimand.rationale)]
+            ).removeprefix("<dl>")
+        )
+    model = plan.imputation_model
+    if model is not None:
+        parts.append("<h3>Imputation model</h3>")
+        parts.append(
+            _definitions(
+                [
+                    ("Outcome", model.outcome),
+                    ("Covariates (besides arm and visit)", ", ".join(model.variables)),
+                    ("Model", model.model),
+                    ("Draws", model.draws),
+                    ("Reference-based imputation", model.reference_based),
+                    ("Analysis and pooling", model.pooling),
+                ]
+            )
+        )
+    mmrms = [a for a in plan.analyses if isinstance(a, MMRMAnalysis)]
+    if mmrms:
+        parts.append("<h3>Inference in the MMRM analyses</h3><ul>")
+        for analysis in mmrms:
+            parts.append(
+                f"<li><strong>{html.escape(analysis.id)}</strong> "
+                f"({html.escape(analysis.covariance.replace('_', ' '))} covariance, "
+                f"{analysis.method.upper()}): {html.escape(analysis.inference_text())}</li>"
+            )
+        parts.append("</ul>")
+    multiplicity = plan.multiplicity
+    if multiplicity is not None:
+        parts.append("<h3>Multiplicity</h3>")
+        hypotheses = "; ".join(
+            f"{h.id} {h.analysis} ({h.benefit} is better)" for h in multiplicity.hypotheses
+        )
+        parts.append(
+            _definitions(
+                [
+                    (
+                        "Familywise error rate",
+                        f"{multiplicity.alpha:g}, {multiplicity.sidedness.replace('_', '-')}",
+                    ),
+                    ("Procedure", multiplicity.procedure.replace("_", " ")),
+                    ("Hypotheses", hypotheses),
+                    ("Rationale", multiplicity.rationale),
+                ]
+            )
+        )
     return "".join(parts)

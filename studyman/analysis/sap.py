@@ -33,6 +33,7 @@ __all__ = [
     "Criterion",
     "Estimand",
     "Hypothesis",
+    "ImputationModel",
     "IntercurrentEvent",
     "Interim",
     "LoadedPlan",
@@ -120,16 +121,44 @@ class Population(_Frozen):
     criteria: tuple[Criterion, ...] = Field(min_length=1)
 
 
+#: Words that describe leaving the study (missing data), not an event after randomisation that
+#: affects the interpretation or existence of the outcome (ICH E9(R1), A.3.1 and A.5).
+_MISSING_DATA_WORDS = re.compile(
+    r"withdraw\w* (?:from|of) (?:the )?study|missing outcome|lost to follow|drop-?out",
+    re.IGNORECASE,
+)
+
+
 class IntercurrentEvent(_Frozen):
-    """An intercurrent event and the ICH E9(R1) strategy that handles it."""
+    """An intercurrent event and the ICH E9(R1) strategy that handles it.
+
+    Leaving the study is not an intercurrent event but the cause of missing data (ICH E9(R1),
+    A.5): an event that says so is refused, and its handling belongs in the estimand's
+    ``missing_data``.
+    """
 
     event: str
     strategy: Strategy
     note: str = ""
 
+    @model_validator(mode="after")
+    def _not_missing_data(self) -> IntercurrentEvent:
+        if _MISSING_DATA_WORDS.search(self.event):
+            raise ValueError(
+                f"{self.event!r} is missing data, not an intercurrent event (ICH E9(R1) A.5); "
+                "state how such data are handled under the estimand's 'missing_data'"
+            )
+        return self
+
 
 class Estimand(_Frozen):
-    """An estimand with the five ICH E9(R1) attributes and the analyses that estimate it."""
+    """An estimand with the five ICH E9(R1) attributes and the analyses that estimate it.
+
+    ``missing_data`` says how outcomes missing for the estimand (withdrawal from the study, a
+    missed visit, administrative censoring at the data cut) are handled by the main analysis
+    and its sensitivity analyses, with the assumption made; ``rationale`` justifies the
+    strategies chosen.
+    """
 
     id: str
     label: str
@@ -140,6 +169,23 @@ class Estimand(_Frozen):
     summary: str
     main_analysis: str
     sensitivity_analyses: tuple[str, ...] = ()
+    missing_data: str = ""
+    rationale: str = ""
+
+
+class ImputationModel(_Frozen):
+    """The imputation model of the multiple-imputation analyses, in the plan's words.
+
+    ``variables`` are the model's covariates besides arm and visit (each with its own
+    coefficient by visit); the MI analyses must use exactly these (checked on load).
+    """
+
+    outcome: str
+    variables: tuple[Literal["BASE", "STRATSEV", "SITEID"], ...]
+    model: str
+    draws: str
+    reference_based: str
+    pooling: str
 
 
 class _AnalysisBase(_Frozen):
@@ -175,11 +221,32 @@ class MMRMAnalysis(_AnalysisBase):
     covariance: CovarianceName = "unstructured"
     fallbacks: tuple[CovarianceName, ...] = ()
     method: Literal["reml", "ml"] = "reml"
-    df_method: Literal["kenward-roger", "satterthwaite", "residual", "between-within"] = (
-        "kenward-roger"
-    )
+    df_method: Literal[
+        "kenward-roger", "kenward-roger-linear", "satterthwaite", "residual", "between-within"
+    ] = "kenward-roger"
     vcov: Literal["model", "empirical"] = "model"
     contrast_visit: int
+
+    def inference_text(self) -> str:
+        """Which covariance of the estimates and which degrees of freedom, in words."""
+        if self.df_method == "kenward-roger":
+            return (
+                "Kenward-Roger (1997) as SAS PROC MIXED DDFM=KR: the adjusted covariance of the "
+                "fixed effects and the approximate F degrees of freedom, with first and (for "
+                "structures non-linear in their parameters) second derivatives of the "
+                "covariance in the structure's own parameters. For the unstructured covariance "
+                "these are its elements, so it equals R mmrm's 'Kenward-Roger-Linear' (not "
+                "mmrm's 'Kenward-Roger', which parametrises by the Cholesky factor)."
+            )
+        if self.df_method == "kenward-roger-linear":
+            return (
+                "Kenward-Roger without the second-derivative term (SAS DDFM=KR(LINEAR), R mmrm "
+                "'Kenward-Roger-Linear')."
+            )
+        if self.df_method == "satterthwaite":
+            return "Model-based covariance; Satterthwaite degrees of freedom (SAS DDFM=SATTERTH)."
+        covariance = "sandwich (SAS EMPIRICAL)" if self.vcov == "empirical" else "model-based"
+        return f"{covariance} covariance; {self.df_method} degrees of freedom."
 
     @model_validator(mode="after")
     def _empirical_needs_design_df(self) -> MMRMAnalysis:
@@ -390,6 +457,7 @@ class AnalysisPlan(_Frozen):
     estimands: tuple[Estimand, ...]
     analyses: tuple[Analysis, ...] = Field(min_length=1)
     multiplicity: Multiplicity | None = None
+    imputation_model: ImputationModel | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AnalysisPlan:
@@ -426,6 +494,17 @@ class AnalysisPlan(_Frozen):
                     )
         if self.multiplicity is not None:
             self._check_multiplicity(self.multiplicity)
+        if self.imputation_model is not None:
+            declared = set(self.imputation_model.variables) - {"BASE"}
+            for index, analysis in enumerate(self.analyses):
+                imputes = isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis)
+                if imputes and set(getattr(analysis, "strata", ())) != declared:
+                    raise _KeyedError(
+                        f"analyses[{index}].strata",
+                        f"{list(getattr(analysis, 'strata', ()))} differ from the declared "
+                        f"imputation model's variables {sorted(declared)} "
+                        "(imputation_model.variables)",
+                    )
         versions = [amendment.version for amendment in self.amendments]
         if len(set(versions)) != len(versions):
             raise ValueError("amendments: each version may be recorded once")

@@ -150,6 +150,10 @@ def test_multiplicity_decisions_and_the_graph_are_in_results_and_report(
     report = (analyzed.out / "report.html").read_text(encoding="utf-8")
     assert "multiplicity: Familywise error control over 5 hypotheses" in report
     assert "<h4>graph</h4>" in report
+    # the plan's text (ICH E9(R1) estimands, missing data, imputation model, which KR)
+    assert "<h2>Estimands, intercurrent events and missing data (plan text)</h2>" in report
+    assert "<h3>Imputation model</h3>" in report
+    assert "Kenward-Roger-Linear" in report
 
 
 def test_every_output_carries_the_provenance(study: Study, analyzed: Analyzed) -> None:
