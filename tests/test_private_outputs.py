@@ -266,7 +266,8 @@ def test_analysis_outputs_and_their_folders_are_private(chain: Chain) -> None:
 
 def test_closed_report_and_its_folder_are_private(chain: Chain) -> None:
     modes = _assert_private(chain.closed_report)
-    assert {name.rsplit(".", 1)[-1] for name in modes if name != "."} == {"html", "pdf"}
+    # the report, and its tables and facts as data (dsmb-closed-<cutoff>.json, facts.json)
+    assert {name.rsplit(".", 1)[-1] for name in modes if name != "."} == {"html", "pdf", "json"}
     # the arm-code key, made on first use beside the randomisation list
     key = chain.generated / "dsmb-arm-key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600

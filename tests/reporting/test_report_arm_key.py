@@ -15,6 +15,7 @@ import secrets
 import shutil
 import stat
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,9 @@ from studyman.reporting.report import (
 )
 
 from .conftest import Study
+
+# reports compared byte for byte state the same as-of time (by default it is the minute they ran)
+AS_OF = datetime(2026, 10, 20, 12, 0, tzinfo=UTC)
 
 # The scheme this replaced: a permutation drawn from sha256(salt + the list's printed sha256),
 # with the salt in the source code. Anyone with the report and the source could decode it.
@@ -70,6 +74,7 @@ def _closed(study: Study, randomization: Path, out: Path, arm_key: Path | None =
         randomization=randomization,
         arm_key=arm_key,
         pdf=False,
+        as_of=AS_OF,
     )
     return report.html.read_text(encoding="utf-8")
 
@@ -86,7 +91,7 @@ def test_first_use_creates_a_private_key_beside_the_list_and_reuses_it(
     try:
         first = render_dsmb_report(
             study.protocol, study.snapshot, tmp_path / "a", session="closed",
-            randomization=randomization, pdf=False,
+            randomization=randomization, pdf=False, as_of=AS_OF,
         )  # fmt: skip
     finally:
         os.umask(previous)
@@ -98,7 +103,7 @@ def test_first_use_creates_a_private_key_beside_the_list_and_reuses_it(
     assert [p.name for p in key.parent.iterdir() if p.name.startswith(".")] == []
     second = render_dsmb_report(
         study.protocol, study.snapshot, tmp_path / "b", session="closed",
-        randomization=randomization, pdf=False,
+        randomization=randomization, pdf=False, as_of=AS_OF,
     )  # fmt: skip
     assert not second.arm_key_created
     assert second.arm_key_fingerprint == first.arm_key_fingerprint
