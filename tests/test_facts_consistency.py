@@ -84,6 +84,9 @@ def _run_study(protocol: Protocol, out: Path, seed: int, plant: bool) -> dict[st
         at=AS_OF,
     )
     analyze(sap, unblinded, out / "analysis-blinded", protocol=protocol, executor=SerialExecutor())
+    # reading the allocation is recorded in the lock: a copy, never the shipped one
+    lock = out / "sap.lock.json"
+    lock.write_bytes(sap.with_name("sap.lock.json").read_bytes())
     analyze(
         sap,
         unblinded,
@@ -91,6 +94,7 @@ def _run_study(protocol: Protocol, out: Path, seed: int, plant: bool) -> dict[st
         randomization=randomization,
         protocol=protocol,
         executor=SerialExecutor(),
+        lock=lock,
     )
     render_dsmb_report(
         protocol,

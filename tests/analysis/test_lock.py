@@ -190,3 +190,11 @@ def test_a_lock_without_unblinding_keeps_its_old_format(tmp_path: Path) -> None:
         "sha256",
         "history",
     }
+
+
+def test_the_shipped_reference_lock_records_no_unblinding() -> None:
+    # The demo and the tests unblind copies of the lock; the reference plan's own lock is a
+    # committed file that no run may turn into a record of somebody's unblinding.
+    shipped = json.loads(SAP.with_name("sap.lock.json").read_text(encoding="utf-8"))
+    assert "unblinding" not in shipped
+    assert shipped["sha256"] == load_sap(SAP).sha256
