@@ -97,7 +97,9 @@ class _Data:
         chosen = population_members(self.adam.adsl, population)
         adsl = self.adam.adsl[self.adam.adsl["SUBJID"].isin(chosen)]
         if adsl.empty:
-            raise PlanNotRunnableError(f"population {population_id!r} ({population.label}) is empty")
+            raise PlanNotRunnableError(
+                f"population {population_id!r} ({population.label}) is empty"
+            )
         return adsl
 
     def efficacy(
