@@ -81,8 +81,11 @@ def test_the_undamaged_study_passes_every_command(
     workspace: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the baseline: without damage, every (fast) command of every target ends in exit 0 or 1
+    # (three targets: protocol check/show, validate, import, snapshot verify/show; every
+    # target's undamaged case is the benchmark's baseline)
     monkeypatch.setattr(fuzzing.SETTINGS, "heavy_share", 0.0)
-    for index in range(len(fuzzing.TARGET_NAMES)):
+    for name in ("protocol", "records", "manifest"):
+        index = fuzzing.TARGET_NAMES.index(name)
         result = fuzzing.run_case(workspace, tmp_path, SEED, index, mutate=False)
         assert result.ok, result.describe()
         assert all(code in (0, 1) for _, code, _ in result.commands), result.describe()
