@@ -35,7 +35,6 @@ Definitions (stated in the same words by every report, from :func:`rule_texts`):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -399,14 +398,9 @@ def _first_values(
 
 
 def _codes(series: pd.Series) -> pd.Series:
-    def text(value: object) -> object:
-        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-            return pd.NA
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value).strip()
-
-    return series.map(text).astype("string")
+    """REDCap codes as text without a trailing ``.0`` (as the DSMB report reads them)."""
+    text = series.astype("string").str.strip()
+    return text.str.replace(r"\.0$", "", regex=True)
 
 
 def _dates(series: pd.Series) -> pd.Series:
