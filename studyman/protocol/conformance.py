@@ -223,12 +223,16 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
         add(test.field, f"liver.tests[{j}].field", liver.form, kinds=frozenset({"text:numeric"}))
 
     withdrawal = protocol.withdrawal
-    add(
-        withdrawal.total_field,
-        "withdrawal.total_field",
-        withdrawal.instrument,
-        kinds=frozenset({"calc"}),
-    )
+    if withdrawal is not None:
+        add(
+            withdrawal.total_field,
+            "withdrawal.total_field",
+            withdrawal.instrument,
+            kinds=frozenset({"calc"}),
+        )
+    visit_form = protocol.visit_form
+    add(visit_form.done_field, "visit_form.done_field", visit_form.form)
+    add(visit_form.date_field, "visit_form.date_field", visit_form.form, kinds=_DATE_KINDS)
 
     ae = protocol.adverse_events
     f = ae.form

@@ -901,6 +901,18 @@ class Reporting(_Frozen):
 # ----------------------------------------------------------------------------- the protocol
 
 
+class VisitForm(_Frozen):
+    """The form that records, at each scheduled visit, whether it took place and when.
+
+    A visit is *done* when ``done_field`` is yes, *missed* when it is no (the site recorded the
+    visit as not done), and has no record otherwise. The defaults are the reference study's names.
+    """
+
+    form: str = "visit"
+    done_field: str = "visit_done"
+    date_field: str = "visit_date"
+
+
 class Protocol(_Frozen):
     """The whole protocol (``protocol.yaml``), with the REDCap project it references.
 
@@ -924,7 +936,8 @@ class Protocol(_Frozen):
     endpoints: Endpoints
     cssrs: Cssrs
     liver: Liver
-    withdrawal: Withdrawal
+    withdrawal: Withdrawal | None = None
+    visit_form: VisitForm = VisitForm()
     adverse_events: AdverseEvents
     reporting_clocks: tuple[ReportingClock, ...] = ()
     concomitant_medications: ConcomitantMedications
@@ -1239,10 +1252,14 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
         if getattr(hys, name) not in test_ids:
             yield f"liver.hys_law.{name}", f"unknown test {getattr(hys, name)!r}"
 
-    # withdrawal
-    yield from known_instrument("withdrawal.instrument", protocol.withdrawal.instrument)
-    for j, event in enumerate(protocol.withdrawal.events):
-        yield from known_event(f"withdrawal.events[{j}]", event)
+    # withdrawal (optional: a study without a withdrawal scale declares none)
+    if protocol.withdrawal is not None:
+        yield from known_instrument("withdrawal.instrument", protocol.withdrawal.instrument)
+        for j, event in enumerate(protocol.withdrawal.events):
+            yield from known_event(f"withdrawal.events[{j}]", event)
+
+    # the visit form
+    yield from known_instrument("visit_form.form", protocol.visit_form.form)
 
     # adverse events
     ae = protocol.adverse_events

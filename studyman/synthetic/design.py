@@ -322,7 +322,7 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
         hamd_threshold=int(levels[0].min) if levels and levels[0].min is not None else 18,
         severe_from=int(levels[1].min) if len(levels) > 1 and levels[1].min is not None else 24,
         sae_report_hours=clocks.get("sae_sponsor", 24.0),
-        cows_flag=int(protocol.withdrawal.aesi_threshold),
+        cows_flag=int(protocol.withdrawal.aesi_threshold) if protocol.withdrawal else 0,
         extra={
             "data_cut": protocol.reporting.data_cut,
             "stratum_format": protocol.randomization.stratum_format,

@@ -341,6 +341,8 @@ def check_liver_and_withdrawal(view: StudyView, out: Emitter) -> None:
             message=f"ALT or AST above {liver.transaminase_alert_multiple:g}x ULN",
         )
     withdrawal = view.protocol.withdrawal
+    if withdrawal is None:
+        return  # the protocol declares no withdrawal scale
     ae = view.protocol.adverse_events
     rows = view.rows_of(withdrawal.instrument) & isin(view.events, list(withdrawal.events))
     if not rows.any():
