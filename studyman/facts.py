@@ -28,6 +28,11 @@ Definitions (stated in the same words by every report, from :func:`rule_texts`):
   event*: the disposition is the protocol's adverse-event reason (one definition, from the
   disposition form, so that it is the same in every view); *discontinued treatment*: discontinued
   the study before the end of the treatment period.
+* a scheduled visit (baseline to follow-up) is *due* when its window closed before the cut-off
+  and the participant had not left the study before the window opened; *done* when the visit
+  form records it done, *missed* when the form records it not done, *overdue* when it is due and
+  has no visit form; a visit whose window has not closed is *not yet due* (the participant is
+  ongoing, which is not missing data).
 * query age counts from the query's first opening to the run's *as of* time, never to the data
   cut-off (queries are raised after the cut), and is never negative.
 """
@@ -81,11 +86,32 @@ HEADLINE_KEYS = (
     "deviations",
     "major_deviations",
     "participants_with_major_deviation",
+    "visits_due",
+    "visits_done",
+    "visits_missed",
+    "visits_overdue",
     "site_queries_open",
     "review_signals_open",
     "median_days_open",
 )
 """The keys of ``facts.json``'s ``facts`` object, in order (per-arm values: ``<key>_by_arm``)."""
+
+VISIT_COLUMNS = (
+    "record_id",
+    "event",
+    "label",
+    "window_start",
+    "window_end",
+    "due",
+    "done",
+    "missed",
+    "overdue",
+    "not_yet_due",
+)
+"""Columns of :attr:`StudyFacts.visits`."""
+
+SCHEDULED_KINDS = ("baseline", "treatment", "end_of_treatment", "follow_up")
+"""Visit kinds whose completion is followed (screening, logs and end of study are not visits)."""
 
 Criterion = Literal["randomized", "treated", "post_baseline", "no_major_deviation"]
 
@@ -212,6 +238,10 @@ class StudyFacts:
     queries
         One row per query with ``kind`` (site or review), ``open`` and ``days_open`` (to
         *as_of*); empty when no query log was given.
+    visits
+        One row per randomised participant and scheduled visit: ``record_id``, ``event``,
+        ``label``, ``window_start``, ``window_end`` (dates), ``due``, ``done``, ``missed``,
+        ``overdue``, ``not_yet_due`` (see the module Notes).
     cutoff, as_of, view, rules, snapshot_id
         The data cut-off, the time query ages count to, ``blinded``/``unblinded``, the rules
         and the snapshot's id.
@@ -227,6 +257,7 @@ class StudyFacts:
     rules: FactRules
     snapshot_id: str = ""
     arm_order: tuple[str, ...] = field(default=())
+    visits: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(VISIT_COLUMNS)))
 
     def members(self, population: str) -> pd.Index:
         """Record IDs of *population* (``itt``, ``mitt``, ``pp``, ``safety``, ``randomised``)."""
@@ -263,6 +294,13 @@ class StudyFacts:
         put("discontinued_treatment", subjects["discontinued_treatment"])
         put("discontinued_study", subjects["discontinued_study"])
         put("discontinued_due_to_ae", subjects["discontinued_due_to_ae"])
+        # due visits only, so that due = done + missed + overdue
+        visits = self.visits
+        due = visits["due"].astype(bool)
+        values["visits_due"] = int(due.sum())
+        values["visits_done"] = int((due & visits["done"].astype(bool)).sum())
+        values["visits_missed"] = int((due & visits["missed"].astype(bool)).sum())
+        values["visits_overdue"] = int(visits["overdue"].astype(bool).sum())
         values["deviations"] = len(self.deviations)
         values["major_deviations"] = int(self.deviations["major"].sum())
         put("participants_with_major_deviation", subjects["major_deviation"])
@@ -465,6 +503,73 @@ def _post_baseline(
     rows = frame[frame["redcap_event_name"].isin(later)] if "redcap_event_name" in frame else frame
     rows = rows[rows[scoring.total_field].notna()]
     return set(rows[key].astype(str))
+
+
+def _visit_status(
+    protocol: Protocol,
+    tables: Mapping[str, pd.DataFrame],
+    subjects: pd.DataFrame,
+    cutoff: date,
+    key: str,
+) -> pd.DataFrame:
+    """Scheduled visits of randomised participants: due, done, missed, overdue, not yet due."""
+    event_column = "redcap_event_name"
+    spec = protocol.visit_form
+    frame = tables.get(spec.form)
+    done_keys: set[tuple[str, str]] = set()
+    missed_keys: set[tuple[str, str]] = set()
+    if (
+        frame is not None
+        and not frame.empty
+        and spec.done_field in frame.columns
+        and event_column in frame.columns
+    ):
+        flags = _codes(frame[spec.done_field])
+        pairs = zip(
+            frame[key].astype(str).tolist(), frame[event_column].astype(str).tolist(), strict=True
+        )
+        for pair, value in zip(pairs, flags.tolist(), strict=True):
+            if value == "1":
+                done_keys.add(pair)
+            elif value == "0":
+                missed_keys.add(pair)
+    randomised = subjects[subjects["randomised"].to_numpy(bool)]
+    ids = [str(i) for i in randomised.index]
+    rand_dates = pd.to_datetime(randomised["rand_date"])
+    left = pd.to_datetime(randomised["ds_date"]).where(
+        randomised["discontinued_study"].to_numpy(bool)
+    )
+    limit = pd.Timestamp(cutoff)
+    parts: list[pd.DataFrame] = []
+    for visit in protocol.visits:
+        if visit.kind not in SCHEDULED_KINDS or visit.window is None:
+            continue
+        start = rand_dates + pd.to_timedelta(visit.window.start, unit="D")
+        end = rand_dates + pd.to_timedelta(visit.window.end, unit="D")
+        closed = (end < limit).fillna(False).to_numpy(bool)
+        left_before = (left < start).fillna(False).to_numpy(bool)
+        due = closed & ~left_before
+        done = np.array([(i, visit.event) in done_keys for i in ids], dtype=bool)
+        missed = np.array([(i, visit.event) in missed_keys for i in ids], dtype=bool)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "record_id": ids,
+                    "event": visit.event,
+                    "label": visit.label,
+                    "window_start": start.to_numpy(),
+                    "window_end": end.to_numpy(),
+                    "due": due,
+                    "done": done,
+                    "missed": missed,
+                    "overdue": due & ~done & ~missed,
+                    "not_yet_due": ~closed & ~left_before & ~done & ~missed,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=list(VISIT_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(VISIT_COLUMNS)]
 
 
 def _queries(queries: pd.DataFrame | None, as_of: datetime) -> pd.DataFrame:
@@ -709,6 +814,7 @@ def derive_facts(
         rules=rules,
         snapshot_id=snapshot_id,
         arm_order=tuple(arm_order),
+        visits=_visit_status(protocol, tables, subjects, cutoff, key),
     )
 
 

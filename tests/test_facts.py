@@ -173,3 +173,77 @@ def test_facts_json_carries_every_headline_key_and_its_provenance(
     ]
     assert missing == []
     assert "Per protocol population" in document["rules"]["definitions"]
+
+
+def test_due_visits_are_done_missed_or_overdue_and_nothing_else(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    tables, _ = study
+    facts = _facts(protocol, tables)
+    headline = facts.headline()
+    assert headline["visits_due"] > 0
+    assert headline["visits_due"] == (
+        headline["visits_done"] + headline["visits_missed"] + headline["visits_overdue"]
+    )
+    visits = facts.visits
+    # a visit is never both due and not yet due, nor overdue without being due
+    assert not (visits["due"] & visits["not_yet_due"]).any()
+    assert not (visits["overdue"] & ~visits["due"]).any()
+    # only randomised participants have scheduled visits
+    randomised = set(facts.members("randomised").astype(str))
+    assert set(visits["record_id"]) <= randomised
+
+
+def test_a_visit_whose_window_is_still_open_at_the_cut_is_not_yet_due_never_overdue(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    tables, _ = study
+    facts = _facts(protocol, tables)
+    visits = facts.visits
+    open_windows = visits[visits["window_end"] >= pd.Timestamp(CUT)]
+    assert len(open_windows) > 0, "the fixture should have participants still on study"
+    assert not open_windows["due"].any()
+    assert not open_windows["overdue"].any()
+    pending = open_windows[~open_windows["done"] & ~open_windows["missed"]]
+    left = facts.subjects["discontinued_study"] & (facts.subjects["ds_date"] < pd.Timestamp(CUT))
+    ongoing = pending[~pending["record_id"].map(left).fillna(False).astype(bool)]
+    assert ongoing["not_yet_due"].all()
+
+
+def test_a_later_cut_never_makes_fewer_visits_due(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    tables, _ = study
+    earlier = derive_facts(protocol, tables, cutoff=date(2026, 3, 31)).headline()
+    later = _facts(protocol, tables).headline()
+    assert earlier["visits_due"] < later["visits_due"]
+
+
+def test_visit_counts_are_the_same_in_the_blinded_and_unblinded_views(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    tables, arms = study
+    unblinded = _facts(protocol, tables, arms=arms).headline()
+    blinded = _facts(protocol, blind_tables(tables, protocol)).headline()
+    for key in ("visits_due", "visits_done", "visits_missed", "visits_overdue"):
+        assert blinded[key] == unblinded[key], key
+
+
+def test_a_recorded_missed_visit_is_missed_not_overdue(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    tables, _ = study
+    spec = protocol.visit_form
+    frame = tables[spec.form].copy()
+    facts = _facts(protocol, tables)
+    due_done = facts.visits[facts.visits["due"] & facts.visits["done"]].iloc[0]
+    row = (frame[protocol.study.record_id_field].astype(str) == due_done["record_id"]) & (
+        frame["redcap_event_name"].astype(str) == due_done["event"]
+    )
+    assert row.sum() == 1
+    frame.loc[row, spec.done_field] = 0
+    changed = _facts(protocol, {**tables, spec.form: frame}).headline()
+    before = facts.headline()
+    assert changed["visits_missed"] == before["visits_missed"] + 1
+    assert changed["visits_done"] == before["visits_done"] - 1
+    assert changed["visits_overdue"] == before["visits_overdue"]
