@@ -25,6 +25,8 @@ from studyman.errors import ProtocolError
 from studyman.protocol.redcap_project import RedcapProject
 
 __all__ = [
+    "RANDOMIZATION_LIST_ARM_HEADERS",
+    "RANDOMIZATION_LIST_RECORD_HEADERS",
     "AdverseEventOfSpecialInterest",
     "AdverseEvents",
     "Arm",
@@ -76,6 +78,12 @@ __all__ = [
     "compare",
     "redcap_round",
 ]
+
+#: Record-ID headers a randomisation list may use besides the protocol's record-ID field
+#: (the reference export's name and the ADaM names).
+RANDOMIZATION_LIST_RECORD_HEADERS: tuple[str, ...] = ("record_id", "USUBJID", "SUBJID")
+#: Arm headers a randomisation list may use besides the protocol's arm field.
+RANDOMIZATION_LIST_ARM_HEADERS: tuple[str, ...] = ("rand_arm", "arm", "TRT01P")
 
 Operator = Literal["lt", "le", "gt", "ge", "eq", "ne"]
 Severity = Literal["critical", "major", "minor", "info"]
@@ -141,6 +149,29 @@ class Arms(_Frozen):
     form: str
     event: str
     items: tuple[Arm, ...] = Field(min_length=2)
+    #: The code of the reference arm (comparisons are each other arm against it); default: the
+    #: last arm listed.
+    reference: int | None = None
+
+    @model_validator(mode="after")
+    def _reference_is_an_arm(self) -> Arms:
+        codes = [arm.code for arm in self.items]
+        if self.reference is not None and self.reference not in codes:
+            raise ValueError(f"reference arm code {self.reference} is not one of {codes}")
+        return self
+
+    @property
+    def reference_arm(self) -> Arm:
+        """The declared reference arm (the last arm listed when none is declared)."""
+        if self.reference is None:
+            return self.items[-1]
+        return self.by_code(self.reference)
+
+    @property
+    def comparison_arms(self) -> tuple[Arm, ...]:
+        """The arms compared with the reference, in the order listed."""
+        reference = self.reference_arm
+        return tuple(arm for arm in self.items if arm.code != reference.code)
 
     def by_code(self, code: int) -> Arm:
         """The arm with raw code *code*; raises KeyError when there is none."""
@@ -213,6 +244,9 @@ class Enrolment(_Frozen):
     end: date
     screening_date_field: str = "scr_date"
     consent_date_field: str = "consent_date"
+    #: Demographics on the participant form (the form that holds ``consent_date_field``).
+    age_field: str = "age"
+    sex_field: str = "sex"
 
 
 class Instrument(_Frozen):
@@ -450,6 +484,8 @@ class Scoring(_Frozen):
 
     instrument: str
     label: str = ""
+    #: The ADaM PARAMCD of the total score; default: the instrument name in upper case.
+    paramcd: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{0,7}$")
     total_field: str
     total_range: Range
     max_missing_items: int = Field(ge=0)
@@ -459,6 +495,11 @@ class Scoring(_Frozen):
     exactly_one_of: tuple[tuple[str, ...], ...] = ()
     bands: tuple[Band, ...] = ()
     flags: tuple[ScoreFlag, ...] = ()
+
+    @property
+    def parameter_code(self) -> str:
+        """The ADaM PARAMCD of the total (``paramcd``, else the instrument in upper case)."""
+        return self.paramcd if self.paramcd is not None else self.instrument.upper()
 
     @property
     def item_fields(self) -> tuple[str, ...]:
