@@ -31,8 +31,8 @@ Definitions (stated in the same words by every report, from :func:`rule_texts`):
 * a scheduled visit (baseline to follow-up) is *due* when its window closed before the cut-off
   and the participant had not left the study before the window opened; *done* when the visit
   form records it done, *missed* when the form records it not done, *overdue* when it is due and
-  has no visit form; a visit whose window has not closed is *not yet due* (the participant is
-  ongoing, which is not missing data).
+  has no visit form; a visit whose window has not closed, of a participant still on study, is
+  *not yet due* (the participant is ongoing, which is not missing data).
 * query age counts from the query's first opening to the run's *as of* time, never to the data
   cut-off (queries are raised after the cut), and is never negative.
 """
@@ -548,6 +548,7 @@ def _visit_status(
         end = rand_dates + pd.to_timedelta(visit.window.end, unit="D")
         closed = (end < limit).fillna(False).to_numpy(bool)
         left_before = (left < start).fillna(False).to_numpy(bool)
+        gone = left.notna().to_numpy(bool)  # left the study: a pending visit will not happen
         due = closed & ~left_before
         done = np.array([(i, visit.event) in done_keys for i in ids], dtype=bool)
         missed = np.array([(i, visit.event) in missed_keys for i in ids], dtype=bool)
@@ -563,7 +564,7 @@ def _visit_status(
                     "done": done,
                     "missed": missed,
                     "overdue": due & ~done & ~missed,
-                    "not_yet_due": ~closed & ~left_before & ~done & ~missed,
+                    "not_yet_due": ~closed & ~gone & ~done & ~missed,
                 }
             )
         )
