@@ -51,7 +51,10 @@ __all__ = [
     "plan_sha256",
 ]
 
-Parameter = Literal["HAMD17", "PHQ9", "GAD7"]
+#: An ADaM PARAMCD: a rating scale's ``scoring.paramcd`` in the protocol (``HAMD17``).
+Parameter = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,7}$")]
+#: The plan's analysis-visit key of a parameter: its PARAMCD in lower case (``hamd17``).
+ParameterKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,7}$")]
 Role = Literal["primary", "secondary", "sensitivity", "safety"]
 CovarianceName = Literal[
     "unstructured",
@@ -88,11 +91,41 @@ class Interim(_Frozen):
 
 
 class Treatment(_Frozen):
-    """The randomised comparison: ADSL variable and the two arm labels."""
+    """The randomised comparisons: ADSL variable, the experimental arm(s) and the reference.
+
+    ``experimental`` is one arm label, or a list of them when the study has more than two arms;
+    each experimental arm is compared with ``reference`` (pairwise, in the order listed).
+    """
 
     variable: Literal["TRT01P", "TRT01A"] = "TRT01P"
-    experimental: str
+    experimental: str | tuple[str, ...]
     reference: str
+
+    @model_validator(mode="after")
+    def _arms_are_distinct(self) -> Treatment:
+        arms = self.experimental_arms
+        if not arms:
+            raise ValueError("'experimental' names no arm")
+        if len(set(arms)) != len(arms) or self.reference in arms:
+            raise ValueError(
+                f"arms must be distinct: experimental {list(arms)}, reference {self.reference!r}"
+            )
+        return self
+
+    @property
+    def experimental_arms(self) -> tuple[str, ...]:
+        """The experimental arm labels, in the order declared."""
+        return (self.experimental,) if isinstance(self.experimental, str) else self.experimental
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """Every arm label of the plan: the experimental arms, then the reference."""
+        return (*self.experimental_arms, self.reference)
+
+    @property
+    def comparisons(self) -> tuple[tuple[str, str], ...]:
+        """(experimental, reference) for each comparison, in the order declared."""
+        return tuple((arm, self.reference) for arm in self.experimental_arms)
 
 
 class Criterion(_Frozen):
@@ -353,6 +386,9 @@ class Hypothesis(_Frozen):
     analysis: str
     benefit: Literal["lower", "higher"]
     label: str = ""
+    #: The experimental arm whose comparison with the reference is tested; required when the
+    #: plan has more than one experimental arm.
+    comparison: str | None = None
 
 
 #: Analysis kinds whose headline carries the p-value of a comparison of arms.
@@ -451,7 +487,7 @@ class AnalysisPlan(_Frozen):
     confidence_level: float = Field(default=0.95, gt=0, lt=1)
     interim: Interim = Interim()
     treatment: Treatment
-    visits: dict[Literal["hamd17", "phq9", "gad7"], tuple[int, ...]]
+    visits: dict[ParameterKey, tuple[int, ...]]
     populations: dict[str, Population]
     safety: SafetyRules = SafetyRules()
     estimands: tuple[Estimand, ...]
@@ -511,7 +547,20 @@ class AnalysisPlan(_Frozen):
         return self
 
     def _check_multiplicity(self, multiplicity: Multiplicity) -> None:
+        experimental = self.treatment.experimental_arms
         for index, hypothesis in enumerate(multiplicity.hypotheses):
+            if hypothesis.comparison is None and len(experimental) > 1:
+                raise _KeyedError(
+                    f"multiplicity.hypotheses[{index}].comparison",
+                    f"the plan compares {len(experimental)} arms with the reference; name the "
+                    f"experimental arm this hypothesis tests (one of {list(experimental)})",
+                )
+            if hypothesis.comparison is not None and hypothesis.comparison not in experimental:
+                raise _KeyedError(
+                    f"multiplicity.hypotheses[{index}].comparison",
+                    f"unknown experimental arm {hypothesis.comparison!r}; expected one of "
+                    f"{list(experimental)}",
+                )
             where = f"multiplicity.hypotheses[{index}].analysis"
             found = next((a for a in self.analyses if a.id == hypothesis.analysis), None)
             if found is None:
