@@ -333,6 +333,8 @@ def field_expectations(protocol: Protocol) -> tuple[FieldExpectation, ...]:
         ((c.code, c.name) for c in dv.categories),
     )
     add(dv.major_field, "deviations.major_field", dv.form, kinds=_YESNO)
+    add(dv.term_field, "deviations.term_field", dv.form, kinds=frozenset({"text", "notes"}))
+    add(dv.date_field, "deviations.date_field", dv.form, kinds=_DATE_KINDS)
     return tuple(out)
 
 

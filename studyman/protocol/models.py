@@ -927,6 +927,10 @@ class Deviations(_Frozen):
     form: str
     category_field: str
     major_field: str
+    #: The site's description of the deviation and its date (the deviation log's DVTERM and
+    #: DVSTDTC); the defaults are the reference study's names.
+    term_field: str = "dv_term"
+    date_field: str = "dv_date"
     categories: tuple[DeviationCategory, ...] = Field(min_length=1)
 
 
