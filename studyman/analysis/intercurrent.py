@@ -92,7 +92,7 @@ def first_visit_after_event(
     visits: Sequence[int],
     target_days: Mapping[int, int],
     discontinuation: pd.DataFrame,
-    randomised_on: Mapping[str, object],
+    randomised_on: Mapping[str, pd.Timestamp | None],
 ) -> NDArray[np.int64]:
     """Index into *visits* of each participant's first visit after the intercurrent event.
 
@@ -124,7 +124,7 @@ def first_visit_after_event(
         start = randomised_on.get(subject)
         if event is None or start is None or pd.isna(start):
             continue
-        origin = pd.Timestamp(start)  # type: ignore[arg-type]
+        origin = pd.Timestamp(start)
         for index, visit in enumerate(visits):
             target = origin + pd.Timedelta(days=int(target_days[visit]))
             if target > event:
