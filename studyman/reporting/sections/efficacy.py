@@ -1,0 +1,83 @@
+"""Efficacy (closed session, descriptive)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from studyman.reporting.sections.base import (
+    _EVENT,
+    _KEY,
+    DsmbInputs,
+    Section,
+    _fmt_num,
+    _group_table,
+    _groups,
+    _missing,
+    _present,
+    _randomised,
+    _unavailable,
+)
+from studyman.reporting.sections.shared import _visit_labels
+
+
+def efficacy_section(inputs: DsmbInputs) -> Section:
+    """Efficacy: only in a closed session and only when the plan prespecifies an interim look."""
+    protocol = inputs.protocol
+    if not inputs.interim_efficacy:
+        return Section(
+            id="efficacy",
+            title="Efficacy",
+            paragraphs=(
+                "The analysis plan prespecifies no interim efficacy look for the DSMB: no "
+                "efficacy data are shown.",
+            ),
+        )
+    if not inputs.closed:
+        return Section(
+            id="efficacy",
+            title="Efficacy",
+            paragraphs=("Interim efficacy data are shown in the closed session only.",),
+        )
+    endpoint = protocol.endpoints.primary
+    missing = _missing(inputs, (endpoint.instrument,))
+    if missing:
+        return _unavailable("efficacy", "Efficacy", missing)
+    frame = _present(inputs, endpoint.instrument)
+    randomised = _randomised(inputs)
+    groups = _groups(inputs, randomised)
+    values = frame[[_KEY, _EVENT, endpoint.field]].copy()
+    values[_KEY] = values[_KEY].astype(str)
+    base = values[values[_EVENT] == endpoint.baseline_event].set_index(_KEY)[endpoint.field]
+    values["change"] = pd.to_numeric(values[endpoint.field], errors="coerce") - values[_KEY].map(
+        base
+    ).astype(float)
+    labels = _visit_labels(protocol)
+    rows = []
+    for visit in protocol.visits:
+        if visit.kind not in ("treatment", "end_of_treatment", "follow_up"):
+            continue
+        at = values[values[_EVENT] == visit.event].set_index(_KEY)["change"]
+        row = [labels[visit.event]]
+        for _, ids in groups:
+            v = at.reindex(ids.astype(str)).dropna().astype(float)
+            row.append(
+                f"{len(v)}: {v.mean():.1f} ({_fmt_num(float(v.std(ddof=1)), 1)})"
+                if len(v) > 1
+                else f"{len(v)}"
+            )
+        rows.append(row)
+    return Section(
+        id="efficacy",
+        title="Efficacy (prespecified interim look)",
+        tables=(
+            _group_table(
+                f"{endpoint.name}: observed change from baseline",
+                rows,
+                "Visit",
+                groups,
+                "Randomised",
+                note="Cells: n: mean (SD). Descriptive; the prespecified model is run by "
+                "'studyman analyze'.",
+            ),
+        ),
+    )

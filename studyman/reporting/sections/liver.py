@@ -1,0 +1,121 @@
+"""AESI: liver injury and Hy's law."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from studyman.reporting.sections.base import (
+    _EVENT,
+    _KEY,
+    TOTAL,
+    DsmbInputs,
+    FigureData,
+    ReportTable,
+    Section,
+    _count_table,
+    _denominators,
+    _fmt_num,
+    _member,
+)
+from studyman.reporting.sections.shared import _arm_column, _fmt_date, _safety_form, _visit_labels
+
+
+def liver_section(inputs: DsmbInputs) -> Section:
+    """AESI liver injury: peak ALT/AST/bilirubin against ULN, eDISH plot, potential Hy's law."""
+    protocol = inputs.protocol
+    spec = protocol.liver
+    found = _safety_form(inputs, spec.form, "aesi-liver", "AESI: liver injury and Hy's law")
+    if isinstance(found, Section):
+        return found
+    frame, groups = found
+    tests = {t.id: t for t in spec.tests}
+    hy = spec.hys_law
+    post = frame[frame[_EVENT] != "screening_arm_1"].copy()
+    ratios = pd.DataFrame({_KEY: post[_KEY].astype(str), "event": post[_EVENT].astype(str)})
+    for test_id, test in tests.items():
+        ratios[test_id] = pd.to_numeric(post[test.field], errors="coerce").astype(float) / test.uln
+    ratios["date"] = post[spec.date_field].map(_fmt_date)
+    trans = ratios[list(hy.transaminases)].max(axis=1)
+    ratios["transaminase"] = trans
+    peak = ratios.groupby(_KEY)[["transaminase", hy.bilirubin]].max()
+    hys = ratios[
+        (ratios["transaminase"] > hy.transaminase_multiple)
+        & (ratios[hy.bilirubin] > hy.bilirubin_multiple)
+        & ~(ratios[hy.alp] > hy.alp_max_multiple)
+    ]
+    labels = _visit_labels(protocol)
+    listing = pd.DataFrame(
+        {
+            "Participant": hys[_KEY],
+            "Visit": hys["event"].map(lambda e: labels.get(e, e)),
+            "Sample date": hys["date"],
+            **{f"{t} ×ULN": hys[t].map(lambda v: _fmt_num(float(v), 2)) for t in tests},
+        }
+    )
+    if inputs.closed:
+        listing.insert(1, "Arm", _arm_column(inputs, hys[_KEY]))
+    per = ratios.groupby(_KEY)
+    alert = spec.transaminase_alert_multiple
+    peaks = per[list(tests)].max()
+    hy_ids = set(hys[_KEY])
+    rows = [
+        (
+            f"ALT > {alert:g}×ULN",
+            lambda ids: int((peaks["ALT"].reindex(ids.astype(str)) > alert).sum()),
+        )
+        if "ALT" in peaks.columns
+        else None,
+        (
+            f"AST > {alert:g}×ULN",
+            lambda ids: int((peaks["AST"].reindex(ids.astype(str)) > alert).sum()),
+        )
+        if "AST" in peaks.columns
+        else None,
+        (
+            f"Total bilirubin > {hy.bilirubin_multiple:g}×ULN",
+            lambda ids: int(
+                (peaks[hy.bilirubin].reindex(ids.astype(str)) > hy.bilirubin_multiple).sum()
+            ),
+        ),
+        ("Potential Hy's law case", lambda ids: len(hy_ids & set(ids.astype(str)))),
+        (
+            "With a post-baseline liver test",
+            lambda ids: int(_member(peaks.index, ids).sum()),
+        ),
+    ]
+    count_rows = [r for r in rows if r is not None]
+    edish = peak.reset_index().rename(columns={hy.bilirubin: "bilirubin"})
+    if inputs.closed:
+        edish["group"] = _arm_column(inputs, edish[_KEY])
+    else:
+        edish["group"] = TOTAL
+    return Section(
+        id="aesi-liver",
+        title="AESI: liver injury and Hy's law",
+        paragraphs=(
+            f"Potential Hy's law case: {' or '.join(hy.transaminases)} > "
+            f"{hy.transaminase_multiple:g}×ULN and total bilirubin > {hy.bilirubin_multiple:g}×ULN "
+            f"without ALP > {hy.alp_max_multiple:g}×ULN, in the same sample. ULNs: "
+            + ", ".join(f"{t.id} {t.uln:g} {t.unit}" for t in spec.tests)
+            + ".",
+        ),
+        tables=(
+            ReportTable(
+                "Liver test abnormalities after randomisation",
+                _count_table(count_rows, groups, first="Participants with"),
+                "Safety population",
+                _denominators(groups),
+            ),
+            ReportTable("Potential Hy's law cases", listing.reset_index(drop=True)),
+        ),
+        figures=(
+            FigureData(
+                kind="edish",
+                title="eDISH: peak transaminase against peak total bilirubin (×ULN)",
+                data={"points": edish},
+                caption=f"Log axes; reference lines at {hy.transaminase_multiple:g}×ULN "
+                f"(ALT or AST) and {hy.bilirubin_multiple:g}×ULN (bilirubin). The upper right "
+                "quadrant holds potential Hy's law cases.",
+            ),
+        ),
+    )
