@@ -654,29 +654,33 @@ def tipping_point_analysis(
 
 
 def wilson_interval(events: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (``(nan, nan)`` when ``n == 0``)."""
+    """Wilson score interval for a proportion (``(nan, nan)`` when ``n == 0``).
+
+    statsmodels' ``proportion_confint(method="wilson")``; checked against R in the tests.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
     if n == 0:
         return math.nan, math.nan
-    z = float(stats.norm.ppf(0.5 + confidence_level / 2))
-    p = events / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lower, upper = proportion_confint(events, n, alpha=1 - confidence_level, method="wilson")
+    return max(0.0, float(lower)), min(1.0, float(upper))
 
 
 def newcombe_interval(
     x1: int, n1: int, x2: int, n2: int, confidence_level: float = 0.95
 ) -> tuple[float, float, float]:
-    """Risk difference p1 − p2 with Newcombe's hybrid score interval (method 10, 1998)."""
+    """Risk difference p1 − p2 with Newcombe's hybrid score interval (method 10, 1998).
+
+    statsmodels' ``confint_proportions_2indep(method="newcomb")``; ``nan`` when an arm is empty.
+    """
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     if n1 == 0 or n2 == 0:
         return math.nan, math.nan, math.nan
-    p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson_interval(x1, n1, confidence_level)
-    l2, u2 = wilson_interval(x2, n2, confidence_level)
-    difference = p1 - p2
-    lower = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    upper = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return difference, lower, upper
+    lower, upper = confint_proportions_2indep(
+        x1, n1, x2, n2, method="newcomb", compare="diff", alpha=1 - confidence_level
+    )
+    return x1 / n1 - x2 / n2, float(lower), float(upper)
 
 
 def _subset(adae: pd.DataFrame, subset: str) -> pd.DataFrame:
@@ -985,45 +989,41 @@ def ae_glmm(
 
 
 def kaplan_meier(time: Sequence[float], event: Sequence[bool]) -> pd.DataFrame:
-    """Kaplan–Meier estimate at each distinct event time, with Greenwood standard errors."""
+    """Kaplan–Meier estimate at each distinct event time, with Greenwood standard errors.
+
+    statsmodels' ``SurvfuncRight`` (product-limit estimate, Greenwood's variance).
+    """
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    columns = ["time", "at_risk", "events", "survival", "std_error"]
     t = np.asarray(time, dtype=float)
     d = np.asarray(event, dtype=bool)
-    rows = []
-    survival, greenwood = 1.0, 0.0
-    for moment in np.unique(t[d]):
-        at_risk = int((t >= moment).sum())
-        deaths = int(((t == moment) & d).sum())
-        survival *= 1 - deaths / at_risk
-        if at_risk > deaths:
-            greenwood += deaths / (at_risk * (at_risk - deaths))
-        rows.append(
-            {
-                "time": float(moment),
-                "at_risk": at_risk,
-                "events": deaths,
-                "survival": survival,
-                "std_error": survival * math.sqrt(greenwood),
-            }
-        )
-    return pd.DataFrame(rows, columns=["time", "at_risk", "events", "survival", "std_error"])
+    if not d.any():
+        return pd.DataFrame(columns=columns)
+    fitted = SurvfuncRight(t, d.astype(int))
+    return pd.DataFrame(
+        {
+            "time": np.asarray(fitted.surv_times, dtype=float),
+            "at_risk": np.asarray(fitted.n_risk, dtype=int),
+            "events": np.asarray(fitted.n_events, dtype=int),
+            "survival": np.asarray(fitted.surv_prob, dtype=float),
+            "std_error": np.asarray(fitted.surv_prob_se, dtype=float),
+        },
+        columns=columns,
+    )
 
 
 def _log_rank(time: FloatLike, event: BoolLike, group: BoolLike) -> float:
+    """Log-rank test p-value (statsmodels' ``survdiff``); ``nan`` when it is not defined."""
+    from statsmodels.duration.survfunc import survdiff
+
     t = np.asarray(time, dtype=float)
     d = np.asarray(event, dtype=bool)
     g = np.asarray(group, dtype=bool)
-    observed_minus_expected, variance = 0.0, 0.0
-    for moment in np.unique(t[d]):
-        at_risk = t >= moment
-        n, n1 = at_risk.sum(), (at_risk & g).sum()
-        deaths = ((t == moment) & d).sum()
-        deaths1 = ((t == moment) & d & g).sum()
-        observed_minus_expected += deaths1 - deaths * n1 / n
-        if n > 1:
-            variance += deaths * (n1 / n) * (1 - n1 / n) * (n - deaths) / (n - 1)
-    if variance <= 0:
+    if not d.any() or g.all() or not g.any():
         return math.nan
-    return float(stats.chi2.sf(observed_minus_expected**2 / variance, 1))
+    _, p_value = survdiff(t, d.astype(int), g.astype(int))
+    return float(p_value)
 
 
 FloatLike = Any

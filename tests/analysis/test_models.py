@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from studyman.analysis.models import (
+    _log_rank,
     kaplan_meier,
     mmrm_analysis,
     newcombe_interval,
@@ -193,3 +196,33 @@ def test_enough_events_keep_maximum_likelihood() -> None:
     )
     assert outcome.details["method"] == "maximum likelihood, Wald CI"
     assert "Firth" not in outcome.message
+
+
+_REFERENCE = Path(__file__).parents[1] / "stats" / "reference"
+
+
+def test_kaplan_meier_log_rank_and_newcombe_match_r() -> None:
+    """statsmodels-backed estimators against R survival and prop.test (survival_newcombe.R)."""
+    reference = json.loads((_REFERENCE / "survival_newcombe.json").read_text(encoding="utf-8"))
+    data = pd.read_csv(_REFERENCE / "survival_synthetic.csv")
+    for arm in ("A", "B"):
+        part = data[data["group"] == arm]
+        curve = kaplan_meier(part["time"].tolist(), (part["event"] == 1).tolist())
+        expected = reference[f"km_{arm}"]
+        assert curve["time"].tolist() == pytest.approx(expected["time"], abs=1e-12)
+        assert curve["at_risk"].tolist() == expected["at_risk"]
+        assert curve["events"].tolist() == expected["events"]
+        assert curve["survival"].tolist() == pytest.approx(expected["survival"], abs=1e-12)
+        # R leaves the standard error undefined (NA) once the survival reaches 0, as we do
+        r_se = [math.nan if v in (None, "NA") else float(v) for v in expected["std_error"]]
+        for ours, theirs, survival in zip(curve["std_error"], r_se, curve["survival"], strict=True):
+            if math.isnan(theirs):
+                assert survival == 0.0
+                assert math.isnan(ours)
+            else:
+                assert ours == pytest.approx(theirs, abs=1e-12)
+    p_value = _log_rank(data["time"], data["event"] == 1, data["group"] == "A")
+    assert p_value == pytest.approx(reference["log_rank_p"], abs=1e-12)
+    for case in reference["newcombe"]:
+        x1, n1, x2, n2 = (int(v) for v in case["input"])
+        assert newcombe_interval(x1, n1, x2, n2) == pytest.approx(case["result"], abs=1e-12)
