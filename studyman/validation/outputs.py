@@ -219,12 +219,13 @@ def deviation_log(
     id_field = protocol.study.record_id_field
     rows: list[dict[str, str]] = []
     visit_dates: dict[tuple[str, str], str] = {}
-    if "visit_date" in records.columns:
+    visit_date_field = protocol.visit_form.date_field
+    if visit_date_field in records.columns:
         base = text(records, REPEAT) == ""
         for record_id, event, day in zip(
             text(records, id_field)[base],
             text(records, EVENT)[base],
-            text(records, "visit_date")[base],
+            text(records, visit_date_field)[base],
             strict=True,
         ):
             if day:
@@ -255,9 +256,9 @@ def deviation_log(
         subset = records.loc[form_rows]
         for record_id, term, code, start in zip(
             text(subset, id_field),
-            text(subset, "dv_term"),
+            text(subset, deviations.term_field),
             text(subset, deviations.category_field),
-            text(subset, "dv_date"),
+            text(subset, deviations.date_field),
             strict=True,
         ):
             rows.append(

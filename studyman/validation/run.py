@@ -254,7 +254,8 @@ def listing_context(
     ]
     ids, events = text(records, id_field), text(records, EVENT)
     repeats, instances = text(records, REPEAT), text(records, INSTANCE)
-    visit = text(records, "visit_date") if "visit_date" in records.columns else None
+    visit_date_field = protocol.visit_form.date_field
+    visit = text(records, visit_date_field) if visit_date_field in records.columns else None
     found: dict[tuple[str, ...], str] = {}
     columns = {spec.name: text(records, spec.name) for spec in date_fields}
     for position in range(len(records)):
@@ -292,18 +293,20 @@ def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.
     into the protocol's codes (the checks compare codes), anything else is kept as written.
     """
     frame = read_randomization_list(path)
+    # the reader puts the record-ID and arm columns first, whatever their names
+    record_column, arm_column = str(frame.columns[0]), str(frame.columns[1])
     by_name = {arm.name: str(arm.code) for arm in protocol.arms.items}
-    frame["rand_arm"] = frame["rand_arm"].map(lambda value: by_name.get(value, value))
+    frame[arm_column] = frame[arm_column].map(lambda value: by_name.get(value, value))
     codes = set(by_name.values())
-    unknown = sorted({value for value in frame["rand_arm"] if value and value not in codes})
+    unknown = sorted({value for value in frame[arm_column] if value and value not in codes})
     if unknown:
-        column = frame.attrs.get("arm_column", "rand_arm")
+        column = frame.attrs.get("arm_column", arm_column)
         shown = ", ".join(repr(value) for value in unknown[:10])
         raise ValidationError(
             f"{path}: column {column}: unknown arm value(s) {shown}; expected the protocol's arm "
             f"codes ({', '.join(sorted(codes))}) or names ({', '.join(sorted(by_name))})"
         )
-    renamed = {"record_id": record_id_field, "rand_arm": str(protocol.arms.field)}
+    renamed = {record_column: record_id_field, arm_column: str(protocol.arms.field)}
     # another column already bearing a target name would be a second record-ID or arm column
     clashing = [name for name in renamed.values() if name not in renamed and name in frame]
     return frame.drop(columns=clashing).rename(columns=renamed)

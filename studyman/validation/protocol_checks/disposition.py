@@ -14,15 +14,19 @@ from studyman.validation.records import text
 
 __all__ = ["check_disposition"]
 
-_AFTER_LEAVING = ("visit_date", "lab_date", "cows_date", "cbt_date", "dose_date")
-
 
 def check_disposition(view: StudyView, out: Emitter) -> None:
     """Raise the ``DS-*`` findings."""
     records = view.records
     dictionary = view.inputs.dictionary
     left = view.per_row(view.left_study)
-    for name in _AFTER_LEAVING:
+    # assessments and treatment; eligibility is confirmed before randomisation, never after
+    after_leaving = [
+        name
+        for name in view.assessment_date_fields()
+        if name != view.protocol.eligibility.date_field
+    ]
+    for name in after_leaving:
         if name not in dictionary.by_name or name not in records.columns:
             continue
         values = text(records, name)

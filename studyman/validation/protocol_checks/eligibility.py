@@ -1,5 +1,5 @@
 """Protocol checks of eligibility and randomisation: ``ELG-*`` and ``SCO-RAND-LOW``
-(randomised with a baseline HAM-D-17 below the inclusion threshold)."""
+(randomised with a baseline scale total below the inclusion threshold)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def check_eligibility(view: StudyView, out: Emitter) -> None:
             values=[v for _, v in sorted(zip(disagree, values, strict=True))],
             messages=f"{criterion.text}: the form disagrees with the data",
         )
-        if criterion.id == "inc_age":
+        if _is_demographic_range(view, criterion):
             outside = [rid for rid in rand_ids if derived.get(rid) is False]
             ages = view.value(event, criterion.derived.conditions[0].field)
             out.participants(
@@ -78,9 +78,13 @@ def check_eligibility(view: StudyView, out: Emitter) -> None:
                 values=[str(ages.get(rid, "")) for rid in sorted(outside)],
                 messages="Randomised with age at consent outside the inclusion range",
             )
-        if criterion.id == "inc_hamd":
+        if criterion.kind == "inclusion":
+            totals_of_scales = {scoring.total_field for scoring in view.protocol.scoring}
             for condition in criterion.derived.conditions:
-                if condition.event != view.randomization_event:
+                if (
+                    condition.event != view.randomization_event
+                    or condition.field not in totals_of_scales
+                ):
                     continue
                 totals = view.value(condition.event, condition.field)
                 numbers = pd.Series(parse_numbers(totals.to_numpy()), index=totals.index)
@@ -154,6 +158,21 @@ def check_eligibility(view: StudyView, out: Emitter) -> None:
                 f"differs from the baseline {factor.field}"
             ),
         )
+
+
+def _is_demographic_range(view: StudyView, criterion: Any) -> bool:
+    """An inclusion range on one field of the consent form (the age at consent): ``ELG-AGE``.
+
+    Told by its shape, not its name: every condition of the derived rule is on the same field,
+    and that field is on the form holding the protocol's consent date.
+    """
+    if criterion.kind != "inclusion" or criterion.derived is None:
+        return False
+    fields = {condition.field for condition in criterion.derived.conditions}
+    if len(fields) != 1:
+        return False
+    consent_form = view.form_of(view.protocol.enrolment.consent_date_field)
+    return bool(consent_form) and view.form_of(next(iter(fields))) == consent_form
 
 
 def _derived(view: StudyView, rule: Any) -> dict[str, bool]:

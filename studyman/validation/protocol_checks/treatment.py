@@ -43,7 +43,7 @@ def check_conmeds(view: StudyView, out: Emitter) -> None:
     # prohibited from the screening visit on
     screening_event = cm.prohibited_from_event
     first_day = (
-        view.date(screening_event, "scr_date")
+        view.date(screening_event, view.protocol.enrolment.screening_date_field)
         if screening_event
         else pd.Series(dtype="datetime64[ns]")
     )
@@ -95,7 +95,7 @@ def check_conmeds(view: StudyView, out: Emitter) -> None:
         message="Antidepressant started after randomisation",
     )
     end_event = cm.stable_dose.until_event
-    end_day = view.per_row(view.date(end_event, "visit_date"))
+    end_day = view.per_row(view.date(end_event, view.protocol.visit_form.date_field))
     within = (start <= end_day).fillna(True).to_numpy(dtype=bool)
     out.rows(
         "CM-DOSE-CHANGE",
@@ -125,13 +125,16 @@ def check_conmeds(view: StudyView, out: Emitter) -> None:
 def check_adherence(view: StudyView, out: Emitter) -> None:
     """Raise the ``ADH-*`` findings."""
     treatment = view.protocol.treatment
+    sessions = treatment.sessions
     records = view.records
-    rows = view.rows_of("cbt_sessions")
-    end_visit = view.value(treatment.end_of_treatment_event, "visit_date")
+    rows = view.rows_of(sessions.form)
+    end_visit = view.value(treatment.end_of_treatment_event, view.protocol.visit_form.date_field)
     finished = set(end_visit.index[end_visit != ""])
     if not finished:
         return
-    attended = pd.Series(view.ids[rows & (text(records, "cbt_attended") == "1")], dtype=object)
+    attended = pd.Series(
+        view.ids[rows & (text(records, sessions.given_field) == "1")], dtype=object
+    )
     counts = attended.value_counts()
     needed = treatment.adherence_threshold * treatment.cbt_sessions_planned
     low = sorted(rid for rid in finished if counts.get(rid, 0) < needed)
@@ -139,8 +142,8 @@ def check_adherence(view: StudyView, out: Emitter) -> None:
         "ADH-CBT",
         low,
         event=treatment.end_of_treatment_event,
-        instrument="cbt_sessions",
-        field="cbt_attended",
+        instrument=sessions.form,
+        field=sessions.given_field,
         values=[str(int(counts.get(rid, 0))) for rid in low],
         messages=(
             f"Fewer than {needed:g} of {treatment.cbt_sessions_planned} CBT sessions attended "

@@ -122,7 +122,44 @@ class StudyView:
 
     @cached_property
     def consent(self) -> pd.Series:
-        return self.date(self.protocol.eligibility.event, "consent_date")
+        """Record ID -> date of informed consent (the protocol's consent-date field)."""
+        return self.date(
+            self.protocol.eligibility.event, self.protocol.enrolment.consent_date_field
+        )
+
+    def form_of(self, field_name: str) -> str:
+        """The form of *field_name* in the dictionary (``""`` when it has none)."""
+        spec = self.inputs.dictionary.by_name.get(field_name)
+        return spec.form if spec is not None else ""
+
+    def assessment_date_fields(self) -> tuple[str, ...]:
+        """The dates of assessments and treatment given, as the protocol and dictionary declare.
+
+        Every date field of a form due at a scheduled visit (in dictionary order), then the
+        dates of the treatment logs (sessions, doses); without the dates that define the
+        milestones themselves (screening, consent, randomisation), which have their own checks.
+        """
+        protocol = self.protocol
+        scheduled = {
+            form for visit in protocol.visits if visit.is_scheduled for form in visit.instruments
+        }
+        milestones = {
+            protocol.enrolment.screening_date_field,
+            protocol.enrolment.consent_date_field,
+            protocol.randomization.date_field,
+        }
+        names = [
+            spec.name
+            for spec in self.inputs.dictionary.fields
+            if spec.form in scheduled
+            and spec.validation.startswith(("date", "datetime"))
+            and spec.name not in milestones
+        ]
+        treatment = protocol.treatment
+        for log in (treatment.sessions, treatment.doses):
+            if log is not None and log.date_field not in names:
+                names.append(log.date_field)
+        return tuple(names)
 
     @cached_property
     def screening_date(self) -> pd.Series:

@@ -25,16 +25,6 @@ from studyman.validation.records import isin, text
 
 __all__ = ["check_dates", "check_visits"]
 
-_ASSESSMENT_DATES = (
-    "visit_date",
-    "lab_date",
-    "cows_date",
-    "scr_date",
-    "elig_date",
-    "cbt_date",
-    "dose_date",
-)
-
 
 def check_dates(view: StudyView, out: Emitter) -> None:
     """Raise ``DAT-FUTURE``, ``DAT-BEFORE-CONSENT`` and ``DAT-RAND-ORDER``."""
@@ -42,6 +32,7 @@ def check_dates(view: StudyView, out: Emitter) -> None:
     dictionary = view.inputs.dictionary
     cut = pd.Timestamp(view.inputs.data_cut)
     consent = view.per_row(view.consent)
+    assessments = set(view.assessment_date_fields())
     for spec in dictionary.fields:
         if not spec.validation.startswith(("date", "datetime")) or spec.name not in records.columns:
             continue
@@ -56,7 +47,7 @@ def check_dates(view: StudyView, out: Emitter) -> None:
             value=values,
             message=f"{spec.label or spec.name}: after the data cut-off {cut:%Y-%m-%d}",
         )
-        if spec.name in _ASSESSMENT_DATES and spec.name != "scr_date":
+        if spec.name in assessments:
             before = (parsed.dt.normalize() < consent).fillna(False).to_numpy(dtype=bool) & ~future
             out.rows(
                 "DAT-BEFORE-CONSENT",
@@ -90,7 +81,7 @@ def check_dates(view: StudyView, out: Emitter) -> None:
         "DAT-RAND-ORDER",
         bad,
         event=view.randomization_event,
-        instrument="enrollment",
+        instrument=view.form_of(view.protocol.randomization.date_field),
         field=view.protocol.randomization.date_field,
         values=rand_values,
         messages=messages,
