@@ -325,7 +325,7 @@ def text_tables(
 
 
 def flat_records_from_tables(
-    tables: Mapping[str, pd.DataFrame], record_id_field: str = "record_id"
+    tables: Mapping[str, pd.DataFrame], record_id_field: str
 ) -> pd.DataFrame:
     """Rebuild flat records from per-instrument tables (a snapshot's layout).
 
