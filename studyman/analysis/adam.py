@@ -2,15 +2,20 @@
 
 Pure: typed instrument tables (as :mod:`studyman.sources.tidy` makes them and snapshots store
 them), the data dictionary's choice labels and, when unblinded, the randomisation list in;
-data frames out. REDCap field names are translated to CDISC names here and nowhere else.
+data frames out. REDCap field names are translated to CDISC names here and nowhere else, and
+every one of them is read from the study's protocol (:class:`studyman.protocol.Protocol`).
 
-Derivation rules (reference study, ``docs/design.md``):
+Derivation rules (``docs/design.md``):
 
-* ``USUBJID`` = ``<STUDYID>-<record_id>``; ``SITEID`` = the record-ID prefix (``S01``).
-* ``AVISITN`` = the week of the event (``week_12_arm_1`` → 12), baseline 0, screening −1.
+* ``USUBJID`` = ``<STUDYID>-<record ID>``; ``SITEID`` = the record-ID prefix (``S01``).
+* ``AVISITN`` = the week of the visit from the protocol's schedule (``target_day / 7``), baseline
+  0, screening −1 (:func:`visit_numbers`); event names are never parsed.
+* ``PARAMCD`` = the scale's ``scoring.paramcd``; ``AVAL`` its declared total field. ADQS holds the
+  scales the plan gives analysis visits for.
 * ``ABLFL`` = ``Y`` on the baseline-event record; ``BASE`` its ``AVAL``; ``CHG = AVAL − BASE``
   and ``PCHG = 100 · CHG / BASE`` after baseline.
 * ``ANL01FL`` = ``Y`` on post-baseline records with a value at an analysis visit of the plan.
+* ``STRATSEV`` = the level name of the protocol's score stratification factor, as recorded.
 * From the study's facts (:func:`studyman.facts.derive_facts`, derived once for every output):
   ``RANDFL``/``RANDDT`` (randomised: the randomised field is yes and the date recorded),
   ``TRTSDT``/``TRTEDT`` (first/last study treatment: a session attended or a dose taken, doses
@@ -22,7 +27,6 @@ Derivation rules (reference study, ``docs/design.md``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,28 +35,28 @@ import pandas as pd
 
 from studyman.errors import AnalysisError
 from studyman.facts import StudyFacts
+from studyman.protocol import Protocol
+from studyman.protocol.models import (
+    RANDOMIZATION_LIST_ARM_HEADERS,
+    RANDOMIZATION_LIST_RECORD_HEADERS,
+    Scoring,
+)
 
 __all__ = [
-    "PARAMETERS",
     "AdamDatasets",
+    "analysis_parameters",
     "choice_labels",
     "derive_adam",
     "lookup",
     "normalise_randomization",
-    "visit_number",
+    "visit_numbers",
 ]
 
-#: PARAMCD → (instrument, total field, label).
-PARAMETERS: dict[str, tuple[str, str, str]] = {
-    "HAMD17": ("hamd17", "hamd_total", "HAM-D-17 total score"),
-    "PHQ9": ("phq9", "phq9_total", "PHQ-9 total score"),
-    "GAD7": ("gad7", "gad7_total", "GAD-7 total score"),
-}
-
-_SEVERITY = {"1": "MILD", "2": "MODERATE", "3": "SEVERE"}
-_STRATUM = {"1": "moderate", "2": "severe"}
-_KEY = "record_id"
 _EVENT = "redcap_event_name"
+_INSTANCE = "redcap_repeat_instance"
+#: The record-ID column of the facts layer's event tables (:attr:`StudyFacts.adverse_events`).
+_FACTS_RECORD = "record_id"
+_DAYS_PER_WEEK = 7
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,54 @@ class AdamDatasets:
     visits: pd.DataFrame
 
 
-def visit_number(event: str) -> int | None:
-    """Analysis visit number (week) of a unique event name; None for non-visit events."""
-    if event.startswith("screening"):
-        return -1
-    if event.startswith("baseline"):
-        return 0
-    match = re.match(r"week_(\d+)_arm_\d+$", event)
-    return int(match.group(1)) if match else None
+def visit_numbers(protocol: Protocol) -> dict[str, int]:
+    """Event → analysis visit number (week) from the protocol's visit schedule.
+
+    Screening is −1 and baseline 0; every other visit with a target day is its week
+    (``target_day / 7``). Visits without a target day (logs, end of study) have no number.
+
+    Raises
+    ------
+    AnalysisError
+        A scheduled visit's target day is not a whole number of weeks (the key is named).
+    """
+    numbers: dict[str, int] = {}
+    for index, visit in enumerate(protocol.visits):
+        if visit.kind == "screening":
+            numbers[visit.event] = -1
+        elif visit.kind == "baseline":
+            numbers[visit.event] = 0
+        elif visit.target_day is not None:
+            weeks, rest = divmod(visit.target_day, _DAYS_PER_WEEK)
+            if rest:
+                raise AnalysisError(
+                    f"{protocol.source_file or 'protocol'}: visits[{index}] ({visit.event}): "
+                    f"target day {visit.target_day} is not a whole week; analysis visit "
+                    "numbers (AVISITN) count weeks"
+                )
+            numbers[visit.event] = weeks
+    return numbers
+
+
+def analysis_parameters(
+    protocol: Protocol, analysis_visits: Mapping[str, Sequence[int]]
+) -> list[Scoring]:
+    """The protocol's scales that the plan gives analysis visits for, in protocol order.
+
+    Raises
+    ------
+    AnalysisError
+        The plan names a parameter that no scale of the protocol declares.
+    """
+    by_key = {scoring.parameter_code.lower(): scoring for scoring in protocol.scoring}
+    unknown = sorted(set(analysis_visits) - set(by_key))
+    if unknown:
+        declared = ", ".join(s.parameter_code for s in protocol.scoring) or "none"
+        raise AnalysisError(
+            f"the plan's visits name parameter(s) {', '.join(u.upper() for u in unknown)} that "
+            f"no scale of the protocol declares (scoring[].paramcd: {declared})"
+        )
+    return [s for s in protocol.scoring if s.parameter_code.lower() in analysis_visits]
 
 
 def choice_labels(metadata: Sequence[Mapping[str, str]]) -> dict[str, dict[str, str]]:
@@ -90,23 +134,36 @@ def choice_labels(metadata: Sequence[Mapping[str, str]]) -> dict[str, dict[str, 
     return labels
 
 
-def normalise_randomization(frame: pd.DataFrame, arm_labels: Mapping[str, str]) -> pd.DataFrame:
-    """Bring a randomisation list to columns ``record_id, TRT01P`` (arm names).
+def normalise_randomization(
+    frame: pd.DataFrame,
+    arm_labels: Mapping[str, str],
+    *,
+    record_id_field: str = "",
+    arm_field: str = "",
+) -> pd.DataFrame:
+    """Bring a randomisation list to columns ``SUBJID, TRT01P`` (arm names).
 
-    Accepts an arm column named ``rand_arm``, ``arm`` or ``TRT01P`` holding REDCap codes (decoded
-    with *arm_labels*) or arm names.
+    The record-ID column is *record_id_field* (the protocol's) or one of
+    :data:`~studyman.protocol.models.RANDOMIZATION_LIST_RECORD_HEADERS`; the arm column is
+    *arm_field* (the protocol's arm field) or one of
+    :data:`~studyman.protocol.models.RANDOMIZATION_LIST_ARM_HEADERS`, holding REDCap codes
+    (decoded with *arm_labels*) or arm names.
 
     Raises
     ------
     AnalysisError
         No record-ID or arm column, an unknown arm, or a participant listed twice.
     """
-    record = next((c for c in (_KEY, "USUBJID", "SUBJID") if c in frame.columns), None)
-    arm = next((c for c in ("rand_arm", "arm", "TRT01P") if c in frame.columns), None)
+    records = tuple(
+        dict.fromkeys(c for c in (record_id_field, *RANDOMIZATION_LIST_RECORD_HEADERS) if c)
+    )
+    arms = tuple(dict.fromkeys(c for c in (arm_field, *RANDOMIZATION_LIST_ARM_HEADERS) if c))
+    record = next((c for c in records if c in frame.columns), None)
+    arm = next((c for c in arms if c in frame.columns), None)
     if record is None or arm is None:
         raise AnalysisError(
-            "randomisation list needs a record_id column and an arm column "
-            f"(rand_arm, arm or TRT01P); it has {', '.join(map(str, frame.columns))}"
+            f"randomisation list needs a record-ID column ({', '.join(records)}) and an arm "
+            f"column ({', '.join(arms)}); it has {', '.join(map(str, frame.columns))}"
         )
     values = frame[arm].astype("string").str.strip()
     names = set(arm_labels.values())
@@ -115,24 +172,48 @@ def normalise_randomization(frame: pd.DataFrame, arm_labels: Mapping[str, str]) 
     if unknown:
         raise AnalysisError(f"randomisation list: unknown arm(s) {', '.join(unknown)}")
     result = pd.DataFrame(
-        {_KEY: frame[record].astype("string"), "TRT01P": decoded.astype("string")}
+        {"SUBJID": frame[record].astype("string"), "TRT01P": decoded.astype("string")}
     )
-    duplicated = result[_KEY][result[_KEY].duplicated()].unique().tolist()
+    duplicated = result["SUBJID"][result["SUBJID"].duplicated()].unique().tolist()
     if duplicated:
         raise AnalysisError(f"randomisation list: record(s) listed twice: {duplicated[:10]}")
     return result.dropna(subset=["TRT01P"])
 
 
-def _table(tables: Mapping[str, pd.DataFrame], name: str, columns: Sequence[str]) -> pd.DataFrame:
-    """The table *name* with *columns* (missing ones added empty); an absent table is empty."""
+def _table_of(protocol: Protocol, tables: Mapping[str, pd.DataFrame], field: str) -> str:
+    """The form (table) holding *field*: from the REDCap dictionary, else the tables' columns."""
+    if protocol.redcap is not None:
+        spec = protocol.redcap.dictionary.get(field)
+        if spec is not None:
+            return spec.form_name
+    return next((name for name, frame in tables.items() if field in frame.columns), "")
+
+
+def _table(
+    tables: Mapping[str, pd.DataFrame], name: str, key: str, columns: Sequence[str]
+) -> pd.DataFrame:
+    """The table *name* with *key* and *columns* (missing ones added empty); absent: empty."""
     frame = tables.get(name)
     if frame is None:
-        frame = pd.DataFrame({_KEY: pd.Series(dtype="string")})
+        frame = pd.DataFrame({key: pd.Series(dtype="string")})
     frame = frame.copy()
-    for column in columns:
+    for column in (key, *columns):
         if column not in frame.columns:
             frame[column] = pd.NA
     return frame
+
+
+def _first_by_record(
+    protocol: Protocol, tables: Mapping[str, pd.DataFrame], field: str, key: str
+) -> pd.Series:
+    """*field* per record (first row), from the form that holds it; empty when absent."""
+    frame = tables.get(_table_of(protocol, tables, field))
+    if frame is None or field not in frame.columns or key not in frame.columns:
+        return pd.Series(dtype=object)
+    first = frame.drop_duplicates(key)
+    values = first[field].copy()
+    values.index = pd.Index(first[key].astype(str).to_numpy())
+    return values
 
 
 def _codes(series: pd.Series) -> pd.Series:
@@ -158,17 +239,35 @@ def lookup(keys: pd.Series, values: pd.Series) -> pd.Series:
     return found
 
 
-def _by_record(frame: pd.DataFrame, column: str, how: str) -> pd.Series:
+def _by_record(frame: pd.DataFrame, key: str, column: str, how: str) -> pd.Series:
     valid = frame.dropna(subset=[column])
     if valid.empty:
         return pd.Series(dtype="datetime64[us]")
-    grouped = valid.groupby(_KEY)[column]
+    grouped = valid.groupby(key)[column]
     return grouped.min() if how == "min" else grouped.max()
+
+
+def _stratum(protocol: Protocol, tables: Mapping[str, pd.DataFrame], key: str) -> pd.Series:
+    """Record → the level name of the protocol's score stratum as recorded (empty if none)."""
+    factor = next(
+        (
+            f
+            for f in protocol.randomization.stratification
+            if f.source == "score" and f.recorded_field
+        ),
+        None,
+    )
+    if factor is None or factor.recorded_field is None:
+        return pd.Series(dtype=object)
+    names = {str(level.code): level.name for level in factor.levels}
+    recorded = _first_by_record(protocol, tables, factor.recorded_field, key)
+    return _codes(recorded).map(lambda v: names.get(v, pd.NA) if isinstance(v, str) else pd.NA)
 
 
 def derive_adam(
     tables: Mapping[str, pd.DataFrame],
     *,
+    protocol: Protocol,
     study: str,
     choices: Mapping[str, Mapping[str, str]],
     randomization: pd.DataFrame | None,
@@ -181,14 +280,16 @@ def derive_adam(
     ----------
     tables
         Instrument name → typed table (snapshot tables).
+    protocol
+        The study: every form, field, code and visit is read from it.
     study
         STUDYID.
     choices
         Field → {code: label} (:func:`choice_labels`).
     randomization
-        ``record_id, TRT01P`` (:func:`normalise_randomization`) or None when blinded.
+        ``SUBJID, TRT01P`` (:func:`normalise_randomization`) or None when blinded.
     analysis_visits
-        PARAMCD (lower case) → analysis visits, for ``ANL01FL``.
+        PARAMCD (lower case) → analysis visits, for ``ANL01FL``; ADQS holds these parameters.
     facts
         The study's facts from the same tables (randomisation, exposure, treatment-emergence,
         disposition); read, never derived again here.
@@ -197,57 +298,55 @@ def derive_adam(
     -------
     AdamDatasets
         ADSL without population flags (see :func:`studyman.analysis.populations.flag_populations`).
-    """
-    participant = _table(tables, "participant", [_KEY, "age", "sex", "consent_date"])
-    if participant[_KEY].isna().all():
-        raise AnalysisError("snapshot has no 'participant' table rows; cannot derive ADSL")
-    enrollment = _table(tables, "enrollment", [_KEY, "randomized", "rand_date", "strat_severity"])
-    dosing = _table(tables, "dosing", [_KEY, "dose_date", "dose_taken"])
-    visit = _table(tables, "visit", [_KEY, _EVENT, "visit_date", "visit_done"])
 
-    adsl = pd.DataFrame({"SUBJID": participant[_KEY].astype("string")}).drop_duplicates()
+    Raises
+    ------
+    AnalysisError
+        The participant form has no rows, the plan names a parameter the protocol lacks, or a
+        visit's target day is not a whole week.
+    """
+    key = protocol.study.record_id_field
+    enrolment = protocol.enrolment
+    participant_form = _table_of(protocol, tables, enrolment.consent_date_field)
+    participant = _table(tables, participant_form, key, [])
+    if participant[key].isna().all():
+        raise AnalysisError(
+            f"snapshot has no {participant_form or 'participant'!r} table rows (the form of "
+            f"{enrolment.consent_date_field!r}); cannot derive ADSL"
+        )
+    numbers = visit_numbers(protocol)
+
+    adsl = pd.DataFrame({"SUBJID": participant[key].astype("string")}).drop_duplicates()
     adsl = adsl.dropna().sort_values("SUBJID").reset_index(drop=True)
     adsl.insert(0, "USUBJID", study + "-" + adsl["SUBJID"])
     adsl.insert(0, "STUDYID", study)
     adsl["SITEID"] = adsl["SUBJID"].str.split("-").str[0]
-    first = participant.drop_duplicates(_KEY).set_index(_KEY)
-    adsl["AGE"] = pd.to_numeric(adsl["SUBJID"].map(first["age"]), errors="coerce")
-    sex_labels = choices.get("sex", {})
+    age = _first_by_record(protocol, tables, enrolment.age_field, key)
+    adsl["AGE"] = pd.to_numeric(adsl["SUBJID"].map(age), errors="coerce")
+    sex_labels = choices.get(enrolment.sex_field, {})
     adsl["SEX"] = (
         adsl["SUBJID"]
-        .map(_codes(first["sex"]))
+        .map(_codes(_first_by_record(protocol, tables, enrolment.sex_field, key)))
         .map(lambda v: sex_labels.get(v, v) if isinstance(v, str) else pd.NA)
     )
-    enrolled = enrollment.drop_duplicates(_KEY).set_index(_KEY)
     subjects = facts.subjects.set_axis(facts.subjects.index.astype(str))
     adsl["RANDFL"] = _flag(adsl["SUBJID"].map(subjects["randomised"]))
     adsl["RANDDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["rand_date"]))
     adsl["STRATSEV"] = (
         adsl["SUBJID"]
-        .map(_codes(enrolled["strat_severity"]))
-        .map(lambda v: _STRATUM.get(v, pd.NA) if isinstance(v, str) else pd.NA)
+        .map(_stratum(protocol, tables, key))
+        .map(lambda v: v if isinstance(v, str) else pd.NA)
     )
     if randomization is not None:
-        arms = randomization.set_index(_KEY)["TRT01P"]
+        arms = randomization.set_index("SUBJID")["TRT01P"]
         adsl["TRT01P"] = adsl["SUBJID"].map(arms).astype("string")
         adsl.loc[adsl["RANDFL"] != "Y", "TRT01P"] = pd.NA
     else:
         adsl["TRT01P"] = pd.Series(pd.NA, index=adsl.index, dtype="string")
 
-    taken = dosing[_yes(dosing["dose_taken"])]
     adsl["TRTSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["first_treatment"]))
     adsl["TRTEDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["last_treatment"]))
-    dosed = set(taken[_KEY].astype(str))
-    # As treated: the randomised arm; an experimental-arm participant who never took a dose
-    # counts as treated with CBT alone when CBT sessions were attended (the adjunct arm's label
-    # is the one whose participants receive doses).
-    adsl["TRT01A"] = adsl["TRT01P"]
-    if randomization is not None and len(dosed):
-        dosed_arms = adsl.loc[adsl["SUBJID"].isin(dosed), "TRT01P"].dropna().unique().tolist()
-        other_arms = [a for a in adsl["TRT01P"].dropna().unique() if a not in dosed_arms]
-        if len(dosed_arms) == 1 and len(other_arms) == 1:
-            undosed = adsl["TRT01P"].eq(dosed_arms[0]) & ~adsl["SUBJID"].isin(dosed)
-            adsl.loc[undosed.fillna(False), "TRT01A"] = other_arms[0]
+    adsl["TRT01A"] = _as_treated(protocol, tables, adsl, key, randomization is not None)
     adsl.loc[adsl["TRTSDT"].isna(), "TRT01A"] = pd.NA
 
     completed = adsl["SUBJID"].map(subjects["completed"]).fillna(False).astype(bool)
@@ -258,9 +357,16 @@ def derive_adam(
     adsl["DCSREAS"] = label.where(~completed).astype("string")
     adsl["EOSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["ds_date"]))
     adsl["DTHDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["death_date"]))
-    visit_dates = visit.copy()
-    visit_dates["visit_date"] = pd.to_datetime(visit_dates["visit_date"], errors="coerce")
-    last_visit = lookup(adsl["SUBJID"], _by_record(visit_dates, "visit_date", "max"))
+    form = protocol.visit_form
+    visit = _table(tables, form.form, key, [_EVENT, form.date_field])
+    visit_dates = pd.DataFrame(
+        {
+            "SUBJID": visit[key].astype("string"),
+            "EVENT": visit[_EVENT].astype("string"),
+            "ADT": pd.to_datetime(visit[form.date_field], errors="coerce"),
+        }
+    )
+    last_visit = lookup(adsl["SUBJID"], _by_record(visit_dates, "SUBJID", "ADT", "max"))
     last_contact = pd.concat(
         [pd.to_datetime(adsl["EOSDT"]), pd.to_datetime(last_visit), adsl["TRTEDT"]], axis=1
     ).max(axis=1)
@@ -270,17 +376,44 @@ def derive_adam(
 
     visits = pd.DataFrame(
         {
-            "SUBJID": visit_dates[_KEY].astype("string"),
-            "AVISITN": visit_dates[_EVENT].astype(str).map(visit_number),
-            "ADT": visit_dates["visit_date"],
+            "SUBJID": visit_dates["SUBJID"],
+            "AVISITN": visit_dates["EVENT"].map(numbers),
+            "ADT": visit_dates["ADT"],
         }
     ).dropna(subset=["AVISITN", "ADT"])
     visits["AVISITN"] = visits["AVISITN"].astype(int)
     visits = visits.sort_values(["SUBJID", "AVISITN"]).reset_index(drop=True)
 
-    adqs = _derive_adqs(tables, adsl, visits, analysis_visits)
-    adae = _derive_adae(tables, adsl, choices, facts)
+    scales = analysis_parameters(protocol, analysis_visits)
+    adqs = _derive_adqs(tables, key, scales, numbers, adsl, visits, analysis_visits)
+    adae = _derive_adae(tables, protocol, adsl, choices, facts)
     return AdamDatasets(adsl=adsl, adqs=adqs, adae=adae, visits=visits)
+
+
+def _as_treated(
+    protocol: Protocol,
+    tables: Mapping[str, pd.DataFrame],
+    adsl: pd.DataFrame,
+    key: str,
+    unblinded: bool,
+) -> pd.Series:
+    """TRT01A: the randomised arm, except a participant of an arm that takes doses who never
+    took one: as treated in the one arm whose participants took no dose at all (CBT alone),
+    when there is exactly one such arm."""
+    as_treated = adsl["TRT01P"].copy()
+    doses = protocol.treatment.doses
+    if not unblinded or doses is None:
+        return as_treated
+    log = _table(tables, doses.form, key, [doses.given_field])
+    dosed = set(log.loc[_yes(log[doses.given_field]), key].astype(str))
+    if not dosed:
+        return as_treated
+    dosed_arms = adsl.loc[adsl["SUBJID"].isin(dosed), "TRT01P"].dropna().unique().tolist()
+    other_arms = [a for a in adsl["TRT01P"].dropna().unique() if a not in dosed_arms]
+    if dosed_arms and len(other_arms) == 1:
+        undosed = adsl["TRT01P"].isin(dosed_arms) & ~adsl["SUBJID"].isin(dosed)
+        as_treated.loc[undosed.fillna(False)] = other_arms[0]
+    return as_treated
 
 
 def _instance_key(value: object) -> str:
@@ -295,21 +428,25 @@ def _visit_label(number: int) -> str:
 
 def _derive_adqs(
     tables: Mapping[str, pd.DataFrame],
+    key: str,
+    scales: Sequence[Scoring],
+    numbers: Mapping[str, int],
     adsl: pd.DataFrame,
     visits: pd.DataFrame,
     analysis_visits: Mapping[str, Sequence[int]],
 ) -> pd.DataFrame:
     parts = []
-    for paramcd, (instrument, total, label) in PARAMETERS.items():
-        table = _table(tables, instrument, [_KEY, _EVENT, total])
-        if table[_KEY].isna().all():
+    for scoring in scales:
+        paramcd, total = scoring.parameter_code, scoring.total_field
+        table = _table(tables, scoring.instrument, key, [_EVENT, total])
+        if table[key].isna().all():
             continue
         part = pd.DataFrame(
             {
-                "SUBJID": table[_KEY].astype("string"),
+                "SUBJID": table[key].astype("string"),
                 "PARAMCD": paramcd,
-                "PARAM": label,
-                "AVISITN": table[_EVENT].astype(str).map(visit_number),
+                "PARAM": f"{scoring.label or scoring.instrument} total score",
+                "AVISITN": table[_EVENT].astype("string").map(numbers),
                 "AVAL": pd.to_numeric(table[total], errors="coerce").astype("float64"),
             }
         ).dropna(subset=["AVISITN", "SUBJID"])
@@ -348,41 +485,49 @@ def _derive_adqs(
 
 def _derive_adae(
     tables: Mapping[str, pd.DataFrame],
+    protocol: Protocol,
     adsl: pd.DataFrame,
     choices: Mapping[str, Mapping[str, str]],
     facts: StudyFacts,
 ) -> pd.DataFrame:
+    key = protocol.study.record_id_field
+    ae = protocol.adverse_events
+    action = ae.action_field
     fields = [
-        _KEY, "redcap_repeat_instance", "ae_term", "ae_pt", "ae_soc", "ae_start", "ae_end",
-        "ae_severity", "ae_serious", "ae_related", "ae_action", "ae_outcome", "ae_aesi",
+        _INSTANCE, ae.term_field, ae.pt_field, ae.soc_field, ae.start_field, ae.end_field,
+        ae.severity_field, ae.serious_field, ae.related_field, ae.outcome_field, ae.aesi_field,
+        *((action,) if action else ()),
     ]  # fmt: skip
-    table = _table(tables, "adverse_events", fields)
-    table = table.dropna(subset=[_KEY])
+    table = _table(tables, ae.form, key, fields)
+    table = table.dropna(subset=[key])
 
-    def decode(field: str) -> pd.Series:
+    def decode(field: str | None) -> pd.Series:
+        if field is None:
+            return pd.Series(pd.NA, index=table.index, dtype="string")
         labels = choices.get(field, {})
         return _codes(table[field]).map(lambda v: labels.get(v, v) if isinstance(v, str) else v)
 
+    severity = {code: label.upper() for code, label in choices.get(ae.severity_field, {}).items()}
+    aesi_codes = {str(item.code) for item in ae.aesi}
+    aesi_labels = choices.get(ae.aesi_field, {})
     adae = pd.DataFrame(
         {
-            "SUBJID": table[_KEY].astype("string"),
-            "AESEQ": pd.to_numeric(table["redcap_repeat_instance"], errors="coerce"),
-            "AETERM": table["ae_term"].astype("string"),
-            "AEDECOD": decode("ae_pt").astype("string"),
-            "AESOC": decode("ae_soc").astype("string"),
-            "AESEV": _codes(table["ae_severity"]).map(
-                lambda v: _SEVERITY.get(v, pd.NA) if isinstance(v, str) else pd.NA
+            "SUBJID": table[key].astype("string"),
+            "AESEQ": pd.to_numeric(table[_INSTANCE], errors="coerce"),
+            "AETERM": table[ae.term_field].astype("string"),
+            "AEDECOD": decode(ae.pt_field).astype("string"),
+            "AESOC": decode(ae.soc_field).astype("string"),
+            "AESEV": _codes(table[ae.severity_field]).map(
+                lambda v: severity.get(v, pd.NA) if isinstance(v, str) else pd.NA
             ),
-            "AESER": np.where(_yes(table["ae_serious"]), "Y", "N"),
-            "AEREL": decode("ae_related").astype("string"),
-            "AEACN": decode("ae_action").astype("string"),
-            "AEOUT": decode("ae_outcome").astype("string"),
-            "ASTDT": pd.to_datetime(table["ae_start"], errors="coerce"),
-            "AENDT": pd.to_datetime(table["ae_end"], errors="coerce"),
-            "AESI": _codes(table["ae_aesi"]).map(
-                lambda v: (
-                    choices.get("ae_aesi", {}).get(v, v) if isinstance(v, str) and v != "0" else ""
-                )
+            "AESER": np.where(_yes(table[ae.serious_field]), "Y", "N"),
+            "AEREL": decode(ae.related_field).astype("string"),
+            "AEACN": decode(action).astype("string"),
+            "AEOUT": decode(ae.outcome_field).astype("string"),
+            "ASTDT": pd.to_datetime(table[ae.start_field], errors="coerce"),
+            "AENDT": pd.to_datetime(table[ae.end_field], errors="coerce"),
+            "AESI": _codes(table[ae.aesi_field]).map(
+                lambda v: aesi_labels.get(v, v) if isinstance(v, str) and v in aesi_codes else ""
             ),
         }
     )
@@ -390,12 +535,11 @@ def _derive_adae(
     adae = keys.merge(adae, on="SUBJID", how="inner")
     # treatment-emergence is a fact (the plan's one rule), matched by record and instance
     events = facts.adverse_events
+    teae = events["teae"].astype(bool)
     emergent = {
         (str(record), _instance_key(instance))
         for record, instance in zip(
-            events.loc[events["teae"].astype(bool), "record_id"],
-            events.loc[events["teae"].astype(bool), "instance"],
-            strict=True,
+            events.loc[teae, _FACTS_RECORD], events.loc[teae, "instance"], strict=True
         )
     }
     place = zip(adae["SUBJID"].astype(str), adae["AESEQ"].map(_instance_key), strict=True)

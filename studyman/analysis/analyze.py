@@ -24,6 +24,7 @@ from studyman.analysis.lock import check_lock, record_unblinding
 from studyman.analysis.outputs import write_outputs
 from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
+from studyman.analysis.safety import safety_data
 from studyman.analysis.sap import LoadedPlan, load_sap
 from studyman.errors import AnalysisError, SnapshotError, SourceError
 from studyman.facts import StudyFacts, derive_facts, rules_from_plan
@@ -32,7 +33,7 @@ from studyman.protocol.reference import default_protocol_path
 from studyman.sources.randomization import read_randomization_list
 from studyman.sources.snapshot import snapshot_id
 
-__all__ = ["AnalyzeResult", "analyze", "plan_facts", "read_randomization"]
+__all__ = ["AnalyzeResult", "analyze", "check_plan_arms", "plan_facts", "read_randomization"]
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,16 @@ class AnalyzeResult:
     provenance: dict[str, Any]
 
 
-def read_randomization(path: Path, arm_labels: dict[str, str]) -> pd.DataFrame:
-    """Read the randomisation list (CSV or Parquet) into ``record_id, TRT01P``.
+def read_randomization(
+    path: Path, arm_labels: dict[str, str], protocol: Protocol | None = None
+) -> pd.DataFrame:
+    """Read the randomisation list (CSV or Parquet) into ``SUBJID, TRT01P``.
 
-    The file is read by :func:`studyman.sources.randomization.read_randomization_list`; codes are
-    decoded with *arm_labels* by :func:`~studyman.analysis.adam.normalise_randomization`. A
-    participant with a blank arm is left out (and reported by :func:`analyze` as randomised
-    without an arm when the snapshot says randomised).
+    The file is read by :func:`studyman.sources.randomization.read_randomization_list` (headers:
+    the *protocol*'s record-ID and arm fields, or the accepted legacy ones); codes are decoded
+    with *arm_labels* by :func:`~studyman.analysis.adam.normalise_randomization`. A participant
+    with a blank arm is left out (and reported by :func:`analyze` as randomised without an arm
+    when the snapshot says randomised).
 
     Raises
     ------
@@ -60,12 +64,15 @@ def read_randomization(path: Path, arm_labels: dict[str, str]) -> pd.DataFrame:
         participant twice or holds an unknown arm.
     """
     try:
-        frame = read_randomization_list(path)
+        frame = read_randomization_list(path, protocol)
     except SourceError as error:
         raise AnalysisError(str(error)) from None
-    frame["rand_arm"] = frame["rand_arm"].replace("", pd.NA)
+    record_column, arm_column = frame.columns[0], frame.columns[1]
+    frame[arm_column] = frame[arm_column].replace("", pd.NA)
     try:
-        return normalise_randomization(frame, arm_labels)
+        return normalise_randomization(
+            frame, arm_labels, record_id_field=record_column, arm_field=arm_column
+        )
     except AnalysisError as error:
         raise AnalysisError(f"{path}: {error}") from None
 
@@ -109,7 +116,7 @@ def plan_facts(
     cutoff = protocol.reporting.data_cut or date.today()
     arms = None
     if randomization is not None:
-        arms = randomization.set_index("record_id")["TRT01P"]
+        arms = randomization.set_index("SUBJID")["TRT01P"]
     plan = loaded.plan
     return derive_facts(
         protocol,
@@ -117,10 +124,34 @@ def plan_facts(
         cutoff=cutoff,
         rules=rules_from_plan(plan),
         arms=arms,
-        arm_order=(plan.treatment.experimental, plan.treatment.reference),
+        arm_order=plan.treatment.arms,
         as_of=datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),
         snapshot_id=snapshot,
     )
+
+
+def check_plan_arms(loaded: LoadedPlan, protocol: Protocol) -> None:
+    """The plan's arms are the protocol's, with the same reference arm.
+
+    Raises
+    ------
+    AnalysisError
+        The plan names an arm the protocol lacks, or another reference arm.
+    """
+    treatment = loaded.plan.treatment
+    names = [arm.name for arm in protocol.arms.items]
+    unknown = [arm for arm in treatment.arms if arm not in names]
+    if unknown:
+        raise AnalysisError(
+            f"{loaded.path}: treatment names arm(s) {', '.join(map(repr, unknown))} that the "
+            f"protocol does not declare (arms.items: {', '.join(names)})"
+        )
+    reference = protocol.arms.reference_arm.name
+    if treatment.reference != reference:
+        raise AnalysisError(
+            f"{loaded.path}: treatment.reference is {treatment.reference!r} but the protocol's "
+            f"reference arm is {reference!r} (arms.reference)"
+        )
 
 
 def derive_for_plan(
@@ -129,17 +160,22 @@ def derive_for_plan(
     metadata: list[dict[str, str]],
     randomization: pd.DataFrame | None,
     facts: StudyFacts | None = None,
+    protocol: Protocol | None = None,
 ) -> AdamDatasets:
     """ADaM data sets with the plan's population flags, from the study's facts.
 
-    Without *facts* they are derived here (:func:`plan_facts`, the reference study's protocol).
+    *protocol* defaults to the embedded reference study; without *facts* they are derived here
+    (:func:`plan_facts`).
     """
     plan = loaded.plan
+    if protocol is None:
+        protocol = load_protocol(default_protocol_path())
     if facts is None:
-        facts = plan_facts(loaded, load_protocol(default_protocol_path()), tables, randomization)
+        facts = plan_facts(loaded, protocol, tables, randomization)
     choices = choice_labels(metadata)
     adam = derive_adam(
         tables,
+        protocol=protocol,
         study=plan.study,
         choices=choices,
         randomization=randomization,
@@ -200,13 +236,17 @@ def analyze(
         protocol = load_protocol(protocol if protocol is not None else default_protocol_path())
     blinded = randomization is None
     tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot, protocol if blinded else None)
-    arms = {code: label for code, label in choice_labels(metadata).get("rand_arm", {}).items()}
-    random_list = None if randomization is None else read_randomization(randomization, arms)
+    check_plan_arms(loaded, protocol)
+    arms = dict(choice_labels(metadata).get(protocol.arms.field, {}))
+    arms = arms or {str(arm.code): arm.name for arm in protocol.arms.items}
+    random_list = (
+        None if randomization is None else read_randomization(randomization, arms, protocol)
+    )
     unblinding = plan_status.unblinding
     if random_list is not None:  # the lock records the first time allocation is read
         unblinding = record_unblinding(loaded, snapshot_id(snapshot), lock)
     if random_list is not None:
-        expected = {loaded.plan.treatment.experimental, loaded.plan.treatment.reference}
+        expected = set(loaded.plan.treatment.arms)
         unknown = sorted(set(random_list["TRT01P"].dropna()) - expected)
         if unknown:
             raise AnalysisError(
@@ -214,11 +254,11 @@ def analyze(
                 f"treatment arms {sorted(expected)}"
             )
     facts = plan_facts(loaded, protocol, tables, random_list, snapshot=snapshot_id(snapshot))
-    adam = derive_for_plan(loaded, tables, metadata, random_list, facts)
+    adam = derive_for_plan(loaded, tables, metadata, random_list, facts, protocol)
     unmatched: dict[str, list[str]] = {}
     if random_list is not None:
         randomised = set(adam.adsl.loc[adam.adsl["RANDFL"] == "Y", "SUBJID"].astype(str))
-        listed = set(random_list["record_id"].astype(str))
+        listed = set(random_list["SUBJID"].astype(str))
         # Reported, not fatal: such participants have no arm and drop out of arm comparisons.
         unmatched = {
             "randomised_without_arm": sorted(randomised - listed),
@@ -254,7 +294,13 @@ def analyze(
     }
     runner = executor if executor is not None else make_executor(workers, dask_address)
     try:
-        run = run_plan(loaded.plan, adam, blinded=randomization is None, executor=runner)
+        run = run_plan(
+            loaded.plan,
+            adam,
+            blinded=randomization is None,
+            executor=runner,
+            safety=None if blinded else safety_data(protocol, tables, facts),
+        )
     finally:
         if executor is None:
             runner.close()

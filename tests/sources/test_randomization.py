@@ -137,3 +137,31 @@ def test_a_damaged_csv_list_is_one_line_naming_file_and_line(
         read_randomization_list(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert "\n" not in str(caught.value)
+
+
+def test_the_protocols_record_id_and_arm_fields_are_accepted_headers(tmp_path: Path) -> None:
+    from studyman.protocol.loader import load_protocol
+
+    root = Path(__file__).resolve().parents[2]
+    protocol = load_protocol(root / "protocols" / "cbt-adjunct" / "protocol.yaml")
+    renamed = protocol.model_copy(
+        update={
+            "study": protocol.study.model_copy(update={"record_id_field": "subject_id"}),
+            "arms": protocol.arms.model_copy(update={"field": "allocation"}),
+        }
+    )
+    path = tmp_path / "randomization.csv"
+    path.write_text("subject_id,allocation,block\nS01-0001,2,A\n")
+    frame = read_randomization_list(path, renamed)
+    assert frame.columns.tolist() == ["record_id", "rand_arm", "block"]
+    assert frame.iloc[0].tolist() == ["S01-0001", "2", "A"]
+    assert frame.attrs["record_id_column"] == "subject_id"
+    assert frame.attrs["arm_column"] == "allocation"
+    # today's headers stay accepted with the renamed protocol
+    path.write_text("record_id,rand_arm\nS01-0002,1\n")
+    assert read_randomization_list(path, renamed)["record_id"].tolist() == ["S01-0002"]
+    # a missing header is named, with the file
+    path.write_text("subject_id,group\nS01-0001,1\n")
+    with pytest.raises(SourceError) as caught:
+        read_randomization_list(path, renamed)
+    assert str(caught.value).startswith(f"{path}: no arm column (allocation or rand_arm")
