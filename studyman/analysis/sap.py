@@ -32,6 +32,7 @@ __all__ = [
     "AnalysisPlan",
     "Criterion",
     "Estimand",
+    "Futility",
     "Hypothesis",
     "ImputationModel",
     "IntercurrentEvent",
@@ -84,10 +85,79 @@ class Amendment(_Frozen):
     reason: str = Field(min_length=1)
 
 
+class Futility(_Frozen):
+    """A non-binding futility rule: advise stopping when conditional power is below a threshold.
+
+    Non-binding (rpact ``bindingFutility = FALSE``): the rule does not change the efficacy
+    boundaries, so the type I error holds whether or not the DSMB follows it.
+    """
+
+    rule: Literal["conditional_power"] = "conditional_power"
+    under: Literal["current_trend", "design_effect"] = "current_trend"
+    threshold: float = Field(gt=0, lt=1)
+
+
 class Interim(_Frozen):
-    """Interim looks: efficacy in a closed DSMB report only when prespecified."""
+    """Interim looks: efficacy in a closed DSMB report only when prespecified.
+
+    Notes
+    -----
+    Without ``information_fractions`` the plan has no group-sequential look (today's reference
+    plan). With them, the closed DSMB report shows the Lan–DeMets boundaries
+    (:mod:`studyman.stats.group_sequential`) at the information fraction reached
+    (participants with the primary endpoint over ``planned_participants``, by default the
+    protocol's enrolment target), the observed standardised statistic of ``analysis`` and the
+    conditional power; ``alpha`` and ``sidedness`` default to the plan's significance level and
+    ``benefit`` to the direction its multiplicity section declares for ``analysis``.
+    """
 
     dsmb_efficacy: bool = False
+    analysis: str | None = None
+    information_fractions: tuple[float, ...] = ()
+    spending: Literal["obrien_fleming", "pocock"] = "obrien_fleming"
+    alpha: float | None = Field(default=None, gt=0, lt=0.5)
+    sidedness: Literal["one_sided", "two_sided"] | None = None
+    benefit: Literal["lower", "higher"] | None = None
+    power: float = Field(default=0.9, gt=0, lt=1)
+    planned_participants: int | None = Field(default=None, gt=1)
+    futility: Futility | None = None
+
+    @model_validator(mode="after")
+    def _looks_are_a_design(self) -> Interim:
+        fractions = self.information_fractions
+        if not fractions:
+            for name in ("analysis", "futility", "planned_participants"):
+                if getattr(self, name) is not None:
+                    raise _KeyedError(
+                        f"interim.{name}", "needs interim looks: declare 'information_fractions'"
+                    )
+            return self
+        if not self.dsmb_efficacy:
+            raise _KeyedError(
+                "interim.dsmb_efficacy",
+                "interim looks show efficacy to the closed DSMB session: set it to true",
+            )
+        if self.analysis is None:
+            raise _KeyedError("interim.analysis", "name the analysis the interim looks monitor")
+        if len(fractions) < 2:
+            raise _KeyedError(
+                "interim.information_fractions",
+                "expected at least one interim look and the final analysis (…, 1.0)",
+            )
+        previous = 0.0
+        for index, fraction in enumerate(fractions):
+            if not previous < fraction <= 1.0:
+                raise _KeyedError(
+                    f"interim.information_fractions[{index}]",
+                    f"{fraction}: expected increasing fractions in (0, 1]",
+                )
+            previous = fraction
+        if fractions[-1] != 1.0:
+            raise _KeyedError(
+                f"interim.information_fractions[{len(fractions) - 1}]",
+                f"{fractions[-1]}: the last look is the final analysis, 1.0",
+            )
+        return self
 
 
 class Treatment(_Frozen):
@@ -494,6 +564,33 @@ class AnalysisPlan(_Frozen):
     analyses: tuple[Analysis, ...] = Field(min_length=1)
     multiplicity: Multiplicity | None = None
     imputation_model: ImputationModel | None = None
+
+    @model_validator(mode="after")
+    def _interim_resolves(self) -> AnalysisPlan:
+        monitored = self.interim.analysis
+        if monitored is None:
+            return self
+        found = next((a for a in self.analyses if a.id == monitored), None)
+        if found is None:
+            raise _KeyedError("interim.analysis", f"unknown analysis {monitored!r}")
+        if self.interim.benefit is None and self.benefit_of(monitored) is None:
+            raise _KeyedError(
+                "interim.benefit",
+                f"the plan declares no favourable direction for {monitored!r}: give 'benefit' "
+                "(lower or higher)",
+            )
+        return self
+
+    def interim_benefit(self) -> Literal["lower", "higher"] | None:
+        """The favourable direction of the analysis the interim looks monitor (None: no looks)."""
+        if self.interim.analysis is None:
+            return None
+        return self.interim.benefit or self.benefit_of(self.interim.analysis)
+
+    def interim_significance(self) -> tuple[float, Literal["one_sided", "two_sided"]]:
+        """Alpha and sidedness the interim boundaries spend (default: the plan's level)."""
+        alpha, sidedness = self.significance_level()
+        return self.interim.alpha or alpha, self.interim.sidedness or sidedness
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AnalysisPlan:
