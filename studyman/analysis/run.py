@@ -33,6 +33,7 @@ from studyman.analysis.models import (
 )
 from studyman.analysis.multiplicity import MULTIPLICITY_ID, multiplicity_outcome
 from studyman.analysis.populations import population_members
+from studyman.analysis.safety import SafetyData, run_safety_assessment
 from studyman.analysis.sap import (
     AEAnalysis,
     Analysis,
@@ -41,6 +42,7 @@ from studyman.analysis.sap import (
     MultipleImputationAnalysis,
     RandomSlopeAnalysis,
     ResponderLogisticAnalysis,
+    SafetyAssessmentAnalysis,
     TippingPointAnalysis,
 )
 from studyman.errors import AnalysisError, StudymanError
@@ -85,9 +87,12 @@ def _missing_visits(analysis: Analysis, plan: AnalysisPlan, visits: list[int]) -
 class _Data:
     """Frames of one plan run, built on demand."""
 
-    def __init__(self, plan: AnalysisPlan, adam: AdamDatasets) -> None:
+    def __init__(
+        self, plan: AnalysisPlan, adam: AdamDatasets, safety: SafetyData | None = None
+    ) -> None:
         self.plan = plan
         self.adam = adam
+        self.safety_data = safety
         self.arms = (plan.treatment.experimental, plan.treatment.reference)
 
     def members(self, population_id: str) -> pd.DataFrame:
@@ -186,6 +191,7 @@ class _Prepared:
     sidedness: Literal["one_sided", "two_sided"] = "two_sided"
     benefit: Literal["lower", "higher"] | None = None
     deviations: tuple[str, ...] = ()
+    safety: SafetyData | None = None
 
 
 def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
@@ -230,6 +236,17 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
             sidedness=sidedness,
             benefit=plan.benefit_of(analysis.id),
             deviations=_missing_visits(analysis, plan, visits),
+        )
+    if isinstance(analysis, SafetyAssessmentAnalysis):
+        if data.safety_data is None:
+            raise AnalysisError("safety assessments need the snapshot's tables (no safety data)")
+        adsl = data.members(analysis.population)
+        adsl = adsl[adsl["TRT01A"].isin(arms)]
+        subjects = pd.DataFrame(
+            {"SUBJID": adsl["SUBJID"].astype(str), "ARM": adsl["TRT01A"].astype(str)}
+        ).reset_index(drop=True)
+        return _Prepared(
+            analysis, level, arms, frames={"subjects": subjects}, safety=data.safety_data
         )
     adae, safety = data.safety(analysis)
     frames = {"adae": adae, "safety": safety}
@@ -279,6 +296,15 @@ def _compute(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
                 benefit=prepared.benefit,
             )
         return _add_note(outcome, prepared.note)
+    if isinstance(analysis, SafetyAssessmentAnalysis):
+        assert prepared.safety is not None
+        return run_safety_assessment(
+            analysis,
+            prepared.safety,
+            frames["subjects"],
+            arms=prepared.arms,
+            confidence_level=level,
+        )
     adae, safety, arms = frames["adae"], frames["safety"], prepared.arms
     if analysis.kind == "ae_incidence":
         return ae_incidence(analysis, adae, safety, arms=arms, confidence_level=level)
@@ -306,6 +332,7 @@ def run_plan(
     *,
     blinded: bool,
     executor: Executor | None = None,
+    safety: SafetyData | None = None,
 ) -> PlanRun:
     """Run every analysis of *plan*; each failure is reported for its analysis alone.
 
@@ -320,6 +347,10 @@ def run_plan(
         refused and :func:`blinded_review` runs instead.
     executor
         Runs the imputations; default this process.
+    safety
+        The snapshot's safety assessments (:func:`studyman.analysis.safety.safety_data`), for
+        the plan's C-SSRS, vital-sign, liver, withdrawal-scale, medication and disposition
+        entries; without them those entries fail.
     """
     runner = executor if executor is not None else SerialExecutor()
     if blinded:
@@ -350,7 +381,7 @@ def run_plan(
     # then each imputation analysis spreads its chains over the workers. Every task is
     # deterministic, so the outcomes do not depend on the executor.
     imputing = (MultipleImputationAnalysis, TippingPointAnalysis)
-    data = _Data(plan, adam)
+    data = _Data(plan, adam, safety)
     done: dict[str, AnalysisOutcome] = {}
     prepared: list[_Prepared] = []
     warnings: list[str] = []

@@ -45,6 +45,7 @@ __all__ = [
     "RandomSlopeAnalysis",
     "ResponderLogisticAnalysis",
     "ResponderRule",
+    "SafetyAssessmentAnalysis",
     "SparseData",
     "TippingPointAnalysis",
     "Treatment",
@@ -444,6 +445,38 @@ class AEAnalysis(_AnalysisBase):
     fallback: Literal["poisson"] | None = None
 
 
+class SafetyAssessmentAnalysis(_AnalysisBase):
+    """A safety assessment by arm (:mod:`studyman.analysis.safety`), names from the protocol.
+
+    ``cssrs``: C-SSRS in the FDA (2012) categories, post-baseline occurrence versus baseline
+    and the shift table, Newcombe risk differences and Fisher's exact test; ``vital_signs``:
+    change from baseline by visit of each vital sign (``method`` ``descriptive``: n, mean, SD,
+    median, range per arm; ``parameters`` restricts to some of the protocol's vital signs);
+    ``liver_tests``: shift tables (normal, above ULN, above 3 x ULN) and potential Hy's law
+    cases; ``withdrawal_scale``: the maximum post-baseline total of the protocol's withdrawal
+    scale; ``conmed_starts``: concomitant medications started on or after the day of
+    randomisation, by class; ``deaths_discontinuations``: deaths and discontinuations (for an
+    adverse event, of the study, of treatment), counted from the study's facts.
+    """
+
+    kind: Literal[
+        "cssrs",
+        "vital_signs",
+        "liver_tests",
+        "withdrawal_scale",
+        "conmed_starts",
+        "deaths_discontinuations",
+    ]
+    method: Literal["descriptive"] = "descriptive"
+    parameters: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _parameters_only_for_vitals(self) -> SafetyAssessmentAnalysis:
+        if self.parameters and self.kind != "vital_signs":
+            raise ValueError("'parameters' applies to kind 'vital_signs' only")
+        return self
+
+
 class Hypothesis(_Frozen):
     """A null hypothesis of the confirmatory family: no difference in one analysis's headline.
 
@@ -528,7 +561,8 @@ Analysis = Annotated[
     | RandomSlopeAnalysis
     | MultipleImputationAnalysis
     | TippingPointAnalysis
-    | AEAnalysis,
+    | AEAnalysis
+    | SafetyAssessmentAnalysis,
     Field(discriminator="kind"),
 ]
 
@@ -743,6 +777,7 @@ def _analysis_kinds() -> frozenset[str]:
         MultipleImputationAnalysis,
         TippingPointAnalysis,
         AEAnalysis,
+        SafetyAssessmentAnalysis,
     ):
         kinds.update(get_args(model.model_fields["kind"].annotation))
     return frozenset(kinds)

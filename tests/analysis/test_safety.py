@@ -1,0 +1,283 @@
+"""Safety assessments of the plan: C-SSRS (checked against R), and their run from a snapshot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studyman.analysis.safety import CSSRS_CATEGORY_NAMES, compare_proportions, cssrs_analysis
+from studyman.analysis.sap import SafetyAssessmentAnalysis
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
+BEHAVIOUR_LABELS = (
+    "Actual suicide attempt",
+    "Interrupted attempt",
+    "Aborted or self-interrupted attempt",
+    "Preparatory acts or behaviour",
+)
+
+
+def _plan_entry(kind: str = "cssrs", **extra: object) -> SafetyAssessmentAnalysis:
+    return SafetyAssessmentAnalysis.model_validate(
+        {"id": kind, "kind": kind, "role": "safety", "label": kind, "population": "safety", **extra}
+    )
+
+
+def _reference_cssrs() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, object]]:
+    data = pd.read_csv(REFERENCE / "cssrs_fda.csv", dtype={"SUBJID": str})
+    subjects = pd.read_csv(REFERENCE / "cssrs_fda_subjects.csv", dtype=str)
+    expected = json.loads((REFERENCE / "cssrs_fda.json").read_text(encoding="utf-8"))
+    return data, subjects, expected
+
+
+def test_cssrs_counts_newcombe_and_fisher_match_r() -> None:
+    data, subjects, expected = _reference_cssrs()
+    outcome = cssrs_analysis(
+        _plan_entry(), data, subjects, arms=("A", "B"), behaviour_labels=BEHAVIOUR_LABELS
+    )
+    table = outcome.tables["occurrence"].set_index(["category", "period"])
+    rows = expected["occurrence"]
+    assert isinstance(rows, list)
+    assert len(table) == len(rows)
+    for row in rows:
+        got = table.loc[(row["category"], row["period"])]
+        for column in ("n_A", "N_A", "n_B", "N_B"):
+            assert int(got[column]) == row[column], (row["category"], row["period"], column)
+        for column in ("risk_difference", "rd_ci_lower", "rd_ci_upper", "p_fisher"):
+            assert got[column] == pytest.approx(row[column], rel=1e-9, abs=1e-12), (
+                row["category"],
+                row["period"],
+                column,
+            )
+
+
+def test_cssrs_shift_table_matches_r() -> None:
+    data, subjects, expected = _reference_cssrs()
+    outcome = cssrs_analysis(
+        _plan_entry(), data, subjects, arms=("A", "B"), behaviour_labels=BEHAVIOUR_LABELS
+    )
+    shift = outcome.tables["shift"]
+    names = [*CSSRS_CATEGORY_NAMES, "Not assessed"]
+    reference = expected["shift"]
+    assert isinstance(reference, dict)
+    for arm in ("A", "B"):
+        got = shift[shift["arm"] == arm].set_index("baseline").loc[names, names]
+        assert got.to_numpy().tolist() == reference[arm], arm
+        # every participant of the arm is in exactly one cell, the one without data included
+        assert int(got.to_numpy().sum()) == int((subjects["ARM"] == arm).sum())
+
+
+def test_cssrs_headline_is_any_ideation_or_behaviour_after_baseline() -> None:
+    data, subjects, expected = _reference_cssrs()
+    outcome = cssrs_analysis(_plan_entry(), data, subjects, arms=("A", "B"))
+    row = next(
+        r
+        for r in expected["occurrence"]  # type: ignore[union-attr]
+        if r["category"] == "Suicidal ideation or behaviour" and r["period"] == "post-baseline"
+    )
+    assert outcome.headline is not None
+    assert outcome.headline.estimate == pytest.approx(row["risk_difference"], rel=1e-12)
+    assert outcome.headline.p_value == pytest.approx(row["p_fisher"], rel=1e-9)
+    assert outcome.details["evaluable"] == {"A": row["N_A"], "B": row["N_B"]}
+
+
+def test_newcombe_interval_reproduces_newcombe_1998_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, example (a): 56/70 vs 48/80,
+    # method 10: 0.0524 to 0.3339.
+    result = compare_proportions(56, 70, 48, 80)
+    assert result["risk_difference"] == pytest.approx(0.2)
+    assert result["rd_ci_lower"] == pytest.approx(0.0524, abs=5e-5)
+    assert result["rd_ci_upper"] == pytest.approx(0.3339, abs=5e-5)
+    empty = compare_proportions(0, 0, 3, 10)
+    assert all(math.isnan(v) for v in empty.values())
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    columns = [f"IDEATION_{i}" for i in range(1, 6)] + [f"BEHAVIOUR_{i}" for i in range(1, 5)]
+    frame = pd.DataFrame(rows)
+    for column in [*columns, "NSSI"]:
+        frame[column] = pd.to_numeric(frame.get(column), errors="coerce").astype(float)
+    return frame
+
+
+def test_cssrs_baseline_ideation_is_not_post_baseline_and_behaviour_outranks_ideation() -> None:
+    no = {f"IDEATION_{i}": 0 for i in range(1, 6)} | {f"BEHAVIOUR_{i}": 0 for i in range(1, 5)}
+    rows = [
+        # S1: type 5 ideation at baseline only: not a post-baseline occurrence
+        {"SUBJID": "S1", "DAY": 0, "PERIOD": "baseline", **no, "IDEATION_5": 1, "NSSI": 0},
+        {"SUBJID": "S1", "DAY": 7, "PERIOD": "post", **no, "NSSI": 0},
+        # S2: behaviour and type 1 ideation in one post-baseline assessment: category behaviour
+        {"SUBJID": "S2", "DAY": 0, "PERIOD": "baseline", **no, "NSSI": 0},
+        {"SUBJID": "S2", "DAY": 7, "PERIOD": "post", **no, "IDEATION_1": 1, "BEHAVIOUR_2": 1},
+        # S3: a post-baseline form with nothing answered: not evaluable
+        {"SUBJID": "S3", "DAY": 0, "PERIOD": "baseline", **no, "NSSI": 0},
+        {"SUBJID": "S3", "DAY": 7, "PERIOD": "post"},
+        # S4 (other arm): self-injury without intent only
+        {"SUBJID": "S4", "DAY": 7, "PERIOD": "post", **no, "NSSI": 1},
+        # S9: not in the population; its events must not be counted
+        {"SUBJID": "S9", "DAY": 7, "PERIOD": "post", **no, "IDEATION_1": 1},
+    ]
+    subjects = pd.DataFrame({"SUBJID": ["S1", "S2", "S3", "S4"], "ARM": ["X", "X", "X", "R"]})
+    outcome = cssrs_analysis(_plan_entry(), _frame(rows), subjects, arms=("X", "R"))
+    table = outcome.tables["occurrence"].set_index(["category", "period"])
+    post = "post-baseline"
+    assert table.loc[("Suicidal ideation (types 1-5)", post), ["n_X", "N_X"]].tolist() == [1, 2]
+    assert table.loc[(CSSRS_CATEGORY_NAMES[5], post), "n_X"] == 0
+    assert table.loc[(CSSRS_CATEGORY_NAMES[5], "baseline"), "n_X"] == 1
+    assert table.loc[("Suicidal behaviour", post), "n_X"] == 1
+    assert table.loc[("Self-injurious behaviour without suicidal intent", post), "n_R"] == 1
+    assert table.loc[("Suicidal ideation or behaviour", post), "n_R"] == 0
+    shift = outcome.tables["shift"].set_index(["arm", "baseline"])
+    assert shift.loc[("X", CSSRS_CATEGORY_NAMES[0]), "Suicidal behaviour"] == 1  # S2
+    assert shift.loc[("X", CSSRS_CATEGORY_NAMES[5]), CSSRS_CATEGORY_NAMES[0]] == 1  # S1
+    assert shift.loc[("X", CSSRS_CATEGORY_NAMES[0]), "Not assessed"] == 1  # S3
+    worse = table.loc[
+        ("Worsening (most severe post-baseline category above baseline)", "change from baseline")
+    ]
+    assert worse[["n_X", "N_X"]].tolist() == [1, 2]  # S2 worse, S1 better; S3 not evaluable
+
+
+def test_cssrs_plan_entry_refuses_parameters_and_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="vital_signs"):
+        _plan_entry(parameters=["SBP"])
+    with pytest.raises(ValidationError):
+        _plan_entry(test="chi_square")
+
+
+# ----------------------------------------------------------------------------- from a snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+SAP = ROOT / "analysis" / "sap.yaml"
+PROTOCOL = ROOT / "protocols" / "cbt-adjunct" / "protocol.yaml"
+DICTIONARY = ROOT / "protocols" / "cbt-adjunct" / "redcap" / "data_dictionary.csv"
+
+
+class _Study:
+    def __init__(self, base: Path) -> None:
+        from studyman.analysis.adam import choice_labels
+        from studyman.analysis.analyze import _snapshot_tables, read_randomization
+        from studyman.analysis.sap import load_sap
+        from studyman.protocol.loader import load_protocol
+        from studyman.sources.offline import import_snapshot
+        from studyman.synthetic.generator import generate_trial
+
+        self.protocol = load_protocol(PROTOCOL)
+        trial = generate_trial(self.protocol, n_participants=60, seed=5)
+        trial.records.to_csv(base / "records.csv", index=False)
+        trial.randomization.to_csv(base / "randomization.csv", index=False)
+        snapshot = import_snapshot(
+            self.protocol, base / "records.csv", DICTIONARY, base / "snapshots", name="s1"
+        ).path
+        self.tables, self.metadata, _ = _snapshot_tables(snapshot, None)
+        self.randomization = read_randomization(
+            base / "randomization.csv", choice_labels(self.metadata)["rand_arm"]
+        )
+        self.loaded = load_sap(SAP)
+
+    def run(self, tables: dict[str, pd.DataFrame] | None = None) -> dict[str, object]:
+        from studyman.analysis.analyze import derive_for_plan, plan_facts
+        from studyman.analysis.run import run_plan
+        from studyman.analysis.safety import safety_data
+
+        tables = self.tables if tables is None else tables
+        facts = plan_facts(self.loaded, self.protocol, tables, self.randomization)
+        adam = derive_for_plan(self.loaded, tables, self.metadata, self.randomization, facts)
+        plan = self.loaded.plan
+        safety_entries = tuple(a for a in plan.analyses if isinstance(a, SafetyAssessmentAnalysis))
+        only_safety = plan.model_copy(update={"analyses": safety_entries, "multiplicity": None})
+        run = run_plan(
+            only_safety, adam, blinded=False, safety=safety_data(self.protocol, tables, facts)
+        )
+        return {"run": run, "facts": facts, "adam": adam}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> _Study:
+    return _Study(tmp_path_factory.mktemp("safety-study"))
+
+
+def _post_baseline_any(study: _Study, tables: dict[str, pd.DataFrame], arm: str) -> int:
+    """Independent count: safety-population participants of *arm* with any ideation or
+    behaviour item yes at a scheduled visit after baseline, dated on or before the cut-off."""
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    spec = protocol.cssrs
+    later = {v.event for v in protocol.visits if v.target_day is not None and v.target_day > 0}
+    frame = tables[spec.since_last_form]
+    visit = tables[protocol.visit_form.form]
+    dates = visit.set_index([key, "redcap_event_name"])[protocol.visit_form.date_field]
+    when = pd.to_datetime(
+        dates.reindex(pd.MultiIndex.from_frame(frame[[key, "redcap_event_name"]])).to_numpy()
+    )
+    cutoff = pd.Timestamp(protocol.reporting.data_cut)
+    rows = frame[frame["redcap_event_name"].isin(later) & ~(when > cutoff)]
+    items = [*spec.ideation_fields, *spec.behaviour_fields]
+    yes = (rows[items].apply(pd.to_numeric, errors="coerce") == 1).any(axis=1)
+    hit = set(rows.loc[yes, key].astype(str))
+    facts = study.run(tables)["facts"]
+    members = set(facts.members("safety").astype(str))  # type: ignore[attr-defined]
+    arms = facts.subjects["arm"]  # type: ignore[attr-defined]
+    return sum(1 for s in hit & members if arms.get(s) == arm)
+
+
+def test_cssrs_from_a_snapshot_counts_what_the_forms_say(study: _Study) -> None:
+    result = study.run()
+    run = result["run"]
+    outcome = next(o for o in run.outcomes if o.id == "cssrs")  # type: ignore[attr-defined]
+    assert outcome.status == "ok", outcome.message
+    table = outcome.tables["occurrence"].set_index(["category", "period"])
+    row = table.loc[("Suicidal ideation or behaviour", "post-baseline")]
+    plan = study.loaded.plan
+    for arm in (plan.treatment.experimental, plan.treatment.reference):
+        assert row[f"n_{arm}"] == _post_baseline_any(study, study.tables, arm)
+    # the headline and the table say the same
+    assert outcome.headline is not None
+    assert outcome.headline.estimate == pytest.approx(row["risk_difference"])
+
+
+def test_cssrs_after_the_data_cut_is_not_counted(study: _Study) -> None:
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    spec, form = protocol.cssrs, protocol.visit_form
+    frame = study.tables[spec.since_last_form]
+    items = [*spec.ideation_fields, *spec.behaviour_fields]
+    quiet = ~(frame[items].apply(pd.to_numeric, errors="coerce") == 1).any(axis=1)
+    later = [v.event for v in protocol.visits if v.target_day is not None and v.target_day > 0]
+    rows = frame[quiet & frame["redcap_event_name"].isin(later)]
+    facts = study.run()["facts"]
+    safety = set(facts.members("safety").astype(str))  # type: ignore[attr-defined]
+    ideation = frame.loc[~quiet, key].astype(str)
+    # a safety-population participant without any ideation or behaviour, assessed twice or more
+    counts = rows[key].astype(str).value_counts()
+    target = next(
+        s for s in counts.index if counts[s] >= 2 and s in safety and s not in set(ideation)
+    )
+    last = rows[rows[key].astype(str) == target]["redcap_event_name"].iloc[-1]
+    at = (frame[key].astype(str) == target) & (frame["redcap_event_name"] == last)
+    ideated = frame.copy()
+    ideated.loc[at, spec.ideation_fields[0]] = 1
+    visits = study.tables[form.form].copy()
+    moved = (visits[key].astype(str) == target) & (visits["redcap_event_name"] == last)
+    assert moved.sum() == 1
+    visits[form.date_field] = pd.to_datetime(visits[form.date_field]).astype("datetime64[ns]")
+    visits.loc[moved, form.date_field] = pd.Timestamp(protocol.reporting.data_cut) + pd.Timedelta(
+        days=1
+    )
+
+    def ideation_n(tables: dict[str, pd.DataFrame]) -> int:
+        run = study.run(tables)["run"]
+        outcome = next(o for o in run.outcomes if o.id == "cssrs")  # type: ignore[attr-defined]
+        table = outcome.tables["occurrence"].set_index(["category", "period"])
+        row = table.loc[("Suicidal ideation (types 1-5)", "post-baseline")]
+        return int(sum(row[c] for c in row.index if c.startswith("n_")))
+
+    before = ideation_n(study.tables)
+    # the same ideation before the cut counts (the test can fail) ...
+    assert ideation_n({**study.tables, spec.since_last_form: ideated}) == before + 1
+    # ... and after the cut it does not
+    cut = {**study.tables, spec.since_last_form: ideated, form.form: visits}
+    assert ideation_n(cut) == before
