@@ -11,7 +11,6 @@ import pandas as pd
 from studyman.errors import SnapshotError
 from studyman.protocol.models import Protocol
 from studyman.reporting.sections.base import (
-    _EVENT,
     _KEY,
     _SCHEDULED,
     DsmbInputs,
@@ -23,7 +22,6 @@ from studyman.reporting.sections.base import (
     _missing,
     _present,
     _safety,
-    _texts,
     _unavailable,
 )
 
@@ -101,48 +99,14 @@ def _derive_visit_status(inputs: DsmbInputs) -> pd.DataFrame:
 
     Notes
     -----
-    A visit is *due* when its window has closed by the cut-off and the participant had not left
-    the study before the window opened. *Done*: a visit form with ``visit_done = 1``; *missed*:
-    a visit form with ``visit_done = 0``; *overdue*: due with no visit form at all.
+    The facts' visit status (:attr:`studyman.facts.StudyFacts.visits`, defined there once): a
+    visit is *due* when its window has closed by the cut-off and the participant had not left
+    the study before the window opened; *done* / *missed*: the visit form records it done / not
+    done; *overdue*: due with no visit form at all.
     """
-    protocol = inputs.protocol
-    subjects = inputs.subjects()
-    randomised = subjects[subjects["randomized"]]
-    visit = inputs.table("visit")
-    done_keys: set[tuple[str, str]] = set()
-    missed_keys: set[tuple[str, str]] = set()
-    if visit is not None:
-        flag = _codes(visit["visit_done"])
-        pairs = list(zip(_texts(visit[_KEY]), _texts(visit[_EVENT]), strict=True))
-        for pair, value in zip(pairs, _texts(flag), strict=True):
-            if value == "1":
-                done_keys.add(pair)
-            elif value == "0":
-                missed_keys.add(pair)
-    cutoff = pd.Timestamp(inputs.cutoff)
-    left_date = randomised["ds_date"].where(randomised["discontinued_study"].astype(bool))
-    records = []
-    rand_dates = randomised["rand_date"]
-    for event, label, start, end in _scheduled_visits(protocol):
-        window_end = rand_dates + pd.to_timedelta(end, unit="D")
-        window_start = rand_dates + pd.to_timedelta(start, unit="D")
-        due = (window_end < cutoff) & ~(left_date < window_start).fillna(False)
-        for record_id, is_due in zip(_texts(randomised.index), due.to_numpy(bool), strict=True):
-            key = (record_id, event)
-            records.append(
-                (
-                    record_id,
-                    event,
-                    label,
-                    bool(is_due),
-                    key in done_keys,
-                    key in missed_keys,
-                    bool(is_due) and key not in done_keys and key not in missed_keys,
-                )
-            )
-    return pd.DataFrame(
-        records, columns=[_KEY, "event", "label", "due", "done", "missed", "overdue"]
-    )
+    visits = inputs.facts().visits
+    frame = visits[["record_id", "event", "label", "due", "done", "missed", "overdue"]]
+    return frame.rename(columns={"record_id": _KEY}).reset_index(drop=True)
 
 
 def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
