@@ -667,6 +667,22 @@ class Withdrawal(_Frozen):
     aesi_threshold: float
 
 
+class VitalSign(_Frozen):
+    """A vital sign (or weight): its id (PARAMCD), field, label and unit."""
+
+    id: str = Field(pattern=r"^[A-Z][A-Z0-9]{0,7}$")
+    field: str
+    label: str
+    unit: str
+
+
+class VitalSigns(_Frozen):
+    """The vital-signs form and the measurements it holds (analysed by change from baseline)."""
+
+    form: str
+    parameters: tuple[VitalSign, ...] = Field(min_length=1)
+
+
 class SystemOrganClass(_Frozen):
     """A system organ class of the study coding list."""
 
@@ -982,6 +998,7 @@ class Protocol(_Frozen):
     cssrs: Cssrs
     liver: Liver
     withdrawal: Withdrawal | None = None
+    vital_signs: VitalSigns | None = None
     visit_form: VisitForm = VisitForm()
     adverse_events: AdverseEvents
     reporting_clocks: tuple[ReportingClock, ...] = ()
@@ -1302,6 +1319,12 @@ def _reference_problems(protocol: Protocol) -> Iterable[tuple[str, str]]:
         yield from known_instrument("withdrawal.instrument", protocol.withdrawal.instrument)
         for j, event in enumerate(protocol.withdrawal.events):
             yield from known_event(f"withdrawal.events[{j}]", event)
+
+    # vital signs (optional)
+    if protocol.vital_signs is not None:
+        yield from known_instrument("vital_signs.form", protocol.vital_signs.form)
+        for repeated in _duplicates(p.id for p in protocol.vital_signs.parameters):
+            yield "vital_signs.parameters", f"id {repeated!r} repeats: expected unique ids"
 
     # the visit form
     yield from known_instrument("visit_form.form", protocol.visit_form.form)
