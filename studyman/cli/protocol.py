@@ -1,7 +1,8 @@
-"""`studyman protocol check` and `studyman protocol show`."""
+"""`studyman protocol check`, `studyman protocol show` and `studyman protocol init`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from studyman.protocol.models import Protocol
 
 protocol_app = typer.Typer(
     name="protocol",
-    help="Check and summarise a study protocol and its REDCap project.",
+    help="Check, summarise or start (init) a study protocol and its REDCap project.",
     no_args_is_help=True,
 )
 
@@ -45,7 +46,8 @@ def check(
     show_info: Annotated[bool, typer.Option("--info", help="Also list info findings.")] = False,
 ) -> None:
     """Check PROTOCOL against its REDCap metadata (and the dictionary against REDCap's upload
-    rules); exit 1 on a major or critical finding."""
+    rules); exit 1 on a major or critical finding, or on a draft's decisions left."""
+    _refuse_draft(protocol_path)
     protocol = load_protocol(protocol_path, with_redcap=dictionary is None)
     if dictionary is not None:
         metadata = read_data_dictionary(dictionary)
@@ -70,6 +72,25 @@ def check(
     )
     if blocking:
         raise typer.Exit(1)
+
+
+def _refuse_draft(protocol_path: Path) -> None:
+    """A draft (from `protocol init`) is not checked field by field: list its decisions."""
+    from studyman.onboarding import draft_decisions
+
+    decisions = draft_decisions(protocol_path)
+    if not decisions:
+        return
+    console = _console()
+    console.print(f"Decisions left in the draft {protocol_path}:")
+    for decision in decisions:
+        console.print(f"  {decision}", soft_wrap=True)
+    console.print(
+        f"draft: {len(decisions)} decision(s) left; replace each 'TODO(decide): ...' value in "
+        f"{protocol_path} (or give them in an answers file to `studyman protocol init "
+        "--answers`), then check again"
+    )
+    raise typer.Exit(1)
 
 
 def _console() -> Console:
@@ -177,6 +198,128 @@ def _summary_tables(protocol: Protocol) -> list[Table]:
     for clock in protocol.reporting_clocks:
         safety.add_row(f"clock: {clock.label}", f"{clock.limit_hours} h from awareness")
     return [head, sites, schedule, safety]
+
+
+@protocol_app.command("init")
+def init(
+    out: Annotated[
+        Path, typer.Option("--out", help="The new study folder (protocol.yaml + redcap/).")
+    ],
+    url: Annotated[
+        str | None, typer.Option("--url", help="A live project: REDCap's API URL (…/api/).")
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="Owner-only file holding the API token (default: $STUDYMAN_REDCAP_TOKEN).",
+        ),
+    ] = None,
+    dictionary: Annotated[
+        Path | None,
+        typer.Option("--dictionary", help="An exported project: its data dictionary CSV."),
+    ] = None,
+    events: Annotated[
+        Path | None, typer.Option("--events", help="Exported events CSV (longitudinal).")
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", help="Exported instrument-event mapping CSV (longitudinal)."),
+    ] = None,
+    arms: Annotated[Path | None, typer.Option("--arms", help="Exported REDCap arms CSV.")] = None,
+    instruments: Annotated[
+        Path | None, typer.Option("--instruments", help="Exported instruments CSV (labels).")
+    ] = None,
+    repeating: Annotated[
+        Path | None, typer.Option("--repeating", help="Exported repeating forms CSV.")
+    ] = None,
+    dags: Annotated[
+        Path | None, typer.Option("--dags", help="Exported data access groups CSV (sites).")
+    ] = None,
+    users: Annotated[
+        Path | None, typer.Option("--users", help="REDCap's user import CSV (form rights).")
+    ] = None,
+    project_info: Annotated[
+        Path | None, typer.Option("--project-info", help="Exported project information JSON.")
+    ] = None,
+    answers: Annotated[
+        Path | None,
+        typer.Option(
+            "--answers", help="Decisions already made: a YAML mapping of key path to value."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing folder written by init.")
+    ] = False,
+) -> None:
+    """Write a draft protocol.yaml and the project files (redcap/) from a live or exported
+    REDCap project; list the decisions left to a person."""
+    from studyman.errors import StudymanError
+    from studyman.onboarding import (
+        fetch_project_dir,
+        init_protocol,
+        read_answers,
+        write_exported_project_dir,
+    )
+    from studyman.protocol.redcap_project import RedcapProject
+
+    if (url is None) == (dictionary is None):
+        raise StudymanError("protocol init: give either --url (a live project) or --dictionary")
+    exported = (events, mapping, arms, instruments, repeating, dags, users, project_info)
+    if url is not None and any(path is not None for path in exported):
+        raise StudymanError(
+            "protocol init: --events, --mapping, --arms, ... go with --dictionary, not --url"
+        )
+    given = read_answers(answers) if answers is not None else None
+    make_project: Callable[[Path], RedcapProject]
+    if dictionary is None and url is not None:
+        from studyman.sources.pull import _public_url, read_token
+
+        token = read_token(token_file)
+        source = f"the live project at {_public_url(url)}"
+        live_url = url
+
+        def make_project(directory: Path) -> RedcapProject:
+            return fetch_project_dir(live_url, token, directory)
+
+    elif dictionary is not None:
+        exported_dictionary = dictionary
+        source = f"the exported project {dictionary.name}"
+
+        def make_project(directory: Path) -> RedcapProject:
+            return write_exported_project_dir(
+                directory,
+                dictionary=exported_dictionary,
+                events=events,
+                mapping=mapping,
+                arms=arms,
+                instruments=instruments,
+                repeating=repeating,
+                dags=dags,
+                users=users,
+                project_info=project_info,
+            )
+
+    else:  # pragma: no cover - exactly one of the two, checked above
+        raise StudymanError("protocol init: give either --url or --dictionary")
+    result = init_protocol(
+        out,
+        make_project,
+        source=source,
+        answers=given,
+        answers_file=str(answers) if answers is not None else "<answers>",
+        force=force,
+    )
+    console = _console()
+    console.print(f"wrote {result.protocol_file} and {result.directory / 'redcap'}")
+    console.print(f"recognised from labels (review each): {len(result.guesses)} value(s)")
+    if result.decisions:
+        console.print(
+            f"{len(result.decisions)} decision(s) left: `studyman protocol check "
+            f"{result.directory}` lists them"
+        )
+    else:
+        console.print(f"no decision left: `studyman protocol check {result.directory}`")
 
 
 def register(app: typer.Typer) -> None:
