@@ -240,10 +240,15 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
     if isinstance(analysis, SafetyAssessmentAnalysis):
         if data.safety_data is None:
             raise AnalysisError("safety assessments need the snapshot's tables (no safety data)")
+        # As treated in a population of the treated (safety), else as randomised.
+        criteria = plan.populations[analysis.population].criteria
+        variable = (
+            "TRT01A" if any(c.kind == "treated" for c in criteria) else plan.treatment.variable
+        )
         adsl = data.members(analysis.population)
-        adsl = adsl[adsl["TRT01A"].isin(arms)]
+        adsl = adsl[adsl[variable].isin(arms)]
         subjects = pd.DataFrame(
-            {"SUBJID": adsl["SUBJID"].astype(str), "ARM": adsl["TRT01A"].astype(str)}
+            {"SUBJID": adsl["SUBJID"].astype(str), "ARM": adsl[variable].astype(str)}
         ).reset_index(drop=True)
         return _Prepared(
             analysis, level, arms, frames={"subjects": subjects}, safety=data.safety_data

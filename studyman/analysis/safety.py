@@ -46,9 +46,14 @@ __all__ = [
     "CSSRS_CATEGORY_NAMES",
     "SafetyData",
     "compare_proportions",
+    "conmed_starts_analysis",
     "cssrs_analysis",
+    "deaths_discontinuations_analysis",
+    "liver_analysis",
     "run_safety_assessment",
     "safety_data",
+    "vital_signs_analysis",
+    "withdrawal_analysis",
 ]
 
 _EVENT = "redcap_event_name"
@@ -214,6 +219,37 @@ def _liver_frame(
     return pd.concat(parts, ignore_index=True)[columns], labels
 
 
+def _hys_law_frame(
+    protocol: Protocol, tables: Mapping[str, pd.DataFrame], key: str
+) -> pd.DataFrame:
+    """Per liver sample: the protocol's potential Hy's law rule (True, False, or NA when a value
+    needed to decide is missing), :meth:`~studyman.protocol.models.Liver.is_potential_hys_law`."""
+    spec = protocol.liver
+    columns = ["SUBJID", "SAMPLE", "DAY", "VISIT", "PERIOD", "HYSLAW"]
+    frame = tables.get(spec.form)
+    if frame is None or frame.empty or _EVENT not in frame.columns:
+        return pd.DataFrame(columns=columns)
+    rows = _visit_rows(protocol, frame, key)
+    fields = [t.field for t in spec.tests if t.field in rows.columns]
+    values = rows[fields].apply(_numbers)
+    verdicts = [
+        spec.is_potential_hys_law(
+            {f: (None if math.isnan(v) else float(v)) for f, v in zip(fields, row, strict=True)}
+        )
+        for row in values.itertuples(index=False, name=None)
+    ]
+    instance = (
+        rows[_INSTANCE].astype("string").fillna("")
+        if _INSTANCE in rows.columns
+        else pd.Series("", index=rows.index)
+    )
+    out = rows[["SUBJID", "DAY", "VISIT", "PERIOD"]].assign(
+        SAMPLE=(rows["EVENT"] + "#" + instance.astype(str)).to_numpy(),
+        HYSLAW=pd.array(verdicts, dtype="boolean"),
+    )
+    return out[columns]
+
+
 def _withdrawal_frame(
     protocol: Protocol, tables: Mapping[str, pd.DataFrame], key: str
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -295,6 +331,7 @@ def safety_data(
     cssrs, behaviour = _cssrs_frame(protocol, cut, key)
     vitals, vital_labels = _vital_frame(protocol, cut, key)
     liver, liver_labels = _liver_frame(protocol, cut, key)
+    hys_law = _hys_law_frame(protocol, cut, key)
     withdrawal, withdrawal_labels = _withdrawal_frame(protocol, cut, key)
     conmeds, classes = _conmed_frame(protocol, cut, facts, key)
     subjects = facts.subjects
@@ -323,6 +360,7 @@ def safety_data(
             "cssrs": cssrs,
             "vital_signs": vitals,
             "liver": liver,
+            "hys_law": hys_law,
             "withdrawal": withdrawal,
             "conmeds": conmeds,
             "disposition": disposition,
@@ -334,6 +372,7 @@ def safety_data(
             "conmed_class": classes,
             "withdrawal": withdrawal_labels,
             "hys_law": rule,
+            "liver_alert_multiple": float(protocol.liver.transaminase_alert_multiple),
             "hys_law_parts": {
                 "transaminases": list(hys.transaminases),
                 "transaminase_multiple": float(hys.transaminase_multiple),
@@ -606,6 +645,361 @@ def cssrs_analysis(
     )
 
 
+# ----------------------------------------------------------------------------- vital signs
+
+
+def _describe(values: pd.Series) -> dict[str, float]:
+    numbers = values.dropna().astype(float)
+    if numbers.empty:
+        return {
+            "n": 0,
+            "mean": math.nan,
+            "sd": math.nan,
+            "median": math.nan,
+            "min": math.nan,
+            "max": math.nan,
+        }
+    return {
+        "n": len(numbers),
+        "mean": float(numbers.mean()),
+        "sd": float(numbers.std(ddof=1)) if len(numbers) > 1 else math.nan,
+        "median": float(numbers.median()),
+        "min": float(numbers.min()),
+        "max": float(numbers.max()),
+    }
+
+
+def vital_signs_analysis(
+    analysis: SafetyAssessmentAnalysis,
+    vitals: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    labels: Mapping[str, str],
+) -> AnalysisOutcome:
+    """Vital signs and weight: baseline value and change from baseline by visit and arm.
+
+    Notes
+    -----
+    Descriptive (the plan's ``method``): n, mean, SD, median, minimum and maximum of the value at
+    baseline and of the change from baseline (value minus the baseline-visit value) at every
+    post-baseline visit, per arm; participants without a baseline value have no change.
+    """
+    wanted = list(analysis.parameters) or list(labels)
+    unknown = [p for p in wanted if p not in labels]
+    if unknown:
+        raise AnalysisError(
+            f"vital sign(s) {', '.join(unknown)} are not declared in the protocol "
+            f"(vital_signs.parameters: {', '.join(labels) or 'none'})"
+        )
+    if not wanted:
+        raise AnalysisError("the protocol declares no vital signs (vital_signs)")
+    arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
+    data = vitals[vitals["SUBJID"].astype(str).isin(arm_of.index)].copy()
+    data["ARM"] = data["SUBJID"].astype(str).map(arm_of)
+    base = (
+        data[data["PERIOD"] == "baseline"]
+        .drop_duplicates(["SUBJID", "PARAMCD"])
+        .set_index(["SUBJID", "PARAMCD"])["AVAL"]
+    )
+    keys = pd.MultiIndex.from_frame(data[["SUBJID", "PARAMCD"]])
+    data["BASE"] = base.reindex(keys).to_numpy()
+    data["CHG"] = data["AVAL"] - data["BASE"]
+    rows: list[dict[str, Any]] = []
+    for parameter in wanted:
+        part = data[data["PARAMCD"] == parameter]
+        visits = part[part["PERIOD"].isin(["baseline", "post"])][["DAY", "VISIT"]]
+        for day, visit in visits.drop_duplicates().sort_values("DAY").itertuples(index=False):
+            at = part[part["DAY"] == day]
+            for arm in arms:
+                in_arm = at[at["ARM"] == arm]
+                is_base = bool((in_arm["PERIOD"] == "baseline").all()) if len(in_arm) else day == 0
+                column = "AVAL" if is_base else "CHG"
+                stats_row = _describe(in_arm[column])
+                rows.append(
+                    {
+                        "PARAMCD": parameter,
+                        "parameter": labels[parameter],
+                        "visit": visit,
+                        "day": int(day),
+                        "arm": arm,
+                        "statistic": "value at baseline" if is_base else "change from baseline",
+                        **stats_row,
+                    }
+                )
+    table = pd.DataFrame(rows)
+    return _outcome(
+        analysis,
+        {"change_by_visit": table},
+        headline=None,
+        details={
+            "method": "descriptive (n, mean, SD, median, range per arm and visit)",
+            "baseline": "the value at the baseline visit (study day 0)",
+            "parameters": wanted,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- liver tests
+
+_LIVER_CATEGORIES = ("Normal (at most ULN)", "Above ULN", "Above {m:g} x ULN")
+
+
+def liver_analysis(
+    analysis: SafetyAssessmentAnalysis,
+    liver: pd.DataFrame,
+    hys_law: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    labels: Mapping[str, Any],
+    multiple: float,
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Liver tests: shift from baseline to the worst post-baseline category, Hy's law cases.
+
+    Notes
+    -----
+    Categories of a value: at most ULN, above ULN, above *multiple* x ULN (the protocol's
+    transaminase alert multiple). Baseline: the baseline-visit sample, else the screening one.
+    Worst post-baseline: the highest multiple of ULN after baseline up to the data cut-off.
+    Potential Hy's law: a post-baseline sample that meets the protocol's rule; ``cases`` lists
+    them (participant, visit, day).
+    """
+    names = [_LIVER_CATEGORIES[0], _LIVER_CATEGORIES[1], _LIVER_CATEGORIES[2].format(m=multiple)]
+    missing, not_assessed = "Missing", "Not assessed"
+    arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
+    data = liver[liver["SUBJID"].astype(str).isin(arm_of.index)].dropna(subset=["AVAL"]).copy()
+    data["RATIO"] = data["AVAL"] / data["ULN"]
+
+    def category(ratio: float) -> str:
+        if ratio != ratio:
+            return ""
+        return names[2] if ratio > multiple else names[1] if ratio > 1 else names[0]
+
+    shift_rows: list[dict[str, Any]] = []
+    summary_rows: list[dict[str, Any]] = []
+    members = _by_arm(subjects, arms)
+    for parameter, label in labels["liver"].items():
+        part = data[data["PARAMCD"] == parameter]
+        post = part[part["PERIOD"] == "post"].groupby("SUBJID")["RATIO"].max()
+        baseline_rows = part[part["PERIOD"] == "baseline"].groupby("SUBJID")["RATIO"].last()
+        screening_rows = part[part["PERIOD"] == "screening"].groupby("SUBJID")["RATIO"].last()
+        base = baseline_rows.combine_first(screening_rows)
+        for arm in arms:
+            ids = members[arm]
+            before = base.reindex(ids).map(category).replace("", missing)
+            after = post.reindex(ids).map(category).replace("", not_assessed)
+            table = pd.crosstab(before, after).reindex(
+                index=[*names, missing], columns=[*names, not_assessed], fill_value=0
+            )
+            for row_name in table.index:
+                shift_rows.append(
+                    {
+                        "PARAMCD": parameter,
+                        "test": label,
+                        "arm": arm,
+                        "baseline": row_name,
+                        **{c: int(table.loc[row_name, c]) for c in table.columns},
+                    }
+                )
+        for threshold, text in ((1.0, names[1]), (multiple, names[2])):
+            flags = {
+                arm: (post.reindex(members[arm]) > threshold)
+                .where(post.reindex(members[arm]).notna())
+                .astype(float)
+                for arm in arms
+            }
+            summary_rows.append(
+                _count_rows(f"{label}: post-baseline {text.lower()}", flags, arms, confidence_level)
+            )
+    cases = hys_law[
+        hys_law["SUBJID"].astype(str).isin(arm_of.index)
+        & (hys_law["PERIOD"] == "post")
+        & hys_law["HYSLAW"].fillna(False).astype(bool)
+    ]
+    cases = (
+        cases.assign(ARM=cases["SUBJID"].astype(str).map(arm_of))[["SUBJID", "ARM", "VISIT", "DAY"]]
+        .sort_values(["ARM", "SUBJID", "DAY"])
+        .reset_index(drop=True)
+    )
+    assessed = hys_law[
+        hys_law["SUBJID"].astype(str).isin(arm_of.index) & (hys_law["PERIOD"] == "post")
+    ]
+    any_case = (
+        assessed.groupby(assessed["SUBJID"].astype(str))["HYSLAW"]
+        .apply(lambda v: bool(v.fillna(False).any()))
+        .astype(float)
+    )
+    summary_rows.append(
+        _count_rows(
+            "Potential Hy's law case (post-baseline)",
+            {arm: any_case.reindex(members[arm]) for arm in arms},
+            arms,
+            confidence_level,
+        )
+    )
+    return _outcome(
+        analysis,
+        {
+            "summary": pd.DataFrame(summary_rows),
+            "shift": pd.DataFrame(shift_rows),
+            "hys_law_cases": cases,
+        },
+        headline=None,
+        details={
+            "categories": names,
+            "baseline": "the baseline-visit sample, else the screening sample",
+            "hys_law": labels["hys_law"],
+            "hys_law_cases": {arm: int((cases["ARM"] == arm).sum()) for arm in arms},
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- withdrawal scale
+
+
+def withdrawal_analysis(
+    analysis: SafetyAssessmentAnalysis,
+    withdrawal: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    labels: Mapping[str, Any],
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Maximum post-baseline total of the withdrawal scale per participant, by arm.
+
+    Notes
+    -----
+    The protocol's withdrawal events (taper and follow-up) up to the data cut-off. ``maximum``:
+    n, mean, SD, median, range of each participant's maximum; ``bands``: participants by the
+    scale's band of their maximum, and those at or above the protocol's AESI threshold, with
+    the risk difference (Newcombe) and Fisher's exact test.
+    """
+    if not labels:
+        raise AnalysisError("the protocol declares no withdrawal scale (withdrawal)")
+    arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
+    data = withdrawal[withdrawal["SUBJID"].astype(str).isin(arm_of.index)]
+    maximum = data.groupby(data["SUBJID"].astype(str))["AVAL"].max()
+    members = _by_arm(subjects, arms)
+    described = [{"arm": arm, **_describe(maximum.reindex(members[arm]))} for arm in arms]
+    rows: list[dict[str, Any]] = []
+    for name, low, high in labels.get("bands", []):
+        flags = {
+            arm: ((maximum.reindex(members[arm]) >= low) & (maximum.reindex(members[arm]) <= high))
+            .where(maximum.reindex(members[arm]).notna())
+            .astype(float)
+            for arm in arms
+        }
+        rows.append(
+            _count_rows(f"Maximum {name} ({low:g}-{high:g})", flags, arms, confidence_level)
+        )
+    threshold = float(labels["threshold"])
+    flags = {
+        arm: (maximum.reindex(members[arm]) >= threshold)
+        .where(maximum.reindex(members[arm]).notna())
+        .astype(float)
+        for arm in arms
+    }
+    rows.append(
+        _count_rows(
+            f"Maximum at or above {threshold:g} (AESI threshold)", flags, arms, confidence_level
+        )
+    )
+    return _outcome(
+        analysis,
+        {"maximum": pd.DataFrame(described), "bands": pd.DataFrame(rows)},
+        headline=None,
+        details={"scale": labels["label"], "aesi_threshold": threshold},
+    )
+
+
+# ----------------------------------------------------------------------------- medications
+
+
+def conmed_starts_analysis(
+    analysis: SafetyAssessmentAnalysis,
+    conmeds: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    classes: Mapping[str, str],
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Participants who started a concomitant medication on or after the day of randomisation,
+    by class and arm (denominator: the population in the arm)."""
+    arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
+    data = conmeds[conmeds["SUBJID"].astype(str).isin(arm_of.index)]
+    started = data[
+        data["START"].notna() & data["RANDDT"].notna() & (data["START"] >= data["RANDDT"])
+    ]
+    members = _by_arm(subjects, arms)
+    order = [*classes.values(), *sorted(set(started["CLASS"]) - set(classes.values()))]
+    rows: list[dict[str, Any]] = []
+    for label, part in (
+        ("Any class", started),
+        *((c, started[started["CLASS"] == c]) for c in order),
+    ):
+        who = set(part["SUBJID"].astype(str))
+        flags = {
+            arm: pd.Series([float(s in who) for s in members[arm]], index=members[arm], dtype=float)
+            for arm in arms
+        }
+        row = _count_rows(label, flags, arms, confidence_level)
+        for arm in arms:
+            row[f"starts_{arm}"] = int(part["SUBJID"].astype(str).isin(members[arm]).sum())
+        rows.append(row)
+    return _outcome(
+        analysis,
+        {"starts_by_class": pd.DataFrame(rows)},
+        headline=None,
+        details={
+            "definition": "a medication whose start date is on or after the day of randomisation "
+            "and on or before the data cut-off",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- disposition
+
+
+_DISPOSITION_ROWS = (
+    ("death", "Deaths"),
+    ("discontinued_due_to_ae", "Discontinued the study due to an adverse event"),
+    ("discontinued_study", "Discontinued the study (any reason)"),
+    ("discontinued_treatment", "Discontinued treatment (left before the end of treatment)"),
+)
+
+
+def deaths_discontinuations_analysis(
+    analysis: SafetyAssessmentAnalysis,
+    disposition: pd.DataFrame,
+    subjects: pd.DataFrame,
+    *,
+    arms: Sequence[str],
+    confidence_level: float,
+) -> AnalysisOutcome:
+    """Deaths and discontinuations by arm, counted from the study's facts (not derived here)."""
+    facts = disposition.set_index(disposition["SUBJID"].astype(str))
+    members = _by_arm(subjects, arms)
+    rows = []
+    for column, label in _DISPOSITION_ROWS:
+        flags = {
+            arm: facts[column].reindex(members[arm]).fillna(False).astype(float) for arm in arms
+        }
+        rows.append(_count_rows(label, flags, arms, confidence_level))
+    return _outcome(
+        analysis,
+        {"disposition": pd.DataFrame(rows)},
+        headline=None,
+        details={
+            "source": "the study's facts (studyman.facts): death, discontinued_due_to_ae, "
+            "discontinued_study, discontinued_treatment"
+        },
+    )
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 
@@ -631,4 +1025,39 @@ def run_safety_assessment(
             behaviour_labels=labels.get("behaviour", ()),
             confidence_level=confidence_level,
         )
-    raise AnalysisError(f"safety assessment {analysis.kind!r} is not available")
+    if analysis.kind == "vital_signs":
+        return vital_signs_analysis(
+            analysis, frames["vital_signs"], subjects, arms=arms, labels=labels.get("vital", {})
+        )
+    if analysis.kind == "liver_tests":
+        return liver_analysis(
+            analysis,
+            frames["liver"],
+            frames["hys_law"],
+            subjects,
+            arms=arms,
+            labels=labels,
+            multiple=float(labels.get("liver_alert_multiple", 3.0)),
+            confidence_level=confidence_level,
+        )
+    if analysis.kind == "withdrawal_scale":
+        return withdrawal_analysis(
+            analysis,
+            frames["withdrawal"],
+            subjects,
+            arms=arms,
+            labels=labels.get("withdrawal", {}),
+            confidence_level=confidence_level,
+        )
+    if analysis.kind == "conmed_starts":
+        return conmed_starts_analysis(
+            analysis,
+            frames["conmeds"],
+            subjects,
+            arms=arms,
+            classes=labels.get("conmed_class", {}),
+            confidence_level=confidence_level,
+        )
+    return deaths_discontinuations_analysis(
+        analysis, frames["disposition"], subjects, arms=arms, confidence_level=confidence_level
+    )

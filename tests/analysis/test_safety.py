@@ -281,3 +281,219 @@ def test_cssrs_after_the_data_cut_is_not_counted(study: _Study) -> None:
     # ... and after the cut it does not
     cut = {**study.tables, spec.since_last_form: ideated, form.form: visits}
     assert ideation_n(cut) == before
+
+
+def _outcome_of(result: dict[str, object], analysis_id: str):  # type: ignore[no-untyped-def]
+    run = result["run"]
+    outcome = next(o for o in run.outcomes if o.id == analysis_id)  # type: ignore[attr-defined]
+    assert outcome.status == "ok", outcome.message
+    return outcome
+
+
+def test_every_safety_assessment_of_the_plan_runs_on_a_snapshot(study: _Study) -> None:
+    result = study.run()
+    kinds = {a.id for a in study.loaded.plan.analyses if isinstance(a, SafetyAssessmentAnalysis)}
+    assert {
+        "cssrs",
+        "vital_signs",
+        "liver_tests",
+        "cows_maximum",
+        "conmed_starts",
+        "deaths_discontinuations",
+    } <= kinds
+    for analysis_id in kinds:
+        outcome = _outcome_of(result, analysis_id)
+        assert outcome.tables
+        assert all(len(t) for name, t in outcome.tables.items() if name != "hys_law_cases")
+
+
+def test_deaths_and_discontinuations_are_the_facts_numbers(study: _Study) -> None:
+    result = study.run()
+    headline = result["facts"].headline()  # type: ignore[attr-defined]
+    table = _outcome_of(result, "deaths_discontinuations").tables["disposition"]
+    rows = dict(zip(table["category"], table.to_dict("records"), strict=True))
+    keys = {
+        "Deaths": "deaths",
+        "Discontinued the study due to an adverse event": "discontinued_due_to_ae",
+        "Discontinued the study (any reason)": "discontinued_study",
+        "Discontinued treatment (left before the end of treatment)": "discontinued_treatment",
+    }
+    assert set(rows) == set(keys)
+    for label, key in keys.items():
+        for arm, count in headline[f"{key}_by_arm"].items():
+            assert rows[label][f"n_{arm}"] == count, (label, arm)
+    plan = study.loaded.plan
+    assert (
+        sum(rows["Discontinued the study (any reason)"][f"n_{a}"] for a in plan.treatment.arms) > 0
+    )
+
+
+def test_vital_sign_change_is_value_minus_baseline(study: _Study) -> None:
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    spec = protocol.vital_signs
+    assert spec is not None
+    weight = next(p for p in spec.parameters if p.unit == "kg")
+    last = max(
+        (v for v in protocol.visits if v.target_day and spec.form in v.instruments),
+        key=lambda v: v.target_day or 0,
+    )
+    baseline = next(v for v in protocol.visits if v.kind == "baseline")
+    result = study.run()
+    table = _outcome_of(result, "vital_signs").tables["change_by_visit"]
+    facts = result["facts"]
+    frame = study.tables[spec.form]
+    values = frame.set_index([key, "redcap_event_name"])[weight.field].astype(float)
+    arms = facts.subjects["arm"]  # type: ignore[attr-defined]
+    safety = set(facts.members("safety"))  # type: ignore[attr-defined]
+    cut = pd.Timestamp(protocol.reporting.data_cut)
+    visit = study.tables[protocol.visit_form.form].set_index([key, "redcap_event_name"])
+    for arm in study.loaded.plan.treatment.arms:
+        changes = []
+        for subject in sorted(s for s in safety if arms.get(s) == arm):
+            if (subject, last.event) not in values.index or (
+                subject,
+                baseline.event,
+            ) not in values.index:
+                continue
+            if pd.Timestamp(visit.loc[(subject, last.event), protocol.visit_form.date_field]) > cut:
+                continue
+            change = values[(subject, last.event)] - values[(subject, baseline.event)]
+            if change == change:
+                changes.append(change)
+        row = table[
+            (table["PARAMCD"] == weight.id)
+            & (table["day"] == last.target_day)
+            & (table["arm"] == arm)
+        ].iloc[0]
+        assert row["statistic"] == "change from baseline"
+        assert row["n"] == len(changes) > 0
+        assert row["mean"] == pytest.approx(sum(changes) / len(changes), rel=1e-12)
+
+
+def test_vital_signs_entry_naming_an_undeclared_measurement_fails_by_name(study: _Study) -> None:
+    from studyman.analysis.safety import run_safety_assessment, safety_data
+
+    result = study.run()
+    data = safety_data(study.protocol, study.tables, result["facts"])  # type: ignore[arg-type]
+    subjects = pd.DataFrame({"SUBJID": ["x"], "ARM": ["A"]})
+    entry = _plan_entry("vital_signs", parameters=["SBP", "GLUCOSE"])
+    with pytest.raises(Exception, match="GLUCOSE"):
+        run_safety_assessment(entry, data, subjects, arms=("A", "B"), confidence_level=0.95)
+
+
+def _set(frame: pd.DataFrame, key: str, subject: str, event: str, **values: float) -> pd.DataFrame:
+    changed = frame.copy()
+    at = (changed[key].astype(str) == subject) & (changed["redcap_event_name"] == event)
+    assert at.sum() == 1, (subject, event)
+    for column, value in values.items():
+        changed[column] = changed[column].astype(float)
+        changed.loc[at, column] = value
+    return changed
+
+
+def test_liver_shift_and_hys_law_follow_the_protocol_rule(study: _Study) -> None:
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    liver = protocol.liver
+    uln = {t.id: t.uln for t in liver.tests}
+    field = {t.id: t.field for t in liver.tests}
+    rule = liver.hys_law
+    frame = study.tables[liver.form]
+    later = {v.event for v in protocol.visits if v.target_day and v.target_day > 0}
+    result = study.run()
+    safety = set(result["facts"].members("safety"))  # type: ignore[attr-defined]
+    candidates = frame[frame["redcap_event_name"].isin(later) & frame[key].isin(safety)]
+    first, second = (
+        candidates.drop_duplicates(key).iloc[:2][[key, "redcap_event_name"]].itertuples(index=False)
+    )
+    high = {
+        field[rule.transaminases[0]]: (rule.transaminase_multiple + 2) * uln[rule.transaminases[0]],
+        field[rule.bilirubin]: (rule.bilirubin_multiple + 1) * uln[rule.bilirubin],
+        field[rule.alp]: uln[rule.alp],
+    }
+    changed = _set(frame, key, first[0], first[1], **high)
+    # the same, but ALP above its maximum: cholestatic, not a Hy's law case
+    cholestatic = {**high, field[rule.alp]: (rule.alp_max_multiple + 1) * uln[rule.alp]}
+    changed = _set(changed, key, second[0], second[1], **cholestatic)
+    outcome = _outcome_of(study.run({**study.tables, liver.form: changed}), "liver_tests")
+    cases = outcome.tables["hys_law_cases"]
+    assert first[0] in set(cases["SUBJID"])
+    assert second[0] not in set(cases["SUBJID"])
+    before = _outcome_of(result, "liver_tests").tables["hys_law_cases"]
+    assert set(cases["SUBJID"]) - set(before["SUBJID"]) == {first[0]}
+    shift = outcome.tables["shift"]
+    worst = f"Above {liver.transaminase_alert_multiple:g} x ULN"
+    column = shift[(shift["PARAMCD"] == rule.transaminases[0])][worst].sum()
+    old = _outcome_of(result, "liver_tests").tables["shift"]
+    assert column >= old[(old["PARAMCD"] == rule.transaminases[0])][worst].sum()
+    # every participant of the population is in one cell per test and arm
+    per_test = shift.groupby(["PARAMCD", "arm"]).sum(numeric_only=True).sum(axis=1)
+    assert per_test.nunique() <= len(study.loaded.plan.treatment.arms)
+
+
+def test_withdrawal_maximum_is_the_highest_total_and_meets_the_threshold(study: _Study) -> None:
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    spec = protocol.withdrawal
+    assert spec is not None
+    frame = study.tables[spec.instrument]
+    result = study.run()
+    facts = result["facts"]
+    safety = set(facts.members("safety"))  # type: ignore[attr-defined]
+    rows = frame[frame[key].isin(safety) & frame["redcap_event_name"].isin(spec.events)]
+    totals = rows.groupby(key)[spec.total_field].max()
+    subject = str(totals[totals < spec.aesi_threshold].index[0])
+    event = str(rows[rows[key] == subject]["redcap_event_name"].iloc[0])
+    changed = _set(frame, key, subject, event, **{spec.total_field: spec.aesi_threshold + 10})
+    arm = facts.subjects["arm"][subject]  # type: ignore[attr-defined]
+
+    def at_threshold(outcome_result: dict[str, object]) -> int:
+        bands = _outcome_of(outcome_result, "cows_maximum").tables["bands"]
+        row = bands[bands["category"].str.contains("AESI threshold")].iloc[0]
+        return int(row[f"n_{arm}"])
+
+    def maximum(outcome_result: dict[str, object]) -> float:
+        table = _outcome_of(outcome_result, "cows_maximum").tables["maximum"]
+        return float(table.set_index("arm").loc[arm, "max"])
+
+    after = study.run({**study.tables, spec.instrument: changed})
+    assert at_threshold(after) == at_threshold(result) + 1
+    assert maximum(after) == max(maximum(result), spec.aesi_threshold + 10)
+
+
+def test_conmed_start_counts_from_the_day_of_randomisation(study: _Study) -> None:
+    protocol, key = study.protocol, study.protocol.study.record_id_field
+    spec = protocol.concomitant_medications
+    result = study.run()
+    facts = result["facts"]
+    subjects = facts.subjects  # type: ignore[attr-defined]
+    safety = list(facts.members("safety"))  # type: ignore[attr-defined]
+    frame = study.tables[spec.form]
+    starters = set(
+        frame[
+            pd.to_datetime(frame[spec.start_field])
+            >= frame[key].map(pd.to_datetime(subjects["rand_date"]))
+        ][key].astype(str)
+    )
+    fresh = [s for s in safety if s not in starters][:2]
+    on_day, day_before = fresh
+    template = frame.iloc[[0, 0]].copy()
+    template[key] = [on_day, day_before]
+    template["redcap_repeat_instance"] = [99, 99]
+    template[spec.class_field] = str(spec.classes[0].code)
+    rand = pd.to_datetime(subjects["rand_date"])
+    template[spec.start_field] = [rand[on_day], rand[day_before] - pd.Timedelta(days=1)]
+    added = pd.concat([frame, template], ignore_index=True)
+    added[spec.start_field] = pd.to_datetime(added[spec.start_field])
+    before = _outcome_of(result, "conmed_starts").tables["starts_by_class"]
+    after_result = study.run({**study.tables, spec.form: added})
+    after = _outcome_of(after_result, "conmed_starts").tables["starts_by_class"]
+    name = spec.classes[0].name
+    arms = subjects["arm"]
+    for table in (before, after):
+        assert set(table["category"]) >= {"Any class", name}
+    b, a = before.set_index("category"), after.set_index("category")
+    gained = {
+        arm: int(a.loc[name, f"n_{arm}"] - b.loc[name, f"n_{arm}"])
+        for arm in study.loaded.plan.treatment.arms
+    }
+    assert gained[arms[on_day]] >= 1
+    assert sum(gained.values()) == 1  # the start the day before randomisation is not counted
