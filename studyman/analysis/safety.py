@@ -679,6 +679,8 @@ def vital_signs_analysis(
 ) -> AnalysisOutcome:
     """Vital signs and weight: baseline value and change from baseline by visit and arm.
 
+    Returns one table per measurement, ``change_<paramcd>``.
+
     Notes
     -----
     Descriptive (the plan's ``method``): n, mean, SD, median, minimum and maximum of the value at
@@ -730,7 +732,13 @@ def vital_signs_analysis(
     table = pd.DataFrame(rows)
     return _outcome(
         analysis,
-        {"change_by_visit": table},
+        # one table per measurement, so that the report shows each whole
+        {
+            f"change_{parameter.lower()}": table[table["PARAMCD"] == parameter].reset_index(
+                drop=True
+            )
+            for parameter in wanted
+        },
         headline=None,
         details={
             "method": "descriptive (n, mean, SD, median, range per arm and visit)",
@@ -757,6 +765,8 @@ def liver_analysis(
     confidence_level: float,
 ) -> AnalysisOutcome:
     """Liver tests: shift from baseline to the worst post-baseline category, Hy's law cases.
+
+    Returns ``summary``, one shift table per test (``shift_<id>``) and ``hys_law_cases``.
 
     Notes
     -----
@@ -843,7 +853,10 @@ def liver_analysis(
         analysis,
         {
             "summary": pd.DataFrame(summary_rows),
-            "shift": pd.DataFrame(shift_rows),
+            **{
+                f"shift_{parameter.lower()}": part.reset_index(drop=True)
+                for parameter, part in pd.DataFrame(shift_rows).groupby("PARAMCD", sort=False)
+            },
             "hys_law_cases": cases,
         },
         headline=None,
