@@ -88,7 +88,8 @@ def _refuse_draft(protocol_path: Path) -> None:
     console.print(
         f"draft: {len(decisions)} decision(s) left; replace each 'TODO(decide): ...' value in "
         f"{protocol_path} (or give them in an answers file to `studyman protocol init "
-        "--answers`), then check again"
+        "--answers`), then check again",
+        soft_wrap=True,
     )
     raise typer.Exit(1)
 

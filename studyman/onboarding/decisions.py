@@ -237,9 +237,9 @@ def apply_answers(
                     else:
                         node[part] = copy.deepcopy(value)
                 else:
-                    following = parts[depth + 1]
                     if not isinstance(node.get(part), dict | list):
-                        node[part] = [] if isinstance(following, int) else {}
+                        _check_open(node.get(part), where, file, key)
+                        node[part] = [] if isinstance(parts[depth + 1], int) else {}
                     node = node[part]
             else:
                 if not isinstance(node, list) or part > len(node):
@@ -259,9 +259,21 @@ def apply_answers(
                         node[part] = copy.deepcopy(value)
                 else:
                     if not isinstance(node[part], dict | list):
+                        _check_open(node[part], where, file, key)
                         node[part] = [] if isinstance(parts[depth + 1], int) else {}
                     node = node[part]
     return result
+
+
+def _check_open(value: Any, where: str, file: str, key: str) -> None:
+    """Refuse to step into a decided value (a step into a missing key or a decision is fine)."""
+    if value is None or (isinstance(value, str) and value.startswith(TODO_PREFIX)):
+        return
+    raise ProtocolError(
+        f"{where}: the draft has no mapping here (it holds {value!r}); answer {where} whole",
+        file=file,
+        key=key,
+    )
 
 
 def _join(parts: list[str | int]) -> str:

@@ -20,7 +20,7 @@ import re
 import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -220,6 +220,18 @@ def _known(model: type[BaseModel], key: str) -> bool:
     return key in model.model_fields
 
 
+def _section_of(module: Any, model_name: str) -> str | None:
+    """The protocol.yaml key of the optional section whose model is *model_name*, when the
+    schema has that section (the draft follows the schema it runs with)."""
+    model = getattr(module, model_name, None)
+    if model is None:
+        return None
+    for key, info in models.Protocol.model_fields.items():
+        if model in get_args(info.annotation) or info.annotation is model:
+            return key
+    return None
+
+
 def _target_day(label: str, kind: str) -> int | None:
     if kind == "baseline":
         return 0
@@ -316,10 +328,11 @@ def draft_protocol(project: RedcapProject) -> DraftProtocol:
     withdrawal = _withdrawal(b, scales)
     if withdrawal is not None:
         tree["withdrawal"] = withdrawal
-    if _known(models.Protocol, "vital_signs"):
+    vital_signs_key = _section_of(models, "VitalSigns")
+    if vital_signs_key is not None:
         vital_signs = _vital_signs(b)
         if vital_signs is not None:
-            tree["vital_signs"] = vital_signs
+            tree[vital_signs_key] = vital_signs
     tree["adverse_events"] = _adverse_events(b)
     tree["reporting_clocks"] = todo(
         "the expedited-reporting clocks (id, label, applies_to, recipient, limit_hours, "
