@@ -195,6 +195,45 @@ def test_the_second_study_is_drafted_from_its_own_names_with_three_arms_and_the_
     assert next(s["label"] for s in draft["scoring"]) == "MADRS"
 
 
+def _leaves(node: object, path: str = "") -> dict[str, object]:
+    if isinstance(node, dict):
+        found: dict[str, object] = {}
+        for key, value in node.items():
+            found |= _leaves(value, f"{path}.{key}" if path else str(key))
+        return found
+    if isinstance(node, list):
+        found = {}
+        for index, value in enumerate(node):
+            found |= _leaves(value, f"{path}[{index}]")
+        return found
+    return {path: node}
+
+
+@pytest.mark.parametrize("study", [REFERENCE, SECOND_STUDY], ids=lambda p: p.name)
+def test_every_name_and_code_the_draft_fills_in_is_the_shipped_protocols(
+    study: Path, tmp_path: Path
+) -> None:
+    """Two studies with different names and shapes: what init fills in without asking (field,
+    form and event names, codes, item values, ranges) is what their authors wrote; only words
+    (titles, labels, site names) and guessed visit kinds may differ."""
+    result = init_protocol(tmp_path / "study", _exported(study / "redcap"), source="test")
+    drafted = _leaves(yaml.safe_load(result.protocol_file.read_text(encoding="utf-8")))
+    shipped = _leaves(yaml.safe_load((study / "protocol.yaml").read_text(encoding="utf-8")))
+    filled = {
+        key: value
+        for key, value in drafted.items()
+        if key in shipped and not (isinstance(value, str) and value.startswith(TODO_PREFIX))
+    }
+    assert len(filled) > 400
+    words = ("title", "name", "label", "text", "kind")
+    wrong = {
+        key: (value, shipped[key])
+        for key, value in filled.items()
+        if value != shipped[key] and key.rsplit(".", 1)[-1] not in words
+    }
+    assert wrong == {}
+
+
 def test_live_and_exported_paths_give_the_same_draft(tmp_path: Path) -> None:
     files = init_protocol(tmp_path / "files", _exported(REFERENCE / "redcap"), source="files")
     with EmulatorServer(REFERENCE / "redcap", tokens={TOKEN: "admin"}) as server:
