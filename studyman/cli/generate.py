@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         )
         paths = write_trial(trial, out)
         randomized = len(trial.randomization)
-        records = trial.records["record_id"].nunique()
+        records = trial.records[study.study.record_id_field].nunique()
         typer.echo(
             f"{records} participants screened, {randomized} randomised, "
             f"{len(trial.records)} rows; data cut {trial.data_cut.isoformat()}"

@@ -14,6 +14,7 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from studyman.errors import ProtocolError
+from studyman.synthetic.names import StudyNames, resolve_names
 
 if TYPE_CHECKING:
     from studyman.protocol import Protocol
@@ -42,6 +43,7 @@ class FieldSpec:
     branching: str = ""
     required: bool = False
     calculation: str = ""
+    label: str = ""
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -79,6 +81,7 @@ class VisitDesign:
     target_day: int
     window_start: int
     window_end: int
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +122,25 @@ class StudyDesign:
     coding
         The adverse-event coding list.
     block_sizes
-        Permuted-block sizes (each a multiple of the number of arms).
+        Permuted-block sizes (each a multiple of the sum of the allocation ratios).
     arms
-        Arm codes as stored in ``rand_arm``; the first is the adjunct arm.
+        Arm codes as stored in the protocol's arm field; arms receiving the adjunct first.
     hamd_threshold, severe_from
-        Inclusion threshold on HAM-D-17 and the total from which the stratum is "severe".
+        Inclusion threshold on the primary scale and the total from which the stratum is "severe"
+        (the score-derived stratification levels).
     sae_report_hours
         Protocol clock for the SAE report to the sponsor after site awareness.
     cows_flag
-        COWS total from which the protocol wants a review (clean data stay below it).
+        Withdrawal-scale total from which the protocol wants a review (clean data stay below it;
+        0 when the study has no withdrawal scale).
+    names
+        Every REDCap name the generator writes (:class:`~studyman.synthetic.names.StudyNames`).
+    arm_ratios
+        Allocation ratio of each arm of ``arms``.
+    adjunct_arms
+        Codes of the arms that receive the adjunct (dosed, with its effect and adverse events).
+    treatment_weeks, end_of_treatment_event
+        Length of study treatment and the visit that ends it.
     """
 
     study_id: str
@@ -149,6 +162,19 @@ class StudyDesign:
     sae_report_hours: float = 24.0
     cows_flag: int = 13
     extra: dict[str, Any] = field(default_factory=dict)
+    names: StudyNames | None = None
+    arm_ratios: tuple[int, ...] = ()
+    adjunct_arms: tuple[str, ...] = ()
+    treatment_weeks: int = 12
+    end_of_treatment_event: str = ""
+    severity_levels: tuple[tuple[str, str, int], ...] = ()
+
+    @property
+    def n(self) -> StudyNames:
+        """The study's names (a :class:`~studyman.errors.ProtocolError` when not resolved)."""
+        if self.names is None:
+            raise ProtocolError("the study design was built without its names", key="names")
+        return self.names
 
     def field(self, name: str) -> FieldSpec:
         """The dictionary field *name* (a :class:`~studyman.errors.ProtocolError` if absent)."""
@@ -242,6 +268,7 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
             branching=f.branching_logic,
             required=f.is_required,
             calculation=f.calculation,
+            label=f.field_label,
         )
         for f in project.dictionary.fields
     )
@@ -259,6 +286,7 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
                 target_day=visit.target_day,
                 window_start=visit.window.start,
                 window_end=visit.window.end,
+                label=visit.label,
             )
             if visit.kind == "screening":
                 screening = scheduled
@@ -289,6 +317,7 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
     clocks = {c.id: float(c.limit_hours) for c in protocol.reporting_clocks}
     adjunct = [str(a.code) for a in protocol.arms.items if a.receives_adjunct]
     arms = tuple(adjunct + [str(a.code) for a in protocol.arms.items if str(a.code) not in adjunct])
+    ratio_of = {str(a.code): a.ratio for a in protocol.arms.items}
     event_order = project.event_names
     form_order = {form: i for i, form in enumerate(project.dictionary.forms)}
     event_forms = {
@@ -323,12 +352,74 @@ def design_from_protocol(protocol: Protocol) -> StudyDesign:
         severe_from=int(levels[1].min) if len(levels) > 1 and levels[1].min is not None else 24,
         sae_report_hours=clocks.get("sae_sponsor", 24.0),
         cows_flag=int(protocol.withdrawal.aesi_threshold) if protocol.withdrawal else 0,
+        names=resolve_names(protocol, fields),
+        arm_ratios=tuple(ratio_of[a] for a in arms),
+        adjunct_arms=tuple(adjunct),
+        treatment_weeks=protocol.treatment.weeks,
+        end_of_treatment_event=protocol.treatment.end_of_treatment_event,
+        severity_levels=tuple(
+            (str(lv.code), lv.name, int(lv.min) if lv.min is not None else 0) for lv in levels
+        ),
         extra={
             "data_cut": protocol.reporting.data_cut,
             "stratum_format": protocol.randomization.stratum_format,
             "severity_names": {str(lv.code): lv.name for lv in levels},
+            "severity_key": severity.id if severity else "",
+            "site_key": next(
+                (f.id for f in protocol.randomization.stratification if f.source == "site"), "site"
+            ),
+            "ds_codes": _disposition_roles(protocol),
+            "fatal_outcome_code": str(protocol.adverse_events.fatal_outcome_code),
+            "withdrawn_action_code": str(
+                protocol.adverse_events.treatment_withdrawn_action_code or ""
+            ),
+            "no_proration": {
+                s.instrument: s.proration == "none" and s.max_missing_items == 0
+                for s in protocol.scoring
+            },
+            "sessions_planned": protocol.treatment.cbt_sessions_planned,
+            "taper_weeks": protocol.treatment.taper_weeks,
+            "deviation_categories": tuple(
+                (str(c.code), c.name, c.major) for c in protocol.deviations.categories
+            ),
+            "aesi_suicidality": next(
+                (str(a.code) for a in protocol.adverse_events.aesi if "suicid" in a.name.lower()),
+                "",
+            ),
             # Hours allowed by each expedited-reporting clock, by the events it applies to.
             "clock_hours": {c.applies_to: float(c.limit_hours) for c in protocol.reporting_clocks},
             "related_codes": tuple(str(c) for c in protocol.adverse_events.related_codes),
         },
     )
+
+
+def _disposition_roles(protocol: Protocol) -> dict[int, str]:
+    """The protocol's disposition code for each role the generator gives a disposition.
+
+    Roles: 1 completed, 2 withdrew consent, 3 lost to follow-up, 4 adverse event, 5 death,
+    6 physician decision, 7 other. Completed, adverse event and death are the codes the protocol
+    flags so; the other roles take the remaining codes in protocol order (a code named "lost" is
+    lost to follow-up), the last one repeated when the protocol has fewer.
+    """
+    codes = protocol.disposition.codes
+    roles: dict[int, str] = {}
+    for code in codes:
+        if code.completed:
+            roles.setdefault(1, str(code.code))
+        elif code.death:
+            roles.setdefault(5, str(code.code))
+        elif code.adverse_event:
+            roles.setdefault(4, str(code.code))
+    rest = [c for c in codes if not (c.completed or c.death or c.adverse_event)]
+    lost = next((c for c in rest if "lost" in c.name.lower()), None)
+    others = [c for c in rest if c is not lost]
+    if lost is not None:
+        roles[3] = str(lost.code)
+    for role in (2, 3, 6, 7):
+        if role in roles:
+            continue
+        pick = others.pop(0) if others else (rest[-1] if rest else codes[-1])
+        roles[role] = str(pick.code)
+    for role in (1, 4, 5):
+        roles.setdefault(role, roles[7])
+    return roles

@@ -18,6 +18,7 @@ import pandas as pd
 
 from studyman.errors import ProtocolError
 from studyman.synthetic.design import StudyDesign, design_from_protocol
+from studyman.synthetic.names import ScaleNames
 from studyman.synthetic.planting import plant_errors as plant_errors_into
 from studyman.synthetic.records import (
     FormBlock,
@@ -33,9 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLANTED_ERROR_COLUMNS",
-    "RANDOMIZATION_COLUMNS",
     "GeneratedTrial",
     "generate_trial",
+    "randomization_columns",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -43,7 +44,6 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
 
-RANDOMIZATION_COLUMNS = ["record_id", "rand_number", "rand_arm", "rand_stratum"]
 PLANTED_ERROR_COLUMNS = [
     "error_type",
     "record_id",
@@ -61,19 +61,19 @@ _EPOCH = date(1970, 1, 1)
 # One random stream per component (the second entropy word of the seed sequence).
 _STREAMS = {
     "screening": 1,
-    "randomization": 2,
+    "allocation": 2,
     "outcomes": 3,
     "dropout": 4,
-    "visits": 5,
+    "visit_days": 5,
     "cssrs": 6,
-    "cows": 7,
+    "withdrawal_scale": 7,
     "labs": 8,
     "vitals": 9,
-    "adverse_events": 10,
-    "conmeds": 11,
+    "ae_draws": 10,
+    "medications": 11,
     "cbt": 12,
-    "dosing": 13,
-    "deviations": 14,
+    "doses": 13,
+    "protocol_deviations": 14,
     "planting": 15,
     "screening_scales": 16,
     "screening_labs": 17,
@@ -82,31 +82,8 @@ _STREAMS = {
     "major_deviations": 20,
 }
 
-# HAM-D-17 item propensities (items 1..17, item 16 = 16A or 16B): core mood, work and insomnia
-# items carry points first; suicide, insight and weight loss last.
-_HAMD_WEIGHTS = (
-    1.6,
-    1.0,
-    0.35,
-    0.9,
-    0.9,
-    0.8,
-    1.3,
-    0.6,
-    0.6,
-    1.1,
-    0.9,
-    0.6,
-    0.9,
-    0.6,
-    0.5,
-    0.5,
-    0.3,
-)
-# PHQ-9: item 9 (thoughts of death or self-harm) is rarely scored.
-_PHQ9_WEIGHTS = (1.2, 1.3, 1.1, 1.2, 0.9, 1.0, 1.0, 0.6, 0.1)
-_GAD7_WEIGHTS = (1.2, 1.1, 1.1, 1.0, 0.7, 0.9, 0.8)
-_COWS_WEIGHTS = (0.8, 1.0, 0.7, 0.5, 1.0, 1.0, 0.9, 0.7, 1.0, 1.2, 0.3)
+# COWS-like withdrawal scale: item propensities when the scale has eleven items, else equal.
+_WITHDRAWAL_WEIGHTS = (0.8, 1.0, 0.7, 0.5, 1.0, 1.0, 0.9, 0.8, 1.0, 1.2, 0.3)
 
 # Adverse events drawn at random: expected events per participant over 12 weeks, by arm
 # (adjunct arm, CBT alone). Adverse events of special interest are not drawn here: they follow
@@ -162,37 +139,28 @@ _ADJUNCT_TYPICAL = {
 # except drug-induced liver injury, which is not yet known, so a case is unexpected (a SUSAR).
 _RSI_EXPECTED = _ADJUNCT_TYPICAL - {"Drug-induced liver injury"}
 
-# Eligibility-form exclusion fields, in the order screen failures draw them.
-_EXCLUSION_FIELDS = (
-    "exc_bipolar",
-    "exc_psychosis",
-    "exc_substance",
-    "exc_liver",
-    "exc_suicide_risk",
-    "exc_pregnancy",
+# Concomitant medications: name, (class rule, index among the protocol's classes of that rule),
+# dose choices, unit, as needed (else the first frequency code), indication.
+_Medication = tuple[str, tuple[str, int], tuple[float, ...], str, bool, str]
+_ANTIDEPRESSANTS: tuple[_Medication, ...] = (
+    ("Sertraline", ("stable_dose", 0), (50.0, 100.0), "mg", False, "Depression"),
+    ("Escitalopram", ("stable_dose", 0), (10.0, 20.0), "mg", False, "Depression"),
+    ("Fluoxetine", ("stable_dose", 0), (20.0,), "mg", False, "Depression"),
+    ("Venlafaxine", ("stable_dose", 1), (75.0, 150.0), "mg", False, "Depression"),
+    ("Duloxetine", ("stable_dose", 1), (60.0,), "mg", False, "Depression"),
+    ("Mirtazapine", ("stable_dose", 2), (15.0, 30.0), "mg", False, "Depression"),
 )
-
-# Concomitant medications: name, class code, dose choices, unit, frequency code, indication.
-_Medication = tuple[str, str, tuple[float, ...], str, str, str]
-_ANTIDEPRESSANTS = (
-    ("Sertraline", "1", (50.0, 100.0), "mg", "1", "Depression"),
-    ("Escitalopram", "1", (10.0, 20.0), "mg", "1", "Depression"),
-    ("Fluoxetine", "1", (20.0,), "mg", "1", "Depression"),
-    ("Venlafaxine", "2", (75.0, 150.0), "mg", "1", "Depression"),
-    ("Duloxetine", "2", (60.0,), "mg", "1", "Depression"),
-    ("Mirtazapine", "3", (15.0, 30.0), "mg", "1", "Depression"),
-)
-_OTHER_MEDS = (
-    ("Lorazepam", "4", (0.5, 1.0), "mg", "5", "Anxiety"),
-    ("Zolpidem", "6", (5.0, 10.0), "mg", "1", "Insomnia"),
-    ("Ibuprofen", "7", (200.0, 400.0), "mg", "5", "Headache"),
-    ("Paracetamol", "7", (500.0, 1000.0), "mg", "5", "Pain"),
-    ("Omeprazole", "7", (20.0,), "mg", "1", "Dyspepsia"),
-    ("Cetirizine", "7", (10.0,), "mg", "1", "Allergic rhinitis"),
-    ("Levothyroxine", "7", (50.0, 75.0), "microgram", "1", "Hypothyroidism"),
-    ("Atorvastatin", "7", (10.0, 20.0), "mg", "1", "Hypercholesterolaemia"),
-    ("Salbutamol inhaler", "7", (100.0,), "microgram", "5", "Asthma"),
-    ("Loperamide", "7", (2.0,), "mg", "5", "Diarrhoea"),
+_OTHER_MEDS: tuple[_Medication, ...] = (
+    ("Lorazepam", ("of_interest", 0), (0.5, 1.0), "mg", True, "Anxiety"),
+    ("Zolpidem", ("of_interest", 1), (5.0, 10.0), "mg", False, "Insomnia"),
+    ("Ibuprofen", ("allowed", 0), (200.0, 400.0), "mg", True, "Headache"),
+    ("Paracetamol", ("allowed", 0), (500.0, 1000.0), "mg", True, "Pain"),
+    ("Omeprazole", ("allowed", 0), (20.0,), "mg", False, "Dyspepsia"),
+    ("Cetirizine", ("allowed", 0), (10.0,), "mg", False, "Allergic rhinitis"),
+    ("Levothyroxine", ("allowed", 0), (50.0, 75.0), "microgram", False, "Hypothyroidism"),
+    ("Atorvastatin", ("allowed", 0), (10.0, 20.0), "mg", False, "Hypercholesterolaemia"),
+    ("Salbutamol inhaler", ("allowed", 0), (100.0,), "microgram", True, "Asthma"),
+    ("Loperamide", ("allowed", 0), (2.0,), "mg", True, "Diarrhoea"),
 )
 
 
@@ -201,9 +169,25 @@ _OTHER_MEDS = (
 _ConmedRow = tuple[int, str, str, float, str, str, str, int, int]
 
 
-def _conmed_row(p: int, med: _Medication, dose: float, start: int, stop: int) -> _ConmedRow:
+def _conmed_row(
+    design: StudyDesign, p: int, med: _Medication, dose: float, start: int, stop: int
+) -> _ConmedRow:
     """A conmeds row for participant ``p`` taking ``med`` at ``dose`` from ``start`` to ``stop``."""
-    return (p, med[0], med[1], dose, med[3], med[4], med[5], start, stop)
+    names = design.n
+    rule, index = med[1]
+    codes = names.cm_classes_by_rule.get(rule) or names.cm_classes_by_rule.get("allowed") or ("",)
+    frequency = names.cm_frequency_codes[1] if med[4] else names.cm_frequency_codes[0]
+    return (
+        p,
+        med[0],
+        codes[min(index, len(codes) - 1)],
+        dose,
+        med[3],
+        frequency,
+        med[5],
+        start,
+        stop,
+    )
 
 
 _SAFETY_ACTIONS = (
@@ -229,7 +213,8 @@ class GeneratedTrial:
     records
         REDCap flat raw records, every value a string (blank ``""``), columns in export order.
     randomization
-        The unblinded list: ``record_id, rand_number, rand_arm, rand_stratum``.
+        The unblinded list: the protocol's record-ID, randomisation-number, arm and stratum
+        fields (:func:`randomization_columns`).
     planted_errors
         Ground truth of planted errors (columns :data:`PLANTED_ERROR_COLUMNS`); empty when clean.
     seed, data_cut, dropout, n_participants
@@ -244,6 +229,12 @@ class GeneratedTrial:
     dropout: str
     n_participants: int
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+def randomization_columns(design: StudyDesign) -> list[str]:
+    """The randomisation list: the protocol's record-ID, number, arm and stratum fields."""
+    names = design.n
+    return [names.record_id, names.randomization_number, names.arm, names.stratum]
 
 
 def _day(value: date) -> int:
@@ -309,6 +300,9 @@ class _Builder:
         self.visits = design.visits
         self.n_visits = len(design.visits)
         self.visit_index = {v.event: i for i, v in enumerate(design.visits)}
+        # The generator's outcome model is set on the HAM-D-17's 0-52 range; other primary
+        # scales stretch it to their own range.
+        self.scale_factor = design.n.primary.total_max / 52.0
 
     # --- helpers --------------------------------------------------------------------------------
     def add(
@@ -387,61 +381,82 @@ class _Builder:
         self.elig = self.scr + (rng.random(n) * gap).astype(np.int64)
         self.exists = self.scr <= self.cut
         self.randomized = ~sf & (self.base <= self.cut) & self.exists
-        # Screen-failure reasons: 1 HAM-D below threshold, 2 exclusion, 3 consent, 4 lost, 5 other.
+        # Screen-failure reasons, by the role of the protocol's codes in order: 1 scale below
+        # threshold, 2 exclusion, 3 consent, 4 lost, 5 other.
         reason = rng.choice(np.arange(1, 6), size=n, p=[0.40, 0.30, 0.12, 0.08, 0.10])
         self.sf_reason = np.where(sf, reason, 0)
         # Demographics (simulated; no real person).
-        age = np.clip(np.rint(rng.normal(40.0, 11.0, size=n)), 18, 65).astype(np.int64)
+        names = design.n
+        low, high = names.age_range
+        age = np.clip(np.rint(rng.normal(40.0, 11.0, size=n)), low, high).astype(np.int64)
         other_age = self.sf_reason == 5
-        age_fail = other_age & (rng.random(n) < 0.5)
-        age[age_fail] = rng.integers(66, 76, size=int(age_fail.sum()))
+        age_fail = other_age & (rng.random(n) < 0.5) & (names.inclusion_age is not None)
+        age[age_fail] = rng.integers(high + 1, high + 11, size=int(age_fail.sum()))
         self.age = age
         self.age_fail = age_fail
-        self.sex = rng.choice(np.array(["1", "2", "3"], dtype=object), size=n, p=[0.62, 0.37, 0.01])
-        self.race = rng.choice(
-            np.array(["1", "2", "3", "4", "5", "6"], dtype=object),
-            size=n,
-            p=[0.01, 0.08, 0.14, 0.01, 0.70, 0.06],
-        )
-        self.ethnicity = rng.choice(
-            np.array(["1", "2", "3"], dtype=object), size=n, p=[0.14, 0.83, 0.03]
-        )
+        sex_codes = np.asarray([c for c, _ in names.sex_codes] or [""], dtype=object)
+        sex_p = np.asarray([s for _, s in names.sex_codes] or [1.0], dtype=np.float64)
+        self.sex = rng.choice(sex_codes, size=n, p=sex_p / sex_p.sum())
+        self.female = self.sex == (sex_codes[int(np.argmax(sex_p))] if len(sex_p) else "")
+        # Other coded fields of the participant form (race, ethnicity, ...): uniform codes.
+        self.participant_choices: dict[str, ObjectArray] = {}
+        for name in names.other_participant_choices:
+            codes = np.asarray(design.field(name).codes, dtype=object)
+            self.participant_choices[name] = rng.choice(codes, size=n)
         self.prior_ad = rng.random(n) < 0.5
         letters = np.array(list("ABCDEFGHJKLMNPRSTVWZ"), dtype=object)
         self.initials = (
             letters[rng.integers(0, len(letters), n)] + letters[rng.integers(0, len(letters), n)]
         )
-        # Screening HAM-D (the baseline one follows in outcomes()).
-        baseline_total = np.clip(np.rint(rng.normal(23.5, 4.0, size=n)), 18, 40).astype(np.int64)
-        severe = baseline_total >= self.design.severe_from
-        screening_total = baseline_total + np.rint(rng.normal(0.0, 1.5, size=n)).astype(np.int64)
-        lo_t = np.where(severe, self.design.severe_from, self.design.hamd_threshold)
-        hi_t = np.where(severe, 40, self.design.severe_from - 1)
+        # Screening primary-scale total (the baseline one follows in outcomes()), on the scale of
+        # the reference HAM-D-17 (0-52) stretched to the primary scale's range.
+        stretch = self.scale_factor
+        threshold, severe_from = self.design.hamd_threshold, self.design.severe_from
+        ceiling = min(design.n.primary.total_max, round(threshold + 22 * stretch))
+        baseline_total = np.clip(
+            np.rint(rng.normal(threshold + 5.5 * stretch, 4.0 * stretch, size=n)),
+            threshold,
+            ceiling,
+        ).astype(np.int64)
+        severe = baseline_total >= severe_from
+        screening_total = baseline_total + np.rint(rng.normal(0.0, 1.5 * stretch, size=n)).astype(
+            np.int64
+        )
+        lo_t = np.where(severe, severe_from, threshold)
+        hi_t = np.where(severe, ceiling, severe_from - 1)
         screening_total = np.clip(screening_total, lo_t, hi_t)
-        low = self.sf_reason == 1
-        screening_total[low] = rng.integers(8, self.design.hamd_threshold, size=int(low.sum()))
+        low_scale = self.sf_reason == 1
+        screening_total[low_scale] = rng.integers(
+            int(8 * stretch), threshold, size=int(low_scale.sum())
+        )
         self.baseline_total = baseline_total
         self.severity = np.where(severe, 2, 1)
         self.screening_total = screening_total
-        # Exclusion failures: which exclusion applies.
-        exclusions = np.array(_EXCLUSION_FIELDS, dtype=object)
+        # Exclusion failures: which exclusion applies (pregnancy only for women).
+        exclusions = np.array(names.exclusions or ("",), dtype=object)
         which = rng.integers(0, len(exclusions), size=n)
-        which = np.where((exclusions[which] == "exc_pregnancy") & (self.sex != "1"), 0, which)
+        if names.exclusion_pregnancy is not None:
+            which = np.where(
+                (exclusions[which] == names.exclusion_pregnancy) & ~self.female, 0, which
+            )
         self.exclusion = np.where(self.sf_reason == 2, exclusions[which], "")
 
     # --- 2. randomisation -----------------------------------------------------------------------
     def randomize(self) -> None:
-        """Stratified permuted-block randomisation (site x baseline severity), 1:1."""
+        """Stratified permuted-block randomisation (site x baseline severity), by the arm ratios."""
         design = self.design
-        rng = _rng(self.seed, "randomization")
+        rng = _rng(self.seed, "allocation")
         who = np.flatnonzero(self.randomized)
         order = who[np.lexsort((self.record_id[who].astype(str), self.base[who]))]
         arm = np.full(self.n, "", dtype=object)
         number = np.full(self.n, "", dtype=object)
         stratum = np.full(self.n, "", dtype=object)
-        names = design.extra.get("severity_names", {"1": "moderate", "2": "severe"})
+        levels = design.severity_levels or (("1", "moderate", 0), ("2", "severe", 0))
         fmt = str(design.extra.get("stratum_format", "{site}-{severity}"))
-        n_arms = len(design.arms)
+        site_key = str(design.extra.get("site_key", "site")) or "site"
+        severity_key = str(design.extra.get("severity_key", "severity")) or "severity"
+        ratios = design.arm_ratios or (1,) * len(design.arms)
+        unit = [a for a, r in zip(design.arms, ratios, strict=True) for _ in range(r)]
         for s, site in enumerate(design.sites):
             for severity in (1, 2):
                 members = order[(self.site[order] == s) & (self.severity[order] == severity)]
@@ -450,56 +465,63 @@ class _Builder:
                 sequence: list[str] = []
                 while len(sequence) < len(members):
                     size = int(rng.choice(design.block_sizes))
-                    block = list(design.arms) * (size // n_arms)
+                    block = unit * max(1, size // len(unit))
                     sequence.extend(
                         str(a) for a in rng.permutation(np.asarray(block, dtype=object))
                     )
                 arm[members] = np.asarray(sequence[: len(members)], dtype=object)
-                letter = "S" if severity == 2 else "M"
+                level = levels[min(severity, len(levels)) - 1]
+                letter = (level[1][:1] or str(severity)).upper()
                 number[members] = [
                     f"{site.site_id}{letter}{k + 1:03d}" for k in range(len(members))
                 ]
-                stratum[members] = fmt.format(
-                    site=site.site_id, severity=names.get(str(severity), str(severity))
-                )
+                stratum[members] = fmt.format_map({site_key: site.site_id, severity_key: level[1]})
         self.arm = arm
         self.rand_number = number
         self.stratum = stratum
-        self.adjunct = arm == design.arms[0]
+        self.adjunct = np.isin(
+            arm, np.asarray(design.adjunct_arms or design.arms[:1], dtype=object)
+        )
 
     # --- 3. outcomes, dropout and the visit calendar ------------------------------------------
     def outcomes(self) -> None:
-        """HAM-D-17, PHQ-9 and GAD-7 totals at every scheduled visit (see generate_trial Notes)."""
+        """Primary and secondary scale totals at every scheduled visit (generate_trial Notes)."""
         rng = _rng(self.seed, "outcomes")
         n, k = self.n, self.n_visits
+        s = self.scale_factor
+        primary = self.design.n.primary
         weeks = np.asarray([v.target_day / 7.0 for v in self.visits])
         tau = 4.0
-        end_week = 12.0
+        end_week = float(self.design.treatment_weeks)
         shape = (1.0 - np.exp(-np.minimum(weeks, end_week) / tau)) / (1.0 - np.exp(-end_week / tau))
-        control_change = -8.0
+        control_change = -8.0 * s
         follow_up = weeks > end_week
-        arm_effect = np.where(follow_up, 0.7 * self.effect, self.effect)
+        effect = self.effect * s
+        arm_effect = np.where(follow_up, 0.7 * effect, effect)
         mean_change = control_change * shape[None, :] + np.where(
             self.adjunct[:, None], (arm_effect * shape)[None, :], 0.0
         )
-        slope = rng.normal(0.0, 3.5, size=(n, 1))
-        rho, sd = 0.5, 2.5
+        slope = rng.normal(0.0, 3.5 * s, size=(n, 1))
+        rho, sd = 0.5, 2.5 * s
         noise = np.zeros((n, k))
         noise[:, 0] = rng.normal(0.0, sd, size=n)
         for j in range(1, k):
             noise[:, j] = rho * noise[:, j - 1] + np.sqrt(1 - rho**2) * rng.normal(0.0, sd, size=n)
         noise[:, 0] = 0.0
         latent = self.baseline_total[:, None] + mean_change + slope * shape[None, :] + noise
-        self.hamd = np.clip(np.rint(latent), 0, 52).astype(np.int64)
+        self.hamd = np.clip(np.rint(latent), 0, primary.total_max).astype(np.int64)
         self.hamd[:, 0] = self.baseline_total
-        person_phq = rng.normal(0.0, 1.5, size=(n, 1))
-        self.phq = np.clip(
-            np.rint(0.5 * self.hamd + 1.5 + person_phq + rng.normal(0.0, 2.0, size=(n, k))), 0, 27
-        ).astype(np.int64)
-        person_gad = rng.normal(0.0, 1.5, size=(n, 1))
-        self.gad = np.clip(
-            np.rint(0.35 * self.hamd + 2.0 + person_gad + rng.normal(0.0, 2.0, size=(n, k))), 0, 21
-        ).astype(np.int64)
+        # Secondary scales: linear in the primary's share of its range, each with its own
+        # participant effect (PHQ-9 about 0.5 x HAM-D-17 + 1.5, GAD-7 about 0.35 x HAM-D-17 + 2).
+        share = self.hamd / float(primary.total_max)
+        self.secondary: list[IntArray] = []
+        for scale in self.design.n.secondary:
+            top = float(scale.total_max)
+            person = rng.normal(0.0, 1.5 * top / 27.0, size=(n, 1))
+            latent_s = (
+                0.9 * top * share + 0.06 * top + person + rng.normal(0.0, 2.0 * top / 27.0, (n, k))
+            )
+            self.secondary.append(np.clip(np.rint(latent_s), 0, top).astype(np.int64))
 
     def calendar(self) -> None:
         """Dropout, the death, missed visits, visit dates and disposition."""
@@ -508,12 +530,15 @@ class _Builder:
         last = k - 1
         # Hazard of leaving after visit j: MAR on the score just observed, MNAR on the next one.
         scores = self.hamd[:, :last] if self.dropout == "mar" else self.hamd[:, 1:]
-        hazard = _expit(np.log(0.025 / 0.975) + 0.4 * (scores - 18.0) / 5.0)
+        threshold = float(self.design.hamd_threshold)
+        hazard = _expit(
+            np.log(0.025 / 0.975) + 0.4 * (scores - threshold) / (5.0 * self.scale_factor)
+        )
         leave = rng.random((n, last)) < hazard
         dropped = leave.any(axis=1)
         self.last_visit = np.where(dropped, leave.argmax(axis=1), last).astype(np.int64)
 
-        vrng = _rng(self.seed, "visits")
+        vrng = _rng(self.seed, "visit_days")
         vday = np.zeros((n, k), dtype=np.int64)
         for j, visit in enumerate(self.visits):
             spread = max(0.5, (visit.window_end - visit.window_start) / 6.0)
@@ -571,77 +596,127 @@ class _Builder:
     def screening_forms(self) -> None:
         """Forms of the screening event for everyone screened by the data cut."""
         design = self.design
+        names = design.n
         event = design.screening.event
         forms = self.forms_at(event)
         who = np.flatnonzero(self.exists)
-        if "participant" in forms:
-            self.add(
-                "participant",
+        if names.participant_form in forms:
+            values: dict[str, ObjectArray] = {}
+            if names.initials:
+                values[names.initials] = self.initials[who]
+            values[names.screening_date] = days_to_text(self.scr[who])
+            values[names.consent_date] = days_to_text(self.consent[who])
+            if names.age:
+                values[names.age] = as_text(self.age[who])
+            if names.sex:
+                values[names.sex] = self.sex[who]
+            for name, drawn in self.participant_choices.items():
+                values[name] = drawn[who]
+            if names.prior_treatment:
+                values[names.prior_treatment] = as_text(self.prior_ad[who].astype(np.int64))
+            self.add(names.participant_form, who, event, values)
+        if names.eligibility_form in forms:
+            self.eligibility_form(who, event)
+        if names.primary.form in forms:
+            self.add_scale(
+                names.primary,
                 who,
                 event,
-                {
-                    "initials": self.initials[who],
-                    "scr_date": days_to_text(self.scr[who]),
-                    "consent_date": days_to_text(self.consent[who]),
-                    "age": as_text(self.age[who]),
-                    "sex": self.sex[who],
-                    "race": self.race[who],
-                    "ethnicity": self.ethnicity[who],
-                    "prior_ad": as_text(self.prior_ad[who].astype(np.int64)),
-                },
+                self.screening_total[who],
+                _rng(self.seed, "screening_scales"),
             )
-        if "eligibility" in forms:
-            elig_who = who[self.elig[who] <= self.cut]
-            reason = self.sf_reason[elig_who]
-            values: dict[str, ObjectArray] = {"elig_date": days_to_text(self.elig[elig_who])}
-            yes = np.full(len(elig_who), "1", dtype=object)
-            no = np.full(len(elig_who), "0", dtype=object)
-            values["inc_age"] = np.where(self.age_fail[elig_who], no, yes)
-            values["inc_diagnosis"] = np.where((reason == 5) & ~self.age_fail[elig_who], no, yes)
-            values["inc_hamd"] = np.where(reason == 1, no, yes)
-            values["inc_consent"] = np.where(reason == 3, no, yes)
-            for name in _EXCLUSION_FIELDS:
-                values[name] = np.where(self.exclusion[elig_who] == name, yes, no)
-            values["eligible"] = np.where(reason > 0, no, yes)
-            values["screen_fail_reason"] = np.where(reason > 0, as_text(reason), "")
-            other = np.where(
-                self.age_fail[elig_who],
-                "Age outside 18 to 65",
-                "Diagnosis not confirmed at interview",
-            )
-            values["screen_fail_other"] = np.where(reason == 5, other.astype(object), "")
-            self.add("eligibility", elig_who, event, values)
-        if "hamd17" in forms:
-            self.add_scale(
-                "hamd17", who, event, self.screening_total[who], _rng(self.seed, "screening_scales")
-            )
-        if "cssrs_screening" in forms:
+        if names.cssrs_screening_form in forms:
             self.cssrs_screening(who, event)
-        if "liver_tests" in forms:
+        if names.liver_form in forms:
             self.add_labs(who, event, self.scr[who], screening=True)
-        if "vital_signs" in forms:
+        if names.vitals_form in forms:
             self.add_vitals(who, event)
 
+    def eligibility_form(self, who: IntArray, event: str) -> None:
+        """The eligibility form: criteria consistent with each screen failure's reason."""
+        names = self.design.n
+        elig_who = who[self.elig[who] <= self.cut]
+        reason = self.sf_reason[elig_who]
+        values: dict[str, ObjectArray] = {names.eligibility_date: days_to_text(self.elig[elig_who])}
+        yes = np.full(len(elig_who), "1", dtype=object)
+        no = np.full(len(elig_who), "0", dtype=object)
+        if names.inclusion_age:
+            values[names.inclusion_age] = np.where(self.age_fail[elig_who], no, yes)
+        for k, name in enumerate(names.inclusion_other):
+            values[name] = (
+                np.where((reason == 5) & ~self.age_fail[elig_who], no, yes) if k == 0 else yes
+            )
+        if names.inclusion_scale:
+            values[names.inclusion_scale] = np.where(reason == 1, no, yes)
+        if names.inclusion_consent:
+            values[names.inclusion_consent] = np.where(reason == 3, no, yes)
+        for name in names.exclusions:
+            values[name] = np.where(self.exclusion[elig_who] == name, yes, no)
+        values[names.eligible] = np.where(reason > 0, no, yes)
+        codes = names.screen_fail_codes or ("1", "2", "3", "4", "5")
+        code_of = np.asarray(["", *[codes[min(r, len(codes)) - 1] for r in range(1, 6)]], object)
+        values[names.screen_fail_reason] = code_of[reason]
+        if names.screen_fail_other:
+            other = np.where(
+                self.age_fail[elig_who],
+                "Age outside the eligible range",
+                "Diagnosis not confirmed at interview",
+            )
+            values[names.screen_fail_other] = np.where(reason == 5, other.astype(object), "")
+        ordered = {
+            spec.name: values[spec.name]
+            for spec in self.design.fields
+            if spec.form == names.eligibility_form and spec.name in values
+        }
+        self.add(names.eligibility_form, elig_who, event, ordered)
+
     def cssrs_screening(self, who: IntArray, event: str) -> None:
+        names = self.design.n
         rng = _rng(self.seed, "cssrs")
         m = len(who)
-        suicide_fail = self.exclusion[who] == "exc_suicide_risk"
-        l1 = (rng.random(m) < 0.55) | suicide_fail
-        l2 = (rng.random(m) < 0.35) | suicide_fail
-        gate = l1 | l2
-        l3 = gate & (rng.random(m) < 0.3)
-        l4 = suicide_fail & (rng.random(m) < 0.6)
-        l5 = suicide_fail & ~l4
-        values = {
-            "cssrs_l_1": as_text(l1.astype(np.int64)),
-            "cssrs_l_2": as_text(l2.astype(np.int64)),
-            "cssrs_l_3": np.where(gate, as_text(l3.astype(np.int64)), ""),
-            "cssrs_l_4": np.where(gate, as_text(l4.astype(np.int64)), ""),
-            "cssrs_l_5": np.where(gate, as_text(l5.astype(np.int64)), ""),
-            "cssrs_l_beh": as_text((suicide_fail & (rng.random(m) < 0.5)).astype(np.int64)),
-        }
+        suicide_fail = (
+            self.exclusion[who] == names.exclusion_suicide
+            if names.exclusion_suicide
+            else np.zeros(m, dtype=bool)
+        )
+        ideation = names.cssrs_screening_ideation
+        gate_index = names.cssrs_gate or (0, 1)
+        high = names.cssrs_high_ideation
+        drawn: list[BoolArray] = []
+        for i in range(len(ideation)):
+            if i in gate_index:
+                share = 0.55 if i == gate_index[0] else 0.35
+                drawn.append((rng.random(m) < share) | suicide_fail)
+            else:
+                drawn.append(np.zeros(m, dtype=bool))
+        gate = np.zeros(m, dtype=bool)
+        for i in gate_index:
+            if i < len(drawn):
+                gate |= drawn[i]
+        first_high = True
+        for i in range(len(ideation)):
+            if i in gate_index:
+                continue
+            if i in high:
+                if first_high:
+                    drawn[i] = suicide_fail & (rng.random(m) < 0.6)
+                    first_high = False
+                else:
+                    drawn[i] = suicide_fail & ~np.logical_or.reduce(
+                        [drawn[j] for j in high if j != i and j < i] or [np.zeros(m, dtype=bool)]
+                    )
+            else:
+                drawn[i] = gate & (rng.random(m) < 0.3)
+        values: dict[str, ObjectArray] = {}
+        for i, name in enumerate(ideation):
+            text = as_text(drawn[i].astype(np.int64))
+            values[name] = text if i in gate_index else np.where(gate, text, "").astype(object)
+        if names.cssrs_screening_behaviour:
+            values[names.cssrs_screening_behaviour] = as_text(
+                (suicide_fail & (rng.random(m) < 0.5)).astype(np.int64)
+            )
         self.add(
-            "cssrs_screening",
+            names.cssrs_screening_form,
             who,
             event,
             {k: np.asarray(v, dtype=object) for k, v in values.items()},
@@ -650,61 +725,48 @@ class _Builder:
     # --- rating scales --------------------------------------------------------------------------
     def add_scale(
         self,
-        form: str,
+        scale: ScaleNames,
         who: IntArray,
         events: ObjectArray | str,
         totals: IntArray,
         rng: np.random.Generator,
     ) -> IntArray:
-        """Write one rating-scale block; returns the item matrix (for PHQ-9 item 9 and C-SSRS)."""
-        design = self.design
-        if form == "hamd17":
-            names = [f"hamd_{i}" for i in range(1, 16)] + ["hamd_16", "hamd_17"]
-            maxima = tuple(
-                min(
-                    int(max(design.field("hamd_16a").codes)),
-                    int(max(design.field("hamd_16b").codes)),
-                )
-                if name == "hamd_16"
-                else int(max(int(c) for c in design.field(name).codes))
-                for name in names
+        """Write one rating-scale block; returns the item matrix (flag item and C-SSRS).
+
+        Items are drawn to add up to each total (:func:`allocate_items`); an item of several
+        fields of which exactly one is scored (HAM-D-17 16A/16B) goes into its first field 70 % of
+        the time; unscored items follow the total.
+        """
+        items = allocate_items(totals, scale.maxima, scale.weights, rng)
+        values: dict[str, ObjectArray] = {}
+        for i, group in enumerate(scale.groups):
+            text = as_text(items[:, i])
+            if len(group) == 1:
+                values[group[0]] = text
+                continue
+            pick = rng.random(len(who)) < 0.7
+            for j, name in enumerate(group):
+                chosen = pick if j == 0 else ~pick if j == 1 else np.zeros(len(who), bool)
+                values[name] = np.where(chosen, text, "").astype(object)
+        for name, allowed in scale.unscored:
+            top = max(allowed)
+            drawn = np.rint(
+                totals / max(1.0, scale.total_max) * (top + 0.9) + rng.normal(0.0, 0.5, len(totals))
             )
-            items = allocate_items(totals, maxima, _HAMD_WEIGHTS, rng)
-            values: dict[str, ObjectArray] = {}
-            for i, name in enumerate(names):
-                if name != "hamd_16":
-                    values[name] = as_text(items[:, i])
-            by_history = rng.random(len(who)) < 0.7
-            item16 = as_text(items[:, 15])
-            values["hamd_16a"] = np.where(by_history, item16, "").astype(object)
-            values["hamd_16b"] = np.where(by_history, "", item16).astype(object)
-            values["hamd_total"] = as_text(items.sum(axis=1))
-            ordered = {
-                n: values[n]
-                for n in [f"hamd_{i}" for i in range(1, 16)]
-                + ["hamd_16a", "hamd_16b", "hamd_17", "hamd_total"]
-            }
-            self.add(form, who, events, ordered)
-            return items
-        if form == "phq9":
-            items = allocate_items(totals, (3,) * 9, _PHQ9_WEIGHTS, rng)
-            values = {f"phq9_{i + 1}": as_text(items[:, i]) for i in range(9)}
-            difficulty = np.clip(np.rint(totals / 7.0 + rng.normal(0.0, 0.5, len(totals))), 0, 3)
-            values["phq9_10"] = as_text(difficulty.astype(np.int64))
-            values["phq9_total"] = as_text(items.sum(axis=1))
-            self.add(form, who, events, values)
-            return items
-        if form == "gad7":
-            items = allocate_items(totals, (3,) * 7, _GAD7_WEIGHTS, rng)
-            values = {f"gad7_{i + 1}": as_text(items[:, i]) for i in range(7)}
-            values["gad7_total"] = as_text(items.sum(axis=1))
-            self.add(form, who, events, values)
-            return items
-        raise ProtocolError(f"no rating-scale generator for form {form!r}", key=form)
+            values[name] = as_text(np.clip(drawn, 0, top).astype(np.int64))
+        values[scale.total] = as_text(items.sum(axis=1))
+        ordered = {
+            spec.name: values[spec.name]
+            for spec in self.design.fields
+            if spec.form == scale.form and spec.name in values
+        }
+        self.add(scale.form, who, events, ordered)
+        return items
 
     # --- 5. post-baseline visits ----------------------------------------------------------------
     def visit_forms(self) -> None:
         """All scheduled-visit forms, one block per form across every visit (vectorised)."""
+        names = self.design.n
         rng = _rng(self.seed, "outcomes")
         crng = _rng(self.seed, "cssrs")
         n_v = self.n_visits
@@ -714,83 +776,84 @@ class _Builder:
         baseline_event = self.visits[0].event
         # Enrollment and randomisation at baseline.
         at_base = np.flatnonzero(self.visit_exists[:, 0])
-        if "enrollment" in self.forms_at(baseline_event):
+        if names.enrolment_form and names.enrolment_form in self.forms_at(baseline_event):
+            levels = self.design.severity_levels or (("1", "", 0), ("2", "", 0))
+            level_code = np.asarray([lv[0] for lv in levels], dtype=object)
+            values: dict[str, ObjectArray] = {
+                names.randomized: np.full(len(at_base), "1", dtype=object),
+                names.randomization_date: days_to_text(self.base[at_base]),
+            }
+            if names.recorded_stratum:
+                values[names.recorded_stratum] = level_code[
+                    np.minimum(self.severity[at_base], len(levels)) - 1
+                ]
+            self.add(names.enrolment_form, at_base, baseline_event, values)
+        if names.randomization_form in self.forms_at(baseline_event):
             self.add(
-                "enrollment",
+                names.randomization_form,
                 at_base,
                 baseline_event,
                 {
-                    "randomized": np.full(len(at_base), "1", dtype=object),
-                    "rand_date": days_to_text(self.base[at_base]),
-                    "strat_severity": as_text(self.severity[at_base]),
-                },
-            )
-        if "randomization" in self.forms_at(baseline_event):
-            self.add(
-                "randomization",
-                at_base,
-                baseline_event,
-                {
-                    "rand_number": self.rand_number[at_base],
-                    "rand_arm": self.arm[at_base],
-                    "rand_stratum": self.stratum[at_base],
+                    names.randomization_number: self.rand_number[at_base],
+                    names.arm: self.arm[at_base],
+                    names.stratum: self.stratum[at_base],
                 },
             )
 
-        def mask(form: str) -> BoolArray:
-            allowed = np.asarray([form in self.forms_at(str(e)) for e in events])
+        def mask(form: str | None) -> BoolArray:
+            allowed = np.asarray(
+                [form is not None and form in self.forms_at(str(e)) for e in events]
+            )
             return np.asarray(allowed[vv], dtype=bool)
 
         # Visit form: done visits and missed ones.
         mp, mv = np.nonzero(self.missed_exists)
-        sel = mask("visit")
-        miss_sel = np.asarray([("visit" in self.forms_at(str(events[v]))) for v in mv], dtype=bool)
+        sel = mask(names.visit_form)
+        miss_sel = np.asarray(
+            [(names.visit_form in self.forms_at(str(events[v]))) for v in mv], dtype=bool
+        )
         vp = np.concatenate([pp[sel], mp[miss_sel]])
         vvis = np.concatenate([vv[sel], mv[miss_sel]])
         n_done = int(sel.sum())
         done = np.arange(len(vp)) < n_done
-        self.add(
-            "visit",
-            vp,
-            events[vvis],
-            {
-                "visit_date": np.where(done, days_to_text(self.vday[vp, vvis]), "").astype(object),
-                "visit_done": np.where(done, "1", "0").astype(object),
-                "visit_missed_reason": np.where(
-                    done,
-                    "",
-                    _choice_text(_MISSED_REASONS, rng.integers(0, len(_MISSED_REASONS), len(vp))),
-                ).astype(object),
-            },
-        )
+        visit_values: dict[str, ObjectArray] = {
+            names.visit_date: np.where(done, days_to_text(self.vday[vp, vvis]), "").astype(object),
+            names.visit_done: np.where(done, "1", "0").astype(object),
+        }
+        reasons = _choice_text(_MISSED_REASONS, rng.integers(0, len(_MISSED_REASONS), len(vp)))
+        if names.visit_missed_reason:
+            visit_values[names.visit_missed_reason] = np.where(done, "", reasons).astype(object)
+        self.add(names.visit_form, vp, events[vvis], visit_values)
         # Rating scales.
-        sel = mask("hamd17")
-        self.add_scale("hamd17", pp[sel], events[vv[sel]], self.hamd[pp[sel], vv[sel]], rng)
-        phq_item9 = np.zeros((self.n, n_v), dtype=np.int64)
-        sel = mask("phq9")
-        if sel.any():
-            items = self.add_scale(
-                "phq9", pp[sel], events[vv[sel]], self.phq[pp[sel], vv[sel]], rng
+        sel = mask(names.primary.form)
+        self.add_scale(names.primary, pp[sel], events[vv[sel]], self.hamd[pp[sel], vv[sel]], rng)
+        flagged = np.zeros((self.n, n_v), dtype=np.int64)
+        for scale, totals in zip(names.secondary, self.secondary, strict=True):
+            sel = mask(scale.form)
+            if not sel.any():
+                continue
+            items = self.add_scale(scale, pp[sel], events[vv[sel]], totals[pp[sel], vv[sel]], rng)
+            if scale.flag_item is None:
+                continue
+            flagged[pp[sel], vv[sel]] = np.maximum(
+                flagged[pp[sel], vv[sel]], items[:, scale.flag_item]
             )
-            phq_item9[pp[sel], vv[sel]] = items[:, 8]
-        sel = mask("gad7")
-        if sel.any():
-            self.add_scale("gad7", pp[sel], events[vv[sel]], self.gad[pp[sel], vv[sel]], rng)
-        # PHQ-9 item 9 above 0 must come with a C-SSRS at the same visit.
-        needs_cssrs = (phq_item9[pp, vv] > 0) & ~mask("cssrs_since_last")
-        if needs_cssrs.any():
-            raise ProtocolError(
-                "PHQ-9 is due at an event without the C-SSRS since-last-visit form; the generator "
-                "cannot keep PHQ-9 item 9 paired with a C-SSRS",
-                key="instrument_event_mapping",
-            )
-        sel = mask("cssrs_since_last")
-        self.cssrs_since_last(pp[sel], vv[sel], events, phq_item9, crng)
-        sel = mask("cows")
-        self.cows(pp[sel], vv[sel], events)
-        sel = mask("liver_tests")
+            # A flagged item above 0 must come with its required form at the same visit.
+            required = mask(scale.requires_form)
+            if ((flagged[pp, vv] > 0) & ~required).any():
+                raise ProtocolError(
+                    f"{scale.form} is due at an event without {scale.requires_form}; the "
+                    "generator cannot keep its flagged item paired with that form",
+                    key="instrument_event_mapping",
+                )
+        sel = mask(names.cssrs_form)
+        self.cssrs_since_last(pp[sel], vv[sel], events, flagged, crng)
+        if names.withdrawal is not None:
+            sel = mask(names.withdrawal.form)
+            self.withdrawal_scale(names.withdrawal, pp[sel], vv[sel], events)
+        sel = mask(names.liver_form)
         self.add_labs(pp[sel], events[vv[sel]], day[sel], screening=False, visit=vv[sel])
-        sel = mask("vital_signs")
+        sel = mask(names.vitals_form)
         self.add_vitals(pp[sel], events[vv[sel]])
 
     def cssrs_since_last(
@@ -821,23 +884,31 @@ class _Builder:
         def yn(x: BoolArray) -> ObjectArray:
             return np.where(x, "1", "0").astype(object)
 
-        values = {
-            "cssrs_1": yn(c1),
-            "cssrs_2": yn(c2),
-            "cssrs_3": np.where(gate, yn(c3), "").astype(object),
-            "cssrs_4": np.where(gate, yn(c4), "").astype(object),
-            "cssrs_5": np.where(gate, yn(c5), "").astype(object),
-            "cssrs_beh_actual": yn(actual),
-            "cssrs_beh_interrupted": yn(interrupted),
-            "cssrs_beh_aborted": yn(aborted),
-            "cssrs_beh_prep": yn(prep),
-            "cssrs_beh_nssi": yn(nssi),
-            "cssrs_safety_action": yn(safety),
-            "cssrs_safety_action_desc": np.where(
+        names = self.design.n
+        ideation_drawn = [c1, c2, c3, c4, c5]
+        gate_index = names.cssrs_gate or (0, 1)
+        values: dict[str, ObjectArray] = {}
+        for k, name in enumerate(names.cssrs_ideation):
+            drawn = ideation_drawn[min(k, len(ideation_drawn) - 1)]
+            values[name] = (
+                yn(drawn) if k in gate_index else np.where(gate, yn(drawn), "").astype(object)
+            )
+        for name, drawn in zip(
+            names.cssrs_behaviour, (actual, interrupted, aborted, prep), strict=False
+        ):
+            values[name] = yn(drawn)
+        values[names.cssrs_self_injury] = yn(nssi)
+        values[names.cssrs_safety_action] = yn(safety)
+        if names.cssrs_safety_description:
+            values[names.cssrs_safety_description] = np.where(
                 safety, _choice_text(_SAFETY_ACTIONS, rng.integers(0, len(_SAFETY_ACTIONS), m)), ""
-            ).astype(object),
+            ).astype(object)
+        ordered = {
+            spec.name: values[spec.name]
+            for spec in self.design.fields
+            if spec.form == names.cssrs_form and spec.name in values
         }
-        self.add("cssrs_since_last", p, events[v], values)
+        self.add(names.cssrs_form, p, events[v], ordered)
         # Each safety event becomes a suicidality AE on the assessment date.
         attempt = actual | interrupted | aborted
         pt = np.where(
@@ -854,43 +925,48 @@ class _Builder:
                     "start": int(self.vday[p[i], v[i]]),
                     "severity": 3 if attempt[i] else 2,
                     "serious": bool(attempt[i]),
-                    "criteria": (3,) if attempt[i] else (),
+                    "criteria": ("hospitalisation",) if attempt[i] else (),
                     "related": 1,
                     "duration": 14,
                 }
             )
 
-    def cows(self, p: IntArray, v: IntArray, events: ObjectArray) -> None:
+    def withdrawal_scale(
+        self, scale: ScaleNames, p: IntArray, v: IntArray, events: ObjectArray
+    ) -> None:
+        """The withdrawal scale (COWS) at its visits, below the protocol's review threshold."""
         if len(p) == 0:
             return
-        rng = _rng(self.seed, "cows")
+        rng = _rng(self.seed, "withdrawal_scale")
         design = self.design
-        names = [f"cows_{i}" for i in range(1, 12)]
-        codes = [tuple(sorted(int(c) for c in design.field(name).codes)) for name in names]
-        end_of_treatment = self.visit_index.get("week_12_arm_1", self.n_visits - 2)
+        codes = scale.values
+        n_items = len(codes)
+        weights = _WITHDRAWAL_WEIGHTS if n_items == len(_WITHDRAWAL_WEIGHTS) else (1.0,) * n_items
+        end_of_treatment = self.visit_index.get(design.end_of_treatment_event, self.n_visits - 2)
         taper = v == end_of_treatment
         mean = np.where(self.adjunct[p], np.where(taper, 4.0, 1.8), np.where(taper, 0.8, 0.5))
         mean = mean * rng.gamma(2.0, 0.5, size=len(p))
-        target = np.minimum(rng.poisson(mean), design.cows_flag - 1)
-        levels = allocate_items(target.astype(np.int64), (2,) * 11, _COWS_WEIGHTS, rng)
+        flag = design.cows_flag if design.cows_flag > 0 else scale.total_max + 1
+        target = np.minimum(rng.poisson(mean), flag - 1)
+        levels = allocate_items(target.astype(np.int64), (2,) * n_items, weights, rng)
         table = np.asarray(
             [[c[min(level, len(c) - 1)] for level in range(3)] for c in codes]
         )  # item x level
-        scores = table[np.arange(11)[None, :], levels]
+        scores = table[np.arange(n_items)[None, :], levels]
         # Keep the clean study below the protocol's withdrawal review threshold.
         total = scores.sum(axis=1)
-        for row in np.flatnonzero(total >= design.cows_flag):
-            while scores[row].sum() >= design.cows_flag:
+        for row in np.flatnonzero(total >= flag):
+            while scores[row].sum() >= flag:
                 top = int(np.argmax(scores[row]))
                 scores[row, top] = 0
         total = scores.sum(axis=1)
-        values = {name: as_text(scores[:, i]) for i, name in enumerate(names)}
-        values = {
-            "cows_date": days_to_text(self.vday[p, v]),
-            **values,
-            "cows_total": as_text(total),
-        }
-        self.add("cows", p, events[v], values)
+        values: dict[str, ObjectArray] = {}
+        if scale.date_field:
+            values[scale.date_field] = days_to_text(self.vday[p, v])
+        for k, group in enumerate(scale.groups):
+            values[group[0]] = as_text(scores[:, k])
+        values[scale.total] = as_text(total)
+        self.add(scale.form, p, events[v], values)
         # Mild withdrawal in the adjunct arm: reported as a withdrawal AE half the time.
         mild = np.flatnonzero(self.adjunct[p] & (total >= 5) & (rng.random(len(p)) < 0.5))
         for i in mild:
@@ -919,7 +995,11 @@ class _Builder:
         if len(who) == 0:
             return
         rng = _rng(self.seed, "screening_labs") if screening else self.lab_rng
-        uln = self.design.ulns
+        names = self.design.n
+        # ALT-like and AST-like transaminases, ALP and bilirubin (the protocol's Hy's-law tests).
+        tests = names.liver_tests
+        alt_t, ast_t, alp_t, bili_t = (tests * 4)[:4] if len(tests) < 4 else tests[:4]
+        uln = {"alt": alt_t[1], "ast": ast_t[1], "alp": alp_t[1], "bili": bili_t[1]}
         m = len(who)
         alt = uln["alt"] * np.exp(rng.normal(np.log(0.55), 0.35, m))
         ast = alt * np.exp(rng.normal(0.0, 0.15, m))
@@ -930,7 +1010,11 @@ class _Builder:
         alp = np.minimum(alp, 1.6 * uln["alp"])
         bili = np.minimum(bili, 1.4 * uln["bili"])
         if screening:
-            liver_fail = self.exclusion[who] == "exc_liver"
+            liver_fail = (
+                self.exclusion[who] == names.exclusion_liver
+                if names.exclusion_liver
+                else np.zeros(m, dtype=bool)
+            )
             # Above the exclusion limit (2 x ULN) but below the 3 x ULN alert: a screen failure, not
             # a safety signal.
             alt = np.where(liver_fail, uln["alt"] * rng.uniform(2.2, 2.9, m), alt)
@@ -945,21 +1029,18 @@ class _Builder:
                     alp[rows] = uln["alp"] * rng.uniform(0.8, 1.5)
                     alt[later] = uln["alt"] * rng.uniform(1.2, 1.9)
                     ast[later] = uln["ast"] * rng.uniform(1.0, 1.8)
-        self.add(
-            "liver_tests",
-            who,
-            events,
-            {
-                "lab_date": days_to_text(day),
-                "lab_alt": as_text(np.rint(alt).astype(np.int64)),
-                "lab_ast": as_text(np.rint(ast).astype(np.int64)),
-                "lab_alp": as_text(np.rint(alp).astype(np.int64)),
-                "lab_bili": _fmt_number(np.round(bili, 2), 2),
-            },
-        )
+        values: dict[str, ObjectArray] = {names.liver_date: days_to_text(day)}
+        for (name, _, decimals), drawn in zip(tests, (alt, ast, alp, bili), strict=False):
+            values[name] = (
+                _fmt_number(np.round(drawn, decimals), decimals)
+                if decimals
+                else as_text(np.rint(drawn).astype(np.int64))
+            )
+        self.add(names.liver_form, who, events, values)
 
     def add_vitals(self, who: IntArray, events: ObjectArray | str) -> None:
-        if len(who) == 0:
+        names = self.design.n
+        if len(who) == 0 or names.vitals_form is None:
             return
         rng = self.vital_rng
         m = len(who)
@@ -969,18 +1050,17 @@ class _Builder:
         hr = np.clip(np.rint(rng.normal(74.0, 9.0, m)), 50, 110)
         weight = np.clip(self.weight[who] + rng.normal(0.0, 0.8, m), 40.0, 160.0)
         temp = np.clip(rng.normal(36.7, 0.25, m), 35.9, 37.6)
-        self.add(
-            "vital_signs",
-            who,
-            events,
-            {
-                "vs_sbp": as_text(sbp.astype(np.int64)),
-                "vs_dbp": as_text(dbp.astype(np.int64)),
-                "vs_hr": as_text(hr.astype(np.int64)),
-                "vs_weight": _fmt_number(np.round(weight, 1), 1),
-                "vs_temp": _fmt_number(np.round(temp, 1), 1),
-            },
-        )
+        values: dict[str, ObjectArray] = {}
+        for name, drawn in zip(names.vitals, (sbp, dbp, hr, weight, temp), strict=True):
+            if name is None:
+                continue
+            decimals = 1 if self.design.field(name).validation == "number_1dp" else 0
+            values[name] = (
+                _fmt_number(np.round(drawn, decimals), decimals)
+                if decimals
+                else as_text(drawn.astype(np.int64))
+            )
+        self.add(names.vitals_form, who, events, values)
 
     def choose_hys_law(self) -> None:
         """Pick the few adjunct-arm participants with a Hy's-law-range liver panel."""
@@ -990,7 +1070,7 @@ class _Builder:
         liver_visits = [
             j
             for j, v in enumerate(self.visits)
-            if "liver_tests" in self.forms_at(v.event) and 0 < j < self.n_visits - 2
+            if self.design.n.liver_form in self.forms_at(v.event) and 0 < j < self.n_visits - 2
         ]
         chosen = 0
         candidates = np.flatnonzero(self.randomized & self.adjunct & ~self.death)
@@ -1016,7 +1096,7 @@ class _Builder:
                     "aware": day + 1,
                     "severity": 3,
                     "serious": True,
-                    "criteria": (6,),
+                    "criteria": ("important",),
                     "related": 4,
                     "action": 4,
                     "duration": 35,
@@ -1028,7 +1108,7 @@ class _Builder:
     def adverse_events(self) -> None:
         """The adverse-event log: random events by arm, special-interest events, the death."""
         design = self.design
-        rng = _rng(self.seed, "adverse_events")
+        rng = _rng(self.seed, "ae_draws")
         code_of = {t.preferred_term: t for t in design.coding}
         rand = np.flatnonzero(self.randomized & self.visit_exists[:, 0])
         exposure = np.maximum(self.end_day[rand] - self.base[rand] + 1, 1).astype(np.float64)
@@ -1085,7 +1165,7 @@ class _Builder:
                     ),
                     "end": day,
                     "serious": True,
-                    "criteria": (1, 3),
+                    "criteria": ("death", "hospitalisation"),
                     "severity": 3,
                     "related": 1,
                     "outcome": 5,
@@ -1165,14 +1245,19 @@ class _Builder:
             if "criteria" in frame
             else np.full(m, None, dtype=object)
         )
-        crit = np.zeros((m, 6), dtype=bool)
+        names = self.design.n
+        roles = names.ae_criteria_roles
+        n_crit = max(1, len(names.ae_criteria))
+        hospital = roles.get("hospitalisation", 0)
+        important = roles.get("important", n_crit - 1)
+        crit = np.zeros((m, n_crit), dtype=bool)
         for i in range(m):
             given = criteria_given[i]
             if isinstance(given, tuple) and given:
-                for c in given:
-                    crit[i, c - 1] = True
+                for role in given:
+                    crit[i, roles.get(str(role), hospital)] = True
             elif serious[i]:
-                crit[i, 2 if rng.random() < 0.7 else 5] = True
+                crit[i, hospital if rng.random() < 0.7 else important] = True
         aware_day = column(
             "aware", np.minimum(start_day + rng.integers(0, 3, size=m), limit).astype(np.float64)
         ).astype(np.int64)
@@ -1188,38 +1273,47 @@ class _Builder:
             frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64
         )
         values: dict[str, ObjectArray] = {
-            "ae_term": verbatim,
-            "ae_pt": np.asarray([code_of[t].code for t in pt], dtype=object),
-            "ae_soc": np.asarray([code_of[t].soc_code for t in pt], dtype=object),
-            "ae_start": days_to_text(start_day),
-            "ae_end": days_to_text(end, missing=ongoing),
-            "ae_severity": as_text(severity),
-            "ae_serious": np.where(serious, "1", "0").astype(object),
+            names.ae_term: verbatim,
+            names.ae_pt: np.asarray([code_of[t].code for t in pt], dtype=object),
+            names.ae_soc: np.asarray([code_of[t].soc_code for t in pt], dtype=object),
+            names.ae_start: days_to_text(start_day),
+            names.ae_end: days_to_text(end, missing=ongoing),
+            names.ae_severity: as_text(severity),
+            names.ae_serious: np.where(serious, "1", "0").astype(object),
         }
-        for c in range(6):
-            values[f"ae_ser_crit___{c + 1}"] = np.where(crit[:, c], "1", "0").astype(object)
-        values.update(
-            {
-                "ae_related": as_text(related),
-                "ae_action": as_text(action),
-                "ae_outcome": as_text(outcome),
-                "ae_aware_dt": minutes_to_text(aware_min, missing=~serious),
-                "ae_report_dt": minutes_to_text(report_min, missing=~serious),
-                "ae_aesi": np.asarray([code_of[t].aesi for t in pt], dtype=object),
-            }
-        )
+        for c, criterion_column in enumerate(names.ae_criteria):
+            values[criterion_column] = np.where(crit[:, c], "1", "0").astype(object)
+        aesi = np.asarray([code_of[t].aesi for t in pt], dtype=object)
+        values[names.ae_related] = as_text(related)
+        if names.ae_action:
+            values[names.ae_action] = as_text(action)
+        values[names.ae_outcome] = as_text(outcome)
+        values[names.ae_aware] = minutes_to_text(aware_min, missing=~serious)
+        values[names.ae_report] = minutes_to_text(report_min, missing=~serious)
+        values[names.ae_aesi] = aesi
+        grave = np.zeros(m, dtype=bool)
+        for role in ("death", "life_threatening"):
+            if role in roles:
+                grave |= crit[:, roles[role]]
         values.update(
             self.expedited_reports(
                 pt=pt,
                 serious=serious,
                 related=related,
                 outcome=outcome,
-                grave_criteria=crit[:, 0] | crit[:, 1],
-                aesi=values["ae_aesi"],
+                grave_criteria=grave,
+                aesi=aesi,
                 aware_min=aware_min.astype(np.int64),
             )
         )
-        self.add_repeating("adverse_events", p, values, instance)
+        ordered = {
+            column: values[column]
+            for spec in self.design.fields
+            if spec.form == names.ae_form
+            for column in spec.export_columns
+            if column in values
+        }
+        self.add_repeating(names.ae_form, p, ordered, instance)
 
     def expedited_reports(
         self,
@@ -1254,8 +1348,9 @@ class _Builder:
             serious & np.isin(related, related_codes) & ~expected, dtype=bool
         )
         grave = grave_criteria | (outcome == 5)
+        suicidality = str(extra.get("aesi_suicidality", ""))
         suicide_death: BoolArray = np.asarray(
-            (outcome == 5) & (np.asarray(aesi, dtype=object) == "1"), dtype=bool
+            (outcome == 5) & (np.asarray(aesi, dtype=object) == suicidality), dtype=bool
         )
         regulator_hours: FloatArray = np.asarray(
             np.where(
@@ -1266,30 +1361,32 @@ class _Builder:
             dtype=np.float64,
         )
         cut_end = (self.cut + 1) * 1440
-        clocks: tuple[tuple[str, BoolArray, FloatArray, tuple[float, float]], ...] = (
+        names = self.design.n
+        every = (
+            (names.regulator_report, susar, regulator_hours, (24.0, 0.8)),
             (
-                "ae_reg_report_dt",
-                susar,
-                regulator_hours,
-                (24.0, 0.8),
-            ),
-            (
-                "ae_dsmb_report_dt",
+                names.dsmb_report,
                 suicide_death,
                 np.full(m, hours.get("suicide_death", 48.0)),
                 (2.0, 0.8),
             ),
             (
-                "ae_irb_report_dt",
+                names.irb_report,
                 susar,
                 np.full(m, hours.get("unanticipated_problem", 168.0)),
                 (24.0, 0.9),
             ),
         )
-        out: dict[str, ObjectArray] = {
-            "ae_expected": np.where(serious, np.where(expected, "1", "0"), "").astype(object),
-            "ae_unanticipated": np.where(susar, "1", "0").astype(object),
-        }
+        clocks: tuple[tuple[str, BoolArray, FloatArray, tuple[float, float]], ...] = tuple(
+            (name, due, limit, shape) for name, due, limit, shape in every if name
+        )
+        out: dict[str, ObjectArray] = {}
+        if names.ae_expected:
+            out[names.ae_expected] = np.where(serious, np.where(expected, "1", "0"), "").astype(
+                object
+            )
+        if names.ae_unanticipated:
+            out[names.ae_unanticipated] = np.where(susar, "1", "0").astype(object)
         candidates: list[tuple[str, int, float]] = []
         for name, due, limit, (low, share) in clocks:
             draw = low + rng.random(m) * np.maximum(limit * share - low, 0.0)
@@ -1335,7 +1432,7 @@ class _Builder:
     # --- 7. other logs ----------------------------------------------------------------------------
     def conmeds(self) -> None:
         """Concomitant medications: stable antidepressants, stopped ones, and others."""
-        rng = _rng(self.seed, "conmeds")
+        rng = _rng(self.seed, "medications")
         rows: list[_ConmedRow] = []
         for q in np.flatnonzero(self.randomized & self.visit_exists[:, 0]):
             p = int(q)
@@ -1344,20 +1441,28 @@ class _Builder:
                 med = _ANTIDEPRESSANTS[int(rng.integers(0, len(_ANTIDEPRESSANTS)))]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.4:  # stable dose for at least 8 weeks, continued
-                    rows.append(_conmed_row(p, med, dose, base - int(rng.integers(60, 1500)), -1))
+                    rows.append(
+                        _conmed_row(
+                            self.design, p, med, dose, base - int(rng.integers(60, 1500)), -1
+                        )
+                    )
                 else:  # stopped before screening
                     stop = scr - int(rng.integers(30, 180))
-                    rows.append(_conmed_row(p, med, dose, stop - int(rng.integers(90, 1200)), stop))
+                    start = stop - int(rng.integers(90, 1200))
+                    rows.append(_conmed_row(self.design, p, med, dose, start, stop))
             n_other = min(int(rng.poisson(0.8)), 3)
             for k in rng.choice(len(_OTHER_MEDS), size=n_other, replace=False):
                 med = _OTHER_MEDS[int(k)]
                 dose = float(rng.choice(med[2]))
                 if rng.random() < 0.5:
-                    rows.append(_conmed_row(p, med, dose, scr - int(rng.integers(30, 2000)), -1))
+                    start = scr - int(rng.integers(30, 2000))
+                    rows.append(_conmed_row(self.design, p, med, dose, start, -1))
                 else:
                     start = base + int(rng.integers(0, max(1, end - base + 1)))
                     stop = start + int(rng.integers(1, 31))
-                    rows.append(_conmed_row(p, med, dose, start, stop if stop <= end else -1))
+                    rows.append(
+                        _conmed_row(self.design, p, med, dose, start, stop if stop <= end else -1)
+                    )
         if not rows:
             return
         frame = pd.DataFrame(
@@ -1365,28 +1470,32 @@ class _Builder:
         )
         frame = frame.sort_values(["p", "start", "name"], kind="stable", ignore_index=True)
         ongoing = frame["stop"].to_numpy() < 0
+        names = self.design.n
+        values: dict[str, ObjectArray] = {
+            names.cm_name: frame["name"].to_numpy(dtype=object),
+            names.cm_class: frame["cls"].to_numpy(dtype=object),
+            names.cm_dose: _fmt_dose(frame["dose"].to_numpy(dtype=np.float64)),
+            names.cm_unit: frame["unit"].to_numpy(dtype=object),
+            names.cm_frequency: frame["freq"].to_numpy(dtype=object),
+            names.cm_start: days_to_text(frame["start"].to_numpy(dtype=np.int64)),
+            names.cm_stop: days_to_text(frame["stop"].to_numpy(dtype=np.int64), missing=ongoing),
+            names.cm_ongoing: np.where(ongoing, "1", "0").astype(object),
+        }
+        if names.cm_indication:
+            values[names.cm_indication] = frame["ind"].to_numpy(dtype=object)
         self.add_repeating(
-            "conmeds",
+            names.cm_form,
             frame["p"].to_numpy(dtype=np.int64),
-            {
-                "cm_name": frame["name"].to_numpy(dtype=object),
-                "cm_class": frame["cls"].to_numpy(dtype=object),
-                "cm_dose": _fmt_dose(frame["dose"].to_numpy(dtype=np.float64)),
-                "cm_unit": frame["unit"].to_numpy(dtype=object),
-                "cm_freq": frame["freq"].to_numpy(dtype=object),
-                "cm_start": days_to_text(frame["start"].to_numpy(dtype=np.int64)),
-                "cm_stop": days_to_text(frame["stop"].to_numpy(dtype=np.int64), missing=ongoing),
-                "cm_ongoing": np.where(ongoing, "1", "0").astype(object),
-                "cm_indication": frame["ind"].to_numpy(dtype=object),
-            },
+            values,
             np.asarray(frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64),
         )
 
     def cbt_sessions(self) -> None:
-        """Twelve weekly CBT sessions (attendance kept at or above 80 %)."""
+        """Weekly CBT sessions, as many as planned (attendance kept at or above 80 %)."""
+        names = self.design.n
         rng = _rng(self.seed, "cbt")
         who = np.flatnonzero(self.randomized & self.visit_exists[:, 0])
-        n_sessions = 12
+        n_sessions = int(self.design.extra.get("sessions_planned", 12))
         session = np.arange(1, n_sessions + 1)
         day = (
             self.base[who][:, None]
@@ -1407,55 +1516,66 @@ class _Builder:
         rp, rk = np.nonzero(exists)
         minutes = np.clip(np.rint(rng.normal(52.0, 6.0, size=len(rp))), 30, 75).astype(np.int64)
         att = attended[rp, rk]
-        self.add_repeating(
-            "cbt_sessions",
-            who[rp],
-            {
-                "cbt_date": days_to_text(day[rp, rk]),
-                "cbt_session_num": as_text(session[rk]),
-                "cbt_attended": np.where(att, "1", "0").astype(object),
-                "cbt_minutes": np.where(att, as_text(minutes), "").astype(object),
-            },
-            session[rk].astype(np.int64),
-        )
+        values: dict[str, ObjectArray] = {names.session_date: days_to_text(day[rp, rk])}
+        if names.session_number:
+            values[names.session_number] = as_text(session[rk])
+        values[names.session_attended] = np.where(att, "1", "0").astype(object)
+        if names.session_minutes:
+            values[names.session_minutes] = np.where(att, as_text(minutes), "").astype(object)
+        self.add_repeating(names.sessions_form, who[rp], values, session[rk].astype(np.int64))
 
     def dosing(self) -> None:
-        """Weekly adjunct dosing in the adjunct arm: titration, maintenance, taper."""
-        rng = _rng(self.seed, "dosing")
+        """Weekly adjunct dosing in the adjunct arms: titration, maintenance, taper."""
+        names = self.design.n
+        if names.doses_form is None or names.dose_date is None or names.dose_taken is None:
+            return
+        rng = _rng(self.seed, "doses")
         who = np.flatnonzero(self.randomized & self.adjunct & self.visit_exists[:, 0])
-        weeks = np.arange(12)
+        n_weeks = self.design.treatment_weeks
+        weeks = np.arange(n_weeks)
+        taper_weeks = tuple(self.design.extra.get("taper_weeks", ()))
+        n_taper = len(taper_weeks)
         day = self.base[who][:, None] + 7 * weeks[None, :]
         maintenance = rng.choice(np.array([75.0, 100.0]), size=len(who))
-        dose = np.empty((len(who), 12))
-        dose[:, 0] = 25.0
-        dose[:, 1] = 50.0
-        dose[:, 2:9] = maintenance[:, None]
-        dose[:, 9:] = np.array([50.0, 25.0, 10.0])[None, :]
-        phase = np.where(weeks < 2, 1, np.where(weeks < 9, 2, 3))
+        dose = np.empty((len(who), n_weeks))
+        dose[:, :] = maintenance[:, None]
+        titration = min(2, max(0, n_weeks - n_taper - 1))
+        for k, mg in enumerate((25.0, 50.0)[:titration]):
+            dose[:, k] = mg
+        taper_doses = (50.0, 25.0, 10.0)[-n_taper:] if n_taper else ()
+        for k, mg in enumerate(taper_doses):
+            dose[:, n_weeks - n_taper + k] = mg
+        phase = np.where(weeks < titration, 1, np.where(weeks < n_weeks - n_taper, 2, 3))
         limit = np.minimum(self.end_day[who], self.drug_stop[who])
         exists = day <= limit[:, None]
         rp, rk = np.nonzero(exists)
         taken = rng.random(len(rp)) >= 0.03
-        self.add_repeating(
-            "dosing",
-            who[rp],
-            {
-                "dose_date": days_to_text(day[rp, rk]),
-                "dose_mg": _fmt_dose(dose[rp, rk]),
-                "dose_phase": as_text(phase[rk]),
-                "dose_taken": np.where(taken, "1", "0").astype(object),
-            },
-            (rk + 1).astype(np.int64),
-        )
+        values: dict[str, ObjectArray] = {names.dose_date: days_to_text(day[rp, rk])}
+        if names.dose_amount:
+            values[names.dose_amount] = _fmt_dose(dose[rp, rk])
+        if names.dose_phase:
+            codes = np.asarray(self.design.field(names.dose_phase).codes, dtype=object)
+            values[names.dose_phase] = codes[np.minimum(phase[rk], len(codes)) - 1]
+        values[names.dose_taken] = np.where(taken, "1", "0").astype(object)
+        self.add_repeating(names.doses_form, who[rp], values, (rk + 1).astype(np.int64))
 
     def deviations(self) -> None:
         """Site-recorded protocol deviations (missed visits and a few others)."""
-        rng = _rng(self.seed, "deviations")
+        names = self.design.n
+        categories: tuple[tuple[str, str, bool], ...] = tuple(
+            self.design.extra.get("deviation_categories", ())
+        )
+
+        def category(*words: str) -> str:
+            for code, name, _ in categories:
+                if any(w in name.lower() for w in words):
+                    return code
+            return categories[-1][0] if categories else ""
+
+        rng = _rng(self.seed, "protocol_deviations")
         rows: list[tuple[int, int, str, str, str]] = []
-        labels = {
-            v.event: v.event.replace("_arm_1", "").replace("_", " ").capitalize()
-            for v in self.visits
-        }
+        labels = {v.event: v.label or v.event for v in self.visits}
+        missed = category("missed")
         mp, mv = np.nonzero(self.missed_exists)
         for p, v in zip(mp, mv, strict=True):
             visit = self.visits[v]
@@ -1463,15 +1583,16 @@ class _Builder:
                 (
                     int(p),
                     int(self.base[p]) + visit.target_day,
-                    "4",
+                    missed,
                     f"Missed visit: {labels[visit.event]}",
                     "0",
                 )
             )
+        other, safety = category("other"), category("safety")
         terms = (
-            ("9", "CBT session delivered by a therapist awaiting certification", "0"),
-            ("9", "HAM-D rated by a back-up blinded rater", "0"),
-            ("8", "Vital signs not repeated after an elevated reading", "0"),
+            (other, "CBT session delivered by a therapist awaiting certification", "0"),
+            (other, "Outcome rated by a back-up blinded rater", "0"),
+            (safety, "Vital signs not repeated after an elevated reading", "0"),
         )
         who = np.flatnonzero(
             self.randomized & self.visit_exists[:, 0] & (rng.random(self.n) < 0.05)
@@ -1486,15 +1607,17 @@ class _Builder:
         # per-protocol population excludes these participants. A stream of their own, so the
         # deviations above stay as they were.
         major_rng = _rng(self.seed, "major_deviations")
-        major_terms = (
-            ("7", "Randomised before the baseline HAM-D-17 was confirmed", "1"),
-            ("2", "Consent obtained on a superseded consent form version", "1"),
-            ("1", "Enrolled with a screening HAM-D-17 rated outside its window", "1"),
+        major_terms: tuple[tuple[str, str, str], ...] = (
+            (category("randomi"), "Randomised before the baseline rating was confirmed", "1"),
+            (category("consent"), "Consent obtained on a superseded consent form version", "1"),
+            (category("eligib"), "Enrolled with a screening rating outside its window", "1"),
         )
+        major_codes = {code for code, _, major in categories if major}
+        major_terms = tuple(term for term in major_terms if term[0] in major_codes)
         who = np.flatnonzero(
             self.randomized & self.visit_exists[:, 0] & (major_rng.random(self.n) < 0.04)
         )
-        for p in who:
+        for p in who if major_terms else ():
             span = int(self.end_day[p] - self.base[p])
             cat, term, major = major_terms[int(major_rng.integers(0, len(major_terms)))]
             rows.append(
@@ -1504,20 +1627,27 @@ class _Builder:
             return
         frame = pd.DataFrame(rows, columns=["p", "day", "cat", "term", "major"])
         frame = frame.sort_values(["p", "day", "term"], kind="stable", ignore_index=True)
+        values: dict[str, ObjectArray] = {
+            names.deviation_date: days_to_text(frame["day"].to_numpy(dtype=np.int64)),
+            names.deviation_category: frame["cat"].to_numpy(dtype=object),
+            names.deviation_term: frame["term"].to_numpy(dtype=object),
+            names.deviation_major: frame["major"].to_numpy(dtype=object),
+        }
+        ordered = {
+            spec.name: values[spec.name]
+            for spec in self.design.fields
+            if spec.form == names.deviation_form and spec.name in values
+        }
         self.add_repeating(
-            "deviations",
+            names.deviation_form,
             frame["p"].to_numpy(dtype=np.int64),
-            {
-                "dv_date": days_to_text(frame["day"].to_numpy(dtype=np.int64)),
-                "dv_category": frame["cat"].to_numpy(dtype=object),
-                "dv_term": frame["term"].to_numpy(dtype=object),
-                "dv_major": frame["major"].to_numpy(dtype=object),
-            },
+            ordered,
             np.asarray(frame.groupby("p").cumcount().to_numpy(dtype=np.int64) + 1, dtype=np.int64),
         )
 
     def disposition(self) -> None:
         """End-of-study disposition for everyone whose disposition date is by the data cut."""
+        names = self.design.n
         who = np.flatnonzero(self.has_disposition)
         status = self.ds_status[who]
         reasons = {
@@ -1529,31 +1659,41 @@ class _Builder:
             6: "Investigator decision",
             7: "Moved out of the area",
         }
+        ds_codes: dict[int, str] = dict(self.design.extra.get("ds_codes", {}))
         dead = status == 5
-        self.add(
-            "disposition",
-            who,
-            self.design.disposition_event,
-            {
-                "ds_status": as_text(status),
-                "ds_date": days_to_text(self.ds_day[who]),
-                "ds_reason": np.asarray([reasons[int(s)] for s in status], dtype=object),
-                "death_date": days_to_text(self.death_day[who], missing=~dead),
-                "death_cause": np.where(dead, _DEATH_CAUSE, "").astype(object),
-            },
-        )
+        values: dict[str, ObjectArray] = {
+            names.disposition_status: np.asarray(
+                [ds_codes.get(int(s), str(s)) for s in status], dtype=object
+            ),
+            names.disposition_date: days_to_text(self.ds_day[who]),
+        }
+        if names.disposition_reason:
+            values[names.disposition_reason] = np.asarray(
+                [reasons[int(s)] for s in status], dtype=object
+            )
+        values[names.death_date] = days_to_text(self.death_day[who], missing=~dead)
+        if names.death_cause:
+            values[names.death_cause] = np.where(dead, _DEATH_CAUSE, "").astype(object)
+        ordered = {
+            spec.name: values[spec.name]
+            for spec in self.design.fields
+            if spec.form == names.disposition_form and spec.name in values
+        }
+        self.add(names.disposition_form, who, self.design.disposition_event, ordered)
 
     def randomization_frame(self) -> pd.DataFrame:
         who = np.flatnonzero(self.visit_exists[:, 0])
         who = who[np.argsort(self.record_id[who].astype(str), kind="stable")]
+        columns = randomization_columns(self.design)
         return pd.DataFrame(
-            {
-                "record_id": self.record_id[who],
-                "rand_number": self.rand_number[who],
-                "rand_arm": self.arm[who],
-                "rand_stratum": self.stratum[who],
-            },
-            columns=RANDOMIZATION_COLUMNS,
+            dict(
+                zip(
+                    columns,
+                    (self.record_id[who], self.rand_number[who], self.arm[who], self.stratum[who]),
+                    strict=True,
+                )
+            ),
+            columns=columns,
         ).astype(str)
 
     def run(self) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.synthetic.design import StudyDesign
+from studyman.synthetic.names import ScaleNames
 from studyman.synthetic.records import sort_records
 
 __all__ = ["ERROR_TYPES", "plant_errors"]
@@ -81,6 +82,13 @@ class _Planter:
             for column in spec.export_columns:
                 self.form_of[column] = spec.form
         self.rid = design.fields[0].name
+        self.names = design.n
+        # disposition codes by role (1 completed, 2 withdrew, 3 lost, 4 AE, 5 death, 6, 7 other)
+        ds: dict[int, str] = dict(design.extra.get("ds_codes", {}))
+        self.ds_other = [ds.get(r, str(r)) for r in (2, 3, 6, 7)]
+        self.ds_ae = ds.get(4, "4")
+        self.ds_death = ds.get(5, "5")
+        self.ds_completed = ds.get(1, "1")
 
     # -- selection ---------------------------------------------------------------------------
     def pick(self, mask: pd.Series | np.ndarray, count: int) -> list[int]:
@@ -97,7 +105,9 @@ class _Planter:
                 break
         return chosen
 
-    def col(self, name: str) -> pd.Series:
+    def col(self, name: str | None) -> pd.Series:
+        if name is None or name not in self.df:
+            return pd.Series("", index=self.df.index, dtype=object)
         return self.df[name]
 
     def at(self, event: str | None = None, form: str | None = None) -> pd.Series:
@@ -128,7 +138,7 @@ class _Planter:
         self.truth.append(
             {
                 "error_type": error_type,
-                "record_id": str(self.df.at[row, self.rid]),
+                _COLUMNS[1]: str(self.df.at[row, self.rid]),
                 "event": str(self.df.at[row, "redcap_event_name"]),
                 "instrument": self.form_of.get(field, "")
                 or str(self.df.at[row, "redcap_repeat_instrument"]),
@@ -149,8 +159,10 @@ class _Planter:
             and spec.validation in ("integer", "number", "number_1dp")
             and spec.maximum
             and spec.name in self.df
-            and spec.form in ("vital_signs", "participant")
+            and spec.form in (self.names.vitals_form, self.names.participant_form)
         ]
+        if not candidates:
+            return
         for i in range(n):
             spec = candidates[i % len(candidates)]
             rows = self.pick(self.col(spec.name) != "", 1)
@@ -169,6 +181,8 @@ class _Planter:
         totals = [
             s.name for s in self.design.fields if s.field_type == "calc" and s.name in self.df
         ]
+        if not totals:
+            return
         for i in range(n):
             name = totals[i % len(totals)]
             for row in self.pick(self.col(name) != "", 1):
@@ -184,14 +198,17 @@ class _Planter:
                 )
 
     def out_of_window(self, n: int) -> None:
+        names = self.names
         visits = [v for v in self.design.visits if v.target_day > 0]
         for i in range(n):
             visit = visits[i % len(visits)]
             mask = self.at(visit.event) & (self.col("redcap_repeat_instrument") == "")
-            mask &= self.col("visit_date") != ""
+            mask &= self.col(names.visit_date) != ""
             for row in self.pick(mask, 1):
                 record = str(self.df.at[row, self.rid])
-                rand = self.base_value(record, self.design.visits[0].event, "rand_date")
+                rand = self.base_value(
+                    record, self.design.visits[0].event, names.randomization_date
+                )
                 if not rand:
                     continue
                 shifted = date.fromisoformat(rand) + timedelta(
@@ -201,7 +218,7 @@ class _Planter:
                     shifted = date.fromisoformat(rand) + timedelta(days=visit.window_start - 3)
                 self.set(
                     row,
-                    "visit_date",
+                    names.visit_date,
                     shifted.isoformat(),
                     "out_of_window",
                     f"{visit.event} visit on study day "
@@ -210,13 +227,14 @@ class _Planter:
                 )
 
     def missing_required(self, n: int) -> None:
+        names = self.names
         fields = (
-            "ae_severity",
-            "cm_ongoing",
-            "cbt_attended",
-            "consent_date",
-            "elig_date",
-            "ds_date",
+            names.ae_severity,
+            names.cm_ongoing,
+            names.session_attended,
+            names.consent_date,
+            names.eligibility_date,
+            names.disposition_date,
         )
         for i in range(n):
             name = fields[i % len(fields)]
@@ -226,10 +244,18 @@ class _Planter:
                 self.set(row, name, "", "missing_required", f"required field {name} left blank")
 
     def invalid_code(self, n: int) -> None:
-        fields = ("sex", "ae_severity", "cm_class", "dv_category", "ae_outcome", "rand_arm")
+        names = self.names
+        fields = (
+            names.sex,
+            names.ae_severity,
+            names.cm_class,
+            names.deviation_category,
+            names.ae_outcome,
+            names.arm,
+        )
         for i in range(n):
             name = fields[i % len(fields)]
-            if name not in self.df:
+            if name is None or name not in self.df:
                 continue
             codes = [int(c) for c in self.design.field(name).codes]
             bad = str(max(codes) + 2 + int(self.rng.integers(0, 5)))
@@ -237,7 +263,10 @@ class _Planter:
                 self.set(row, name, bad, "invalid_code", f"{name} code {bad} is not a choice")
 
     def dates_out_of_order(self, n: int) -> None:
-        pairs = (("ae_start", "ae_end"), ("cm_start", "cm_stop"))
+        pairs = (
+            (self.names.ae_start, self.names.ae_end),
+            (self.names.cm_start, self.names.cm_stop),
+        )
         for i in range(n):
             start, end = pairs[i % len(pairs)]
             for row in self.pick((self.col(end) != "") & (self.col(start) != ""), 1):
@@ -249,7 +278,7 @@ class _Planter:
                 )
 
     def future_date(self, n: int) -> None:
-        fields = ("lab_date", "cbt_date", "dv_date")
+        fields = (self.names.liver_date, self.names.session_date, self.names.deviation_date)
         for i in range(n):
             name = fields[i % len(fields)]
             for row in self.pick(self.col(name) != "", 1):
@@ -264,23 +293,27 @@ class _Planter:
 
     def late_sae_report(self, n: int) -> None:
         # SAEs known early enough that the late report still falls before the data cut.
+        names = self.names
         latest = (self.cut - timedelta(days=5)).isoformat()
-        mask = (self.col("ae_aware_dt") != "") & (self.col("ae_aware_dt").str[:10] <= latest)
+        aware_column = self.col(names.ae_aware)
+        mask = (aware_column != "") & (aware_column.str[:10] <= latest)
         for row in self.pick(mask, n):
-            aware = datetime.strptime(str(self.df.at[row, "ae_aware_dt"]), "%Y-%m-%d %H:%M")
+            aware = datetime.strptime(str(self.df.at[row, names.ae_aware]), "%Y-%m-%d %H:%M")
             late = aware + timedelta(
                 hours=self.design.sae_report_hours + 2 + int(self.rng.integers(0, 70))
             )
             self.set(
                 row,
-                "ae_report_dt",
+                names.ae_report,
                 late.strftime("%Y-%m-%d %H:%M"),
                 "late_sae_report",
                 f"SAE report sent {(late - aware).total_seconds() / 3600:.0f} h after awareness",
             )
 
     def duplicate_record(self, n: int) -> None:
-        mask = (self.col("redcap_repeat_instrument") == "") & (self.col("visit_date") != "")
+        mask = (self.col("redcap_repeat_instrument") == "") & (
+            self.col(self.names.visit_date) != ""
+        )
         for row in self.pick(mask, n):
             copy = {c: str(self.df.at[row, c]) for c in self.df.columns}
             self.new_rows.append(copy)
@@ -295,10 +328,11 @@ class _Planter:
             self.truth[-1]["instrument"] = ""
 
     def duplicate_adverse_event(self, n: int) -> None:
-        mask = self.at(form="adverse_events") & (self.col("ae_serious") == "0")
+        names = self.names
+        mask = self.at(form=names.ae_form) & (self.col(names.ae_serious) == "0")
         for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
-            same = self.at(form="adverse_events") & (self.col(self.rid) == record)
+            same = self.at(form=names.ae_form) & (self.col(self.rid) == record)
             last = max(int(i) for i in self.col("redcap_repeat_instance")[same])
             copy = {c: str(self.df.at[row, c]) for c in self.df.columns}
             copy["redcap_repeat_instance"] = str(last + 1)
@@ -306,77 +340,99 @@ class _Planter:
             self.truth.append(
                 {
                     "error_type": "duplicate_adverse_event",
-                    "record_id": record,
+                    _COLUMNS[1]: record,
                     "event": copy["redcap_event_name"],
-                    "instrument": "adverse_events",
+                    "instrument": names.ae_form,
                     "instance": str(last + 1),
-                    "field": "ae_term",
+                    "field": names.ae_term,
                     "original_value": "",
-                    "planted_value": copy["ae_term"],
+                    "planted_value": copy[names.ae_term],
                     "description": "copy of instance "
                     f"{self.df.at[row, 'redcap_repeat_instance']!s} (same term and start date)",
                 }
             )
 
+    def _scales(self) -> list[ScaleNames]:
+        names = self.names
+        return [names.primary, *names.secondary] + ([names.withdrawal] if names.withdrawal else [])
+
     def hamd_16a_and_16b(self, n: int) -> None:
-        for row in self.pick((self.col("hamd_16a") == "") & (self.col("hamd_16b") != ""), n):
-            self.set(
-                row, "hamd_16a", "0", "hamd_16a_and_16b", "HAM-D items 16A and 16B both scored"
-            )
+        # an item of two fields of which exactly one is scored (HAM-D-17 16A/16B)
+        group = next((g for s in self._scales() for g in s.groups if len(g) > 1), None)
+        if group is None:
+            return
+        first, second = group[0], group[1]
+        for row in self.pick((self.col(first) == "") & (self.col(second) != ""), n):
+            self.set(row, first, "0", "hamd_16a_and_16b", f"items {first} and {second} both scored")
 
     def phq9_item9_without_cssrs(self, n: int) -> None:
-        cssrs = [
-            c for s in self.design.fields if s.form == "cssrs_since_last" for c in s.export_columns
-        ]
+        # a flagged item above 0 (PHQ-9 item 9) at a visit whose required form is removed
+        scale = next((s for s in self._scales() if s.flag_item is not None), None)
+        if scale is None or scale.flag_item is None or scale.requires_form is None:
+            return
+        item = scale.groups[scale.flag_item][0]
+        required = scale.requires_form
+        columns = [c for s in self.design.fields if s.form == required for c in s.export_columns]
+        if not columns:
+            return
         rows = self.pick(
-            (self.col("phq9_9") != "") & (self.col("phq9_9") != "0") & (self.col("cssrs_1") != ""),
+            (self.col(item) != "") & (self.col(item) != "0") & (self.col(columns[0]) != ""),
             n,
         )
         for row in rows:
-            for column in cssrs:
+            for column in columns:
                 self.df.at[row, column] = ""
-            self.df.at[row, "cssrs_since_last_complete"] = "0"
-            value = str(self.df.at[row, "phq9_9"])
+            self.df.at[row, f"{required}_complete"] = "0"
+            value = str(self.df.at[row, item])
             self.record(
                 row,
-                "phq9_9",
+                item,
                 value,
                 value,
                 "phq9_item9_without_cssrs",
-                "C-SSRS since-last-visit form removed at a visit with PHQ-9 item 9 > 0",
+                f"form {required} removed at a visit with {item} > 0",
             )
 
     def cssrs_without_safety_action(self, n: int) -> None:
-        mask = (self.col("cssrs_4") == "0") & (self.col("cssrs_5") == "0")
-        mask &= self.col("cssrs_safety_action") == "0"
+        names = self.names
+        high = [names.cssrs_ideation[i] for i in names.cssrs_high_ideation]
+        if not high:
+            return
+        mask = self.col(names.cssrs_safety_action) == "0"
+        for name in high:
+            mask &= self.col(name) == "0"
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "cssrs_4",
+                high[0],
                 "1",
                 "cssrs_without_safety_action",
-                "C-SSRS ideation type 4 without a safety action",
+                f"C-SSRS ideation {high[0]} without a safety action",
             )
 
     def cssrs_skip_logic(self, n: int) -> None:
-        mask = (
-            (self.col("cssrs_1") == "0")
-            & (self.col("cssrs_2") == "0")
-            & (self.col("cssrs_3") == "")
-        )
+        names = self.names
+        gated = [name for i, name in enumerate(names.cssrs_ideation) if i not in names.cssrs_gate]
+        if not gated or not names.cssrs_gate:
+            return
+        mask = self.col(gated[0]) == ""
+        for i in names.cssrs_gate:
+            mask &= self.col(names.cssrs_ideation[i]) == "0"
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "cssrs_3",
+                gated[0],
                 "0",
                 "cssrs_skip_logic",
-                "C-SSRS question 3 answered although questions 1 and 2 are No",
+                f"C-SSRS {gated[0]} answered although the gate questions are No",
             )
 
     def serious_without_criterion(self, n: int) -> None:
-        crit = [c for c in self.df.columns if c.startswith("ae_ser_crit___")]
+        crit = [c for c in self.names.ae_criteria if c in self.df]
+        if not crit:
+            return
         checked = self.df[crit] == "1"
-        mask = (self.col("ae_serious") == "1") & (checked.sum(axis=1) == 1)
+        mask = (self.col(self.names.ae_serious) == "1") & (checked.sum(axis=1) == 1)
         for row in self.pick(mask, n):
             column = next(c for c in crit if str(self.df.at[row, c]) == "1")
             self.set(
@@ -388,26 +444,33 @@ class _Planter:
             )
 
     def fatal_without_death(self, n: int) -> None:
-        dead = set(self.col(self.rid)[self.col("ds_status") == "5"])
-        mask = self.at(form="adverse_events") & (self.col("ae_end") != "")
-        mask &= ~self.col(self.rid).isin(dead) & (self.col("ae_outcome") != "5")
+        names = self.names
+        dead = set(self.col(self.rid)[self.col(names.disposition_status) == self.ds_death])
+        mask = self.at(form=names.ae_form) & (self.col(names.ae_end) != "")
+        fatal = self.design.extra.get("fatal_outcome_code", "5")
+        mask &= ~self.col(self.rid).isin(dead) & (self.col(names.ae_outcome) != fatal)
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "ae_outcome",
-                "5",
+                names.ae_outcome,
+                fatal,
                 "fatal_without_death",
                 "AE outcome fatal but no death in the disposition form",
             )
 
     def data_after_withdrawal(self, n: int) -> None:
+        names = self.names
         latest = (self.cut - timedelta(days=15)).isoformat()
-        withdrawn = self.col("ds_status").isin(["2", "3", "4", "6", "7"])
-        withdrawn &= self.col("ds_date") <= latest
+        withdrawn = self.col(names.disposition_status).isin([*self.ds_other, self.ds_ae])
+        withdrawn &= self.col(names.disposition_date) <= latest
         ds_date = dict(
-            zip(self.col(self.rid)[withdrawn], self.col("ds_date")[withdrawn], strict=True)
+            zip(
+                self.col(self.rid)[withdrawn],
+                self.col(names.disposition_date)[withdrawn],
+                strict=True,
+            )
         )
-        mask = self.at(form="cbt_sessions") & self.col(self.rid).isin(set(ds_date))
+        mask = self.at(form=names.sessions_form) & self.col(self.rid).isin(set(ds_date))
         for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
             later = date.fromisoformat(ds_date[record]) + timedelta(
@@ -415,22 +478,26 @@ class _Planter:
             )
             self.set(
                 row,
-                "cbt_date",
+                names.session_date,
                 later.isoformat(),
                 "data_after_withdrawal",
                 f"CBT session dated after the disposition date {ds_date[record]}",
             )
 
     def adjunct_in_control_arm(self, n: int) -> None:
+        names = self.names
         arms = self.design.arms
-        if len(arms) < 2 or "rand_arm" not in self.df:
+        adjunct = set(self.design.adjunct_arms or arms[:1])
+        control_arms = [a for a in arms if a not in adjunct]
+        if not control_arms or names.arm not in self.df or names.doses_form is None:
             return
-        control = self.col(self.rid)[self.col("rand_arm") == arms[1]]
-        has_dosing = set(self.col(self.rid)[self.at(form="dosing")])
-        donors = self.df.index[self.at(form="dosing")]
+        control = self.col(self.rid)[self.col(names.arm).isin(control_arms)]
+        has_dosing = set(self.col(self.rid)[self.at(form=names.doses_form)])
+        donors = self.df.index[self.at(form=names.doses_form)]
         if len(donors) == 0:
             return
-        mask = self.col(self.rid).isin(set(control) - has_dosing) & (self.col("rand_arm") != "")
+        mask = self.col(self.rid).isin(set(control) - has_dosing) & (self.col(names.arm) != "")
+        amount = names.dose_amount or names.dose_date or ""
         for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
             donor = int(donors[int(self.rng.integers(0, len(donors)))])
@@ -438,39 +505,56 @@ class _Planter:
             copy[self.rid] = record
             copy["redcap_repeat_instance"] = "1"
             copy["redcap_data_access_group"] = str(self.df.at[row, "redcap_data_access_group"])
-            copy["dose_date"] = self.base_value(record, self.design.visits[0].event, "rand_date")
+            if names.dose_date:
+                copy[names.dose_date] = self.base_value(
+                    record, self.design.visits[0].event, names.randomization_date
+                )
             self.new_rows.append(copy)
             self.truth.append(
                 {
                     "error_type": "adjunct_in_control_arm",
-                    "record_id": record,
+                    _COLUMNS[1]: record,
                     "event": copy["redcap_event_name"],
-                    "instrument": "dosing",
+                    "instrument": names.doses_form,
                     "instance": "1",
-                    "field": "dose_mg",
+                    "field": amount,
                     "original_value": "",
-                    "planted_value": copy["dose_mg"],
-                    "description": "adjunct dosing recorded for a participant of the CBT-alone arm",
+                    "planted_value": copy.get(amount, ""),
+                    "description": "adjunct dosing recorded for a participant of an arm "
+                    "without the adjunct",
                 }
             )
 
     def stratum_mismatch(self, n: int) -> None:
-        for row in self.pick(self.col("strat_severity") != "", n):
-            recorded = str(self.df.at[row, "strat_severity"])
-            other = "1" if recorded == "2" else "2"
+        name = self.names.recorded_stratum
+        levels = self.design.severity_levels
+        if name is None or name not in self.df or len(levels) < 2:
+            return
+        first, second = levels[0][0], levels[1][0]
+        for row in self.pick(self.col(name) != "", n):
+            recorded = str(self.df.at[row, name])
+            other = first if recorded == second else second
             self.set(
                 row,
-                "strat_severity",
+                name,
                 other,
                 "stratum_mismatch",
-                "recorded stratum differs from the one the baseline HAM-D-17 gives",
+                "recorded stratum differs from the one the baseline primary-scale total gives",
             )
 
     def randomised_despite_exclusion(self, n: int) -> None:
-        randomised = set(self.col(self.rid)[self.col("randomized") == "1"])
-        names = ("exc_bipolar", "exc_psychosis", "exc_substance")
+        names = self.names
+        randomised = set(self.col(self.rid)[self.col(names.randomized) == "1"])
+        # exclusions that no derived rule (liver, C-SSRS) and no sex restriction decide
+        plain = [
+            e
+            for e in names.exclusions
+            if e not in (names.exclusion_liver, names.exclusion_suicide, names.exclusion_pregnancy)
+        ][:3]
+        if not plain:
+            return
         for i in range(n):
-            name = names[i % len(names)]
+            name = plain[i % len(plain)]
             mask = self.col(self.rid).isin(randomised) & (self.col(name) == "0")
             for row in self.pick(mask, 1):
                 self.set(
@@ -482,67 +566,90 @@ class _Planter:
                 )
 
     def adverse_event_before_consent(self, n: int) -> None:
+        names = self.names
+        given = self.col(names.consent_date) != ""
         consent = dict(
             zip(
-                self.col(self.rid)[self.col("consent_date") != ""],
-                self.col("consent_date")[self.col("consent_date") != ""],
+                self.col(self.rid)[given],
+                self.col(names.consent_date)[given],
                 strict=True,
             )
         )
-        for row in self.pick(self.at(form="adverse_events") & (self.col("ae_start") != ""), n):
+        mask = self.at(form=names.ae_form) & (self.col(names.ae_start) != "")
+        for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
             before = date.fromisoformat(consent[record]) - timedelta(
                 days=3 + int(self.rng.integers(0, 20))
             )
             self.set(
                 row,
-                "ae_start",
+                names.ae_start,
                 before.isoformat(),
                 "adverse_event_before_consent",
                 f"AE onset before informed consent ({consent[record]})",
             )
 
     def prohibited_medication(self, n: int) -> None:
-        prohibited = "5"
-        mask = self.at(form="conmeds") & (self.col("cm_class") != prohibited)
-        mask &= self.col("cm_start") >= self.col(self.rid).map(self._screening_dates())
+        names = self.names
+        codes = names.cm_classes_by_rule.get("prohibited", ())
+        if not codes:
+            return
+        prohibited = codes[0]
+        mask = self.at(form=names.cm_form) & (self.col(names.cm_class) != prohibited)
+        mask &= self.col(names.cm_start) >= self.col(self.rid).map(self._screening_dates())
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "cm_class",
+                names.cm_class,
                 prohibited,
                 "prohibited_medication",
-                "opioid (prohibited from screening) taken during the study",
+                "prohibited medication (from screening) taken during the study",
             )
 
     def total_with_missing_item(self, n: int) -> None:
-        mask = (self.col("hamd_total") != "") & (self.col("hamd_7") != "")
+        # a scale without proration whose total is kept although an item is blank
+        scale = next(
+            (
+                s
+                for s in self._scales()
+                if self.design.extra.get("no_proration", {}).get(s.form, False)
+                and len(s.groups) > 6
+            ),
+            None,
+        )
+        if scale is None:
+            return
+        item = scale.groups[6][0]
+        mask = (self.col(scale.total) != "") & (self.col(item) != "")
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "hamd_7",
+                item,
                 "",
                 "total_with_missing_item",
-                "HAM-D-17 item 7 blank but the total is stored (no proration allowed)",
+                f"{item} blank but the total {scale.total} is stored (no proration allowed)",
             )
 
     def unreported_unanticipated_problem(self, n: int) -> None:
         # A non-serious AE (its IRB clock runs from onset) judged an unanticipated problem, with
         # no IRB report although the protocol's deadline passed well before the data cut.
+        names = self.names
+        if names.ae_unanticipated is None or names.irb_report is None:
+            return
         hours = dict(self.design.extra.get("clock_hours", {})).get("unanticipated_problem", 168.0)
         latest = (self.cut - timedelta(hours=hours) - timedelta(days=2)).isoformat()
         mask = (
-            self.at(form="adverse_events")
-            & (self.col("ae_serious") == "0")
-            & (self.col("ae_unanticipated") == "0")
-            & (self.col("ae_irb_report_dt") == "")
-            & (self.col("ae_start") != "")
-            & (self.col("ae_start") <= latest)
+            self.at(form=names.ae_form)
+            & (self.col(names.ae_serious) == "0")
+            & (self.col(names.ae_unanticipated) == "0")
+            & (self.col(names.irb_report) == "")
+            & (self.col(names.ae_start) != "")
+            & (self.col(names.ae_start) <= latest)
         )
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "ae_unanticipated",
+                names.ae_unanticipated,
                 "1",
                 "unreported_unanticipated_problem",
                 f"unanticipated problem without an IRB report ({hours:.0f} h clock from onset)",
@@ -550,87 +657,114 @@ class _Planter:
 
     # -- disagreements between two records of one fact (studyman.validation.reconciliation) ----
     def _adjunct_participants(self) -> frozenset[str]:
-        if "rand_arm" not in self.df or not self.design.arms:
+        names = self.names
+        if names.arm not in self.df or not self.design.arms:
             return frozenset()
-        return frozenset(self.col(self.rid)[self.col("rand_arm") == self.design.arms[0]])
+        adjunct = list(self.design.adjunct_arms or self.design.arms[:1])
+        return frozenset(self.col(self.rid)[self.col(names.arm).isin(adjunct)])
 
     def _with_fatal_ae(self) -> frozenset[str]:
-        fatal = self.at(form="adverse_events") & (self.col("ae_outcome") == "5")
-        return frozenset(self.col(self.rid)[fatal])
+        fatal = self.design.extra.get("fatal_outcome_code", "5")
+        mask = self.at(form=self.names.ae_form) & (self.col(self.names.ae_outcome) == fatal)
+        return frozenset(self.col(self.rid)[mask])
+
+    def _withdrawn_code(self) -> str:
+        return str(self.design.extra.get("withdrawn_action_code", "4"))
 
     def ae_disposition_without_withdrawal(self, n: int) -> None:
-        withdrawn = self.at(form="adverse_events") & (self.col("ae_action") == "4")
+        names = self.names
+        if names.ae_action is None:
+            return
+        withdrawn = self.at(form=names.ae_form) & (
+            self.col(names.ae_action) == self._withdrawn_code()
+        )
         candidates = self._adjunct_participants() - set(self.col(self.rid)[withdrawn])
-        mask = self.col("ds_status").isin(["2", "3", "6", "7"])
-        mask &= self.col(self.rid).isin(candidates)
+        # participants without any adverse event first: those with one are the only candidates
+        # of withdrawal_without_ae_disposition
+        with_ae = set(self.col(self.rid)[self.at(form=names.ae_form)])
+        other = self.col(names.disposition_status).isin(self.ds_other)
+        quiet = candidates - with_ae
+        if int((other & self.col(self.rid).isin(quiet - self.used)).sum()) >= n:
+            candidates = quiet
+        mask = other & self.col(self.rid).isin(candidates)
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "ds_status",
-                "4",
+                names.disposition_status,
+                self.ds_ae,
                 "ae_disposition_without_withdrawal",
                 "disposition reason adverse event, but no adverse event withdrew the adjunct",
             )
 
     def withdrawal_without_ae_disposition(self, n: int) -> None:
-        other = self.col("ds_status").isin(["2", "3", "6", "7"])
+        names = self.names
+        if names.ae_action is None:
+            return
+        other = self.col(names.disposition_status).isin(self.ds_other)
         candidates = self._adjunct_participants() & set(self.col(self.rid)[other])
-        mask = self.at(form="adverse_events") & self.col(self.rid).isin(candidates)
-        mask &= self.col("ae_action") != "4"
+        mask = self.at(form=names.ae_form) & self.col(self.rid).isin(candidates)
+        mask &= self.col(names.ae_action) != self._withdrawn_code()
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "ae_action",
-                "4",
+                names.ae_action,
+                self._withdrawn_code(),
                 "withdrawal_without_ae_disposition",
                 "adjunct withdrawn for this adverse event; the disposition gives another reason",
             )
 
     def death_without_fatal_ae(self, n: int) -> None:
-        mask = self.col("ds_status").isin(["2", "3", "6", "7"]) & (self.col("ds_date") != "")
+        names = self.names
+        mask = self.col(names.disposition_status).isin(self.ds_other)
+        mask &= self.col(names.disposition_date) != ""
         mask &= ~self.col(self.rid).isin(self._with_fatal_ae())
         for row in self.pick(mask, n):
             # the death is recorded whole (reason and date), only its adverse event is missing
-            self.df.at[row, "death_date"] = str(self.df.at[row, "ds_date"])
+            self.df.at[row, names.death_date] = str(self.df.at[row, names.disposition_date])
             self.set(
                 row,
-                "ds_status",
-                "5",
+                names.disposition_status,
+                self.ds_death,
                 "death_without_fatal_ae",
                 "death in the disposition form (with its date) but no adverse event is fatal",
             )
 
     def fatal_without_death_date(self, n: int) -> None:
-        ended = self.at(form="adverse_events") & (self.col("ae_end") != "")
-        ended &= self.col("ae_outcome") != "5"
+        names = self.names
+        fatal = self.design.extra.get("fatal_outcome_code", "5")
+        ended = self.at(form=names.ae_form) & (self.col(names.ae_end) != "")
+        ended &= self.col(names.ae_outcome) != fatal
         first_ended = {
             str(record): int(row)
             for row, record in zip(
                 self.df.index[ended][::-1], self.col(self.rid)[ended][::-1], strict=True
             )
         }
-        mask = self.col("ds_status").isin(["1", "2", "3", "4", "6", "7"])
+        mask = self.col(names.disposition_status).isin(
+            [self.ds_completed, self.ds_ae, *self.ds_other]
+        )
         mask &= self.col(self.rid).isin(set(first_ended) - self._with_fatal_ae())
         for row in self.pick(mask, n):
             event_row = first_ended[str(self.df.at[row, self.rid])]
             # a fatal adverse event and a death in the disposition, without the date of death
-            self.df.at[event_row, "ae_outcome"] = "5"
+            self.df.at[event_row, names.ae_outcome] = fatal
             instance = str(self.df.at[event_row, "redcap_repeat_instance"])
             self.set(
                 row,
-                "ds_status",
-                "5",
+                names.disposition_status,
+                self.ds_death,
                 "fatal_without_death_date",
                 f"death with a fatal adverse event (instance {instance}) but no date of death",
             )
 
     def treatment_before_randomisation(self, n: int) -> None:
+        names = self.names
         baseline = self.design.visits[0].event
-        mask = self.at(form="cbt_sessions") & (self.col("cbt_attended") == "1")
+        mask = self.at(form=names.sessions_form) & (self.col(names.session_attended) == "1")
         mask &= self.col("redcap_repeat_instance") == "1"
         for row in self.pick(mask, n):
             record = str(self.df.at[row, self.rid])
-            randomised = self.base_value(record, baseline, "rand_date")
+            randomised = self.base_value(record, baseline, names.randomization_date)
             if not randomised:
                 continue
             before = date.fromisoformat(randomised) - timedelta(
@@ -638,7 +772,7 @@ class _Planter:
             )
             self.set(
                 row,
-                "cbt_date",
+                names.session_date,
                 before.isoformat(),
                 "treatment_before_randomisation",
                 f"first CBT session dated before randomisation ({randomised})",
@@ -646,19 +780,21 @@ class _Planter:
 
     def major_deviation_recorded_minor(self, n: int) -> None:
         # the generator records its deviations of protocol-declared major categories as major
-        mask = self.at(form="deviations") & (self.col("dv_major") == "1")
+        names = self.names
+        mask = self.at(form=names.deviation_form) & (self.col(names.deviation_major) == "1")
         for row in self.pick(mask, n):
             self.set(
                 row,
-                "dv_major",
+                names.deviation_major,
                 "0",
                 "major_deviation_recorded_minor",
                 "deviation of a category the protocol declares major recorded as not major",
             )
 
     def _screening_dates(self) -> dict[str, str]:
-        dated = self.col("scr_date") != ""
-        return dict(zip(self.col(self.rid)[dated], self.col("scr_date")[dated], strict=True))
+        column = self.col(self.names.screening_date)
+        dated = column != ""
+        return dict(zip(self.col(self.rid)[dated], column[dated], strict=True))
 
     def result(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         frame = self.df

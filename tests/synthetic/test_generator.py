@@ -12,7 +12,7 @@ import pytest
 
 from studyman.errors import ProtocolError
 from studyman.protocol import Protocol, load_protocol
-from studyman.synthetic import RANDOMIZATION_COLUMNS, generate_trial, write_trial
+from studyman.synthetic import design_from_protocol, generate_trial, randomization_columns, write_trial
 
 STUDY = Path(__file__).resolve().parents[2] / "protocols" / "cbt-adjunct"
 
@@ -56,9 +56,11 @@ def test_dropout_mechanism_changes_the_data(protocol: Protocol, tmp_path: Path) 
 
 def test_randomisation_list_matches_the_randomization_form(protocol: Protocol) -> None:
     trial = generate_trial(protocol, n_participants=200, seed=8)
-    assert list(trial.randomization.columns) == RANDOMIZATION_COLUMNS
+    columns = randomization_columns(design_from_protocol(protocol))
+    assert columns == ["record_id", "rand_number", "rand_arm", "rand_stratum"]
+    assert list(trial.randomization.columns) == columns
     form = trial.records[trial.records["randomization_complete"] == "2"]
-    from_form = form[RANDOMIZATION_COLUMNS].sort_values("record_id").reset_index(drop=True)
+    from_form = form[columns].sort_values("record_id").reset_index(drop=True)
     listed = trial.randomization.sort_values("record_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(from_form.astype(str), listed.astype(str))
     assert len(listed) == 200
