@@ -82,6 +82,8 @@ def render_draft(
 
 
 def _check_destination(out: Path, force: bool) -> None:
+    if out.is_symlink():
+        raise ProtocolError("is a symbolic link: give a new folder", file=str(out))
     if not out.exists():
         return
     if not force:

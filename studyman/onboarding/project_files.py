@@ -231,7 +231,8 @@ def fetch_project_dir(
     mappings = optional(
         "form-event mappings", lambda p: p.export_instrument_event_mappings(format_type="json")
     )
-    longitudinal = isinstance(mappings, list) and bool(info.get("is_longitudinal", 1))
+    # A classic project answers the mapping export with 400 (None here) or says so in its info.
+    longitudinal = isinstance(mappings, list) and str(info.get("is_longitudinal", "1")) != "0"
     events = call("events", lambda p: p.export_events(format_type="json")) if longitudinal else None
     arms = call("arms", lambda p: p.export_arms(format_type="json")) if longitudinal else None
     repeating = optional(

@@ -254,6 +254,17 @@ def test_an_existing_folder_is_refused_and_left_untouched(tmp_path: Path) -> Non
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+def test_a_symbolic_link_is_refused_even_with_force(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    init_protocol(target, _exported(SECOND_STUDY / "redcap"), source="test")
+    link = tmp_path / "study"
+    link.symlink_to(target)
+    with pytest.raises(ProtocolError, match="is a symbolic link"):
+        init_protocol(link, _exported(REFERENCE / "redcap"), source="test", force=True)
+    assert "madrs" in (target / "redcap" / "instruments.csv").read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "study"]
+
+
 def test_force_replaces_a_folder_written_by_init(tmp_path: Path) -> None:
     out = tmp_path / "study"
     init_protocol(out, _exported(SECOND_STUDY / "redcap"), source="test")
