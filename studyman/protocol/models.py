@@ -247,6 +247,9 @@ class Enrolment(_Frozen):
     #: Demographics on the participant form (the form that holds ``consent_date_field``).
     age_field: str = "age"
     sex_field: str = "sex"
+    #: Race and ethnicity (NIH categories) on the same form, for the NIH inclusion table.
+    race_field: str = "race"
+    ethnicity_field: str = "ethnicity"
 
 
 class Instrument(_Frozen):
@@ -950,6 +953,19 @@ class Deviations(_Frozen):
     categories: tuple[DeviationCategory, ...] = Field(min_length=1)
 
 
+class TrafficLights(_Frozen):
+    """Thresholds of the DSMB executive summary's traffic lights (amber below/above, red below/
+    above): enrolment as a fraction of the enrolment expected by the cut-off, retention as visits
+    done of visits due, data quality as the median days open of the open site queries."""
+
+    enrolment_amber: float = Field(default=0.9, gt=0, le=1)
+    enrolment_red: float = Field(default=0.75, gt=0, le=1)
+    retention_amber: float = Field(default=0.9, gt=0, le=1)
+    retention_red: float = Field(default=0.8, gt=0, le=1)
+    query_days_amber: float = Field(default=14, ge=0)
+    query_days_red: float = Field(default=30, ge=0)
+
+
 class Reporting(_Frozen):
     """Data cut and reporting parameters."""
 
@@ -957,6 +973,7 @@ class Reporting(_Frozen):
     dsmb_meetings: tuple[date, ...] = ()
     change_review_threshold: float = 15
     query_age_days_alert: int = 30
+    traffic_lights: TrafficLights = TrafficLights()
 
 
 # ----------------------------------------------------------------------------- the protocol
