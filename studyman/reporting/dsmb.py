@@ -18,7 +18,27 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from studyman.facts import StudyFacts, cut_tables
-from studyman.reporting.sections.adverse_events import adverse_events_section
+from studyman.reporting.sections import (
+    adverse_events,
+    baseline,
+    conmeds,
+    data_quality,
+    definitions,
+    deviations,
+    discontinuations,
+    efficacy,
+    enrolment,
+    exposure,
+    liver,
+    retention,
+    screen_failures,
+    serious_events,
+    status,
+    suicidality,
+    summary,
+    timeliness,
+    withdrawal,
+)
 from studyman.reporting.sections.base import (
     _KEY,
     TOTAL,
@@ -26,34 +46,19 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     subjects_table,
 )
-from studyman.reporting.sections.baseline import baseline_section
-from studyman.reporting.sections.conmeds import conmeds_section
-from studyman.reporting.sections.data_quality import data_quality_section
-from studyman.reporting.sections.definitions import definitions_section
-from studyman.reporting.sections.deviations import deviations_section
-from studyman.reporting.sections.discontinuations import discontinuation_section
-from studyman.reporting.sections.efficacy import efficacy_section
-from studyman.reporting.sections.enrolment import enrolment_section
-from studyman.reporting.sections.exposure import exposure_section
-from studyman.reporting.sections.liver import liver_section
-from studyman.reporting.sections.retention import retention_section
-from studyman.reporting.sections.screen_failures import screen_failure_section
-from studyman.reporting.sections.serious_events import serious_events_section
-from studyman.reporting.sections.status import study_status_section
-from studyman.reporting.sections.suicidality import suicidality_section
-from studyman.reporting.sections.summary import summary_section
-from studyman.reporting.sections.timeliness import reporting_timeliness_section
-from studyman.reporting.sections.withdrawal import withdrawal_section
 
 __all__ = [
+    "SECTIONS",
     "SECTION_BUILDERS",
     "TOTAL",
     "DsmbInputs",
     "FigureData",
     "ReportTable",
     "Section",
+    "SectionSpec",
     "build_sections",
     "cut_tables",
     "report_data",
@@ -63,49 +68,36 @@ __all__ = [
 ]
 
 
-SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = (
-    summary_section,
-    definitions_section,
-    study_status_section,
-    enrolment_section,
-    screen_failure_section,
-    baseline_section,
-    retention_section,
-    deviations_section,
-    data_quality_section,
-    exposure_section,
-    adverse_events_section,
-    serious_events_section,
-    discontinuation_section,
-    suicidality_section,
-    withdrawal_section,
-    liver_section,
-    conmeds_section,
-    reporting_timeliness_section,
-    efficacy_section,
+#: Every section of the report, in its order: the spec (anchor, heading, table ids, builder)
+#: that each module of :mod:`studyman.reporting.sections` declares.
+SECTIONS: tuple[SectionSpec, ...] = (
+    summary.SPEC,
+    definitions.SPEC,
+    status.SPEC,
+    enrolment.SPEC,
+    screen_failures.SPEC,
+    baseline.SPEC,
+    retention.SPEC,
+    deviations.SPEC,
+    data_quality.SPEC,
+    exposure.SPEC,
+    adverse_events.SPEC,
+    serious_events.SPEC,
+    discontinuations.SPEC,
+    suicidality.SPEC,
+    withdrawal.SPEC,
+    liver.SPEC,
+    conmeds.SPEC,
+    timeliness.SPEC,
+    efficacy.SPEC,
 )
 
+SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = tuple(
+    spec.build for spec in SECTIONS
+)
 
 _HEADINGS: dict[str, tuple[str, str]] = {
-    "summary_section": ("summary", "Summary and protocol synopsis"),
-    "definitions_section": ("definitions", "Definitions"),
-    "study_status_section": ("status", "Study status"),
-    "enrolment_section": ("enrolment", "Enrolment against target"),
-    "screen_failure_section": ("screen-failures", "Screen failures"),
-    "baseline_section": ("baseline", "Baseline characteristics"),
-    "retention_section": ("retention", "Retention and visit completion"),
-    "deviations_section": ("deviations", "Protocol deviations"),
-    "data_quality_section": ("data-quality", "Data quality and timeliness"),
-    "exposure_section": ("exposure", "Exposure and adherence"),
-    "adverse_events_section": ("adverse-events", "Adverse events"),
-    "serious_events_section": ("sae", "Serious adverse events and deaths"),
-    "discontinuation_section": ("discontinuations", "Discontinuations due to adverse events"),
-    "suicidality_section": ("aesi-suicidality", "AESI: suicidality (C-SSRS)"),
-    "withdrawal_section": ("aesi-withdrawal", "AESI: withdrawal (COWS)"),
-    "liver_section": ("aesi-liver", "AESI: liver injury and Hy's law"),
-    "conmeds_section": ("conmeds", "Concomitant medications of interest"),
-    "reporting_timeliness_section": ("timeliness", "SAE reporting timeliness"),
-    "efficacy_section": ("efficacy", "Efficacy"),
+    spec.build.__name__: (spec.id, spec.title) for spec in SECTIONS
 }
 
 

@@ -235,13 +235,13 @@ def draw_cssrs(figure_data: FigureData, protocol: Protocol) -> bytes:
         return _png(figure)
 
 
-def draw_cows(figure_data: FigureData, protocol: Protocol) -> bytes:
-    """Stacked bars of COWS bands per visit (and group)."""
+def draw_withdrawal_bands(figure_data: FigureData, protocol: Protocol) -> bytes:
+    """Stacked bars of the withdrawal scale's bands per visit (and group)."""
     bars = _arms_only(figure_data.data["bars"])
     with plt.rc_context(_STYLE):
         figure, axes = plt.subplots(figsize=(7.2, 2.8))
         if bars.empty:
-            axes.text(0.5, 0.5, "No COWS assessments", ha="center", transform=axes.transAxes)
+            axes.text(0.5, 0.5, "No assessments", ha="center", transform=axes.transAxes)
         else:
             bars = bars.assign(column=bars["event"].str.split(" \\(").str[0] + "\n" + bars["group"])
             columns = list(dict.fromkeys(bars["column"]))
@@ -377,7 +377,7 @@ FIGURE_KINDS: Mapping[str, Callable[[FigureData, Protocol], bytes]] = {
     "consort": draw_consort,
     "enrolment": draw_enrolment,
     "cssrs": draw_cssrs,
-    "cows": draw_cows,
+    "withdrawal_bands": draw_withdrawal_bands,
     "edish": draw_edish,
 }
 

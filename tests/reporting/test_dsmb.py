@@ -7,22 +7,16 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from studyman.reporting.dsmb import (
-    TOTAL,
-    DsmbInputs,
-    Section,
-    adverse_events_section,
-    baseline_section,
-    build_sections,
-    cut_tables,
-    data_quality_section,
-    efficacy_section,
-    liver_section,
-    reporting_timeliness_section,
-    screen_failure_section,
-    withdrawal_section,
-)
+from studyman.reporting.dsmb import TOTAL, DsmbInputs, Section, build_sections, cut_tables
 from studyman.reporting.report import arm_codes, read_randomization_list
+from studyman.reporting.sections.adverse_events import adverse_events_section
+from studyman.reporting.sections.baseline import baseline_section
+from studyman.reporting.sections.data_quality import data_quality_section
+from studyman.reporting.sections.efficacy import efficacy_section
+from studyman.reporting.sections.liver import liver_section
+from studyman.reporting.sections.screen_failures import screen_failure_section
+from studyman.reporting.sections.timeliness import reporting_timeliness_section
+from studyman.reporting.sections.withdrawal import withdrawal_section
 from studyman.sources.snapshot import read_snapshot
 
 from .conftest import Study

@@ -144,6 +144,11 @@ def test_every_table_total_equals_the_fact_it_restates(reports: dict[str, Sessio
         assert sum(per_reason) == facts["discontinued_study"]
         retention = report.table("retention.retention")
         assert _total(retention, "Discontinued the study") == facts["discontinued_study"]
+        visits = report.table("retention.scheduled-visits-done-due")
+        total = _total_column(visits)
+        cells = [row[total].split(" ")[0].split("/") for row in visits["rows"]]
+        assert sum(int(done) for done, _ in cells) == facts["visits_done"]
+        assert sum(int(due) for _, due in cells) == facts["visits_due"]
         stopped = report.table("discontinuations.discontinuations")
         assert _total(stopped, "Discontinued the study (any reason)") == facts["discontinued_study"]
         assert _total(stopped, "Discontinued study treatment") == facts["discontinued_treatment"]

@@ -459,7 +459,7 @@ def test_report_without_some_forms_still_renders_and_says_so(study: Study, tmp_p
     html = _html_text(report.html)
     assert "the snapshot has no &#39;adverse_events&#39; form" in html
     assert "Baseline characteristics" in html
-    assert "COWS total by band" in html
+    assert "Total score by band" in html
 
 
 def test_cli_writes_the_open_report_and_refuses_a_closed_one_without_list(

@@ -13,6 +13,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _choice_labels,
     _codes,
     _denominators,
@@ -24,6 +25,19 @@ from studyman.reporting.sections.base import (
     _unavailable,
 )
 from studyman.reporting.sections.shared import _SEVERITY, _adverse_events
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "adverse-events"
+TITLE = "Adverse events"
+TABLE_IDS: tuple[str, ...] = (
+    "adverse-events.overview-of-adverse-events",
+    "adverse-events.adverse-events-by-system-organ-class-and-preferred-term",
+    "adverse-events.participants-by-worst-severity",
+    "adverse-events.participants-by-preferred-term-and-worst-severity",
+    "adverse-events.adverse-events-by-relatedness",
+    "adverse-events.related-adverse-events-by-preferred-term",
+)
 
 
 def _teae_rule_text(inputs: DsmbInputs) -> str:
@@ -80,10 +94,10 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     form = protocol.adverse_events.form
     missing = _missing(inputs, (form,))
     if missing:
-        return _unavailable("adverse-events", "Adverse events", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     raw = _adverse_events(inputs)
     if raw is None:
-        return _unavailable("adverse-events", "Adverse events", (form,))
+        return _unavailable(SECTION_ID, TITLE, (form,))
     events = _with_group(inputs, raw)
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
@@ -232,8 +246,8 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     denominators = _denominators(groups)
     population = "Safety population"
     return Section(
-        id="adverse-events",
-        title="Adverse events",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             "Treatment-emergent adverse events (see 'Definitions': "
             + _teae_rule_text(inputs)
@@ -266,3 +280,6 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, adverse_events_section)

@@ -90,6 +90,28 @@ class Section:
 
 
 @dataclass(frozen=True)
+class SectionSpec:
+    """What a section module declares: its anchor, heading, table ids and builder.
+
+    Attributes
+    ----------
+    id, title
+        The section's anchor and heading (the heading also of the note that replaces the
+        section when it cannot be produced).
+    table_ids
+        Every table id the section can show (:func:`studyman.reporting.dsmb.table_id`), so
+        that a table is found, and its id kept stable, by reading one module.
+    build
+        The pure builder: :class:`DsmbInputs` in, :class:`Section` out.
+    """
+
+    id: str
+    title: str
+    table_ids: tuple[str, ...]
+    build: Callable[[DsmbInputs], Section]
+
+
+@dataclass(frozen=True)
 class DsmbInputs:
     """Everything the sections compute from.
 
@@ -289,6 +311,16 @@ def _unavailable(section_id: str, title: str, missing: Sequence[str]) -> Section
         ),
         missing=tuple(missing),
     )
+
+
+def _scale_label(protocol: Protocol, instrument: str) -> str:
+    """How a report names the scale of *instrument*: its scoring label, else the form's label,
+    else the instrument's name (``COWS`` in the reference study)."""
+    scoring = next((s for s in protocol.scoring if s.instrument == instrument), None)
+    if scoring is not None and scoring.label:
+        return scoring.label
+    form = next((i for i in protocol.instruments if i.name == instrument), None)
+    return form.label if form is not None and form.label else instrument
 
 
 def _does_not_apply(section_id: str, title: str, what: str) -> Section:

@@ -11,6 +11,7 @@ from studyman.reporting.sections.base import (
     _KEY,
     DsmbInputs,
     Section,
+    SectionSpec,
     _codes,
     _group_table,
     _groups,
@@ -20,6 +21,12 @@ from studyman.reporting.sections.base import (
     _unavailable,
 )
 from studyman.reporting.sections.shared import _continuous_rows
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "baseline"
+TITLE = "Baseline characteristics"
+TABLE_IDS: tuple[str, ...] = ("baseline.baseline-characteristics",)
 
 
 def _categorical_rows(
@@ -48,7 +55,7 @@ def baseline_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     missing = _missing(inputs, ("participant", "enrollment"))
     if "enrollment" in missing:
-        return _unavailable("baseline", "Baseline characteristics", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
     rows: list[list[str]] = []
@@ -102,10 +109,13 @@ def baseline_section(inputs: DsmbInputs) -> Section:
         series.index = series.index.astype("string")
         rows += _continuous_rows(label, series, groups)
     return Section(
-        id="baseline",
-        title="Baseline characteristics",
+        id=SECTION_ID,
+        title=TITLE,
         tables=(
             _group_table("Baseline characteristics", rows, "Characteristic", groups, "Randomised"),
         ),
         missing=missing,
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, baseline_section)

@@ -9,6 +9,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _codes,
     _count_table,
     _denominators,
@@ -16,12 +17,18 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _safety_form
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "conmeds"
+TITLE = "Concomitant medications of interest"
+TABLE_IDS: tuple[str, ...] = ("conmeds.participants-taking-concomitant-medications-of-interest",)
+
 
 def conmeds_section(inputs: DsmbInputs) -> Section:
     """Concomitant medications of interest (interacting or prohibited classes)."""
     protocol = inputs.protocol
     spec = protocol.concomitant_medications
-    found = _safety_form(inputs, spec.form, "conmeds", "Concomitant medications of interest")
+    found = _safety_form(inputs, spec.form, SECTION_ID, TITLE)
     if isinstance(found, Section):
         return found
     frame, groups = found
@@ -60,8 +67,8 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
             )
         )
     return Section(
-        id="conmeds",
-        title="Concomitant medications of interest",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             "Classes that may interact with the study treatment (serotonergic antidepressants, "
             "benzodiazepines and other CNS depressants) and prohibited classes.",
@@ -75,3 +82,6 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, conmeds_section)

@@ -13,6 +13,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _missing,
     _site_of,
     _texts,
@@ -20,6 +21,17 @@ from studyman.reporting.sections.base import (
 from studyman.reporting.sections.shared import _as_of_text, _visit_status
 
 _AGE_BANDS = ((0, 7, "0-7 days"), (8, 30, "8-30 days"), (31, 90, "31-90 days"))
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "data-quality"
+TITLE = "Data quality and timeliness"
+TABLE_IDS: tuple[str, ...] = (
+    "data-quality.forms-missing-at-visits-done",
+    "data-quality.overdue-visits-by-site-window-closed-no-visit-form",
+    "data-quality.snapshot-import-findings-by-form",
+    "data-quality.open-site-queries-by-site-and-age",
+)
 
 
 def _query_age(inputs: DsmbInputs, queries: pd.DataFrame) -> tuple[str, pd.DataFrame | None]:
@@ -199,9 +211,12 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                 )
             )
     return Section(
-        id="data-quality",
-        title="Data quality and timeliness",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=tuple(paragraphs),
         tables=tuple(tables),
         missing=missing,
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, data_quality_section)

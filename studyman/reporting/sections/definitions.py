@@ -5,8 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from studyman.facts import DEFAULT_RULES, rule_texts
-from studyman.reporting.sections.base import DsmbInputs, ReportTable, Section
+from studyman.reporting.sections.base import DsmbInputs, ReportTable, Section, SectionSpec
 from studyman.reporting.sections.shared import _as_of_text
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "definitions"
+TITLE = "Definitions"
+TABLE_IDS: tuple[str, ...] = ("definitions.definitions",)
 
 
 def definitions_section(inputs: DsmbInputs) -> Section:
@@ -22,8 +28,8 @@ def definitions_section(inputs: DsmbInputs) -> Section:
         origin = f"As the analysis plan declares them ({rules.source})."
     frame = pd.DataFrame(rule_texts(rules), columns=["Term", "Definition"])
     return Section(
-        id="definitions",
-        title="Definitions",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             origin,
             "Screened: every participant with a record. Randomised: the randomised field is yes "
@@ -33,3 +39,6 @@ def definitions_section(inputs: DsmbInputs) -> Section:
         ),
         tables=(ReportTable("Definitions", frame),),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, definitions_section)

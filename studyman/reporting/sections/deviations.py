@@ -9,6 +9,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _denominators,
     _groups,
     _header,
@@ -20,6 +21,15 @@ from studyman.reporting.sections.base import (
     _unavailable,
 )
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "deviations"
+TITLE = "Protocol deviations"
+TABLE_IDS: tuple[str, ...] = (
+    "deviations.protocol-deviations-by-category",
+    "deviations.protocol-deviations-by-site",
+)
+
 
 def deviations_section(inputs: DsmbInputs) -> Section:
     """Protocol deviations by category (major / minor) and site."""
@@ -27,7 +37,7 @@ def deviations_section(inputs: DsmbInputs) -> Section:
     form = protocol.deviations.form
     missing = _missing(inputs, (form,))
     if missing:
-        return _unavailable("deviations", "Protocol deviations", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     deviations = inputs.facts().deviations.reset_index(drop=True)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
@@ -83,8 +93,8 @@ def deviations_section(inputs: DsmbInputs) -> Section:
             f" {outside} deviation(s) of participants not randomised are counted in the total only."
         )
     return Section(
-        id="deviations",
-        title="Protocol deviations",
+        id=SECTION_ID,
+        title=TITLE,
         tables=(
             ReportTable(
                 "Protocol deviations by category",
@@ -96,3 +106,6 @@ def deviations_section(inputs: DsmbInputs) -> Section:
             ReportTable("Protocol deviations by site", by_site),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, deviations_section)

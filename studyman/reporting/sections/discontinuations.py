@@ -12,6 +12,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _count_table,
     _denominators,
     _groups,
@@ -20,6 +21,15 @@ from studyman.reporting.sections.base import (
     _unavailable,
 )
 from studyman.reporting.sections.shared import _adverse_events, _arm_column, _fmt_date
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "discontinuations"
+TITLE = "Discontinuations due to adverse events"
+TABLE_IDS: tuple[str, ...] = (
+    "discontinuations.discontinuations",
+    "discontinuations.listing-of-discontinuations-due-to-adverse-events",
+)
 
 
 def discontinuation_section(inputs: DsmbInputs) -> Section:
@@ -35,7 +45,7 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     missing = _missing(inputs, (protocol.disposition.form, protocol.adverse_events.form))
     if len(missing) == 2:
-        return _unavailable("discontinuations", "Discontinuations due to adverse events", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
     events = _adverse_events(inputs)
     due_to_ae = subjects[subjects["discontinued_due_to_ae"].to_numpy(bool)]
@@ -77,8 +87,8 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
         first="Participants",
     )
     return Section(
-        id="discontinuations",
-        title="Discontinuations due to adverse events",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             "Discontinued due to an adverse event: "
             + dict(rule_texts(inputs.rules))["Discontinuation due to an adverse event"]
@@ -96,3 +106,6 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
         ),
         missing=missing,
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, discontinuation_section)

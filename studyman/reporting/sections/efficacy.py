@@ -9,6 +9,7 @@ from studyman.reporting.sections.base import (
     _KEY,
     DsmbInputs,
     Section,
+    SectionSpec,
     _fmt_num,
     _group_table,
     _groups,
@@ -19,14 +20,20 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _visit_labels
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "efficacy"
+TITLE = "Efficacy"
+TABLE_IDS: tuple[str, ...] = ("efficacy.primary-endpoint-observed-change-from-baseline",)
+
 
 def efficacy_section(inputs: DsmbInputs) -> Section:
     """Efficacy: only in a closed session and only when the plan prespecifies an interim look."""
     protocol = inputs.protocol
     if not inputs.interim_efficacy:
         return Section(
-            id="efficacy",
-            title="Efficacy",
+            id=SECTION_ID,
+            title=TITLE,
             paragraphs=(
                 "The analysis plan prespecifies no interim efficacy look for the DSMB: no "
                 "efficacy data are shown.",
@@ -34,14 +41,14 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
         )
     if not inputs.closed:
         return Section(
-            id="efficacy",
-            title="Efficacy",
+            id=SECTION_ID,
+            title=TITLE,
             paragraphs=("Interim efficacy data are shown in the closed session only.",),
         )
     endpoint = protocol.endpoints.primary
     missing = _missing(inputs, (endpoint.instrument,))
     if missing:
-        return _unavailable("efficacy", "Efficacy", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     frame = _present(inputs, endpoint.instrument)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
@@ -67,17 +74,20 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
             )
         rows.append(row)
     return Section(
-        id="efficacy",
+        id=SECTION_ID,
         title="Efficacy (prespecified interim look)",
         tables=(
             _group_table(
-                f"{endpoint.name}: observed change from baseline",
+                "Primary endpoint: observed change from baseline",
                 rows,
                 "Visit",
                 groups,
                 "Randomised",
-                note="Cells: n: mean (SD). Descriptive; the prespecified model is run by "
-                "'studyman analyze'.",
+                note=f"{endpoint.name}. Cells: n: mean (SD). Descriptive; the prespecified "
+                "model is run by 'studyman analyze'.",
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, efficacy_section)

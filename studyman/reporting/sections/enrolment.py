@@ -9,9 +9,16 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     _missing,
     _unavailable,
 )
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "enrolment"
+TITLE = "Enrolment against target"
+TABLE_IDS: tuple[str, ...] = ("enrolment.enrolment-by-site",)
 
 
 def enrolment_section(inputs: DsmbInputs) -> Section:
@@ -19,7 +26,7 @@ def enrolment_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     missing = _missing(inputs, ("enrollment",))
     if missing:
-        return _unavailable("enrolment", "Enrolment", missing)
+        return _unavailable(SECTION_ID, "Enrolment", missing)
     subjects = inputs.subjects()
     randomised = subjects[subjects["randomized"]]
     rows = []
@@ -69,8 +76,8 @@ def enrolment_section(inputs: DsmbInputs) -> Section:
         }
     )
     return Section(
-        id="enrolment",
-        title="Enrolment against target",
+        id=SECTION_ID,
+        title=TITLE,
         tables=(
             ReportTable(
                 "Enrolment by site",
@@ -90,3 +97,6 @@ def enrolment_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, enrolment_section)

@@ -6,6 +6,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _group_table,
     _groups,
     _missing,
@@ -13,6 +14,15 @@ from studyman.reporting.sections.base import (
     _safety,
 )
 from studyman.reporting.sections.shared import _continuous_rows
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "exposure"
+TITLE = "Exposure and adherence"
+TABLE_IDS: tuple[str, ...] = (
+    "exposure.cbt-sessions-attended",
+    "exposure.adjunct-doses-taken",
+)
 
 
 def exposure_section(inputs: DsmbInputs) -> Section:
@@ -64,9 +74,12 @@ def exposure_section(inputs: DsmbInputs) -> Section:
             _group_table("Adjunct doses taken", rows, "Exposure", groups, "Safety population")
         )
     return Section(
-        id="exposure",
-        title="Exposure and adherence",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=tuple(paragraphs),
         tables=tuple(tables),
         missing=missing,
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, exposure_section)

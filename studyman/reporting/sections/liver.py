@@ -12,6 +12,7 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     _count_table,
     _denominators,
     _fmt_num,
@@ -19,12 +20,21 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _arm_column, _fmt_date, _safety_form, _visit_labels
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "aesi-liver"
+TITLE = "AESI: liver injury and Hy's law"
+TABLE_IDS: tuple[str, ...] = (
+    "aesi-liver.liver-test-abnormalities-after-randomisation",
+    "aesi-liver.potential-hy-s-law-cases",
+)
+
 
 def liver_section(inputs: DsmbInputs) -> Section:
     """AESI liver injury: peak ALT/AST/bilirubin against ULN, eDISH plot, potential Hy's law."""
     protocol = inputs.protocol
     spec = protocol.liver
-    found = _safety_form(inputs, spec.form, "aesi-liver", "AESI: liver injury and Hy's law")
+    found = _safety_form(inputs, spec.form, SECTION_ID, TITLE)
     if isinstance(found, Section):
         return found
     frame, groups = found
@@ -90,8 +100,8 @@ def liver_section(inputs: DsmbInputs) -> Section:
     else:
         edish["group"] = TOTAL
     return Section(
-        id="aesi-liver",
-        title="AESI: liver injury and Hy's law",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             f"Potential Hy's law case: {' or '.join(hy.transaminases)} > "
             f"{hy.transaminase_multiple:g}×ULN and total bilirubin > {hy.bilirubin_multiple:g}×ULN "
@@ -119,3 +129,6 @@ def liver_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, liver_section)

@@ -9,6 +9,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _count_table,
     _denominators,
     _groups,
@@ -20,12 +21,21 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _visit_status
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "retention"
+TITLE = "Retention and visit completion"
+TABLE_IDS: tuple[str, ...] = (
+    "retention.retention",
+    "retention.scheduled-visits-done-due",
+)
+
 
 def retention_section(inputs: DsmbInputs) -> Section:
     """Retention and visit completion by scheduled visit."""
     missing = _missing(inputs, ("visit", "enrollment"))
     if missing:
-        return _unavailable("retention", "Retention and visit completion", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     status = _visit_status(inputs)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
@@ -51,8 +61,8 @@ def retention_section(inputs: DsmbInputs) -> Section:
         ("Discontinued the study", lambda ids: int(left.reindex(ids).sum())),
     ]
     return Section(
-        id="retention",
-        title="Retention and visit completion",
+        id=SECTION_ID,
+        title=TITLE,
         tables=(
             ReportTable(
                 "Retention",
@@ -70,3 +80,6 @@ def retention_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, retention_section)

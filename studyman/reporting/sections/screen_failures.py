@@ -9,11 +9,18 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _missing,
     _pct,
     _unavailable,
 )
 from studyman.reporting.sections.shared import _PENDING, _UNRECORDED, _not_randomised_reasons
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "screen-failures"
+TITLE = "Screen failures"
+TABLE_IDS: tuple[str, ...] = ("screen-failures.screen-failures-by-reason-and-site",)
 
 
 def screen_failure_section(inputs: DsmbInputs) -> Section:
@@ -21,7 +28,7 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     missing = _missing(inputs, (protocol.eligibility.form,))
     if missing:
-        return _unavailable("screen-failures", "Screen failures", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
     failures = subjects[~subjects["randomized"]]
     labels = _not_randomised_reasons(protocol, failures)
@@ -43,8 +50,8 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
     data[TOTAL].append(str(n_failed))
     rate = 100.0 * n_failed / len(subjects) if len(subjects) else 0.0
     return Section(
-        id="screen-failures",
-        title="Screen failures",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             f"{n_failed} of {len(subjects)} screened participants ({rate:.1f}%) were not "
             "randomised.",
@@ -58,3 +65,6 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, screen_failure_section)

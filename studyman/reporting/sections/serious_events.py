@@ -9,6 +9,7 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _choice_labels,
     _codes,
     _count_table,
@@ -24,12 +25,22 @@ from studyman.reporting.sections.shared import (
     _fmt_date,
 )
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "sae"
+TITLE = "Serious adverse events and deaths"
+TABLE_IDS: tuple[str, ...] = (
+    "sae.serious-adverse-events-and-deaths",
+    "sae.listing-of-serious-adverse-events",
+    "sae.listing-of-deaths",
+)
+
 
 def serious_events_section(inputs: DsmbInputs) -> Section:
     """Listings of serious adverse events and of deaths."""
     protocol = inputs.protocol
     ae_spec = protocol.adverse_events
-    events = _adverse_events_or_unavailable(inputs, "sae", "Serious adverse events and deaths")
+    events = _adverse_events_or_unavailable(inputs, SECTION_ID, TITLE)
     if isinstance(events, Section):
         return events
     serious = events[events["serious"]].sort_values([_KEY, ae_spec.start_field])
@@ -124,8 +135,8 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         first="Participants",
     )
     return Section(
-        id="sae",
-        title="Serious adverse events and deaths",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=(
             f"{len(serious)} serious treatment-emergent adverse events in "
             f"{serious[_KEY].nunique()} participants; "
@@ -148,3 +159,6 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
             ReportTable("Listing of deaths", death_listing.reset_index(drop=True)),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, serious_events_section)

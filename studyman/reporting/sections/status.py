@@ -10,6 +10,7 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     _denominators,
     _groups,
     _header,
@@ -21,6 +22,16 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _not_randomised_reasons
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "status"
+TITLE = "Study status"
+TABLE_IDS: tuple[str, ...] = (
+    "status.participant-flow-after-randomisation",
+    "status.screening",
+    "status.discontinuations-by-reason",
+)
+
 
 def study_status_section(inputs: DsmbInputs) -> Section:
     """CONSORT-style flow: assessed, excluded with reasons, randomised, ..., analysed."""
@@ -28,7 +39,7 @@ def study_status_section(inputs: DsmbInputs) -> Section:
     needed = ("participant", protocol.eligibility.form, "enrollment")
     missing = _missing(inputs, needed)
     if len(missing) == len(needed):
-        return _unavailable("status", "Study status", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
     not_randomised = subjects[~subjects["randomized"]]
     excluded_reasons = _not_randomised_reasons(protocol, not_randomised)
@@ -155,9 +166,12 @@ def study_status_section(inputs: DsmbInputs) -> Section:
         caption="Drawn from the snapshot at the data cut-off.",
     )
     return Section(
-        id="status",
-        title="Study status",
+        id=SECTION_ID,
+        title=TITLE,
         tables=tuple(tables),
         figures=(figure,),
         missing=missing,
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, study_status_section)

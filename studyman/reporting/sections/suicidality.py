@@ -11,6 +11,7 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     _codes,
     _count_table,
     _denominators,
@@ -19,14 +20,21 @@ from studyman.reporting.sections.base import (
 )
 from studyman.reporting.sections.shared import _adverse_events, _safety_form, _visit_labels
 
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "aesi-suicidality"
+TITLE = "AESI: suicidality (C-SSRS)"
+TABLE_IDS: tuple[str, ...] = (
+    "aesi-suicidality.participants-with-suicidality-findings",
+    "aesi-suicidality.c-ssrs-since-last-visit-by-visit",
+)
+
 
 def suicidality_section(inputs: DsmbInputs) -> Section:
     """AESI suicidality: C-SSRS since last visit over time, PHQ-9 item 9, suicidality AEs."""
     protocol = inputs.protocol
     spec = protocol.cssrs
-    found = _safety_form(
-        inputs, spec.since_last_form, "aesi-suicidality", "AESI: suicidality (C-SSRS)"
-    )
+    found = _safety_form(inputs, spec.since_last_form, SECTION_ID, TITLE)
     if isinstance(found, Section):
         return found
     frame, groups = found
@@ -118,8 +126,8 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             )
         )
     return Section(
-        id="aesi-suicidality",
-        title="AESI: suicidality (C-SSRS)",
+        id=SECTION_ID,
+        title=TITLE,
         tables=(
             ReportTable(
                 "Participants with suicidality findings",
@@ -145,3 +153,6 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, suicidality_section)

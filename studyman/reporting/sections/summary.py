@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from studyman.reporting.sections.base import TOTAL, DsmbInputs, ReportTable, Section
+from studyman.reporting.sections.base import TOTAL, DsmbInputs, ReportTable, Section, SectionSpec
 from studyman.reporting.sections.shared import _as_of_text
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "summary"
+TITLE = "Summary and protocol synopsis"
+TABLE_IDS: tuple[str, ...] = (
+    "summary.protocol-synopsis",
+    "summary.study-facts-at-the-data-cut-off",
+)
 
 
 def summary_section(inputs: DsmbInputs) -> Section:
@@ -71,8 +80,8 @@ def summary_section(inputs: DsmbInputs) -> Section:
         "states what the data show; it makes no claim about any treatment.",
     )
     return Section(
-        id="summary",
-        title="Summary and protocol synopsis",
+        id=SECTION_ID,
+        title=TITLE,
         paragraphs=paragraphs,
         tables=(ReportTable("Protocol synopsis", synopsis), facts_table(inputs)),
     )
@@ -130,3 +139,6 @@ def facts_table(inputs: DsmbInputs) -> ReportTable:
         f"{_as_of_text(inputs)}). Definitions: see 'Definitions'."
         + (" –: no per-arm value." if arms else ""),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, summary_section)

@@ -18,10 +18,20 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
     Section,
+    SectionSpec,
     _codes,
     _fmt_num,
 )
 from studyman.reporting.sections.shared import _adverse_events_or_unavailable, _fmt_date
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "timeliness"
+TITLE = "SAE reporting timeliness"
+TABLE_IDS: tuple[str, ...] = (
+    "timeliness.reporting-clocks",
+    "timeliness.late-missing-or-undated-reports",
+)
 
 
 def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
@@ -39,7 +49,7 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
     """
     protocol = inputs.protocol
     ae_spec = protocol.adverse_events
-    events = _adverse_events_or_unavailable(inputs, "timeliness", "SAE reporting timeliness")
+    events = _adverse_events_or_unavailable(inputs, SECTION_ID, TITLE)
     if isinstance(events, Section):
         return events
     as_of = clock_reading_time(inputs.cutoff)
@@ -123,4 +133,7 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
     ]
     if late_rows:
         tables.append(ReportTable("Late, missing or undated reports", pd.DataFrame(late_rows)))
-    return Section(id="timeliness", title="SAE reporting timeliness", tables=tuple(tables))
+    return Section(id=SECTION_ID, title=TITLE, tables=tuple(tables))
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, reporting_timeliness_section)

@@ -1,4 +1,4 @@
-"""AESI: withdrawal (COWS)."""
+"""AESI: withdrawal (the protocol's withdrawal scale, COWS in the reference study)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,23 @@ from studyman.reporting.sections.base import (
     FigureData,
     ReportTable,
     Section,
+    SectionSpec,
     _does_not_apply,
     _group_table,
     _member,
     _pct,
+    _scale_label,
 )
 from studyman.reporting.sections.shared import _arm_column, _safety_form, _visit_labels
+
+#: The section's anchor, its heading and the ids of the tables it can show
+#: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
+SECTION_ID = "aesi-withdrawal"
+TITLE = "AESI: withdrawal"
+TABLE_IDS: tuple[str, ...] = (
+    "aesi-withdrawal.total-score-by-band",
+    "aesi-withdrawal.participants-at-or-above-the-aesi-threshold",
+)
 
 
 def _band_of(value: float, bands: Sequence[tuple[str, float, float]]) -> str:
@@ -29,12 +40,15 @@ def _band_of(value: float, bands: Sequence[tuple[str, float, float]]) -> str:
 
 
 def withdrawal_section(inputs: DsmbInputs) -> Section:
-    """AESI withdrawal: COWS totals by band at taper and follow-up."""
+    """AESI withdrawal: the withdrawal scale's totals by band at its visits (taper and follow-up);
+    "Does not apply" when the protocol declares no withdrawal scale."""
     protocol = inputs.protocol
     spec = protocol.withdrawal
     if spec is None:
-        return _does_not_apply("aesi-withdrawal", "AESI: withdrawal (COWS)", "withdrawal scale")
-    found = _safety_form(inputs, spec.instrument, "aesi-withdrawal", "AESI: withdrawal (COWS)")
+        return _does_not_apply(SECTION_ID, TITLE, "withdrawal scale")
+    scale = _scale_label(protocol, spec.instrument)
+    title = f"{TITLE} ({scale})"
+    found = _safety_form(inputs, spec.instrument, SECTION_ID, title)
     if isinstance(found, Section):
         return found
     frame, groups = found
@@ -73,24 +87,24 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
         {
             "Participant": high[_KEY].astype(str),
             "Visit": high[_EVENT].map(lambda e: labels.get(str(e), str(e))),
-            "COWS total": totals[high.index].map(lambda v: f"{v:g}"),
+            f"{scale} total": totals[high.index].map(lambda v: f"{v:g}"),
             "Band": totals[high.index].map(lambda v: _band_of(float(v), bands)),
         }
     )
     if inputs.closed:
         listing.insert(1, "Arm", _arm_column(inputs, high[_KEY]))
     return Section(
-        id="aesi-withdrawal",
-        title="AESI: withdrawal (COWS)",
+        id=SECTION_ID,
+        title=title,
         paragraphs=(
-            "COWS bands: "
+            f"{scale} bands: "
             + "; ".join(f"{name} {low:g}–{high:g}" for name, low, high in bands)
             + f". A total of {spec.aesi_threshold:g} or more is reviewed as a possible "
             "withdrawal AESI.",
         ),
         tables=(
             _group_table(
-                "COWS total by band",
+                "Total score by band",
                 rows,
                 "Visit: band",
                 groups,
@@ -98,15 +112,18 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
                 note="Percentages of participants assessed at the visit.",
             ),
             ReportTable(
-                f"Participants with a COWS total of {spec.aesi_threshold:g} or more",
+                "Participants at or above the AESI threshold",
                 listing.reset_index(drop=True),
             ),
         ),
         figures=(
             FigureData(
-                kind="cows",
-                title="COWS bands at taper and follow-up",
+                kind="withdrawal_bands",
+                title=f"{scale} bands at taper and follow-up",
                 data={"bars": pd.DataFrame(bars)},
             ),
         ),
     )
+
+
+SPEC = SectionSpec(SECTION_ID, TITLE, TABLE_IDS, withdrawal_section)
