@@ -1,0 +1,190 @@
+"""The generator serves any declared study: the second study (three arms, MADRS, no COWS).
+
+``protocols/cbt-madrs-3arm`` differs from the reference study in every REDCap name and in shape;
+the generator must take all of it from the protocol: names, scales, schedule, arms and ratios,
+and leave out what the study lacks.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from studyman.errors import ProtocolError
+from studyman.protocol import Protocol, load_protocol
+from studyman.synthetic import (
+    GeneratedTrial,
+    design_from_protocol,
+    generate_trial,
+    randomization_columns,
+)
+from studyman.validation import validate_study
+
+ROOT = Path(__file__).resolve().parents[2]
+SECOND = ROOT / "protocols" / "cbt-madrs-3arm"
+REFERENCE = ROOT / "protocols" / "cbt-adjunct"
+
+
+def _reference_names() -> set[str]:
+    names: set[str] = set()
+    with (REFERENCE / "redcap" / "data_dictionary.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            names.update((row["field_name"], row["form_name"]))
+    with (REFERENCE / "redcap" / "events.csv").open(newline="") as fh:
+        names.update(row["unique_event_name"] for row in csv.DictReader(fh))
+    return names
+
+
+@pytest.fixture(scope="module")
+def protocol() -> Protocol:
+    return load_protocol(SECOND / "protocol.yaml")
+
+
+@pytest.fixture(scope="module")
+def trial(protocol: Protocol) -> GeneratedTrial:
+    return generate_trial(protocol, n_participants=60, seed=11)
+
+
+def _base(trial: GeneratedTrial) -> pd.DataFrame:
+    r = trial.records
+    return r[r["redcap_repeat_instrument"] == ""]
+
+
+def test_every_column_event_and_form_is_the_second_studys_own(
+    trial: GeneratedTrial, protocol: Protocol
+) -> None:
+    design = design_from_protocol(protocol)
+    assert tuple(trial.records.columns) == design.flat_columns()
+    assert trial.records.columns[0] == "subject_id"
+    leaked = (
+        set(trial.records.columns)
+        | set(trial.records["redcap_event_name"])
+        | set(trial.records["redcap_repeat_instrument"])
+    ) & _reference_names()
+    assert not leaked
+    assert set(trial.records["redcap_event_name"]) <= set(protocol.event_names)
+    assert list(trial.randomization.columns) == randomization_columns(design)
+    assert list(trial.randomization.columns) == [
+        "subject_id",
+        "alloc_no",
+        "alloc_group",
+        "alloc_stratum",
+    ]
+    assert trial.records["subject_id"].str.fullmatch(r"(NTH|STH|EST)-\d{4}").all()
+
+
+def test_three_arms_are_allocated_one_to_one_to_one_in_every_stratum(
+    protocol: Protocol,
+) -> None:
+    trial = generate_trial(protocol, n_participants=180, seed=3)
+    rand = trial.randomization
+    assert set(rand["alloc_group"]) == {"1", "2", "3"}
+    # blocks of 3 or 6 hold each arm equally, so a stratum is off balance by at most one block
+    for _, group in rand.groupby("alloc_stratum"):
+        counts = group["alloc_group"].value_counts().reindex(["1", "2", "3"], fill_value=0)
+        assert counts.max() - counts.min() <= 2, counts.to_dict()
+    assert rand["alloc_stratum"].str.fullmatch(r"(NTH|STH|EST)/(moderate|severe)").all()
+
+
+def test_madrs_items_score_zero_to_six_and_add_up_to_the_total(trial: GeneratedTrial) -> None:
+    rows = _base(trial)
+    rows = rows[rows["madrs_total"] != ""]
+    assert len(rows) > 200
+    items = rows[[f"madrs_{i}" for i in range(1, 11)]].astype(int)
+    assert items.isin(range(7)).all().all()
+    assert (items.sum(axis=1) == rows["madrs_total"].astype(int)).all()
+    assert rows["madrs_total"].astype(int).between(0, 60).all()
+    # inclusion: MADRS 20 or more at screening for everyone randomised
+    randomised = set(trial.randomization["subject_id"])
+    screening = rows[
+        (rows["redcap_event_name"] == "screen_arm_1") & rows["subject_id"].isin(randomised)
+    ]
+    assert (screening["madrs_total"].astype(int) >= 20).all()
+    # the recorded stratum agrees with the baseline total (moderate 20-29, severe 30+)
+    base = rows[rows["redcap_event_name"] == "day_0_arm_1"].set_index("subject_id")
+    enrol = _base(trial)
+    enrol = enrol[enrol["strat_madrs"] != ""].set_index("subject_id")["strat_madrs"]
+    expected = (base["madrs_total"].astype(int) >= 30).map({True: "2", False: "1"})
+    assert (enrol.reindex(expected.index) == expected).all()
+
+
+def test_visits_follow_the_second_schedule_and_nothing_is_due_elsewhere(
+    trial: GeneratedTrial, protocol: Protocol
+) -> None:
+    rows = _base(trial)
+    rand = rows[rows["alloc_dt"] != ""].set_index("subject_id")["alloc_dt"]
+    for visit in protocol.scheduled_visits:
+        if visit.kind == "screening":
+            continue
+        at = rows[(rows["redcap_event_name"] == visit.event) & (rows["vis_dt"] != "")]
+        assert len(at) > 0, visit.event
+        assert visit.window is not None
+        days = (
+            pd.to_datetime(at["vis_dt"]) - pd.to_datetime(at["subject_id"].map(rand))
+        ).dt.days
+        assert days.between(visit.window.start, visit.window.end).all(), visit.event
+    # a form is saved only where the protocol schedules it
+    status = [c for c in trial.records.columns if c.endswith("_complete")]
+    for _, row in rows.iterrows():
+        due = set(protocol.visit(row["redcap_event_name"]).instruments)
+        saved = {c.removesuffix("_complete") for c in status if row[c] in ("1", "2")}
+        assert saved <= due, (row["redcap_event_name"], saved - due)
+
+
+def test_only_the_adjunct_arm_is_dosed_and_every_arm_has_cbt(trial: GeneratedTrial) -> None:
+    arm = trial.randomization.set_index("subject_id")["alloc_group"]
+    logs = trial.records
+    dosed = set(logs.loc[logs["redcap_repeat_instrument"] == "drug_log", "subject_id"])
+    assert dosed and {arm[s] for s in dosed} == {"1"}
+    treated = set(logs.loc[logs["redcap_repeat_instrument"] == "therapy_log", "subject_id"])
+    assert {arm[s] for s in treated} == {"1", "2", "3"}
+    sessions = logs.loc[logs["redcap_repeat_instrument"] == "therapy_log", "ther_session_num"]
+    assert sessions.astype(int).between(1, 8).all()
+
+
+def test_a_clean_second_study_raises_only_its_intended_review_signals(
+    trial: GeneratedTrial, protocol: Protocol, tmp_path: Path
+) -> None:
+    records = tmp_path / "records.csv"
+    trial.records.to_csv(records, index=False)
+    result = validate_study(protocol, records, tmp_path / "validation")
+    queries = pd.read_csv(tmp_path / "validation" / "queries.csv", comment="#", dtype=str)
+    assert result is not None
+    # Hy's-law-range cases (LIV-*) and reporting lapses (AE-CLOCK-*) are planted on purpose and
+    # review signals (outliers, large changes) are for review; no other query on clean data.
+    intended = queries["check_id"].str.match(r"^(LIV-|AE-CLOCK-)")
+    unexpected = queries[~intended & (queries["kind"] != "review_signal")]
+    assert unexpected.empty, unexpected[["check_id", "record_id", "field", "message"]]
+    assert (queries["check_id"] == "LIV-HYS").sum() == 2
+
+
+def test_planted_errors_of_the_second_study_are_found_by_validation(
+    protocol: Protocol, tmp_path: Path
+) -> None:
+    planted = generate_trial(protocol, n_participants=60, seed=11, plant_errors=True)
+    truth = planted.planted_errors
+    assert len(truth) >= 60
+    # every planted cell names a field of this study, never a reference name
+    assert not (set(truth["field"]) - {""}) & _reference_names()
+    records = tmp_path / "records.csv"
+    planted.records.to_csv(records, index=False)
+    validate_study(protocol, records, tmp_path / "validation")
+    queries = pd.read_csv(tmp_path / "validation" / "queries.csv", comment="#", dtype=str)
+    flagged = set(queries["record_id"])
+    # blinded run: errors only an unblinded reader can see (dosing in another arm) are left out
+    blinded = truth[truth["error_type"] != "adjunct_in_control_arm"]
+    found = blinded["record_id"].isin(flagged)
+    assert found.mean() >= 0.95, blinded.loc[~found, ["error_type", "record_id", "field"]]
+
+
+def test_a_primary_scale_without_scoring_is_one_clear_error(protocol: Protocol) -> None:
+    broken = protocol.model_copy(
+        update={
+            "scoring": tuple(s for s in protocol.scoring if s.instrument != "madrs"),
+        }
+    )
+    with pytest.raises(ProtocolError, match="madrs"):
+        generate_trial(broken, n_participants=10)
