@@ -12,7 +12,12 @@ import pytest
 
 from studyman.errors import ProtocolError
 from studyman.protocol import Protocol, load_protocol
-from studyman.synthetic import design_from_protocol, generate_trial, randomization_columns, write_trial
+from studyman.synthetic import (
+    design_from_protocol,
+    generate_trial,
+    randomization_columns,
+    write_trial,
+)
 
 STUDY = Path(__file__).resolve().parents[2] / "protocols" / "cbt-adjunct"
 
