@@ -784,9 +784,57 @@ def _endpoints(
     }
 
 
+#: The C-SSRS ideation questions 1 to 5, in the scale's own words.
+_CSSRS_IDEATION: tuple[str, ...] = (
+    r"wish to be dead",
+    r"non[\s-]*specific active suicidal thought",
+    r"any methods",
+    r"some intent",
+    r"with (a )?specific plan|plan and intent",
+)
+
+
+def _cssrs_forms(b: _Builder) -> list[str]:
+    """Forms named as the C-SSRS, or asking its first ideation question."""
+    named = b.forms_matching(r"c[\s-]*ssrs|columbia")
+    asking = [
+        i.instrument_name
+        for i in b.project.instruments
+        if any(
+            _yesno(f) and re.search(_CSSRS_IDEATION[0], f.field_label, re.IGNORECASE)
+            for f in b.on(i.instrument_name)
+        )
+    ]
+    return named + [form for form in asking if form not in named]
+
+
+def _ideation_fields(b: _Builder, form: str) -> list[str]:
+    """The five ideation questions: by the scale's words, else numbered 1. to 5."""
+    yesno = [f for f in b.on(form) if _yesno(f)]
+    by_words = []
+    for words in _CSSRS_IDEATION:
+        hit = next(
+            (
+                f
+                for f in yesno
+                if f.field_name not in by_words and re.search(words, f.field_label, re.IGNORECASE)
+            ),
+            None,
+        )
+        if hit is None:
+            break
+        by_words.append(hit.field_name)
+    if len(by_words) == len(_CSSRS_IDEATION):
+        return by_words
+    return [f.field_name for f in yesno if re.match(r"^\s*[1-5]\s*[.)]", f.field_label)]
+
+
 def _cssrs(b: _Builder) -> dict[str, Any] | str:
-    forms = b.forms_matching(r"c[\s-]*ssrs|columbia")
+    forms = _cssrs_forms(b)
     since = next((f for f in forms if re.search(r"since", b.form_label(f), re.I)), None)
+    if since is None and len(forms) == 2:
+        # The since-last-visit form is the one due at more events.
+        since = max(forms, key=lambda form: len(b.project.events_of(form)))
     screening = next((f for f in forms if f != since), None)
     if since is None or screening is None:
         return todo(
@@ -794,11 +842,7 @@ def _cssrs(b: _Builder) -> dict[str, Any] | str:
             "...); no C-SSRS forms (screening and since last visit) were recognised"
         )
     b.guesses.append(("cssrs", f"screening form {screening}, since-last-visit form {since}"))
-    ideation = [
-        f.field_name
-        for f in b.on(since)
-        if _yesno(f) and re.match(r"^\s*[1-5]\s*[.)]", f.field_label)
-    ]
+    ideation = _ideation_fields(b, since)
     behaviour = [
         f.field_name
         for f in b.on(since)

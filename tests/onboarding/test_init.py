@@ -234,6 +234,65 @@ def test_every_name_and_code_the_draft_fills_in_is_the_shipped_protocols(
     assert wrong == {}
 
 
+def _write_csv(path: Path, rows: list[list[str]]) -> Path:
+    path.write_text("\n".join(",".join(row) for row in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_the_cssrs_is_recognised_by_its_questions_in_a_project_that_does_not_name_it(
+    tmp_path: Path,
+) -> None:
+    questions = [
+        "Wish to be dead",
+        "Non-specific active suicidal thoughts",
+        "Active ideation with any methods without intent",
+        "Active ideation with some intent to act without a plan",
+        "Active ideation with specific plan and intent",
+    ]
+    header = ["field_name", "form_name", "section_header", "field_type", "field_label"]
+    rows = [header, ["pid", "intake", "", "text", "Participant"]]
+    for prefix, form in (("life", "risk_intake"), ("since", "risk_review")):
+        rows += [[f"{prefix}_q{i}", form, "", "yesno", q] for i, q in enumerate(questions, 1)]
+    rows += [
+        ["since_attempt", "risk_review", "", "yesno", "Actual attempt"],
+        ["since_harm", "risk_review", "", "yesno", "Non-suicidal self-injury"],
+        ["since_act", "risk_review", "", "yesno", "Safety action taken"],
+    ]
+    dictionary = _write_csv(tmp_path / "dd.csv", rows)
+    events = _write_csv(
+        tmp_path / "events.csv",
+        [
+            ["event_name", "arm_num", "unique_event_name"],
+            *[[f"Month {m}", "1", f"month_{m}_arm_1"] for m in (0, 1, 2)],
+        ],
+    )
+    mapping = _write_csv(
+        tmp_path / "mapping.csv",
+        [
+            ["arm_num", "unique_event_name", "form"],
+            ["1", "month_0_arm_1", "intake"],
+            ["1", "month_0_arm_1", "risk_intake"],
+            *[["1", f"month_{m}_arm_1", "risk_review"] for m in (1, 2)],
+        ],
+    )
+
+    def make(directory: Path) -> RedcapProject:
+        return write_exported_project_dir(
+            directory, dictionary=dictionary, events=events, mapping=mapping
+        )
+
+    result = init_protocol(tmp_path / "study", make, source="test")
+    cssrs = yaml.safe_load(result.protocol_file.read_text(encoding="utf-8"))["cssrs"]
+    assert cssrs["screening_form"] == "risk_intake"
+    assert cssrs["since_last_form"] == "risk_review"  # due at more events
+    assert cssrs["ideation_fields"] == [f"since_q{i}" for i in range(1, 6)]
+    assert cssrs["gate_fields"] == ["since_q1", "since_q2"]
+    assert cssrs["safety_action_required_ideation"] == ["since_q4", "since_q5"]
+    assert cssrs["behaviour_fields"] == ["since_attempt"]
+    assert cssrs["self_injury_field"] == "since_harm"
+    assert cssrs["safety_action_field"] == "since_act"
+
+
 def test_live_and_exported_paths_give_the_same_draft(tmp_path: Path) -> None:
     files = init_protocol(tmp_path / "files", _exported(REFERENCE / "redcap"), source="files")
     with EmulatorServer(REFERENCE / "redcap", tokens={TOKEN: "admin"}) as server:
