@@ -33,6 +33,11 @@ Definitions (stated in the same words by every report, from :func:`rule_texts`):
   form records it done, *missed* when the form records it not done, *overdue* when it is due and
   has no visit form; a visit whose window has not closed, of a participant still on study, is
   *not yet due* (the participant is ongoing, which is not missing data).
+* an adverse event is an *AESI* when the site recorded it as one of the protocol's adverse
+  events of special interest (the AESI field holds a declared AESI code).
+* a *potential Hy's law case* is a participant with a liver sample after screening in which the
+  larger transaminase is above its multiple of ULN and bilirubin above its multiple, with ALP
+  not above its multiple (the protocol's rule, one sample).
 * query age counts from the query's first opening to the run's *as of* time, never to the data
   cut-off (queries are raised after the cut), and is never negative.
 """
@@ -228,10 +233,10 @@ class StudyFacts:
         ``first_treatment``, ``last_treatment``, one boolean column per population
         (``population_<name>``), ``ds_status``, ``ds_label``, ``ds_date``, ``completed``,
         ``discontinued_study``, ``discontinued_due_to_ae``, ``discontinued_treatment``,
-        ``death``, ``death_date``, ``major_deviation``, ``arm`` (unblinded only).
+        ``death``, ``death_date``, ``major_deviation``, ``hys_law``, ``arm`` (unblinded only).
     adverse_events
         One row per adverse event: ``record_id``, ``instance``, ``start``, ``serious``, ``fatal``,
-        ``teae``.
+        ``aesi``, ``teae``.
     deviations
         One row per recorded deviation: ``record_id``, ``instance``, ``date``, ``category``,
         ``major``.
@@ -505,6 +510,36 @@ def _post_baseline(
     return set(rows[key].astype(str))
 
 
+def _hys_law_cases(protocol: Protocol, tables: Mapping[str, pd.DataFrame], key: str) -> set[str]:
+    """Participants with a liver sample after screening meeting the protocol's Hy's law rule."""
+    liver = protocol.liver
+    rule = liver.hys_law
+    frame = tables.get(liver.form)
+    tests = {test.id: test for test in liver.tests}
+    needed = [*rule.transaminases, rule.bilirubin, rule.alp]
+    if (
+        frame is None
+        or frame.empty
+        or any(name not in tests or tests[name].field not in frame.columns for name in needed)
+    ):
+        return set()
+    screening = {visit.event for visit in protocol.visits if visit.kind == "screening"}
+    if "redcap_event_name" in frame.columns:
+        frame = frame[~frame["redcap_event_name"].astype(str).isin(screening).to_numpy(bool)]
+
+    def ratio(name: str) -> pd.Series:
+        test = tests[name]
+        return pd.to_numeric(frame[test.field], errors="coerce").astype(float) / test.uln
+
+    transaminase = pd.concat([ratio(name) for name in rule.transaminases], axis=1).max(axis=1)
+    case = (
+        (transaminase > rule.transaminase_multiple)
+        & (ratio(rule.bilirubin) > rule.bilirubin_multiple)
+        & ~(ratio(rule.alp) > rule.alp_max_multiple)
+    )
+    return set(frame.loc[case.fillna(False).to_numpy(bool), key].astype(str))
+
+
 def _visit_status(
     protocol: Protocol,
     tables: Mapping[str, pd.DataFrame],
@@ -737,6 +772,7 @@ def derive_facts(
         deviations["major"] = deviations["major"].astype(bool)
     majors = set(deviations.loc[deviations["major"].astype(bool), "record_id"])
     subjects["major_deviation"] = index.isin(sorted(majors))
+    subjects["hys_law"] = index.isin(sorted(_hys_law_cases(protocol, tables, key)))
 
     # populations, as the plan defines them
     scale_cache: dict[str, set[str]] = {}
@@ -777,10 +813,18 @@ def derive_facts(
                 .to_numpy(bool)
                 if ae.outcome_field in frame.columns
                 else False,
+                "aesi": _codes(frame[ae.aesi_field])
+                .isin([str(a.code) for a in ae.aesi])
+                .fillna(False)
+                .to_numpy(bool)
+                if ae.aesi_field in frame.columns
+                else False,
             }
         )
     else:
-        events = pd.DataFrame(columns=["record_id", "instance", "start", "serious", "fatal"])
+        events = pd.DataFrame(
+            columns=["record_id", "instance", "start", "serious", "fatal", "aesi"]
+        )
     anchor_column = (
         "rand_date" if rules.treatment_emergent_from == "randomisation" else "first_treatment"
     )
