@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,33 @@ def test_a_wrong_mix_of_sources_is_one_line(
     assert err.startswith("error: protocol init:")
     assert "\n" not in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("data_dictionary.csv", lambda t: t.replace(",radio,", ",wheel,", 1)),
+        ("data_dictionary.csv", lambda t: "\ufffe" + t[:200]),
+        ("project.json", lambda t: t[: len(t) // 2]),
+        ("instrument_event_mapping.csv", lambda t: t + "1,week_99_arm_1,hamd17\n"),
+        ("repeating_instruments.csv", lambda t: t + "logs_arm_1,no_such_form,\n"),
+        ("dags.csv", lambda t: t.replace("data_access_group_name", "group")),
+    ],
+)
+def test_a_damaged_export_is_one_line_naming_the_given_file(
+    name: str,
+    damage: Callable[[str], str],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    export = tmp_path / "export"
+    shutil.copytree(REDCAP, export)
+    (export / name).write_text(damage((export / name).read_text(encoding="utf-8")), "utf-8")
+    options = [part.replace(str(REDCAP), str(export)) for part in _exported_options()]
+    out = tmp_path / "study"
+    assert _run(["protocol", "init", *options, "--out", str(out)]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith(f"error: {export / name}"), err
+    assert "\n" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
