@@ -45,6 +45,7 @@ from studyman.analysis.sap import (
     SafetyAssessmentAnalysis,
     TippingPointAnalysis,
 )
+from studyman.analysis.strata import pool_sites, site_levels
 from studyman.errors import AnalysisError, StudymanError
 
 __all__ = ["PlanNotRunnableError", "PlanRun", "blinded_review", "run_plan"]
@@ -93,6 +94,10 @@ class _Data:
         self.plan = plan
         self.adam = adam
         self.safety_data = safety
+        # Strata as randomised: the site levels by the plan's pooling rule, counted over the
+        # randomised participants (studyman.analysis.strata).
+        randomised = adam.adsl[adam.adsl["RANDFL"] == "Y"]
+        self.site_levels = site_levels(randomised["SITEID"], plan.site_pooling)
         self.arms = (plan.treatment.experimental, plan.treatment.reference)
 
     def members(self, population_id: str) -> pd.DataFrame:
@@ -137,7 +142,7 @@ class _Data:
                 "SUBJID": adsl["SUBJID"].astype(str).to_numpy(),
                 "ARM": adsl[arm_variable].astype(str).to_numpy(),
                 "STRATSEV": adsl["STRATSEV"].astype("string").to_numpy(),
-                "SITEID": adsl["SITEID"].astype("string").to_numpy(),
+                "SITEID": pool_sites(adsl["SITEID"], self.site_levels).to_numpy(),
             }
         )
         subjects["BASE"] = subjects["SUBJID"].map(base).astype(float)

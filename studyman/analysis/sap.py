@@ -46,6 +46,7 @@ __all__ = [
     "ResponderLogisticAnalysis",
     "ResponderRule",
     "SafetyAssessmentAnalysis",
+    "SitePooling",
     "SparseData",
     "TippingPointAnalysis",
     "Treatment",
@@ -567,6 +568,18 @@ Analysis = Annotated[
 ]
 
 
+class SitePooling(_Frozen):
+    """The prespecified pooling of small sites for the site covariate (strata as randomised).
+
+    Sites with fewer than ``min_participants`` randomised participants are pooled into one
+    level named ``pool_into``; when that level itself has fewer, it joins the smallest site
+    that has enough (:mod:`studyman.analysis.strata`).
+    """
+
+    min_participants: int = Field(ge=1)
+    pool_into: str = Field(default="POOLED", min_length=1)
+
+
 class SafetyRules(_Frozen):
     """Safety definitions every output uses (the facts layer, :mod:`studyman.facts`).
 
@@ -598,6 +611,7 @@ class AnalysisPlan(_Frozen):
     analyses: tuple[Analysis, ...] = Field(min_length=1)
     multiplicity: Multiplicity | None = None
     imputation_model: ImputationModel | None = None
+    site_pooling: SitePooling | None = None
 
     @model_validator(mode="after")
     def _interim_resolves(self) -> AnalysisPlan:

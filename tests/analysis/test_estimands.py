@@ -58,9 +58,9 @@ def test_the_imputation_model_is_declared_and_the_mi_analyses_must_follow_it(
 ) -> None:
     plan = load_sap(SAP).plan
     assert plan.imputation_model is not None
-    assert set(plan.imputation_model.variables) == {"BASE", "STRATSEV"}
+    assert set(plan.imputation_model.variables) == {"BASE", "STRATSEV", "SITEID"}
     path = _variant(
-        tmp_path, "  variables: [BASE, STRATSEV]", "  variables: [BASE, STRATSEV, SITEID]"
+        tmp_path, "  variables: [BASE, STRATSEV, SITEID]", "  variables: [BASE, STRATSEV]"
     )
     with pytest.raises(ProtocolError, match="differ from the declared imputation model") as caught:
         load_sap(path)
