@@ -250,6 +250,9 @@ class Enrolment(_Frozen):
     #: Race and ethnicity (NIH categories) on the same form, for the NIH inclusion table.
     race_field: str = "race"
     ethnicity_field: str = "ethnicity"
+    #: Further baseline characteristics the DSMB report shows (fields of the participant form:
+    #: categorical ones by their dictionary choices, numbers as mean and SD).
+    baseline_fields: tuple[str, ...] = ("prior_ad",)
 
 
 class Instrument(_Frozen):
