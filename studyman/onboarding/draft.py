@@ -272,7 +272,7 @@ def draft_protocol(project: RedcapProject) -> DraftProtocol:
     scales = _recognise_scales(b)
     events = _events(b)
     tree["arms"] = _arms(b)
-    tree["randomization"] = _randomization(b, tree["arms"])
+    tree["randomization"] = _randomization(b)
     tree["sites"] = _sites(b)
     tree["enrolment"] = {
         "target": todo("the number of participants to randomise"),
@@ -338,7 +338,7 @@ def draft_protocol(project: RedcapProject) -> DraftProtocol:
         "the expedited-reporting clocks (id, label, applies_to, recipient, limit_hours, "
         "report_field), e.g. SAE to the sponsor within 24 h; [] when there are none"
     )
-    tree["concomitant_medications"] = _conmeds(b, events)
+    tree["concomitant_medications"] = _conmeds(b)
     tree["blinding"] = _blinding(b, tree["arms"])
     tree["deviations"] = _deviations(b)
     tree["reporting"] = {
@@ -374,6 +374,13 @@ def _arms(b: _Builder) -> dict[str, Any]:
             ),
         }
     letters = string.ascii_uppercase
+    b.guesses.append(
+        (
+            "arms.items",
+            f"codes and names from the choices of {arm.field_name}; ratio 1 each, closed-report "
+            "codes A, B, ... in that order",
+        )
+    )
     reference = (
         {"reference": todo("the code of the reference arm (each other arm is compared with it)")}
         if _known(models.Arms, "reference")
@@ -395,7 +402,7 @@ def _arms(b: _Builder) -> dict[str, Any]:
     } | reference
 
 
-def _randomization(b: _Builder, arms: dict[str, Any]) -> dict[str, Any]:
+def _randomization(b: _Builder) -> dict[str, Any]:
     return {
         "method": todo("the randomisation method (e.g. stratified permuted blocks)"),
         "block_sizes": todo("the block sizes (a list of multiples of the allocation ratio sum)"),
@@ -426,7 +433,9 @@ def _randomization(b: _Builder, arms: dict[str, Any]) -> dict[str, Any]:
         "stratum_format": todo(
             "how a stratum is written, from the factors' ids (e.g. '{site}-{severity}')"
         ),
-        "stratification": [],
+        "stratification": todo(
+            "the stratification factors (id, label, source: site or score, ...); [] for none"
+        ),
     }
 
 
@@ -1126,7 +1135,7 @@ def _adverse_events(b: _Builder) -> dict[str, Any] | str:
     return result
 
 
-def _conmeds(b: _Builder, visits: list[dict[str, Any]]) -> dict[str, Any] | str:
+def _conmeds(b: _Builder) -> dict[str, Any] | str:
     form = b.form_of(
         "concomitant_medications.form",
         r"concomitant|con[\s_-]*meds?|medications?",
