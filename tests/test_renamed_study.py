@@ -174,6 +174,22 @@ def _run(run: Run, records: pd.DataFrame, randomization: pd.DataFrame, arm_key: 
         needs=("pull",),
     )
 
+    # the same list handed over as a table (the protocol's own columns), which does not go
+    # through the list file reader
+    run.stage(
+        "validate-unblinded-table",
+        lambda: (
+            validate_study(
+                protocol,
+                snapshot(),
+                out / "validate-unblinded-table",
+                randomization=randomization.astype(str),
+                at=AS_OF,
+            ).out_dir
+        ),
+        needs=("pull",),
+    )
+
     def analysis() -> Path:
         lock = out / "sap.lock.json"
         lock.write_bytes(run.sap.with_name("sap.lock.json").read_bytes())
@@ -413,10 +429,11 @@ def test_snapshot_tables_are_the_same_under_the_new_names(pair: Pair, stage: str
     )
 
 
+VALIDATIONS = ["validate-blinded", "validate-unblinded", "validate-unblinded-table"]
 _FINDING_KEYS = ["check_id", "severity", "site", "record_id", "event", "instrument", "instance"]
 
 
-@pytest.mark.parametrize("stage", ["validate-blinded", "validate-unblinded"])
+@pytest.mark.parametrize("stage", VALIDATIONS)
 def test_validation_raises_the_same_queries_under_the_new_names(pair: Pair, stage: str) -> None:
     _require(pair, stage)
     renaming = pair.renaming
@@ -437,7 +454,7 @@ def test_validation_raises_the_same_queries_under_the_new_names(pair: Pair, stag
     pd.testing.assert_frame_equal(renamed, original)
 
 
-@pytest.mark.parametrize("stage", ["validate-blinded", "validate-unblinded"])
+@pytest.mark.parametrize("stage", VALIDATIONS)
 def test_validation_writes_the_same_deviation_log(pair: Pair, stage: str) -> None:
     _require(pair, stage)
     original = pd.read_csv(
@@ -469,9 +486,7 @@ def _differences(original: Any, renamed: Any, where: str = "") -> list[str]:
     return [] if original == renamed else [f"{where}: {original!r} -> {renamed!r}"[:300]]
 
 
-@pytest.mark.parametrize(
-    "stage", ["validate-blinded", "validate-unblinded", "analyze", "dsmb-open", "dsmb-closed"]
-)
+@pytest.mark.parametrize("stage", [*VALIDATIONS, "analyze", "dsmb-open", "dsmb-closed"])
 def test_every_output_states_the_same_facts(pair: Pair, stage: str) -> None:
     _require(pair, stage)
     original = _facts(pair.original.outputs[stage])
