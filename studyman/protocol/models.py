@@ -428,6 +428,8 @@ class Disposition(_Frozen):
     status_field: str
     date_field: str
     death_date_field: str
+    #: The recorded cause of death (free text), listed with the deaths; None when not collected.
+    death_cause_field: str | None = "death_cause"
     codes: tuple[DispositionCode, ...] = Field(min_length=1)
     screen_fail_reasons: tuple[ScreenFailReason, ...] = ()
 
