@@ -70,3 +70,10 @@ def test_an_answer_may_replace_a_whole_todo_section_or_append_one_item() -> None
         "visits": [{"event": "a", "label": "A"}, {"event": "b"}],
     }
     assert find_decisions(done) == ()
+
+
+def test_answers_apply_to_a_copy_and_can_delete_a_key() -> None:
+    draft = {"study": {"id": f"{TODO_PREFIX} an id", "title": "T"}, "sites": [{"id": "A"}]}
+    done = apply_answers(draft, {"study.id": "X-1", "study.title": "~delete", "sites[1].id": "B"})
+    assert done == {"study": {"id": "X-1"}, "sites": [{"id": "A"}, {"id": "B"}]}
+    assert draft["study"]["id"].startswith(TODO_PREFIX)  # the draft itself is unchanged
