@@ -28,6 +28,7 @@ from studyman.reporting.sections import (
     discontinuations,
     efficacy,
     enrolment,
+    executive_summary,
     exposure,
     liver,
     retention,
@@ -71,6 +72,7 @@ __all__ = [
 #: Every section of the report, in its order: the spec (anchor, heading, table ids, builder)
 #: that each module of :mod:`studyman.reporting.sections` declares.
 SECTIONS: tuple[SectionSpec, ...] = (
+    executive_summary.SPEC,
     summary.SPEC,
     definitions.SPEC,
     status.SPEC,
