@@ -618,9 +618,13 @@ def cssrs_analysis(
             lambda v: CSSRS_CATEGORY_NAMES[int(v)] if v == v else not_assessed
         )
         table = pd.crosstab(before, after).reindex(index=names, columns=names, fill_value=0)
-        for name in names:
+        for i, name in enumerate(names):
             shift_rows.append(
-                {"arm": arm, "baseline": name, **{c: int(table.loc[name, c]) for c in names}}
+                {
+                    "arm": arm,
+                    "baseline": name,
+                    **{c: int(table.to_numpy()[i, j]) for j, c in enumerate(names)},
+                }
             )
     shift = pd.DataFrame(shift_rows)
     any_row = next(
@@ -854,7 +858,7 @@ def liver_analysis(
         {
             "summary": pd.DataFrame(summary_rows),
             **{
-                f"shift_{parameter.lower()}": part.reset_index(drop=True)
+                f"shift_{str(parameter).lower()}": part.reset_index(drop=True)
                 for parameter, part in pd.DataFrame(shift_rows).groupby("PARAMCD", sort=False)
             },
             "hys_law_cases": cases,

@@ -66,19 +66,20 @@ def site_levels(randomised_sites: pd.Series, pooling: SitePooling | None) -> dic
     pooling
         The plan's rule; None keeps every site as its own level.
     """
-    counts = randomised_sites.dropna().astype(str).value_counts()
-    levels = {site: site for site in counts.index}
+    values = randomised_sites.dropna().astype(str).value_counts()
+    counts = {str(site): int(n) for site, n in values.items()}
+    levels = {site: site for site in counts}
     if pooling is None:
         return levels
     small = sorted(site for site, n in counts.items() if n < pooling.min_participants)
     if not small:
         return levels
-    pooled_n = int(counts[small].sum())
+    pooled_n = sum(counts[site] for site in small)
     name = pooling.pool_into
-    large = counts[[site for site in counts.index if site not in small]]
-    if pooled_n < pooling.min_participants and len(large):
+    large = {site: n for site, n in counts.items() if site not in small}
+    if pooled_n < pooling.min_participants and large:
         # the smallest site that has enough (ties: the first by name)
-        smallest = sorted(large.index, key=lambda site: (int(large[site]), site))[0]
+        smallest = min(large, key=lambda site: (large[site], site))
         name = f"{smallest}+{pooling.pool_into}"
         levels[smallest] = name
     for site in small:
