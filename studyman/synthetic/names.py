@@ -360,7 +360,12 @@ def resolve_names(protocol: Protocol, fields: tuple[FieldSpec, ...]) -> StudyNam
     declared = {record_id, enrolment.screening_date_field, enrolment.consent_date_field}
     declared |= {name for name in (age, sex) if name}
     initials = _first(participant, types=("text",), validations=("",), exclude=declared)
-    prior = _first(participant, types=("yesno",), exclude=declared)
+    # prior treatment (drives stable-dose antidepressants): a yes/no baseline field the protocol
+    # declares, else the participant form's first yes/no field
+    baseline = [by_name[f] for f in enrolment.baseline_fields if f in by_name]
+    prior = _first(baseline, types=("yesno",)) or _first(
+        participant, types=("yesno",), exclude=declared
+    )
     other_choices = tuple(
         f.name
         for f in participant
@@ -483,7 +488,12 @@ def resolve_names(protocol: Protocol, fields: tuple[FieldSpec, ...]) -> StudyNam
         disposition.date_field,
         disposition.death_date_field,
     }
-    cause = _first(exit_fields, types=("text",), validations=("",), label=("cause",))
+    declared_cause = disposition.death_cause_field
+    cause = (
+        declared_cause
+        if declared_cause and declared_cause in by_name
+        else _first(exit_fields, types=("text",), validations=("",), label=("cause",))
+    )
     reason = _first(
         exit_fields,
         types=("text",),
