@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from studyman.errors import ProtocolError, SourceError
 from studyman.protocol.redcap_project import (
+    USER_COLUMNS,
     DataDictionary,
     RedcapProject,
     load_redcap_project,
@@ -239,6 +240,8 @@ def fetch_project_dir(
         "repeating forms", lambda p: p.export_repeating_instruments_events(format_type="json")
     )
     dags = optional("data access groups", lambda p: p.export_dags(format_type="json"))
+    # Users and their form rights, for the blinding checks: only with user-rights privilege.
+    users = optional("users", lambda p: p.export_users(format_type="json"))
 
     directory.mkdir(parents=True)
     dictionary = _dictionary_from_rows(metadata)
@@ -258,11 +261,25 @@ def fetch_project_dir(
     for name, rows in tables.items():
         if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
             write_bytes_atomic(directory / name, _csv_bytes(_LAYOUT[name], rows))
+    if isinstance(users, list) and users and all(isinstance(user, dict) for user in users):
+        write_bytes_atomic(
+            directory / "users.csv", _csv_bytes(USER_COLUMNS, (_user_row(u) for u in users))
+        )
     try:
         return load_redcap_project(directory)
     except ProtocolError as error:
         renamed = _renamed(error, directory, {})
         raise SourceError(f"the project's design does not read as REDCap's: {renamed}") from None
+
+
+def _user_row(user: Mapping[str, Any]) -> dict[str, Any]:
+    """A user of REDCap's user export as a row of ``users.csv`` (form rights as form:right)."""
+    row = dict(user)
+    for column in ("forms", "forms_export"):
+        rights = user.get(column)
+        if isinstance(rights, dict):
+            row[column] = ",".join(f"{form}:{right}" for form, right in rights.items())
+    return row
 
 
 def _dictionary_from_rows(rows: list[Any]) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from studyman.errors import ProtocolError, SourceError
 from studyman.onboarding import init_protocol
+from studyman.protocol import load_redcap_project
 from studyman.protocol.redcap_project import RedcapProject
 from studyman.sources.emulator import EmulatorServer
 
@@ -75,3 +76,26 @@ def test_the_token_is_in_no_file_init_writes(live: ProjectMaker, tmp_path: Path)
     for path in (tmp_path / "study").rglob("*"):
         if path.is_file():
             assert TOKEN.lower() not in path.read_text(encoding="utf-8").lower(), path
+
+
+def test_a_live_project_brings_its_users_and_rights_for_the_blinding_checks(
+    live: ProjectMaker, tmp_path: Path
+) -> None:
+    with EmulatorServer(REFERENCE / "redcap", tokens={TOKEN: "admin"}) as server:
+        result = init_protocol(tmp_path / "study", live(server.url), source="live")
+    read = load_redcap_project(result.directory / "redcap")
+    shipped = load_redcap_project(REFERENCE / "redcap")
+    assert read.users == shipped.users
+    assert read.dags == shipped.dags
+    assert read.repeating == shipped.repeating
+    assert read.dictionary.fields == shipped.dictionary.fields
+
+
+def test_a_token_without_user_rights_still_gets_a_draft_without_users(
+    live: ProjectMaker, tmp_path: Path
+) -> None:
+    # The statistician may export data but not manage users: REDCap refuses the users export.
+    with EmulatorServer(REFERENCE / "redcap", tokens={TOKEN: "statistician"}) as server:
+        result = init_protocol(tmp_path / "study", live(server.url), source="live")
+    assert not (result.directory / "redcap" / "users.csv").exists()
+    assert load_redcap_project(result.directory / "redcap").users == ()
