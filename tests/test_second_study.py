@@ -277,3 +277,36 @@ def test_the_closed_report_shows_the_three_arms(run: Run) -> None:
         assert shown == codes, shown
         html = "\n".join(p.read_text(encoding="utf-8") for p in folder.glob("*.html"))
         assert all(f"Arm {c}" in html or f">{c}<" in html for c in codes)
+
+
+def _named(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every (key, value) of the protocol whose key says it holds a field, form or event name."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _named(v, str(k))
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _named(item, key)
+    elif isinstance(node, str) and key.endswith(
+        ("field", "fields", "form", "forms", "event", "events", "instrument")
+    ):
+        yield key, node
+
+
+def test_every_name_the_protocol_gives_is_its_own_even_by_default() -> None:
+    # Optional protocol keys default to the reference study's names; a study that does not set
+    # one would silently point at a field it does not have. Every such name, set or defaulted,
+    # must be a name of this study's own REDCap project, and none the reference study's.
+    protocol = load_protocol(STUDY / "protocol.yaml")
+    reference = load_protocol(ROOT / "protocols" / "cbt-adjunct" / "protocol.yaml")
+    assert protocol.redcap is not None
+    assert reference.redcap is not None
+    own = {f.field_name for f in protocol.redcap.dictionary.fields}
+    own |= set(protocol.redcap.dictionary.forms) | set(protocol.redcap.event_names)
+    theirs = {f.field_name for f in reference.redcap.dictionary.fields}
+    theirs |= set(reference.redcap.dictionary.forms) | set(reference.redcap.event_names)
+    named = list(_named(protocol.model_dump(mode="python")))
+    assert len(named) > 100
+    unknown = sorted({(k, v) for k, v in named if v not in own})
+    assert not unknown
+    assert not {v for _, v in named} & theirs
