@@ -20,6 +20,7 @@ from typing import Any
 from studyman.facts import StudyFacts, cut_tables
 from studyman.reporting.sections import (
     adverse_events,
+    amendments,
     baseline,
     conmeds,
     data_quality,
@@ -30,18 +31,20 @@ from studyman.reporting.sections import (
     enrolment,
     executive_summary,
     exposure,
+    interim,
     liver,
+    recommendations,
     retention,
     screen_failures,
     serious_events,
     status,
     suicidality,
     summary,
+    timeline,
     timeliness,
     withdrawal,
 )
 from studyman.reporting.sections.base import (
-    _KEY,
     TOTAL,
     DsmbInputs,
     FigureData,
@@ -76,7 +79,10 @@ SECTIONS: tuple[SectionSpec, ...] = (
     summary.SPEC,
     definitions.SPEC,
     status.SPEC,
+    recommendations.SPEC,
+    amendments.SPEC,
     enrolment.SPEC,
+    timeline.SPEC,
     screen_failures.SPEC,
     baseline.SPEC,
     retention.SPEC,
@@ -92,6 +98,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     conmeds.SPEC,
     timeliness.SPEC,
     efficacy.SPEC,
+    interim.SPEC,
 )
 
 SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = tuple(
@@ -106,8 +113,8 @@ _HEADINGS: dict[str, tuple[str, str]] = {
 def _participant_ids(inputs: DsmbInputs) -> frozenset[str]:
     ids: set[str] = set()
     for frame in inputs.tables.values():
-        if _KEY in frame.columns:
-            ids.update(str(value) for value in frame[_KEY].dropna())
+        if inputs.key in frame.columns:
+            ids.update(str(value) for value in frame[inputs.key].dropna())
     return frozenset(ids)
 
 

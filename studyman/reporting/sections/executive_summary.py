@@ -20,7 +20,6 @@ from studyman.reporting.sections.base import (
     _denominators,
     _groups,
     _member,
-    _randomised,
 )
 
 #: The section's anchor, its heading and the ids of the tables it can show
@@ -61,6 +60,24 @@ def thresholds_text(lights: TrafficLights) -> str:
     )
 
 
+def randomised_ids(inputs: DsmbInputs) -> pd.Index:
+    """Record IDs of the randomised participants, from the facts."""
+    subjects = inputs.facts().subjects
+    return pd.Index(subjects.index[subjects["randomised"].to_numpy(bool)].astype(str))
+
+
+def safety_ids(inputs: DsmbInputs) -> pd.Index:
+    """Record IDs of the safety population as the rules define it, from the facts (randomised
+    and treated when the rules declare no safety population)."""
+    subjects = inputs.facts().subjects
+    rule = inputs.rules.population("safety")
+    if rule is not None:
+        mask = subjects[f"population_{rule.name}"].to_numpy(bool)
+    else:
+        mask = (subjects["randomised"] & subjects["treated"]).to_numpy(bool)
+    return pd.Index(subjects.index[mask].astype(str))
+
+
 def _at_least(value: float, amber: float, red: float) -> str:
     """Green at or above *amber*, amber at or above *red*, else red (higher is better)."""
     if value >= amber:
@@ -82,7 +99,7 @@ def _signals(inputs: DsmbInputs) -> _Signals:
     events = facts.adverse_events
     teae = events[events["teae"].astype(bool).to_numpy()]
     subjects = facts.subjects
-    safety = inputs.subjects()["safety"].reindex(subjects.index.astype(str)).to_numpy(bool)
+    safety = _member(subjects.index, safety_ids(inputs))
     return _Signals(
         serious=pd.Index(teae.loc[teae["serious"].astype(bool).to_numpy(), "record_id"].unique()),
         deaths=subjects.index[subjects["death"].to_numpy(bool)],
@@ -166,7 +183,7 @@ def executive_summary_section(inputs: DsmbInputs) -> Section:
         ],
     ]
     traffic = pd.DataFrame(rows, columns=["Domain", "At the data cut-off", "Status"])
-    groups = _groups(inputs, _randomised(inputs))
+    groups = _groups(inputs, randomised_ids(inputs))
 
     def among(found: pd.Index) -> Callable[[pd.Index], int]:
         return lambda ids: int(_member(ids, found).sum())
