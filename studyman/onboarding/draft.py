@@ -1191,15 +1191,27 @@ def _blinding(b: _Builder, arms: dict[str, Any]) -> dict[str, Any]:
     for form in b.forms_matching(r"unblind"):
         if form not in forms:
             forms.append(form)
-    if forms:
-        b.guesses.append(("blinding.unblinded_forms", ", ".join(forms)))
-    return {
+    blinding: dict[str, Any] = {
         "unblinded_forms": forms
         or todo("the forms that reveal allocation (the randomisation form, dosing, ...)"),
         "reasons": {
             form: todo(f"why {form!r} reveals allocation, in one sentence") for form in forms
         },
     }
+    if forms:
+        b.guesses.append(("blinding.unblinded_forms", ", ".join(forms)))
+        # Who may see the allocation today: the users REDCap lets open or export those forms.
+        unblinded = [
+            user.username
+            for user in b.project.users
+            if any(user.can_view(form) or user.can_export(form) for form in forms)
+        ]
+        if unblinded:
+            b.guesses.append(
+                ("blinding.unblinded_users", "users with REDCap rights on the unblinded forms")
+            )
+            blinding["unblinded_users"] = unblinded
+    return blinding
 
 
 def _deviations(b: _Builder) -> dict[str, Any] | str:

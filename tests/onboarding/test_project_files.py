@@ -31,7 +31,9 @@ def _body(path: Path) -> str:
 def test_live_and_exported_paths_give_the_same_draft(
     live: ProjectMaker, exported: ProjectMaker, tmp_path: Path
 ) -> None:
-    files = init_protocol(tmp_path / "files", exported(REFERENCE / "redcap"), source="files")
+    files = init_protocol(
+        tmp_path / "files", exported(REFERENCE / "redcap", users=True), source="files"
+    )
     with EmulatorServer(REFERENCE / "redcap", tokens={TOKEN: "admin"}) as server:
         read = init_protocol(tmp_path / "live", live(server.url), source="live")
     assert _body(read.protocol_file) == _body(files.protocol_file)
