@@ -20,7 +20,6 @@ from typing import Any
 from studyman.facts import StudyFacts, cut_tables
 from studyman.reporting.sections import (
     adverse_events,
-    amendments,
     baseline,
     conmeds,
     data_quality,
@@ -31,9 +30,7 @@ from studyman.reporting.sections import (
     enrolment,
     executive_summary,
     exposure,
-    interim,
     liver,
-    recommendations,
     retention,
     screen_failures,
     serious_events,
@@ -45,6 +42,7 @@ from studyman.reporting.sections import (
     withdrawal,
 )
 from studyman.reporting.sections.base import (
+    _KEY,
     TOTAL,
     DsmbInputs,
     FigureData,
@@ -79,8 +77,6 @@ SECTIONS: tuple[SectionSpec, ...] = (
     summary.SPEC,
     definitions.SPEC,
     status.SPEC,
-    recommendations.SPEC,
-    amendments.SPEC,
     enrolment.SPEC,
     timeline.SPEC,
     screen_failures.SPEC,
@@ -98,7 +94,6 @@ SECTIONS: tuple[SectionSpec, ...] = (
     conmeds.SPEC,
     timeliness.SPEC,
     efficacy.SPEC,
-    interim.SPEC,
 )
 
 SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = tuple(
@@ -113,8 +108,8 @@ _HEADINGS: dict[str, tuple[str, str]] = {
 def _participant_ids(inputs: DsmbInputs) -> frozenset[str]:
     ids: set[str] = set()
     for frame in inputs.tables.values():
-        if inputs.key in frame.columns:
-            ids.update(str(value) for value in frame[inputs.key].dropna())
+        if _KEY in frame.columns:
+            ids.update(str(value) for value in frame[_KEY].dropna())
     return frozenset(ids)
 
 
