@@ -237,8 +237,7 @@ def analyze(
     blinded = randomization is None
     tables, metadata, snapshot_sha256 = _snapshot_tables(snapshot, protocol if blinded else None)
     check_plan_arms(loaded, protocol)
-    arms = dict(choice_labels(metadata).get(protocol.arms.field, {}))
-    arms = arms or {str(arm.code): arm.name for arm in protocol.arms.items}
+    arms = {str(arm.code): arm.name for arm in protocol.arms.items}
     random_list = (
         None if randomization is None else read_randomization(randomization, arms, protocol)
     )

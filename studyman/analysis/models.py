@@ -88,6 +88,33 @@ class AnalysisOutcome:
     #: Where the analysis could not be run as the plan wrote it (a covariate with one level
     #: left out, a planned visit without data); each becomes a warning of the run.
     deviations: tuple[str, ...] = ()
+    #: The comparison of arms this outcome estimates (``"A vs B"``: experimental vs
+    #: reference); empty for an outcome that compares no arms.
+    comparison: str = ""
+    #: The arms of that comparison: (experimental, reference).
+    arms: tuple[str, ...] = ()
+    #: With more than one comparison (a plan with several experimental arms): one outcome per
+    #: comparison, in the plan's order. This outcome then has their tables stacked (told apart
+    #: by their ``comparison`` column) and no headline of its own.
+    comparisons: tuple[AnalysisOutcome, ...] = ()
+
+    @property
+    def parts(self) -> tuple[AnalysisOutcome, ...]:
+        """The outcome of each comparison (this outcome alone when it has one comparison)."""
+        return self.comparisons or (self,)
+
+    def part(self, experimental: str) -> AnalysisOutcome:
+        """The outcome of the comparison of arm *experimental* with the reference.
+
+        Raises
+        ------
+        KeyError
+            No comparison of *experimental*.
+        """
+        for part in self.parts:
+            if part.arms[:1] == (experimental,):
+                return part
+        raise KeyError(experimental)
 
 
 def _usable_covariates(frame: pd.DataFrame, covariates: Sequence[str]) -> tuple[list[str], str]:

@@ -59,6 +59,23 @@ def is_significant(
     return directional_p_value(headline, sidedness, benefit or "lower") < alpha
 
 
+def _tested(outcome: AnalysisOutcome, comparison: str | None) -> AnalysisOutcome:
+    """The part of *outcome* a hypothesis tests: its comparison's (the only one by default)."""
+    if comparison is None or not outcome.comparisons:
+        return outcome
+    try:
+        return outcome.part(comparison)
+    except KeyError:
+        return AnalysisOutcome(
+            id=outcome.id,
+            kind=outcome.kind,
+            role=outcome.role,
+            label=outcome.label,
+            status="failed",
+            message=f"no comparison of arm {comparison!r}",
+        )
+
+
 def multiplicity_outcome(
     plan: AnalysisPlan, outcomes: Mapping[str, AnalysisOutcome]
 ) -> AnalysisOutcome | None:
@@ -100,7 +117,7 @@ def multiplicity_outcome(
     rows = []
     p_values = []
     for hypothesis in multiplicity.hypotheses:
-        outcome = outcomes[hypothesis.analysis]
+        outcome = _tested(outcomes[hypothesis.analysis], hypothesis.comparison)
         headline = outcome.headline if outcome.status == "ok" else None
         p = (
             1.0
@@ -112,6 +129,7 @@ def multiplicity_outcome(
             {
                 "hypothesis": hypothesis.id,
                 "analysis": hypothesis.analysis,
+                "comparison": outcome.comparison,
                 "label": hypothesis.label or outcome.label,
                 "benefit": hypothesis.benefit,
                 "analysis_status": outcome.status,
@@ -126,7 +144,7 @@ def multiplicity_outcome(
     graph = multiplicity.graph()
     result = graph_test(graph, p_values, multiplicity.alpha)
     table = pd.DataFrame(rows)
-    table.insert(4, "initial_weight", list(graph.weights))
+    table.insert(5, "initial_weight", list(graph.weights))
     table["adjusted_p_value"] = list(result.adjusted_p_values)
     table["rejected"] = list(result.rejected)
     step_of = {step.rejected: step.step for step in result.steps}
@@ -150,7 +168,11 @@ def multiplicity_outcome(
         ],
         columns=["step", "rejected", "p_value", "local_alpha", "weights_after"],
     )
-    failed = [h.analysis for h in multiplicity.hypotheses if outcomes[h.analysis].status != "ok"]
+    failed = [
+        h.analysis + (f" ({h.comparison})" if h.comparison else "")
+        for h in multiplicity.hypotheses
+        if _tested(outcomes[h.analysis], h.comparison).status != "ok"
+    ]
     message = (
         f"without a result (p taken as 1, never rejected): {', '.join(failed)}" if failed else ""
     )

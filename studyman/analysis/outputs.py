@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.analysis.adam import AdamDatasets
-from studyman.analysis.models import AnalysisOutcome
+from studyman.analysis.models import AnalysisOutcome, Headline
 from studyman.analysis.report_notes import notices_html, plan_text_html
 from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
@@ -32,7 +32,7 @@ from studyman.sources.snapshot import parquet_bytes
 
 __all__ = ["write_outputs"]
 
-_ARM_COLOURS = ("#1b6ca8", "#d1495b")
+_ARM_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d4b", "#8d5fb0", "#e08a1e", "#555555")
 
 
 def _plain(value: Any) -> Any:
@@ -113,9 +113,21 @@ class _Writer:
         self.bytes(relative, _json_bytes(value))
 
 
-def _outcome_document(outcome: AnalysisOutcome, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    headline = outcome.headline
+def _headline_document(headline: Headline | None) -> dict[str, Any] | None:
+    if headline is None:
+        return None
     return {
+        "measure": headline.measure,
+        "estimate": headline.estimate,
+        "ci_lower": headline.ci_lower,
+        "ci_upper": headline.ci_upper,
+        "p_value": headline.p_value,
+        "null_value": headline.null_value,
+    }
+
+
+def _outcome_document(outcome: AnalysisOutcome, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "provenance": provenance,
         "id": outcome.id,
         "kind": outcome.kind,
@@ -123,41 +135,47 @@ def _outcome_document(outcome: AnalysisOutcome, provenance: Mapping[str, Any]) -
         "label": outcome.label,
         "status": outcome.status,
         "message": outcome.message,
-        "headline": None
-        if headline is None
-        else {
-            "measure": headline.measure,
-            "estimate": headline.estimate,
-            "ci_lower": headline.ci_lower,
-            "ci_upper": headline.ci_upper,
-            "p_value": headline.p_value,
-            "null_value": headline.null_value,
-        },
+        "comparison": outcome.comparison,
+        "headline": _headline_document(outcome.headline),
         "details": outcome.details,
         "tables": {name: _records(frame) for name, frame in outcome.tables.items()},
     }
+    if outcome.comparisons:
+        document["comparisons"] = [
+            {
+                "comparison": part.comparison,
+                "status": part.status,
+                "message": part.message,
+                "headline": _headline_document(part.headline),
+            }
+            for part in outcome.comparisons
+        ]
+    return document
 
 
 def _summary(run: PlanRun) -> pd.DataFrame:
+    """One row per analysis and comparison (the comparison of arms it estimates)."""
     rows = []
-    for outcome in run.outcomes:
-        headline = outcome.headline
-        rows.append(
-            {
-                "analysis": outcome.id,
-                "role": outcome.role,
-                "kind": outcome.kind,
-                "status": outcome.status,
-                "measure": headline.measure if headline else "",
-                "estimate": headline.estimate if headline else math.nan,
-                "ci_lower": headline.ci_lower if headline else math.nan,
-                "ci_upper": headline.ci_upper if headline else math.nan,
-                "p_value": headline.p_value
-                if headline and headline.p_value is not None
-                else math.nan,
-                "message": outcome.message,
-            }
-        )
+    for whole in run.outcomes:
+        for outcome in whole.parts:
+            headline = outcome.headline
+            rows.append(
+                {
+                    "analysis": whole.id,
+                    "comparison": outcome.comparison,
+                    "role": outcome.role,
+                    "kind": outcome.kind,
+                    "status": outcome.status,
+                    "measure": headline.measure if headline else "",
+                    "estimate": headline.estimate if headline else math.nan,
+                    "ci_lower": headline.ci_lower if headline else math.nan,
+                    "ci_upper": headline.ci_upper if headline else math.nan,
+                    "p_value": headline.p_value
+                    if headline and headline.p_value is not None
+                    else math.nan,
+                    "message": outcome.message,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -185,7 +203,7 @@ def _svg_bytes(figure: Any, provenance: Mapping[str, Any], title: str) -> bytes:
 def _mean_change_figure(adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str]) -> Any:
     from matplotlib.figure import Figure
 
-    parameters = [p for p in ("HAMD17", "PHQ9", "GAD7") if (adqs["PARAMCD"] == p).any()]
+    parameters = [str(p) for p in adqs["PARAMCD"].dropna().unique()]
     figure = Figure(figsize=(4.2 * max(1, len(parameters)), 3.6))
     axes = figure.subplots(1, max(1, len(parameters)), squeeze=False)[0]
     rows = adqs[(adqs["ANL01FL"] == "Y") | (adqs["ABLFL"] == "Y")].copy()
@@ -212,7 +230,7 @@ def _mean_change_figure(adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str]) -
                 yerr=half,
                 marker="o",
                 capsize=3,
-                color=_ARM_COLOURS[index % 2] if by_arm else "#444444",
+                color=_ARM_COLOURS[index % len(_ARM_COLOURS)] if by_arm else "#444444",
                 label=name,
             )
         axis.axhline(0, color="#999999", linewidth=0.8)
@@ -228,7 +246,13 @@ def _mean_change_figure(adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str]) -
 def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
     from matplotlib.figure import Figure
 
-    with_headline = [o for o in outcomes if o.headline is not None and o.status == "ok"]
+    several = any(o.comparisons for o in outcomes)
+    with_headline = [
+        part
+        for outcome in outcomes
+        for part in outcome.parts
+        if part.headline is not None and part.status == "ok"
+    ]
     differences = [o for o in with_headline if o.headline and o.headline.null_value == 0.0]
     ratios = [o for o in with_headline if o.headline and o.headline.null_value == 1.0]
     differences = [o for o in differences if not o.kind.startswith("ae_")]
@@ -247,7 +271,8 @@ def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
             )
             axis.plot([headline.ci_lower, headline.ci_upper], [position, position], color=colour)
             axis.plot([headline.estimate], [position], "s", color=colour)
-        axis.set_yticks(range(len(items)), [o.id for o in reversed(items)], fontsize=8)
+        names = [f"{o.id} ({o.arms[0]})" if several and o.arms else o.id for o in items]
+        axis.set_yticks(range(len(items)), list(reversed(names)), fontsize=8)
         axis.axvline(1.0 if log else 0.0, color="#999999", linestyle="--", linewidth=0.8)
         if log:
             axis.set_xscale("log")
@@ -261,8 +286,42 @@ def _ae_dot_figure(incidence: pd.DataFrame, arms: Sequence[str] | None) -> Any:
     from matplotlib.figure import Figure
 
     terms = incidence[incidence["AEDECOD"] != "ANY"].copy()
+    comparisons: list[str] = []
+    if arms and "comparison" in terms.columns:
+        comparisons = list(dict.fromkeys(terms["comparison"].astype(str)))
+    if len(comparisons) > 1:
+        # one row per term: every arm's percentage, the risk difference of each comparison
+        key = ["AESOC", "AEDECOD"]
+        merged = terms[key].drop_duplicates().reset_index(drop=True)
+        for label in comparisons:
+            part = terms[terms["comparison"] == label]
+            experimental = label.split(" vs ")[0]
+            percentages = [c for c in part.columns if str(c).startswith("pct_")]
+            merged = merged.merge(
+                part[[*key, *percentages]].rename(columns={c: f"{c}@{label}" for c in percentages}),
+                on=key,
+                how="left",
+            )
+            for arm in arms or ():
+                column = f"pct_{arm}@{label}"
+                if column in merged.columns:
+                    merged[f"pct_{arm}"] = merged.get(f"pct_{arm}", merged[column]).fillna(
+                        merged[column]
+                    )
+            diffs = part[[*key, "risk_difference", "rd_ci_lower", "rd_ci_upper"]]
+            merged = merged.merge(
+                diffs.rename(
+                    columns={
+                        c: f"{c}@{experimental}"
+                        for c in ("risk_difference", "rd_ci_lower", "rd_ci_upper")
+                    }
+                ),
+                on=key,
+                how="left",
+            )
+        terms = merged
     if arms:
-        terms["total"] = sum(terms[f"pct_{arm}"] for arm in arms)
+        terms["total"] = sum(terms[f"pct_{arm}"].fillna(0) for arm in arms)
     else:
         terms["total"] = terms["percent_of_safety"]
     terms = terms.sort_values(["total", "AEDECOD"], ascending=[True, False]).tail(20)
@@ -273,19 +332,28 @@ def _ae_dot_figure(incidence: pd.DataFrame, arms: Sequence[str] | None) -> Any:
     positions = list(range(len(terms)))
     if arms:
         for index, arm in enumerate(arms):
-            axes[0].plot(terms[f"pct_{arm}"], positions, "o", color=_ARM_COLOURS[index], label=arm)
+            colour = _ARM_COLOURS[index % len(_ARM_COLOURS)]
+            axes[0].plot(terms[f"pct_{arm}"], positions, "o", color=colour, label=arm)
         axes[0].legend(fontsize=8, loc="lower right")
-        axes[1].errorbar(
-            terms["risk_difference"] * 100,
-            positions,
-            xerr=[
-                (terms["risk_difference"] - terms["rd_ci_lower"]) * 100,
-                (terms["rd_ci_upper"] - terms["risk_difference"]) * 100,
-            ],
-            fmt="o",
-            color="#333333",
-            capsize=2,
-        )
+        experimental = [label.split(" vs ")[0] for label in comparisons] if comparisons else []
+        suffixes = [f"@{arm}" for arm in experimental] if len(comparisons) > 1 else [""]
+        for index, suffix in enumerate(suffixes):
+            difference = terms[f"risk_difference{suffix}"]
+            shift = (index - (len(suffixes) - 1) / 2) * 0.2
+            axes[1].errorbar(
+                difference * 100,
+                [p + shift for p in positions],
+                xerr=[
+                    (difference - terms[f"rd_ci_lower{suffix}"]) * 100,
+                    (terms[f"rd_ci_upper{suffix}"] - difference) * 100,
+                ],
+                fmt="o",
+                color="#333333" if not suffix else _ARM_COLOURS[index % len(_ARM_COLOURS)],
+                capsize=2,
+                label=f"{suffix[1:]} vs reference" if suffix else None,
+            )
+        if len(suffixes) > 1:
+            axes[1].legend(fontsize=8, loc="lower right")
         axes[1].axvline(0, color="#999999", linestyle="--", linewidth=0.8)
         axes[1].set_xlabel("Risk difference, % (Newcombe 95 % CI)")
     else:
@@ -435,11 +503,14 @@ def _report_html(
                 + (f"; {html.escape(outcome.message)}" if outcome.message else "")
                 + "</p>"
             )
-            if outcome.headline is not None:
-                h = outcome.headline
+            for part in outcome.parts:
+                if part.headline is None:
+                    continue
+                h = part.headline
                 p_text = "" if h.p_value is None else f", p = {h.p_value:.4g}"
+                versus = f"{html.escape(part.comparison)}: " if part.comparison else ""
                 parts.append(
-                    f"<p><strong>{html.escape(h.measure)}</strong>: {h.estimate:.4g} "
+                    f"<p>{versus}<strong>{html.escape(h.measure)}</strong>: {h.estimate:.4g} "
                     f"(95 % CI {h.ci_lower:.4g} to {h.ci_upper:.4g}){p_text}</p>"
                 )
             if outcome.details:
@@ -517,7 +588,7 @@ def write_outputs(
             writer.csv(f"results/{outcome.id}__{name}.csv", frame)
     for name, frame in run.review.items():
         writer.csv(f"review/{name}.csv", frame)
-    arms = (plan.treatment.experimental, plan.treatment.reference)
+    arms = plan.treatment.arms
     figures: dict[str, bytes] = {}
     figures["mean_change.svg"] = _svg_bytes(
         _mean_change_figure(adam.adqs, not run.blinded, arms),
@@ -525,7 +596,7 @@ def write_outputs(
         "Mean change from baseline",
     )
     if not run.blinded:
-        if any(o.headline is not None and o.status == "ok" for o in run.outcomes):
+        if any(p.headline is not None and p.status == "ok" for o in run.outcomes for p in o.parts):
             figures["forest.svg"] = _svg_bytes(
                 _forest_figure(run.outcomes), provenance, "Forest plot"
             )

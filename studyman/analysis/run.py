@@ -4,6 +4,12 @@ A failing analysis (unusable data, an empty population, a model that no prespeci
 fits) is reported for that analysis alone; the others still run. Without the randomisation list
 every analysis that compares arms is refused and a pooled, blinded data review is produced
 instead.
+
+Comparisons: each experimental arm of the plan is compared with the reference arm
+(:attr:`~studyman.analysis.sap.Treatment.comparisons`). Each comparison is its own analysis of
+the participants of its two arms (pairwise), so that with two arms the result is exactly the
+two-arm analysis; every table carries a ``comparison`` column (``"A vs B"``), and with several
+comparisons the outcome holds one part per comparison (:attr:`AnalysisOutcome.parts`).
 """
 
 from __future__ import annotations
@@ -48,7 +54,15 @@ from studyman.analysis.sap import (
 from studyman.analysis.strata import pool_sites, site_levels
 from studyman.errors import AnalysisError, StudymanError
 
-__all__ = ["PlanNotRunnableError", "PlanRun", "blinded_review", "run_plan"]
+__all__ = [
+    "PlanNotRunnableError",
+    "PlanRun",
+    "blinded_review",
+    "combine_comparisons",
+    "comparison_label",
+    "run_plan",
+    "with_comparison",
+]
 
 
 @dataclass(frozen=True)
@@ -86,10 +100,14 @@ def _missing_visits(analysis: Analysis, plan: AnalysisPlan, visits: list[int]) -
 
 
 class _Data:
-    """Frames of one plan run, built on demand."""
+    """Frames of one comparison of a plan run (experimental, reference), built on demand."""
 
     def __init__(
-        self, plan: AnalysisPlan, adam: AdamDatasets, safety: SafetyData | None = None
+        self,
+        plan: AnalysisPlan,
+        adam: AdamDatasets,
+        safety: SafetyData | None = None,
+        arms: tuple[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self.adam = adam
@@ -98,7 +116,7 @@ class _Data:
         # randomised participants (studyman.analysis.strata).
         randomised = adam.adsl[adam.adsl["RANDFL"] == "Y"]
         self.site_levels = site_levels(randomised["SITEID"], plan.site_pooling)
-        self.arms = (plan.treatment.experimental, plan.treatment.reference)
+        self.arms = arms if arms is not None else plan.treatment.comparisons[0]
 
     def members(self, population_id: str) -> pd.DataFrame:
         population = self.plan.populations[population_id]
@@ -164,7 +182,11 @@ class _Data:
         safety = adsl[["SUBJID", "TRTSDT", "EXPDAYS"]].assign(
             ARM=adsl["TRT01A"].astype(str).astype(arm_type)
         )
-        adae = self.adam.adae.assign(ARM=lambda f: f["TRT01A"].astype(str).astype(arm_type))
+        # events of the comparison's arms (and of participants without an arm, as before)
+        adae = self.adam.adae
+        other_arm = adae["TRT01A"].notna() & ~adae["TRT01A"].isin(self.arms)
+        adae = adae[~other_arm.fillna(False).to_numpy(bool)]
+        adae = adae.assign(ARM=lambda f: f["TRT01A"].astype(str).astype(arm_type))
         return adae, safety.reset_index(drop=True)
 
 
@@ -387,28 +409,34 @@ def run_plan(
                 ),
             )
         return PlanRun(outcomes=refused, blinded=True, review=blinded_review(plan, adam))
-    # Two phases, both on the executor: the analyses without imputation run as one task each;
-    # then each imputation analysis spreads its chains over the workers. Every task is
-    # deterministic, so the outcomes do not depend on the executor.
+    # Two phases, both on the executor: the analyses without imputation run as one task each
+    # (per comparison); then each imputation analysis spreads its chains over the workers.
+    # Every task is deterministic, so the outcomes do not depend on the executor.
     imputing = (MultipleImputationAnalysis, TippingPointAnalysis)
-    data = _Data(plan, adam, safety)
-    done: dict[str, AnalysisOutcome] = {}
+    comparisons = plan.treatment.comparisons
+    several = len(comparisons) > 1
+    done: dict[tuple[str, tuple[str, str]], AnalysisOutcome] = {}
     prepared: list[_Prepared] = []
     warnings: list[str] = []
-    for analysis in plan.analyses:
-        try:
-            prepared.append(_prepare(analysis, data, plan))
-        except _EXPECTED as error:
-            done[analysis.id] = _failure(analysis, error)
-            if isinstance(error, PlanNotRunnableError):
-                warnings.append(f"{analysis.id}: not run: {error}")
+    for arms in comparisons:
+        data = _Data(plan, adam, safety, arms)
+        where = f" ({comparison_label(arms)})" if several else ""
+        for analysis in plan.analyses:
+            try:
+                prepared.append(_prepare(analysis, data, plan))
+            except _EXPECTED as error:
+                done[analysis.id, arms] = _failure(analysis, error)
+                if isinstance(error, PlanNotRunnableError):
+                    warnings.append(f"{analysis.id}{where}: not run: {error}")
     single = [p for p in prepared if not isinstance(p.analysis, imputing)]
-    done.update((outcome.id, outcome) for outcome in runner.map(_execute, single))
+    for item, outcome in zip(single, runner.map(_execute, single), strict=True):
+        done[item.analysis.id, item.arms] = outcome
     for item in prepared:
         if isinstance(item.analysis, imputing):
-            done[item.analysis.id] = _guarded(item, runner)
+            done[item.analysis.id, item.arms] = _guarded(item, runner)
     for item in prepared:
-        outcome = done[item.analysis.id]
+        key = (item.analysis.id, item.arms)
+        outcome = done[key]
         deviations = (*item.deviations, *outcome.deviations)
         if not deviations:
             continue
@@ -421,13 +449,81 @@ def run_plan(
                 + "; ".join(deviations),
                 headline=None,
             )
-        done[item.analysis.id] = outcome
-        warnings.extend(f"{item.analysis.id}: {deviation}" for deviation in deviations)
-    outcomes = [done[a.id] for a in plan.analyses]
-    adjusted = multiplicity_outcome(plan, done)
+        done[key] = outcome
+        where = f" ({comparison_label(item.arms)})" if several else ""
+        warnings.extend(f"{item.analysis.id}{where}: {deviation}" for deviation in deviations)
+    by_id: dict[str, AnalysisOutcome] = {}
+    for analysis in plan.analyses:
+        parts = [with_comparison(done[analysis.id, arms], arms) for arms in comparisons]
+        outcome = combine_comparisons(parts)
+        failed = [part.comparison for part in parts if part.status != "ok"]
+        if analysis.essential and failed and outcome.status == "ok":
+            outcome = replace(outcome, status="failed")  # every comparison of it is essential
+        by_id[analysis.id] = outcome
+    outcomes = [by_id[a.id] for a in plan.analyses]
+    adjusted = multiplicity_outcome(plan, by_id)
     if adjusted is not None:
         outcomes.append(adjusted)
     return PlanRun(outcomes=tuple(outcomes), blinded=False, warnings=tuple(warnings))
+
+
+def comparison_label(arms: tuple[str, ...]) -> str:
+    """``"A vs B"``: the experimental arm, then the reference."""
+    return " vs ".join(arms)
+
+
+def with_comparison(outcome: AnalysisOutcome, arms: tuple[str, str]) -> AnalysisOutcome:
+    """*outcome* of the comparison *arms*, each table led by a ``comparison`` column."""
+    label = comparison_label(arms)
+    tables = {}
+    for name, frame in outcome.tables.items():
+        table = frame.copy()
+        if "comparison" not in table.columns:
+            table.insert(0, "comparison", label)
+        tables[name] = table
+    return replace(outcome, comparison=label, arms=arms, tables=tables)
+
+
+def combine_comparisons(parts: list[AnalysisOutcome]) -> AnalysisOutcome:
+    """One outcome per analysis: the single comparison itself, or the comparisons together.
+
+    Several comparisons: the tables stacked in comparison order, status ``ok`` when any
+    comparison has a result (a failed one is named in the message), deviations of all, and no
+    headline of its own (each part keeps its own).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    names = list(dict.fromkeys(name for part in parts for name in part.tables))
+    tables = {
+        name: pd.concat(
+            [part.tables[name] for part in parts if name in part.tables], ignore_index=True
+        )
+        for name in names
+    }
+    ok = [part for part in parts if part.status == "ok"]
+    messages = [
+        f"{part.comparison}: {part.status}{': ' + part.message if part.message else ''}"
+        for part in parts
+        if part.status != "ok" or part.message
+    ]
+    deviations = tuple(
+        f"{part.comparison}: {deviation}" for part in parts for deviation in part.deviations
+    )
+    return AnalysisOutcome(
+        id=first.id,
+        kind=first.kind,
+        role=first.role,
+        label=first.label,
+        status="ok" if ok else first.status,
+        message="; ".join(messages),
+        tables=tables,
+        headline=None,
+        details={part.comparison: part.details for part in parts},
+        deviations=deviations,
+        arms=tuple(dict.fromkeys(arm for part in parts for arm in part.arms)),
+        comparisons=tuple(parts),
+    )
 
 
 _EXPECTED = (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError)

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--randomization",
-                help="Unblinded randomisation list (CSV or Parquet: record_id, rand_arm). "
+                help="Unblinded randomisation list (CSV or Parquet: the protocol's record-ID "
+                "and arm fields as headers). "
                 "Without it only a pooled, blinded review is produced.",
             ),
         ] = None,
@@ -94,14 +95,17 @@ def register(app: typer.Typer) -> None:
             )
         for warning in result.run.warnings:
             typer.echo(f"WARNING: {warning}", err=True)
-        for outcome in result.run.outcomes:
-            line = f"{outcome.status:8} {outcome.id}"
-            if outcome.headline is not None:
-                h = outcome.headline
-                line += f"  {h.estimate:.3f} ({h.ci_lower:.3f}, {h.ci_upper:.3f})"
-            if outcome.status != "ok" and outcome.message:
-                line += f"  {outcome.message}"
-            typer.echo(line)
+        for whole in result.run.outcomes:
+            for outcome in whole.parts:
+                line = f"{outcome.status:8} {outcome.id}"
+                if whole.comparisons:
+                    line += f" [{outcome.comparison}]"
+                if outcome.headline is not None:
+                    h = outcome.headline
+                    line += f"  {h.estimate:.3f} ({h.ci_lower:.3f}, {h.ci_upper:.3f})"
+                if outcome.status != "ok" and outcome.message:
+                    line += f"  {outcome.message}"
+                typer.echo(line)
         if result.run.blinded:
             typer.echo("blinded run: arm comparisons refused; pooled review in review/")
         typer.echo(f"report: {out / 'report.html'} ({len(result.files)} files)")
