@@ -8,6 +8,7 @@ data cut-off with the responses, and the protocol amendments since the last repo
       - date: 2026-03-16
         kind: open_and_closed        # organisational | open_and_closed | ad_hoc
         data_cutoff: 2026-02-28      # the cut-off of the report the meeting reviewed
+        information_fraction: 0.5    # only when an interim look was taken at this meeting
         recommendations:
           - id: 2026-03-R1
             text: Continue the study without modification.
@@ -88,6 +89,9 @@ class Meeting(_Frozen):
     date: dt.date
     kind: Literal["organisational", "open_and_closed", "ad_hoc"] = "open_and_closed"
     data_cutoff: dt.date | None = None
+    #: The information fraction of the interim look the meeting reviewed, if one was taken
+    #: (the report's boundaries then count that look as taken at this fraction).
+    information_fraction: float | None = Field(default=None, gt=0, le=1)
     recommendations: tuple[Recommendation, ...] = ()
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ from typing import Any
 from studyman.facts import StudyFacts, cut_tables
 from studyman.reporting.sections import (
     adverse_events,
+    amendments,
     baseline,
     conmeds,
     data_quality,
@@ -30,7 +31,9 @@ from studyman.reporting.sections import (
     enrolment,
     executive_summary,
     exposure,
+    interim,
     liver,
+    recommendations,
     retention,
     screen_failures,
     serious_events,
@@ -77,6 +80,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
     summary.SPEC,
     definitions.SPEC,
     status.SPEC,
+    recommendations.SPEC,
+    amendments.SPEC,
     enrolment.SPEC,
     timeline.SPEC,
     screen_failures.SPEC,
@@ -94,6 +99,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     conmeds.SPEC,
     timeliness.SPEC,
     efficacy.SPEC,
+    interim.SPEC,
 )
 
 SECTION_BUILDERS: tuple[Callable[[DsmbInputs], Section], ...] = tuple(

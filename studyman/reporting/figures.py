@@ -22,6 +22,7 @@ from matplotlib.patches import FancyBboxPatch
 
 from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import TOTAL, FigureData
+from studyman.reporting.interim_figure import draw_interim_boundaries
 
 __all__ = ["FIGURE_KINDS", "draw_figure"]
 
@@ -379,6 +380,7 @@ FIGURE_KINDS: Mapping[str, Callable[[FigureData, Protocol], bytes]] = {
     "cssrs": draw_cssrs,
     "withdrawal_bands": draw_withdrawal_bands,
     "edish": draw_edish,
+    "interim_boundaries": draw_interim_boundaries,
 }
 
 

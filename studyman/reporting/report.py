@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 
@@ -48,6 +48,7 @@ from studyman.private_files import (
     create_private_file,
     make_private_directory,
 )
+from studyman.protocol.dsmb_history import load_dsmb_history
 from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables, report_data
 from studyman.reporting.figures import draw_figure
@@ -62,6 +63,9 @@ from studyman.sources.snapshot import (
     verify_snapshot,
     write_bytes_atomic,
 )
+
+if TYPE_CHECKING:
+    from studyman.analysis.sap import AnalysisPlan
 
 __all__ = [
     "ARM_KEY_NAME",
@@ -437,12 +441,14 @@ def render_dsmb_report(
         findings = blind_findings(findings, protocol)
     plan_version = "not supplied"
     interim = False
+    plan: AnalysisPlan | None = None
     rules: FactRules = DEFAULT_RULES
     if sap is not None:
         from studyman.analysis.sap import load_sap
 
         loaded = load_sap(sap)
         plan_version = f"{loaded.plan.version} ({Path(sap).name})"
+        plan = loaded.plan
         interim = bool(loaded.plan.interim.dsmb_efficacy)
         rules = rules_from_plan(loaded.plan, f"analysis plan version {plan_version}")
     queries = None
@@ -464,6 +470,7 @@ def render_dsmb_report(
     cut_data = cut_tables(protocol, tables, cut)
     arms: pd.Series | None = None
     arm_order: tuple[str, ...] = ()
+    arm_labels: dict[str, str] = {}
     key: ArmKey | None = None
     if session == "closed" and randomization is not None:
         # read and checked first, so a missing file is a SourceError naming it
@@ -476,6 +483,7 @@ def render_dsmb_report(
             key = read_arm_key(arm_key or default_arm_key_path(Path(randomization)))
             labels = arm_codes(protocol, key.key)
         arms = by_name.map(labels)
+        arm_labels = dict(labels)
         arm_order = tuple(sorted(labels.values())) if not unmask else tuple(labels.values())
     inputs = DsmbInputs(
         protocol,
@@ -491,6 +499,9 @@ def render_dsmb_report(
         as_of=moment,
         rules=rules,
         snapshot_id=snapshot_id(snapshot),
+        plan=plan,
+        arm_labels=arm_labels,
+        dsmb_history=load_dsmb_history(protocol.source_file) if protocol.source_file else None,
     )
     sections = build_sections(inputs)
     figures = [[draw_figure(spec, protocol) for spec in section.figures] for section in sections]

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,10 @@ from studyman.errors import SnapshotError
 from studyman.facts import DEFAULT_RULES, FactRules, StudyFacts, derive_facts
 from studyman.protocol.models import Protocol
 from studyman.sources.blinding import blind_dictionary
+
+if TYPE_CHECKING:
+    from studyman.analysis.sap import AnalysisPlan
+    from studyman.protocol.dsmb_history import DsmbHistory
 
 TOTAL = "Total"
 
@@ -143,6 +147,12 @@ class DsmbInputs:
         :data:`studyman.facts.DEFAULT_RULES` (the report then says no plan was supplied).
     snapshot_id
         The snapshot's id, recorded with the facts.
+    plan
+        The analysis plan when one was supplied (its interim looks), else None.
+    arm_labels
+        Closed session: the protocol's arm name → its displayed label; empty when open.
+    dsmb_history
+        The study's ``dsmb-history.yaml`` (:mod:`studyman.protocol.dsmb_history`), or None.
     """
 
     protocol: Protocol
@@ -156,6 +166,9 @@ class DsmbInputs:
     as_of: datetime | None = None
     rules: FactRules = DEFAULT_RULES
     snapshot_id: str = ""
+    plan: AnalysisPlan | None = None
+    arm_labels: Mapping[str, str] = field(default_factory=dict)
+    dsmb_history: DsmbHistory | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
