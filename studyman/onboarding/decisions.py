@@ -71,21 +71,27 @@ class Decision:
         return f"{self.key}: {self.question}"
 
 
-def _walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+def _walk(node: Any, path: str, seen: set[int]) -> Iterator[tuple[str, Any]]:
     yield path, node
+    if isinstance(node, Mapping | list | tuple):
+        # A YAML alias is the same object again: walked once, so that aliases of aliases (a
+        # "billion laughs" file) cost no more than the file's own size.
+        if id(node) in seen:
+            return
+        seen.add(id(node))
     if isinstance(node, Mapping):
         for key, value in node.items():
-            yield from _walk(value, f"{path}.{key}" if path else str(key))
+            yield from _walk(value, f"{path}.{key}" if path else str(key), seen)
     elif isinstance(node, list | tuple):
         for index, value in enumerate(node):
-            yield from _walk(value, f"{path}[{index}]")
+            yield from _walk(value, f"{path}[{index}]", seen)
 
 
 def find_decisions(tree: Any) -> tuple[Decision, ...]:
     """Every ``TODO(decide)`` value of a parsed draft, in file order."""
     return tuple(
         Decision(key=path, question=value[len(TODO_PREFIX) :].strip())
-        for path, value in _walk(tree, "")
+        for path, value in _walk(tree, "", set())
         if isinstance(value, str) and value.startswith(TODO_PREFIX)
     )
 
@@ -114,10 +120,9 @@ def draft_decisions(path: str | Path) -> tuple[Decision, ...]:
     if not file.is_file():
         return ()
     try:
-        tree = _read_yaml(file, "protocol file")
-    except ProtocolError:
+        return find_decisions(_read_yaml(file, "protocol file"))
+    except (ProtocolError, RecursionError):
         return ()
-    return find_decisions(tree)
 
 
 @dataclass(frozen=True, slots=True)

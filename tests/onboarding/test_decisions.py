@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,14 @@ def test_answers_apply_to_a_copy_and_can_delete_a_key() -> None:
     done = apply_answers(draft, {"study.id": "X-1", "study.title": "~delete", "sites[1].id": "B"})
     assert done == {"study": {"id": "X-1"}, "sites": [{"id": "A"}, {"id": "B"}]}
     assert draft["study"]["id"].startswith(TODO_PREFIX)  # the draft itself is unchanged
+
+
+def test_an_alias_bomb_is_listed_at_once_not_expanded(tmp_path: Path) -> None:
+    # Nine levels of nine aliases: 387 million values if each alias were walked again.
+    lines = ['a0: &a0 ["TODO(decide): x", 1, 2, 3, 4, 5, 6, 7, 8]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "protocol.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    started = time.monotonic()
+    decisions = draft_decisions(tmp_path)
+    assert time.monotonic() - started < 5
+    assert [d.key for d in decisions] == ["a0[0]"]
