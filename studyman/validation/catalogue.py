@@ -227,7 +227,8 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
         "ELG-AGE",
         "major",
         "Age at consent outside the inclusion range",
-        "protocol: eligibility inc_age",
+        "protocol: eligibility.criteria (a derived inclusion range on one field of the consent "
+        "form)",
         deviation="Eligibility",
     ),
     # --- eligibility
@@ -254,7 +255,7 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
     _c(
         "ELG-STRATUM",
         "major",
-        "Stratum recorded by the site differs from the stratum derived from baseline HAM-D",
+        "Stratum recorded by the site differs from the stratum derived from the baseline score",
         "protocol: randomization.stratification",
     ),
     # --- scores
@@ -273,26 +274,26 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
     _c(
         "SCO-HAMD16",
         "major",
-        "HAM-D items 16A and 16B both scored or neither scored",
-        "protocol: scoring hamd17 exactly_one_of",
+        "Items of which exactly one is scored (HAM-D 16A/16B) both scored or neither scored",
+        "protocol: scoring[].exactly_one_of",
     ),
     _c(
         "SCO-PHQ9-CSSRS",
         "critical",
-        "PHQ-9 item 9 above 0 without a C-SSRS at the same visit",
-        "protocol: scoring phq9 flags",
+        "A flagged item (PHQ-9 item 9 above 0) without its required form (C-SSRS) at the visit",
+        "protocol: scoring[].flags",
     ),
     _c(
         "SCO-RAND-LOW",
         "critical",
-        "Randomised with baseline HAM-D-17 below the inclusion threshold",
-        "protocol: eligibility inc_hamd",
+        "Randomised with a baseline scale total below the inclusion threshold",
+        "protocol: eligibility.criteria (a derived inclusion on a scale total at randomisation)",
         deviation="Eligibility",
     ),
     _c(
         "SCO-CHANGE",
         "minor",
-        "HAM-D-17 total changed by more than the review threshold between visits (review)",
+        "Primary scale total changed by more than the review threshold between visits (review)",
         "protocol: reporting.change_review_threshold",
         review_only=True,
     ),
@@ -577,7 +578,7 @@ _ENTRIES: tuple[CheckDefinition, ...] = (
     _c(
         "ARM-STRATUM",
         "major",
-        "Randomisation stratum differs from the stratum derived from site and baseline HAM-D",
+        "Randomisation stratum differs from the stratum derived from site and baseline score",
         "protocol: randomization.stratum_format",
         needs_arm=True,
         deviation="Randomization",

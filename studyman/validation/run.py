@@ -277,7 +277,11 @@ def listing_context(
     return ListingContext(
         event_labels=event_labels,
         form_labels=form_labels,
-        field_labels={spec.name: spec.label for spec in dictionary.fields},
+        # a form's status field is not in the dictionary: REDCap labels it "Complete?"
+        field_labels={
+            **{f"{form}_complete": f"{label}: Complete?" for form, label in form_labels.items()},
+            **{spec.name: spec.label for spec in dictionary.fields},
+        },
         visit_dates=found,
         study=f"{study.id}: {study.title}",
         contact=f"the data manager of the coordinating centre ({study.sponsor})",
