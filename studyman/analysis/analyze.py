@@ -304,6 +304,12 @@ def analyze(
         if executor is None:
             runner.close()
     files = write_outputs(
-        out, plan=loaded.plan, run=run, adam=adam, provenance=provenance, facts=facts
+        out,
+        plan=loaded.plan,
+        run=run,
+        adam=adam,
+        provenance=provenance,
+        facts=facts,
+        protocol=protocol,
     )
     return AnalyzeResult(run=run, out=out, files=files, provenance=provenance)

@@ -28,9 +28,10 @@ from studyman.analysis.run import PlanRun
 from studyman.analysis.sap import AnalysisPlan
 from studyman.facts import StudyFacts, facts_document, rule_texts
 from studyman.private_files import make_private_directory, write_private_bytes
+from studyman.protocol import Protocol
 from studyman.sources.snapshot import parquet_bytes
 
-__all__ = ["write_outputs"]
+__all__ = ["applicability", "write_outputs"]
 
 _ARM_COLOURS = ("#1b6ca8", "#d1495b", "#2a9d4b", "#8d5fb0", "#e08a1e", "#555555")
 
@@ -387,6 +388,32 @@ def _table_html(frame: pd.DataFrame, limit: int = 40) -> str:
     return f"<table><tr>{header}</tr>{''.join(body)}</table>{more}"
 
 
+def applicability(protocol: Protocol) -> list[tuple[str, str]]:
+    """(part, statement) for each optional part of a study: what applies and what does not.
+
+    A study may lack the withdrawal scale or the dosing log; its analysis then runs without
+    them and the report says which parts do not apply.
+    """
+    withdrawal = protocol.withdrawal
+    doses = protocol.treatment.doses
+    return [
+        (
+            "Withdrawal scale",
+            f"Applies: {withdrawal.instrument} ({withdrawal.total_field})"
+            if withdrawal is not None
+            else "Does not apply: the protocol declares no withdrawal scale.",
+        ),
+        (
+            "Dosing log",
+            f"Applies: {doses.form} dates the doses taken (first and last treatment, "
+            "as-treated arm)"
+            if doses is not None
+            else "Does not apply: the protocol declares no dosing log; treatment exposure "
+            "and the as-treated arm come from the treatment sessions alone.",
+        ),
+    ]
+
+
 def _report_html(
     plan: AnalysisPlan,
     run: PlanRun,
@@ -394,6 +421,7 @@ def _report_html(
     figures: Mapping[str, bytes],
     summary: pd.DataFrame,
     facts: StudyFacts | None = None,
+    protocol: Protocol | None = None,
 ) -> bytes:
     plan_info = provenance["plan"]
     parts = [
@@ -472,6 +500,11 @@ def _report_html(
             + _table_html(pd.DataFrame(rule_texts(facts.rules), columns=["term", "definition"]))
         )
     parts.append(plan_text_html(plan))
+    if protocol is not None:
+        parts.append(
+            "<h2 id='applicability'>Optional study data</h2>"
+            + _table_html(pd.DataFrame(applicability(protocol), columns=["part", "status"]))
+        )
     parts.append("<h2>Summary of analyses</h2>" + _table_html(summary, limit=100))
     problems = [o for o in run.outcomes if o.status != "ok"]
     if problems and not run.blinded:
@@ -549,8 +582,12 @@ def write_outputs(
     adam: AdamDatasets,
     provenance: Mapping[str, Any],
     facts: StudyFacts | None = None,
+    protocol: Protocol | None = None,
 ) -> dict[str, str]:
     """Write every output of a plan run under *out*; return relative path → sha256.
+
+    With *protocol*, the report states which optional parts of the study do not apply
+    (:func:`applicability`).
 
     Layout: ``provenance.json``; ``adam/{adsl,adqs,adae}.{parquet,csv}``;
     ``results/summary.{csv,json}``, ``results/<analysis>.json`` and
@@ -620,7 +657,9 @@ def write_outputs(
         )
     for name, data in figures.items():
         writer.bytes(f"figures/{name}", data)
-    writer.bytes("report.html", _report_html(plan, run, provenance, figures, summary, facts))
+    writer.bytes(
+        "report.html", _report_html(plan, run, provenance, figures, summary, facts, protocol)
+    )
     if facts is not None:
         document = facts_document(facts, output="analysis")
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
