@@ -680,6 +680,7 @@ def vital_signs_analysis(
     *,
     arms: Sequence[str],
     labels: Mapping[str, str],
+    confidence_level: float = 0.95,
 ) -> AnalysisOutcome:
     """Vital signs and weight: baseline value and change from baseline by visit and arm.
 
@@ -734,22 +735,62 @@ def vital_signs_analysis(
                     }
                 )
     table = pd.DataFrame(rows)
-    return _outcome(
-        analysis,
-        # one table per measurement, so that the report shows each whole
-        {
-            f"change_{parameter.lower()}": table[table["PARAMCD"] == parameter].reset_index(
-                drop=True
-            )
-            for parameter in wanted
-        },
-        headline=None,
-        details={
-            "method": "descriptive (n, mean, SD, median, range per arm and visit)",
-            "baseline": "the value at the baseline visit (study day 0)",
-            "parameters": wanted,
-        },
+    # one table per measurement, so that the report shows each whole
+    tables = {
+        f"change_{parameter.lower()}": table[table["PARAMCD"] == parameter].reset_index(drop=True)
+        for parameter in wanted
+    }
+    notes: list[str] = []
+    details: dict[str, Any] = {
+        "method": "descriptive (n, mean, SD, median, range per arm and visit)",
+        "baseline": "the value at the baseline visit (study day 0)",
+        "parameters": wanted,
+    }
+    if analysis.method == "mmrm":
+        details["method"] += "; MMRM of the change from baseline"
+        details["formula"] = _VITAL_MMRM_FORMULA
+        for parameter in wanted:
+            post = data[(data["PARAMCD"] == parameter) & (data["PERIOD"] == "post")]
+            try:
+                tables[f"mmrm_{parameter.lower()}"] = _vital_mmrm(
+                    post, arms, confidence_level
+                ).assign(PARAMCD=parameter)
+            except (AnalysisError, ArithmeticError, ValueError, np.linalg.LinAlgError) as error:
+                notes.append(f"{parameter}: MMRM not fitted ({error})")
+    return _outcome(analysis, tables, headline=None, details=details, message="; ".join(notes))
+
+
+_VITAL_MMRM_FORMULA = "CHG ~ ARM + VISIT + ARM:VISIT + BASE + BASE:VISIT"
+
+
+def _vital_mmrm(post: pd.DataFrame, arms: Sequence[str], confidence_level: float) -> pd.DataFrame:
+    """LS-mean differences (each arm minus the reference) of the change at each visit from an
+    MMRM (unstructured covariance, falling back to heterogeneous Toeplitz, AR(1), compound
+    symmetry; REML; Kenward-Roger), as the plan's efficacy MMRMs."""
+    from studyman.stats import fit_mmrm
+
+    frame = post.dropna(subset=["CHG", "BASE"]).copy()
+    days = sorted(int(d) for d in frame["DAY"].unique())
+    if len(days) < 1 or frame.empty:
+        raise AnalysisError("no post-baseline change")
+    labels = dict(zip(frame["DAY"].astype(int), frame["VISIT"], strict=False))
+    frame["VISIT"] = frame["DAY"].astype(int).astype(pd.CategoricalDtype(days))
+    frame["ARM"] = frame["ARM"].astype(pd.CategoricalDtype([arms[-1], *arms[:-1]]))
+    frame["SUBJID"] = frame["SUBJID"].astype(str)
+    result = fit_mmrm(
+        frame[["SUBJID", "ARM", "VISIT", "CHG", "BASE"]],
+        _VITAL_MMRM_FORMULA,
+        subject="SUBJID",
+        visit="VISIT",
+        covariance="unstructured",
+        fallbacks=("heterogeneous-toeplitz", "ar1", "compound-symmetry"),
+        df_method="kenward-roger",
     )
+    contrasts = result.lsmeans_contrasts("ARM", level=confidence_level)
+    contrasts = contrasts.rename(columns={"visit": "day"})
+    contrasts.insert(1, "visit", contrasts["day"].map(lambda d: labels.get(int(d), "")))
+    contrasts["covariance_structure"] = result.covariance_structure
+    return contrasts.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- liver tests
@@ -825,7 +866,12 @@ def liver_analysis(
                 for arm in arms
             }
             summary_rows.append(
-                _count_rows(f"{label}: post-baseline {text.lower()}", flags, arms, confidence_level)
+                _count_rows(
+                    f"{label}: post-baseline {text[0].lower()}{text[1:]}",
+                    flags,
+                    arms,
+                    confidence_level,
+                )
             )
     cases = hys_law[
         hys_law["SUBJID"].astype(str).isin(arm_of.index)
@@ -1044,7 +1090,12 @@ def run_safety_assessment(
         )
     if analysis.kind == "vital_signs":
         return vital_signs_analysis(
-            analysis, frames["vital_signs"], subjects, arms=arms, labels=labels.get("vital", {})
+            analysis,
+            frames["vital_signs"],
+            subjects,
+            arms=arms,
+            labels=labels.get("vital", {}),
+            confidence_level=confidence_level,
         )
     if analysis.kind == "liver_tests":
         return liver_analysis(

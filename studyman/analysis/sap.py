@@ -452,7 +452,9 @@ class SafetyAssessmentAnalysis(_AnalysisBase):
     ``cssrs``: C-SSRS in the FDA (2012) categories, post-baseline occurrence versus baseline
     and the shift table, Newcombe risk differences and Fisher's exact test; ``vital_signs``:
     change from baseline by visit of each vital sign (``method`` ``descriptive``: n, mean, SD,
-    median, range per arm; ``parameters`` restricts to some of the protocol's vital signs);
+    median, range per arm; ``mmrm``: also an MMRM of the change on arm, visit, arm x visit,
+    baseline and baseline x visit with LS-mean differences at each visit; ``parameters``
+    restricts to some of the protocol's vital signs);
     ``liver_tests``: shift tables (normal, above ULN, above 3 x ULN) and potential Hy's law
     cases; ``withdrawal_scale``: the maximum post-baseline total of the protocol's withdrawal
     scale; ``conmed_starts``: concomitant medications started on or after the day of
@@ -468,13 +470,15 @@ class SafetyAssessmentAnalysis(_AnalysisBase):
         "conmed_starts",
         "deaths_discontinuations",
     ]
-    method: Literal["descriptive"] = "descriptive"
+    method: Literal["descriptive", "mmrm"] = "descriptive"
     parameters: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _parameters_only_for_vitals(self) -> SafetyAssessmentAnalysis:
         if self.parameters and self.kind != "vital_signs":
             raise ValueError("'parameters' applies to kind 'vital_signs' only")
+        if self.method == "mmrm" and self.kind != "vital_signs":
+            raise ValueError("method 'mmrm' applies to kind 'vital_signs' only")
         return self
 
 

@@ -498,3 +498,57 @@ def test_conmed_start_counts_from_the_day_of_randomisation(study: _Study) -> Non
     }
     assert gained[arms[on_day]] >= 1
     assert sum(gained.values()) == 1  # the start the day before randomisation is not counted
+
+
+def test_vital_sign_mmrm_at_a_single_visit_is_the_ancova(study: _Study) -> None:
+    """With one post-baseline visit the MMRM is the ANCOVA of the change on arm and baseline:
+    the same estimate, standard error and p-value as ordinary least squares (statsmodels)."""
+    import statsmodels.formula.api as smf
+
+    from studyman.analysis.safety import safety_data, vital_signs_analysis
+
+    result = study.run()
+    facts = result["facts"]
+    data = safety_data(study.protocol, study.tables, facts)  # type: ignore[arg-type]
+    vitals = data.frames["vital_signs"]
+    spec = study.protocol.vital_signs
+    assert spec is not None
+    weight = next(p.id for p in spec.parameters if p.unit == "kg")
+    first_day = int(vitals.loc[vitals["PERIOD"] == "post", "DAY"].min())
+    one_visit = vitals[(vitals["PERIOD"] == "baseline") | (vitals["DAY"] == first_day)]
+    arms_of = facts.subjects["arm"].dropna()  # type: ignore[attr-defined]
+    subjects = pd.DataFrame({"SUBJID": arms_of.index.astype(str), "ARM": arms_of.astype(str)})
+    plan = study.loaded.plan
+    arms = (plan.treatment.arms[0], plan.treatment.reference)
+    entry = _plan_entry("vital_signs", method="mmrm", parameters=[weight])
+    outcome = vital_signs_analysis(
+        entry, one_visit, subjects, arms=arms, labels=data.labels["vital"]
+    )
+    assert outcome.message == ""
+    mmrm = outcome.tables[f"mmrm_{weight.lower()}"]
+    assert len(mmrm) == 1
+    change = (
+        one_visit[one_visit["PARAMCD"] == weight]
+        .pivot_table(index="SUBJID", columns="PERIOD", values="AVAL")
+        .dropna()
+    )
+    frame = pd.DataFrame(
+        {
+            "CHG": change["post"] - change["baseline"],
+            "BASE": change["baseline"],
+            "ARM": subjects.set_index("SUBJID")["ARM"].reindex(change.index),
+        }
+    ).dropna()
+    frame["EXP"] = (frame["ARM"] == arms[0]).astype(float)
+    ols = smf.ols("CHG ~ EXP + BASE", data=frame).fit()
+    row = mmrm.iloc[0]
+    assert row["estimate"] == pytest.approx(ols.params["EXP"], rel=1e-6)
+    assert row["std_error"] == pytest.approx(ols.bse["EXP"], rel=1e-5)
+    assert row["p_value"] == pytest.approx(ols.pvalues["EXP"], rel=1e-4)
+
+
+def test_mmrm_method_is_for_vital_signs_only() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="vital_signs"):
+        _plan_entry("liver_tests", method="mmrm")
