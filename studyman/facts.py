@@ -490,13 +490,11 @@ def _site_of(
 def _post_baseline(
     tables: Mapping[str, pd.DataFrame], protocol: Protocol, parameter: str, key: str
 ) -> set[str]:
-    """Participants with a non-missing total of scale *parameter* after baseline."""
-    instrument = parameter.lower()
-    try:
-        scoring = protocol.scoring_of(instrument)
-    except KeyError:
+    """Participants with a non-missing total of scale *parameter* (its PARAMCD) after baseline."""
+    scoring = next((s for s in protocol.scoring if s.parameter_code == parameter), None)
+    if scoring is None:
         return set()
-    frame = tables.get(instrument)
+    frame = tables.get(scoring.instrument)
     if frame is None or scoring.total_field not in frame.columns:
         return set()
     baseline_day = 0

@@ -250,3 +250,13 @@ def test_a_study_without_dosing_log_or_withdrawal_scale_runs_and_says_so(
     statements = dict(applicability(study.protocol))
     assert statements["Withdrawal scale"].startswith("Applies: cows")
     assert statements["Dosing log"].startswith("Applies: dosing")
+
+
+def test_the_facts_find_a_renamed_scale_by_its_paramcd(study: Study) -> None:
+    """The mITT needs a post-baseline HAMD17 value: found in the renamed form by its PARAMCD."""
+    protocol, tables, _ = _renamed(study)
+    facts = plan_facts(study.loaded, protocol, tables, study.randomization)
+    mitt = study.facts.members("mitt")
+    assert len(mitt) > 0
+    assert list(facts.members("mitt")) == list(mitt)
+    assert list(facts.members("pp")) == list(study.facts.members("pp"))
