@@ -310,9 +310,11 @@ def derive_adam(
     participant_form = _table_of(protocol, tables, enrolment.consent_date_field)
     participant = _table(tables, participant_form, key, [])
     if participant[key].isna().all():
+        where = f"{participant_form!r} table rows" if participant_form else "table"
         raise AnalysisError(
-            f"snapshot has no {participant_form or 'participant'!r} table rows (the form of "
-            f"{enrolment.consent_date_field!r}); cannot derive ADSL"
+            f"snapshot has no {where} with the consent date field "
+            f"{enrolment.consent_date_field!r} (enrolment.consent_date_field): the participant "
+            "form; cannot derive ADSL"
         )
     numbers = visit_numbers(protocol)
 

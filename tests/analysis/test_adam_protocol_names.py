@@ -260,3 +260,19 @@ def test_the_facts_find_a_renamed_scale_by_its_paramcd(study: Study) -> None:
     assert len(mitt) > 0
     assert list(facts.members("mitt")) == list(mitt)
     assert list(facts.members("pp")) == list(study.facts.members("pp"))
+
+
+def test_a_snapshot_without_the_participant_form_names_the_field_it_looked_for(
+    study: Study,
+) -> None:
+    from studyman.errors import AnalysisError
+
+    form = next(n for n, t in study.tables.items() if "consent_date" in t.columns)
+    tables = {k: v for k, v in study.tables.items() if k != form}
+    protocol = study.protocol.model_copy(update={"redcap": None})
+    with pytest.raises(AnalysisError) as caught:
+        _derive(study, protocol, tables, study.metadata)
+    assert str(caught.value).startswith(
+        "snapshot has no table with the consent date field 'consent_date' "
+        "(enrolment.consent_date_field)"
+    )
