@@ -336,8 +336,8 @@ def _ae_dot_figure(incidence: pd.DataFrame, arms: Sequence[str] | None) -> Any:
             colour = _ARM_COLOURS[index % len(_ARM_COLOURS)]
             axes[0].plot(terms[f"pct_{arm}"], positions, "o", color=colour, label=arm)
         axes[0].legend(fontsize=8, loc="lower right")
-        experimental = [label.split(" vs ")[0] for label in comparisons] if comparisons else []
-        suffixes = [f"@{arm}" for arm in experimental] if len(comparisons) > 1 else [""]
+        compared = [label.split(" vs ")[0] for label in comparisons]
+        suffixes = [f"@{arm}" for arm in compared] if len(comparisons) > 1 else [""]
         for index, suffix in enumerate(suffixes):
             difference = terms[f"risk_difference{suffix}"]
             shift = (index - (len(suffixes) - 1) / 2) * 0.2

@@ -88,7 +88,7 @@ class PlanNotRunnableError(AnalysisError):
 def _missing_visits(analysis: Analysis, plan: AnalysisPlan, visits: list[int]) -> tuple[str, ...]:
     """A deviation naming the planned analysis visits without any data (left out of the fit)."""
     parameter = str(getattr(analysis, "parameter", ""))
-    planned = list(plan.visits.get(parameter.lower(), ()))  # type: ignore[call-overload]
+    planned = list(plan.visits.get(parameter.lower(), ()))
     empty = [v for v in planned if v not in visits]
     if not empty:
         return ()
@@ -148,7 +148,7 @@ class _Data:
                 )
         adqs = self.adam.adqs
         adqs = adqs[(adqs["PARAMCD"] == parameter) & adqs["SUBJID"].isin(set(adsl["SUBJID"]))]
-        planned = list(self.plan.visits[parameter.lower()])  # type: ignore[index]
+        planned = list(self.plan.visits[parameter.lower()])
         rows = adqs[(adqs["ANL01FL"] == "Y") & adqs["AVISITN"].isin(planned)]
         visits = [v for v in planned if (rows["AVISITN"] == v).any()]
         if not visits:
