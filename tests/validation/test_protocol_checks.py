@@ -405,3 +405,44 @@ def test_the_module_that_holds_a_check_is_found_from_its_id() -> None:
         assert holders in ({module_of(check_id)}, set()), check_id
         found += bool(holders)
     assert found > 50
+
+
+def test_assessment_dates_come_from_the_schedule_and_the_treatment_logs() -> None:
+    from datetime import date
+
+    from studyman.validation.protocol_checks import ProtocolCheckInput, StudyView
+
+    protocol, dictionary = _study()
+    view = StudyView(_records(), ProtocolCheckInput(protocol, dictionary, date(2026, 9, 30)))
+    # every date of a form due at a scheduled visit, then the session and dose logs; not the
+    # screening, consent and randomisation dates (they have checks of their own)
+    assert view.assessment_date_fields() == (
+        "elig_date",
+        "visit_date",
+        "cows_date",
+        "lab_date",
+        "cbt_date",
+        "dose_date",
+    )
+
+
+def test_age_range_and_low_baseline_score_are_told_by_the_criterion_not_its_id() -> None:
+    protocol, dictionary = _study()
+    eligibility = protocol.eligibility
+    renamed_ids = eligibility.model_copy(
+        update={
+            "criteria": tuple(
+                criterion.model_copy(update={"id": f"criterion_{number}"})
+                for number, criterion in enumerate(eligibility.criteria, start=1)
+            )
+        }
+    )
+    other_ids = protocol.model_copy(update={"eligibility": renamed_ids})
+    records = _records()
+    record = _completer(records)
+    records.loc[_row(records, record, "screening_arm_1"), "age"] = "70"
+    records.loc[_row(records, record, "baseline_arm_1"), "hamd_total"] = "12"
+    for study in (protocol, other_ids):
+        findings = run_checks(records, study, dictionary).findings
+        assert list(_at(findings, "ELG-AGE", record)["field"]) == ["age"]
+        assert list(_at(findings, "SCO-RAND-LOW", record)["field"]) == ["hamd_total"]
