@@ -187,3 +187,37 @@ def test_a_primary_scale_without_scoring_is_one_clear_error(protocol: Protocol) 
     )
     with pytest.raises(ProtocolError, match="madrs"):
         generate_trial(broken, n_participants=10)
+
+
+def test_allocation_follows_unequal_ratios(protocol: Protocol) -> None:
+    # 2:1:1, blocks of 4 and 8: every complete block holds twice as many of the first arm
+    arms = protocol.arms.model_copy(
+        update={
+            "items": tuple(
+                arm.model_copy(update={"ratio": 2 if arm.code == 1 else 1})
+                for arm in protocol.arms.items
+            )
+        }
+    )
+    randomization = protocol.randomization.model_copy(update={"block_sizes": (4, 8)})
+    unequal = protocol.model_copy(update={"arms": arms, "randomization": randomization})
+    rand = generate_trial(unequal, n_participants=240, seed=5).randomization
+    counts = rand["alloc_group"].value_counts()
+    assert counts["1"] > 1.6 * counts["2"]
+    assert counts["1"] > 1.6 * counts["3"]
+    for _, group in rand.groupby("alloc_stratum"):
+        c = group["alloc_group"].value_counts().reindex(["1", "2", "3"], fill_value=0)
+        # off the 2:1:1 proportions by less than one block of 8 in each stratum
+        assert abs(int(c["1"]) - int(c["2"]) - int(c["3"])) <= 8, c.to_dict()
+
+
+def test_a_study_without_a_dosing_log_writes_no_dose(protocol: Protocol) -> None:
+    treatment = protocol.treatment.model_copy(update={"doses": None})
+    undosed = protocol.model_copy(update={"treatment": treatment})
+    trial = generate_trial(undosed, n_participants=30, seed=2, plant_errors=True)
+    records = trial.records
+    assert not (records["redcap_repeat_instrument"] == "drug_log").any()
+    assert (records["drug_log_complete"] == "").all()
+    assert "adjunct_in_control_arm" not in set(trial.planted_errors["error_type"])
+    # the rest of the study is still there
+    assert (records["redcap_repeat_instrument"] == "therapy_log").any()
