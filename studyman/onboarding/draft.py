@@ -305,6 +305,22 @@ def draft_protocol(project: RedcapProject) -> DraftProtocol:
             _categorical,
             "choose the field holding the participant's sex",
         )
+    for key, words, what in (
+        ("race_field", r"^\s*race\b", "race"),
+        ("ethnicity_field", r"ethnic", "ethnicity"),
+    ):
+        if _known(models.Enrolment, key):
+            tree["enrolment"][key] = b.field_or_todo(
+                f"enrolment.{key}",
+                words,
+                lambda f: _categorical(f) or _checkbox(f),
+                f"choose the field holding the participant's {what}",
+            )
+    if _known(models.Enrolment, "baseline_fields"):
+        tree["enrolment"]["baseline_fields"] = todo(
+            "further baseline characteristics to report (a list of fields of the participant "
+            "form); [] for none"
+        )
     tree["instruments"] = [
         {"name": i.instrument_name, "label": i.instrument_label}
         | ({"repeating": True} if project.is_repeating(i.instrument_name) else {})
@@ -703,6 +719,12 @@ def _disposition(b: _Builder, eligibility: dict[str, Any]) -> dict[str, Any]:
             ),
             "codes": codes,
         }
+        if _known(models.Disposition, "death_cause_field"):
+            cause = b.find(
+                "disposition.death_cause_field", r"cause of death|death cause", _any_text
+            )
+            # None: the study records no cause of death (the schema allows it).
+            result["death_cause_field"] = cause.field_name if cause else None
     reason_field = eligibility.get("screen_fail_reason_field")
     reason = b.project.dictionary.get(reason_field) if isinstance(reason_field, str) else None
     if reason is not None:

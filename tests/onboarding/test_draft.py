@@ -6,13 +6,17 @@ project written here: names and codes come from the design, recognition from lab
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import get_args, get_origin
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from studyman.onboarding import TODO_PREFIX, init_protocol, write_exported_project_dir
+from studyman.protocol import load_redcap_project
+from studyman.protocol.models import Protocol
 from studyman.protocol.redcap_project import RedcapProject
 from studyman.sources.emulator import EmulatorServer
 
@@ -176,3 +180,67 @@ def test_the_cssrs_is_recognised_by_its_questions_in_a_project_that_does_not_nam
     assert cssrs["behaviour_fields"] == ["since_attempt"]
     assert cssrs["self_injury_field"] == "since_harm"
     assert cssrs["safety_action_field"] == "since_act"
+
+
+def _reference_names() -> set[str]:
+    project = load_redcap_project(REFERENCE / "redcap")
+    return (
+        {f.field_name for f in project.dictionary.fields}
+        | {i.instrument_name for i in project.instruments}
+        | set(project.event_names)
+    )
+
+
+def _keys_defaulting_to_names(
+    model: type[BaseModel], names: set[str], prefix: str = ""
+) -> Iterator[tuple[str, type[BaseModel]]]:
+    """Key paths (``[*]`` for any list item) whose schema default is a reference-study name."""
+    for key, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        path = f"{prefix}.{key}" if prefix else key
+        default = info.default
+        values = default if isinstance(default, tuple) else (default,)
+        if (values and all(isinstance(v, str) and v in names for v in values)) or (
+            isinstance(default, BaseModel)
+            and any(isinstance(v, str) and v in names for v in default.model_dump().values())
+        ):
+            yield path, model
+        for argument in (info.annotation, *get_args(info.annotation)):
+            inner = get_args(argument) or (argument,)
+            for candidate in inner:
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    many = get_origin(argument) is tuple
+                    yield from _keys_defaulting_to_names(
+                        candidate, names, f"{path}[*]" if many else path
+                    )
+
+
+def _has(tree: object, path: str) -> bool | None:
+    """True/False whether *path* is stated; None when a parent is a decision or absent."""
+    node = tree
+    for part in path.replace("[*]", ".[*]").split("."):
+        if part == "[*]":
+            if not isinstance(node, list) or not node:
+                return None
+            node = node[0]
+        elif isinstance(node, dict):
+            if part not in node:
+                return False
+            node = node[part]
+        else:
+            return None
+    return True
+
+
+def test_a_draft_states_every_key_whose_default_is_a_reference_study_name(
+    exported: ProjectMaker, tmp_path: Path
+) -> None:
+    """The schema's defaults are the reference study's names: a draft of another study that
+    left such a key out would silently name a field its project does not have."""
+    result = init_protocol(tmp_path / "study", exported(SECOND_STUDY / "redcap"), source="test")
+    draft = yaml.safe_load(result.protocol_file.read_text(encoding="utf-8"))
+    keys = dict(_keys_defaulting_to_names(Protocol, _reference_names()))
+    assert "study.record_id_field" in keys  # the walk finds them
+    missing = sorted(key for key in keys if _has(draft, key) is False)
+    assert missing == []
