@@ -703,6 +703,11 @@ def vital_signs_analysis(
         raise AnalysisError("the protocol declares no vital signs (vital_signs)")
     arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
     data = vitals[vitals["SUBJID"].astype(str).isin(arm_of.index)].copy()
+    if not data["PARAMCD"].isin(wanted).any():
+        raise AnalysisError(
+            f"no value of {', '.join(wanted)} in population {analysis.population!r} "
+            "(vital_signs.form and its fields)"
+        )
     data["ARM"] = data["SUBJID"].astype(str).map(arm_of)
     base = (
         data[data["PERIOD"] == "baseline"]

@@ -552,3 +552,19 @@ def test_mmrm_method_is_for_vital_signs_only() -> None:
 
     with pytest.raises(ValidationError, match="vital_signs"):
         _plan_entry("liver_tests", method="mmrm")
+
+
+def test_vital_signs_without_any_value_fail_by_name_instead_of_an_empty_table() -> None:
+    from studyman.analysis.safety import vital_signs_analysis
+    from studyman.errors import AnalysisError
+
+    columns = ["SUBJID", "DAY", "VISIT", "PERIOD", "PARAMCD", "AVAL"]
+    subjects = pd.DataFrame({"SUBJID": ["a", "b"], "ARM": ["X", "R"]})
+    with pytest.raises(AnalysisError, match=r"no value of SBP in population 'safety'"):
+        vital_signs_analysis(
+            _plan_entry("vital_signs"),
+            pd.DataFrame(columns=columns),
+            subjects,
+            arms=("X", "R"),
+            labels={"SBP": "Systolic blood pressure (mmHg)"},
+        )
