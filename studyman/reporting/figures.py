@@ -179,7 +179,7 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
 
         panel(
             overall,
-            curve["rand_date"],
+            curve["date"],
             plan["start"],
             plan["end"],
             int(plan["target"]),
@@ -190,7 +190,7 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
             axes = figure.add_subplot(grid[1 + index // 2, index % 2])
             panel(
                 axes,
-                curve.loc[curve["site"] == row.site, "rand_date"],
+                curve.loc[curve["site"] == row.site, "date"],
                 row.activation,
                 plan["end"],
                 int(str(row.target)),
@@ -289,7 +289,7 @@ def draw_edish(figure_data: FigureData, protocol: Protocol) -> bytes:
         points = points.dropna(subset=["transaminase", "bilirubin"])
         points = points[(points["transaminase"] > 0) & (points["bilirubin"] > 0)]
         # One scatter in record order, so that no arm is drawn over the other.
-        points = points.sort_values("record_id")
+        points = points.sort_values("participant_id")
         groups = sorted(points["group"].unique())
         colours = {group: _colour(index) for index, group in enumerate(groups)}
         size, alpha = (14, 0.75) if len(points) < 500 else (5, 0.45)
@@ -317,7 +317,7 @@ def draw_edish(figure_data: FigureData, protocol: Protocol) -> bytes:
         )
         for row in quadrant.itertuples(index=False):
             axes.annotate(
-                str(row.record_id),
+                str(row.participant_id),
                 (float(str(row.transaminase)), float(str(row.bilirubin))),
                 xytext=(5, -9),
                 textcoords="offset points",

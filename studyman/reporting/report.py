@@ -54,6 +54,10 @@ from studyman.reporting.dsmb import DsmbInputs, build_sections, cut_tables, repo
 from studyman.reporting.figures import draw_figure
 from studyman.reporting.html import AUTHOR, ReportHeader, render_html
 from studyman.sources.blinding import blind_findings, blind_tables
+from studyman.sources.randomization import (
+    ARM_COLUMNS,
+    RECORD_ID_COLUMNS,
+)
 from studyman.sources.randomization import read_randomization_list as read_list
 from studyman.sources.snapshot import (
     MANIFEST_NAME,
@@ -79,7 +83,6 @@ __all__ = [
 ]
 
 Session = Literal["open", "closed"]
-_KEY = "record_id"
 #: The arm-code key's file name, in the randomisation list's folder unless named otherwise.
 ARM_KEY_NAME = "dsmb-arm-key"
 _ARM_KEY_BYTES = 32
@@ -255,11 +258,12 @@ def arm_codes(protocol: Protocol, key: bytes) -> dict[str, str]:
 
 
 def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
-    """Read a randomisation list (CSV or Parquet) as ``record_id`` → arm name.
+    """Read a randomisation list (CSV or Parquet) as record ID → arm name.
 
-    The file is read by :func:`studyman.sources.randomization.read_randomization_list` (record-ID
-    column ``record_id``, ``USUBJID`` or ``SUBJID``; arm column ``rand_arm`` with REDCap codes or
-    arm names, ``arm`` or ``TRT01P``); codes are then decoded with the protocol's arms.
+    The file is read by :func:`studyman.sources.randomization.read_randomization_list` (the
+    record-ID column: the protocol's record-ID field or an accepted legacy header; the arm
+    column: the protocol's arm field, with REDCap codes or arm names, or an accepted legacy
+    header); codes are then decoded with the protocol's arms.
 
     Raises
     ------
@@ -268,19 +272,20 @@ def read_randomization_list(path: Path, protocol: Protocol) -> pd.Series:
         twice.
     """
     path = Path(path)
-    frame = read_list(path)
-    arm_column = frame.attrs.get("arm_column", "rand_arm")
+    frame = read_list(path, protocol)
+    record_column, arm_field = RECORD_ID_COLUMNS[0], ARM_COLUMNS[0]
+    arm_column = frame.attrs.get("arm_column", arm_field)
     by_code = {str(arm.code): arm.name for arm in protocol.arms.items}
     names = set(by_code.values())
-    arms = frame["rand_arm"].map(lambda v: by_code.get(v, v))
-    blank = frame.loc[arms == "", "record_id"].tolist()
+    arms = frame[arm_field].map(lambda v: by_code.get(v, v))
+    blank = frame.loc[arms == "", record_column].tolist()
     if blank:
         raise SourceError(f"{path}: column {arm_column}: no arm for {_first_ids(blank)}")
     unknown = sorted(set(arms) - names)
     if unknown:
         raise SourceError(f"{path}: column {arm_column}: unknown arm value(s) {', '.join(unknown)}")
     return pd.Series(
-        arms.to_numpy(), index=pd.Index(frame["record_id"].to_numpy(), dtype="string"), name="arm"
+        arms.to_numpy(), index=pd.Index(frame[record_column].to_numpy(), dtype="string"), name="arm"
     )
 
 
@@ -299,7 +304,7 @@ def _first_ids(ids: Sequence[str]) -> str:
 def _check_participants(
     arms: pd.Series, subjects: pd.DataFrame, uncut: set[str], path: Path
 ) -> None:
-    randomised = set(subjects.index[subjects["randomized"].to_numpy()].astype(str))
+    randomised = set(subjects.index[subjects["randomised"].to_numpy()].astype(str))
     listed = set(arms.index.astype(str))
     without = sorted(randomised - listed)
     unknown = sorted(listed - uncut)
@@ -464,8 +469,12 @@ def render_dsmb_report(
 
             # the log may also hold an unblinded run's queries: none of them reach this session
             queries = blinded_queries(queries, protocol)
+    record_id = protocol.study.record_id_field
     uncut_ids = {
-        str(v) for frame in tables.values() if _KEY in frame.columns for v in frame[_KEY].dropna()
+        str(v)
+        for frame in tables.values()
+        if record_id in frame.columns
+        for v in frame[record_id].dropna()
     }
     cut_data = cut_tables(protocol, tables, cut)
     arms: pd.Series | None = None

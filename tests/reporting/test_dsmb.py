@@ -189,7 +189,7 @@ def test_cut_off_drops_later_randomisations_and_events(study: Study) -> None:
     assert (tables["adverse_events"]["ae_start"] <= pd.Timestamp(early)).all()
     inputs = DsmbInputs(study.protocol, tables, early)
     late = DsmbInputs(study.protocol, _tables(study), CUT)
-    assert 0 < int(inputs.subjects()["randomized"].sum()) < int(late.subjects()["randomized"].sum())
+    assert 0 < int(inputs.subjects()["randomised"].sum()) < int(late.subjects()["randomised"].sum())
 
 
 def test_efficacy_is_shown_only_when_prespecified_and_closed(

@@ -176,10 +176,10 @@ def test_every_table_total_equals_the_fact_it_restates(reports: dict[str, Sessio
             == facts["serious_ae_participants"]
         )
         assert _total(sae, "Deaths (any cause)") == facts["deaths"]
-        deviations = report.table("deviations.protocol-deviations-by-category")
+        deviations = report.table("protocol-deviations.protocol-deviations-by-category")
         events_cell = _row(deviations, "All categories")[-1]
         assert events_cell == f"{facts['deviations']} ({facts['major_deviations']})"
-        by_site = report.table("deviations.protocol-deviations-by-site")
+        by_site = report.table("protocol-deviations.protocol-deviations-by-site")
         all_sites = _row(by_site, "All sites")
         assert all_sites[1:3] == [str(facts["deviations"]), str(facts["major_deviations"])]
         assert sum(int(row[1]) for row in by_site["rows"][:-1]) == facts["deviations"]
@@ -259,7 +259,7 @@ ADDITIVE = (
     "status.participant-flow-after-randomisation",
     "status.discontinuations-by-reason",
     "retention.retention",
-    "deviations.protocol-deviations-by-category",
+    "protocol-deviations.protocol-deviations-by-category",
     "adverse-events.overview-of-adverse-events",
     "adverse-events.adverse-events-by-system-organ-class-and-preferred-term",
     "adverse-events.participants-by-worst-severity",

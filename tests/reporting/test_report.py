@@ -433,7 +433,7 @@ def test_open_session_never_reads_the_unblinded_forms_of_the_snapshot(
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
     (copy / SNAPSHOT_ID_NAME).write_text(manifest_id(manifest) + "\n")  # sealed again
     report = render_dsmb_report(study.protocol, copy, tmp_path / "out", session="open", pdf=False)
-    assert "Adjunct dosing is recorded on an unblinded form" in _html_text(report.html)
+    assert "Doses are recorded on an unblinded form" in _html_text(report.html)
     with pytest.raises(Exception, match=r"(?i)parquet"):
         render_dsmb_report(
             study.protocol,

@@ -8,7 +8,6 @@ import pandas as pd
 
 from studyman.facts import rule_texts
 from studyman.reporting.sections.base import (
-    _KEY,
     TOTAL,
     DsmbInputs,
     ReportTable,
@@ -48,26 +47,27 @@ def _with_group(inputs: DsmbInputs, frame: pd.DataFrame) -> pd.DataFrame:
     """*frame* with a ``_group`` column: the participant's arm label (closed) or the total."""
     frame = frame.copy()
     if inputs.arms is not None:
-        frame["_group"] = frame[_KEY].astype(str).map(inputs.arms).astype("string")
+        frame["_group"] = frame[inputs.key].astype(str).map(inputs.arms).astype("string")
     else:
         frame["_group"] = TOTAL
     return frame
 
 
 def _tally(
-    frame: pd.DataFrame, by: str, groups: Sequence[tuple[str, pd.Index]]
+    frame: pd.DataFrame, by: str, groups: Sequence[tuple[str, pd.Index]], id_column: str
 ) -> dict[tuple[str, str], tuple[int, int]]:
-    """(value of *by*, group) → (participants, events) for the rows of *frame*."""
+    """(value of *by*, group) → (participants, events) for the rows of *frame*, participants
+    counted by their record ID in *id_column*."""
     result: dict[tuple[str, str], tuple[int, int]] = {}
     if frame.empty:
         return result
-    grouped = frame.groupby(by, sort=False)[_KEY]
+    grouped = frame.groupby(by, sort=False)[id_column]
     for value, n in grouped.nunique().items():
         result[(str(value), TOTAL)] = (int(n), 0)
     for value, n in grouped.size().items():
         result[(str(value), TOTAL)] = (result[(str(value), TOTAL)][0], int(n))
     if len(groups) > 1:
-        per_arm = frame.groupby([by, "_group"], sort=False)[_KEY]
+        per_arm = frame.groupby([by, "_group"], sort=False)[id_column]
         sizes = {key: int(n) for key, n in per_arm.size().items()}
         for key, n in per_arm.nunique().items():
             pair: tuple[object, object] = tuple(key)  # type: ignore[arg-type,assignment]
@@ -128,7 +128,9 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     }
     overview_rows: list[list[str]] = []
     for label, mask in flags.items():
-        tally = _tally(events[mask.fillna(False).to_numpy()].assign(_row=label), "_row", groups)
+        tally = _tally(
+            events[mask.fillna(False).to_numpy()].assign(_row=label), "_row", groups, inputs.key
+        )
         overview_rows.append([label, *cells(tally, label, False)])
     left_for_ae = set(subjects.index[subjects["discontinued_due_to_ae"].to_numpy(bool)].astype(str))
     overview_rows.append(
@@ -143,7 +145,7 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
             *[_pct(len(died_ids & set(ids.astype(str))), len(ids)) for _, ids in groups],
         ]
     )
-    all_tally = _tally(events.assign(_row="all"), "_row", groups)
+    all_tally = _tally(events.assign(_row="all"), "_row", groups, inputs.key)
     overview_rows.append(
         [
             "Number of events",
@@ -156,12 +158,12 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     )
 
     # By SOC and PT.
-    soc_tally = _tally(events, "SOC", groups)
+    soc_tally = _tally(events, "SOC", groups, inputs.key)
     soc_rows: list[list[str]] = []
     for soc in _order_by_total(soc_tally):
         soc_rows.append([soc, *cells(soc_tally, soc, True)])
         in_soc = events[events["SOC"] == soc]
-        pt_tally = _tally(in_soc, "PT", groups)
+        pt_tally = _tally(in_soc, "PT", groups, inputs.key)
         for pt in _order_by_total(pt_tally):
             soc_rows.append([f"    {pt}", *cells(pt_tally, pt, True)])
     soc_columns = ["System organ class / Preferred term"]
@@ -169,13 +171,13 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
         soc_columns += [f"{_header(label, n)} n (%)", "events"]
 
     # By worst severity (any event, and per PT).
-    worst = events.groupby(_KEY, as_index=False).agg(
+    worst = events.groupby(inputs.key, as_index=False).agg(
         severity=("severity", "max"), _group=("_group", "first")
     )
     worst["_sev"] = worst["severity"].map(
         lambda v: _SEVERITY.get(int(v), "") if pd.notna(v) else ""
     )
-    sev_tally = _tally(worst, "_sev", groups)
+    sev_tally = _tally(worst, "_sev", groups, inputs.key)
     severity_table = pd.DataFrame(
         [[name, *cells(sev_tally, name, False)] for name in _SEVERITY.values()],
         columns=[
@@ -183,7 +185,7 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
             *[_header(label, n) for label, n in sizes.items()],
         ],
     )
-    pt_worst = events.groupby([_KEY, "PT"], as_index=False).agg(
+    pt_worst = events.groupby([inputs.key, "PT"], as_index=False).agg(
         severity=("severity", "max"), _group=("_group", "first")
     )
     pt_worst["_sev"] = pt_worst["severity"].map(
@@ -191,9 +193,9 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     )
     # astype: with no events, map keeps the numeric dtype and the text join below would fail
     pt_worst["_cell"] = pt_worst["PT"].astype(str) + "\x1f" + pt_worst["_sev"].astype(str)
-    cell_tally = _tally(pt_worst, "_cell", groups)
+    cell_tally = _tally(pt_worst, "_cell", groups, inputs.key)
     pt_sev_rows: list[list[str]] = []
-    for pt in _order_by_total(_tally(pt_worst, "PT", groups)):
+    for pt in _order_by_total(_tally(pt_worst, "PT", groups, inputs.key)):
         row = [pt]
         for label, _ids in groups:
             row.append(
@@ -219,7 +221,7 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
     events["_rel"] = _codes(events[protocol.adverse_events.related_field]).map(
         lambda c: related_labels.get(str(c), "Not recorded")
     )
-    rel_tally = _tally(events, "_rel", groups)
+    rel_tally = _tally(events, "_rel", groups, inputs.key)
     rel_rows = []
     for code, name in [*related_labels.items(), ("", "Not recorded")]:
         if code == "" and not any(key[0] == name for key in rel_tally):
@@ -238,7 +240,7 @@ def adverse_events_section(inputs: DsmbInputs) -> Section:
         ],
     )
     related_events = events[events["related"].to_numpy()]
-    rel_pt_tally = _tally(related_events, "PT", groups)
+    rel_pt_tally = _tally(related_events, "PT", groups, inputs.key)
     rel_pt_rows = [[pt, *cells(rel_pt_tally, pt, True)] for pt in _order_by_total(rel_pt_tally)]
     rel_pt_columns = ["Preferred term"]
     for label, n in sizes.items():

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from studyman.protocol.dsmb_history import DsmbHistory
 
 TOTAL = "Total"
-
-
+#: The reference record-ID field, only for a module not yet reading ``DsmbInputs.key``; goes
+#: when none imports it.
 _KEY = "record_id"
 
 
@@ -172,6 +172,11 @@ class DsmbInputs:
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def key(self) -> str:
+        """The record-ID field (``protocol.study.record_id_field``): every table's key."""
+        return self.protocol.study.record_id_field
+
+    @property
     def closed(self) -> bool:
         """True in a closed session (arms known)."""
         return self.arms is not None
@@ -263,6 +268,36 @@ def _choice_labels(inputs: DsmbInputs, field_name: str) -> dict[str, str]:
         dictionary = blind_dictionary(dictionary, inputs.protocol)
     spec = dictionary.get(field_name)
     return {choice.code: choice.label for choice in spec.choices} if spec is not None else {}
+
+
+def _field_label(inputs: DsmbInputs, field_name: str) -> str:
+    """The dictionary's label of *field_name*, else the name itself."""
+    project = inputs.protocol.redcap
+    spec = project.dictionary.get(field_name) if project is not None else None
+    return spec.field_label.strip() if spec is not None and spec.field_label.strip() else field_name
+
+
+def _form_of(inputs: DsmbInputs, field_name: str) -> str:
+    """The form that holds *field_name*: the REDCap dictionary's, else the first snapshot
+    table with that column, else "" (no such field in this study)."""
+    project = inputs.protocol.redcap
+    spec = project.dictionary.get(field_name) if project is not None else None
+    if spec is not None:
+        return spec.form_name
+    for name, frame in inputs.tables.items():
+        if field_name in frame.columns:
+            return name
+    return ""
+
+
+def _participant_form(inputs: DsmbInputs) -> str:
+    """The participant form: the one that holds the consent date (``enrolment``)."""
+    return _form_of(inputs, inputs.protocol.enrolment.consent_date_field)
+
+
+def _enrolment_form(inputs: DsmbInputs) -> str:
+    """The enrolment form: the one that holds the randomised flag (``randomization``)."""
+    return _form_of(inputs, inputs.protocol.randomization.randomized_field)
 
 
 def _groups(inputs: DsmbInputs, members: pd.Index) -> list[tuple[str, pd.Index]]:
@@ -363,43 +398,45 @@ def _count_table(
     return pd.DataFrame(data)
 
 
-def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
-    """One row per screened participant (index ``record_id``), read from the facts.
+#: The columns of the facts' per-participant table that :func:`subjects_table` carries.
+_SUBJECT_FACTS = (
+    "screening_date",
+    "eligible",
+    "randomised",
+    "rand_date",
+    "sessions",
+    "doses",
+    "treated",
+    "ds_status",
+    "ds_label",
+    "ds_date",
+    "completed",
+    "discontinued_study",
+    "discontinued_treatment",
+    "discontinued_due_to_ae",
+    "death",
+    "death_date",
+    "major_deviation",
+)
 
-    Columns: ``site``, ``scr_date``, ``consent_date``, ``eligible`` (bool),
-    ``screen_fail_reason`` (the recorded code), ``randomized``, ``rand_date``, ``cbt_attended``
-    (sessions attended), ``doses`` (doses taken, in the closed session's view), ``treated``,
-    ``safety``, ``ds_status``, ``ds_label``, ``ds_date``, ``completed``, ``discontinued_study``,
-    ``discontinued_treatment``, ``discontinued_due_to_ae``, ``death``, ``death_date``,
-    ``major_deviation``. Every column but ``screen_fail_reason`` is a fact of
-    :class:`studyman.facts.StudyFacts` under the name the sections use.
+
+def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
+    """One row per screened participant (index: the record ID, as text), read from the facts.
+
+    Columns: the facts of :attr:`studyman.facts.StudyFacts.subjects` the sections use, under
+    the facts layer's names (``site``, ``screening_date``, ``eligible``, ``randomised``,
+    ``rand_date``, ``sessions``, ``doses``, ``treated``, ``ds_status``, ``ds_label``,
+    ``ds_date``, ``completed``, ``discontinued_study``, ``discontinued_treatment``,
+    ``discontinued_due_to_ae``, ``death``, ``death_date``, ``major_deviation``), and
+    ``safety`` (the plan's safety population) and ``screen_fail_code`` (the recorded
+    screen-failure reason code, not a fact).
     """
     facts = inputs.facts().subjects
-    index = pd.Index(facts.index.astype(str), name=_KEY, dtype="string")
+    index = pd.Index(facts.index.astype(str), name=inputs.key, dtype="string")
     subjects = pd.DataFrame(index=index)
     subjects["site"] = pd.Series(facts["site"].to_numpy(), index=index, dtype="string")
-    renamed = {
-        "scr_date": "screening_date",
-        "consent_date": "consent_date",
-        "eligible": "eligible",
-        "randomized": "randomised",
-        "rand_date": "rand_date",
-        "cbt_attended": "sessions",
-        "doses": "doses",
-        "treated": "treated",
-        "ds_status": "ds_status",
-        "ds_label": "ds_label",
-        "ds_date": "ds_date",
-        "completed": "completed",
-        "discontinued_study": "discontinued_study",
-        "discontinued_treatment": "discontinued_treatment",
-        "discontinued_due_to_ae": "discontinued_due_to_ae",
-        "death": "death",
-        "death_date": "death_date",
-        "major_deviation": "major_deviation",
-    }
-    for column, source in renamed.items():
-        subjects[column] = facts[source].to_numpy()
+    for column in _SUBJECT_FACTS:
+        subjects[column] = facts[column].to_numpy()
     safety_rule = inputs.rules.population("safety")
     subjects["safety"] = (
         facts[f"population_{safety_rule.name}"].to_numpy(bool)
@@ -409,17 +446,17 @@ def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
     eligibility = inputs.table(inputs.protocol.eligibility.form)
     reason = inputs.protocol.eligibility.screen_fail_reason_field
     if eligibility is not None and reason in eligibility.columns:
-        first = eligibility.drop_duplicates(_KEY).set_index(_KEY)
+        first = eligibility.drop_duplicates(inputs.key).set_index(inputs.key)
         first.index = first.index.astype(str)
-        subjects["screen_fail_reason"] = _codes(first[reason]).reindex(index.astype(str)).to_numpy()
+        subjects["screen_fail_code"] = _codes(first[reason]).reindex(index.astype(str)).to_numpy()
     else:
-        subjects["screen_fail_reason"] = pd.Series(pd.NA, index=index, dtype="string")
+        subjects["screen_fail_code"] = pd.Series(pd.NA, index=index, dtype="string")
     return subjects
 
 
 def _randomised(inputs: DsmbInputs) -> pd.Index:
     subjects = inputs.subjects()
-    return subjects.index[subjects["randomized"].to_numpy()]
+    return subjects.index[subjects["randomised"].to_numpy()]
 
 
 def _safety(inputs: DsmbInputs) -> pd.Index:

@@ -8,16 +8,20 @@ import pandas as pd
 
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     DsmbInputs,
     Section,
     SectionSpec,
+    _choice_labels,
     _codes,
+    _enrolment_form,
+    _field_label,
     _group_table,
     _groups,
     _missing,
+    _participant_form,
     _pct,
     _randomised,
+    _scale_label,
     _unavailable,
 )
 from studyman.reporting.sections.shared import _continuous_rows
@@ -51,40 +55,42 @@ def _categorical_rows(
 
 
 def baseline_section(inputs: DsmbInputs) -> Section:
-    """Baseline characteristics of the randomised participants (by arm when closed)."""
+    """Baseline characteristics of the randomised participants (by arm when closed): the
+    participant form's age, sex, race, ethnicity and the protocol's further baseline fields
+    (``enrolment.baseline_fields``), the recorded stratum, site and every scale's total at
+    the baseline visit. Codes are labelled from the dictionary in the session's view."""
     protocol = inputs.protocol
-    missing = _missing(inputs, ("participant", "enrollment"))
-    if "enrollment" in missing:
-        return _unavailable(SECTION_ID, TITLE, missing)
+    enrolment = protocol.enrolment
+    participant_form = _participant_form(inputs)
+    enrolment_form = _enrolment_form(inputs)
+    missing = _missing(inputs, [form for form in (participant_form, enrolment_form) if form])
+    if not enrolment_form or enrolment_form in missing:
+        return _unavailable(
+            SECTION_ID, TITLE, missing or (protocol.randomization.randomized_field,)
+        )
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
     rows: list[list[str]] = []
-    participant = inputs.table("participant")
+    participant = inputs.table(participant_form) if participant_form else None
     if participant is not None:
-        first = participant.drop_duplicates(_KEY).set_index(_KEY)
+        first = participant.drop_duplicates(inputs.key).set_index(inputs.key)
         first.index = first.index.astype("string")
-        rows += _continuous_rows("Age (years)", first["age"], groups)
-        rows += _categorical_rows(
-            "Sex", _codes(first["sex"]), {"1": "Female", "2": "Male", "3": "Other"}, groups
-        )
-        if "ethnicity" in first.columns:
-            rows += _categorical_rows(
-                "Ethnicity",
-                _codes(first["ethnicity"]),
-                {"1": "Hispanic or Latino", "2": "Not Hispanic or Latino", "3": "Unknown"},
-                groups,
-            )
-        if "prior_ad" in first.columns:
-            rows += _categorical_rows(
-                "Prior antidepressant use",
-                _codes(first["prior_ad"]),
-                {"1": "Yes", "0": "No"},
-                groups,
-            )
-    enrollment = inputs.table("enrollment")
+        rows += _continuous_rows("Age (years)", first[enrolment.age_field], groups)
+        named = {enrolment.sex_field: "Sex", enrolment.race_field: "Race"}
+        named[enrolment.ethnicity_field] = "Ethnicity"
+        for field_name in (*named, *enrolment.baseline_fields):
+            if field_name not in first.columns:
+                continue
+            name = named.get(field_name) or _field_label(inputs, field_name)
+            labels = _choice_labels(inputs, field_name)
+            if labels:
+                rows += _categorical_rows(name, _codes(first[field_name]), labels, groups)
+            else:
+                rows += _continuous_rows(name, first[field_name], groups)
+    enrollment = inputs.table(enrolment_form)
     severity = next((f for f in protocol.randomization.stratification if f.recorded_field), None)
     if enrollment is not None and severity is not None and severity.recorded_field:
-        first = enrollment.drop_duplicates(_KEY).set_index(_KEY)
+        first = enrollment.drop_duplicates(inputs.key).set_index(inputs.key)
         if severity.recorded_field in first.columns:
             rows += _categorical_rows(
                 severity.label or severity.id,
@@ -96,18 +102,21 @@ def baseline_section(inputs: DsmbInputs) -> Section:
     rows += _categorical_rows(
         "Site", subjects["site"].astype("string"), {s.id: s.id for s in protocol.sites}, groups
     )
-    for instrument, total_field, label in (
-        ("hamd17", "hamd_total", "HAM-D-17 total at baseline"),
-        ("phq9", "phq9_total", "PHQ-9 total at baseline"),
-        ("gad7", "gad7_total", "GAD-7 total at baseline"),
-    ):
-        frame = inputs.table(instrument)
-        if frame is None or total_field not in frame.columns:
+    baseline_event = protocol.endpoints.primary.baseline_event
+    at_baseline = next((v.instruments for v in protocol.visits if v.event == baseline_event), ())
+    for scoring in protocol.scoring:
+        frame = inputs.table(scoring.instrument)
+        if (
+            scoring.instrument not in at_baseline
+            or frame is None
+            or scoring.total_field not in frame.columns
+        ):
             continue
-        base = frame[frame[_EVENT] == protocol.endpoints.primary.baseline_event]
-        series = base.drop_duplicates(_KEY).set_index(_KEY)[total_field]
+        base = frame[frame[_EVENT] == baseline_event]
+        series = base.drop_duplicates(inputs.key).set_index(inputs.key)[scoring.total_field]
         series.index = series.index.astype("string")
-        rows += _continuous_rows(label, series, groups)
+        label = scoring.label or _scale_label(protocol, scoring.instrument)
+        rows += _continuous_rows(f"{label} total at baseline", series, groups)
     return Section(
         id=SECTION_ID,
         title=TITLE,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from studyman.reporting.sections.base import (
-    _KEY,
     DsmbInputs,
     ReportTable,
     Section,
@@ -19,9 +18,11 @@ from studyman.reporting.sections.shared import _safety_form
 
 #: The section's anchor, its heading and the ids of the tables it can show
 #: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
-SECTION_ID = "conmeds"
+SECTION_ID = "concomitant-medications"
 TITLE = "Concomitant medications of interest"
-TABLE_IDS: tuple[str, ...] = ("conmeds.participants-taking-concomitant-medications-of-interest",)
+TABLE_IDS: tuple[str, ...] = (
+    "concomitant-medications.participants-taking-concomitant-medications-of-interest",
+)
 
 
 def conmeds_section(inputs: DsmbInputs) -> Section:
@@ -37,7 +38,7 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
     rand.index = rand.index.astype(str)
     start = pd.to_datetime(frame[spec.start_field])
     stop = pd.to_datetime(frame[spec.stop_field])
-    rdate = _per_record(frame[_KEY], rand)
+    rdate = _per_record(frame[inputs.key], rand)
     ongoing = (_codes(frame[spec.ongoing_field]) == "1").fillna(False)
     on_study = (ongoing | (stop >= rdate).fillna(False)).to_numpy()
     started_after = (start > rdate).fillna(False).to_numpy()
@@ -52,8 +53,8 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
         if cls.rule == "allowed":
             continue
         mask = (classes == str(cls.code)).fillna(False).to_numpy()
-        on = set(frame.loc[mask & on_study, _KEY].astype(str))
-        new = set(frame.loc[mask & started_after, _KEY].astype(str))
+        on = set(frame.loc[mask & on_study, inputs.key].astype(str))
+        new = set(frame.loc[mask & started_after, inputs.key].astype(str))
         rows.append(
             (
                 f"{cls.name} ({rule_text[cls.rule]}): taken on study",

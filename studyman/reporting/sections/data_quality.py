@@ -8,12 +8,12 @@ import pandas as pd
 from studyman.errors import SnapshotError
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     _SCHEDULED,
     DsmbInputs,
     ReportTable,
     Section,
     SectionSpec,
+    _enrolment_form,
     _missing,
     _site_of,
     _texts,
@@ -91,7 +91,7 @@ def _query_age(inputs: DsmbInputs, queries: pd.DataFrame) -> tuple[str, pd.DataF
 def data_quality_section(inputs: DsmbInputs) -> Section:
     """Missing and overdue forms; open queries and their age by site."""
     protocol = inputs.protocol
-    missing = _missing(inputs, ("visit", "enrollment"))
+    missing = _missing(inputs, (inputs.protocol.visit_form.form, _enrolment_form(inputs)))
     tables: list[ReportTable] = []
     paragraphs: list[str] = []
     if not missing:
@@ -113,10 +113,12 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                     continue
                 if form not in present_keys:
                     present_keys[form] = set(
-                        zip(_texts(table[_KEY]), _texts(table[_EVENT]), strict=True)
+                        zip(_texts(table[inputs.key]), _texts(table[_EVENT]), strict=True)
                     )
                 present = present_keys[form]
-                absent = sum((rid, visit.event) not in present for rid in _texts(visits_done[_KEY]))
+                absent = sum(
+                    (rid, visit.event) not in present for rid in _texts(visits_done[inputs.key])
+                )
                 rows.append(
                     (
                         visit.label,
@@ -143,9 +145,9 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
             )
         overdue = status[status["overdue"]]
         sites = [s.id for s in protocol.sites]
-        site_of = _site_of(overdue[_KEY])
-        due_site = _site_of(status.loc[status["due"], _KEY])
-        every_site = _site_of(status[_KEY])
+        site_of = _site_of(overdue[inputs.key])
+        due_site = _site_of(status.loc[status["due"], inputs.key])
+        every_site = _site_of(status[inputs.key])
         tables.append(
             ReportTable(
                 "Overdue visits by site (window closed, no visit form)",

@@ -23,11 +23,11 @@ from studyman.reporting.sections.base import (
 
 #: The section's anchor, its heading and the ids of the tables it can show
 #: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
-SECTION_ID = "deviations"
+SECTION_ID = "protocol-deviations"
 TITLE = "Protocol deviations"
 TABLE_IDS: tuple[str, ...] = (
-    "deviations.protocol-deviations-by-category",
-    "deviations.protocol-deviations-by-site",
+    "protocol-deviations.protocol-deviations-by-category",
+    "protocol-deviations.protocol-deviations-by-site",
 )
 
 

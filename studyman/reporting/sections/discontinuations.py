@@ -8,7 +8,6 @@ import pandas as pd
 
 from studyman.facts import rule_texts
 from studyman.reporting.sections.base import (
-    _KEY,
     DsmbInputs,
     ReportTable,
     Section,
@@ -55,7 +54,7 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
         w = events[events["withdrawn"]]
         withdrawn_pt = {
             str(k): str(v)
-            for k, v in w.groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).items()
+            for k, v in w.groupby(inputs.key)["PT"].agg(lambda s: ", ".join(sorted(set(s)))).items()
         }
     ids = sorted(due_to_ae.index.astype(str))
     listing = pd.DataFrame(

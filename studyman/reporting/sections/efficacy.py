@@ -6,7 +6,6 @@ import pandas as pd
 
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     DsmbInputs,
     Section,
     SectionSpec,
@@ -52,18 +51,18 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
     frame = _present(inputs, endpoint.instrument)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
-    values = frame[[_KEY, _EVENT, endpoint.field]].copy()
-    values[_KEY] = values[_KEY].astype(str)
-    base = values[values[_EVENT] == endpoint.baseline_event].set_index(_KEY)[endpoint.field]
-    values["change"] = pd.to_numeric(values[endpoint.field], errors="coerce") - values[_KEY].map(
-        base
-    ).astype(float)
+    values = frame[[inputs.key, _EVENT, endpoint.field]].copy()
+    values[inputs.key] = values[inputs.key].astype(str)
+    base = values[values[_EVENT] == endpoint.baseline_event].set_index(inputs.key)[endpoint.field]
+    values["change"] = pd.to_numeric(values[endpoint.field], errors="coerce") - values[
+        inputs.key
+    ].map(base).astype(float)
     labels = _visit_labels(protocol)
     rows = []
     for visit in protocol.visits:
         if visit.kind not in ("treatment", "end_of_treatment", "follow_up"):
             continue
-        at = values[values[_EVENT] == visit.event].set_index(_KEY)["change"]
+        at = values[values[_EVENT] == visit.event].set_index(inputs.key)["change"]
         row = [labels[visit.event]]
         for _, ids in groups:
             v = at.reindex(ids.astype(str)).dropna().astype(float)

@@ -10,6 +10,7 @@ from studyman.reporting.sections.base import (
     ReportTable,
     Section,
     SectionSpec,
+    _enrolment_form,
     _missing,
     _unavailable,
 )
@@ -24,11 +25,11 @@ TABLE_IDS: tuple[str, ...] = ("enrolment.enrolment-by-site",)
 def enrolment_section(inputs: DsmbInputs) -> Section:
     """Enrolment against target over time, overall and by site."""
     protocol = inputs.protocol
-    missing = _missing(inputs, ("enrollment",))
+    missing = _missing(inputs, (_enrolment_form(inputs),))
     if missing:
-        return _unavailable(SECTION_ID, "Enrolment", missing)
+        return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
-    randomised = subjects[subjects["randomized"]]
+    randomised = subjects[subjects["randomised"]]
     rows = []
     for site in protocol.sites:
         n = int((randomised["site"] == site.id).sum())
@@ -56,7 +57,13 @@ def enrolment_section(inputs: DsmbInputs) -> Section:
             "% of target": f"{100.0 * total / protocol.enrolment.target:.1f}%",
         }
     )
-    curve = randomised[["site", "rand_date"]].sort_values("rand_date").reset_index()
+    # the figure's columns: site and date of randomisation, one row per participant
+    curve = (
+        randomised[["site", "rand_date"]]
+        .rename(columns={"rand_date": "date"})
+        .sort_values("date")
+        .reset_index(drop=True)
+    )
     targets = pd.DataFrame(
         [
             {

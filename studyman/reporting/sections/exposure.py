@@ -12,6 +12,7 @@ from studyman.reporting.sections.base import (
     _missing,
     _pct,
     _safety,
+    _scale_label,
 )
 from studyman.reporting.sections.shared import _continuous_rows
 
@@ -20,25 +21,28 @@ from studyman.reporting.sections.shared import _continuous_rows
 SECTION_ID = "exposure"
 TITLE = "Exposure and adherence"
 TABLE_IDS: tuple[str, ...] = (
-    "exposure.cbt-sessions-attended",
-    "exposure.adjunct-doses-taken",
+    "exposure.sessions-attended",
+    "exposure.doses-taken",
 )
 
 
 def exposure_section(inputs: DsmbInputs) -> Section:
-    """Exposure and adherence: CBT sessions attended; adjunct doses in a closed session only."""
+    """Exposure and adherence: treatment sessions attended; doses taken (a closed session only
+    when the dosing log is an unblinded form; "Does not apply" when the protocol declares
+    none)."""
     protocol = inputs.protocol
-    missing = _missing(inputs, ("cbt_sessions",))
+    treatment = protocol.treatment
+    missing = _missing(inputs, (treatment.sessions.form,))
     safety = _safety(inputs)
     groups = _groups(inputs, safety)
     tables: list[ReportTable] = []
     paragraphs: list[str] = []
     if not missing:
         subjects = inputs.subjects()
-        attended = subjects["cbt_attended"]
-        planned = protocol.treatment.cbt_sessions_planned
-        threshold = protocol.treatment.adherence_threshold
-        rows = _continuous_rows("CBT sessions attended", attended, groups)
+        attended = subjects["sessions"]
+        planned = treatment.cbt_sessions_planned
+        threshold = treatment.adherence_threshold
+        rows = _continuous_rows("Sessions attended", attended, groups)
         adherent = [
             f"  Adherent (≥{threshold:.0%} of {planned} sessions)",
             *[
@@ -48,19 +52,41 @@ def exposure_section(inputs: DsmbInputs) -> Section:
         ]
         rows.append(adherent)
         tables.append(
-            _group_table("CBT sessions attended", rows, "Exposure", groups, "Safety population")
+            _group_table(
+                "Sessions attended",
+                rows,
+                "Exposure",
+                groups,
+                "Safety population",
+                note=f"From the '{_scale_label(protocol, treatment.sessions.form)}' form.",
+            )
         )
-    dosing = inputs.table("dosing")
-    if not inputs.closed:
+    doses_log = treatment.doses
+    if doses_log is None:
         paragraphs.append(
-            "Adjunct dosing is recorded on an unblinded form; it is summarised in the closed "
-            "session only."
+            "Does not apply: the protocol declares no dosing log (doses taken are not shown)."
+        )
+        return Section(
+            id=SECTION_ID,
+            title=TITLE,
+            paragraphs=tuple(paragraphs),
+            tables=tuple(tables),
+            missing=missing,
+        )
+    dosing = inputs.table(doses_log.form)
+    dosing_label = _scale_label(protocol, doses_log.form)
+    if not inputs.closed and doses_log.form in protocol.blinding.unblinded_forms:
+        paragraphs.append(
+            f"Doses are recorded on an unblinded form ('{dosing_label}'); they are summarised "
+            "in the closed session only."
         )
     elif dosing is None:
-        paragraphs.append("The snapshot has no 'dosing' form: adjunct doses are not shown.")
+        paragraphs.append(
+            f"The snapshot has no '{doses_log.form}' form: doses taken are not shown."
+        )
     else:
         doses = inputs.subjects()["doses"].astype(int)
-        rows = _continuous_rows("Adjunct doses taken", doses.reindex(safety).fillna(0), groups)
+        rows = _continuous_rows("Doses taken", doses.reindex(safety).fillna(0), groups)
         rows.append(
             [
                 "  Participants with any dose",
@@ -71,7 +97,14 @@ def exposure_section(inputs: DsmbInputs) -> Section:
             ]
         )
         tables.append(
-            _group_table("Adjunct doses taken", rows, "Exposure", groups, "Safety population")
+            _group_table(
+                "Doses taken",
+                rows,
+                "Exposure",
+                groups,
+                "Safety population",
+                note=f"From the '{dosing_label}' form.",
+            )
         )
     return Section(
         id=SECTION_ID,

@@ -6,7 +6,6 @@ import pandas as pd
 
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     TOTAL,
     DsmbInputs,
     FigureData,
@@ -40,14 +39,17 @@ def liver_section(inputs: DsmbInputs) -> Section:
     frame, groups = found
     tests = {t.id: t for t in spec.tests}
     hy = spec.hys_law
-    post = frame[frame[_EVENT] != "screening_arm_1"].copy()
-    ratios = pd.DataFrame({_KEY: post[_KEY].astype(str), "event": post[_EVENT].astype(str)})
+    screening = {visit.event for visit in inputs.protocol.visits if visit.kind == "screening"}
+    post = frame[~frame[_EVENT].astype(str).isin(screening).to_numpy()].copy()
+    ratios = pd.DataFrame(
+        {inputs.key: post[inputs.key].astype(str), "event": post[_EVENT].astype(str)}
+    )
     for test_id, test in tests.items():
         ratios[test_id] = pd.to_numeric(post[test.field], errors="coerce").astype(float) / test.uln
     ratios["date"] = post[spec.date_field].map(_fmt_date)
     trans = ratios[list(hy.transaminases)].max(axis=1)
     ratios["transaminase"] = trans
-    peak = ratios.groupby(_KEY)[["transaminase", hy.bilirubin]].max()
+    peak = ratios.groupby(inputs.key)[["transaminase", hy.bilirubin]].max()
     hys = ratios[
         (ratios["transaminase"] > hy.transaminase_multiple)
         & (ratios[hy.bilirubin] > hy.bilirubin_multiple)
@@ -56,18 +58,18 @@ def liver_section(inputs: DsmbInputs) -> Section:
     labels = _visit_labels(protocol)
     listing = pd.DataFrame(
         {
-            "Participant": hys[_KEY],
+            "Participant": hys[inputs.key],
             "Visit": hys["event"].map(lambda e: labels.get(e, e)),
             "Sample date": hys["date"],
             **{f"{t} ×ULN": hys[t].map(lambda v: _fmt_num(float(v), 2)) for t in tests},
         }
     )
     if inputs.closed:
-        listing.insert(1, "Arm", _arm_column(inputs, hys[_KEY]))
-    per = ratios.groupby(_KEY)
+        listing.insert(1, "Arm", _arm_column(inputs, hys[inputs.key]))
+    per = ratios.groupby(inputs.key)
     alert = spec.transaminase_alert_multiple
     peaks = per[list(tests)].max()
-    hy_ids = set(hys[_KEY])
+    hy_ids = set(hys[inputs.key])
     rows = [
         (
             f"ALT > {alert:g}×ULN",
@@ -94,9 +96,11 @@ def liver_section(inputs: DsmbInputs) -> Section:
         ),
     ]
     count_rows = [r for r in rows if r is not None]
-    edish = peak.reset_index().rename(columns={hy.bilirubin: "bilirubin"})
+    edish = peak.reset_index().rename(
+        columns={hy.bilirubin: "bilirubin", inputs.key: "participant_id"}
+    )
     if inputs.closed:
-        edish["group"] = _arm_column(inputs, edish[_KEY])
+        edish["group"] = _arm_column(inputs, edish["participant_id"])
     else:
         edish["group"] = TOTAL
     return Section(

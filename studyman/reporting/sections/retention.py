@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from studyman.reporting.sections.base import (
-    _KEY,
     DsmbInputs,
     ReportTable,
     Section,
     SectionSpec,
     _count_table,
     _denominators,
+    _enrolment_form,
     _groups,
     _header,
     _member,
@@ -33,7 +33,7 @@ TABLE_IDS: tuple[str, ...] = (
 
 def retention_section(inputs: DsmbInputs) -> Section:
     """Retention and visit completion by scheduled visit."""
-    missing = _missing(inputs, ("visit", "enrollment"))
+    missing = _missing(inputs, (inputs.protocol.visit_form.form, _enrolment_form(inputs)))
     if missing:
         return _unavailable(SECTION_ID, TITLE, missing)
     status = _visit_status(inputs)
@@ -45,7 +45,7 @@ def retention_section(inputs: DsmbInputs) -> Section:
     for keys, part in status.groupby(["event", "label"], sort=False):
         data["Visit"].append(str(keys[1]))
         for group_label, ids in groups:
-            sub = part[_member(part[_KEY], ids) & part["due"].to_numpy(bool)]
+            sub = part[_member(part[inputs.key], ids) & part["due"].to_numpy(bool)]
             due = len(sub)
             done = int(sub["done"].sum())
             data[_header(group_label, len(ids))].append(

@@ -30,7 +30,7 @@ def screen_failure_section(inputs: DsmbInputs) -> Section:
     if missing:
         return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
-    failures = subjects[~subjects["randomized"]]
+    failures = subjects[~subjects["randomised"]]
     labels = _not_randomised_reasons(protocol, failures)
     sites = [s.id for s in protocol.sites]
     order = [r.label for r in protocol.disposition.screen_fail_reasons] + [_PENDING, _UNRECORDED]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from studyman.reporting.sections.base import (
-    _KEY,
     DsmbInputs,
     ReportTable,
     Section,
@@ -43,7 +42,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     events = _adverse_events_or_unavailable(inputs, SECTION_ID, TITLE)
     if isinstance(events, Section):
         return events
-    serious = events[events["serious"]].sort_values([_KEY, ae_spec.start_field])
+    serious = events[events["serious"]].sort_values([inputs.key, ae_spec.start_field])
     criteria = {
         "1": "death",
         "2": "life-threatening",
@@ -81,7 +80,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
 
     listing = pd.DataFrame(
         {
-            "Participant": serious[_KEY].astype(str),
+            "Participant": serious[inputs.key].astype(str),
             "Preferred term": serious["PT"].astype(str),
             "Onset": serious[ae_spec.start_field].map(_fmt_date),
             "Severity": serious["severity"].map(
@@ -97,16 +96,19 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         }
     )
     if inputs.closed:
-        listing.insert(1, "Arm", _arm_column(inputs, serious[_KEY]))
+        listing.insert(1, "Arm", _arm_column(inputs, serious[inputs.key]))
     subjects = inputs.subjects()
     deaths = subjects[subjects["death"].to_numpy(bool)]
-    fatal_pt = events[events["fatal"]].groupby(_KEY)["PT"].agg(lambda s: ", ".join(sorted(set(s))))
+    fatal_pt = (
+        events[events["fatal"]].groupby(inputs.key)["PT"].agg(lambda s: ", ".join(sorted(set(s))))
+    )
     disposition = inputs.table(protocol.disposition.form)
     cause: dict[str, str] = {}
-    if disposition is not None and "death_cause" in disposition.columns:
+    cause_field = protocol.disposition.death_cause_field
+    if disposition is not None and cause_field is not None and cause_field in disposition.columns:
         cause = {
             str(k): str(v)
-            for k, v in zip(disposition[_KEY], disposition["death_cause"], strict=True)
+            for k, v in zip(disposition[inputs.key], disposition[cause_field], strict=True)
             if pd.notna(v)
         }
     death_listing = pd.DataFrame(
@@ -121,7 +123,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         death_listing.insert(1, "Arm", _arm_column(inputs, pd.Series(deaths.index)))
     safety = _safety(inputs)
     groups = _groups(inputs, _randomised(inputs))
-    serious_ids = set(serious[_KEY].astype(str))
+    serious_ids = set(serious[inputs.key].astype(str))
     death_ids = set(deaths.index.astype(str))
     counts = _count_table(
         [
@@ -139,7 +141,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
         title=TITLE,
         paragraphs=(
             f"{len(serious)} serious treatment-emergent adverse events in "
-            f"{serious[_KEY].nunique()} participants; "
+            f"{serious[inputs.key].nunique()} participants; "
             f"{len(deaths)} death{'' if len(deaths) == 1 else 's'}.",
         ),
         tables=(

@@ -11,7 +11,6 @@ import pandas as pd
 from studyman.errors import SnapshotError
 from studyman.protocol.models import Protocol
 from studyman.reporting.sections.base import (
-    _KEY,
     _SCHEDULED,
     DsmbInputs,
     Section,
@@ -48,7 +47,7 @@ def _not_randomised_reasons(protocol: Protocol, subjects: pd.DataFrame) -> pd.Se
         reasons[str(code)]
         if pd.notna(code) and str(code) in reasons
         else (_PENDING if bool(eligible) else _UNRECORDED)
-        for code, eligible in zip(subjects["screen_fail_reason"], subjects["eligible"], strict=True)
+        for code, eligible in zip(subjects["screen_fail_code"], subjects["eligible"], strict=True)
     ]
     return pd.Series(labels, index=subjects.index, dtype="string")
 
@@ -106,7 +105,7 @@ def _derive_visit_status(inputs: DsmbInputs) -> pd.DataFrame:
     """
     visits = inputs.facts().visits
     frame = visits[["record_id", "event", "label", "due", "done", "missed", "overdue"]]
-    return frame.rename(columns={"record_id": _KEY}).reset_index(drop=True)
+    return frame.rename(columns={"record_id": inputs.key}).reset_index(drop=True)
 
 
 def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
@@ -123,7 +122,7 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
     facts = inputs.facts().adverse_events.reset_index(drop=True)
     if len(facts) != len(frame) or (
         len(frame)
-        and not (facts["record_id"].to_numpy() == frame[_KEY].astype(str).to_numpy()).all()
+        and not (facts["record_id"].to_numpy() == frame[inputs.key].astype(str).to_numpy()).all()
     ):
         raise SnapshotError("the facts' adverse events do not follow the form row for row")
     teae = facts["teae"].to_numpy(bool)
@@ -138,10 +137,13 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
         [str(c) for c in ae_spec.related_codes]
     )
     frame["fatal"] = facts.loc[teae, "fatal"].to_numpy(bool)
+    action, withdrawn = ae_spec.action_field, ae_spec.treatment_withdrawn_action_code
     frame["withdrawn"] = (
-        _codes(frame["ae_action"]) == "4" if "ae_action" in frame.columns else False
+        _codes(frame[action]) == str(withdrawn)
+        if action is not None and withdrawn is not None and action in frame.columns
+        else False
     )
-    frame[_KEY] = frame[_KEY].astype("string")
+    frame[inputs.key] = frame[inputs.key].astype("string")
     return frame.reset_index(drop=True)
 
 
@@ -191,7 +193,7 @@ def _safety_form(
         return _unavailable(section_id, title, missing)
     frame = _present(inputs, form)
     safety = _safety(inputs)
-    frame = frame[_member(frame[_KEY], safety)]
+    frame = frame[_member(frame[inputs.key], safety)]
     return frame, _groups(inputs, safety)
 
 

@@ -12,9 +12,11 @@ from studyman.reporting.sections.base import (
     Section,
     SectionSpec,
     _denominators,
+    _enrolment_form,
     _groups,
     _header,
     _missing,
+    _participant_form,
     _pct,
     _randomised,
     _status_code_named,
@@ -36,12 +38,12 @@ TABLE_IDS: tuple[str, ...] = (
 def study_status_section(inputs: DsmbInputs) -> Section:
     """CONSORT-style flow: assessed, excluded with reasons, randomised, ..., analysed."""
     protocol = inputs.protocol
-    needed = ("participant", protocol.eligibility.form, "enrollment")
+    needed = (_participant_form(inputs), protocol.eligibility.form, _enrolment_form(inputs))
     missing = _missing(inputs, needed)
     if len(missing) == len(needed):
         return _unavailable(SECTION_ID, TITLE, missing)
     subjects = inputs.subjects()
-    not_randomised = subjects[~subjects["randomized"]]
+    not_randomised = subjects[~subjects["randomised"]]
     excluded_reasons = _not_randomised_reasons(protocol, not_randomised)
     excluded_counts = excluded_reasons.value_counts().sort_index()
     randomised = _randomised(inputs)

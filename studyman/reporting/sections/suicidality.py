@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     DsmbInputs,
     FigureData,
     ReportTable,
@@ -28,6 +31,17 @@ TABLE_IDS: tuple[str, ...] = (
     "aesi-suicidality.participants-with-suicidality-findings",
     "aesi-suicidality.c-ssrs-since-last-visit-by-visit",
 )
+
+
+#: A score flag's comparison (``protocol.models.Operator``) on a column of values.
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "eq": operator.eq,
+    "ne": operator.ne,
+}
 
 
 def suicidality_section(inputs: DsmbInputs) -> Section:
@@ -53,7 +67,7 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             behaviour |= (_codes(frame[f]) == "1").fillna(False)
     flags = pd.DataFrame(
         {
-            _KEY: frame[_KEY].astype(str),
+            inputs.key: frame[inputs.key].astype(str),
             "event": frame[_EVENT].astype(str),
             "ideation": ideation,
             "serious_ideation": serious_ideation,
@@ -68,7 +82,7 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
         at = flags[flags["event"] == event]
         row = [labels.get(event, event)]
         for label, ids in groups:
-            sub = at[_member(at[_KEY], ids)]
+            sub = at[_member(at[inputs.key], ids)]
             n = len(sub)
             ide = int(sub["ideation"].sum())
             ser = int((sub["serious_ideation"] | sub["behaviour"]).sum())
@@ -84,7 +98,7 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
                 }
             )
         rows.append(row)
-    per_participant = flags.groupby(_KEY)[["ideation", "serious_ideation", "behaviour"]].any()
+    per_participant = flags.groupby(inputs.key)[["ideation", "serious_ideation", "behaviour"]].any()
     summary_rows = [
         (
             "Any suicidal ideation (since-last-visit C-SSRS)",
@@ -105,20 +119,29 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             ),
         ),
     ]
-    phq = inputs.table("phq9")
-    if phq is not None and "phq9_9" in phq.columns:
-        item9 = phq[(pd.to_numeric(phq["phq9_9"], errors="coerce") >= 1).fillna(False).to_numpy()]
-        item9_ids = set(item9[_KEY].astype(str))
-        summary_rows.append(
-            (
-                "PHQ-9 item 9 scored 1 or more (any visit)",
-                lambda ids: len(item9_ids & set(ids.astype(str))),
+    # the scales' suicidality flags: those that call for a since-last-visit C-SSRS
+    for scoring in protocol.scoring:
+        scale = inputs.table(scoring.instrument)
+        for flag in scoring.flags:
+            if (
+                flag.requires_instrument != spec.since_last_form
+                or scale is None
+                or flag.field not in scale.columns
+            ):
+                continue
+            values = pd.to_numeric(scale[flag.field], errors="coerce")
+            hit = _OPERATORS[flag.op](values, flag.value).fillna(False).to_numpy(bool)
+            flagged = set(scale.loc[hit, inputs.key].astype(str))
+            summary_rows.append(
+                (
+                    f"{flag.label} (any visit)",
+                    (lambda found: lambda ids: len(found & set(ids.astype(str))))(flagged),
+                )
             )
-        )
     events = _adverse_events(inputs)
     if events is not None:
         aesi = _codes(events[protocol.adverse_events.aesi_field]) == "1"
-        aesi_ids = set(events.loc[aesi.fillna(False).to_numpy(), _KEY].astype(str))
+        aesi_ids = set(events.loc[aesi.fillna(False).to_numpy(), inputs.key].astype(str))
         summary_rows.append(
             (
                 "Adverse event recorded as suicidality AESI",

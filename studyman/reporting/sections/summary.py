@@ -22,7 +22,7 @@ def summary_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     study = protocol.study
     subjects = inputs.subjects()
-    randomised = int(subjects["randomized"].sum())
+    randomised = int(subjects["randomised"].sum())
     ratio = ":".join(str(arm.ratio) for arm in protocol.arms.items)
     if inputs.closed:
         arms_text = (

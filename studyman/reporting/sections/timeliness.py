@@ -14,7 +14,6 @@ from studyman.protocol.clocks import (
     clock_unassessable_reason,
 )
 from studyman.reporting.sections.base import (
-    _KEY,
     DsmbInputs,
     ReportTable,
     Section,
@@ -109,7 +108,7 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
             late_rows.append(
                 {
                     "Clock": clock.label,
-                    "Participant": str(events.loc[index, _KEY]),
+                    "Participant": str(events.loc[index, inputs.key]),
                     "Preferred term": str(events.loc[index, "PT"]),
                     "Aware": _fmt_date(aware[index]),
                     "Reported": _fmt_date(sent[index]),

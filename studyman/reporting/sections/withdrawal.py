@@ -8,7 +8,6 @@ import pandas as pd
 
 from studyman.reporting.sections.base import (
     _EVENT,
-    _KEY,
     DsmbInputs,
     FigureData,
     ReportTable,
@@ -64,7 +63,7 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
         for name, _low, _high in bands:
             row = [f"{labels.get(event, event)}: {name}"]
             for label, ids in groups:
-                in_group = _member(at[_KEY], ids)
+                in_group = _member(at[inputs.key], ids)
                 values = at_totals[in_group].dropna()
                 count = int(sum(_band_of(float(v), bands) == name for v in values))
                 row.append(_pct(count, len(values)))
@@ -79,20 +78,20 @@ def withdrawal_section(inputs: DsmbInputs) -> Section:
             rows.append(row)
         row = [f"{labels.get(event, event)}: assessed"]
         for _, ids in groups:
-            in_group = _member(at[_KEY], ids)
+            in_group = _member(at[inputs.key], ids)
             row.append(str(int(at_totals[in_group].notna().sum())))
         rows.append(row)
     high = frame.loc[(totals >= spec.aesi_threshold).fillna(False).to_numpy()]
     listing = pd.DataFrame(
         {
-            "Participant": high[_KEY].astype(str),
+            "Participant": high[inputs.key].astype(str),
             "Visit": high[_EVENT].map(lambda e: labels.get(str(e), str(e))),
             f"{scale} total": totals[high.index].map(lambda v: f"{v:g}"),
             "Band": totals[high.index].map(lambda v: _band_of(float(v), bands)),
         }
     )
     if inputs.closed:
-        listing.insert(1, "Arm", _arm_column(inputs, high[_KEY]))
+        listing.insert(1, "Arm", _arm_column(inputs, high[inputs.key]))
     return Section(
         id=SECTION_ID,
         title=title,
