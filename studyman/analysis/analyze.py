@@ -26,6 +26,7 @@ from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import PlanRun, run_plan
 from studyman.analysis.safety import safety_data
 from studyman.analysis.sap import LoadedPlan, load_sap
+from studyman.analysis.strata import unstratified_analyses
 from studyman.errors import AnalysisError, SnapshotError, SourceError
 from studyman.facts import StudyFacts, derive_facts, rules_from_plan
 from studyman.protocol import Protocol, load_protocol
@@ -303,6 +304,21 @@ def analyze(
     finally:
         if executor is None:
             runner.close()
+    # Strata as randomised: a model that adjusts for strata but leaves out a factor the
+    # randomisation was stratified by is a warning of the run (studyman.analysis.strata).
+    omitted = unstratified_analyses(loaded.plan, protocol)
+    if omitted:
+        run = dataclasses.replace(
+            run,
+            warnings=(
+                *run.warnings,
+                *(
+                    f"{analysis_id}: adjusts for strata but leaves out {', '.join(covariates)}, "
+                    "a factor the randomisation was stratified by"
+                    for analysis_id, covariates in omitted.items()
+                ),
+            ),
+        )
     files = write_outputs(
         out,
         plan=loaded.plan,

@@ -135,7 +135,13 @@ def stratified_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
         }
     )
     unstratified = run_plan(without_site, adam, blinded=False)
-    return {"run": run, "adam": adam, "plan": plan, "without_site": unstratified}
+    return {
+        "run": run,
+        "adam": adam,
+        "plan": plan,
+        "without_site": unstratified,
+        "snapshot": snapshot,
+    }
 
 
 def test_site_is_in_every_stratified_model_with_the_pooled_levels(
@@ -162,3 +168,39 @@ def test_site_is_in_every_stratified_model_with_the_pooled_levels(
         # the fitted site levels are the pooled ones, never a small site on its own
         for site in counts.index[counts < pooling.min_participants]:
             assert f"SITEID[T.{site}]" not in text, (outcome.id, site)
+
+
+def test_analyze_warns_when_a_model_leaves_out_a_stratification_factor(
+    tmp_path: Path, stratified_run: dict[str, object]
+) -> None:
+    from studyman.analysis.analyze import analyze
+    from studyman.analysis.executor import SerialExecutor
+    from studyman.analysis.lock import lock_sap
+
+    snapshot = stratified_run["snapshot"]
+    assert isinstance(snapshot, Path)
+    text = SAP.read_text(encoding="utf-8")
+    careless = text.replace(
+        "    rule: {kind: percent_reduction, threshold: 50}\n"
+        "    baseline: BASE\n"
+        "    strata: [STRATSEV, SITEID]\n",
+        "    rule: {kind: percent_reduction, threshold: 50}\n"
+        "    baseline: BASE\n"
+        "    strata: [STRATSEV]\n",
+        1,
+    )
+    assert careless != text
+    for name, plan_text, expected in (("as-shipped", text, 0), ("careless", careless, 1)):
+        sap = tmp_path / name / "sap.yaml"
+        sap.parent.mkdir()
+        sap.write_text(plan_text, encoding="utf-8")
+        lock_sap(sap)
+        # blinded (no list): every comparison is refused, the plan's own fault is still named
+        result = analyze(sap, snapshot, tmp_path / name / "out", executor=SerialExecutor())
+        warned = [w for w in result.run.warnings if "stratified by" in w]
+        assert len(warned) == expected, result.run.warnings
+        if expected:
+            assert warned[0].startswith("response_logistic: ")
+            assert "SITEID" in warned[0]
+            report = (tmp_path / name / "out" / "report.html").read_text(encoding="utf-8")
+            assert warned[0] in report
