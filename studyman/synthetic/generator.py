@@ -117,6 +117,8 @@ _AE_RATES: dict[str, tuple[float, float]] = {
     "Rhinorrhoea": (0.02, 0.01),
     "Decreased appetite": (0.05, 0.02),
 }
+# A coding-list term not in the table above (and not of special interest).
+_DEFAULT_AE_RATE = (0.03, 0.02)
 # Per-event probability that a randomly drawn AE is serious (default 1.5 %).
 _SERIOUS_PROBABILITY = {"Seizure": 1.0, "Depression": 0.15}
 # Terms the adjunct plausibly causes (relatedness leans to "possible"/"probable" in its arm).
@@ -1112,8 +1114,15 @@ class _Builder:
         code_of = {t.preferred_term: t for t in design.coding}
         rand = np.flatnonzero(self.randomized & self.visit_exists[:, 0])
         exposure = np.maximum(self.end_day[rand] - self.base[rand] + 1, 1).astype(np.float64)
+        # The study's coding list: terms of the table above at their rates, any other term that
+        # is not of special interest (those follow from the safety data) at a low default rate.
         terms = [t for t in _AE_RATES if t in code_of]
-        rates = np.asarray([_AE_RATES[t] for t in terms])  # term x arm
+        terms += [
+            t.preferred_term
+            for t in design.coding
+            if t.preferred_term not in _AE_RATES and t.aesi == "0"
+        ]
+        rates = np.asarray([_AE_RATES.get(t, _DEFAULT_AE_RATE) for t in terms])  # term x arm
         arm_rate = np.where(self.adjunct[rand][:, None], rates[None, :, 0], rates[None, :, 1])
         counts = np.minimum(rng.poisson(arm_rate * exposure[:, None] / 84.0), 2)
         p_idx, t_idx = np.nonzero(counts)

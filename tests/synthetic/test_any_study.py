@@ -221,3 +221,19 @@ def test_a_study_without_a_dosing_log_writes_no_dose(protocol: Protocol) -> None
     assert "adjunct_in_control_arm" not in set(trial.planted_errors["error_type"])
     # the rest of the study is still there
     assert (records["redcap_repeat_instrument"] == "therapy_log").any()
+
+
+def test_a_term_of_the_studys_own_coding_list_is_drawn(protocol: Protocol) -> None:
+    from studyman.protocol.models import CodedTerm
+
+    ae = protocol.adverse_events
+    extra = CodedTerm(code=99, pt="Tinnitus", soc=2)
+    coded = protocol.model_copy(
+        update={"adverse_events": ae.model_copy(update={"coding_list": (*ae.coding_list, extra)})}
+    )
+    records = generate_trial(coded, n_participants=240, seed=4).records
+    logged = records[records["redcap_repeat_instrument"] == "ae_log"]
+    tinnitus = logged[logged["adv_pt"] == "99"]
+    assert len(tinnitus) > 0
+    assert set(tinnitus["adv_soc"]) == {"2"}
+    assert set(tinnitus["adv_aesi"]) == {"0"}
