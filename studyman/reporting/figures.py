@@ -23,6 +23,7 @@ from matplotlib.patches import FancyBboxPatch
 from studyman.protocol.models import Protocol
 from studyman.reporting.dsmb import TOTAL, FigureData
 from studyman.reporting.interim_figure import draw_interim_boundaries
+from studyman.reporting.km_figure import draw_kaplan_meier
 
 __all__ = ["FIGURE_KINDS", "draw_figure"]
 
@@ -381,6 +382,7 @@ FIGURE_KINDS: Mapping[str, Callable[[FigureData, Protocol], bytes]] = {
     "withdrawal_bands": draw_withdrawal_bands,
     "edish": draw_edish,
     "interim_boundaries": draw_interim_boundaries,
+    "kaplan_meier": draw_kaplan_meier,
 }
 
 
