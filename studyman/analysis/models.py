@@ -41,6 +41,7 @@ from studyman.errors import AnalysisError
 __all__ = [
     "AnalysisOutcome",
     "Headline",
+    "NotApplicableError",
     "ae_exposure_adjusted",
     "ae_glmm",
     "ae_highest_severity",
@@ -57,7 +58,14 @@ __all__ = [
     "wilson_interval",
 ]
 
-Status = Literal["ok", "failed", "refused"]
+#: ``not_applicable``: the study lacks what the analysis needs (an optional form the protocol
+#: does not declare); the report says the section does not apply, and the run does not fail.
+Status = Literal["ok", "failed", "refused", "not_applicable"]
+
+
+class NotApplicableError(AnalysisError):
+    """The study does not have what an analysis needs (the protocol declares no such form):
+    the analysis does not apply, which is not a failure."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.executor import Executor, SerialExecutor, single_threaded_blas
 from studyman.analysis.models import (
     AnalysisOutcome,
+    NotApplicableError,
     ae_exposure_adjusted,
     ae_glmm,
     ae_highest_severity,
@@ -530,6 +531,15 @@ _EXPECTED = (StudymanError, ArithmeticError, ValueError, np.linalg.LinAlgError)
 
 
 def _failure(analysis: Analysis, error: Exception) -> AnalysisOutcome:
+    if isinstance(error, NotApplicableError):
+        return AnalysisOutcome(
+            id=analysis.id,
+            kind=analysis.kind,
+            role=analysis.role,
+            label=analysis.label,
+            status="not_applicable",
+            message=f"Does not apply: {error}",
+        )
     return AnalysisOutcome(
         id=analysis.id,
         kind=analysis.kind,

@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep
 
-from studyman.analysis.models import AnalysisOutcome, Headline
+from studyman.analysis.models import AnalysisOutcome, Headline, NotApplicableError
 from studyman.analysis.sap import SafetyAssessmentAnalysis
 from studyman.errors import AnalysisError
 from studyman.facts import StudyFacts, cut_tables
@@ -700,7 +700,7 @@ def vital_signs_analysis(
             f"(vital_signs.parameters: {', '.join(labels) or 'none'})"
         )
     if not wanted:
-        raise AnalysisError("the protocol declares no vital signs (vital_signs)")
+        raise NotApplicableError("the protocol declares no vital signs (vital_signs)")
     arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
     data = vitals[vitals["SUBJID"].astype(str).isin(arm_of.index)].copy()
     if not data["PARAMCD"].isin(wanted).any():
@@ -946,7 +946,7 @@ def withdrawal_analysis(
     the risk difference (Newcombe) and Fisher's exact test.
     """
     if not labels:
-        raise AnalysisError("the protocol declares no withdrawal scale (withdrawal)")
+        raise NotApplicableError("the protocol declares no withdrawal scale (withdrawal)")
     arm_of = subjects.set_index(subjects["SUBJID"].astype(str))["ARM"]
     data = withdrawal[withdrawal["SUBJID"].astype(str).isin(arm_of.index)]
     maximum = data.groupby(data["SUBJID"].astype(str))["AVAL"].max()

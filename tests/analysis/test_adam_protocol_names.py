@@ -17,6 +17,7 @@ from studyman.analysis.executor import SerialExecutor
 from studyman.analysis.outputs import applicability, write_outputs
 from studyman.analysis.populations import flag_populations
 from studyman.analysis.run import run_plan
+from studyman.analysis.safety import safety_data
 from studyman.analysis.sap import LoadedPlan, load_sap
 from studyman.facts import StudyFacts
 from studyman.protocol.loader import load_protocol
@@ -222,14 +223,22 @@ def test_a_study_without_dosing_log_or_withdrawal_scale_runs_and_says_so(
     adam = dataclasses.replace(adam, adsl=flag_populations(adam.adsl, facts, plan.populations))
     mmrm_only = plan.model_copy(
         update={
-            "analyses": (plan.analysis("primary_mmrm"),),
+            "analyses": (plan.analysis("primary_mmrm"), plan.analysis("cows_maximum")),
             "estimands": (),
             "multiplicity": None,
             "imputation_model": None,
         }
     )
-    run = run_plan(mmrm_only, adam, blinded=False, executor=SerialExecutor())
-    assert run.outcomes[0].status == "ok", run.outcomes[0].message
+    safety = safety_data(protocol, tables, facts)
+    run = run_plan(mmrm_only, adam, blinded=False, executor=SerialExecutor(), safety=safety)
+    primary, withdrawal = run.outcomes
+    assert primary.status == "ok", primary.message
+    # the plan's withdrawal-scale analysis does not apply: said so, and the run has no failure
+    assert withdrawal.status == "not_applicable"
+    assert withdrawal.message == (
+        "Does not apply: the protocol declares no withdrawal scale (withdrawal)"
+    )
+    assert run.failed == ()
     provenance = {
         "plan": {"file": "sap.yaml", "version": "1", "sha256": "0" * 64, "amendments": [],
                  "locked_version": "1", "locked_sha256": "0" * 64},
@@ -247,6 +256,7 @@ def test_a_study_without_dosing_log_or_withdrawal_scale_runs_and_says_so(
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Does not apply: the protocol declares no withdrawal scale." in report
     assert "Does not apply: the protocol declares no dosing log" in report
+    assert "cows_maximum</strong> (not_applicable): Does not apply" in report
     statements = dict(applicability(study.protocol))
     assert statements["Withdrawal scale"].startswith("Applies: cows")
     assert statements["Dosing log"].startswith("Applies: dosing")
