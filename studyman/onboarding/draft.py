@@ -305,16 +305,16 @@ def draft_protocol(project: RedcapProject) -> DraftProtocol:
             _categorical,
             "choose the field holding the participant's sex",
         )
-    for key, words, what in (
-        ("race_field", r"^\s*race\b", "race"),
-        ("ethnicity_field", r"ethnic", "ethnicity"),
+    for key, words, question in (
+        ("race_field", r"^\s*race\b", "choose the field holding the participant's race"),
+        ("ethnicity_field", r"ethnic", "choose the field holding the participant's ethnicity"),
     ):
         if _known(models.Enrolment, key):
             tree["enrolment"][key] = b.field_or_todo(
                 f"enrolment.{key}",
                 words,
                 lambda f: _categorical(f) or _checkbox(f),
-                f"choose the field holding the participant's {what}",
+                question,
             )
     if _known(models.Enrolment, "baseline_fields"):
         tree["enrolment"]["baseline_fields"] = todo(
