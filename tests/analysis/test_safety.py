@@ -179,13 +179,21 @@ class _Study:
             base / "randomization.csv", choice_labels(self.metadata)["rand_arm"]
         )
         self.loaded = load_sap(SAP)
+        self._untouched: dict[str, object] | None = None
 
     def run(self, tables: dict[str, pd.DataFrame] | None = None) -> dict[str, object]:
+        """The plan's safety entries on *tables* (default: the study's, computed once)."""
+        if tables is None:
+            if self._untouched is None:
+                self._untouched = self._run(self.tables)
+            return self._untouched
+        return self._run(tables)
+
+    def _run(self, tables: dict[str, pd.DataFrame]) -> dict[str, object]:
         from studyman.analysis.analyze import derive_for_plan, plan_facts
         from studyman.analysis.run import run_plan
         from studyman.analysis.safety import safety_data
 
-        tables = self.tables if tables is None else tables
         facts = plan_facts(self.loaded, self.protocol, tables, self.randomization)
         adam = derive_for_plan(self.loaded, tables, self.metadata, self.randomization, facts)
         plan = self.loaded.plan
@@ -219,7 +227,7 @@ def _post_baseline_any(study: _Study, tables: dict[str, pd.DataFrame], arm: str)
     items = [*spec.ideation_fields, *spec.behaviour_fields]
     yes = (rows[items].apply(pd.to_numeric, errors="coerce") == 1).any(axis=1)
     hit = set(rows.loc[yes, key].astype(str))
-    facts = study.run(tables)["facts"]
+    facts = study.run()["facts"]
     members = set(facts.members("safety").astype(str))  # type: ignore[attr-defined]
     arms = facts.subjects["arm"]  # type: ignore[attr-defined]
     return sum(1 for s in hit & members if arms.get(s) == arm)
