@@ -676,12 +676,16 @@ class Withdrawal(_Frozen):
 
 
 class VitalSign(_Frozen):
-    """A vital sign (or weight): its id (PARAMCD), field, label and unit."""
+    """A vital sign (or weight): its id (PARAMCD), field, label and unit; optionally the limits
+    outside which a value is notable in the DSMB report (default: the data dictionary's
+    validation minimum and maximum)."""
 
     id: str = Field(pattern=r"^[A-Z][A-Z0-9]{0,7}$")
     field: str
     label: str
     unit: str
+    notable_low: float | None = None
+    notable_high: float | None = None
 
 
 class VitalSigns(_Frozen):
