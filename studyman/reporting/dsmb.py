@@ -46,6 +46,7 @@ from studyman.reporting.sections import (
     time_to_event,
     timeline,
     timeliness,
+    vital_signs,
     withdrawal,
 )
 from studyman.reporting.sections.base import (
@@ -104,6 +105,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     suicidality.SPEC,
     withdrawal.SPEC,
     liver.SPEC,
+    vital_signs.SPEC,
     conmeds.SPEC,
     timeliness.SPEC,
     efficacy.SPEC,
