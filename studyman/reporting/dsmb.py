@@ -50,7 +50,6 @@ from studyman.reporting.sections import (
     withdrawal,
 )
 from studyman.reporting.sections.base import (
-    _KEY,
     TOTAL,
     DsmbInputs,
     FigureData,
@@ -124,8 +123,8 @@ _HEADINGS: dict[str, tuple[str, str]] = {
 def _participant_ids(inputs: DsmbInputs) -> frozenset[str]:
     ids: set[str] = set()
     for frame in inputs.tables.values():
-        if _KEY in frame.columns:
-            ids.update(str(value) for value in frame[_KEY].dropna())
+        if inputs.key in frame.columns:
+            ids.update(str(value) for value in frame[inputs.key].dropna())
     return frozenset(ids)
 
 

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -58,8 +59,10 @@ def _colour(index: int) -> str:
     return _COLOURS[index % len(_COLOURS)]
 
 
-def _box(axes: Any, x: float, y: float, text: str, width: float = 0.34) -> None:
-    height = 0.028 + 0.024 * text.count("\n")
+def _box(
+    axes: Any, x: float, y: float, text: str, width: float = 0.34, fontsize: float = 7.2
+) -> None:
+    height = 0.028 + 0.024 * text.count("\n") * fontsize / 7.2
     axes.add_patch(
         FancyBboxPatch(
             (x - width / 2, y - height / 2),
@@ -71,7 +74,7 @@ def _box(axes: Any, x: float, y: float, text: str, width: float = 0.34) -> None:
             facecolor="#f4f6f9",
         )
     )
-    axes.text(x, y, text, ha="center", va="center", fontsize=7.2)
+    axes.text(x, y, text, ha="center", va="center", fontsize=fontsize)
 
 
 def _arrow(axes: Any, x0: float, y0: float, x1: float, y1: float) -> None:
@@ -100,8 +103,13 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
         axes.plot([0.5, 0.62], [0.83, 0.83], color="#333333", linewidth=0.8)
         _box(axes, 0.5, 0.72, f"Randomised (n={nodes['randomised']})")
         count = len(arms)
-        xs = [0.5] if count == 1 else list(np.linspace(0.25, 0.75, count))
-        width = 0.44 if count == 1 else min(0.44, 0.9 / count)
+        # one lane per arm between the lane labels (left) and the edge, with a gap between
+        # boxes: any number of arms, no box touching another or a label
+        left, right = 0.07, 0.99
+        slot = (right - left) / count
+        xs = [0.5] if count == 1 else [left + slot * (i + 0.5) for i in range(count)]
+        width = 0.44 if count == 1 else min(0.44, slot - 0.025)
+        size = 7.2 if count <= 3 else max(5.0, 7.2 * 3 / count)
         for x, arm in zip(xs, arms, strict=True):
             _arrow(axes, 0.5, 0.705, float(x), 0.63)
             allocated = (
@@ -115,6 +123,7 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
                 0.595,
                 f"{allocated}\nReceived intervention (n={arm['received']})",
                 width,
+                size,
             )
             reasons = "\n".join(f"  {k}: {v}" for k, v in dict(arm["discontinued_reasons"]).items())
             follow = (
@@ -122,7 +131,7 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
                 f"Discontinued (n={arm['discontinued']})" + (f"\n{reasons}" if reasons else "")
             )
             _arrow(axes, float(x), 0.56, float(x), 0.47)
-            _box(axes, float(x), 0.38, follow, width)
+            _box(axes, float(x), 0.38, follow, width, size)
             _arrow(axes, float(x), 0.27, float(x), 0.2)
             _box(
                 axes,
@@ -131,6 +140,7 @@ def draw_consort(figure_data: FigureData, protocol: Protocol) -> bytes:
                 f"Completed (n={arm['completed']}); ongoing (n={arm['ongoing']})\n"
                 f"Analysed (n={arm['analysed']})",
                 width,
+                size,
             )
         for y, label in (
             (0.72, "Enrolment"),
@@ -157,7 +167,13 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
         cutoff = pd.Timestamp(plan["cutoff"])
 
         def panel(
-            axes: Any, dates: pd.Series, start: Any, end: Any, target: int, title: str
+            axes: Any,
+            dates: pd.Series,
+            start: Any,
+            end: Any,
+            target: int,
+            title: str,
+            wide: bool = False,
         ) -> None:
             dates = pd.to_datetime(dates).sort_values()
             if len(dates):
@@ -175,7 +191,10 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
             axes.axvline(cutoff, color="#aa2222", linewidth=0.8, linestyle=":", label="Cut-off")
             axes.set_title(title)
             axes.set_ylabel("Participants")
-            axes.tick_params(axis="x", rotation=30)
+            # few, unrotated ticks (year shown once): the per-site panels are narrow
+            locator = mdates.AutoDateLocator(minticks=3, maxticks=6 if wide else 4)
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
             axes.grid(alpha=0.3)
 
         panel(
@@ -185,6 +204,7 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
             plan["end"],
             int(plan["target"]),
             "All sites",
+            wide=True,
         )
         overall.legend(loc="upper left")
         for index, row in enumerate(sites.itertuples(index=False)):

@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from studyman.protocol.dsmb_history import DsmbHistory
 
 TOTAL = "Total"
-#: The reference record-ID field, only for a module not yet reading ``DsmbInputs.key``; goes
-#: when none imports it.
-_KEY = "record_id"
 
 
 _EVENT = "redcap_event_name"
