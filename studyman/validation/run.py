@@ -296,7 +296,7 @@ def _randomization_table(path: Path, protocol: Any, record_id_field: str) -> pd.
     Read by :func:`studyman.sources.randomization.read_randomization_list`; arm names are turned
     into the protocol's codes (the checks compare codes), anything else is kept as written.
     """
-    frame = read_randomization_list(path)
+    frame = read_randomization_list(path, protocol)
     # the reader puts the record-ID and arm columns first, whatever their names
     record_column, arm_column = str(frame.columns[0]), str(frame.columns[1])
     by_name = {arm.name: str(arm.code) for arm in protocol.arms.items}
