@@ -201,10 +201,12 @@ def _svg_bytes(figure: Any, provenance: Mapping[str, Any], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _mean_change_figure(adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str]) -> Any:
+def _mean_change_figure(
+    adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str], order: Sequence[str]
+) -> Any:
     from matplotlib.figure import Figure
 
-    parameters = [str(p) for p in adqs["PARAMCD"].dropna().unique()]
+    parameters = [p for p in order if (adqs["PARAMCD"] == p).any()]
     figure = Figure(figsize=(4.2 * max(1, len(parameters)), 3.6))
     axes = figure.subplots(1, max(1, len(parameters)), squeeze=False)[0]
     rows = adqs[(adqs["ANL01FL"] == "Y") | (adqs["ABLFL"] == "Y")].copy()
@@ -628,7 +630,7 @@ def write_outputs(
     arms = plan.treatment.arms
     figures: dict[str, bytes] = {}
     figures["mean_change.svg"] = _svg_bytes(
-        _mean_change_figure(adam.adqs, not run.blinded, arms),
+        _mean_change_figure(adam.adqs, not run.blinded, arms, [key.upper() for key in plan.visits]),
         provenance,
         "Mean change from baseline",
     )
