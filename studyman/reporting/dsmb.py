@@ -35,6 +35,7 @@ from studyman.reporting.sections import (
     inclusion,
     interim,
     liver,
+    primary_outcome,
     recommendations,
     retention,
     sae_terms,
@@ -108,6 +109,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     conmeds.SPEC,
     timeliness.SPEC,
     efficacy.SPEC,
+    primary_outcome.SPEC,
     interim.SPEC,
 )
 
