@@ -15,6 +15,8 @@ Derivation rules (``docs/design.md``):
 * ``ABLFL`` = ``Y`` on the baseline-event record; ``BASE`` its ``AVAL``; ``CHG = AVAL − BASE``
   and ``PCHG = 100 · CHG / BASE`` after baseline.
 * ``ANL01FL`` = ``Y`` on post-baseline records with a value at an analysis visit of the plan.
+* ``AESEV`` = the severity's dictionary label in upper case, ``AESEVN`` its rank in the
+  dictionary's order of choices (1 = mildest).
 * ``STRATSEV`` = the level name of the protocol's score stratification factor, as recorded.
 * From the study's facts (:func:`studyman.facts.derive_facts`, derived once for every output):
   ``RANDFL``/``RANDDT`` (randomised: the randomised field is yes and the date recorded),
@@ -510,6 +512,7 @@ def _derive_adae(
         return _codes(table[field]).map(lambda v: labels.get(v, v) if isinstance(v, str) else v)
 
     severity = {code: label.upper() for code, label in choices.get(ae.severity_field, {}).items()}
+    rank = {code: index + 1 for index, code in enumerate(severity)}
     aesi_codes = {str(item.code) for item in ae.aesi}
     aesi_labels = choices.get(ae.aesi_field, {})
     adae = pd.DataFrame(
@@ -522,6 +525,13 @@ def _derive_adae(
             "AESEV": _codes(table[ae.severity_field]).map(
                 lambda v: severity.get(v, pd.NA) if isinstance(v, str) else pd.NA
             ),
+            # the rank of the severity in the dictionary's order of choices (1 = mildest)
+            "AESEVN": pd.to_numeric(
+                _codes(table[ae.severity_field]).map(
+                    lambda v: rank.get(v, pd.NA) if isinstance(v, str) else pd.NA
+                ),
+                errors="coerce",
+            ).astype("Int64"),
             "AESER": np.where(_yes(table[ae.serious_field]), "Y", "N"),
             "AEREL": decode(ae.related_field).astype("string"),
             "AEACN": decode(action).astype("string"),

@@ -795,16 +795,34 @@ def ae_incidence(
 def ae_highest_severity(
     analysis: AEAnalysis, adae: pd.DataFrame, safety: pd.DataFrame, *, arms: tuple[str, str]
 ) -> AnalysisOutcome:
-    """Participants by their highest severity of any treatment-emergent event, per arm."""
-    order = {"MILD": 1, "MODERATE": 2, "SEVERE": 3}
+    """Participants by their highest severity of any treatment-emergent event, per arm.
+
+    Notes
+    -----
+    Severities rank by ``AESEVN`` (the study dictionary's order, mildest first); the categories
+    are ``NONE`` and the CDISC ``MILD``, ``MODERATE``, ``SEVERE``, or the study's own labels when
+    its scale has others (each label observed, in rank order).
+    """
+    standard = {"MILD": 1, "MODERATE": 2, "SEVERE": 3}
     events = _subset(adae, analysis.subset)
-    ranks = pd.to_numeric(events["AESEV"].astype(object).map(order), errors="coerce")
+    observed: dict[int, str] = {}
+    if "AESEVN" in adae.columns:
+        pairs = adae[["AESEVN", "AESEV"]].dropna().drop_duplicates().sort_values("AESEVN")
+        observed = {
+            int(n): str(label) for n, label in zip(pairs["AESEVN"], pairs["AESEV"], strict=True)
+        }
+    if set(observed.values()) <= set(standard):  # the CDISC terms rank as CDISC orders them
+        ranks = pd.to_numeric(events["AESEV"].astype(object).map(standard), errors="coerce")
+        scale = {n: label for label, n in standard.items()}
+    else:
+        ranks = pd.to_numeric(events["AESEVN"], errors="coerce")
+        scale = observed
     worst = events.assign(rank=ranks).dropna(subset=["rank"]).groupby("SUBJID")["rank"].max()
-    labels = {0: "NONE", 1: "MILD", 2: "MODERATE", 3: "SEVERE"}
+    labels = {0: "NONE", **scale}
     highest = pd.to_numeric(safety["SUBJID"].map(worst), errors="coerce").fillna(0).astype(int)
     people = safety.assign(HIGHEST=highest.map(labels))
     rows = []
-    for category in ["NONE", "MILD", "MODERATE", "SEVERE"]:
+    for category in labels.values():
         row: dict[str, Any] = {"highest_severity": category}
         for arm in arms:
             n = int((people["ARM"] == arm).sum())

@@ -182,6 +182,8 @@ def test_a_consistently_renamed_study_gives_the_same_adam(study: Study) -> None:
     assert original.adsl["STRATSEV"].notna().any()
     assert original.adsl["SEX"].notna().any()
     assert original.adae["AESEV"].notna().any()
+    ranks = original.adae.dropna(subset=["AESEV"]).groupby("AESEV")["AESEVN"].unique()
+    assert {k: list(v) for k, v in ranks.items()} == {"MILD": [1], "MODERATE": [2], "SEVERE": [3]}
     assert original.adsl["TRT01A"].notna().any()
     for name in ("adsl", "adqs", "adae", "visits"):
         pd.testing.assert_frame_equal(getattr(renamed, name), getattr(original, name))
