@@ -188,7 +188,12 @@ def run_demo(
     lock = unblinded_dir / "sap.lock.json"
     write_private_bytes(lock, default_lock_path(sap).read_bytes())
     analysis = analyze(
-        sap, unblinded.path, unblinded_dir / "analysis", randomization=randomization, lock=lock
+        sap,
+        unblinded.path,
+        unblinded_dir / "analysis",
+        randomization=randomization,
+        lock=lock,
+        protocol=protocol,
     )
     outputs["analysis (unblinded)"] = analysis.out
     failed = [outcome.id for outcome in analysis.run.outcomes if outcome.status == "failed"]
