@@ -8,6 +8,8 @@ and leave out what the study lacks.
 from __future__ import annotations
 
 import csv
+import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -165,7 +167,7 @@ def test_planted_errors_of_the_second_study_are_found_by_validation(
 ) -> None:
     planted = generate_trial(protocol, n_participants=60, seed=11, plant_errors=True)
     truth = planted.planted_errors
-    assert len(truth) >= 60
+    assert truth["error_type"].nunique() >= 20
     # every planted cell names a field of this study, never a reference name
     assert not (set(truth["field"]) - {""}) & _reference_names()
     records = tmp_path / "records.csv"
@@ -237,3 +239,57 @@ def test_a_term_of_the_studys_own_coding_list_is_drawn(protocol: Protocol) -> No
     assert len(tinnitus) > 0
     assert set(tinnitus["adv_soc"]) == {"2"}
     assert set(tinnitus["adv_aesi"]) == {"0"}
+
+
+def _renamed_copy(source: Path, target: Path) -> dict[str, str]:
+    """Copy the reference study with every dictionary field renamed; return old -> new."""
+    shutil.copytree(source, target)
+    dictionary = target / "redcap" / "data_dictionary.csv"
+    with dictionary.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    names = {row["field_name"]: f"z{i}_{row['field_name']}" for i, row in enumerate(rows)}
+    token = re.compile(r"[a-z][a-z0-9_]*")
+
+    def rename(text: str) -> str:
+        return token.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+
+    for row in rows:
+        row["field_name"] = names[row["field_name"]]
+        row["branching_logic"] = rename(row["branching_logic"])
+        if row["field_type"] == "calc":
+            row["select_choices_or_calculations"] = rename(row["select_choices_or_calculations"])
+    with dictionary.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    for name in ("protocol.yaml", "redcap/repeating_instruments.csv"):
+        path = target / name
+        path.write_text(rename(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return names
+
+
+def test_renaming_every_field_gives_the_same_trial_under_the_new_names(tmp_path: Path) -> None:
+    # The generator finds undeclared fields (initials, vital signs, a free-text reason, ...) by
+    # form, type and label: renaming every field of the reference study must not change a value.
+    names = _renamed_copy(REFERENCE, tmp_path / "renamed")
+    original = generate_trial(
+        load_protocol(REFERENCE), n_participants=40, seed=9, plant_errors=True
+    )
+    renamed = generate_trial(
+        load_protocol(tmp_path / "renamed"), n_participants=40, seed=9, plant_errors=True
+    )
+
+    def column(name: str) -> str:
+        stem, sep, code = name.partition("___")
+        return names.get(stem, stem) + sep + code
+
+    expected = original.records.rename(columns=column)
+    pd.testing.assert_frame_equal(renamed.records, expected)
+    pd.testing.assert_frame_equal(
+        renamed.randomization, original.randomization.rename(columns=column)
+    )
+    truth = original.planted_errors.copy()
+    truth["field"] = truth["field"].map(column)
+    keys = ["error_type", "record_id", "event", "instrument", "instance", "field"]
+    pd.testing.assert_frame_equal(renamed.planted_errors[keys], truth[keys])
+    assert truth["error_type"].nunique() >= 20
