@@ -167,7 +167,7 @@ def test_planted_errors_of_the_second_study_are_found_by_validation(
 ) -> None:
     planted = generate_trial(protocol, n_participants=60, seed=11, plant_errors=True)
     truth = planted.planted_errors
-    assert truth["error_type"].nunique() >= 25
+    assert len(truth) >= 60
     # every planted cell names a field of this study, never a reference name
     assert not (set(truth["field"]) - {""}) & _reference_names()
     records = tmp_path / "records.csv"
