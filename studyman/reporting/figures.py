@@ -191,8 +191,10 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
             axes.axvline(cutoff, color="#aa2222", linewidth=0.8, linestyle=":", label="Cut-off")
             axes.set_title(title)
             axes.set_ylabel("Participants")
-            # few, unrotated ticks (year shown once): the per-site panels are narrow
-            locator = mdates.AutoDateLocator(minticks=3, maxticks=6 if wide else 4)
+            # few, unrotated ticks (the year shown once): the per-site panels are narrow
+            first, last = pd.Timestamp(start), max(pd.Timestamp(end), cutoff)
+            months = max(1, (last.year - first.year) * 12 + last.month - first.month)
+            locator = mdates.MonthLocator(interval=max(1, -(-months // (6 if wide else 3))))
             axes.xaxis.set_major_locator(locator)
             axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
             axes.grid(alpha=0.3)
