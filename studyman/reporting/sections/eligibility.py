@@ -23,12 +23,12 @@ from studyman.reporting.sections.shared import _arm_column, _fmt_date
 
 #: The section's anchor, its heading and the ids of the tables it can show
 #: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
-SECTION_ID = "eligibility"
+SECTION_ID = "eligibility-violations"
 TITLE = "Eligibility violations and participants never treated"
 TABLE_IDS: tuple[str, ...] = (
-    "eligibility.randomised-participants-with-an-eligibility-violation-or-never-treated",
-    "eligibility.listing-of-eligibility-violations",
-    "eligibility.listing-of-randomised-participants-never-treated",
+    "eligibility-violations.randomised-participants-with-an-eligibility-violation-or-never-treated",
+    "eligibility-violations.listing-of-eligibility-violations",
+    "eligibility-violations.listing-of-randomised-participants-never-treated",
 )
 
 NOT_ELIGIBLE = "Randomised although recorded not eligible"
@@ -111,8 +111,8 @@ def eligibility_section(inputs: DsmbInputs) -> Section:
             "Site": [str(sites.get(i, "")) for i in never],
             "Randomised": [_fmt_date(facts.at[i, "rand_date"]) for i in never],
             "Disposition": [
-                str(facts.at[i, "ds_label"]) if pd.notna(facts.at[i, "ds_label"]) else "ongoing"
-                for i in never
+                "ongoing" if pd.isna(label) else str(label)
+                for label in facts["ds_label"].reindex(never).tolist()
             ],
             "Disposition date": [_fmt_date(facts.at[i, "ds_date"]) for i in never],
         }

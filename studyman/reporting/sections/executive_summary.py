@@ -63,7 +63,10 @@ def thresholds_text(lights: TrafficLights) -> str:
 def randomised_ids(inputs: DsmbInputs) -> pd.Index:
     """Record IDs of the randomised participants, from the facts."""
     subjects = inputs.facts().subjects
-    return pd.Index(subjects.index[subjects["randomised"].to_numpy(bool)].astype(str))
+    ids: pd.Index = pd.Index(
+        [str(i) for i in subjects.index[subjects["randomised"].to_numpy(bool)]]
+    )
+    return ids
 
 
 def safety_ids(inputs: DsmbInputs) -> pd.Index:
@@ -75,7 +78,8 @@ def safety_ids(inputs: DsmbInputs) -> pd.Index:
         mask = subjects[f"population_{rule.name}"].to_numpy(bool)
     else:
         mask = (subjects["randomised"] & subjects["treated"]).to_numpy(bool)
-    return pd.Index(subjects.index[mask].astype(str))
+    ids: pd.Index = pd.Index([str(i) for i in subjects.index[mask]])
+    return ids
 
 
 def _at_least(value: float, amber: float, red: float) -> str:

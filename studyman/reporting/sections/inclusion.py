@@ -66,12 +66,8 @@ def _labelled(inputs: DsmbInputs, field_name: str, ids: pd.Index) -> tuple[pd.Se
 def inclusion_section(inputs: DsmbInputs) -> Section:
     """Race by arm (closed) or pooled (open), and the NIH sex × race × ethnicity table (pooled)."""
     enrolment = inputs.protocol.enrolment
-    fields = {
-        "race": enrolment.race_field,
-        "ethnicity": enrolment.ethnicity_field,
-        "sex": enrolment.sex_field,
-    }
-    absent = [name for name in fields.values() if _first_values(inputs, name) is None]
+    fields = (enrolment.race_field, enrolment.ethnicity_field, enrolment.sex_field)
+    absent = [name for name in fields if _first_values(inputs, name) is None]
     if enrolment.race_field in absent:
         return Section(
             id=SECTION_ID,
@@ -97,14 +93,14 @@ def inclusion_section(inputs: DsmbInputs) -> Section:
     )
     ethnicity, ethnicity_categories = _labelled(inputs, enrolment.ethnicity_field, ids)
     sex, sex_categories = _labelled(inputs, enrolment.sex_field, ids)
-    frame = pd.DataFrame({"race": race, "ethnicity": ethnicity, "sex": sex})
-    counts = frame.groupby(["race", "ethnicity", "sex"]).size()
+    frame = pd.DataFrame({"r": race, "e": ethnicity, "s": sex})
+    counts = frame.groupby(["r", "e", "s"]).size()
     columns = [(e, s) for e in ethnicity_categories for s in sex_categories]
     rows = []
     for category in race_categories:
         cells = [int(counts.get((category, e, s), 0)) for e, s in columns]
         rows.append([category, *[str(c) for c in cells], str(sum(cells))])
-    totals = [int(((frame["ethnicity"] == e) & (frame["sex"] == s)).sum()) for e, s in columns]
+    totals = [int(((frame["e"] == e) & (frame["s"] == s)).sum()) for e, s in columns]
     rows.append([TOTAL, *[str(c) for c in totals], str(len(frame))])
     nih = pd.DataFrame(rows, columns=["Race", *[f"{e}: {s}" for e, s in columns], TOTAL])
     missing_note = (

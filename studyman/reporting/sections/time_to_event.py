@@ -128,7 +128,7 @@ def time_to_event_section(inputs: DsmbInputs) -> Section:
             events = endpoint.events.reindex(times.index).to_numpy(bool)
             values = times.to_numpy(float)
             curve = (
-                kaplan_meier(values, events)
+                kaplan_meier(values.tolist(), events.tolist())
                 if len(values)
                 else pd.DataFrame(columns=["time", "survival"])
             )
