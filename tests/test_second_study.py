@@ -48,6 +48,7 @@ ARMS = ("CBT + adjunct", "CBT + placebo", "CBT alone")
 #: Stages another helper is making multi-arm and name-neutral: an error there is xfail (with the
 #: exact error) until that work lands.
 PENDING: dict[str, str] = {
+    "protocol check --protocol": "the --protocol option on every command (H1)",
     "validate-unblinded": "the randomisation list reader (H1)",
     "analyze": "analyze (H1)",
     "dsmb-open": "the DSMB report (H2)",
@@ -310,3 +311,26 @@ def test_every_name_the_protocol_gives_is_its_own_even_by_default() -> None:
     unknown = sorted({(k, v) for k, v in named if v not in own})
     assert not unknown
     assert not {v for _, v in named} & theirs
+
+
+def _cli(argv: list[str]) -> int:
+    """Exit status of the real command line entry point (``sys.exit(main())``)."""
+    from studyman.cli import main
+
+    try:
+        result = main(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+    return result if isinstance(result, int) else 0
+
+
+def test_protocol_check_finds_the_second_study_conformant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _cli(["protocol", "check", str(STUDY / "protocol.yaml")]) == 0
+    assert "CBT-MADRS-3 v1.0: conformant" in capsys.readouterr().out
+    with _pending("protocol check --protocol"):
+        code = _cli(["protocol", "check", "--protocol", str(STUDY / "protocol.yaml")])
+        out = capsys.readouterr()
+        assert code == 0, out.err.strip().splitlines()[-1:]
+        assert "CBT-MADRS-3 v1.0: conformant" in out.out
