@@ -65,6 +65,8 @@ def vital_signs_section(inputs: DsmbInputs) -> Section:
     first_scheduled = next((v.event for v in visits if v.kind != "screening"), None)
     ids = frame[key].astype(str).to_numpy()
     events = frame[_EVENT].astype(str).to_numpy() if _EVENT in frame.columns else None
+    # each row's group membership, once (not per measurement and visit)
+    in_group = [_member(pd.Series(ids), members) for _, members in groups]
     summary_rows: list[list[str]] = []
     notable_rows: list[list[str]] = []
     limits_text: list[str] = []
@@ -73,13 +75,15 @@ def vital_signs_section(inputs: DsmbInputs) -> Section:
             raise KeyError(parameter.field)
         values = pd.to_numeric(frame[parameter.field], errors="coerce").astype(float)
         data = pd.DataFrame({"id": ids, "event": events, "value": values.to_numpy()})
+        for index, mask in enumerate(in_group):
+            data[f"g{index}"] = mask
         data = data.dropna(subset=["value"])
         summary_rows.append([f"{parameter.label} ({parameter.unit})", *["" for _ in groups]])
         for visit in visits:
             at = data[data["event"] == visit.event]
             cells = []
-            for _, members in groups:
-                v = at.loc[_member(at["id"], members), "value"]
+            for index in range(len(groups)):
+                v = at.loc[at[f"g{index}"].to_numpy(bool), "value"]
                 if len(v):
                     sd = float(v.std(ddof=1)) if len(v) > 1 else float("nan")
                     cells.append(f"{len(v)}; {v.mean():.1f} ({_fmt_num(sd)})")
