@@ -42,6 +42,7 @@ from studyman.protocol.redcap_project import (
     DictionaryField,
     field_choice_pairs,
 )
+from studyman.sources.redcap_log import LOG_TABLE, blind_log
 
 __all__ = [
     "BLINDED_VIEW",
@@ -124,6 +125,10 @@ def blind_tables(
     result: dict[str, pd.DataFrame] = {}
     for name, frame in tables.items():
         if name in hidden:
+            continue
+        if name == LOG_TABLE:  # the REDCap log: only rows about forms the reader may see
+            masked = {*policy.masked_field_names, *(m.field for m in policy.masked_codes)}
+            result[name] = blind_log(frame, hidden, masked)
             continue
         if _REPEAT in frame.columns:
             frame = frame.loc[~frame[_REPEAT].astype("string").isin(hidden).fillna(False)]

@@ -67,7 +67,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -92,6 +92,7 @@ from studyman.sources.offline import (
     protocol_manifest,
     snapshot_manifest_tables,
 )
+from studyman.sources.redcap_log import LOG_TABLE, log_table
 from studyman.sources.snapshot import SnapshotResult, json_bytes, write_tidy_snapshot
 from studyman.sources.tidy import TidyBuilder
 
@@ -603,6 +604,14 @@ def pull_snapshot(
                 return None
             _fail(what, refused, raw_token)
 
+    def optional_log(function: Callable[[_Project], Any]) -> Any:
+        """The log, or None when REDCap refuses it (no Logging right, no such feature)."""
+        try:
+            return _call("log", lambda: function(project()), policy, raw_token)
+        except _RefusedError as refused:
+            logger.info("the REDCap log was not exported (REDCap answered %d)", refused.status)
+            return None
+
     started = time.monotonic()
     metadata = call("metadata", lambda p: p.export_metadata(format_type="json"))
     if not isinstance(metadata, list) or not metadata:
@@ -742,6 +751,16 @@ def pull_snapshot(
     stages["records"] = time.monotonic() - started - sum(stages.values())
     tidy = builder.finish()
     stages["typing"] = time.monotonic() - started - sum(stages.values())
+    # The log (data-entry history), stored as a table when the token may read it: a token
+    # without the Logging right is refused (403), which leaves a snapshot without it.
+    log_rows = optional_log(lambda p: p.export_logging(format_type="json"))
+    if isinstance(log_rows, list):
+        log = log_table(
+            log_rows,
+            field_forms={spec.name: spec.form for spec in dictionary.fields},
+            events=events if longitudinal else None,
+        )
+        tidy = replace(tidy, tables={**tidy.tables, LOG_TABLE: log})
     elapsed = time.monotonic() - started
     logger.info(
         "pulled %d records in %.1f s (%s)",

@@ -32,7 +32,8 @@ def _table_hashes(snapshot: Path) -> dict[str, str]:
     return {
         name: digest
         for name, digest in files.items()
-        if name.startswith("tables/") or name == "findings.parquet"
+        if (name.startswith("tables/") or name == "findings.parquet")
+        and name != "tables/_log.parquet"  # a pull also stores REDCap's log; an import cannot
     }
 
 
