@@ -1,9 +1,10 @@
 """The seeded, deterministic synthetic trial: participants, randomisation, visits, safety, logs.
 
-:func:`generate_trial` simulates the reference study as REDCap flat records. Everything random
-comes from one ``numpy.random.Generator`` per component, each seeded from ``(seed, component)``,
-so the same seed gives the same bytes and changing one component's draws does not shift another's.
-No real personal data is used: initials are random letters, dates are simulated.
+:func:`generate_trial` simulates a declared study as REDCap flat records, every name, scale,
+visit and arm from its protocol (:mod:`studyman.synthetic.names`). Everything random comes from
+one ``numpy.random.Generator`` per component, each seeded from ``(seed, component)``, so the same
+seed gives the same bytes and changing one component's draws does not shift another's. No real
+personal data is used: initials are random letters, dates are simulated.
 """
 
 from __future__ import annotations
