@@ -24,17 +24,28 @@ Derivation rules (``docs/design.md``):
   only where the view holds the dosing log), ``TRTEMFL`` (treatment-emergent by the plan's one
   rule), ``EOSSTT``/``DCSREAS``/``EOSDT``/``DTHDT`` (the disposition) and the population flags
   (:mod:`studyman.analysis.populations`).
+* Treatment discontinuation, the intercurrent event
+  (:func:`studyman.analysis.intercurrent.treatment_discontinuation`): ``EOTSTT`` is
+  ``DISCONTINUED`` for a participant who discontinued treatment, ``COMPLETED`` when the
+  treatment period ended on study (a disposition recorded after it, or its end before the
+  cut-off) and ``ONGOING`` otherwise; ``DCTDT`` the last study treatment received (else the
+  disposition date) and ``DCTREAS`` the disposition's reason. Empty for participants not
+  randomised.
+* :attr:`AdamDatasets.censored`: the analysis visits of participants still on study that were not
+  yet due at the cut-off (administrative censoring,
+  :func:`studyman.analysis.intercurrent.administratively_censored`), numbered as ``AVISITN``.
 * Without a randomisation list ``TRT01P``/``TRT01A`` stay empty (blinded data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from studyman.analysis.intercurrent import administratively_censored, treatment_discontinuation
 from studyman.errors import AnalysisError
 from studyman.facts import StudyFacts
 from studyman.protocol import Protocol
@@ -61,14 +72,35 @@ _FACTS_RECORD = "record_id"
 _DAYS_PER_WEEK = 7
 
 
+def _no_censoring() -> pd.DataFrame:
+    return pd.DataFrame({"SUBJID": pd.Series(dtype="string"), "AVISITN": pd.Series(dtype="int64")})
+
+
 @dataclass(frozen=True)
 class AdamDatasets:
-    """The derived data sets."""
+    """The derived data sets.
+
+    Attributes
+    ----------
+    adsl, adqs, adae
+        Subject level, questionnaires, adverse events.
+    visits
+        Visit dates: ``SUBJID, AVISITN, ADT``.
+    censored
+        ``SUBJID, AVISITN``: analysis visits not yet due at the cut-off of participants still on
+        study (administratively censored; not missing data). Empty when not derived.
+    target_days
+        ``AVISITN`` → the visit's target study day (randomisation = day 0), from the protocol.
+        Empty when not derived: the reference-based imputations then fall back to the dropout
+        rule (:mod:`studyman.analysis.imputation`).
+    """
 
     adsl: pd.DataFrame
     adqs: pd.DataFrame
     adae: pd.DataFrame
     visits: pd.DataFrame
+    censored: pd.DataFrame = field(default_factory=_no_censoring)
+    target_days: Mapping[int, int] = field(default_factory=dict)
 
 
 def visit_numbers(protocol: Protocol) -> dict[str, int]:
@@ -361,6 +393,7 @@ def derive_adam(
     adsl["DCSREAS"] = label.where(~completed).astype("string")
     adsl["EOSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["ds_date"]))
     adsl["DTHDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["death_date"]))
+    _add_treatment_discontinuation(adsl, protocol, facts)
     form = protocol.visit_form
     visit = _table(tables, form.form, key, [_EVENT, form.date_field])
     visit_dates = pd.DataFrame(
@@ -391,7 +424,39 @@ def derive_adam(
     scales = analysis_parameters(protocol, analysis_visits)
     adqs = _derive_adqs(tables, key, scales, numbers, adsl, visits, analysis_visits)
     adae = _derive_adae(tables, protocol, adsl, choices, facts)
-    return AdamDatasets(adsl=adsl, adqs=adqs, adae=adae, visits=visits)
+    censored = administratively_censored(facts, numbers)
+    censored = censored[censored["AVISITN"] > 0].astype({"SUBJID": "string"})
+    target_days = {
+        numbers[v.event]: int(v.target_day)
+        for v in protocol.visits
+        if v.event in numbers and v.target_day is not None and numbers[v.event] > 0
+    }
+    return AdamDatasets(
+        adsl=adsl,
+        adqs=adqs,
+        adae=adae,
+        visits=visits,
+        censored=censored.reset_index(drop=True),
+        target_days=target_days,
+    )
+
+
+def _add_treatment_discontinuation(
+    adsl: pd.DataFrame, protocol: Protocol, facts: StudyFacts
+) -> None:
+    """``EOTSTT``, ``DCTDT``, ``DCTREAS`` (randomised participants; see the module notes)."""
+    ice = treatment_discontinuation(facts)
+    stopped = adsl["SUBJID"].map(ice["TRTDISFL"]) == "Y"
+    randomised = adsl["SUBJID"].isin(set(ice.index))
+    # the treatment period ended on study: a disposition after it, or its end before the cut
+    period_end = pd.to_datetime(adsl["RANDDT"]) + pd.Timedelta(days=7 * protocol.treatment.weeks)
+    ended = pd.to_datetime(adsl["EOSDT"]).notna() | (period_end < pd.Timestamp(facts.cutoff))
+    status = np.where(
+        stopped, "DISCONTINUED", np.where(ended.to_numpy(bool), "COMPLETED", "ONGOING")
+    )
+    adsl["EOTSTT"] = pd.Series(status, index=adsl.index, dtype="string").where(randomised)
+    adsl["DCTDT"] = lookup(adsl["SUBJID"], pd.to_datetime(ice["TRTDISDT"]))
+    adsl["DCTREAS"] = lookup(adsl["SUBJID"], ice["DCTREAS"].astype("string"))
 
 
 def _as_treated(

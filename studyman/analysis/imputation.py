@@ -23,14 +23,24 @@ iterations); each chain gives ``chain_length`` imputations, the first after ``bu
 iterations and the others ``thin`` iterations apart (lag-5 autocorrelation is negligible when
 the fraction of missing information is moderate; rbmi's quickstart uses the same spacing).
 
-Reference-based imputation. The intercurrent event is dropout: the visit after a participant's
-last observed outcome. Missing values before it (intermittent) are imputed under MAR. After it,
-for a participant of the experimental arm, the marginal mean of the missing visits is the
-reference-arm mean for that participant's covariates: jump to reference uses the own-arm mean
-before dropout and the reference mean after, copy reference the reference mean at every visit;
-the imputation is the conditional normal of the missing given the observed outcomes under that
-mean and the common Σ (Carpenter, Roger and Kenward 2013, section 4). Reference-arm participants
-are imputed under MAR.
+Reference-based imputation. The intercurrent event is the participant's treatment
+discontinuation from the data (:mod:`studyman.analysis.intercurrent`): it takes effect from the
+first analysis visit whose target date is after the last study treatment received
+(:attr:`ImputationData.event_index`). For an experimental-arm participant with such an event, the
+marginal mean is the reference-arm mean for that participant's covariates from that visit on
+(jump to reference; the own-arm mean before it) or at every visit (copy reference); the
+imputation is the conditional normal of the missing given the observed outcomes under that mean
+and the common Σ (Carpenter, Roger and Kenward 2013, section 4). Observed values after the event
+are kept and condition the imputation (retrieved dropouts: treatment policy). Missing values of
+a participant without an intercurrent event (intermittent misses, a withdrawal without treatment
+discontinuation, visits not yet due at the cut-off) and of reference-arm participants are imputed
+under MAR.
+
+Fallback (documented for data without discontinuation dates, such as the R reference inputs):
+when :attr:`ImputationData.event_index` is None, the event is dropout, the visit after the last
+observed outcome, and copy reference applies to every experimental-arm participant, as before
+the data carried the event; a discontinued participant without a date (event index given as
+:data:`DROPOUT`) takes the dropout rule alone.
 
 Analysis and pooling. ANCOVA of the outcome at the analysis visit on the arm indicator, baseline
 and strata in each imputed data set (complete-data df n − p); Rubin's rules with the
@@ -44,7 +54,7 @@ imputations for every delta.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -61,6 +71,7 @@ from studyman.analysis.executor import (
 from studyman.errors import AnalysisError
 
 __all__ = [
+    "DROPOUT",
     "ImputationData",
     "ImputationMethod",
     "MIResult",
@@ -73,6 +84,10 @@ __all__ = [
 
 ImputationMethod = Literal["mar", "jump_to_reference", "copy_reference"]
 FloatArray = NDArray[np.float64]
+
+DROPOUT = -1
+"""Event index of a participant who discontinued treatment on an unknown date: the dropout rule
+(the visit after the last observed outcome) stands in for the event."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,11 @@ class ImputationData:
         Column of *design* holding the experimental-arm indicator (1 experimental, 0 reference).
     design_names
         Names of the design columns.
+    event_index
+        Per participant, the index into *visits* of the first visit after the intercurrent
+        event (treatment discontinuation), ``K`` without an event in the analysis window,
+        :data:`DROPOUT` when the event has no date; None when the data carry no events (the
+        dropout rule for everyone, see the module notes).
     """
 
     subjects: tuple[str, ...]
@@ -101,6 +121,7 @@ class ImputationData:
     design: FloatArray
     arm_column: int
     design_names: tuple[str, ...]
+    event_index: NDArray[np.int64] | None = None
 
     @property
     def experimental(self) -> NDArray[np.bool_]:
@@ -114,6 +135,46 @@ class ImputationData:
         k = observed.shape[1]
         last = np.where(observed.any(axis=1), k - 1 - np.argmax(observed[:, ::-1], axis=1), -1)
         return (last + 1).astype(np.int64)
+
+    @property
+    def reference_from(self) -> NDArray[np.int64]:
+        """Index of the first visit under the reference-based assumption (``K``: none).
+
+        The data's intercurrent event when :attr:`event_index` is given (the dropout index for
+        an undated one), else the dropout index.
+        """
+        if self.event_index is None:
+            return self.dropout_index
+        return np.where(self.event_index == DROPOUT, self.dropout_index, self.event_index).astype(
+            np.int64
+        )
+
+    def with_events(self, first_visit_after: dict[str, int | None]) -> ImputationData:
+        """These data with intercurrent events: participant → ``AVISITN`` of the first visit
+        after the event, or None for an event without a date (the dropout rule); participants
+        not listed have no event.
+
+        Raises
+        ------
+        AnalysisError
+            A visit that is not among :attr:`visits`.
+        """
+        k = len(self.visits)
+        index = np.full(len(self.subjects), k, dtype=np.int64)
+        for row, subject in enumerate(self.subjects):
+            if subject not in first_visit_after:
+                continue
+            visit = first_visit_after[subject]
+            if visit is None:
+                index[row] = DROPOUT
+            elif visit in self.visits:
+                index[row] = self.visits.index(visit)
+            else:
+                raise AnalysisError(
+                    f"intercurrent event of {subject}: visit {visit} is not among the analysis "
+                    f"visits {self.visits}"
+                )
+        return replace(self, event_index=index)
 
 
 def prepare_imputation_data(
@@ -410,10 +471,15 @@ def _imputation_means(data: ImputationData, coefficients: FloatArray, method: st
     reference_design[:, data.arm_column] = 0.0
     reference = reference_design @ coefficients
     experimental = data.experimental
+    start = data.reference_from
+    k = data.outcome.shape[1]
     if method == "copy_reference":
-        return np.where(experimental[:, None], reference, own)
-    # jump to reference: own-arm mean before dropout, reference mean from dropout on
-    after = np.arange(data.outcome.shape[1])[None, :] >= data.dropout_index[:, None]
+        # with the data's events, only participants with an event in the window copy the
+        # reference (the others are MAR); the fallback copies it for every experimental one
+        affected = experimental if data.event_index is None else experimental & (start < k)
+        return np.where(affected[:, None], reference, own)
+    # jump to reference: own-arm mean before the event, reference mean from it on
+    after = np.arange(k)[None, :] >= start[:, None]
     return np.where(experimental[:, None] & after, reference, own)
 
 

@@ -477,7 +477,12 @@ def _impute(
     confidence_level: float,
 ) -> tuple[ImputationData, MIResult, str]:
     """Impute CHG for every population member at every visit and pool the ANCOVA at the
-    analysis visit; also a note naming any stratum left out (single level)."""
+    analysis visit; also a note naming any stratum left out (single level).
+
+    With the columns ``ICEFL``, ``ICEDT`` and ``ICEVISIT`` in *subjects* (the data's treatment
+    discontinuation, :mod:`studyman.analysis.run`), the reference-based methods take the event
+    from them; without, the dropout rule (:mod:`studyman.analysis.imputation`).
+    """
     strata, note = _usable_covariates(subjects, analysis.strata)
     # Every population member gets a row per visit (missing where not observed), so that
     # participants without post-baseline data are imputed too.
@@ -498,6 +503,8 @@ def _impute(
         covariates=strata,
         visits=visits,
     )
+    if {"ICEFL", "ICEDT", "ICEVISIT"} <= set(subjects.columns):
+        data = data.with_events(_first_visits_after_event(subjects))
     result = run_multiple_imputation(
         data,
         method=method,
@@ -509,6 +516,24 @@ def _impute(
         confidence_level=confidence_level,
     )
     return data, result, note
+
+
+def _first_visits_after_event(subjects: pd.DataFrame) -> dict[str, int | None]:
+    """Participant → first analysis visit after treatment discontinuation (None: no date).
+
+    Participants who did not discontinue, or did so after the last analysis visit's target
+    date, are left out (no intercurrent event in the window).
+    """
+    events: dict[str, int | None] = {}
+    stopped = subjects[subjects["ICEFL"].astype(bool)]
+    for subject, when, visit in zip(
+        stopped["SUBJID"].astype(str), stopped["ICEDT"], stopped["ICEVISIT"], strict=True
+    ):
+        if pd.isna(when):
+            events[subject] = None
+        elif pd.notna(visit):
+            events[subject] = int(visit)
+    return events
 
 
 def _pooled_headline(measure: str, pooled: PooledEstimate) -> Headline:
@@ -594,6 +619,15 @@ def multiple_imputation_analysis(
             "monte_carlo_error": pooled.monte_carlo_error,
             "participants": len(data.subjects),
             "missing_at_visit": missing,
+            # experimental-arm participants imputed under the reference from their event on
+            "reference_based_participants": int(
+                (data.experimental & (data.reference_from < len(data.visits))).sum()
+            )
+            if analysis.method != "mar"
+            else 0,
+            "intercurrent_event": "dropout (visit after the last observed value)"
+            if data.event_index is None
+            else "treatment discontinuation from the data",
         },
     )
 

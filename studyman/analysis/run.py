@@ -10,6 +10,13 @@ Comparisons: each experimental arm of the plan is compared with the reference ar
 the participants of its two arms (pairwise), so that with two arms the result is exactly the
 two-arm analysis; every table carries a ``comparison`` column (``"A vs B"``), and with several
 comparisons the outcome holds one part per comparison (:attr:`AnalysisOutcome.parts`).
+
+Intercurrent events and administrative censoring come from the data
+(:mod:`studyman.analysis.intercurrent`): a responder analysis leaves out a participant whose
+analysis visit was not yet due at the cut-off (ongoing, not a non-responder; counted per arm in
+the ``administratively_censored`` column of its ``responders`` table and in its message), and the
+imputation analyses receive each participant's treatment discontinuation (``ICEFL``) and the
+first analysis visit after it (``ICEVISIT``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import pandas as pd
 
 from studyman.analysis.adam import AdamDatasets
 from studyman.analysis.executor import Executor, SerialExecutor, single_threaded_blas
+from studyman.analysis.intercurrent import first_visit_after_event
 from studyman.analysis.models import (
     AnalysisOutcome,
     NotApplicableError,
@@ -191,6 +199,65 @@ class _Data:
         return adae, safety.reset_index(drop=True)
 
 
+def _administratively_censored(
+    subjects: pd.DataFrame, censored: pd.DataFrame, visit: int
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Participants without a value at *visit* because it was not yet due at the cut-off.
+
+    Returns the participants kept, those left out (``SUBJID, ARM``) and a note counting them.
+    A visit that was due and has no value is not censored (it stays, as missing data).
+    """
+    pending = set(censored.loc[censored["AVISITN"] == visit, "SUBJID"].astype(str))
+    out = subjects["SUBJID"].astype(str).isin(pending) & subjects["AVAL"].isna()
+    left_out = subjects.loc[out, ["SUBJID", "ARM"]].reset_index(drop=True)
+    if left_out.empty:
+        return subjects, left_out, ""
+    note = (
+        f"{len(left_out)} participant(s) still on study and not yet due for week {visit} at the "
+        "data cut-off left out (administratively censored, not non-responders)"
+    )
+    return subjects[~out].reset_index(drop=True), left_out, note
+
+
+def _intercurrent_events(
+    subjects: pd.DataFrame, adam: AdamDatasets, visits: list[int]
+) -> pd.DataFrame:
+    """*subjects* with ``ICEFL`` (discontinued treatment), ``ICEDT`` (its date, ADSL ``DCTDT``)
+    and ``ICEVISIT`` (the first analysis visit whose target date is after it; missing when no
+    analysis visit is, or the date is unknown).
+
+    Without target days (data sets not derived from a protocol) *subjects* is returned as it
+    is, and the imputations use the dropout rule.
+    """
+    adsl = adam.adsl
+    if not adam.target_days or "EOTSTT" not in adsl.columns:
+        return subjects
+    adsl = adsl.drop_duplicates("SUBJID").set_index(adsl["SUBJID"].astype(str))
+    ids = subjects["SUBJID"].astype(str).tolist()
+    stopped = adsl["EOTSTT"].reindex(ids) == "DISCONTINUED"
+    ice = pd.DataFrame(
+        {
+            "TRTDISFL": np.where(stopped.fillna(False).to_numpy(bool), "Y", "N"),
+            "TRTDISDT": pd.to_datetime(adsl["DCTDT"]).reindex(ids).to_numpy(),
+        },
+        index=pd.Index(ids),
+    )
+    randomised_on = pd.to_datetime(adsl["RANDDT"]).reindex(ids)
+    index = first_visit_after_event(
+        ids,
+        visits,
+        {v: adam.target_days[v] for v in visits if v in adam.target_days},
+        ice,
+        {s: (None if pd.isna(d) else pd.Timestamp(d)) for s, d in randomised_on.items()},
+    )
+    first = [float(visits[i]) if i < len(visits) else np.nan for i in index]
+    return subjects.assign(
+        ICEFL=stopped.fillna(False).to_numpy(bool),
+        ICEDT=ice["TRTDISDT"].to_numpy(),
+        ICEVISIT=np.asarray(first, dtype=float),
+    )
+
+
 def _with_baseline(
     subjects: pd.DataFrame, strata: tuple[str, ...] = ()
 ) -> tuple[pd.DataFrame, str]:
@@ -236,8 +303,14 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
             AVAL=subjects["SUBJID"].map(at_visit["AVAL"]),
             PCHG=subjects["SUBJID"].map(at_visit["PCHG"]),
         )
+        subjects, censored, pending = _administratively_censored(
+            subjects, data.adam.censored, analysis.visit
+        )
         subjects, note = _with_baseline(subjects, analysis.strata)
-        return _Prepared(analysis, level, arms, frames={"subjects": subjects}, note=note)
+        note = "; ".join(part for part in (pending, note) if part)
+        return _Prepared(
+            analysis, level, arms, frames={"subjects": subjects, "censored": censored}, note=note
+        )
     if isinstance(analysis, RandomSlopeAnalysis):
         frame, _, visits = data.efficacy(analysis, analysis.parameter)
         return _Prepared(
@@ -250,6 +323,7 @@ def _prepare(analysis: Analysis, data: _Data, plan: AnalysisPlan) -> _Prepared:
     if isinstance(analysis, MultipleImputationAnalysis | TippingPointAnalysis):
         frame, subjects, visits = data.efficacy(analysis, analysis.parameter)
         subjects, note = _with_baseline(subjects, analysis.strata)
+        subjects = _intercurrent_events(subjects, data.adam, visits)
         alpha, sidedness = plan.significance_level()
         return _Prepared(
             analysis,
@@ -296,6 +370,13 @@ def _compute(prepared: _Prepared, executor: Executor) -> AnalysisOutcome:
         return mmrm_analysis(analysis, frames["frame"], confidence_level=level)
     if isinstance(analysis, ResponderLogisticAnalysis):
         outcome = responder_logistic_analysis(analysis, frames["subjects"], confidence_level=level)
+        counts = outcome.tables["responders"].copy()
+        per_arm = frames["censored"]["ARM"].astype(str).value_counts()
+        counts["administratively_censored"] = (
+            counts["ARM"].astype(str).map(per_arm).fillna(0).astype(int)
+        )
+        details = {**outcome.details, "administratively_censored": len(frames["censored"])}
+        outcome = replace(outcome, tables={**outcome.tables, "responders": counts}, details=details)
         return _add_note(outcome, prepared.note)
     if isinstance(analysis, RandomSlopeAnalysis):
         return random_slope_analysis(analysis, frames["frame"], confidence_level=level)
