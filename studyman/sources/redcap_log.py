@@ -73,11 +73,11 @@ def log_table(
         ``record``, ``redcap_event_name`` and ``forms`` (empty when the row names none).
     """
     labels: dict[str, str] = {}
-    for event in events or ():
-        unique = str(event.get("unique_event_name", "") or "")
+    for declared in events or ():
+        unique = str(declared.get("unique_event_name", "") or "")
         if unique:
             labels[unique] = unique
-            label = str(event.get("event_name", "") or "")
+            label = str(declared.get("event_name", "") or "")
             if label:
                 labels.setdefault(label, unique)
     forms_in_order = list(dict.fromkeys(field_forms.values()))

@@ -76,8 +76,9 @@ def _visit_dates(inputs: DsmbInputs) -> pd.Series:
         )
     if not parts:
         return pd.Series(dtype="datetime64[ns]")
-    dates = pd.concat(parts).dropna()
-    return dates[~dates.index.duplicated()]
+    every: pd.Series = pd.concat(parts).dropna()
+    kept: pd.Series = every[~every.index.duplicated()]
+    return kept
 
 
 def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
@@ -119,7 +120,9 @@ def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
         for event, form in zip(frame["event"], frame["form"], strict=True)
     ]
     frame = frame.loc[keep]
-    first = frame.groupby(["record", "event", "form"], as_index=False)["first_entry"].min()
+    first = pd.DataFrame(
+        frame.groupby(["record", "event", "form"], as_index=False)["first_entry"].min()
+    )
     dates = _visit_dates(inputs)
     index = pd.MultiIndex.from_arrays([first["record"], first["event"]])
     first["visit_date"] = dates.reindex(index).to_numpy()
@@ -129,7 +132,8 @@ def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
     ).dt.days.astype(int)
     site = inputs.subjects()["site"]
     first["site"] = site.reindex(first["record"].to_numpy()).to_numpy()
-    return first.reset_index(drop=True)
+    result: pd.DataFrame = first.reset_index(drop=True)
+    return result
 
 
 def outstanding_forms(inputs: DsmbInputs) -> pd.DataFrame:
