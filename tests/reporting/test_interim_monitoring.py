@@ -213,3 +213,18 @@ def test_without_a_history_file_both_sections_say_so(study: Study) -> None:
     empty = dataclasses.replace(inputs, dsmb_history=DsmbHistory())
     assert "first report" in recommendations_section(empty).paragraphs[0]
     assert "No protocol amendment" in amendments_section(empty).paragraphs[0]
+
+
+def test_information_beyond_the_plan_is_the_final_look(study: Study, tmp_path: Path) -> None:
+    # More participants with the endpoint than planned: the look is the final analysis, whose
+    # boundary spends all alpha (no earlier look recorded: the fixed-sample 1.96), nothing left
+    # to cross later.
+    plan = _plan(tmp_path, LOOKS.replace("planned_participants: 100", "planned_participants: 20"))
+    section = interim_monitoring_section(_inputs(study, closed=True, plan=plan))
+    boundaries = section.tables[0].frame
+    assert boundaries.to_numpy().tolist() == [
+        ["1", "This look", "1.000", "1.960", "0.0250", "0.02500"]
+    ]
+    values = _values(section.tables[1].frame)
+    assert values["Conditional power, current trend"] == "0.000"
+    assert "information fraction of " in section.paragraphs[1]
