@@ -248,7 +248,10 @@ def responder_logistic_analysis(
 
     Notes
     -----
-    Composite strategy: a participant without a value at the visit is a non-responder.
+    Composite strategy: a participant without a value at the visit is a non-responder. A
+    participant whose visit was not yet due at the data cut-off (still on study) is not in
+    *subjects*: the plan run leaves them out as administratively censored
+    (:mod:`studyman.analysis.run`).
     Response is ``PCHG ≤ −threshold`` (``percent_reduction``) or ``AVAL ≤ threshold``
     (``at_most``). Maximum likelihood (statsmodels GLM, binomial, logit) with a Wald CI of the
     odds ratio experimental vs reference; when the plan declares ``sparse_data`` and an arm has
