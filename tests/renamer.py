@@ -11,7 +11,8 @@ and field. Labels, codes, record IDs and data values are left alone: they are no
 What is renamed: the REDCap project directory (data dictionary, including the ``[field]`` and
 ``[event][field]`` references in branching logic, calculations, labels and annotations;
 instruments, events, form-event mapping, repeating forms and their custom labels, user rights),
-``protocol.yaml``, ``checks.yaml``, the analysis plan, and generated data (flat records,
+``protocol.yaml`` (with every default of the protocol models written out, since a default is a
+reference name), ``checks.yaml``, the analysis plan, and generated data (flat records,
 randomisation list, planted-error ground truth).
 """
 
@@ -28,6 +29,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from studyman.protocol import load_protocol
 
 #: Keys whose string values are identifiers or keywords of studyman's own files (estimand ids,
 #: analysis ids, criterion ids, a population criterion's kind), never REDCap names, even when
@@ -235,14 +238,22 @@ class Renaming:
         writer.writerows(rows)
         (target / name).write_text(buffer.getvalue(), encoding="utf-8")
 
-    def yaml_document(self, source: Path, target: Path, *, add_paramcd: bool = False) -> None:
+    def yaml_document(
+        self,
+        source: Path,
+        target: Path,
+        *,
+        document: dict[str, Any] | None = None,
+        add_paramcd: bool = False,
+    ) -> None:
         """A protocol, checks or plan YAML file, renamed (comments are not kept).
 
         With *add_paramcd*, every scale without a declared ADaM PARAMCD gets the one the
         original name implied (the instrument upper-cased): the PARAMCD is an analysis name,
         which the analysis plan refers to, not a REDCap name.
         """
-        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+        if document is None:
+            document = yaml.safe_load(source.read_text(encoding="utf-8"))
         if add_paramcd:
             for scale in document.get("scoring", []) or []:
                 scale.setdefault("paramcd", str(scale["instrument"]).upper())
@@ -350,11 +361,25 @@ def rename_study(protocol_dir: Path, plan_dir: Path, target: Path) -> tuple[Rena
     renaming = Renaming.of_project(project)
     new_protocol = target / "protocol"
     renaming.project(project, new_protocol / "redcap")
+    # every default written out: a default of the protocol models is a reference name, which a
+    # renamed study (like any other study) must declare under its own name
+    loaded = load_protocol(protocol_dir).model_dump(mode="json", exclude_none=True)
     renaming.yaml_document(
-        protocol_dir / "protocol.yaml", new_protocol / "protocol.yaml", add_paramcd=True
+        protocol_dir / "protocol.yaml",
+        new_protocol / "protocol.yaml",
+        document=loaded,
+        add_paramcd=True,
     )
     if (protocol_dir / "checks.yaml").is_file():
         renaming.yaml_document(protocol_dir / "checks.yaml", new_protocol / "checks.yaml")
+    # any other file of the study (its DSMB history, notes): YAML renamed, the rest copied
+    for path in sorted(protocol_dir.iterdir()):
+        if path.name in ("protocol.yaml", "checks.yaml", "redcap") or not path.is_file():
+            continue
+        if path.suffix in (".yaml", ".yml"):
+            renaming.yaml_document(path, new_protocol / path.name)
+        else:
+            (new_protocol / path.name).write_bytes(path.read_bytes())
     new_plan = target / "analysis" / "sap.yaml"
     renaming.yaml_document(plan_dir / "sap.yaml", new_plan)
     return renaming, new_protocol, new_plan

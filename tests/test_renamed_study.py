@@ -20,6 +20,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,11 @@ from studyman.synthetic import generate_trial
 from studyman.synthetic.writer import redcap_csv_text
 from studyman.validation.run import validate_study
 
+try:
+    from studyman.sources.redcap_log import LOG_TABLE
+except ImportError:  # a pull without REDCap's log (before it was exported)
+    LOG_TABLE = "_log"
+
 N_PARTICIPANTS = 60  # the fewest that plant every error type the renaming once silenced
 SEED = 20261203
 AS_OF = "2026-10-15T12:00:00Z"
@@ -53,12 +59,8 @@ AS_OF = "2026-10-15T12:00:00Z"
 #: Parts still being moved onto the protocol by other work of issue 13: a difference or an error
 #: there is xfail (with the exact error) until that work lands; the lead empties this.
 PENDING: dict[str, str] = {
-    "generate": "generate (H3)",
-    "analyze": "analyze (H1)",
     "dsmb-open": "the DSMB report (H2)",
     "dsmb-closed": "the DSMB report (H2)",
-    "facts": "the facts layer (lead)",
-    "randomisation list": "the randomisation list reader (H1)",
 }
 
 
@@ -99,6 +101,7 @@ class Run:
     out: Path
     outputs: dict[str, Path] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def stage(self, name: str, action: Callable[[], Path], *, needs: tuple[str, ...] = ()) -> None:
         """Run *action*, keeping its output path or its error (one line: the last of the
@@ -107,11 +110,14 @@ class Run:
         if missing:
             self.errors[name] = f"not run: {', '.join(missing)} failed"
             return
+        started = time.monotonic()
         try:
             self.outputs[name] = action()
         except Exception as error:  # recorded, asserted per stage below
             last = traceback.format_exception_only(type(error), error)[-1].strip()
             self.errors[name] = last
+        finally:
+            self.seconds[name] = time.monotonic() - started
 
 
 @dataclass
@@ -149,10 +155,25 @@ def _run(run: Run, records: pd.DataFrame, randomization: pd.DataFrame, arm_key: 
     )
 
     def pull() -> Path:
-        tokens = {secrets.token_hex(16).upper(): user for user in ("admin", "statistician")}
+        users = ("admin", "statistician", "coordinator")
+        tokens = {secrets.token_hex(16).upper(): user for user in users}
         by_user = {user: token for token, user in tokens.items()}
         with EmulatorServer(run.protocol_dir / "redcap", tokens=tokens) as server:
             _load_records(server.url, by_user["admin"], records_csv)
+            # the coordinator's token: REDCap's rights keep the unblinded forms back, the
+            # blinding gate merges the masked codes
+            run.stage(
+                "pull-blinded",
+                lambda: (
+                    pull_snapshot(
+                        protocol,
+                        server.url,
+                        by_user["coordinator"],
+                        out / "pulled-blinded",
+                        name="s",
+                    ).path
+                ),
+            )
             return pull_snapshot(
                 protocol, server.url, by_user["statistician"], out / "pulled", name="s"
             ).path
@@ -169,22 +190,6 @@ def _run(run: Run, records: pd.DataFrame, randomization: pd.DataFrame, arm_key: 
         lambda: (
             validate_study(
                 protocol, snapshot(), out / "validate-unblinded", randomization=rand_csv, at=AS_OF
-            ).out_dir
-        ),
-        needs=("pull",),
-    )
-
-    # the same list handed over as a table (the protocol's own columns), which does not go
-    # through the list file reader
-    run.stage(
-        "validate-unblinded-table",
-        lambda: (
-            validate_study(
-                protocol,
-                snapshot(),
-                out / "validate-unblinded-table",
-                randomization=randomization.astype(str),
-                at=AS_OF,
             ).out_dir
         ),
         needs=("pull",),
@@ -251,7 +256,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     plan_dir = base / "plan"
     plan_dir.mkdir()
     text = default_plan_path().read_text(encoding="utf-8")
-    text = text.replace("imputations: 100", "imputations: 4").replace(
+    text = text.replace("imputations: 100", "imputations: 2").replace(
         "imputations: 20", "imputations: 2"
     )
     (plan_dir / "sap.yaml").write_text(text, encoding="utf-8")
@@ -343,9 +348,11 @@ def _frame_back(frame: pd.DataFrame, renaming: Any) -> pd.DataFrame:
 def _require(pair: Pair, stage: str) -> None:
     """Both runs made *stage*; a failure of the renamed run only is xfail while the part that
     failed is PENDING (the stage, or the randomisation list reader), else a failure."""
-    assert stage not in pair.original.errors, (
-        f"the original study failed at {stage}: {pair.original.errors[stage]}"
-    )
+    if stage in pair.original.errors:
+        message = f"the original study failed at {stage}: {pair.original.errors[stage]}"
+        if stage in PENDING:
+            pytest.xfail(f"waiting for {PENDING[stage]}: {message}")
+        pytest.fail(message)
     if stage in pair.renamed.errors:
         error = pair.renamed.errors[stage]
         message = f"renamed study, {stage}: {error}"
@@ -411,7 +418,7 @@ def test_generate_makes_the_same_participants_under_the_new_names(pair: Pair) ->
             )
 
 
-@pytest.mark.parametrize("stage", ["import", "pull"])
+@pytest.mark.parametrize("stage", ["import", "pull", "pull-blinded"])
 def test_snapshot_tables_are_the_same_under_the_new_names(pair: Pair, stage: str) -> None:
     _require(pair, stage)
     renaming = pair.renaming
@@ -419,17 +426,25 @@ def test_snapshot_tables_are_the_same_under_the_new_names(pair: Pair, stage: str
     renamed = read_snapshot(pair.renamed.outputs[stage])
     assert {renaming.back(name) for name in renamed.tables} == set(original.tables)
     assert len(original.tables) >= 15
+    if stage == "pull-blinded":
+        # neither blinded snapshot holds a form that reveals the arm
+        assert not set(pair.renamed.protocol.blinding.unblinded_forms) & set(renamed.tables)
+        assert not set(pair.original.protocol.blinding.unblinded_forms) & set(original.tables)
     for name, table in renamed.tables.items():
         back = _frame_back(table, renaming)
-        pd.testing.assert_frame_equal(
-            back, original.tables[renaming.back(name)], check_dtype=True, obj=name
-        )
+        expected = original.tables[renaming.back(name)]
+        if name == LOG_TABLE:
+            # REDCap's log of the loading: when it happened, and the size of the data sent
+            # (longer names), differ by construction; who did what to which record does not
+            unlike = ["timestamp", "details"]
+            back, expected = back.drop(columns=unlike), expected.drop(columns=unlike)
+        pd.testing.assert_frame_equal(back, expected, check_dtype=True, obj=name)
     pd.testing.assert_frame_equal(
         _frame_back(renamed.findings, renaming), original.findings, obj="findings"
     )
 
 
-VALIDATIONS = ["validate-blinded", "validate-unblinded", "validate-unblinded-table"]
+VALIDATIONS = ["validate-blinded", "validate-unblinded"]
 _FINDING_KEYS = ["check_id", "severity", "site", "record_id", "event", "instrument", "instance"]
 
 
@@ -478,6 +493,22 @@ def _differences(original: Any, renamed: Any, where: str = "") -> list[str]:
         for key in sorted(set(original) | set(renamed), key=str):
             out += _differences(original.get(key), renamed.get(key), f"{where}.{key}")
         return out
+    if (
+        isinstance(original, list)
+        and isinstance(renamed, list)
+        and all(isinstance(item, dict) and "id" in item for item in [*original, *renamed])
+    ):
+        # tables by id: a table missing on one side is named, not shown whole
+        by_id = {item["id"]: item for item in renamed}
+        out = [
+            f"{where}: table {item['id']} missing" for item in original if item["id"] not in by_id
+        ]
+        out += [f"{where}: table {key} extra" for key in by_id.keys() - {t["id"] for t in original}]
+        for item in original:
+            if item["id"] in by_id:
+                out += _differences(item, by_id[item["id"]], f"{where}[{item['id']}]")
+        order = [t["id"] for t in original] == [t["id"] for t in renamed]
+        return out + ([] if order or out else [f"{where}: tables in another order"])
     if isinstance(original, list) and isinstance(renamed, list) and len(original) == len(renamed):
         out = []
         for index, (a, b) in enumerate(zip(original, renamed, strict=True)):
