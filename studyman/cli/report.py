@@ -47,8 +47,8 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--randomization",
-                help="Randomisation list (CSV: record_id, rand_arm). Required for a closed "
-                "session; never read for an open one.",
+                help="Randomisation list (CSV: the protocol's record-ID and arm fields). "
+                "Required for a closed session; never read for an open one.",
             ),
         ] = None,
         cutoff: Annotated[
@@ -101,12 +101,13 @@ def register(app: typer.Typer) -> None:
         if session not in ("open", "closed"):
             raise SourceError(f"--session must be 'open' or 'closed', not {session!r}")
         if protocol_path is None:
-            from studyman.demo import default_protocol_path
+            from studyman.protocol.reference import default_plan_path, default_protocol_path
 
             protocol_path = default_protocol_path()
-            embedded_sap = protocol_path.resolve().parent.parent / "analysis" / "sap.yaml"
-            if sap is None and embedded_sap.is_file():
-                sap = embedded_sap
+            if sap is None:
+                # the embedded study's plan (inside the installed package or the checkout), so
+                # the report states its version and applies its rules
+                sap = default_plan_path()
         try:
             cut = date.fromisoformat(cutoff) if cutoff else None
         except ValueError:

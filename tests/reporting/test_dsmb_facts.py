@@ -318,7 +318,7 @@ def _html_tables(html: str) -> dict[str, list[list[str]]]:
         head = [html_module.unescape(c) for c in re.findall(r"<th>(.*?)</th>", body, re.S)]
         rows = [
             [html_module.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body.split("</thead>")[-1], re.S)
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body.split("</thead>")[-1], re.S)
         ]
         found[match.group(1)] = [head, *rows] if head else []
     return found

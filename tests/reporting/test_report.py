@@ -25,6 +25,7 @@ import pytest
 from pypdf import PdfReader
 
 from studyman import __version__
+from studyman.analysis.sap import load_sap
 from studyman.cli import main
 from studyman.errors import SourceError
 from studyman.reporting.report import DsmbReport, render_dsmb_report
@@ -156,7 +157,8 @@ def test_open_report_is_the_same_with_or_without_the_randomisation_file(
 def test_html_is_self_contained(rendered: Rendered) -> None:
     html = _html_text(rendered.closed.html)
     sources = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)
-    assert len(sources) == 5  # the five figures
+    # every figure, and nothing else, is a source: embedded PNGs
+    assert len(sources) == html.count("<img ") >= 5
     assert all(source.startswith("data:image/png;base64,") for source in sources)
     assert "http" not in html
     assert "<link" not in html
@@ -369,9 +371,11 @@ def test_open_queries_by_site_come_from_the_query_log(study: Study, tmp_path: Pa
     table = html[html.index("Open site queries by site and age") :]
     table = table[: table.index("</table>")]
     assert "<th>31-90 days</th>" in table
-    rows = re.findall(r"<tr><td>(S0\d)</td>(.*?)</tr>", table)
+    rows = re.findall(r"<tr[^>]*><td>(S0\d)</td>(.*?)</tr>", table)
     assert [site for site, _ in rows] == ["S01", "S03"]
-    assert "<tr><td>All sites</td><td>0</td><td>0</td><td>3</td><td>0</td><td>3</td>" in table
+    assert re.search(
+        r"<tr[^>]*><td>All sites</td><td>0</td><td>0</td><td>3</td><td>0</td><td>3</td>", table
+    )
 
 
 def test_open_report_leaves_out_the_unblinded_runs_queries_of_a_shared_log(
@@ -408,7 +412,7 @@ def test_open_report_leaves_out_the_unblinded_runs_queries_of_a_shared_log(
     assert "1 site queries open" in html
     table = html[html.index("Open site queries by site and age") :]
     table = table[: table.index("</table>")]
-    assert [site for site, _ in re.findall(r"<tr><td>(S0\d)</td>(.*?)</tr>", table)] == ["S01"]
+    assert [site for site, _ in re.findall(r"<tr[^>]*><td>(S0\d)</td>(.*?)</tr>", table)] == ["S01"]
 
 
 def _writable_copy(snapshot: Path, target: Path) -> dict[str, Any]:
@@ -479,6 +483,11 @@ def test_cli_writes_the_open_report_and_refuses_a_closed_one_without_list(
         ]
     )
     assert (tmp_path / f"dsmb-open-{CUTOFF}.html").is_file()
+    # without --protocol and --sap, the embedded study's plan is the one stated and applied
+    cover = _html_text(tmp_path / f"dsmb-open-{CUTOFF}.html")
+    assert "not supplied" not in cover
+    version = load_sap(SAP).plan.version
+    assert re.search(rf"Analysis plan version</td><td>{re.escape(version)} \(sap\.yaml\)", cover)
     with pytest.raises(SystemExit) as refused:
         main(
             [
