@@ -20,6 +20,7 @@ from typing import Any
 from studyman.facts import StudyFacts, cut_tables
 from studyman.reporting.sections import (
     adverse_events,
+    ae_dot_chart,
     amendments,
     baseline,
     conmeds,
@@ -103,6 +104,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     adverse_events.SPEC,
     serious_events.SPEC,
     sae_terms.SPEC,
+    ae_dot_chart.SPEC,
     time_to_event.SPEC,
     discontinuations.SPEC,
     suicidality.SPEC,

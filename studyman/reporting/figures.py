@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 from studyman.protocol.models import Protocol
+from studyman.reporting.ae_dot_figure import draw_ae_dot_chart
 from studyman.reporting.dsmb import TOTAL, FigureData
 from studyman.reporting.interim_figure import draw_interim_boundaries
 from studyman.reporting.km_figure import draw_kaplan_meier
@@ -405,6 +406,7 @@ FIGURE_KINDS: Mapping[str, Callable[[FigureData, Protocol], bytes]] = {
     "edish": draw_edish,
     "interim_boundaries": draw_interim_boundaries,
     "kaplan_meier": draw_kaplan_meier,
+    "ae_dot_chart": draw_ae_dot_chart,
 }
 
 
