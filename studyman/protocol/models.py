@@ -44,6 +44,7 @@ __all__ = [
     "Disposition",
     "DispositionCode",
     "Eligibility",
+    "EmergencyUnblinding",
     "Endpoints",
     "Enrolment",
     "ExposureLog",
@@ -988,6 +989,20 @@ class Reporting(_Frozen):
 # ----------------------------------------------------------------------------- the protocol
 
 
+class EmergencyUnblinding(_Frozen):
+    """The emergency-unblinding log: one row per time a participant's allocation was revealed
+    to treat an emergency (the form, the date and, when collected, the reason and who asked).
+
+    Optional: a protocol without it has no such log and the DSMB report says the section does
+    not apply.
+    """
+
+    form: str
+    date_field: str
+    reason_field: str | None = None
+    requested_by_field: str | None = None
+
+
 class VisitForm(_Frozen):
     """The form that records, at each scheduled visit, whether it took place and when.
 
@@ -1026,6 +1041,7 @@ class Protocol(_Frozen):
     withdrawal: Withdrawal | None = None
     vital_signs: VitalSigns | None = None
     visit_form: VisitForm = VisitForm()
+    emergency_unblinding: EmergencyUnblinding | None = None
     adverse_events: AdverseEvents
     reporting_clocks: tuple[ReportingClock, ...] = ()
     concomitant_medications: ConcomitantMedications
