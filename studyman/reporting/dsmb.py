@@ -50,6 +50,7 @@ from studyman.reporting.sections import (
     time_to_event,
     timeline,
     timeliness,
+    unblinding,
     vital_signs,
     withdrawal,
 )
@@ -98,6 +99,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     inclusion.SPEC,
     retention.SPEC,
     deviations.SPEC,
+    unblinding.SPEC,
     data_quality.SPEC,
     data_entry.SPEC,
     exposure.SPEC,
