@@ -58,7 +58,11 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _cell(text: str, first: bool) -> dict[str, str]:
+#: Listing columns whose short values must not wrap (an "Arm / B" cell doubled every row).
+_NOWRAP_COLUMNS = frozenset({"Arm", "Participant"})
+
+
+def _cell(text: str, first: bool, nowrap: bool = False) -> dict[str, str]:
     stripped = text.lstrip(" ")
     depth = len(text) - len(stripped)
     cls = ""
@@ -66,13 +70,19 @@ def _cell(text: str, first: bool) -> dict[str, str]:
         cls = "indent2"
     elif first and depth >= 2:
         cls = "indent"
+    elif nowrap:
+        cls = "nowrap"
     return {"text": stripped, "cls": cls}
 
 
 def _table(table: ReportTable, number: int, identifier: str) -> dict[str, object]:
     frame = table.frame
+    nowrap = [str(column) in _NOWRAP_COLUMNS for column in frame.columns]
     rows = [
-        [_cell("" if value is None else str(value), i == 0) for i, value in enumerate(row)]
+        [
+            _cell("" if value is None else str(value), i == 0, nowrap[i])
+            for i, value in enumerate(row)
+        ]
         for row in frame.itertuples(index=False, name=None)
     ]
     denominators = "; ".join(f"{label} N = {n}" for label, n in table.denominators)

@@ -121,6 +121,15 @@ def test_closed_listings_name_one_of_the_three_coded_arms(three_arm: Reports) ->
     assert {row[arm] for row in listing["rows"]} <= {"Arm A", "Arm B", "Arm C"}
 
 
+def test_closed_listing_arm_cells_do_not_wrap(three_arm: Reports) -> None:
+    start = three_arm.closed_html.index("Listing of serious adverse events")
+    listing = three_arm.closed_html[start : three_arm.closed_html.index("</table>", start)]
+    cells = re.findall(r'<td class="nowrap">(Arm [ABC])</td>', listing)
+    rows = listing.count("</tr>") - 1  # the header row
+    assert rows > 0
+    assert len(cells) == rows
+
+
 def test_open_report_of_a_three_arm_study_is_pooled(three_arm: Reports) -> None:
     for table in three_arm.open["tables"]:
         labels = {label for label, _ in _group_ns(table["columns"])}

@@ -115,3 +115,32 @@ def test_a_section_whose_field_is_missing_keeps_its_declared_heading(study: Stud
     assert built["aesi-withdrawal"].missing == (withdrawal.total_field,)
     assert not built["aesi-withdrawal"].tables
     assert built["retention"].tables
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+def test_no_table_has_an_empty_column_or_a_packed_cell(study: Study, closed: bool) -> None:
+    for section in build_sections(_inputs(study, closed=closed)):
+        for table in section.tables:
+            frame = table.frame.astype("string").fillna("")
+            if frame.empty:
+                continue
+            for position, column in enumerate(frame.columns):
+                cells = frame.iloc[:, position]
+                assert cells.str.strip().astype(bool).any(), (table.title, column)
+            # several counts in one cell ("61: 3 / 0") are unreadable: one measure per cell
+            packed = frame.apply(lambda col: col.str.fullmatch(r"\d+: \d+ / \d+").fillna(False))
+            assert not packed.to_numpy().any(), table.title
+
+
+def test_every_closed_listing_of_participants_names_their_arm(study: Study) -> None:
+    listings = [
+        table
+        for section in build_sections(_inputs(study, closed=True))
+        for table in section.tables
+        if "Participant" in table.frame.columns and not table.frame.empty
+    ]
+    titles = {table.title for table in listings}
+    assert {"Listing of serious adverse events", "Late, missing or undated reports"} <= titles
+    for table in listings:
+        assert "Arm" in table.frame.columns, table.title
+        assert set(table.frame["Arm"]) <= {"Arm A", "Arm B"}, table.title

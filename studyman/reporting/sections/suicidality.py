@@ -20,6 +20,7 @@ from studyman.reporting.sections.base import (
     _denominators,
     _group_table,
     _member,
+    _pct,
 )
 from studyman.reporting.sections.shared import _adverse_events, _safety_form, _visit_labels
 
@@ -80,13 +81,19 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
     curve_rows = []
     for event in order:
         at = flags[flags["event"] == event]
-        row = [labels.get(event, event)]
+        # one row per measure under the visit, percentages of those assessed at it (a cell
+        # such as "61: 3 / 0" said too little)
+        assessed = [labels.get(event, event)]
+        any_ideation = ["  Any suicidal ideation"]
+        serious = ["  Ideation type 4–5 or any behaviour"]
         for label, ids in groups:
             sub = at[_member(at[inputs.key], ids)]
             n = len(sub)
             ide = int(sub["ideation"].sum())
             ser = int((sub["serious_ideation"] | sub["behaviour"]).sum())
-            row.append(f"{n}: {ide} / {ser}")
+            assessed.append(f"{n} assessed")
+            any_ideation.append(_pct(ide, n))
+            serious.append(_pct(ser, n))
             curve_rows.append(
                 {
                     "event": labels.get(event, event),
@@ -97,7 +104,7 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
                     "serious": ser,
                 }
             )
-        rows.append(row)
+        rows += [assessed, any_ideation, serious]
     per_participant = flags.groupby(inputs.key)[["ideation", "serious_ideation", "behaviour"]].any()
     summary_rows = [
         (
@@ -161,10 +168,10 @@ def suicidality_section(inputs: DsmbInputs) -> Section:
             _group_table(
                 "C-SSRS since last visit by visit",
                 rows,
-                "Visit",
+                "Visit: finding",
                 groups,
                 "Safety population",
-                note="Cells: assessed: any ideation / ideation type 4–5 or any behaviour.",
+                note="Percentages of the participants assessed at the visit.",
             ),
         ),
         figures=(

@@ -21,7 +21,11 @@ from studyman.reporting.sections.base import (
     _codes,
     _fmt_num,
 )
-from studyman.reporting.sections.shared import _adverse_events_or_unavailable, _fmt_date
+from studyman.reporting.sections.shared import (
+    _adverse_events_or_unavailable,
+    _arm_column,
+    _fmt_date,
+)
 
 #: The section's anchor, its heading and the ids of the tables it can show
 #: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
@@ -109,6 +113,11 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
                 {
                     "Clock": clock.label,
                     "Participant": str(events.loc[index, inputs.key]),
+                    **(
+                        {"Arm": _arm_column(inputs, events.loc[[index], inputs.key])[0]}
+                        if inputs.closed
+                        else {}
+                    ),
                     "Preferred term": str(events.loc[index, "PT"]),
                     "Aware": _fmt_date(aware[index]),
                     "Reported": _fmt_date(sent[index]),
@@ -118,10 +127,13 @@ def reporting_timeliness_section(inputs: DsmbInputs) -> Section:
                     ],
                 }
             )
+    clocks = pd.DataFrame(rows)
+    if "Note" in clocks.columns and not clocks["Note"].astype(bool).any():
+        clocks = clocks.drop(columns="Note")  # no column of empty cells
     tables = [
         ReportTable(
             "Reporting clocks",
-            pd.DataFrame(rows),
+            clocks,
             note=(
                 "Day 0 is the site's awareness date and time, not the onset (the onset date for "
                 "a non-serious unanticipated problem). Missing: no report although the deadline "
