@@ -248,7 +248,10 @@ def _intercurrent_events(
         visits,
         {v: adam.target_days[v] for v in visits if v in adam.target_days},
         ice,
-        {s: (None if pd.isna(d) else pd.Timestamp(d)) for s, d in randomised_on.items()},
+        {
+            s: (None if pd.isna(d) else pd.Timestamp(d))
+            for s, d in zip(ids, randomised_on.tolist(), strict=True)
+        },
     )
     first = [float(visits[i]) if i < len(visits) else np.nan for i in index]
     return subjects.assign(
