@@ -195,9 +195,12 @@ def draw_enrolment(figure_data: FigureData, protocol: Protocol) -> bytes:
             # few, unrotated ticks (the year shown once): the per-site panels are narrow
             first, last = pd.Timestamp(start), max(pd.Timestamp(end), cutoff)
             months = max(1, (last.year - first.year) * 12 + last.month - first.month)
-            locator = mdates.MonthLocator(interval=max(1, -(-months // (6 if wide else 3))))
+            interval = max(1, -(-months // (6 if wide else 3)))
+            # matplotlib.dates is untyped
+            locator = mdates.MonthLocator(interval=interval)  # type: ignore[no-untyped-call]
+            formatter = mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
             axes.xaxis.set_major_locator(locator)
-            axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            axes.xaxis.set_major_formatter(formatter)
             axes.grid(alpha=0.3)
 
         panel(
