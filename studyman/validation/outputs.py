@@ -43,7 +43,7 @@ from studyman.validation.catalogue import CheckDefinition
 
 if TYPE_CHECKING:
     from studyman.validation.workbooks import ListingContext
-from studyman.validation.records import EVENT, REPEAT, text
+from studyman.validation.records import DAG, EVENT, REPEAT, text
 
 __all__ = [
     "DEVIATION_COLUMNS",
@@ -254,11 +254,15 @@ def deviation_log(
     if form_rows.any():
         names = {str(c.code): c.name for c in deviations.categories}
         subset = records.loc[form_rows]
-        for record_id, term, code, start in zip(
+        # the site: the record's data access group where exported, else the record ID's prefix
+        site_of_dag = {site.dag: site.id for site in protocol.sites}
+        dags = text(subset, DAG)
+        for record_id, term, code, start, dag in zip(
             text(subset, id_field),
             text(subset, deviations.term_field),
             text(subset, deviations.category_field),
             text(subset, deviations.date_field),
+            dags,
             strict=True,
         ):
             rows.append(
@@ -266,7 +270,7 @@ def deviation_log(
                     "STUDYID": study_id,
                     "DOMAIN": "DV",
                     "USUBJID": f"{study_id}-{record_id}",
-                    "site": record_id.split("-", 1)[0],
+                    "site": site_of_dag.get(dag) or record_id.split("-", 1)[0],
                     "DVTERM": term,
                     "DVCAT": names.get(code, code),
                     "DVSTDTC": start,

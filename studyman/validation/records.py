@@ -20,6 +20,7 @@ from studyman.validation.catalogue import CheckDefinition
 from studyman.validation.dictionary import DataDictionary
 
 __all__ = [
+    "DAG",
     "EVENT",
     "INSTANCE",
     "REPEAT",
@@ -40,6 +41,7 @@ __all__ = [
 EVENT = "redcap_event_name"
 REPEAT = "redcap_repeat_instrument"
 INSTANCE = "redcap_repeat_instance"
+DAG = "redcap_data_access_group"
 
 BoolArray = npt.NDArray[np.bool_]
 ObjectArray = npt.NDArray[np.object_]
