@@ -28,7 +28,7 @@ from studyman.analysis.safety import safety_data
 from studyman.analysis.sap import LoadedPlan, load_sap
 from studyman.analysis.strata import unstratified_analyses
 from studyman.errors import AnalysisError, SnapshotError, SourceError
-from studyman.facts import StudyFacts, derive_facts, rules_from_plan
+from studyman.facts import StudyFacts, cut_tables, derive_facts, rules_from_plan
 from studyman.protocol import Protocol, load_protocol
 from studyman.protocol.reference import default_protocol_path
 from studyman.sources.randomization import read_randomization_list
@@ -165,8 +165,9 @@ def derive_for_plan(
 ) -> AdamDatasets:
     """ADaM data sets with the plan's population flags, from the study's facts.
 
-    *protocol* defaults to the embedded reference study; without *facts* they are derived here
-    (:func:`plan_facts`).
+    The tables are cut at the facts' cut-off (:func:`studyman.facts.cut_tables`) first, so that
+    ADSL, ADQS and ADAE hold exactly the rows the facts count. *protocol* defaults to the
+    embedded reference study; without *facts* they are derived here (:func:`plan_facts`).
     """
     plan = loaded.plan
     if protocol is None:
@@ -174,8 +175,9 @@ def derive_for_plan(
     if facts is None:
         facts = plan_facts(loaded, protocol, tables, randomization)
     choices = choice_labels(metadata)
+    # one cut for every output: the ADaM rows are the facts' rows (dated after the cut-off: out)
     adam = derive_adam(
-        tables,
+        cut_tables(protocol, tables, facts.cutoff),
         protocol=protocol,
         study=plan.study,
         choices=choices,

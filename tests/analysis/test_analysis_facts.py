@@ -194,3 +194,40 @@ def test_facts_json_and_the_report_definitions(study: Study, tmp_path: Path, bli
     for term, definition in rule_texts(facts.rules):
         assert f"<td>{html.escape(term)}</td><td>{html.escape(definition)}</td>" in report
     assert "the day of randomisation" in report  # the plan's declared TEAE rule
+
+
+def test_adam_holds_no_row_dated_after_the_cut_off(study: Study) -> None:
+    """One cut for every output: a visit or an adverse event after the cut-off is in no ADaM."""
+    tables, metadata = _unblinded(study)
+    protocol = study.protocol
+    key = protocol.study.record_id_field
+    cutoff = plan_facts(study.loaded, protocol, tables, study.randomization).cutoff
+    after = pd.Timestamp(cutoff) + pd.Timedelta(days=5)
+    before = derive_for_plan(study.loaded, tables, metadata, study.randomization, protocol=protocol)
+    # a post-baseline HAM-D value: move its visit after the cut-off
+    adqs = before.adqs[(before.adqs["AVISITN"] > 0) & before.adqs["AVAL"].notna()]
+    moved = adqs.iloc[0]
+    spec = protocol.visit_form
+    visits = tables[spec.form].copy()
+    number = {v.event: (v.target_day or 0) // 7 for v in protocol.visits if v.target_day}
+    row = (visits[key].astype(str) == str(moved["SUBJID"])) & (
+        visits["redcap_event_name"].astype(str).map(number) == int(moved["AVISITN"])
+    )
+    assert row.sum() == 1
+    visits.loc[row, spec.date_field] = after
+    # an adverse event: start it after the cut-off
+    ae = protocol.adverse_events
+    events = tables[ae.form].copy()
+    events.loc[events.index[0], ae.start_field] = after
+    moved_ae = str(events.loc[events.index[0], key])
+    late = {**tables, spec.form: visits, ae.form: events}
+    cut = derive_for_plan(study.loaded, late, metadata, study.randomization, protocol=protocol)
+    same_place = (cut.adqs["SUBJID"].astype(str) == str(moved["SUBJID"])) & (
+        cut.adqs["AVISITN"] == moved["AVISITN"]
+    )
+    assert not same_place.any(), "a value of a visit after the cut-off is in ADQS"
+    assert len(cut.adqs) < len(before.adqs)
+    assert len(cut.adae) == len(before.adae) - 1
+    assert (cut.adae["SUBJID"].astype(str) == moved_ae).sum() == (
+        before.adae["SUBJID"].astype(str) == moved_ae
+    ).sum() - 1
