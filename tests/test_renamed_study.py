@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -388,15 +389,22 @@ def test_the_renamed_study_shares_no_name_with_the_original(pair: Pair) -> None:
 
 
 def test_protocol_check_finds_the_renamed_study_conformant(pair: Pair) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "studyman", "protocol", "check", str(pair.renamed.protocol_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "CBT-ADJ v1.2: conformant (0 critical, 0 major, 0 minor" in result.stdout
+    def check(folder: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "studyman", "protocol", "check", "--info", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    original, renamed = check(pair.original.protocol_dir), check(pair.renamed.protocol_dir)
+    assert renamed.returncode == 0, renamed.stdout + renamed.stderr
+    assert original.returncode == 0, original.stdout + original.stderr
+    assert "CBT-ADJ v1.2: conformant (0 critical, 0 major" in renamed.stdout
+    # the same findings, if any, under the new names
+    assert _text_back(renamed.stdout, pair.renaming) == original.stdout
 
 
 # -- stage by stage --------------------------------------------------------------------------
