@@ -263,6 +263,14 @@ def draw_cssrs(figure_data: FigureData, protocol: Protocol) -> bytes:
         return _png(figure)
 
 
+def _band_colour(index: int, count: int) -> Any:
+    """The lowest band grey, the others ever darker orange-red from a clearly visible start
+    (the pale end of the map made "none" and "mild" look alike)."""
+    if index == 0:
+        return "#cfcfcf"
+    return plt.get_cmap("OrRd")(0.4 + 0.55 * (index - 1) / max(1, count - 2))
+
+
 def draw_withdrawal_bands(figure_data: FigureData, protocol: Protocol) -> bytes:
     """Stacked bars of the withdrawal scale's bands per visit (and group)."""
     bars = _arms_only(figure_data.data["bars"])
@@ -293,7 +301,7 @@ def draw_withdrawal_bands(figure_data: FigureData, protocol: Protocol) -> bytes:
                     share,
                     bottom=bottom,
                     label=band,
-                    color=plt.get_cmap("OrRd")(0.15 + 0.8 * index / max(1, len(bands) - 1)),
+                    color=_band_colour(index, len(bands)),
                     edgecolor="#555555",
                     linewidth=0.5,
                 )
@@ -302,7 +310,10 @@ def draw_withdrawal_bands(figure_data: FigureData, protocol: Protocol) -> bytes:
             axes.set_xticklabels(columns)
             axes.set_ylabel("% of participants assessed")
             axes.set_ylim(0, 100)
-            axes.legend(title="COWS band", loc="center left", bbox_to_anchor=(1.0, 0.5))
+            instrument = protocol.withdrawal.instrument if protocol.withdrawal else ""
+            scoring = next((s for s in protocol.scoring if s.instrument == instrument), None)
+            scale = scoring.label if scoring is not None and scoring.label else "Score"
+            axes.legend(title=f"{scale} band", loc="center left", bbox_to_anchor=(1.0, 0.5))
         figure.tight_layout()
         return _png(figure)
 
