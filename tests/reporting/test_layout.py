@@ -244,3 +244,22 @@ def test_every_page_renders_to_a_png_with_content(
             assert 0.0005 < float((body < 160).mean()) < 0.5, index + 1
     finally:
         pdf.close()
+
+
+def test_only_the_closed_pdf_shows_the_interim_statistics(
+    layout_reports: dict[str, RenderedPdf],
+) -> None:
+    # The same plan with interim looks in both sessions: the open PDF gives the planned looks
+    # and the information fraction, never the boundaries at this look, Z or conditional power.
+    texts = {}
+    for session, report in layout_reports.items():
+        pdf = _Pdf(report.pdf)
+        try:
+            texts[session] = re.sub(r"\s+", " ", " ".join(pdf.texts))
+        finally:
+            pdf.close()
+    assert "Planned interim looks" in texts["open"]
+    assert "information fraction of 0." in texts["open"]
+    for shown in ("Observed Z", "Conditional power", "Group-sequential boundaries"):
+        assert shown not in texts["open"], shown
+        assert shown in texts["closed"], shown
