@@ -33,6 +33,7 @@ from studyman.sources.emulator import EmulatorServer
 from studyman.sources.pull import pull_snapshot
 from studyman.sources.snapshot import write_bytes_atomic
 from studyman.synthetic import generate_trial, write_trial
+from studyman.synthetic.entry_log import emulator_entries, entry_log
 from studyman.validation.run import validate_study
 
 __all__ = ["DemoResult", "default_protocol_path", "run_demo"]
@@ -154,6 +155,10 @@ def run_demo(
     by_user = {user: token for token, user in tokens.items()}
     with EmulatorServer(project_dir, tokens=tokens) as server:
         notes.append(f"REDCap emulator served the project at {server.url}")
+        # the study's data-entry history: synthetic log rows (each visit form saved some days
+        # after the visit, by a per-site lag), older than anything the demo does
+        history = entry_log(protocol, trial.records, seed=seed)
+        server.emulator.state.log[:0] = emulator_entries(history)
         say("loading records through the REDCap API")
         loaded = _load_records(server.url, by_user["admin"], generated["records"])
         notes.append(f"{loaded} records imported through the API")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from studyman.facts import VISIT_COLUMNS
 from studyman.reporting.sections.base import (
     DsmbInputs,
     ReportTable,
@@ -83,8 +84,8 @@ def _visit_dates(inputs: DsmbInputs) -> pd.Series:
 
 def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
     """One row per form first entered at a visit: ``record``, ``event``, ``form``, ``site``,
-    ``visit_date``, ``first_entry`` and ``lag_days`` (whole days from the visit date to the
-    first entry's date); None without a log.
+    ``visited`` (the visit date), ``first_entry`` and ``lag_days`` (whole days from the visit
+    date to the first entry's date); None without a log.
 
     Notes
     -----
@@ -125,10 +126,10 @@ def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
     )
     dates = _visit_dates(inputs)
     index = pd.MultiIndex.from_arrays([first["record"], first["event"]])
-    first["visit_date"] = dates.reindex(index).to_numpy()
-    first = first.dropna(subset=["visit_date", "first_entry"])
+    first["visited"] = dates.reindex(index).to_numpy()
+    first = first.dropna(subset=["visited", "first_entry"])
     first["lag_days"] = (
-        first["first_entry"].dt.normalize() - first["visit_date"].dt.normalize()
+        first["first_entry"].dt.normalize() - first["visited"].dt.normalize()
     ).dt.days.astype(int)
     site = inputs.subjects()["site"]
     first["site"] = site.reindex(first["record"].to_numpy()).to_numpy()
@@ -142,7 +143,8 @@ def outstanding_forms(inputs: DsmbInputs) -> pd.DataFrame:
     ``event``, ``form``, ``site``, ``entered``."""
     visits = inputs.facts().visits
     done_due = visits["done"].to_numpy(bool) & visits["due"].to_numpy(bool)
-    done = visits.loc[done_due, ["record_id", "event"]]
+    # the facts' own record column (VISIT_COLUMNS[0]), whatever the study calls its field
+    done = visits.loc[done_due, [VISIT_COLUMNS[0], "event"]]
     due = _visible_due(inputs)
     rows = [
         (str(record), str(event), form)

@@ -90,9 +90,7 @@ class _Sources:
         arm = ""
         if self.inputs.arms is not None:
             arm = str(self.inputs.arms.get(record, "arm not known"))
-        who = "participant"
-        if sex:
-            who = f"{sex} participant"
+        who = f"{sex} participant" if sex else "sex not recorded"
         parts = [f"Participant {record}"]
         details = []
         if not _missing_value(age):
