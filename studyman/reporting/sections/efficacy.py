@@ -9,7 +9,6 @@ from studyman.reporting.sections.base import (
     DsmbInputs,
     Section,
     SectionSpec,
-    _fmt_num,
     _group_table,
     _groups,
     _missing,
@@ -17,7 +16,7 @@ from studyman.reporting.sections.base import (
     _randomised,
     _unavailable,
 )
-from studyman.reporting.sections.shared import _visit_labels
+from studyman.reporting.sections.shared import _continuous_rows, _visit_labels
 
 #: The section's anchor, its heading and the ids of the tables it can show
 #: (:func:`studyman.reporting.dsmb.table_id`: section id and the slug of the title).
@@ -63,15 +62,10 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
         if visit.kind not in ("treatment", "end_of_treatment", "follow_up"):
             continue
         at = values[values[_EVENT] == visit.event].set_index(inputs.key)["change"]
-        row = [labels[visit.event]]
-        for _, ids in groups:
-            v = at.reindex(ids.astype(str)).dropna().astype(float)
-            row.append(
-                f"{len(v)}: {v.mean():.1f} ({_fmt_num(float(v.std(ddof=1)), 1)})"
-                if len(v) > 1
-                else f"{len(v)}"
-            )
-        rows.append(row)
+        at = at[~at.index.duplicated()]
+        at.index = at.index.astype("string")
+        # n, mean (SD), median (min, max) on rows of their own, as in the baseline table
+        rows += _continuous_rows(labels[visit.event], at, groups)
     return Section(
         id=SECTION_ID,
         title="Efficacy (prespecified interim look)",
@@ -82,7 +76,7 @@ def efficacy_section(inputs: DsmbInputs) -> Section:
                 "Visit",
                 groups,
                 "Randomised",
-                note=f"{endpoint.name}. Cells: n: mean (SD). Descriptive; the prespecified "
+                note=f"{endpoint.name}: observed values only. Descriptive; the prespecified "
                 "model is run by 'studyman analyze'.",
             ),
         ),
