@@ -16,6 +16,7 @@ from studyman.findings import Finding
 from studyman.protocol import load_protocol, read_data_dictionary
 from studyman.protocol.conformance import check_conformance
 from studyman.protocol.dictionary_check import check_dictionary
+from studyman.protocol.dsmb_history import load_dsmb_history
 from studyman.protocol.models import Protocol
 
 protocol_app = typer.Typer(
@@ -49,6 +50,9 @@ def check(
     rules); exit 1 on a major or critical finding, or on a draft's decisions left."""
     _refuse_draft(protocol_path)
     protocol = load_protocol(protocol_path, with_redcap=dictionary is None)
+    # the DSMB history beside the protocol is study data too: a damaged one is one error here,
+    # not at the next DSMB report
+    load_dsmb_history(protocol.source_file or protocol_path)
     if dictionary is not None:
         metadata = read_data_dictionary(dictionary)
         findings = check_dictionary(metadata) + check_conformance(protocol, metadata)

@@ -58,6 +58,17 @@ def test_check_of_a_malformed_protocol_is_one_error_line_and_exit_two(
     assert err[0].startswith(f"error: {path}: visits[4].window.start")
 
 
+def test_check_of_a_damaged_dsmb_history_is_one_error_naming_file_key_and_line(
+    study_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    history = study_copy / "dsmb-history.yaml"
+    history.write_text("meetings:\n  - date: not-a-date\n", encoding="utf-8")
+    assert _run(["protocol", "check", str(study_copy / "protocol.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(f"error: {history}: meetings[0].date (line 2)")
+
+
 def test_show_summarises_arms_sites_and_schedule(
     reference_study: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
