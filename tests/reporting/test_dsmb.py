@@ -327,6 +327,17 @@ def test_snapshot_import_findings_are_counted_by_form(study: Study) -> None:
         ["phq9", "SRC-CAST", "1"],
         ["vital_signs", "SRC-CAST", "2"],
     ]
+    # forms come in the protocol's order, not by name (a renamed study sorts its own way)
+    forms = [form.name for form in study.protocol.instruments]
+    late, early = "adverse_events", "vital_signs"
+    assert forms.index(early) < forms.index(late)
+    assert late < early  # alphabetically the other way round
+    both = pd.DataFrame({"instrument": [late, early], "check_id": ["SRC-CAST", "SRC-CAST"]})
+    section = data_quality_section(
+        DsmbInputs(study.protocol, _tables(study), CUT, snapshot_findings=both)
+    )
+    table = next(t for t in section.tables if t.title == "Snapshot import findings by form")
+    assert table.frame["Form"].tolist() == [early, late]
     clean = data_quality_section(
         DsmbInputs(study.protocol, _tables(study), CUT, snapshot_findings=findings.iloc[:0])
     )

@@ -181,6 +181,14 @@ def data_quality_section(inputs: DsmbInputs) -> Section:
                 .size()
                 .reset_index(name="findings")
             )
+            # forms in the protocol's order (not by name: a study's names sort its own way)
+            position = {form.name: i for i, form in enumerate(protocol.instruments)}
+            order = counts["instrument"].astype(str).map(lambda f: position.get(f, len(position)))
+            counts = (
+                counts.assign(_order=order.to_numpy())
+                .sort_values(["_order", "instrument", "check_id"], kind="stable")
+                .reset_index(drop=True)
+            )
             tables.append(
                 ReportTable(
                     "Snapshot import findings by form",
