@@ -23,6 +23,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["LOG_COLUMNS", "LOG_TABLE", "RECORD", "blind_log", "log_table"]
@@ -122,14 +123,17 @@ def blind_log(
     if frame.empty or "forms" not in frame.columns:
         return frame
     hidden = set(hidden_forms)
+    forms = frame["forms"].astype(object).fillna("").astype(str)
+    # few distinct form lists: judge each once
+    verdict = {f: bool(f) and not set(f.split(",")) & hidden for f in pd.unique(forms)}
+    keep = np.array(forms.map(verdict).to_numpy(dtype=bool), dtype=bool)  # a writable copy
     masked = set(masked_fields)
-    keep = []
-    for forms, details in zip(
-        frame["forms"].astype("string").fillna(""),
-        frame["details"].astype("string").fillna(""),
-        strict=True,
-    ):
-        named = {f for f in str(forms).split(",") if f}
-        fields = set(_fields_named(str(details))) if masked else set()
-        keep.append(bool(named) and not (named & hidden) and not (fields & masked))
+    if masked:
+        details = frame["details"].astype("string").fillna("")
+        for name in sorted(masked):
+            # a plain substring search first; only those rows are parsed
+            found = details.str.contains(name, regex=False).fillna(False).to_numpy(bool)
+            for i in np.flatnonzero(found & keep):
+                if name in _fields_named(str(details.iat[int(i)])):
+                    keep[i] = False
     return frame.loc[keep].reset_index(drop=True)

@@ -52,7 +52,9 @@ def _entered(inputs: DsmbInputs, forms: set[str]) -> set[tuple[str, str, str]]:
         if frame is None or frame.empty or _EVENT not in frame.columns:
             continue
         pairs = frame[[inputs.key, _EVENT]].dropna().astype(str).drop_duplicates()
-        found.update((r, e, form) for r, e in pairs.itertuples(index=False, name=None))
+        records = pairs[inputs.key].astype(object).tolist()
+        events = pairs[_EVENT].astype(object).tolist()
+        found.update((r, e, form) for r, e in zip(records, events, strict=True))
     return found
 
 
@@ -108,17 +110,19 @@ def first_entries(inputs: DsmbInputs) -> pd.DataFrame | None:
     rows = log.loc[
         log[RECORD].notna() & log[_EVENT].notna(), [RECORD, _EVENT, "forms", "timestamp"]
     ]
+    listed = rows["forms"].astype(object).astype(str).tolist()
+    split = {text: text.split(",") for text in set(listed)}  # few distinct form lists
     frame = pd.DataFrame(
         {
-            "record": rows[RECORD].astype(str).to_numpy(),
-            "event": rows[_EVENT].astype(str).to_numpy(),
-            "form": rows["forms"].astype(str).str.split(",").to_numpy(),
+            "record": rows[RECORD].astype(object).astype(str).tolist(),
+            "event": rows[_EVENT].astype(object).astype(str).tolist(),
+            "form": [split[text] for text in listed],
             "first_entry": pd.to_datetime(rows["timestamp"]).to_numpy(),
         }
     ).explode("form")
     keep = [
         form in due.get(event, ())
-        for event, form in zip(frame["event"], frame["form"], strict=True)
+        for event, form in zip(frame["event"].tolist(), frame["form"].tolist(), strict=True)
     ]
     frame = frame.loc[keep]
     first = pd.DataFrame(
@@ -148,14 +152,16 @@ def outstanding_forms(inputs: DsmbInputs) -> pd.DataFrame:
     due = _visible_due(inputs)
     rows = [
         (str(record), str(event), form)
-        for record, event in done.itertuples(index=False, name=None)
+        for record, event in zip(
+            done[VISIT_COLUMNS[0]].astype(object).tolist(),
+            done["event"].astype(object).tolist(),
+            strict=True,
+        )
         for form in due.get(str(event), ())
     ]
     frame = pd.DataFrame(rows, columns=["record", "event", "form"])
-    entered = _entered(inputs, set(frame["form"]))
-    frame["entered"] = [
-        (r, e, f) in entered for r, e, f in frame.itertuples(index=False, name=None)
-    ]
+    entered = _entered(inputs, {form for _, _, form in rows})
+    frame["entered"] = [row in entered for row in rows]
     site = inputs.subjects()["site"]
     frame["site"] = site.reindex(frame["record"].to_numpy()).to_numpy()
     return frame

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from studyman.reporting.sections.base import (
@@ -15,7 +16,6 @@ from studyman.reporting.sections.base import (
     Section,
     SectionSpec,
     _choice_labels,
-    _codes,
     _participant_form,
 )
 from studyman.reporting.sections.shared import _SEVERITY, _adverse_events, _fmt_date
@@ -72,6 +72,8 @@ class _Sources:
     def __init__(self, inputs: DsmbInputs) -> None:
         protocol = inputs.protocol
         self.inputs = inputs
+        #: The participants with a narrative (set by :func:`narratives`).
+        self.cases: set[str] = set()
         self.facts = inputs.facts().subjects
         participant = _participant_form(inputs)
         self.age = _per_participant(inputs, participant, protocol.enrolment.age_field)
@@ -79,14 +81,27 @@ class _Sources:
         self.sex_labels = _labels(inputs, protocol.enrolment.sex_field)
         liver = protocol.liver
         self.liver = inputs.table(liver.form)
+        self._rows: dict[str, dict[str, pd.DataFrame]] = {}
         meds = protocol.concomitant_medications
         self.meds = inputs.table(meds.form)
         self.events = _adverse_events(inputs)
 
+    def rows_of(self, name: str, frame: pd.DataFrame | None, record: str) -> pd.DataFrame:
+        """*record*'s rows of *frame* (grouped once per table, not filtered per case)."""
+        if frame is None:
+            return pd.DataFrame()
+        if name not in self._rows:
+            keys = frame[self.inputs.key].astype(object).astype(str).to_numpy()
+            # only the cases' rows are grouped (a few hundred of thousands of participants)
+            mine = np.isin(keys, sorted(self.cases))
+            small = frame.loc[mine]
+            self._rows[name] = {str(k): part for k, part in small.groupby(keys[mine], sort=False)}
+        return self._rows[name].get(record, frame.iloc[0:0])
+
     def intro(self, record: str) -> str:
         """ "A 47-year-old woman (Arm B)" from the participant form and the arm."""
         age = self.age.get(record)
-        sex = self.sex_labels.get(str(_codes(pd.Series([self.sex.get(record)])).iloc[0]), "")
+        sex = self.sex_labels.get(_code_text(self.sex.get(record)), "")
         arm = ""
         if self.inputs.arms is not None:
             arm = str(self.inputs.arms.get(record, "arm not known"))
@@ -122,7 +137,7 @@ class _Sources:
         frame = self.liver
         if frame is None or liver.date_field not in frame.columns:
             return ""
-        mine = frame[frame[self.inputs.key].astype(str) == record].copy()
+        mine = self.rows_of("liver", frame, record).copy()
         if mine.empty:
             return "No liver tests recorded."
         mine["_date"] = pd.to_datetime(mine[liver.date_field], errors="coerce")
@@ -161,7 +176,7 @@ class _Sources:
         frame = self.meds
         if frame is None or pd.isna(onset):  # type: ignore[call-overload]
             return ""
-        mine = frame[frame[self.inputs.key].astype(str) == record]
+        mine = self.rows_of("meds", frame, record)
         start = pd.to_datetime(mine[spec.start_field], errors="coerce")
         stop = pd.to_datetime(mine[spec.stop_field], errors="coerce")
         when = pd.Timestamp(onset)  # type: ignore[arg-type]
@@ -177,9 +192,17 @@ def _missing_value(value: object) -> bool:
     return bool(pd.isna(value)) if not isinstance(value, (list, tuple)) else False  # type: ignore[call-overload]
 
 
+def _code_text(value: object) -> str:
+    """A REDCap code as text (``3``, not ``3.0``); "" when missing."""
+    if _missing_value(value):
+        return ""
+    text = str(value).strip()
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _code(row: pd.Series, field_name: str) -> str:
     """The REDCap code in *row*'s *field_name* as text (``3``, not ``3.0``)."""
-    return str(_codes(pd.Series([row.get(field_name)])).iloc[0])
+    return _code_text(row.get(field_name))
 
 
 def _criteria(inputs: DsmbInputs, row: pd.Series) -> str:
@@ -288,7 +311,7 @@ def _hys_law_narratives(inputs: DsmbInputs, sources: _Sources) -> list[Narrative
     result = []
     for record in cases:
         record = str(record)
-        mine = frame[frame[inputs.key].astype(str) == record] if frame is not None else None
+        mine = sources.rows_of("liver", frame, record) if frame is not None else None
         first_hit = ""
         if mine is not None and not mine.empty:
             values = [
@@ -340,6 +363,14 @@ def narratives(inputs: DsmbInputs) -> list[Narrative]:
     """Every narrative of the closed report: deaths, then serious adverse events, then potential
     Hy's law cases, each by participant and onset."""
     sources = _Sources(inputs)
+    subjects = sources.facts
+    flagged = subjects["death"].to_numpy(bool)
+    if "hys_law" in subjects.columns:
+        flagged = flagged | subjects["hys_law"].to_numpy(bool)
+    sources.cases = {str(r) for r in subjects.index[flagged]}
+    if sources.events is not None:
+        serious = sources.events[sources.events["serious"].to_numpy(bool)]
+        sources.cases |= set(serious[inputs.key].astype(object).astype(str))
     return [
         *_death_narratives(inputs, sources),
         *_sae_narratives(inputs, sources),
