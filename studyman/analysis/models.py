@@ -1103,6 +1103,20 @@ def kaplan_meier(time: Sequence[float], event: Sequence[bool]) -> pd.DataFrame:
     )
 
 
+def numbers_at_risk(time: Sequence[float], days: Sequence[float]) -> list[int]:
+    """Participants still at risk (time to event or censoring at least *day*) at each of *days*."""
+    t = np.asarray(time, dtype=float)
+    return [int((t >= day).sum()) for day in days]
+
+
+def at_risk_days(longest: float) -> list[float]:
+    """Days at which a Kaplan–Meier figure states the numbers at risk: whole weeks, at most 9."""
+    if not math.isfinite(longest) or longest <= 0:
+        return [0.0]
+    step = 7 * max(1, math.ceil(longest / 7 / 8))
+    return [float(day) for day in range(0, int(longest) + 1, step)]
+
+
 def _log_rank(time: FloatLike, event: BoolLike, group: BoolLike) -> float:
     """Log-rank test p-value (statsmodels' ``survdiff``); ``nan`` when it is not defined."""
     from statsmodels.duration.survfunc import survdiff
@@ -1147,8 +1161,14 @@ def ae_time_to_first(
     frame = frame.dropna(subset=["TIME"])
     curves = []
     medians = []
+    at_risk = []
+    days = at_risk_days(float(frame["TIME"].max()) if len(frame) else math.nan)
     for arm in arms:
         part = frame[frame["ARM"] == arm]
+        at_risk += [
+            {"arm": arm, "day": day, "at_risk": count}
+            for day, count in zip(days, numbers_at_risk(part["TIME"].tolist(), days), strict=True)
+        ]
         curve = kaplan_meier(part["TIME"].tolist(), part["EVENT"].tolist())
         curve.insert(0, "arm", arm)
         curves.append(curve)
@@ -1171,6 +1191,8 @@ def ae_time_to_first(
         tables={
             "kaplan_meier": pd.concat(curves, ignore_index=True),
             "summary": pd.DataFrame(medians),
+            # numbers at risk under the Kaplan–Meier figure of the report
+            "at_risk": pd.DataFrame(at_risk, columns=["arm", "day", "at_risk"]),
         },
         details={"log_rank_p_value": p_value},
     )

@@ -13,6 +13,8 @@ import html
 import io
 import json
 import math
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -201,8 +203,23 @@ def _svg_bytes(figure: Any, provenance: Mapping[str, Any], title: str) -> bytes:
     return buffer.getvalue()
 
 
+def _parameter_titles(protocol: Protocol | None) -> dict[str, str]:
+    """PARAMCD → the scale's name in words, from the protocol's scoring (``{}`` without one)."""
+    if protocol is None:
+        return {}
+    labels = {i.name: i.label for i in protocol.instruments}
+    return {
+        (s.paramcd or s.instrument.upper()): s.label or labels.get(s.instrument) or s.instrument
+        for s in protocol.scoring
+    }
+
+
 def _mean_change_figure(
-    adqs: pd.DataFrame, by_arm: bool, arms: Sequence[str], order: Sequence[str]
+    adqs: pd.DataFrame,
+    by_arm: bool,
+    arms: Sequence[str],
+    order: Sequence[str],
+    titles: Mapping[str, str] | None = None,
 ) -> Any:
     from matplotlib.figure import Figure
 
@@ -237,7 +254,7 @@ def _mean_change_figure(
                 label=name,
             )
         axis.axhline(0, color="#999999", linewidth=0.8)
-        axis.set_title(parameter)
+        axis.set_title((titles or {}).get(parameter, parameter))
         axis.set_xlabel("Week")
         axis.set_ylabel("Mean change from baseline (95 % CI)")
     axes[0].legend(loc="lower left", fontsize=8)
@@ -246,26 +263,82 @@ def _mean_change_figure(
     return figure
 
 
+def _measure_kind(outcome: AnalysisOutcome) -> tuple[str, str, bool]:
+    """(kind of effect measure, axis label, log scale) of an outcome's headline.
+
+    One forest panel per kind: a difference at a visit, a difference in slope, a risk
+    difference, an odds ratio or a rate ratio, efficacy apart from safety, so that no panel puts
+    a slope or an odds ratio on an axis of differences.
+    """
+    headline = outcome.headline
+    assert headline is not None
+    measure = headline.measure.lower()
+    safety = outcome.role == "safety" or outcome.kind.startswith("ae_")
+    where = "safety" if safety else "efficacy"
+    if headline.null_value == 1.0:
+        if "odds ratio" in measure:
+            name = "Odds ratio"
+        elif "rate ratio" in measure:
+            name = "Rate ratio"
+        else:
+            name = "Ratio"
+        return (
+            f"{where} {name.lower()}",
+            f"{name}, {where} (experimental / reference; log scale)",
+            True,
+        )
+    if "slope" in measure:
+        return (
+            f"{where} slope",
+            "Difference in slope, points per week (experimental − reference)",
+            False,
+        )
+    if "risk difference" in measure:
+        return (
+            f"{where} risk difference",
+            f"Risk difference, {where} (experimental − reference)",
+            False,
+        )
+    return (
+        f"{where} difference",
+        "Difference in mean change from baseline, points (experimental − reference)",
+        False,
+    )
+
+
+def _forest_label(outcome: AnalysisOutcome, several: bool) -> str:
+    label = outcome.label or outcome.id
+    if several and outcome.arms:
+        label = f"{label} ({outcome.arms[0]})"
+    return "\n".join(textwrap.wrap(label, 60)) or label
+
+
 def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     several = any(o.comparisons for o in outcomes)
     with_headline = [
         part
         for outcome in outcomes
         for part in outcome.parts
-        if part.headline is not None and part.status == "ok"
+        if part.headline is not None
+        and part.status == "ok"
+        and math.isfinite(part.headline.estimate)
+        and math.isfinite(part.headline.ci_lower)
+        and math.isfinite(part.headline.ci_upper)
     ]
-    differences = [o for o in with_headline if o.headline and o.headline.null_value == 0.0]
-    ratios = [o for o in with_headline if o.headline and o.headline.null_value == 1.0]
-    differences = [o for o in differences if not o.kind.startswith("ae_")]
-    panels = [(differences, "Difference (experimental − reference)", False)]
-    if ratios:
-        panels.append((ratios, "Ratio (experimental / reference), log scale", True))
-    height = 1.2 + 0.35 * max(len(p[0]) for p in panels)
-    figure = Figure(figsize=(6.5 * len(panels), height))
-    axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axis, (items, label, log) in zip(axes, panels, strict=True):
+    panels: dict[str, tuple[str, bool, list[AnalysisOutcome]]] = {}
+    for part in with_headline:
+        kind, label, log = _measure_kind(part)
+        panels.setdefault(kind, (label, log, []))[2].append(part)
+    heights = [
+        0.75 + 0.3 * sum(_forest_label(o, several).count("\n") + 1 for o in items)
+        for _, _, items in panels.values()
+    ]
+    figure = Figure(figsize=(9.0, sum(heights) + 0.6))
+    axes = figure.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for axis, (label, log, items) in zip(axes, panels.values(), strict=True):
         for position, outcome in enumerate(reversed(items)):
             headline = outcome.headline
             assert headline is not None  # filtered above
@@ -274,13 +347,70 @@ def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
             )
             axis.plot([headline.ci_lower, headline.ci_upper], [position, position], color=colour)
             axis.plot([headline.estimate], [position], "s", color=colour)
-        names = [f"{o.id} ({o.arms[0]})" if several and o.arms else o.id for o in items]
+        names = [_forest_label(o, several) for o in items]
         axis.set_yticks(range(len(items)), list(reversed(names)), fontsize=8)
+        axis.set_ylim(-0.6, len(items) - 0.4)
         axis.axvline(1.0 if log else 0.0, color="#999999", linestyle="--", linewidth=0.8)
         if log:
             axis.set_xscale("log")
-        axis.set_xlabel(label)
-    figure.suptitle("Primary, sensitivity and secondary results (95 % CI)")
+            axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlabel(label, fontsize=9)
+    figure.suptitle("Primary, secondary, sensitivity and safety results (95 % CI)")
+    figure.tight_layout()
+    return figure
+
+
+def _km_figure(outcome: AnalysisOutcome) -> Any:
+    """Kaplan–Meier curves per arm (steps at the event times) with the numbers at risk below."""
+    from matplotlib.figure import Figure
+
+    curve = outcome.tables["kaplan_meier"]
+    at_risk = outcome.tables.get("at_risk")
+    summary = outcome.tables.get("summary")
+    arms: list[str] = []
+    for frame in (summary, at_risk, curve):
+        if frame is not None and "arm" in frame.columns:
+            arms += [str(a) for a in frame["arm"] if str(a) not in arms]
+    days = (
+        sorted({float(d) for d in at_risk["day"]}) if at_risk is not None and len(at_risk) else []
+    )
+    longest = max([*days, *(float(x) for x in curve["time"])] or [1.0])
+    figure = Figure(figsize=(7.5, 3.6 + 0.25 * len(arms)))
+    plot, table = figure.subplots(2, 1, height_ratios=[4.0, 0.6 + 0.35 * len(arms)], sharex=True)
+    for index, arm in enumerate(arms):
+        part = curve[curve["arm"].astype(str) == arm].sort_values("time")
+        times = [0.0, *(float(x) for x in part["time"]), longest]
+        survival = [1.0, *(float(s) for s in part["survival"])]
+        survival.append(survival[-1])
+        plot.step(
+            times,
+            survival,
+            where="post",
+            color=_ARM_COLOURS[index % len(_ARM_COLOURS)],
+            label=arm,
+        )
+    plot.set_ylim(0, 1.05)
+    plot.set_ylabel("Without the event (Kaplan–Meier)")
+    plot.legend(fontsize=8, loc="lower left")
+    plot.set_title(outcome.label, fontsize=10)
+    table.set_title("Number at risk", fontsize=9, loc="left")
+    for index, arm in enumerate(arms):
+        if at_risk is None:
+            break
+        rows = at_risk[at_risk["arm"].astype(str) == arm]
+        for day, count in zip(rows["day"], rows["at_risk"], strict=True):
+            table.text(float(day), index, str(int(count)), ha="center", va="center", fontsize=8)
+    table.set_yticks(range(len(arms)), arms, fontsize=8)
+    table.set_ylim(len(arms) - 0.5, -0.5)
+    table.tick_params(left=False)
+    for side in ("top", "right", "left"):
+        table.spines[side].set_visible(False)
+    if days:
+        table.set_xticks(days)
+    table.set_xlim(-0.02 * longest, longest * 1.02)
+    table.set_xlabel("Days since the first treatment")
     figure.tight_layout()
     return figure
 
@@ -371,23 +501,114 @@ def _ae_dot_figure(incidence: pd.DataFrame, arms: Sequence[str] | None) -> Any:
 # --- report ----------------------------------------------------------------------------------
 
 
-def _table_html(frame: pd.DataFrame, limit: int = 40) -> str:
-    shown = frame.head(limit)
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = []
-    for row in shown.itertuples(index=False):
-        cells = []
-        for value in row:
-            if isinstance(value, float | np.floating):
-                text = "" if math.isnan(float(value)) else f"{float(value):.4g}"
-            elif value is None or value is pd.NA or value is pd.NaT:
-                text = ""
-            else:
-                text = str(value)
-            cells.append(f"<td>{html.escape(text)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    more = f"<p class='note'>first {limit} of {len(frame)} rows</p>" if len(frame) > limit else ""
-    return f"<table><tr>{header}</tr>{''.join(body)}</table>{more}"
+#: Tables longer than this fold into a ``<details>`` element: every row is there, none is cut.
+_FOLD_ROWS = 30
+
+
+def _format_p(value: float | None) -> str:
+    """A p-value as a reader expects it: three decimals, ``< 0.001`` below that, never 0."""
+    if value is None or not math.isfinite(float(value)):
+        return ""
+    if float(value) < 0.001:
+        return "< 0.001"
+    return f"{float(value):.3f}"
+
+
+def _is_p_column(name: str) -> bool:
+    text = name.lower()
+    return text in {"p", "pvalue"} or text.startswith("p_") or text.endswith("p_value")
+
+
+def _decimals(values: Sequence[float]) -> int | None:
+    """Fixed decimals for a column of numbers: 0 for counts, 2 from 1 up, more below 1 (at most
+    6); ``None`` (scientific notation) when the typical value is below 0.001."""
+    finite = [abs(v) for v in values if math.isfinite(v)]
+    if not finite or all(float(v).is_integer() for v in finite):
+        return 0
+    nonzero = [v for v in finite if v > 0]
+    typical = float(np.median(nonzero)) if nonzero else 0.0
+    if typical >= 1 or typical == 0:
+        return 2
+    if typical < 0.001:
+        return None
+    return min(6, max(3, 2 - math.floor(math.log10(typical))))
+
+
+def _number_text(value: float, decimals: int | None) -> str:
+    if not math.isfinite(value):
+        return ""
+    if decimals is None:
+        return f"{value:.2e}"
+    if decimals == 0:
+        return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+    return f"{value:.{decimals}f}"
+
+
+def _column_texts(name: str, column: pd.Series) -> list[str]:
+    """The cells of one column as text: p-values, counts and estimates each in their format."""
+    values = list(column)
+    numbers = [
+        float(v)
+        for v in values
+        if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    ]
+    decimals = _decimals(numbers)
+    texts = []
+    for value in values:
+        if value is None or value is pd.NA or value is pd.NaT:
+            texts.append("")
+        elif isinstance(value, bool | np.bool_):
+            texts.append(str(bool(value)))
+        elif isinstance(value, int | np.integer):
+            texts.append(str(int(value)))
+        elif isinstance(value, float | np.floating):
+            number = float(value)
+            texts.append(
+                _format_p(number) if _is_p_column(name) else _number_text(number, decimals)
+            )
+        else:
+            texts.append(str(value))
+    return texts
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    """The whole table, formatted for reading; one longer than :data:`_FOLD_ROWS` rows folds.
+
+    Only the HTML is formatted: the CSV and JSON outputs keep every digit.
+    """
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    columns = [_column_texts(str(name), frame[name]) for name in frame.columns]
+    body = [
+        "<tr>" + "".join(f"<td>{html.escape(column[row])}</td>" for column in columns) + "</tr>"
+        for row in range(len(frame))
+    ]
+    table = f"<table><tr>{header}</tr>{''.join(body)}</table>"
+    if len(frame) > _FOLD_ROWS:
+        return f"<details><summary>all {len(frame)} rows</summary>{table}</details>"
+    return table
+
+
+def _plain_rounded(value: Any) -> Any:
+    """A detail for the report: floats at most six significant digits, tiny ones scientific."""
+    if isinstance(value, dict):
+        return {str(k): _plain_rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_rounded(v) for v in value]
+    value = _plain(value)
+    if isinstance(value, float):
+        return float(_number_text(value, _decimals([value])))
+    return value
+
+
+def _detail_text(key: str, value: Any) -> str:
+    if isinstance(value, float | np.floating) and _is_p_column(key.removesuffix("s")):
+        return _format_p(float(value))
+    if "p_value" in key and isinstance(value, float | np.floating):
+        return _format_p(float(value))
+    plain = _plain_rounded(value)
+    if isinstance(plain, str):
+        return plain
+    return json.dumps(plain, ensure_ascii=False)
 
 
 def applicability(protocol: Protocol) -> list[tuple[str, str]]:
@@ -416,6 +637,98 @@ def applicability(protocol: Protocol) -> list[tuple[str, str]]:
     ]
 
 
+#: The report's figures in words (file name → caption); a Kaplan–Meier figure is captioned
+#: with its analysis's label.
+_FIGURE_CAPTIONS = {
+    "mean_change.svg": "Observed mean change from baseline by visit (95 % CI)",
+    "forest.svg": "Forest plot: estimated effects with 95 % confidence intervals, one panel per "
+    "kind of effect measure",
+    "ae_dotplot.svg": "Treatment-emergent adverse events: participants with each event and the "
+    "risk difference",
+}
+
+_STYLE = (
+    "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;}"
+    "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;}"
+    ".failed{color:#b00;} .refused{color:#a60;} .note{color:#666;font-size:0.85em;}"
+    ".subtitle{color:#444;margin-top:-0.5em;}"
+    ".banner{background:#fee;border:1px solid #c99;padding:0.5em;}"
+    "figure{margin:1em 0;} figure svg{display:block;width:100%;height:auto;max-width:100%;}"
+    "svg{max-width:100%;height:auto;}"
+    "figcaption{font-weight:bold;margin-bottom:0.3em;}"
+    "@media print{body{max-width:none;margin:0;}figure{break-inside:avoid;}"
+    "svg{max-width:100%;height:auto;}h2,h3,h4{break-after:avoid;}}</style>"
+)
+
+
+def _results_title(plan: AnalysisPlan) -> str:
+    """ "<study title>: results of the prespecified analyses", the plan's own suffix dropped."""
+    study = re.sub(
+        r"[\s,:;–-]*statistical analysis plan\s*$", "", plan.title, flags=re.IGNORECASE
+    ).strip()
+    return f"{study or plan.study}: results of the prespecified analyses"
+
+
+def _embedded_svg(svg: bytes) -> str:
+    """An SVG scaled to the content width: its viewBox kept, its fixed width and height gone."""
+    text = svg.decode("utf-8")
+    text = text[text.index("<svg") :]
+    end = text.index(">")
+    tag = re.sub(r'\s(width|height)="[^"]*"', "", text[:end])
+    return tag + ' width="100%" preserveAspectRatio="xMidYMid meet"' + text[end:]
+
+
+def _headline_text(outcome: AnalysisOutcome) -> str:
+    headline = outcome.headline
+    assert headline is not None
+    kind = _measure_kind(outcome)[0]
+    decimals = 3 if kind.endswith(("slope", "risk difference")) else 2
+    p_value = _format_p(headline.p_value)
+    p_text = (
+        "" if not p_value else (f", p {p_value}" if p_value.startswith("<") else f", p = {p_value}")
+    )
+    return (
+        f"{headline.estimate:.{decimals}f} (95 % CI {headline.ci_lower:.{decimals}f} to "
+        f"{headline.ci_upper:.{decimals}f}){p_text}"
+    )
+
+
+def _summary_html(run: PlanRun) -> pd.DataFrame:
+    """The summary of analyses for reading: the analysis in words, the effect with its CI."""
+    rows = []
+    for whole in run.outcomes:
+        for outcome in whole.parts:
+            headline = outcome.headline
+            rows.append(
+                {
+                    "analysis": outcome.label or outcome.id,
+                    "comparison": outcome.comparison,
+                    "role": outcome.role,
+                    "status": outcome.status,
+                    "measure": headline.measure if headline else "",
+                    "estimate (95 % CI), p": _headline_text(outcome)
+                    if headline is not None and math.isfinite(headline.estimate)
+                    else "",
+                    "message": outcome.message,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _outcome_table_html(outcome: AnalysisOutcome, name: str, frame: pd.DataFrame) -> str:
+    if "median_days" in frame.columns:
+        # a median survival time the curve never reaches is "not reached", not a blank
+        frame = frame.astype({"median_days": object})
+        frame["median_days"] = [
+            "not reached"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else _number_text(float(value), 0 if float(value).is_integer() else 1)
+            for value in frame["median_days"]
+        ]
+    return f"<h4>{html.escape(name.replace('_', ' '))}</h4>" + _table_html(frame)
+
+
 def _report_html(
     plan: AnalysisPlan,
     run: PlanRun,
@@ -424,17 +737,24 @@ def _report_html(
     summary: pd.DataFrame,
     facts: StudyFacts | None = None,
     protocol: Protocol | None = None,
+    captions: Mapping[str, str] | None = None,
 ) -> bytes:
     plan_info = provenance["plan"]
+    title = _results_title(plan)
+    locked = (
+        f"locked as version {plan_info['locked_version']} (sha256 {plan_info['locked_sha256']})"
+        if plan_info.get("locked_version")
+        else "not locked"
+    )
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(plan.title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
-        "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;}"
-        ".failed{color:#b00;} .refused{color:#a60;} .note{color:#666;font-size:0.85em;}"
-        ".banner{background:#fee;border:1px solid #c99;padding:0.5em;}</style></head><body>",
-        f"<h1>{html.escape(plan.title)}</h1>",
+        f"<title>{html.escape(title)}</title>",
+        _STYLE,
+        "</head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='subtitle'>Statistical analysis plan version {html.escape(str(plan.version))}"
+        f" of {plan.date.isoformat()}, {html.escape(locked)}; "
+        f"{len(plan_info['amendments'] or [])} amendment(s).</p>",
     ]
     if run.blinded:
         parts.append(
@@ -481,7 +801,7 @@ def _report_html(
     estimands = pd.DataFrame(
         [
             {
-                "estimand": e.id,
+                "estimand": e.label or e.id,
                 "treatment": e.treatment,
                 "population": e.population,
                 "variable": e.variable,
@@ -507,7 +827,11 @@ def _report_html(
             "<h2 id='applicability'>Optional study data</h2>"
             + _table_html(pd.DataFrame(applicability(protocol), columns=["part", "status"]))
         )
-    parts.append("<h2>Summary of analyses</h2>" + _table_html(summary, limit=100))
+    parts.append(
+        "<h2>Summary of analyses</h2>"
+        + _table_html(_summary_html(run) if len(summary) else summary)
+        + "<p class='note'>Every digit is in results/summary.csv and results/summary.json.</p>"
+    )
     problems = [o for o in run.outcomes if o.status != "ok"]
     if problems and not run.blinded:
         parts.append("<h2>Analyses without a result</h2><ul>")
@@ -518,10 +842,15 @@ def _report_html(
             )
         parts.append("</ul>")
     parts.append("<h2>Figures</h2>")
+    inline = {name for name in figures if name.startswith("km_")}
     for name, svg in figures.items():
-        text = svg.decode("utf-8")
-        text = text[text.index("<svg") :]
-        parts.append(f"<figure><figcaption>{html.escape(name)}</figcaption>{text}</figure>")
+        if name in inline:
+            continue
+        caption = (captions or {}).get(name) or _FIGURE_CAPTIONS.get(name, "Figure")
+        parts.append(
+            f"<figure id='{html.escape(name.removesuffix('.svg'))}'><figcaption>"
+            f"{html.escape(caption)}</figcaption>{_embedded_svg(svg)}</figure>"
+        )
     if run.blinded:
         parts.append("<h2>Pooled data review</h2>")
         for name, frame in run.review.items():
@@ -536,29 +865,38 @@ def _report_html(
             parts.append(
                 f"<p class='{outcome.status}'>role {outcome.role}; status {outcome.status}"
                 + (f"; {html.escape(outcome.message)}" if outcome.message else "")
-                + "</p>"
+                + f"; results/{html.escape(outcome.id)}.json</p>"
             )
             for part in outcome.parts:
-                if part.headline is None:
+                if part.headline is None or not math.isfinite(part.headline.estimate):
                     continue
-                h = part.headline
-                p_text = "" if h.p_value is None else f", p = {h.p_value:.4g}"
                 versus = f"{html.escape(part.comparison)}: " if part.comparison else ""
                 parts.append(
-                    f"<p>{versus}<strong>{html.escape(h.measure)}</strong>: {h.estimate:.4g} "
-                    f"(95 % CI {h.ci_lower:.4g} to {h.ci_upper:.4g}){p_text}</p>"
+                    f"<p>{versus}<strong>{html.escape(part.headline.measure)}</strong>: "
+                    f"{html.escape(_headline_text(part))}</p>"
                 )
             if outcome.details:
                 details = pd.DataFrame(
-                    [(k, json.dumps(_plain(v))) for k, v in sorted(outcome.details.items())],
+                    [
+                        (k.replace("_", " "), _detail_text(k, v))
+                        for k, v in sorted(outcome.details.items())
+                    ],
                     columns=["detail", "value"],
                 )
                 parts.append(_table_html(details))
+            km = f"km_{outcome.id}.svg"
+            if km in figures:
+                caption = (captions or {}).get(km) or outcome.label
+                parts.append(
+                    f"<figure id='km-{html.escape(outcome.id)}'><figcaption>"
+                    f"{html.escape(caption)}</figcaption>{_embedded_svg(figures[km])}</figure>"
+                )
             for name, frame in outcome.tables.items():
                 if name == "per_imputation":
                     continue
-                parts.append(f"<h4>{html.escape(name.replace('_', ' '))}</h4>")
-                parts.append(_table_html(frame))
+                if km in figures and name in {"kaplan_meier", "at_risk"}:
+                    continue  # drawn above; every step is in results/<id>__kaplan_meier.csv
+                parts.append(_outcome_table_html(outcome, name, frame))
     parts.append(
         "<hr><p class='note'>"
         + html.escape(_stamp_lines(provenance).replace("# ", "").replace("\n", " · "))
@@ -630,10 +968,17 @@ def write_outputs(
     arms = plan.treatment.arms
     figures: dict[str, bytes] = {}
     figures["mean_change.svg"] = _svg_bytes(
-        _mean_change_figure(adam.adqs, not run.blinded, arms, [key.upper() for key in plan.visits]),
+        _mean_change_figure(
+            adam.adqs,
+            not run.blinded,
+            arms,
+            [key.upper() for key in plan.visits],
+            _parameter_titles(protocol),
+        ),
         provenance,
         "Mean change from baseline",
     )
+    captions: dict[str, str] = {}
     if not run.blinded:
         if any(p.headline is not None and p.status == "ok" for o in run.outcomes for p in o.parts):
             figures["forest.svg"] = _svg_bytes(
@@ -653,6 +998,12 @@ def write_outputs(
             figures["ae_dotplot.svg"] = _svg_bytes(
                 _ae_dot_figure(incidence, arms), provenance, "Adverse events"
             )
+        for outcome in run.outcomes:
+            curve = outcome.tables.get("kaplan_meier")
+            if outcome.status == "ok" and curve is not None and "arm" in curve.columns:
+                name = f"km_{outcome.id}.svg"
+                figures[name] = _svg_bytes(_km_figure(outcome), provenance, outcome.label)
+                captions[name] = f"Kaplan–Meier curves: {outcome.label}"
     elif "adverse_events" in run.review and len(run.review["adverse_events"]):
         figures["ae_dotplot.svg"] = _svg_bytes(
             _ae_dot_figure(run.review["adverse_events"], None), provenance, "Adverse events"
@@ -660,7 +1011,8 @@ def write_outputs(
     for name, data in figures.items():
         writer.bytes(f"figures/{name}", data)
     writer.bytes(
-        "report.html", _report_html(plan, run, provenance, figures, summary, facts, protocol)
+        "report.html",
+        _report_html(plan, run, provenance, figures, summary, facts, protocol, captions),
     )
     if facts is not None:
         document = facts_document(facts, output="analysis")
