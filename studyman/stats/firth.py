@@ -52,8 +52,11 @@ def _penalised_loglik(beta: FloatArray, x: FloatArray, y: FloatArray) -> float:
     eta = x @ beta
     p = special.expit(eta)
     w = p * (1 - p)
-    sign, logdet = np.linalg.slogdet((x * w[:, None]).T @ x)
-    if sign <= 0:
+    # far out on the profile the weights underflow and the information is exactly singular:
+    # slogdet then says so by sign 0 (and would warn of log(0)), which is minus infinity here
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sign, logdet = np.linalg.slogdet((x * w[:, None]).T @ x)
+    if sign <= 0 or not np.isfinite(logdet):
         return -np.inf
     return float(np.sum(y * eta - np.logaddexp(0.0, eta)) + 0.5 * logdet)
 

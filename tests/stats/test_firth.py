@@ -72,3 +72,20 @@ def test_a_response_that_is_not_binary_is_refused() -> None:
     design, response = _design("sparse")
     with pytest.raises(ValueError, match="0/1"):
         fit_firth_logistic(design, response * 2)
+
+
+def test_an_exactly_singular_information_far_out_is_minus_infinity_without_a_warning() -> None:
+    """Far out on a profile the weights underflow to 0: the penalised likelihood is -inf there
+    (not a log-of-zero warning, which a run under warnings-as-errors would die of)."""
+    import warnings
+
+    import numpy as np
+
+    from studyman.stats.firth import _penalised_loglik
+
+    x = np.column_stack([np.ones(6), [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]])
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _penalised_loglik(np.array([800.0, 800.0]), x, y) == -np.inf
+        assert np.isfinite(_penalised_loglik(np.array([0.1, 0.2]), x, y))
