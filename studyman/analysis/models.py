@@ -1162,12 +1162,12 @@ def ae_time_to_first(
     curves = []
     medians = []
     at_risk = []
-    days = at_risk_days(float(frame["TIME"].max()) if len(frame) else math.nan)
+    grid = at_risk_days(float(frame["TIME"].max()) if len(frame) else math.nan)
     for arm in arms:
         part = frame[frame["ARM"] == arm]
         at_risk += [
             {"arm": arm, "day": day, "at_risk": count}
-            for day, count in zip(days, numbers_at_risk(part["TIME"].tolist(), days), strict=True)
+            for day, count in zip(grid, numbers_at_risk(part["TIME"].tolist(), grid), strict=True)
         ]
         curve = kaplan_meier(part["TIME"].tolist(), part["EVENT"].tolist())
         curve.insert(0, "arm", arm)

@@ -608,6 +608,12 @@ def _detail_text(key: str, value: Any) -> str:
     plain = _plain_rounded(value)
     if isinstance(plain, str):
         return plain
+    if plain is None:
+        return "none"
+    if isinstance(plain, dict) and all(not isinstance(v, dict | list) for v in plain.values()):
+        return "; ".join(f"{k}: {_detail_text(k, v)}" for k, v in plain.items())
+    if isinstance(plain, list) and all(not isinstance(v, dict | list) for v in plain):
+        return ", ".join(_detail_text(key, v) for v in plain)
     return json.dumps(plain, ensure_ascii=False)
 
 
@@ -679,7 +685,7 @@ def _embedded_svg(svg: bytes) -> str:
     return tag + ' width="100%" preserveAspectRatio="xMidYMid meet"' + text[end:]
 
 
-def _headline_text(outcome: AnalysisOutcome) -> str:
+def _headline_text(outcome: AnalysisOutcome, level: float = 0.95) -> str:
     headline = outcome.headline
     assert headline is not None
     kind = _measure_kind(outcome)[0]
@@ -688,13 +694,16 @@ def _headline_text(outcome: AnalysisOutcome) -> str:
     p_text = (
         "" if not p_value else (f", p {p_value}" if p_value.startswith("<") else f", p = {p_value}")
     )
+    if not (math.isfinite(headline.ci_lower) and math.isfinite(headline.ci_upper)):
+        return f"{headline.estimate:.{decimals}f} (no confidence interval){p_text}"
+    low, high = headline.ci_lower, headline.ci_upper
     return (
-        f"{headline.estimate:.{decimals}f} (95 % CI {headline.ci_lower:.{decimals}f} to "
-        f"{headline.ci_upper:.{decimals}f}){p_text}"
+        f"{headline.estimate:.{decimals}f} ({level * 100:g} % CI {low:.{decimals}f} to "
+        f"{high:.{decimals}f}){p_text}"
     )
 
 
-def _summary_html(run: PlanRun) -> pd.DataFrame:
+def _summary_html(run: PlanRun, level: float) -> pd.DataFrame:
     """The summary of analyses for reading: the analysis in words, the effect with its CI."""
     rows = []
     for whole in run.outcomes:
@@ -707,7 +716,7 @@ def _summary_html(run: PlanRun) -> pd.DataFrame:
                     "role": outcome.role,
                     "status": outcome.status,
                     "measure": headline.measure if headline else "",
-                    "estimate (95 % CI), p": _headline_text(outcome)
+                    f"estimate ({level * 100:g} % CI), p": _headline_text(outcome, level)
                     if headline is not None and math.isfinite(headline.estimate)
                     else "",
                     "message": outcome.message,
@@ -829,7 +838,7 @@ def _report_html(
         )
     parts.append(
         "<h2>Summary of analyses</h2>"
-        + _table_html(_summary_html(run) if len(summary) else summary)
+        + _table_html(_summary_html(run, plan.confidence_level) if len(summary) else summary)
         + "<p class='note'>Every digit is in results/summary.csv and results/summary.json.</p>"
     )
     problems = [o for o in run.outcomes if o.status != "ok"]
@@ -873,7 +882,7 @@ def _report_html(
                 versus = f"{html.escape(part.comparison)}: " if part.comparison else ""
                 parts.append(
                     f"<p>{versus}<strong>{html.escape(part.headline.measure)}</strong>: "
-                    f"{html.escape(_headline_text(part))}</p>"
+                    f"{html.escape(_headline_text(part, plan.confidence_level))}</p>"
                 )
             if outcome.details:
                 details = pd.DataFrame(

@@ -183,9 +183,41 @@ def test_time_to_event_is_a_kaplan_meier_figure_with_numbers_at_risk(
     section = section[: section.index("<h3", 10)]
     # the curve is a figure, not a 30-row table of event times
     assert "<h4>kaplan meier</h4>" not in section.lower()
-    if summary["median_days"].isna().any():
-        assert "not reached" in section
+    # in this study neither arm's curve falls to one half: both medians are "not reached"
+    assert summary["median_days"].isna().sum() == 2
+    assert section.count("<td>not reached</td>") == 2
     assert "<td></td>" not in section
+    # the numbers at risk: everyone at day 0, as many as the arm's participants, in the figure
+    at_risk = pd.read_csv(out / "results" / "ae_time_to_aesi__at_risk.csv", comment="#")
+    start = at_risk[at_risk["day"] == 0].set_index("arm")["at_risk"]
+    assert start.to_dict() == summary.set_index("arm")["participants"].to_dict()
+    texts = re.findall(r"<!-- (.*?) -->", figures[0])
+    for count in at_risk["at_risk"]:
+        assert str(int(count)) in texts
+    assert (at_risk.groupby("arm")["at_risk"].diff().dropna() <= 0).all()
+
+
+def test_numbers_at_risk_count_those_still_followed() -> None:
+    from studyman.analysis.models import at_risk_days, numbers_at_risk
+
+    assert numbers_at_risk([1, 2, 3, 3, 4], [0, 3, 5]) == [5, 3, 0]
+    assert at_risk_days(100.0) == [0.0, 14.0, 28.0, 42.0, 56.0, 70.0, 84.0, 98.0]
+    assert at_risk_days(20.0) == [0.0, 7.0, 14.0]
+    assert at_risk_days(float("nan")) == [0.0]
+
+
+def test_a_reached_median_is_a_number_and_an_unreached_one_says_so() -> None:
+    from studyman.analysis.models import AnalysisOutcome
+
+    outcome = AnalysisOutcome(
+        id="tte", kind="ae_time_to_first", role="safety", label="Time to first event", status="ok"
+    )
+    frame = pd.DataFrame(
+        {"arm": ["A", "B"], "participants": [10, 12], "events": [6, 1], "median_days": [42.0, None]}
+    )
+    table = outputs._outcome_table_html(outcome, "summary", frame)
+    assert "<td>42</td>" in table
+    assert "<td>not reached</td>" in table
 
 
 def _measure_kind(measure: str, role: str) -> str:
