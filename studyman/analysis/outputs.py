@@ -362,6 +362,14 @@ def _forest_figure(outcomes: Sequence[AnalysisOutcome]) -> Any:
     return figure
 
 
+def _arm_rows(frame: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """An arm's rows; with several comparisons (the reference arm in each), its first one's."""
+    rows = frame[frame["arm"].astype(str) == arm]
+    if "comparison" in rows.columns and len(rows):
+        rows = rows[rows["comparison"] == rows["comparison"].iloc[0]]
+    return rows
+
+
 def _km_figure(outcome: AnalysisOutcome) -> Any:
     """Kaplan–Meier curves per arm (steps at the event times) with the numbers at risk below."""
     from matplotlib.figure import Figure
@@ -369,18 +377,22 @@ def _km_figure(outcome: AnalysisOutcome) -> Any:
     curve = outcome.tables["kaplan_meier"]
     at_risk = outcome.tables.get("at_risk")
     summary = outcome.tables.get("summary")
-    arms: list[str] = []
-    for frame in (summary, at_risk, curve):
-        if frame is not None and "arm" in frame.columns:
-            arms += [str(a) for a in frame["arm"] if str(a) not in arms]
-    days = (
-        sorted({float(d) for d in at_risk["day"]}) if at_risk is not None and len(at_risk) else []
+    arms = list(
+        dict.fromkeys(
+            str(arm)
+            for frame in (summary, at_risk, curve)
+            if frame is not None and "arm" in frame.columns
+            for arm in frame["arm"]
+        )
     )
+    if at_risk is not None:
+        at_risk = pd.concat([_arm_rows(at_risk, arm) for arm in arms], ignore_index=True)
+    days = sorted({float(d) for d in at_risk["day"]}) if at_risk is not None else []
     longest = max([*days, *(float(x) for x in curve["time"])] or [1.0])
     figure = Figure(figsize=(7.5, 3.6 + 0.25 * len(arms)))
     plot, table = figure.subplots(2, 1, height_ratios=[4.0, 0.6 + 0.35 * len(arms)], sharex=True)
     for index, arm in enumerate(arms):
-        part = curve[curve["arm"].astype(str) == arm].sort_values("time")
+        part = _arm_rows(curve, arm).sort_values("time")
         times = [0.0, *(float(x) for x in part["time"]), longest]
         survival = [1.0, *(float(s) for s in part["survival"])]
         survival.append(survival[-1])
@@ -399,7 +411,7 @@ def _km_figure(outcome: AnalysisOutcome) -> Any:
     for index, arm in enumerate(arms):
         if at_risk is None:
             break
-        rows = at_risk[at_risk["arm"].astype(str) == arm]
+        rows = _arm_rows(at_risk, arm)
         for day, count in zip(rows["day"], rows["at_risk"], strict=True):
             table.text(float(day), index, str(int(count)), ha="center", va="center", fontsize=8)
     table.set_yticks(range(len(arms)), arms, fontsize=8)

@@ -261,3 +261,34 @@ def test_forest_panels_never_mix_kinds_of_effect_measure(report: str, out: Path)
             assert "per week" not in text
             assert "ratio" not in text.lower()
     assert seen == set(kinds), set(kinds) - seen
+
+
+def test_kaplan_meier_figure_draws_each_arm_once_with_several_comparisons() -> None:
+    """Three arms: the reference arm is in both comparisons' tables, and is drawn once."""
+    from studyman.analysis.models import AnalysisOutcome
+
+    rows = []
+    risk = []
+    for comparison, arms in (("A vs C", ("A", "C")), ("B vs C", ("B", "C"))):
+        for arm in arms:
+            rows += [
+                {"comparison": comparison, "arm": arm, "time": 5.0, "survival": 0.9},
+                {"comparison": comparison, "arm": arm, "time": 9.0, "survival": 0.7},
+            ]
+            risk += [
+                {"comparison": comparison, "arm": arm, "day": 0.0, "at_risk": 10},
+                {"comparison": comparison, "arm": arm, "day": 7.0, "at_risk": 8},
+            ]
+    outcome = AnalysisOutcome(
+        id="tte",
+        kind="ae_time_to_first",
+        role="safety",
+        label="Time to first event",
+        status="ok",
+        tables={"kaplan_meier": pd.DataFrame(rows), "at_risk": pd.DataFrame(risk)},
+    )
+    figure = outputs._km_figure(outcome)
+    curves, numbers = figure.axes
+    assert [line.get_label() for line in curves.get_lines()] == ["A", "C", "B"]
+    assert [list(line.get_ydata()) for line in curves.get_lines()] == [[1.0, 0.9, 0.7, 0.7]] * 3
+    assert sorted(text.get_text() for text in numbers.texts) == ["10"] * 3 + ["8"] * 3
