@@ -676,7 +676,8 @@ _STYLE = (
     "svg{max-width:100%;height:auto;}"
     "figcaption{font-weight:bold;margin-bottom:0.3em;}"
     "@media print{body{max-width:none;margin:0;}figure{break-inside:avoid;}"
-    "svg{max-width:100%;height:auto;}h2,h3,h4{break-after:avoid;}}</style>"
+    "figure svg{max-width:100%;height:auto;max-height:8.5in;}h2,h3,h4{break-after:avoid;}}"
+    "</style>"
 )
 
 

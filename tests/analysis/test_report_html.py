@@ -102,6 +102,8 @@ def test_every_svg_scales_to_the_content_width(report: str) -> None:
     # and in print: figures never wider than the page, never split across pages
     assert re.search(r"@media print\{.*?figure\{[^}]*break-inside:avoid", report)
     assert re.search(r"svg\{[^}]*max-width:100%", report)
+    # a figure taller than a page shrinks to fit one, rather than being cut at its foot
+    assert re.search(r"@media print\{.*?svg\{[^}]*max-height:[\d.]+in", report)
 
 
 def test_no_caption_or_axis_label_is_a_plan_id(report: str) -> None:
