@@ -102,7 +102,7 @@ HEADLINE_KEYS = (
 """The keys of ``facts.json``'s ``facts`` object, in order (per-arm values: ``<key>_by_arm``)."""
 
 VISIT_COLUMNS = (
-    "record_id",
+    "subject",
     "event",
     "label",
     "window_start",
@@ -228,23 +228,24 @@ class StudyFacts:
     ----------
     subjects
         One row per screened participant (index: record ID): ``site``, ``screening_date``,
-        ``consent_date``, ``eligible``, ``randomised``, ``rand_date``, ``first_session``,
-        ``last_session``, ``sessions``, ``first_dose``, ``last_dose``, ``doses``, ``treated``,
-        ``first_treatment``, ``last_treatment``, one boolean column per population
-        (``population_<name>``), ``ds_status``, ``ds_label``, ``ds_date``, ``completed``,
-        ``discontinued_study``, ``discontinued_due_to_ae``, ``discontinued_treatment``,
-        ``death``, ``death_date``, ``major_deviation``, ``hys_law``, ``arm`` (unblinded only).
+        ``date_of_consent``, ``is_eligible``, ``randomised``, ``randomisation_date``,
+        ``first_session``, ``last_session``, ``sessions``, ``first_dose``, ``last_dose``,
+        ``doses``, ``treated``, ``first_treatment``, ``last_treatment``, one boolean column per
+        population (``population_<name>``), ``disposition_code``, ``disposition_label``,
+        ``disposition_date``, ``completed``, ``discontinued_study``, ``discontinued_due_to_ae``,
+        ``discontinued_treatment``, ``death``, ``date_of_death``, ``major_deviation``,
+        ``hys_law``, ``arm`` (unblinded only).
     adverse_events
-        One row per adverse event: ``record_id``, ``instance``, ``start``, ``serious``, ``fatal``,
+        One row per adverse event: ``subject``, ``instance``, ``start``, ``serious``, ``fatal``,
         ``aesi``, ``teae``.
     deviations
-        One row per recorded deviation: ``record_id``, ``instance``, ``date``, ``category``,
+        One row per recorded deviation: ``subject``, ``instance``, ``date``, ``category``,
         ``major``.
     queries
         One row per query with ``kind`` (site or review), ``open`` and ``days_open`` (to
         *as_of*); empty when no query log was given.
     visits
-        One row per randomised participant and scheduled visit: ``record_id``, ``event``,
+        One row per randomised participant and scheduled visit: ``subject``, ``event``,
         ``label``, ``window_start``, ``window_end`` (dates), ``due``, ``done``, ``missed``,
         ``overdue``, ``not_yet_due`` (see the module Notes).
     cutoff, as_of, view, rules, snapshot_id
@@ -281,7 +282,7 @@ class StudyFacts:
             per_arm[key] = flags
 
         put("screened", np.ones(len(subjects), dtype=bool))
-        put("eligible", subjects["eligible"])
+        put("eligible", subjects["is_eligible"])
         put("randomised", subjects["randomised"])
         put("treated", subjects["treated"] & subjects["randomised"])
         for name in ("safety", "itt", "mitt", "pp"):
@@ -291,10 +292,10 @@ class StudyFacts:
         # astype: without any adverse event the flag columns are empty object columns, which
         # pandas would read as column labels, not as a mask
         teae = self.adverse_events[self.adverse_events["teae"].astype(bool)]
-        put("teae_participants", subjects.index.isin(teae["record_id"]))
+        put("teae_participants", subjects.index.isin(teae["subject"]))
         values["teae_events"] = len(teae)
         serious = teae[teae["serious"].astype(bool)]
-        put("serious_ae_participants", subjects.index.isin(serious["record_id"]))
+        put("serious_ae_participants", subjects.index.isin(serious["subject"]))
         put("deaths", subjects["death"])
         put("discontinued_treatment", subjects["discontinued_treatment"])
         put("discontinued_study", subjects["discontinued_study"])
@@ -327,7 +328,7 @@ class StudyFacts:
                 values[f"{key}_by_arm"] = {
                     arm: int((flags & (arms == arm).fillna(False)).sum()) for arm in order
                 }
-            teae_arm = teae["record_id"].map(arms)
+            teae_arm = teae["subject"].map(arms)
             values["teae_events_by_arm"] = {arm: int((teae_arm == arm).sum()) for arm in order}
         ordered = {key: values[key] for key in HEADLINE_KEYS if key in values}
         ordered.update({k: v for k, v in values.items() if k not in ordered})
@@ -568,8 +569,8 @@ def _visit_status(
                 missed_keys.add(pair)
     randomised = subjects[subjects["randomised"].to_numpy(bool)]
     ids = [str(i) for i in randomised.index]
-    rand_dates = pd.to_datetime(randomised["rand_date"])
-    left = pd.to_datetime(randomised["ds_date"]).where(
+    rand_dates = pd.to_datetime(randomised["randomisation_date"])
+    left = pd.to_datetime(randomised["disposition_date"]).where(
         randomised["discontinued_study"].to_numpy(bool)
     )
     limit = pd.Timestamp(cutoff)
@@ -588,7 +589,7 @@ def _visit_status(
         parts.append(
             pd.DataFrame(
                 {
-                    "record_id": ids,
+                    "subject": ids,
                     "event": visit.event,
                     "label": visit.label,
                     "window_start": start.to_numpy(),
@@ -678,13 +679,13 @@ def derive_facts(
     subjects["screening_date"] = _dates(
         _first_values(tables, protocol, enrolment.screening_date_field, key).reindex(index)
     )
-    subjects["consent_date"] = _dates(
+    subjects["date_of_consent"] = _dates(
         _first_values(tables, protocol, enrolment.consent_date_field, key).reindex(index)
     )
     eligible = _codes(
         _first_values(tables, protocol, protocol.eligibility.eligible_field, key).reindex(index)
     )
-    subjects["eligible"] = (eligible == "1").fillna(False).to_numpy(dtype=bool)
+    subjects["is_eligible"] = (eligible == "1").fillna(False).to_numpy(dtype=bool)
     randomized = _codes(
         _first_values(tables, protocol, protocol.randomization.randomized_field, key).reindex(index)
     )
@@ -694,7 +695,7 @@ def derive_facts(
     subjects["randomised"] = ((randomized == "1").fillna(False) & rand_date.notna()).to_numpy(
         dtype=bool
     )
-    subjects["rand_date"] = rand_date.where(subjects["randomised"])
+    subjects["randomisation_date"] = rand_date.where(subjects["randomised"])
 
     treatment = protocol.treatment
     first_s, last_s, n_s = _exposure(tables, treatment.sessions, key)
@@ -712,10 +713,12 @@ def derive_facts(
     # disposition
     dsp = protocol.disposition
     status = _codes(_first_values(tables, protocol, dsp.status_field, key).reindex(index))
-    subjects["ds_status"] = status
+    subjects["disposition_code"] = status
     labels = {str(code.code): code.label for code in dsp.codes}
-    subjects["ds_label"] = status.map(lambda c: labels.get(str(c), pd.NA) if pd.notna(c) else pd.NA)
-    subjects["ds_date"] = _dates(
+    subjects["disposition_label"] = status.map(
+        lambda c: labels.get(str(c), pd.NA) if pd.notna(c) else pd.NA
+    )
+    subjects["disposition_date"] = _dates(
         _first_values(tables, protocol, dsp.date_field, key).reindex(index)
     )
     completed = {str(c.code) for c in dsp.codes if c.completed}
@@ -730,13 +733,15 @@ def derive_facts(
         bool
     ) & status.isin(ae_codes).fillna(False).to_numpy(bool)
     death_date = _dates(_first_values(tables, protocol, dsp.death_date_field, key).reindex(index))
-    subjects["death_date"] = death_date
+    subjects["date_of_death"] = death_date
     subjects["death"] = death_date.notna().to_numpy(bool) | status.isin(death_codes).fillna(
         False
     ).to_numpy(bool)
-    end_of_treatment = subjects["rand_date"] + pd.to_timedelta(treatment.weeks * 7, unit="D")
+    end_of_treatment = subjects["randomisation_date"] + pd.to_timedelta(
+        treatment.weeks * 7, unit="D"
+    )
     subjects["discontinued_treatment"] = subjects["discontinued_study"].to_numpy(bool) & (
-        (subjects["ds_date"] < end_of_treatment).fillna(True).to_numpy(bool)
+        (subjects["disposition_date"] < end_of_treatment).fillna(True).to_numpy(bool)
     )
 
     # deviations
@@ -754,7 +759,7 @@ def derive_facts(
         date_columns = [c for c in frame.columns if c.endswith("_date") and c != key]
         deviations = pd.DataFrame(
             {
-                "record_id": frame[key].astype(str).to_numpy(),
+                "subject": frame[key].astype(str).to_numpy(),
                 "instance": frame["redcap_repeat_instance"].to_numpy()
                 if "redcap_repeat_instance" in frame.columns
                 else 1,
@@ -766,9 +771,9 @@ def derive_facts(
             }
         )
     else:
-        deviations = pd.DataFrame(columns=["record_id", "instance", "date", "category", "major"])
+        deviations = pd.DataFrame(columns=["subject", "instance", "date", "category", "major"])
         deviations["major"] = deviations["major"].astype(bool)
-    majors = set(deviations.loc[deviations["major"].astype(bool), "record_id"])
+    majors = set(deviations.loc[deviations["major"].astype(bool), "subject"])
     subjects["major_deviation"] = index.isin(sorted(majors))
     subjects["hys_law"] = index.isin(sorted(_hys_law_cases(protocol, tables, key)))
 
@@ -798,7 +803,7 @@ def derive_facts(
         start = _dates(frame[ae.start_field]) if ae.start_field in frame.columns else pd.NaT
         events = pd.DataFrame(
             {
-                "record_id": frame[key].astype(str).to_numpy(),
+                "subject": frame[key].astype(str).to_numpy(),
                 "instance": frame["redcap_repeat_instance"].to_numpy()
                 if "redcap_repeat_instance" in frame.columns
                 else 1,
@@ -820,11 +825,11 @@ def derive_facts(
             }
         )
     else:
-        events = pd.DataFrame(
-            columns=["record_id", "instance", "start", "serious", "fatal", "aesi"]
-        )
+        events = pd.DataFrame(columns=["subject", "instance", "start", "serious", "fatal", "aesi"])
     anchor_column = (
-        "rand_date" if rules.treatment_emergent_from == "randomisation" else "first_treatment"
+        "randomisation_date"
+        if rules.treatment_emergent_from == "randomisation"
+        else "first_treatment"
     )
     safety = rules.population("safety")
     in_safety = (
@@ -832,11 +837,11 @@ def derive_facts(
         if safety is not None
         else subjects["randomised"] & subjects["treated"]
     )
-    anchor = events["record_id"].map(subjects[anchor_column]) if len(events) else pd.Series()
+    anchor = events["subject"].map(subjects[anchor_column]) if len(events) else pd.Series()
     if len(events):
         started = pd.to_datetime(events["start"])
         events["teae"] = (started >= pd.to_datetime(anchor)).fillna(False).to_numpy(bool) & events[
-            "record_id"
+            "subject"
         ].map(in_safety).fillna(False).to_numpy(bool)
     else:
         events["teae"] = pd.Series(dtype=bool)

@@ -110,7 +110,7 @@ def test_discontinuation_due_to_ae_is_the_disposition_reason_only(
     tables, _ = study
     subjects = _facts(protocol, tables).subjects
     reason = next(str(c.code) for c in protocol.disposition.codes if c.adverse_event)
-    expected = subjects["randomised"] & (subjects["ds_status"] == reason).fillna(False)
+    expected = subjects["randomised"] & (subjects["disposition_code"] == reason).fillna(False)
     assert subjects["discontinued_due_to_ae"].equals(expected.astype(bool))
     assert subjects["discontinued_due_to_ae"].sum() <= subjects["discontinued_study"].sum()
 
@@ -121,9 +121,11 @@ def test_treatment_emergence_follows_the_declared_rule(
     tables, _ = study
     facts = _facts(protocol, tables)
     events = facts.adverse_events.merge(
-        facts.subjects[["rand_date", "population_safety"]], left_on="record_id", right_index=True
+        facts.subjects[["randomisation_date", "population_safety"]],
+        left_on="subject",
+        right_index=True,
     )
-    expected = (events["start"] >= events["rand_date"]) & events["population_safety"]
+    expected = (events["start"] >= events["randomisation_date"]) & events["population_safety"]
     assert list(events["teae"]) == list(expected.fillna(False))
     assert "randomisation" in dict(rule_texts(DEFAULT_RULES))["Treatment-emergent adverse event"]
 
@@ -191,7 +193,7 @@ def test_due_visits_are_done_missed_or_overdue_and_nothing_else(
     assert not (visits["overdue"] & ~visits["due"]).any()
     # only randomised participants have scheduled visits
     randomised = set(facts.members("randomised").astype(str))
-    assert set(visits["record_id"]) <= randomised
+    assert set(visits["subject"]) <= randomised
 
 
 def test_a_visit_whose_window_is_still_open_at_the_cut_is_not_yet_due_never_overdue(
@@ -205,8 +207,10 @@ def test_a_visit_whose_window_is_still_open_at_the_cut_is_not_yet_due_never_over
     assert not open_windows["due"].any()
     assert not open_windows["overdue"].any()
     pending = open_windows[~open_windows["done"] & ~open_windows["missed"]]
-    left = facts.subjects["discontinued_study"] & (facts.subjects["ds_date"] < pd.Timestamp(CUT))
-    ongoing = pending[~pending["record_id"].map(left).fillna(False).astype(bool)]
+    left = facts.subjects["discontinued_study"] & (
+        facts.subjects["disposition_date"] < pd.Timestamp(CUT)
+    )
+    ongoing = pending[~pending["subject"].map(left).fillna(False).astype(bool)]
     assert ongoing["not_yet_due"].all()
 
 
@@ -237,7 +241,7 @@ def test_a_recorded_missed_visit_is_missed_not_overdue(
     frame = tables[spec.form].copy()
     facts = _facts(protocol, tables)
     due_done = facts.visits[facts.visits["due"] & facts.visits["done"]].iloc[0]
-    row = (frame[protocol.study.record_id_field].astype(str) == due_done["record_id"]) & (
+    row = (frame[protocol.study.record_id_field].astype(str) == due_done["subject"]) & (
         frame["redcap_event_name"].astype(str) == due_done["event"]
     )
     assert row.sum() == 1

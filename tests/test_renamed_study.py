@@ -59,10 +59,7 @@ AS_OF = "2026-10-15T12:00:00Z"
 
 #: Parts still being moved onto the protocol by other work of issue 13: a difference or an error
 #: there is xfail (with the exact error) until that work lands; the lead empties this.
-PENDING: dict[str, str] = {
-    "dsmb-open": "the DSMB report (H2)",
-    "dsmb-closed": "the DSMB report (H2)",
-}
+PENDING: dict[str, str] = {}
 
 
 @contextmanager

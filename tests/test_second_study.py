@@ -47,9 +47,7 @@ ARMS = ("CBT + adjunct", "CBT + placebo", "CBT alone")
 
 #: Stages another helper is making multi-arm and name-neutral: an error there is xfail (with the
 #: exact error) until that work lands.
-PENDING: dict[str, str] = {
-    "protocol check --protocol": "the --protocol option on every command (H1)",
-}
+PENDING: dict[str, str] = {}
 
 
 @dataclass

@@ -68,7 +68,7 @@ __all__ = [
 _EVENT = "redcap_event_name"
 _INSTANCE = "redcap_repeat_instance"
 #: The record-ID column of the facts layer's event tables (:attr:`StudyFacts.adverse_events`).
-_FACTS_RECORD = "record_id"
+_FACTS_RECORD = "subject"
 _DAYS_PER_WEEK = 7
 
 
@@ -367,7 +367,7 @@ def derive_adam(
     )
     subjects = facts.subjects.set_axis(facts.subjects.index.astype(str))
     adsl["RANDFL"] = _flag(adsl["SUBJID"].map(subjects["randomised"]))
-    adsl["RANDDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["rand_date"]))
+    adsl["RANDDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["randomisation_date"]))
     adsl["STRATSEV"] = (
         adsl["SUBJID"]
         .map(_stratum(protocol, tables, key))
@@ -386,13 +386,13 @@ def derive_adam(
     adsl.loc[adsl["TRTSDT"].isna(), "TRT01A"] = pd.NA
 
     completed = adsl["SUBJID"].map(subjects["completed"]).fillna(False).astype(bool)
-    label = adsl["SUBJID"].map(subjects["ds_label"]).astype("string")
+    label = adsl["SUBJID"].map(subjects["disposition_label"]).astype("string")
     adsl["EOSSTT"] = np.where(
         completed, "COMPLETED", np.where(label.notna().to_numpy(bool), "DISCONTINUED", "ONGOING")
     )
     adsl["DCSREAS"] = label.where(~completed).astype("string")
-    adsl["EOSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["ds_date"]))
-    adsl["DTHDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["death_date"]))
+    adsl["EOSDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["disposition_date"]))
+    adsl["DTHDT"] = lookup(adsl["SUBJID"], pd.to_datetime(subjects["date_of_death"]))
     _add_treatment_discontinuation(adsl, protocol, facts)
     form = protocol.visit_form
     visit = _table(tables, form.form, key, [_EVENT, form.date_field])

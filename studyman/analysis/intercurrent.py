@@ -54,13 +54,13 @@ def treatment_discontinuation(facts: StudyFacts) -> pd.DataFrame:
     subjects = facts.subjects[facts.subjects["randomised"].to_numpy(bool)]
     stopped = subjects["discontinued_treatment"].to_numpy(bool)
     last = pd.to_datetime(subjects["last_treatment"])
-    left = pd.to_datetime(subjects["ds_date"])
+    left = pd.to_datetime(subjects["disposition_date"])
     when = last.where(last.notna(), left).where(stopped)
     frame = pd.DataFrame(
         {
             "TRTDISFL": np.where(stopped, "Y", "N"),
             "TRTDISDT": when.to_numpy(),
-            "DCTREAS": subjects["ds_label"].astype("string").where(stopped).to_numpy(),
+            "DCTREAS": subjects["disposition_label"].astype("string").where(stopped).to_numpy(),
         },
         index=pd.Index([str(i) for i in subjects.index], name="SUBJID"),
     )
@@ -81,7 +81,7 @@ def administratively_censored(facts: StudyFacts, visit_numbers: Mapping[str, int
     pending = visits[visits["not_yet_due"].astype(bool)]
     numbers = pending["event"].astype(str).map(visit_numbers)
     frame = pd.DataFrame(
-        {"SUBJID": pending["record_id"].astype(str).to_numpy(), "AVISITN": numbers.to_numpy()}
+        {"SUBJID": pending["subject"].astype(str).to_numpy(), "AVISITN": numbers.to_numpy()}
     ).dropna(subset=["AVISITN"])
     frame["AVISITN"] = frame["AVISITN"].astype(int)
     return frame.reset_index(drop=True)

@@ -293,7 +293,7 @@ def _conmed_frame(
         frame[spec.class_field].astype("string").str.strip().str.replace(r"\.0$", "", regex=True)
     )
     subjects = frame[key].astype(str)
-    rand = pd.to_datetime(facts.subjects["rand_date"], errors="coerce")
+    rand = pd.to_datetime(facts.subjects["randomisation_date"], errors="coerce")
     out = pd.DataFrame(
         {
             "SUBJID": subjects.to_numpy(),

@@ -26,16 +26,42 @@ protocol_app = typer.Typer(
 )
 
 _ProtocolArgument = Annotated[
-    Path,
-    typer.Argument(metavar="PROTOCOL", help="protocol.yaml or the directory holding it."),
+    Path | None,
+    typer.Argument(
+        metavar="PROTOCOL",
+        help="protocol.yaml or the directory holding it (or --protocol; default: the embedded "
+        "reference study).",
+        show_default=False,
+    ),
 ]
+_ProtocolOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--protocol",
+        help="protocol.yaml or the directory holding it, as every other command takes it.",
+        show_default=False,
+    ),
+]
+
+
+def _protocol_path(positional: Path | None, option: Path | None) -> Path:
+    """The study to read: PROTOCOL or --protocol (not two different ones), else the embedded."""
+    from studyman.protocol.reference import default_protocol_path
+
+    if positional is not None and option is not None and positional != option:
+        raise typer.BadParameter(
+            f"two protocols given ({positional} and --protocol {option}): give one"
+        )
+    chosen = option or positional
+    return chosen if chosen is not None else default_protocol_path()
+
 
 _SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "info": "dim"}
 
 
 @protocol_app.command("check")
 def check(
-    protocol_path: _ProtocolArgument,
+    protocol_path: _ProtocolArgument = None,
     dictionary: Annotated[
         Path | None,
         typer.Option(
@@ -45,9 +71,11 @@ def check(
         ),
     ] = None,
     show_info: Annotated[bool, typer.Option("--info", help="Also list info findings.")] = False,
+    protocol_option: _ProtocolOption = None,
 ) -> None:
     """Check PROTOCOL against its REDCap metadata (and the dictionary against REDCap's upload
     rules); exit 1 on a major or critical finding, or on a draft's decisions left."""
+    protocol_path = _protocol_path(protocol_path, protocol_option)
     _refuse_draft(protocol_path)
     protocol = load_protocol(protocol_path, with_redcap=dictionary is None)
     # the DSMB history beside the protocol is study data too: a damaged one is one error here,
@@ -123,9 +151,9 @@ def _findings_table(findings: list[Finding]) -> Table:
 
 
 @protocol_app.command("show")
-def show(protocol_path: _ProtocolArgument) -> None:
+def show(protocol_path: _ProtocolArgument = None, protocol_option: _ProtocolOption = None) -> None:
     """Print a summary of PROTOCOL: arms, sites, schedule and safety rules."""
-    protocol = load_protocol(protocol_path)
+    protocol = load_protocol(_protocol_path(protocol_path, protocol_option))
     console = _console()
     for table in _summary_tables(protocol):
         console.print(table)

@@ -115,7 +115,7 @@ def _week12_pending(cut: Cut) -> set[str]:
     visits = cut.facts.visits
     week12 = next(v.event for v in cut.protocol.visits if v.target_day == 84)
     pending = visits[(visits["event"] == week12) & visits["not_yet_due"].astype(bool)]
-    return set(pending["record_id"].astype(str))
+    return set(pending["subject"].astype(str))
 
 
 def _with_value(adam: AdamDatasets, week: int) -> set[str]:
@@ -216,7 +216,7 @@ def test_moving_the_cut_off_later_turns_a_censored_visit_into_a_due_one(
     assert pending
     visits = late.facts.visits
     week12 = next(v.event for v in late.protocol.visits if v.target_day == 84)
-    now = visits[(visits["event"] == week12) & visits["record_id"].astype(str).isin(pending)]
+    now = visits[(visits["event"] == week12) & visits["subject"].astype(str).isin(pending)]
     assert len(now) == len(pending)
     assert now["due"].astype(bool).all()
     assert not now["not_yet_due"].astype(bool).any()

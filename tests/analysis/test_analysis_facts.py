@@ -77,7 +77,10 @@ def test_adsl_flags_dates_and_disposition_are_the_facts(study: Study) -> None:
     assert adsl["TRTEDT"].equals(pd.to_datetime(subjects["last_treatment"]).rename("TRTEDT"))
     assert ((adsl["RANDFL"] == "Y") == subjects["randomised"]).all()
     discontinued = adsl["EOSSTT"] == "DISCONTINUED"
-    assert discontinued.sum() == subjects["ds_label"].notna().sum() - subjects["completed"].sum()
+    assert (
+        discontinued.sum()
+        == subjects["disposition_label"].notna().sum() - subjects["completed"].sum()
+    )
     ae_reason = adsl["DCSREAS"] == "Adverse event"
     assert ae_reason.fillna(False).sum() == facts.headline()["discontinued_due_to_ae"]
     assert adsl["DTHDT"].notna().sum() == facts.headline()["deaths"] >= 1
@@ -105,7 +108,8 @@ def test_treatment_emergence_follows_the_one_rule_the_plan_declares(study: Study
     facts = plan_facts(study.loaded, study.protocol, tables, study.randomization)
     subjects = facts.subjects
     late = subjects[
-        subjects["population_safety"] & (subjects["first_treatment"] > subjects["rand_date"])
+        subjects["population_safety"]
+        & (subjects["first_treatment"] > subjects["randomisation_date"])
     ]
     assert len(late) > 0
     record = str(late.index[0])
@@ -114,7 +118,9 @@ def test_treatment_emergence_follows_the_one_rule_the_plan_declares(study: Study
     if len(row) == 0:  # give the participant an event
         row = events.index[:1]
         events.loc[row, "record_id"] = record
-    events.loc[row[:1], "ae_start"] = late.loc[record, "rand_date"]  # before first treatment
+    events.loc[row[:1], "ae_start"] = late.loc[
+        record, "randomisation_date"
+    ]  # before first treatment
     tables = {**tables, "adverse_events": events}
     instance = str(int(events.loc[row[0], "redcap_repeat_instance"]))
 

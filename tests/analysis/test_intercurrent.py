@@ -53,11 +53,11 @@ def test_treatment_discontinuation_is_dated_by_the_last_treatment_received(
     subjects = facts.subjects.set_axis(facts.subjects.index.astype(str))
     for subject, row in stopped.iterrows():
         last = subjects.loc[subject, "last_treatment"]
-        expected = last if pd.notna(last) else subjects.loc[subject, "ds_date"]
+        expected = last if pd.notna(last) else subjects.loc[subject, "disposition_date"]
         assert pd.Timestamp(row["TRTDISDT"]) == pd.Timestamp(expected)
         # never after the participant left the study
-        assert pd.Timestamp(row["TRTDISDT"]) <= pd.Timestamp(subjects.loc[subject, "ds_date"])
-        assert row["DCTREAS"] == subjects.loc[subject, "ds_label"]
+        assert pd.Timestamp(row["TRTDISDT"]) <= pd.Timestamp(subjects.loc[subject, "disposition_date"])
+        assert row["DCTREAS"] == subjects.loc[subject, "disposition_label"]
     assert ice.loc[ice["TRTDISFL"] == "N", "TRTDISDT"].isna().all()
     # only randomised participants, each once
     assert set(ice.index) == set(facts.members("randomised").astype(str))
@@ -71,7 +71,7 @@ def test_administrative_censoring_is_exactly_the_visits_not_yet_due(
     visits = facts.visits
     due = visits[visits["due"]]
     weeks = _weeks(protocol)
-    due_pairs = set(zip(due["record_id"], due["event"].map(weeks), strict=True))
+    due_pairs = set(zip(due["subject"], due["event"].map(weeks), strict=True))
     censored_pairs = set(zip(censored["SUBJID"], censored["AVISITN"], strict=True))
     assert not (due_pairs & censored_pairs), "a due visit is never administratively censored"
     completed = set(facts.subjects.index[facts.subjects["completed"]].astype(str))

@@ -479,7 +479,7 @@ def test_conmed_start_counts_from_the_day_of_randomisation(study: _Study) -> Non
     starters = set(
         frame[
             pd.to_datetime(frame[spec.start_field])
-            >= frame[key].map(pd.to_datetime(subjects["rand_date"]))
+            >= frame[key].map(pd.to_datetime(subjects["randomisation_date"]))
         ][key].astype(str)
     )
     fresh = [s for s in safety if s not in starters][:2]
@@ -488,7 +488,7 @@ def test_conmed_start_counts_from_the_day_of_randomisation(study: _Study) -> Non
     template[key] = [on_day, day_before]
     template["redcap_repeat_instance"] = [99, 99]
     template[spec.class_field] = str(spec.classes[0].code)
-    rand = pd.to_datetime(subjects["rand_date"])
+    rand = pd.to_datetime(subjects["randomisation_date"])
     template[spec.start_field] = [rand[on_day], rand[day_before] - pd.Timedelta(days=1)]
     added = pd.concat([frame, template], ignore_index=True)
     added[spec.start_field] = pd.to_datetime(added[spec.start_field])

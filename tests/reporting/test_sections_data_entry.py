@@ -178,7 +178,7 @@ def test_a_form_removed_from_a_done_visit_becomes_outstanding(pulled: Study) -> 
     scale = next(f for f in protocol.visit(str(done["event"])).instruments if f in scales)
     tables = dict(inputs.tables)
     frame = tables[scale]
-    drop = (frame["record_id"].astype(str) == str(done["record_id"])) & (
+    drop = (frame["record_id"].astype(str) == str(done["subject"])) & (
         frame["redcap_event_name"].astype(str) == str(done["event"])
     )
     assert drop.sum() == 1

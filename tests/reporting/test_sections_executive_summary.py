@@ -70,7 +70,7 @@ def test_safety_signal_totals_equal_the_facts(
     events = inputs.facts().adverse_events
     aesi = events[events["teae"].astype(bool) & events["aesi"].astype(bool)]
     aesi_row = row(table, "Participants with a treatment-emergent AESI")
-    assert count(aesi_row[-1]) == aesi["record_id"].nunique() > 0
+    assert count(aesi_row[-1]) == aesi["subject"].nunique() > 0
 
 
 def test_closed_safety_signals_by_arm_sum_to_the_total_and_match_facts_by_arm(

@@ -83,7 +83,7 @@ def test_missing_is_due_without_a_value_and_pending_visits_are_not_missing(study
         if visit.label not in blocks or primary.instrument not in visit.instruments:
             continue
         at = visits[visits["event"] == visit.event]
-        has = [(str(r), visit.event) in recorded for r in at["record_id"]]
+        has = [(str(r), visit.event) in recorded for r in at["subject"]]
         due = at["due"].astype(bool).to_numpy()
         expected_missing = int((due & ~pd.Series(has).to_numpy(bool)).sum())
         assert count(blocks[visit.label][MISSING][-1]) == expected_missing

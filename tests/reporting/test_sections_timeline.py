@@ -56,7 +56,7 @@ def test_projected_last_participant_in_follows_the_stated_method(study: Study) -
     protocol = study.protocol
     inputs = section_inputs(study, closed=False)
     subjects = inputs.facts().subjects
-    rand_dates = subjects.loc[subjects["randomised"], "rand_date"]
+    rand_dates = subjects.loc[subjects["randomised"], "randomisation_date"]
     projection = project(protocol, rand_dates, CUT)
     assert not projection.reached
     rate = len(rand_dates) / site_months(protocol, CUT).sum()
@@ -78,7 +78,7 @@ def test_a_reached_target_gives_the_date_of_the_last_participant_in(study: Study
     small = protocol.model_copy(update={"enrolment": enrolment})
     inputs = section_inputs(study, closed=False, protocol=small)
     subjects = inputs.facts().subjects
-    tenth = subjects.loc[subjects["randomised"], "rand_date"].sort_values().iloc[9]
+    tenth = subjects.loc[subjects["randomised"], "randomisation_date"].sort_values().iloc[9]
     section = timeline_section(inputs)
     dates = dict(
         zip(section.tables[0].frame["Milestone"], section.tables[0].frame["Date"], strict=True)

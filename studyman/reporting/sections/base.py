@@ -398,21 +398,21 @@ def _count_table(
 #: The columns of the facts' per-participant table that :func:`subjects_table` carries.
 _SUBJECT_FACTS = (
     "screening_date",
-    "eligible",
+    "is_eligible",
     "randomised",
-    "rand_date",
+    "randomisation_date",
     "sessions",
     "doses",
     "treated",
-    "ds_status",
-    "ds_label",
-    "ds_date",
+    "disposition_code",
+    "disposition_label",
+    "disposition_date",
     "completed",
     "discontinued_study",
     "discontinued_treatment",
     "discontinued_due_to_ae",
     "death",
-    "death_date",
+    "date_of_death",
     "major_deviation",
 )
 
@@ -421,10 +421,11 @@ def subjects_table(inputs: DsmbInputs) -> pd.DataFrame:
     """One row per screened participant (index: the record ID, as text), read from the facts.
 
     Columns: the facts of :attr:`studyman.facts.StudyFacts.subjects` the sections use, under
-    the facts layer's names (``site``, ``screening_date``, ``eligible``, ``randomised``,
-    ``rand_date``, ``sessions``, ``doses``, ``treated``, ``ds_status``, ``ds_label``,
-    ``ds_date``, ``completed``, ``discontinued_study``, ``discontinued_treatment``,
-    ``discontinued_due_to_ae``, ``death``, ``death_date``, ``major_deviation``), and
+    the facts layer's names (``site``, ``screening_date``, ``is_eligible``, ``randomised``,
+    ``randomisation_date``, ``sessions``, ``doses``, ``treated``, ``disposition_code``,
+    ``disposition_label``, ``disposition_date``, ``completed``, ``discontinued_study``,
+    ``discontinued_treatment``, ``discontinued_due_to_ae``, ``death``, ``date_of_death``,
+    ``major_deviation``), and
     ``safety`` (the plan's safety population) and ``screen_fail_code`` (the recorded
     screen-failure reason code, not a fact).
     """

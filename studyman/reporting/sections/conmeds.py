@@ -34,7 +34,7 @@ def conmeds_section(inputs: DsmbInputs) -> Section:
         return found
     frame, groups = found
     subjects = inputs.subjects()
-    rand = subjects["rand_date"]
+    rand = subjects["randomisation_date"]
     rand.index = rand.index.astype(str)
     start = pd.to_datetime(frame[spec.start_field])
     stop = pd.to_datetime(frame[spec.stop_field])

@@ -41,7 +41,7 @@ def deviations_section(inputs: DsmbInputs) -> Section:
     deviations = inputs.facts().deviations.reset_index(drop=True)
     randomised = _randomised(inputs)
     groups = _groups(inputs, randomised)
-    record = deviations["record_id"].astype(str)
+    record = deviations["subject"].astype(str)
     category = deviations["category"].astype("string")
     major = deviations["major"].astype(bool)
     names = {str(c.code): c.name for c in protocol.deviations.categories}
@@ -68,7 +68,7 @@ def deviations_section(inputs: DsmbInputs) -> Section:
             # the total counts every recorded deviation (the facts' count), an arm its members'
             chosen = mask if label == TOTAL else mask & _member(record, ids)
             sub = deviations[chosen.to_numpy(bool)]
-            participants = sub["record_id"].nunique()
+            participants = sub["subject"].nunique()
             row += [_pct(participants, len(ids)), f"{len(sub)} ({int(major[sub.index].sum())})"]
         rows.append(row)
     outside = int((~_member(record, randomised)).sum())

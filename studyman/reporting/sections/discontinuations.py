@@ -60,7 +60,7 @@ def discontinuation_section(inputs: DsmbInputs) -> Section:
     listing = pd.DataFrame(
         {
             "Participant": ids,
-            "Disposition date": [_fmt_date(subjects.loc[r, "ds_date"]) for r in ids],
+            "Disposition date": [_fmt_date(subjects.loc[r, "disposition_date"]) for r in ids],
             "Discontinued study treatment": [
                 "yes" if bool(subjects.loc[r, "discontinued_treatment"]) else "no" for r in ids
             ],

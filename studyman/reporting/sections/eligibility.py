@@ -68,7 +68,7 @@ def eligibility_section(inputs: DsmbInputs) -> Section:
     randomised = randomised_ids(inputs)
     subjects = facts.loc[randomised]
     failed = criteria_not_met(inputs).reindex(randomised).fillna(False).astype(bool)
-    not_eligible = randomised[~subjects["eligible"].to_numpy(bool)]
+    not_eligible = randomised[~subjects["is_eligible"].to_numpy(bool)]
     any_failed = (
         randomised[failed.any(axis=1).to_numpy(bool)] if len(failed.columns) else randomised[:0]
     )
@@ -95,9 +95,9 @@ def eligibility_section(inputs: DsmbInputs) -> Section:
         {
             "Participant": [str(i) for i in violations],
             "Site": [str(sites.get(i, "")) for i in violations],
-            "Randomised": [_fmt_date(facts.at[i, "rand_date"]) for i in violations],
+            "Randomised": [_fmt_date(facts.at[i, "randomisation_date"]) for i in violations],
             "Recorded eligible": [
-                "yes" if bool(facts.at[i, "eligible"]) else "no" for i in violations
+                "yes" if bool(facts.at[i, "is_eligible"]) else "no" for i in violations
             ],
             "Criteria recorded not met": [
                 "; ".join(texts[c] for c in failed.columns if bool(failed.at[i, c])) or "–"
@@ -109,12 +109,12 @@ def eligibility_section(inputs: DsmbInputs) -> Section:
         {
             "Participant": [str(i) for i in never],
             "Site": [str(sites.get(i, "")) for i in never],
-            "Randomised": [_fmt_date(facts.at[i, "rand_date"]) for i in never],
+            "Randomised": [_fmt_date(facts.at[i, "randomisation_date"]) for i in never],
             "Disposition": [
                 "ongoing" if pd.isna(label) else str(label)
-                for label in facts["ds_label"].reindex(never).tolist()
+                for label in facts["disposition_label"].reindex(never).tolist()
             ],
-            "Disposition date": [_fmt_date(facts.at[i, "ds_date"]) for i in never],
+            "Disposition date": [_fmt_date(facts.at[i, "disposition_date"]) for i in never],
         }
     )
     if inputs.closed:

@@ -59,8 +59,8 @@ def enrolment_section(inputs: DsmbInputs) -> Section:
     )
     # the figure's columns: site and date of randomisation, one row per participant
     curve = (
-        randomised[["site", "rand_date"]]
-        .rename(columns={"rand_date": "date"})
+        randomised[["site", "randomisation_date"]]
+        .rename(columns={"randomisation_date": "date"})
         .sort_values("date")
         .reset_index(drop=True)
     )

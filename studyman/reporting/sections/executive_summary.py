@@ -105,9 +105,9 @@ def _signals(inputs: DsmbInputs) -> _Signals:
     subjects = facts.subjects
     safety = _member(subjects.index, safety_ids(inputs))
     return _Signals(
-        serious=pd.Index(teae.loc[teae["serious"].astype(bool).to_numpy(), "record_id"].unique()),
+        serious=pd.Index(teae.loc[teae["serious"].astype(bool).to_numpy(), "subject"].unique()),
         deaths=subjects.index[subjects["death"].to_numpy(bool)],
-        aesi=pd.Index(teae.loc[teae["aesi"].astype(bool).to_numpy(), "record_id"].unique()),
+        aesi=pd.Index(teae.loc[teae["aesi"].astype(bool).to_numpy(), "subject"].unique()),
         hys_law=subjects.index[subjects["hys_law"].to_numpy(bool) & safety],
     )
 

@@ -124,10 +124,10 @@ class _Sources:
         if record not in self.facts.index:
             return "Disposition: not recorded."
         row = self.facts.loc[record]
-        label = row.get("ds_label")
+        label = row.get("disposition_label")
         if label is None or pd.isna(label) or not str(label):
             return "Disposition: on study at the cut-off."
-        when = _fmt_date(row.get("ds_date"))
+        when = _fmt_date(row.get("disposition_date"))
         return f"Disposition: {str(label).lower()}" + (f" on {when}." if when else ".")
 
     def labs(self, record: str, onset: object) -> str:
@@ -269,7 +269,7 @@ def _death_narratives(inputs: DsmbInputs, sources: _Sources) -> list[Narrative]:
     result = []
     for record, row in deaths.iterrows():
         record = str(record)
-        when = row.get("death_date")
+        when = row.get("date_of_death")
         day = _day(when, sources.first_treatment(record))
         fatal = []
         if events is not None:

@@ -60,7 +60,7 @@ def outcome_status(inputs: DsmbInputs) -> pd.DataFrame:
         )
         values = values[~values.index.duplicated()]
     keys = pd.MultiIndex.from_arrays(
-        [visits["record_id"].astype(str).to_numpy(), visits["event"].astype(str).to_numpy()]
+        [visits["subject"].astype(str).to_numpy(), visits["event"].astype(str).to_numpy()]
     )
     value = values.reindex(keys).to_numpy(dtype=float)
     recorded = ~np.isnan(value)
@@ -73,7 +73,7 @@ def outcome_status(inputs: DsmbInputs) -> pd.DataFrame:
     )
     return pd.DataFrame(
         {
-            "record_id": visits["record_id"].astype(str).to_numpy(),
+            "subject": visits["subject"].astype(str).to_numpy(),
             "event": visits["event"].to_numpy(),
             "label": visits["label"].to_numpy(),
             "value": value,
@@ -91,7 +91,7 @@ def primary_outcome_section(inputs: DsmbInputs) -> Section:
     status = outcome_status(inputs)
     groups = _groups(inputs, randomised_ids(inputs))
     columns = [_header(label, len(ids)) for label, ids in groups]
-    member = [_member(status["record_id"], ids) for _, ids in groups]
+    member = [_member(status["subject"], ids) for _, ids in groups]
     order = list(dict.fromkeys(status["event"]))
     labels = dict(zip(status["event"], status["label"], strict=True))
     missing_rows: list[list[str]] = []
@@ -126,8 +126,8 @@ def primary_outcome_section(inputs: DsmbInputs) -> Section:
         "randomised participants: a value not yet due is not missing data.",
     ]
     if inputs.closed and inputs.interim_efficacy:
-        baseline = status[status["event"] == primary.baseline_event].set_index("record_id")["value"]
-        change = status["value"] - baseline.reindex(status["record_id"]).to_numpy()
+        baseline = status[status["event"] == primary.baseline_event].set_index("subject")["value"]
+        change = status["value"] - baseline.reindex(status["subject"]).to_numpy()
         rows: list[list[str]] = []
         for event in order:
             at = (status["event"] == event).to_numpy()

@@ -53,7 +53,7 @@ def retention_section(inputs: DsmbInputs) -> Section:
             )
     subjects = inputs.subjects().loc[randomised]
     completed = subjects["completed"].astype(bool)
-    active = subjects["ds_status"].isna()
+    active = subjects["disposition_code"].isna()
     left = subjects["discontinued_study"].astype(bool)
     retained_rows = [
         ("Completed the study", lambda ids: int(completed.reindex(ids).sum())),

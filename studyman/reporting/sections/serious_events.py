@@ -114,7 +114,7 @@ def serious_events_section(inputs: DsmbInputs) -> Section:
     death_listing = pd.DataFrame(
         {
             "Participant": deaths.index.astype(str),
-            "Date of death": deaths["death_date"].map(_fmt_date),
+            "Date of death": deaths["date_of_death"].map(_fmt_date),
             "Cause (as recorded)": [cause.get(str(r), "") for r in deaths.index],
             "Fatal adverse event": [str(fatal_pt.get(r, "")) for r in deaths.index],
         }

@@ -47,7 +47,9 @@ def _not_randomised_reasons(protocol: Protocol, subjects: pd.DataFrame) -> pd.Se
         reasons[str(code)]
         if pd.notna(code) and str(code) in reasons
         else (_PENDING if bool(eligible) else _UNRECORDED)
-        for code, eligible in zip(subjects["screen_fail_code"], subjects["eligible"], strict=True)
+        for code, eligible in zip(
+            subjects["screen_fail_code"], subjects["is_eligible"], strict=True
+        )
     ]
     return pd.Series(labels, index=subjects.index, dtype="string")
 
@@ -104,8 +106,8 @@ def _derive_visit_status(inputs: DsmbInputs) -> pd.DataFrame:
     done; *overdue*: due with no visit form at all.
     """
     visits = inputs.facts().visits
-    frame = visits[["record_id", "event", "label", "due", "done", "missed", "overdue"]]
-    return frame.rename(columns={"record_id": inputs.key}).reset_index(drop=True)
+    frame = visits[["subject", "event", "label", "due", "done", "missed", "overdue"]]
+    return frame.rename(columns={"subject": inputs.key}).reset_index(drop=True)
 
 
 def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
@@ -122,7 +124,7 @@ def _adverse_events(inputs: DsmbInputs) -> pd.DataFrame | None:
     facts = inputs.facts().adverse_events.reset_index(drop=True)
     if len(facts) != len(frame) or (
         len(frame)
-        and not (facts["record_id"].to_numpy() == frame[inputs.key].astype(str).to_numpy()).all()
+        and not (facts["subject"].to_numpy() == frame[inputs.key].astype(str).to_numpy()).all()
     ):
         raise SnapshotError("the facts' adverse events do not follow the form row for row")
     teae = facts["teae"].to_numpy(bool)

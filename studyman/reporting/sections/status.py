@@ -69,13 +69,13 @@ def study_status_section(inputs: DsmbInputs) -> Section:
         received = int(sub["safety"].sum())
         left = sub["discontinued_study"].to_numpy(bool)
         is_lost = (
-            (sub["ds_status"] == lost_code).fillna(False).to_numpy(bool)
+            (sub["disposition_code"] == lost_code).fillna(False).to_numpy(bool)
             if lost_code
             else np.zeros(len(sub), dtype=bool)
         )
         lost = int((left & is_lost).sum())
         discontinued = sub[left & ~is_lost]
-        reason_of = sub["ds_label"].astype("string").fillna("Not recorded").astype(str)
+        reason_of = sub["disposition_label"].astype("string").fillna("Not recorded").astype(str)
         every_reason = reason_of[left].value_counts().sort_index()
         disc_reasons = reason_of[left & ~is_lost].value_counts().sort_index()
         node = {
@@ -90,7 +90,7 @@ def study_status_section(inputs: DsmbInputs) -> Section:
             "discontinued_reasons": {str(k): int(v) for k, v in disc_reasons.items()},
             "every_reason": {str(k): int(v) for k, v in every_reason.items()},
             "completed": int(sub["completed"].sum()),
-            "ongoing": int(sub["ds_status"].isna().sum()),
+            "ongoing": int(sub["disposition_code"].isna().sum()),
             "analysed": len(set(ids.astype(str)) & analysed_ids),
         }
         arm_nodes.append(node)

@@ -62,15 +62,15 @@ def endpoints(inputs: DsmbInputs) -> list[Endpoint]:
     facts = inputs.facts()
     subjects = facts.subjects
     cutoff = pd.Timestamp(inputs.cutoff)
-    rand = pd.to_datetime(subjects["rand_date"])
-    left = pd.to_datetime(subjects["ds_date"]).where(subjects["ds_status"].notna())
+    rand = pd.to_datetime(subjects["randomisation_date"])
+    left = pd.to_datetime(subjects["disposition_date"]).where(subjects["disposition_code"].notna())
     end = left.where(left < cutoff, cutoff).fillna(cutoff)
     teae = facts.adverse_events[facts.adverse_events["teae"].astype(bool).to_numpy()]
     result: list[Endpoint] = []
     safety = safety_ids(inputs)
     for name, flag in ((SAE, "serious"), (AESI, "aesi")):
         chosen = teae[teae[flag].astype(bool).to_numpy()]
-        first = pd.to_datetime(chosen["start"]).groupby(chosen["record_id"].astype(str)).min()
+        first = pd.to_datetime(chosen["start"]).groupby(chosen["subject"].astype(str)).min()
         ids = safety
         event_date = first.reindex(ids)
         happened = event_date.notna()
@@ -85,7 +85,7 @@ def endpoints(inputs: DsmbInputs) -> list[Endpoint]:
         )
     ids = randomised_ids(inputs)
     stopped = subjects["discontinued_study"].reindex(ids).fillna(False).to_numpy(bool)
-    stop_date = pd.to_datetime(subjects["ds_date"]).reindex(ids).fillna(cutoff)
+    stop_date = pd.to_datetime(subjects["disposition_date"]).reindex(ids).fillna(cutoff)
     when = stop_date.where(stopped, end.reindex(ids))
     result.append(
         Endpoint(

@@ -120,7 +120,7 @@ def timeline_section(inputs: DsmbInputs) -> Section:
     protocol = inputs.protocol
     subjects = inputs.facts().subjects
     randomised = subjects[subjects["randomised"].to_numpy(bool)]
-    projection = project(protocol, randomised["rand_date"], inputs.cutoff)
+    projection = project(protocol, randomised["randomisation_date"], inputs.cutoff)
     months = site_months(protocol, inputs.cutoff)
     per_site = randomised.groupby("site", observed=True).size()
     rows = []
@@ -157,8 +157,8 @@ def timeline_section(inputs: DsmbInputs) -> Section:
         last_in_label = "Last participant in (target reached)"
     else:
         last_in_label = "Projected last participant in"
-    first_in = randomised["rand_date"].min() if len(randomised) else None
-    latest_in = randomised["rand_date"].max() if len(randomised) else None
+    first_in = randomised["randomisation_date"].min() if len(randomised) else None
+    latest_in = randomised["randomisation_date"].max() if len(randomised) else None
     milestones: list[tuple[str, str]] = [
         ("Enrolment planned to start", protocol.enrolment.start.isoformat()),
         ("First participant randomised", _date(first_in)),
