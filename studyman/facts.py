@@ -118,7 +118,7 @@ VISIT_COLUMNS = (
 SCHEDULED_KINDS = ("baseline", "treatment", "end_of_treatment", "follow_up")
 """Visit kinds whose completion is followed (screening, logs and end of study are not visits)."""
 
-Criterion = Literal["randomized", "treated", "post_baseline", "no_major_deviation"]
+Criterion = Literal["randomized", "treated", "post_baseline", "no_major_deviation", "adherent"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,8 @@ _CRITERION_TEXT = {
     "treated": "received at least one study treatment (a session attended or a dose taken)",
     "post_baseline": "with a post-baseline {parameter} value",
     "no_major_deviation": "without a major protocol deviation",
+    "adherent": "attended at least {parameter} of the CBT sessions planned up to the end of the "
+    "treatment period or the data cut-off",
 }
 
 
@@ -200,7 +202,9 @@ def rule_texts(rules: FactRules) -> list[tuple[str, str]]:
     ]
     for population in rules.populations:
         parts = [
-            _CRITERION_TEXT[kind].format(parameter=parameter or "")
+            _CRITERION_TEXT[kind].format(
+                parameter=f"{float(parameter):.0%}" if kind == "adherent" else parameter or ""
+            )
             for kind, parameter in population.criteria
         ]
         texts.append((f"{population.label} population", "participants " + ", ".join(parts)))
@@ -539,6 +543,22 @@ def _hys_law_cases(protocol: Protocol, tables: Mapping[str, pd.DataFrame], key: 
     return set(frame.loc[case.fillna(False).to_numpy(bool), key].astype(str))
 
 
+def _adherent(
+    subjects: pd.DataFrame, protocol: Protocol, cutoff: date, threshold: float
+) -> np.ndarray:
+    """CBT sessions attended ≥ *threshold* × the sessions planned by the end of treatment or
+    the cut-off (pro rata to the days since randomisation)."""
+    treatment = protocol.treatment
+    period = treatment.weeks * 7
+    since = (pd.Timestamp(cutoff) - pd.to_datetime(subjects["randomisation_date"])).dt.days
+    share = (since.clip(lower=0, upper=period) / period).fillna(0.0).to_numpy(float)
+    expected = threshold * treatment.cbt_sessions_planned * share
+    attended = subjects["sessions"].to_numpy(float)
+    return np.asarray(attended >= expected - 1e-9, dtype=bool) & subjects["randomised"].to_numpy(
+        bool
+    )
+
+
 def _visit_status(
     protocol: Protocol,
     tables: Mapping[str, pd.DataFrame],
@@ -788,6 +808,8 @@ def derive_facts(
                 mask &= subjects["treated"].to_numpy(bool)
             elif kind == "no_major_deviation":
                 mask &= ~subjects["major_deviation"].to_numpy(bool)
+            elif kind == "adherent":
+                mask &= _adherent(subjects, protocol, cutoff, float(str(parameter)))
             else:
                 name = str(parameter)
                 if name not in scale_cache:
@@ -874,7 +896,13 @@ def rules_from_plan(plan: Any, source: str = "") -> FactRules:
             label=str(population.label).split(" (")[0],
             flag=str(population.flag),
             criteria=tuple(
-                (criterion.kind, criterion.parameter) for criterion in population.criteria
+                (
+                    criterion.kind,
+                    f"{criterion.threshold:g}"
+                    if criterion.kind == "adherent"
+                    else criterion.parameter,
+                )
+                for criterion in population.criteria
             ),
         )
         for name, population in plan.populations.items()

@@ -251,3 +251,42 @@ def test_a_recorded_missed_visit_is_missed_not_overdue(
     assert changed["visits_missed"] == before["visits_missed"] + 1
     assert changed["visits_done"] == before["visits_done"] - 1
     assert changed["visits_overdue"] == before["visits_overdue"]
+
+
+def test_per_protocol_leaves_out_a_participant_below_the_plans_cbt_adherence(
+    protocol: Protocol, study: tuple[dict[str, pd.DataFrame], pd.Series]
+) -> None:
+    from studyman.analysis.sap import load_sap
+    from studyman.facts import rules_from_plan
+    from studyman.protocol.reference import default_plan_path
+
+    tables, arms = study
+    rules = rules_from_plan(load_sap(default_plan_path()).plan)
+    facts = _facts(protocol, tables, rules=rules)
+    subjects = facts.subjects
+    # a participant of the mITT without a major deviation who attended every session so far
+    candidates = subjects[
+        subjects["population_mitt"] & ~subjects["major_deviation"] & subjects["population_pp"]
+    ]
+    chosen = str(candidates.index[0])
+    sessions = protocol.treatment.sessions
+    frame = tables[sessions.form].copy()
+    mine = frame[protocol.study.record_id_field].astype(str) == chosen
+    assert mine.sum() >= 2
+    frame.loc[mine, sessions.given_field] = 0  # every session missed
+    missed = _facts(protocol, {**tables, sessions.form: frame}, rules=rules).subjects
+    assert not bool(missed.loc[chosen, "population_pp"])
+    assert bool(missed.loc[chosen, "population_mitt"])  # still analysed as randomised
+    # the adherence criterion does not use the dosing log: both views give one per protocol set
+    blinded = _facts(protocol, blind_tables(tables, protocol), rules=rules).headline()
+    unblinded = _facts(protocol, tables, arms=arms, rules=rules).headline()
+    assert blinded["pp_population"] == unblinded["pp_population"] < unblinded["mitt_population"]
+
+
+def test_the_adherence_rule_is_stated_with_its_threshold() -> None:
+    from studyman.analysis.sap import load_sap
+    from studyman.facts import rules_from_plan
+    from studyman.protocol.reference import default_plan_path
+
+    texts = dict(rule_texts(rules_from_plan(load_sap(default_plan_path()).plan)))
+    assert "attended at least 75% of the CBT sessions planned" in texts["Per protocol population"]

@@ -205,16 +205,22 @@ class Criterion(_Frozen):
 
     ``randomized``: randomised; ``post_baseline``: at least one non-missing post-baseline value of
     *parameter*; ``no_major_deviation``: no deviation with ``dv_major`` = yes; ``treated``: at least
-    one attended CBT session or one dose taken.
+    one attended CBT session or one dose taken; ``adherent``: attended at least *threshold* of
+    the CBT sessions planned up to the end of the treatment period or the data cut-off, whichever
+    comes first (pro rata; the dosing log is not used, so that the population is the same in
+    the blinded and unblinded views).
     """
 
-    kind: Literal["randomized", "post_baseline", "no_major_deviation", "treated"]
+    kind: Literal["randomized", "post_baseline", "no_major_deviation", "treated", "adherent"]
     parameter: Parameter | None = None
+    threshold: float | None = Field(default=None, gt=0, le=1)
 
     @model_validator(mode="after")
     def _parameter_only_for_post_baseline(self) -> Criterion:
         if (self.kind == "post_baseline") != (self.parameter is not None):
             raise ValueError("'parameter' is required for post_baseline and only there")
+        if (self.kind == "adherent") != (self.threshold is not None):
+            raise ValueError("'threshold' is required for adherent and only there")
         return self
 
 

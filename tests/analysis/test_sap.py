@@ -175,3 +175,19 @@ def test_a_tab_indented_plan_is_a_one_line_syntax_error_with_its_line(tmp_path: 
     assert caught.value.key is not None
     assert caught.value.key.startswith("line ")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("{kind: adherent, threshold: 0.75}", "{kind: adherent}"),
+        ("{kind: adherent, threshold: 0.75}", "{kind: adherent, threshold: 1.5}"),
+        ("{kind: no_major_deviation}", "{kind: no_major_deviation, threshold: 0.5}"),
+    ],
+)
+def test_an_adherence_criterion_needs_a_threshold_in_0_1_and_nothing_else_takes_one(
+    tmp_path: Path, old: str, new: str
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        load_sap(_variant(tmp_path, old, new))
+    assert "populations.pp.criteria" in str(caught.value)
