@@ -36,7 +36,7 @@ def _load_engine() -> ModuleType:
 fuzzing = _load_engine()
 
 SEED = 20261203
-CASES = int(os.environ.get("STUDYMAN_FUZZ_CASES", "24"))
+CASES = int(os.environ.get("STUDYMAN_FUZZ_CASES", "16"))
 #: Seconds one case may take in process (the benchmark kills a worker after its --timeout).
 CASE_SECONDS = 60.0
 #: Share of cases that also run analyze and the DSMB report (the slow commands).
@@ -63,7 +63,7 @@ def test_damaged_input_ends_in_exit_zero_or_one_line_never_a_traceback(
 
 
 def test_every_target_is_in_the_default_sample() -> None:
-    targets = {fuzzing.TARGET_NAMES[number % len(fuzzing.TARGET_NAMES)] for number in range(24)}
+    targets = {fuzzing.TARGET_NAMES[number % len(fuzzing.TARGET_NAMES)] for number in range(CASES)}
     assert targets == set(fuzzing.TARGET_NAMES)
     assert {
         "protocol",
