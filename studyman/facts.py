@@ -169,7 +169,12 @@ DEFAULT_RULES = FactRules(
             "pp",
             "Per protocol",
             "PPROTFL",
-            (("randomized", None), ("post_baseline", "HAMD17"), ("no_major_deviation", None)),
+            (
+                ("randomized", None),
+                ("post_baseline", "HAMD17"),
+                ("no_major_deviation", None),
+                ("adherent", "0.75"),
+            ),
         ),
         PopulationRule("safety", "Safety", "SAFFL", (("treated", None),)),
     ),

@@ -290,3 +290,16 @@ def test_the_adherence_rule_is_stated_with_its_threshold() -> None:
 
     texts = dict(rule_texts(rules_from_plan(load_sap(default_plan_path()).plan)))
     assert "attended at least 75% of the CBT sessions planned" in texts["Per protocol population"]
+
+
+def test_the_default_rules_are_the_reference_plans() -> None:
+    """Outputs read without a plan (validation) count the populations as the plan does."""
+    from studyman.analysis.sap import load_sap
+    from studyman.facts import rules_from_plan
+    from studyman.protocol.reference import default_plan_path
+
+    plan = rules_from_plan(load_sap(default_plan_path()).plan)
+    assert DEFAULT_RULES.treatment_emergent_from == plan.treatment_emergent_from
+    assert [(p.name, p.flag, p.criteria) for p in DEFAULT_RULES.populations] == [
+        (p.name, p.flag, p.criteria) for p in plan.populations
+    ]
