@@ -208,7 +208,7 @@ def rule_texts(rules: FactRules) -> list[tuple[str, str]]:
     for population in rules.populations:
         parts = [
             _CRITERION_TEXT[kind].format(
-                parameter=f"{float(parameter):.0%}" if kind == "adherent" else parameter or ""
+                parameter=f"{float(parameter or 0):.0%}" if kind == "adherent" else parameter or ""
             )
             for kind, parameter in population.criteria
         ]
@@ -559,9 +559,8 @@ def _adherent(
     share = (since.clip(lower=0, upper=period) / period).fillna(0.0).to_numpy(float)
     expected = threshold * treatment.cbt_sessions_planned * share
     attended = subjects["sessions"].to_numpy(float)
-    return np.asarray(attended >= expected - 1e-9, dtype=bool) & subjects["randomised"].to_numpy(
-        bool
-    )
+    enough: np.ndarray = (attended >= expected - 1e-9) & subjects["randomised"].to_numpy(bool)
+    return enough
 
 
 def _visit_status(

@@ -18,20 +18,15 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from studyman.protocol.models import Protocol
+from studyman.reporting.figure_style import COLOURS, STYLE
 from studyman.reporting.sections.base import FigureData
 
 __all__ = ["ae_dot_chart_svg", "draw_ae_dot_chart"]
 
-_COLOURS = ("#1f5a96", "#c8702a", "#3c8d53", "#8a3b8f", "#7f7f7f")
+_COLOURS = COLOURS
 _MARKERS = ("o", "s", "D", "^", "v")
 _STYLE: Any = {
-    "font.size": 8.5,
-    "axes.titlesize": 9,
-    "axes.labelsize": 8.5,
-    "legend.fontsize": 7.5,
-    "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5,
-    "svg.hashsalt": "studyman",
+    **STYLE,
     "svg.fonttype": "none",  # labels stay text in the SVG (searchable, read aloud)
 }
 

@@ -24,22 +24,15 @@ from matplotlib.patches import FancyBboxPatch
 from studyman.protocol.models import Protocol
 from studyman.reporting.ae_dot_figure import draw_ae_dot_chart
 from studyman.reporting.dsmb import TOTAL, FigureData
+from studyman.reporting.figure_style import COLOURS, STYLE
 from studyman.reporting.interim_figure import draw_interim_boundaries
 from studyman.reporting.km_figure import draw_kaplan_meier
 
 __all__ = ["FIGURE_KINDS", "draw_figure"]
 
 _DPI = 110
-_COLOURS = ("#1f5a96", "#c8702a", "#3c8d53", "#8a3b8f", "#7f7f7f")
-_STYLE: Any = {
-    "font.size": 8.5,
-    "axes.titlesize": 9,
-    "axes.labelsize": 8.5,
-    "legend.fontsize": 7.5,
-    "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5,
-    "svg.hashsalt": "studyman",
-}
+_COLOURS = COLOURS
+_STYLE: Any = STYLE
 
 
 def _png(figure: Figure) -> bytes:

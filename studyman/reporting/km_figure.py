@@ -13,19 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from studyman.protocol.models import Protocol
+from studyman.reporting.figure_style import COLOURS, STYLE
 from studyman.reporting.sections.base import FigureData
 
 __all__ = ["draw_kaplan_meier"]
 
-_COLOURS = ("#1f5a96", "#c8702a", "#3c8d53", "#8a3b8f", "#7f7f7f")
-_STYLE: Any = {
-    "font.size": 8.5,
-    "axes.titlesize": 9,
-    "axes.labelsize": 8.5,
-    "legend.fontsize": 7.5,
-    "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5,
-}
+_COLOURS = COLOURS
+_STYLE: Any = STYLE
 
 
 def draw_kaplan_meier(figure_data: FigureData, protocol: Protocol) -> bytes:
