@@ -181,7 +181,8 @@ def test_no_blinded_output_holds_a_hidden_field_or_a_masked_label(
 ) -> None:
     hidden = _hidden_field_names(protocol)
     labels = _masked_labels(protocol)
-    assert hidden and labels
+    assert hidden
+    assert labels
     words = re.compile(r"\b(" + "|".join(map(re.escape, sorted(hidden))) + r")\b")
     # a label standing alone in a cell or a line (C-SSRS "Interrupted attempt" is not one)
     label_words = re.compile(

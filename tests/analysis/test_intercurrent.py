@@ -56,7 +56,9 @@ def test_treatment_discontinuation_is_dated_by_the_last_treatment_received(
         expected = last if pd.notna(last) else subjects.loc[subject, "disposition_date"]
         assert pd.Timestamp(row["TRTDISDT"]) == pd.Timestamp(expected)
         # never after the participant left the study
-        assert pd.Timestamp(row["TRTDISDT"]) <= pd.Timestamp(subjects.loc[subject, "disposition_date"])
+        assert pd.Timestamp(row["TRTDISDT"]) <= pd.Timestamp(
+            subjects.loc[subject, "disposition_date"]
+        )
         assert row["DCTREAS"] == subjects.loc[subject, "disposition_label"]
     assert ice.loc[ice["TRTDISFL"] == "N", "TRTDISDT"].isna().all()
     # only randomised participants, each once
