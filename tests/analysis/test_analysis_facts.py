@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from studyman.analysis.adam import visit_numbers
 from studyman.analysis.analyze import _snapshot_tables, derive_for_plan, plan_facts
 from studyman.analysis.executor import SerialExecutor
 from studyman.analysis.outputs import write_outputs
@@ -215,7 +216,7 @@ def test_adam_holds_no_row_dated_after_the_cut_off(study: Study) -> None:
     moved = adqs.iloc[0]
     spec = protocol.visit_form
     visits = tables[spec.form].copy()
-    number = {v.event: (v.target_day or 0) // 7 for v in protocol.visits if v.target_day}
+    number = visit_numbers(protocol)  # AVISITN as ADQS numbers visits
     row = (visits[key].astype(str) == str(moved["SUBJID"])) & (
         visits["redcap_event_name"].astype(str).map(number) == int(moved["AVISITN"])
     )

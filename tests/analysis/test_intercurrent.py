@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from studyman.analysis.adam import visit_numbers
 from studyman.analysis.intercurrent import (
     administratively_censored,
     first_visit_after_event,
@@ -40,10 +41,6 @@ def facts(protocol: Protocol, tmp_path_factory: pytest.TempPathFactory) -> Study
     return derive_facts(protocol, dict(read_snapshot(result.path).tables), cutoff=CUT)
 
 
-def _weeks(protocol: Protocol) -> dict[str, int]:
-    return {v.event: (v.target_day or 0) // 7 for v in protocol.visits if v.target_day is not None}
-
-
 def test_treatment_discontinuation_is_dated_by_the_last_treatment_received(
     facts: StudyFacts,
 ) -> None:
@@ -68,11 +65,11 @@ def test_treatment_discontinuation_is_dated_by_the_last_treatment_received(
 def test_administrative_censoring_is_exactly_the_visits_not_yet_due(
     facts: StudyFacts, protocol: Protocol
 ) -> None:
-    censored = administratively_censored(facts, _weeks(protocol))
+    censored = administratively_censored(facts, visit_numbers(protocol))
     assert len(censored) > 0, "the fixture should have participants still on study"
     visits = facts.visits
     due = visits[visits["due"]]
-    weeks = _weeks(protocol)
+    weeks = visit_numbers(protocol)
     due_pairs = set(zip(due["subject"], due["event"].map(weeks), strict=True))
     censored_pairs = set(zip(censored["SUBJID"], censored["AVISITN"], strict=True))
     assert not (due_pairs & censored_pairs), "a due visit is never administratively censored"

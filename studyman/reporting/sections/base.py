@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from studyman.errors import SnapshotError
-from studyman.facts import DEFAULT_RULES, FactRules, StudyFacts, derive_facts
+from studyman.facts import DEFAULT_RULES, SCHEDULED_KINDS, FactRules, StudyFacts, derive_facts
 from studyman.protocol.models import Protocol
 from studyman.sources.blinding import blind_dictionary
 
@@ -27,7 +27,7 @@ TOTAL = "Total"
 _EVENT = "redcap_event_name"
 
 
-_SCHEDULED = ("baseline", "treatment", "end_of_treatment", "follow_up")
+_SCHEDULED = SCHEDULED_KINDS  # the visits whose completion is followed, as the facts count them
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import pandas as pd
 from studyman.errors import SnapshotError
 from studyman.protocol.models import Protocol
 from studyman.reporting.sections.base import (
-    _SCHEDULED,
     DsmbInputs,
     Section,
     _codes,
@@ -77,14 +76,6 @@ def _continuous_rows(
             stats[1].append("–")
             stats[2].append("–")
     return rows + stats
-
-
-def _scheduled_visits(protocol: Protocol) -> list[tuple[str, str, int, int]]:
-    visits = []
-    for visit in protocol.visits:
-        if visit.kind in _SCHEDULED and visit.window is not None:
-            visits.append((visit.event, visit.label, visit.window.start, visit.window.end))
-    return visits
 
 
 def _visit_status(inputs: DsmbInputs) -> pd.DataFrame:
