@@ -65,6 +65,7 @@ __all__ = [
     "cut_tables",
     "derive_facts",
     "facts_document",
+    "redcap_codes",
     "rule_texts",
     "write_facts_json",
 ]
@@ -450,8 +451,8 @@ def _first_values(
     return pd.Series(rows[field_name].to_numpy(), index=rows[key].astype(str).to_numpy())
 
 
-def _codes(series: pd.Series) -> pd.Series:
-    """REDCap codes as text without a trailing ``.0`` (as the DSMB report reads them)."""
+def redcap_codes(series: pd.Series) -> pd.Series:
+    """REDCap codes as text without a trailing ``.0`` (a float column's ``4.0`` is code ``4``)."""
     text = series.astype("string").str.strip()
     return text.str.replace(r"\.0$", "", regex=True)
 
@@ -470,7 +471,7 @@ def _exposure(
     frame = tables.get(log.form)
     if frame is None or frame.empty or log.given_field not in frame.columns:
         return empty, empty, pd.Series(dtype=int)
-    given = frame[_codes(frame[log.given_field]) == "1"]
+    given = frame[redcap_codes(frame[log.given_field]) == "1"]
     dates = pd.DataFrame({"id": given[key].astype(str), "date": _dates(given[log.date_field])})
     grouped = dates.groupby("id")["date"]
     return grouped.min(), grouped.max(), grouped.size()
@@ -582,7 +583,7 @@ def _visit_status(
         and spec.done_field in frame.columns
         and event_column in frame.columns
     ):
-        flags = _codes(frame[spec.done_field])
+        flags = redcap_codes(frame[spec.done_field])
         pairs = zip(
             frame[key].astype(str).tolist(), frame[event_column].astype(str).tolist(), strict=True
         )
@@ -706,11 +707,11 @@ def derive_facts(
     subjects["date_of_consent"] = _dates(
         _first_values(tables, protocol, enrolment.consent_date_field, key).reindex(index)
     )
-    eligible = _codes(
+    eligible = redcap_codes(
         _first_values(tables, protocol, protocol.eligibility.eligible_field, key).reindex(index)
     )
     subjects["is_eligible"] = (eligible == "1").fillna(False).to_numpy(dtype=bool)
-    randomized = _codes(
+    randomized = redcap_codes(
         _first_values(tables, protocol, protocol.randomization.randomized_field, key).reindex(index)
     )
     rand_date = _dates(
@@ -736,7 +737,7 @@ def derive_facts(
 
     # disposition
     dsp = protocol.disposition
-    status = _codes(_first_values(tables, protocol, dsp.status_field, key).reindex(index))
+    status = redcap_codes(_first_values(tables, protocol, dsp.status_field, key).reindex(index))
     subjects["disposition_code"] = status
     labels = {str(code.code): code.label for code in dsp.codes}
     subjects["disposition_label"] = status.map(
@@ -774,9 +775,9 @@ def derive_facts(
     major_categories = {str(c.code) for c in dv.categories if c.major}
     if dv_frame is not None and not dv_frame.empty and dv.category_field in dv_frame.columns:
         frame = dv_frame
-        category = _codes(frame[dv.category_field])
+        category = redcap_codes(frame[dv.category_field])
         recorded_major = (
-            (_codes(frame[dv.major_field]) == "1").fillna(False)
+            (redcap_codes(frame[dv.major_field]) == "1").fillna(False)
             if dv.major_field in frame.columns
             else pd.Series(False, index=frame.index)
         )
@@ -834,15 +835,17 @@ def derive_facts(
                 if "redcap_repeat_instance" in frame.columns
                 else 1,
                 "start": np.asarray(start),
-                "serious": (_codes(frame[ae.serious_field]) == "1").fillna(False).to_numpy(bool)
+                "serious": (redcap_codes(frame[ae.serious_field]) == "1")
+                .fillna(False)
+                .to_numpy(bool)
                 if ae.serious_field in frame.columns
                 else False,
-                "fatal": (_codes(frame[ae.outcome_field]) == str(ae.fatal_outcome_code))
+                "fatal": (redcap_codes(frame[ae.outcome_field]) == str(ae.fatal_outcome_code))
                 .fillna(False)
                 .to_numpy(bool)
                 if ae.outcome_field in frame.columns
                 else False,
-                "aesi": _codes(frame[ae.aesi_field])
+                "aesi": redcap_codes(frame[ae.aesi_field])
                 .isin([str(a.code) for a in ae.aesi])
                 .fillna(False)
                 .to_numpy(bool)

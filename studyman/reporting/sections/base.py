@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 
 from studyman.errors import SnapshotError
-from studyman.facts import DEFAULT_RULES, SCHEDULED_KINDS, FactRules, StudyFacts, derive_facts
+from studyman.facts import (
+    DEFAULT_RULES,
+    SCHEDULED_KINDS,
+    FactRules,
+    StudyFacts,
+    derive_facts,
+    redcap_codes,
+)
 from studyman.protocol.models import Protocol
 from studyman.sources.blinding import blind_dictionary
 
@@ -232,10 +239,7 @@ def _texts(values: pd.Series | pd.Index) -> list[str]:
     return [str(value) for value in np.asarray(values, dtype=object)]
 
 
-def _codes(series: pd.Series) -> pd.Series:
-    """REDCap codes as text without a trailing ``.0``."""
-    text = series.astype("string").str.strip()
-    return text.str.replace(r"\.0$", "", regex=True)
+_codes = redcap_codes  # read codes exactly as the facts do
 
 
 def _pct(count: int, total: int) -> str:
